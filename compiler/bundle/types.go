@@ -1,0 +1,106 @@
+package bundle
+
+import "time"
+
+// FormatVersion is the bundle format this package writes and reads.
+const FormatVersion = 1
+
+// Bundle is a compiled policy bundle: what a gateway runs.
+type Bundle struct {
+	Manifest Manifest
+	Policy   Policy
+	Servers  []Server
+}
+
+// Manifest describes where a bundle came from.
+type Manifest struct {
+	FormatVersion int    `json:"format_version"`
+	Revision      string `json:"revision"` // git commit, or "sha256:<hex>" of the sources
+	// CreatedAt is the commit time (or zero time for a content-hash
+	// revision), never the wall clock, so builds are reproducible.
+	CreatedAt time.Time `json:"created_at"`
+	Compiler  string    `json:"compiler"` // armoriq version that compiled it
+	Sources   []Source  `json:"sources"`
+	// Sequence orders bundles for rollback protection: the commit time in
+	// Unix seconds for git revisions. A gateway refuses a bundle whose
+	// Sequence is lower than the active one's.
+	Sequence int64 `json:"sequence"`
+}
+
+// Source is one config file compiled into the bundle.
+type Source struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+}
+
+// Pos is a position in a source file, 1-based.
+type Pos struct {
+	File string `json:"file,omitempty"`
+	Line int    `json:"line,omitempty"`
+	Col  int    `json:"col,omitempty"`
+}
+
+// Policy is the compiled policy: the SDK allow/deny lists and policy.rules in
+// one form.
+type Policy struct {
+	Groups []Group `json:"groups,omitempty"`
+	Rules  []Rule  `json:"rules"`
+	// DefaultTTLSeconds is intent.ttl_seconds (0: the gateway's default).
+	DefaultTTLSeconds int  `json:"default_ttl_seconds,omitempty"`
+	RequireCSRG       bool `json:"require_csrg,omitempty"`
+}
+
+// Group is a named set of users: exact emails or "*@domain".
+type Group struct {
+	Name    string   `json:"name"`
+	Members []string `json:"members"`
+}
+
+// Effects a rule can have.
+const (
+	Allow = "allow"
+	Deny  = "deny"
+	Hold  = "hold"
+)
+
+// Rule is one compiled rule. policy.allow entries compile to allow rules
+// with no subject restriction, policy.deny entries to deny rules.
+type Rule struct {
+	// ID names the rule in decisions and audit records: its name if the
+	// config gave one, else its config path ("policy.rules[2]", "policy.allow[0]").
+	ID     string `json:"id"`
+	Effect string `json:"effect"`
+	// Tools are "server/tool" patterns, '*' and '?' globs allowed in each part.
+	Tools  []string `json:"tools"`
+	Users  []string `json:"users,omitempty"`  // emails or *@domain; empty = anyone
+	Groups []string `json:"groups,omitempty"` // group names; empty = no group condition
+	Agents []string `json:"agents,omitempty"` // agent ids; empty = any
+	When   string   `json:"when,omitempty"`   // HCL expression over args, user, tool, server, time
+	Reason string   `json:"reason,omitempty"`
+	Pos    Pos      `json:"pos"`
+	// WhenPos is where the when expression starts in the source.
+	WhenPos Pos `json:"when_pos,omitempty"`
+}
+
+// Server is one catalogue entry. It never holds secret values: credentials
+// appear only as the $VAR names they are resolved from.
+type Server struct {
+	ID          string            `json:"id"`
+	Transport   string            `json:"transport"` // http | stdio | plugin
+	URL         string            `json:"url,omitempty"`
+	Description string            `json:"description,omitempty"`
+	ToolPrefix  string            `json:"tool_prefix"` // always | never | conditional
+	Auth        *Auth             `json:"auth,omitempty"`
+	Command     string            `json:"command,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Env         map[string]string `json:"env,omitempty"` // values are literals or $VAR names
+	Path        string            `json:"path,omitempty"`
+	SHA256      string            `json:"sha256,omitempty"`
+}
+
+// Auth is an upstream credential by reference.
+type Auth struct {
+	Type       string `json:"type"`                  // bearer | api_key
+	ValueRef   string `json:"value_ref"`             // "$VAR" holding the token or key
+	HeaderName string `json:"header_name,omitempty"` // for api_key; default X-API-Key
+}

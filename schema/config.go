@@ -1,0 +1,162 @@
+package schema
+
+// Pos is a position in a source file, 1-based. A zero Pos means "unknown".
+type Pos struct {
+	File string `json:"file,omitempty"`
+	Line int    `json:"line,omitempty"`
+	Col  int    `json:"col,omitempty"`
+}
+
+// Config is a loaded, validated armoriq.yaml (or armoriq.hcl). Field names
+// follow the file's keys. Values may hold unresolved $VAR references: they
+// are resolved only where they are used, never here.
+type Config struct {
+	Version     string    `json:"version"`
+	Identity    *Identity `json:"identity,omitempty"`
+	Environment string    `json:"environment,omitempty"` // sandbox | production
+	Proxy       *Proxy    `json:"proxy,omitempty"`
+	Servers     []Server  `json:"mcp_servers,omitempty"`
+	Groups      []Group   `json:"groups,omitempty"` // in file order; the file writes a map
+	Policy      Policy    `json:"policy"`
+	Intent      *Intent   `json:"intent,omitempty"`
+	Tests       []Test    `json:"tests,omitempty"`
+	Gateways    []Gateway `json:"gateways,omitempty"`
+
+	// Sources are the files the config was loaded from, in load order.
+	Sources []Source `json:"-"`
+}
+
+// Source is one file a Config was loaded from.
+type Source struct {
+	Path   string // as given to the loader
+	SHA256 string // hex digest of the file's bytes
+	Data   []byte
+}
+
+// Identity is the SDK's identity block.
+type Identity struct {
+	APIKey  string `json:"api_key,omitempty"` // usually "$ARMORIQ_API_KEY"
+	UserID  string `json:"user_id,omitempty"`
+	AgentID string `json:"agent_id,omitempty"`
+}
+
+// Proxy is the SDK's proxy block.
+type Proxy struct {
+	URL        string `json:"url,omitempty"`
+	Timeout    int    `json:"timeout,omitempty"`     // seconds
+	MaxRetries int    `json:"max_retries,omitempty"` // SDK retries
+}
+
+// Transport names how the gateway reaches an MCP server.
+const (
+	TransportHTTP   = "http"
+	TransportStdio  = "stdio"
+	TransportPlugin = "plugin"
+)
+
+// Tool prefix modes.
+const (
+	PrefixAlways      = "always"
+	PrefixNever       = "never"
+	PrefixConditional = "conditional"
+)
+
+// Server is one entry of mcp_servers.
+type Server struct {
+	ID          string            `json:"id"`
+	URL         string            `json:"url,omitempty"`
+	Description string            `json:"description,omitempty"`
+	Auth        *Auth             `json:"auth,omitempty"` // nil for "none"
+	Transport   string            `json:"transport"`      // defaulted to "http"
+	Command     string            `json:"command,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	Path        string            `json:"path,omitempty"`   // plugin binary
+	SHA256      string            `json:"sha256,omitempty"` // pinned plugin digest
+	ToolPrefix  string            `json:"tool_prefix"`      // defaulted to "conditional"
+	Pos         Pos               `json:"-"`                // position of the entry
+}
+
+// Auth is an MCP server's upstream credential. Secret values are normally
+// $VAR references.
+type Auth struct {
+	Type       string `json:"type"` // bearer | api_key
+	Token      string `json:"token,omitempty"`
+	APIKey     string `json:"api_key,omitempty"`
+	HeaderName string `json:"header_name,omitempty"`
+}
+
+// Group is a named set of users: exact emails or "*@domain".
+type Group struct {
+	Name    string   `json:"name"`
+	Members []string `json:"members"`
+	Pos     Pos      `json:"-"`
+}
+
+// Policy holds the SDK's allow/deny lists and our rules.
+type Policy struct {
+	Allow []Ref  `json:"allow,omitempty"`
+	Deny  []Ref  `json:"deny,omitempty"`
+	Rules []Rule `json:"rules,omitempty"`
+}
+
+// Ref is a tool reference as written ("server/tool" or "server.tool", globs
+// allowed) with its normalized slash form.
+type Ref struct {
+	Raw    string `json:"raw"`
+	Server string `json:"server"` // may be a glob
+	Tool   string `json:"tool"`   // may be a glob
+	Pos    Pos    `json:"-"`
+}
+
+// String returns the canonical "server/tool" form.
+func (r Ref) String() string { return r.Server + "/" + r.Tool }
+
+// Effects of a policy rule and outcomes of a decision.
+const (
+	EffectAllow = "allow"
+	EffectDeny  = "deny"
+	EffectHold  = "hold"
+)
+
+// Rule is one entry of policy.rules.
+type Rule struct {
+	Name   string   `json:"name,omitempty"`
+	Effect string   `json:"effect"`
+	Tools  []Ref    `json:"tools"`
+	Users  []string `json:"users,omitempty"`  // emails or *@domain; empty = anyone
+	Groups []string `json:"groups,omitempty"` // names of Config.Groups
+	Agents []string `json:"agents,omitempty"` // agent ids; empty = any
+	When   string   `json:"when,omitempty"`   // HCL expression
+	Reason string   `json:"reason,omitempty"`
+	Pos    Pos      `json:"-"` // position of the rule
+	// WhenPos is the position of the when expression's first character, so
+	// HCL diagnostics inside it can be mapped back to the user's file.
+	WhenPos Pos `json:"-"`
+}
+
+// Intent is the SDK's intent block.
+type Intent struct {
+	TTLSeconds  int  `json:"ttl_seconds,omitempty"`
+	RequireCSRG bool `json:"require_csrg,omitempty"`
+}
+
+// Test is one policy test case.
+type Test struct {
+	Name   string         `json:"name,omitempty"`
+	User   string         `json:"user"`
+	Groups []string       `json:"groups,omitempty"`
+	Agent  string         `json:"agent,omitempty"`
+	Tool   Ref            `json:"tool"`
+	Args   map[string]any `json:"args,omitempty"`
+	Expect string         `json:"expect"` // allow | deny | hold
+	Pos    Pos            `json:"-"`
+}
+
+// Gateway is a reconcile target.
+type Gateway struct {
+	Name   string `json:"name,omitempty"`
+	URL    string `json:"url"`
+	APIKey string `json:"api_key,omitempty"` // a $VAR reference
+	Pos    Pos    `json:"-"`
+}
