@@ -1,0 +1,9 @@
+package main
+
+import "github.com/rogpeppe/go-internal/testscript"
+
+// scriptCmds lists custom testscript commands (servers, fixtures) that
+// scripts may use. Add one entry per command, defined in its own *_test.go file.
+func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
+	return map[string]func(ts *testscript.TestScript, neg bool, args []string){}
+}
