@@ -255,7 +255,9 @@ func TestVerifyRefuses(t *testing.T) {
 		},
 		{
 			name: "entry in a subdirectory",
-			data: func(t *testing.T) []byte { return rawTarGz(t, entry{hdr: tar.Header{Name: "x/policy.json"}, data: "{}"}) },
+			data: func(t *testing.T) []byte {
+				return rawTarGz(t, entry{hdr: tar.Header{Name: "x/policy.json"}, data: "{}"})
+			},
 			want: Malformed, wantDetail: "flat file names",
 		},
 		{
