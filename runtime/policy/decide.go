@@ -1,0 +1,227 @@
+package policy
+
+import (
+	"strings"
+)
+
+// Decide decides req: the strongest effect among the rules that match it
+// (deny over hold over allow), or deny when none does. Among rules of the
+// same effect the first in policy order names the decision. It is safe for
+// concurrent use; it does not allocate unless a when condition is
+// evaluated or no rule matches.
+func (e *Engine) Decide(req *Request) Decision {
+	s := search{e: e, req: req, mode: evalWhen}
+	s.run()
+	return s.decision()
+}
+
+// Static decides req without evaluating when conditions: rules that have
+// one are left out. conditional reports whether such a rule applies to the
+// request (user, agent and tool match) and could change the decision if
+// its condition held. `armoriq diff` reports those pairs as conditional.
+func (e *Engine) Static(req *Request) (d Decision, conditional bool) {
+	s := search{e: e, req: req, mode: skipWhen}
+	s.run()
+	d = s.decision()
+	// A conditional rule changes the outcome only when it outranks the
+	// static decision with a different effect: a conditional deny over
+	// the default deny changes nothing.
+	conditional = s.maxCond > s.bestRank && !(s.maxCond == rankDeny && s.best == nil)
+	return d, conditional
+}
+
+// Visible reports whether the tool req names should be listed to the
+// caller (tools/list): it is allowed or held, or a conditional allow or
+// hold rule could let it through with the right arguments. req.Args is
+// ignored.
+func (e *Engine) Visible(req *Request) bool {
+	d, conditional := e.Static(req)
+	return d.Effect != Deny || conditional
+}
+
+type mode int8
+
+const (
+	evalWhen mode = iota // evaluate conditions
+	skipWhen             // leave conditional rules out, note the strongest
+)
+
+// search is the state of one decision.
+type search struct {
+	e      *Engine
+	req    *Request
+	mode   mode
+	user   string // lower case
+	domain string // lower case, "" without '@'
+
+	best     *rule
+	bestRank rank
+	bestErr  error  // the best rule is a deny whose condition failed
+	failNote string // the first allow or hold whose condition failed
+
+	maxCond rank // skipWhen: the strongest applicable conditional rule
+	scope   *scope
+}
+
+func (s *search) run() {
+	req := s.req
+	s.user = strings.ToLower(req.User) // no allocation when already lower case
+	if i := strings.LastIndexByte(s.user, '@'); i >= 0 {
+		s.domain = s.user[i+1:]
+	}
+	if si := s.e.servers[req.Server]; si != nil {
+		s.scan(si.exact[req.Tool], false, false)
+		s.scanGlobs(&si.globs, req.Tool, false)
+	}
+	s.scanGlobs(&s.e.residual, req.Server, true)
+}
+
+func (s *search) scanGlobs(g *globIndex, key string, checkServer bool) {
+	if len(key) > 0 && g.byFirst != nil {
+		s.scan(g.byFirst[key[0]], true, checkServer)
+	}
+	s.scan(g.wild, true, checkServer)
+}
+
+// scan visits one index list, sorted strongest effect first then in rule
+// order, and stops at the first rule that matches or at the first that
+// could not beat the best so far.
+func (s *search) scan(list []entry, checkTool, checkServer bool) {
+	for i := range list {
+		en := &list[i]
+		r := en.r
+		if r.rank < s.bestRank {
+			return
+		}
+		if s.best != nil && r.rank == s.bestRank && r.index > s.best.index {
+			continue
+		}
+		if checkServer && !globMatch(en.server, s.req.Server) {
+			continue
+		}
+		if checkTool {
+			if en.literal {
+				if en.tool != s.req.Tool {
+					continue
+				}
+			} else if !globMatch(en.tool, s.req.Tool) {
+				continue
+			}
+		}
+		if !s.subjectMatches(r) || !agentMatches(r, s.req.Agent) {
+			continue
+		}
+		if r.when != nil {
+			if s.mode == skipWhen {
+				if r.rank > s.maxCond {
+					s.maxCond = r.rank
+				}
+				continue
+			}
+			ok, err := s.eval(r)
+			if err != nil {
+				if r.rank == rankDeny {
+					s.take(r, err) // fail closed
+					return
+				}
+				if s.failNote == "" {
+					s.failNote = r.label + ": when condition failed: " + err.Error()
+				}
+				continue
+			}
+			if !ok {
+				continue
+			}
+		}
+		s.take(r, nil)
+		return
+	}
+}
+
+func (s *search) take(r *rule, err error) {
+	s.best, s.bestRank, s.bestErr = r, r.rank, err
+}
+
+func (s *search) decision() Decision {
+	if s.best == nil {
+		user := s.req.User
+		if user == "" {
+			user = "an anonymous user"
+		}
+		reason := "no rule allows " + s.req.Server + "/" + s.req.Tool + " for " + user
+		if s.failNote != "" {
+			reason += "; " + s.failNote
+		}
+		return Decision{Effect: Deny, Reason: reason}
+	}
+	d := Decision{Effect: effectOfRank[s.bestRank], RuleID: s.best.id, Pos: s.best.pos, Reason: s.best.reason}
+	if s.bestErr != nil {
+		d.Reason = s.best.label + ": when condition failed: " + s.bestErr.Error() + "; denied (fail closed)"
+	}
+	return d
+}
+
+func (s *search) subjectMatches(r *rule) bool {
+	if r.anyone {
+		return true
+	}
+	if s.user != "" {
+		if _, ok := r.users[s.user]; ok {
+			return true
+		}
+		if s.domain != "" {
+			for _, d := range r.domains {
+				if d == s.domain {
+					return true
+				}
+			}
+		}
+	}
+	for _, g := range r.groups {
+		if s.inGroup(g) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *search) inGroup(g groupRef) bool {
+	for _, name := range s.req.Groups {
+		if name == g.name {
+			return true
+		}
+	}
+	return g.def != nil && s.inDef(g.def)
+}
+
+func (s *search) inDef(g *group) bool {
+	if g.anyone {
+		return true
+	}
+	if s.user == "" {
+		return false
+	}
+	if _, ok := g.users[s.user]; ok {
+		return true
+	}
+	if s.domain != "" {
+		for _, d := range g.domains {
+			if d == s.domain {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func agentMatches(r *rule, agent string) bool {
+	if len(r.agents) == 0 {
+		return true
+	}
+	for _, a := range r.agents {
+		if a == agent {
+			return true
+		}
+	}
+	return false
+}
