@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // Domain-separation prefixes: a leaf can never be mistaken for an inner node
@@ -226,7 +227,7 @@ func ParseProof(data []byte) (Proof, error) {
 	if err := dec.Decode(&p); err != nil {
 		return Proof{}, fmt.Errorf("%w: %v", ErrBadProof, err)
 	}
-	if _, err := dec.Token(); err == nil {
+	if _, err := dec.Token(); err != io.EOF {
 		return Proof{}, fmt.Errorf("%w: trailing data after proof", ErrBadProof)
 	}
 	return p, nil
