@@ -1,0 +1,247 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"github.com/go-git/go-git/v5/storage/memory"
+)
+
+// SourceOptions says where the policy lives and how to reach it.
+type SourceOptions struct {
+	// URL is a local repository path, an https:// URL or an SSH URL
+	// (ssh://… or git@host:owner/repo).
+	URL    string
+	Branch string // default "main"
+	Path   string // config file in the tree; default "armoriq.yaml"
+
+	// Token authenticates HTTPS (sent as basic auth, the way GitHub and
+	// GitLab accept tokens).
+	Token string
+	// SSHKeyFile and SSHKeyPassphrase authenticate SSH URLs.
+	SSHKeyFile       string
+	SSHKeyPassphrase string
+
+	// CacheDir, when set, keeps the fetched objects on disk (a bare
+	// repository) so a restart does not fetch the whole history again;
+	// otherwise they are kept in memory.
+	CacheDir string
+}
+
+// Source is a git branch the reconciler watches. It never checks out a
+// worktree: the config is read from the commit's tree.
+type Source struct {
+	opts   SourceOptions
+	auth   transport.AuthMethod
+	mu     sync.Mutex // serializes fetches against the storage
+	repo   *git.Repository
+	remote *git.Remote
+}
+
+// Commit is one commit of the watched branch with the config file it holds.
+type Commit struct {
+	Hash    string
+	Time    time.Time // committer time: the bundle's creation time
+	Message string
+	// Config is the config file's content at this commit; nil when the file
+	// is missing (ConfigErr says why).
+	Config    []byte
+	ConfigErr error
+	commit    *object.Commit
+}
+
+// NewSource prepares a source; it touches the network only when asked to
+// poll or fetch.
+func NewSource(opts SourceOptions) (*Source, error) {
+	if opts.URL == "" {
+		return nil, errors.New("source: no URL")
+	}
+	if opts.Branch == "" {
+		opts.Branch = "main"
+	}
+	if opts.Path == "" {
+		opts.Path = "armoriq.yaml"
+	}
+	opts.URL = normalizeURL(opts.URL)
+	auth, err := sourceAuth(opts)
+	if err != nil {
+		return nil, err
+	}
+	var repo *git.Repository
+	if opts.CacheDir != "" {
+		repo, err = git.PlainOpen(opts.CacheDir)
+		if errors.Is(err, git.ErrRepositoryNotExists) {
+			repo, err = git.PlainInit(opts.CacheDir, true)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("source cache %s: %v", opts.CacheDir, err)
+		}
+	} else {
+		repo, err = git.Init(memory.NewStorage(), nil)
+		if err != nil {
+			return nil, err
+		}
+	}
+	remote, err := repo.Remote("origin")
+	if errors.Is(err, git.ErrRemoteNotFound) {
+		remote, err = repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{opts.URL}})
+	}
+	if err != nil {
+		return nil, err
+	}
+	if got := remote.Config().URLs; len(got) == 0 || got[0] != opts.URL {
+		if err := repo.DeleteRemote("origin"); err != nil {
+			return nil, err
+		}
+		if remote, err = repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{opts.URL}}); err != nil {
+			return nil, err
+		}
+	}
+	return &Source{opts: opts, auth: auth, repo: repo, remote: remote}, nil
+}
+
+// normalizeURL turns a relative local path into an absolute one, which
+// go-git's file transport needs.
+func normalizeURL(u string) string {
+	if strings.Contains(u, "://") || strings.HasPrefix(u, "git@") {
+		return u
+	}
+	if abs, err := filepath.Abs(u); err == nil {
+		return abs
+	}
+	return u
+}
+
+func sourceAuth(o SourceOptions) (transport.AuthMethod, error) {
+	switch {
+	case strings.HasPrefix(o.URL, "http://") || strings.HasPrefix(o.URL, "https://"):
+		if o.Token == "" {
+			return nil, nil
+		}
+		return &githttp.BasicAuth{Username: "x-access-token", Password: o.Token}, nil
+	case strings.HasPrefix(o.URL, "ssh://") || strings.HasPrefix(o.URL, "git@"):
+		if o.SSHKeyFile == "" {
+			return nil, nil // ssh-agent, the library's default
+		}
+		if _, err := os.Stat(o.SSHKeyFile); err != nil {
+			return nil, fmt.Errorf("ssh key: %v", err)
+		}
+		keys, err := gitssh.NewPublicKeysFromFile("git", o.SSHKeyFile, o.SSHKeyPassphrase)
+		if err != nil {
+			return nil, fmt.Errorf("ssh key %s: %v", o.SSHKeyFile, err)
+		}
+		return keys, nil
+	}
+	return nil, nil
+}
+
+// Options returns the source's options with defaults applied.
+func (s *Source) Options() SourceOptions { return s.opts }
+
+// String names the source in logs and status without credentials.
+func (s *Source) String() string { return redactURL(s.opts.URL) + "@" + s.opts.Branch }
+
+// Head asks the remote for the branch's head commit: a cheap ls-remote,
+// done before any fetch.
+func (s *Source) Head(ctx context.Context) (string, error) {
+	refs, err := s.remote.ListContext(ctx, &git.ListOptions{Auth: s.auth})
+	if err != nil {
+		return "", fmt.Errorf("ls-remote %s: %v", redactURL(s.opts.URL), err)
+	}
+	want := plumbing.NewBranchReferenceName(s.opts.Branch)
+	for _, r := range refs {
+		if r.Name() == want {
+			return r.Hash().String(), nil
+		}
+	}
+	return "", fmt.Errorf("ls-remote %s: no branch %q", redactURL(s.opts.URL), s.opts.Branch)
+}
+
+// Fetch makes sure hash is in the local storage, fetching the branch with
+// force when it is not (a force-pushed branch is followed, not merged).
+func (s *Source) Fetch(ctx context.Context, hash string) (*Commit, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := plumbing.NewHash(hash)
+	if _, err := s.repo.CommitObject(h); err != nil {
+		spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/remotes/origin/%s", s.opts.Branch, s.opts.Branch))
+		err := s.repo.FetchContext(ctx, &git.FetchOptions{
+			RemoteName: "origin",
+			RefSpecs:   []config.RefSpec{spec},
+			Auth:       s.auth,
+			Force:      true,
+			Tags:       git.NoTags,
+		})
+		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return nil, fmt.Errorf("fetch %s: %v", s, err)
+		}
+	}
+	c, err := s.repo.CommitObject(h)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s not found after fetching %s: %v", short(hash), s, err)
+	}
+	out := &Commit{Hash: hash, Time: c.Committer.When.UTC(), Message: c.Message, commit: c}
+	f, err := c.File(s.opts.Path)
+	switch {
+	case errors.Is(err, object.ErrFileNotFound):
+		out.ConfigErr = fmt.Errorf("%s: no such file at commit %s", s.opts.Path, short(hash))
+	case err != nil:
+		out.ConfigErr = fmt.Errorf("%s at %s: %v", s.opts.Path, short(hash), err)
+	default:
+		content, err := f.Contents()
+		if err != nil {
+			out.ConfigErr = fmt.Errorf("%s at %s: %v", s.opts.Path, short(hash), err)
+		} else {
+			out.Config = []byte(content)
+		}
+	}
+	return out, nil
+}
+
+// VerifySignature checks the commit's PGP signature against an armored key
+// ring and returns the signer's identity.
+func (c *Commit) VerifySignature(armoredKeyRing string) (string, error) {
+	if c.commit == nil || c.commit.PGPSignature == "" {
+		return "", fmt.Errorf("commit %s is not signed", short(c.Hash))
+	}
+	ent, err := c.commit.Verify(armoredKeyRing)
+	if err != nil {
+		return "", fmt.Errorf("commit %s: signature does not verify with the trusted keys: %v", short(c.Hash), err)
+	}
+	for name := range ent.Identities {
+		return name, nil
+	}
+	return ent.PrimaryKey.KeyIdString(), nil
+}
+
+// redactURL drops credentials embedded in a URL.
+func redactURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
+		rest = rest[at+1:]
+	}
+	return scheme + "://" + rest
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
