@@ -136,6 +136,11 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("Verify(Write(sample)) differs from sample (-want +got):\n%s", diff)
 	}
 
+	_, vsig, err := VerifyWithSignature(data, pinned(testKey("other"), key))
+	if err != nil || vsig.KeyID != KeyID(pubOf(key)) {
+		t.Errorf("VerifyWithSignature(sample bundle) signature %+v, %v; want key %s", vsig, err, KeyID(pubOf(key)))
+	}
+
 	got, sig, err := Read(bytes.NewReader(data))
 	if err != nil {
 		t.Fatalf("Read(sample bundle): %v", err)

@@ -15,20 +15,35 @@ import (
 // naming the first failure. Rollback protection (Manifest.Sequence) is the
 // caller's job.
 func Verify(data []byte, keys map[string]ed25519.PublicKey) (*Bundle, error) {
+	b, _, err := VerifyWithSignature(data, keys)
+	return b, err
+}
+
+// VerifyWithSignature is Verify, also returning the signature that
+// verified, so a caller can say which pinned key signed the bundle.
+func VerifyWithSignature(data []byte, keys map[string]ed25519.PublicKey) (*Bundle, *Signature, error) {
+	b, j, err := verify(data, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, j.signature(), nil
+}
+
+func verify(data []byte, keys map[string]ed25519.PublicKey) (*Bundle, *jws, error) {
 	files, err := readArchive(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkFormat(files); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sf := find(files, SignaturesFile)
 	if sf == nil {
-		return nil, verifyErrorf(Unsigned, "bundle has no %s", SignaturesFile)
+		return nil, nil, verifyErrorf(Unsigned, "bundle has no %s", SignaturesFile)
 	}
 	jwss, err := parseSignatures(sf.data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	j, pub := pick(jwss, keys)
 	if j == nil {
@@ -42,34 +57,34 @@ func Verify(data []byte, keys map[string]ed25519.PublicKey) (*Bundle, error) {
 		}
 		slices.Sort(pinned)
 		if len(pinned) == 0 {
-			return nil, verifyErrorf(UnknownKey, "bundle is signed by key %s, and no key is pinned", strings.Join(kids, ", "))
+			return nil, nil, verifyErrorf(UnknownKey, "bundle is signed by key %s, and no key is pinned", strings.Join(kids, ", "))
 		}
-		return nil, verifyErrorf(UnknownKey, "bundle is signed by key %s, which is not pinned (pinned: %s)", strings.Join(kids, ", "), strings.Join(pinned, ", "))
+		return nil, nil, verifyErrorf(UnknownKey, "bundle is signed by key %s, which is not pinned (pinned: %s)", strings.Join(kids, ", "), strings.Join(pinned, ", "))
 	}
 	kid := j.header.Kid
 	if j.header.Alg != SignatureAlgorithm {
-		return nil, verifyErrorf(UnsupportedFormat, "signature by key %s uses algorithm %q, want %q", kid, j.header.Alg, SignatureAlgorithm)
+		return nil, nil, verifyErrorf(UnsupportedFormat, "signature by key %s uses algorithm %q, want %q", kid, j.header.Alg, SignatureAlgorithm)
 	}
 	if len(pub) != ed25519.PublicKeySize {
-		return nil, verifyErrorf(BadSignature, "pinned key %s is not an Ed25519 public key", kid)
+		return nil, nil, verifyErrorf(BadSignature, "pinned key %s is not an Ed25519 public key", kid)
 	}
 	if !ed25519.Verify(pub, []byte(j.signingInput), j.sig) {
-		return nil, verifyErrorf(BadSignature, "signature by key %s does not verify", kid)
+		return nil, nil, verifyErrorf(BadSignature, "signature by key %s does not verify", kid)
 	}
 	if j.payload.KeyID != kid {
-		return nil, verifyErrorf(BadSignature, "signature header names key %s but its payload names key %q", kid, j.payload.KeyID)
+		return nil, nil, verifyErrorf(BadSignature, "signature header names key %s but its payload names key %q", kid, j.payload.KeyID)
 	}
 	if err := checkFiles(files, j.payload.Files); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	b, err := decode(files)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if b.Manifest.Revision != j.payload.Revision {
-		return nil, malformedf("signed revision %q differs from the manifest's %q", j.payload.Revision, b.Manifest.Revision)
+		return nil, nil, malformedf("signed revision %q differs from the manifest's %q", j.payload.Revision, b.Manifest.Revision)
 	}
-	return b, nil
+	return b, j, nil
 }
 
 // pick returns the first signature made by a pinned key, and that key.
