@@ -1,0 +1,277 @@
+package reconciler
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// fakeGitHub speaks the few REST shapes we use and records every request.
+type fakeGitHub struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []ghRequest
+	comments []map[string]any // issue comments of PR 7, in order
+	checks   int              // 403 on check runs when < 0
+	tokens   int              // installation tokens minted
+}
+
+type ghRequest struct {
+	Method, Path, Query, Auth string
+	Body                      map[string]any
+}
+
+func newFakeGitHub(t *testing.T) *fakeGitHub {
+	f := &fakeGitHub{}
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeGitHub) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var body map[string]any
+	data, _ := io.ReadAll(r.Body)
+	json.Unmarshal(data, &body)
+	f.requests = append(f.requests, ghRequest{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("Authorization"), body})
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.Method == "POST" && r.URL.Path == "/repos/o/r/check-runs":
+		if f.checks < 0 {
+			w.WriteHeader(403)
+			fmt.Fprint(w, `{"message":"Resource not accessible by integration"}`)
+			return
+		}
+		w.WriteHeader(201)
+		fmt.Fprint(w, `{"id": 42, "status": "completed"}`)
+	case r.Method == "PATCH" && r.URL.Path == "/repos/o/r/check-runs/42":
+		fmt.Fprint(w, `{"id": 42}`)
+	case r.Method == "POST" && strings.HasPrefix(r.URL.Path, "/repos/o/r/statuses/"):
+		w.WriteHeader(201)
+		fmt.Fprint(w, `{"id": 1}`)
+	case r.Method == "GET" && r.URL.Path == "/repos/o/r/issues/7/comments":
+		// Two comments per page whatever per_page says, with Link headers.
+		page := 1
+		fmt.Sscanf(r.URL.Query().Get("page"), "%d", &page)
+		lo, hi := (page-1)*2, min(page*2, len(f.comments))
+		if hi < len(f.comments) {
+			w.Header().Set("Link", fmt.Sprintf(`<%s/repos/o/r/issues/7/comments?page=%d>; rel="next"`, f.URL, page+1))
+		}
+		json.NewEncoder(w).Encode(f.comments[min(lo, hi):hi])
+	case r.Method == "POST" && r.URL.Path == "/repos/o/r/issues/7/comments":
+		c := map[string]any{"id": float64(100 + len(f.comments)), "body": body["body"]}
+		f.comments = append(f.comments, c)
+		w.WriteHeader(201)
+		json.NewEncoder(w).Encode(c)
+	case r.Method == "PATCH" && strings.HasPrefix(r.URL.Path, "/repos/o/r/issues/comments/"):
+		var id float64
+		fmt.Sscanf(strings.TrimPrefix(r.URL.Path, "/repos/o/r/issues/comments/"), "%g", &id)
+		for _, c := range f.comments {
+			if c["id"] == id {
+				c["body"] = body["body"]
+			}
+		}
+		json.NewEncoder(w).Encode(map[string]any{"id": id})
+	case r.Method == "GET" && r.URL.Path == "/repos/o/r/installation":
+		fmt.Fprint(w, `{"id": 99}`)
+	case r.Method == "POST" && r.URL.Path == "/app/installations/99/access_tokens":
+		f.tokens++
+		w.WriteHeader(201)
+		fmt.Fprintf(w, `{"token": "ghs_inst%d", "expires_at": "2099-01-01T00:00:00Z"}`, f.tokens)
+	default:
+		w.WriteHeader(404)
+		fmt.Fprint(w, `{"message":"Not Found"}`)
+	}
+}
+
+func (f *fakeGitHub) take() []ghRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.requests
+	f.requests = nil
+	return r
+}
+
+func (f *fakeGitHub) checks403() {
+	f.mu.Lock()
+	f.checks = -1
+	f.mu.Unlock()
+}
+
+func newChecks(t *testing.T, f *fakeGitHub, stdout io.Writer) *Checks {
+	t.Helper()
+	c, err := NewGitHubClient(context.Background(), GitHubAuth{Token: "ghp_test", APIURL: f.URL}, "o", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Checks{Client: c, Owner: "o", Repo: "r", Stdout: stdout}
+}
+
+func diagnostics(n int) []Diagnostic {
+	var ds []Diagnostic
+	for i := 0; i < n; i++ {
+		ds = append(ds, Diagnostic{Severity: "error", File: "armoriq.yaml", Line: i + 1, Col: 3, Path: fmt.Sprintf("mcp_servers[%d]", i), Summary: "bad"})
+	}
+	return ds
+}
+
+func TestPublishBatchesAnnotations(t *testing.T) {
+	f := newFakeGitHub(t)
+	c := newChecks(t, f, io.Discard)
+	how, err := c.Publish(context.Background(), "abc123", CheckReport{Title: "120 errors", Summary: "s", Failed: true, Diagnostics: diagnostics(120)})
+	if err != nil || how != "check-run" {
+		t.Fatalf("Publish = %q, %v; want check-run", how, err)
+	}
+	reqs := f.take()
+	var got []string
+	total := 0
+	for _, r := range reqs {
+		out, _ := r.Body["output"].(map[string]any)
+		anns, _ := out["annotations"].([]any)
+		got = append(got, fmt.Sprintf("%s %s %d", r.Method, r.Path, len(anns)))
+		total += len(anns)
+		if r.Auth != "Bearer ghp_test" {
+			t.Errorf("%s %s authorization %q, want Bearer ghp_test", r.Method, r.Path, r.Auth)
+		}
+	}
+	want := []string{"POST /repos/o/r/check-runs 50", "PATCH /repos/o/r/check-runs/42 50", "PATCH /repos/o/r/check-runs/42 20"}
+	if strings.Join(got, "; ") != strings.Join(want, "; ") || total != 120 {
+		t.Fatalf("requests %q, want %q", got, want)
+	}
+	first := reqs[0].Body
+	if first["head_sha"] != "abc123" || first["conclusion"] != "failure" || first["status"] != "completed" || first["name"] != "armoriq" {
+		t.Errorf("create body %v: want head_sha abc123, completed, failure", first)
+	}
+	a := first["output"].(map[string]any)["annotations"].([]any)[1].(map[string]any)
+	if a["path"] != "armoriq.yaml" || a["start_line"] != float64(2) || a["start_column"] != float64(3) || a["annotation_level"] != "failure" {
+		t.Errorf("second annotation %v: want armoriq.yaml:2:3 failure", a)
+	}
+}
+
+func TestPublishFallsBackToStatus(t *testing.T) {
+	f := newFakeGitHub(t)
+	f.checks403()
+	var out strings.Builder
+	c := newChecks(t, f, &out)
+	how, err := c.Publish(context.Background(), "abc123", CheckReport{Title: "1 error", Failed: true, Diagnostics: diagnostics(1)})
+	if err != nil || how != "status" {
+		t.Fatalf("Publish with checks refused = %q, %v; want status", how, err)
+	}
+	reqs := f.take()
+	last := reqs[len(reqs)-1]
+	if last.Path != "/repos/o/r/statuses/abc123" || last.Body["state"] != "failure" || last.Body["context"] != "armoriq" {
+		t.Errorf("fallback request %+v: want a failure status on abc123", last)
+	}
+	if want := "::error file=armoriq.yaml,line=1,col=3::mcp_servers[0]: bad\n"; out.String() != want {
+		t.Errorf("stdout %q, want %q", out.String(), want)
+	}
+}
+
+func TestUpsertCommentEditsInPlace(t *testing.T) {
+	f := newFakeGitHub(t)
+	c := newChecks(t, f, io.Discard)
+	// Three unrelated comments first, so ours lands on page 2.
+	for i := 0; i < 3; i++ {
+		f.comments = append(f.comments, map[string]any{"id": float64(i + 1), "body": "lgtm"})
+	}
+	created, err := c.UpsertComment(context.Background(), 7, "diff one")
+	if err != nil || !created {
+		t.Fatalf("first run: created %v, %v; want a new comment", created, err)
+	}
+	f.take()
+	created, err = c.UpsertComment(context.Background(), 7, "diff two")
+	if err != nil || created {
+		t.Fatalf("second run: created %v, %v; want an edit", created, err)
+	}
+	var got []string
+	for _, r := range f.take() {
+		got = append(got, r.Method+" "+r.Path+"?"+r.Query)
+	}
+	want := []string{
+		"GET /repos/o/r/issues/7/comments?per_page=100",
+		"GET /repos/o/r/issues/7/comments?page=2&per_page=100",
+		"PATCH /repos/o/r/issues/comments/103?",
+	}
+	if strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("second run requests %q, want %q", got, want)
+	}
+	if len(f.comments) != 4 || f.comments[3]["body"] != CommentMarker+"\ndiff two" {
+		t.Errorf("comments %v: want 4 with the last one edited", f.comments)
+	}
+}
+
+func TestCommitStatusReporter(t *testing.T) {
+	f := newFakeGitHub(t)
+	c := newChecks(t, f, io.Discard)
+	r := &CommitStatusReporter{Client: c.Client, Owner: "o", Repo: "r"}
+	o := Outcome{Condition: Stalled, Reason: ReasonInvalidConfig, Diagnostics: diagnostics(2)}
+	if err := r.ReportCommit(context.Background(), "deadbeef", o); err != nil {
+		t.Fatal(err)
+	}
+	req := f.take()[0]
+	if req.Path != "/repos/o/r/statuses/deadbeef" || req.Body["state"] != "failure" || req.Body["context"] != StatusContext ||
+		req.Body["description"] != "InvalidConfig: armoriq.yaml:1:3 bad (+1 more)" {
+		t.Errorf("status request %+v", req)
+	}
+}
+
+func TestAppAuthMintsInstallationToken(t *testing.T) {
+	f := newFakeGitHub(t)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	c, err := NewGitHubClient(context.Background(), GitHubAuth{AppID: 12, AppKeyPEM: pemKey, APIURL: f.URL}, "o", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &CommitStatusReporter{Client: c, Owner: "o", Repo: "r"}
+	for i := 0; i < 2; i++ {
+		if err := r.ReportCommit(context.Background(), "abc", Outcome{Condition: Ready, Reason: ReasonApplied}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := f.take()
+	var got []string
+	for _, q := range reqs {
+		got = append(got, q.Method+" "+q.Path)
+	}
+	want := "GET /repos/o/r/installation; POST /app/installations/99/access_tokens; POST /repos/o/r/statuses/abc; POST /repos/o/r/statuses/abc"
+	if strings.Join(got, "; ") != want {
+		t.Fatalf("requests %q, want %q", got, want)
+	}
+	if !strings.HasPrefix(reqs[0].Auth, "Bearer ey") || reqs[2].Auth != "token ghs_inst1" || reqs[3].Auth != "token ghs_inst1" {
+		t.Errorf("auth headers %q, %q, %q: want the JWT, then the cached installation token", reqs[0].Auth, reqs[2].Auth, reqs[3].Auth)
+	}
+}
+
+func TestReadGitHubEvent(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "event.json")
+	os.WriteFile(p, []byte(`{"number":7,"pull_request":{"number":7,"head":{"sha":"head1"},"base":{"sha":"base1"}}}`), 0o644)
+	env := map[string]string{"GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": "merge1", "GITHUB_EVENT_PATH": p, "GITHUB_API_URL": "http://x"}
+	ev, err := ReadGitHubEvent(func(k string) string { return env[k] })
+	if err != nil || ev.PR != 7 || ev.SHA != "head1" || ev.BaseSHA != "base1" || ev.Owner != "o" || ev.Repo != "r" {
+		t.Fatalf("ReadGitHubEvent = %+v, %v", ev, err)
+	}
+}
+
+func TestWorkflowCommandEscapes(t *testing.T) {
+	got := WorkflowCommand(Diagnostic{Severity: "warning", File: "a,b:c.yaml", Line: 2, Summary: "50% done\nnext"})
+	if want := "::warning file=a%2Cb%3Ac.yaml,line=2::50%25 done%0Anext"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
