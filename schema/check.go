@@ -1,0 +1,365 @@
+package schema
+
+import (
+	"fmt"
+	"net/url"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// WhenRoots are the variables a rule's `when` condition may reference.
+var WhenRoots = []string{"args", "user", "tool", "server", "time"}
+
+// check makes the checks the schema cannot: references between sections,
+// uniqueness, expressions, URLs and secrets. It works on the tree for
+// positions and on the decoded Config for meaning.
+func check(root *node, c *Config) Diagnostics {
+	var ds Diagnostics
+	ids := checkServers(root, &ds)
+	checkGroups(root, c, &ds)
+	groups := map[string]bool{}
+	for _, g := range c.Groups {
+		groups[g.Name] = true
+	}
+	if pol := root.get("policy"); pol != nil && pol.kind == kMap {
+		for _, list := range []string{"allow", "deny"} {
+			for i, it := range items(pol.get(list)) {
+				checkRef(it, fmt.Sprintf("policy.%s[%d]", list, i), ids, true, &ds)
+			}
+		}
+		for i, r := range items(pol.get("rules")) {
+			p := fmt.Sprintf("policy.rules[%d]", i)
+			for j, it := range items(r.get("tools")) {
+				checkRef(it, fmt.Sprintf("%s.tools[%d]", p, j), ids, true, &ds)
+			}
+			checkGroupRefs(r, p, groups, &ds)
+			if w := r.get("when"); w != nil && w.kind == kString {
+				pos := w.textPos
+				if pos.Line == 0 {
+					pos = w.pos
+				}
+				checkWhen(w.str, pos, p+".when", &ds)
+			}
+		}
+	}
+	for i, t := range items(root.get("tests")) {
+		p := fmt.Sprintf("tests[%d]", i)
+		if tn := t.get("tool"); tn != nil && tn.kind == kString {
+			checkRef(tn, p+".tool", ids, false, &ds)
+		}
+		checkGroupRefs(t, p, groups, &ds)
+	}
+	if px := root.get("proxy"); px != nil {
+		checkURL(px.get("url"), "proxy.url", &ds)
+	}
+	for i, g := range items(root.get("gateways")) {
+		p := fmt.Sprintf("gateways[%d]", i)
+		checkURL(g.get("url"), p+".url", &ds)
+		checkSecret(g.get("api_key"), p+".api_key", &ds)
+	}
+	if id := root.get("identity"); id != nil {
+		checkSecret(id.get("api_key"), "identity.api_key", &ds)
+	}
+	walkStrings(root, nil, func(n *node, labels []string) {
+		if len(labels) > 0 {
+			switch labels[len(labels)-1] {
+			case "when", "description", "reason":
+				return
+			}
+		}
+		if len(labels) > 2 && labels[0] == "tests" && labels[2] == "args" {
+			return
+		}
+		if err := checkVarRefs(n.str); err != "" {
+			ds.errorf(n.pos, pathString(labels), "%s", err)
+		}
+	})
+	return ds
+}
+
+// checkServers reports duplicate ids, bad URLs and literal secrets, and
+// returns the declared ids.
+func checkServers(root *node, ds *Diagnostics) []string {
+	var ids []string
+	seen := map[string]Pos{}
+	for i, s := range items(root.get("mcp_servers")) {
+		p := fmt.Sprintf("mcp_servers[%d]", i)
+		idn := s.get("id")
+		if idn != nil && idn.kind == kString {
+			if prev, dup := seen[idn.str]; dup {
+				ds.errorf(idn.pos, p+".id", "duplicate server id %q (first declared at line %d)", idn.str, prev.Line)
+			} else {
+				seen[idn.str] = idn.pos
+				ids = append(ids, idn.str)
+			}
+		}
+		t := str(s.get("transport"))
+		if t == "" || t == TransportHTTP {
+			checkURL(s.get("url"), p+".url", ds)
+		}
+		if a := s.get("auth"); a != nil && a.kind == kMap {
+			checkSecret(a.get("token"), p+".auth.token", ds)
+			checkSecret(a.get("api_key"), p+".auth.api_key", ds)
+		}
+	}
+	return ids
+}
+
+func checkGroups(root *node, c *Config, ds *Diagnostics) {
+	g := root.get("groups")
+	if g == nil || g.kind != kMap {
+		return
+	}
+	for _, f := range g.fields {
+		if !isIdent(f.key) {
+			ds.errorf(f.keyPos, pathString([]string{"groups", f.key}), "invalid group name %q: use letters, digits, '-' and '_'", f.key)
+		}
+		for j, m := range items(f.val) {
+			if m.kind == kString && !validMember(m.str) {
+				ds.errorf(m.pos, fmt.Sprintf("%s[%d]", pathString([]string{"groups", f.key}), j), "invalid member %q: want an email address or *@domain", m.str)
+			}
+		}
+	}
+}
+
+func validMember(s string) bool {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 || at == len(s)-1 || strings.ContainsAny(s, " \t\n") {
+		return false
+	}
+	local := s[:at]
+	return local != "" && (local == "*" || !strings.Contains(local, "*"))
+}
+
+func checkGroupRefs(n *node, p string, groups map[string]bool, ds *Diagnostics) {
+	for j, g := range items(n.get("groups")) {
+		if g.kind == kString && !groups[g.str] {
+			ds.errorf(g.pos, fmt.Sprintf("%s.groups[%d]", p, j), "unknown group %q (declare it under groups)", g.str)
+		}
+	}
+}
+
+// checkRef checks a tool reference and that its server is declared.
+func checkRef(n *node, p string, ids []string, globs bool, ds *Diagnostics) {
+	if n.kind != kString {
+		return
+	}
+	srv, tool, ok := ParseRef(n.str)
+	if !ok {
+		ds.errorf(n.pos, p, "invalid tool reference %q: want server/tool or server.tool", n.str)
+		return
+	}
+	if !globs && (isGlob(srv) || isGlob(tool)) {
+		ds.errorf(n.pos, p, "a test names one tool: %q is a pattern", n.str)
+		return
+	}
+	if isGlob(srv) {
+		if _, err := path.Match(srv, ""); err != nil {
+			ds.errorf(n.pos, p, "invalid pattern %q", srv)
+			return
+		}
+		for _, id := range ids {
+			if ok, _ := path.Match(srv, id); ok {
+				goto tool
+			}
+		}
+		ds.errorf(n.pos, p, "server pattern %q matches no declared server", srv)
+		return
+	}
+	if !containsStr(ids, srv) {
+		ds.errorf(n.pos, p, "unknown server %q in %q%s", srv, n.str, declaredHint(srv, ids))
+		return
+	}
+tool:
+	if isGlob(tool) {
+		if _, err := path.Match(tool, ""); err != nil {
+			ds.errorf(n.pos, p, "invalid pattern %q", tool)
+		}
+	}
+}
+
+func declaredHint(srv string, ids []string) string {
+	best, bestD := "", min(3, len(srv)/2+1)
+	for _, id := range ids {
+		if d := editDistance(srv, id); d < bestD {
+			best, bestD = id, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	if len(ids) == 0 {
+		return " (no server is declared under mcp_servers)"
+	}
+	return ""
+}
+
+func isGlob(s string) bool { return strings.ContainsAny(s, "*?[") }
+
+var refServer = regexp.MustCompile(`^[A-Za-z0-9_*?-]+$`)
+
+// ParseRef splits a tool reference written "server/tool" or "server.tool"
+// (globs * and ? allowed in both parts). Server ids contain no dot or
+// slash, so the first separator splits; the tool part may contain dots.
+func ParseRef(s string) (server, tool string, ok bool) {
+	i := strings.IndexAny(s, "/.")
+	if i <= 0 || i == len(s)-1 {
+		return "", "", false
+	}
+	server, tool = s[:i], s[i+1:]
+	if !refServer.MatchString(server) || strings.ContainsAny(tool, " \t\r\n/") {
+		return "", "", false
+	}
+	return server, tool, true
+}
+
+// checkWhen parses a condition as an HCL expression and checks the
+// variables it reads. Positions of HCL's diagnostics are in the user's file.
+func checkWhen(src string, start Pos, p string, ds *Diagnostics) {
+	expr, diags := hclsyntax.ParseExpression([]byte(src), start.File, hcl.Pos{Line: start.Line, Column: start.Col})
+	for _, d := range diags {
+		pos := start
+		if d.Subject != nil {
+			pos = hclPos(start.File, d.Subject.Start)
+		}
+		msg := d.Summary
+		if d.Detail != "" {
+			msg += ": " + d.Detail
+		}
+		ds.errorf(pos, p, "invalid condition: %s", strings.TrimSuffix(msg, "."))
+	}
+	if diags.HasErrors() || expr == nil {
+		return
+	}
+	for _, tr := range expr.Variables() {
+		if !containsStr(WhenRoots, tr.RootName()) {
+			ds.errorf(hclPos(start.File, tr.SourceRange().Start), p, "unknown variable %q in condition: use %s", tr.RootName(), strings.Join(WhenRoots, ", "))
+		}
+	}
+}
+
+func hclPos(file string, p hcl.Pos) Pos { return Pos{File: file, Line: p.Line, Col: p.Column} }
+
+var varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*`)
+
+// checkVarRefs reports a malformed ${...} reference; "" if s is fine.
+// $NAME and ${NAME} are references, $$ is a literal dollar, and a $ not
+// followed by a name or { is taken literally.
+func checkVarRefs(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 >= len(s) {
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			i++
+		case '{':
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 {
+				return fmt.Sprintf("unterminated reference %q: want ${NAME}", s[i:])
+			}
+			name := s[i+2 : i+2+end]
+			if !varName.MatchString(name) || varName.FindString(name) != name {
+				return fmt.Sprintf("invalid reference %q: a variable name has letters, digits and '_' and does not start with a digit", s[i:i+3+end])
+			}
+			i += 2 + end
+		}
+	}
+	return ""
+}
+
+// isVarRef reports whether s is exactly one $NAME or ${NAME} reference.
+func isVarRef(s string) bool {
+	if strings.HasPrefix(s, "${") && strings.HasSuffix(s, "}") {
+		n := s[2 : len(s)-1]
+		return varName.FindString(n) == n && n != ""
+	}
+	if strings.HasPrefix(s, "$") {
+		n := s[1:]
+		return varName.FindString(n) == n && n != ""
+	}
+	return false
+}
+
+// expandPlaceholders replaces references with a harmless word so that a URL
+// like https://${HOST}/mcp can still be checked for its shape.
+func expandPlaceholders(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '$' && i+1 < len(s) {
+			if s[i+1] == '{' {
+				if end := strings.IndexByte(s[i:], '}'); end > 0 {
+					b.WriteString("var")
+					i += end
+					continue
+				}
+			} else if m := varName.FindString(s[i+1:]); m != "" {
+				b.WriteString("var")
+				i += len(m)
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func checkURL(n *node, p string, ds *Diagnostics) {
+	if n == nil || n.kind != kString || isVarRef(n.str) {
+		return
+	}
+	if err := validURL(expandPlaceholders(n.str)); err != "" {
+		ds.errorf(n.pos, p, "invalid URL %s: %s", strconv.Quote(n.str), err)
+	}
+}
+
+func validURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return strings.TrimPrefix(err.Error(), "parse "+strconv.Quote(s)+": ")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "want an http:// or https:// URL"
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return "missing host"
+	}
+	return ""
+}
+
+func checkSecret(n *node, p string, ds *Diagnostics) {
+	if n == nil || n.kind != kString || n.str == "" || strings.Contains(n.str, "$") {
+		return
+	}
+	ds.warnf(n.pos, p, "literal secret: it would be committed to git; use a reference like $%s", secretVarHint(p))
+}
+
+func secretVarHint(p string) string {
+	switch {
+	case strings.HasPrefix(p, "identity"):
+		return "ARMORIQ_API_KEY"
+	case strings.HasPrefix(p, "gateways"):
+		return "GATEWAY_API_KEY"
+	}
+	return "SERVER_TOKEN"
+}
+
+func walkStrings(n *node, labels []string, fn func(*node, []string)) {
+	switch n.kind {
+	case kString:
+		fn(n, labels)
+	case kMap:
+		for _, f := range n.fields {
+			walkStrings(f.val, append(labels, f.key), fn)
+		}
+	case kList:
+		for i, it := range n.items {
+			walkStrings(it, append(labels, strconv.Itoa(i)), fn)
+		}
+	}
+}

@@ -1,0 +1,198 @@
+package schema
+
+import (
+	"strconv"
+)
+
+// decode builds the typed Config from a tree the schema has checked. It is
+// lenient: a value of the wrong type is skipped (the schema has already
+// reported it), so that the semantic checks can still run on the rest.
+func decode(root *node) *Config {
+	c := &Config{}
+	c.Version = str(root.get("version"))
+	if n := root.get("identity"); n != nil && n.kind == kMap {
+		c.Identity = &Identity{APIKey: str(n.get("api_key")), UserID: str(n.get("user_id")), AgentID: str(n.get("agent_id"))}
+	}
+	c.Environment = str(root.get("environment"))
+	if n := root.get("proxy"); n != nil && n.kind == kMap {
+		c.Proxy = &Proxy{URL: str(n.get("url")), Timeout: integer(n.get("timeout")), MaxRetries: integer(n.get("max_retries"))}
+	}
+	if n := root.get("mcp_servers"); n != nil {
+		for _, it := range items(n) {
+			c.Servers = append(c.Servers, decodeServer(it))
+		}
+	}
+	if n := root.get("groups"); n != nil && n.kind == kMap {
+		for _, f := range n.fields {
+			c.Groups = append(c.Groups, Group{Name: f.key, Members: strs(f.val), Pos: f.keyPos})
+		}
+	}
+	if n := root.get("policy"); n != nil && n.kind == kMap {
+		c.Policy.Allow = refs(n.get("allow"))
+		c.Policy.Deny = refs(n.get("deny"))
+		for _, it := range items(n.get("rules")) {
+			c.Policy.Rules = append(c.Policy.Rules, decodeRule(it))
+		}
+	}
+	if n := root.get("intent"); n != nil && n.kind == kMap {
+		c.Intent = &Intent{TTLSeconds: integer(n.get("ttl_seconds"))}
+		if b := n.get("require_csrg"); b != nil && b.kind == kBool {
+			c.Intent.RequireCSRG = b.b
+		}
+	}
+	for _, it := range items(root.get("tests")) {
+		t := Test{
+			Name:   str(it.get("name")),
+			User:   str(it.get("user")),
+			Groups: strs(it.get("groups")),
+			Agent:  str(it.get("agent")),
+			Expect: str(it.get("expect")),
+			Pos:    it.pos,
+		}
+		if tn := it.get("tool"); tn != nil {
+			t.Tool = makeRef(tn)
+		}
+		if a := it.get("args"); a != nil && a.kind == kMap {
+			t.Args = toGo(a).(map[string]any)
+		}
+		c.Tests = append(c.Tests, t)
+	}
+	for _, it := range items(root.get("gateways")) {
+		c.Gateways = append(c.Gateways, Gateway{Name: str(it.get("name")), URL: str(it.get("url")), APIKey: str(it.get("api_key")), Pos: it.pos})
+	}
+	return c
+}
+
+func decodeServer(n *node) Server {
+	s := Server{
+		ID:          str(n.get("id")),
+		URL:         str(n.get("url")),
+		Description: str(n.get("description")),
+		Transport:   str(n.get("transport")),
+		Command:     str(n.get("command")),
+		Args:        strs(n.get("args")),
+		Path:        str(n.get("path")),
+		SHA256:      str(n.get("sha256")),
+		ToolPrefix:  str(n.get("tool_prefix")),
+		Pos:         n.pos,
+	}
+	if s.Transport == "" {
+		s.Transport = TransportHTTP
+	}
+	if s.ToolPrefix == "" {
+		s.ToolPrefix = PrefixConditional
+	}
+	if a := n.get("auth"); a != nil && a.kind == kMap {
+		s.Auth = &Auth{Type: str(a.get("type")), Token: str(a.get("token")), APIKey: str(a.get("api_key")), HeaderName: str(a.get("header_name"))}
+	}
+	if e := n.get("env"); e != nil && e.kind == kMap {
+		s.Env = make(map[string]string, len(e.fields))
+		for _, f := range e.fields {
+			s.Env[f.key] = str(f.val)
+		}
+	}
+	return s
+}
+
+func decodeRule(n *node) Rule {
+	r := Rule{
+		Name:   str(n.get("name")),
+		Effect: str(n.get("effect")),
+		Tools:  refs(n.get("tools")),
+		Users:  strs(n.get("users")),
+		Groups: strs(n.get("groups")),
+		Agents: strs(n.get("agents")),
+		Reason: str(n.get("reason")),
+		Pos:    n.pos,
+	}
+	if w := n.get("when"); w != nil && w.kind == kString {
+		r.When = w.str
+		r.WhenPos = w.textPos
+		if r.WhenPos.Line == 0 {
+			r.WhenPos = w.pos
+		}
+	}
+	return r
+}
+
+func items(n *node) []*node {
+	if n == nil || n.kind != kList {
+		return nil
+	}
+	return n.items
+}
+
+func str(n *node) string {
+	if n == nil || n.kind != kString {
+		return ""
+	}
+	return n.str
+}
+
+func integer(n *node) int {
+	if n == nil || n.kind != kInt {
+		return 0
+	}
+	return int(n.i)
+}
+
+func strs(n *node) []string {
+	var out []string
+	for _, it := range items(n) {
+		if it.kind == kString {
+			out = append(out, it.str)
+		}
+	}
+	return out
+}
+
+func refs(n *node) []Ref {
+	var out []Ref
+	for _, it := range items(n) {
+		if it.kind == kString {
+			out = append(out, makeRef(it))
+		}
+	}
+	return out
+}
+
+func makeRef(n *node) Ref {
+	r := Ref{Raw: n.str, Pos: n.pos}
+	if n.kind != kString {
+		r.Raw = n.literal()
+	}
+	if s, t, ok := ParseRef(r.Raw); ok {
+		r.Server, r.Tool = s, t
+	}
+	return r
+}
+
+// toGo converts a tree to plain Go values (maps, slices, strings, int64,
+// float64, bool, nil), for test arguments.
+func toGo(n *node) any {
+	switch n.kind {
+	case kString:
+		return n.str
+	case kInt:
+		return n.i
+	case kFloat:
+		return n.f
+	case kBool:
+		return n.b
+	case kMap:
+		m := make(map[string]any, len(n.fields))
+		for _, f := range n.fields {
+			m[f.key] = toGo(f.val)
+		}
+		return m
+	case kList:
+		l := make([]any, len(n.items))
+		for i, it := range n.items {
+			l[i] = toGo(it)
+		}
+		return l
+	}
+	return nil
+}
+
+var _ = strconv.Itoa
