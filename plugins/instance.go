@@ -1,0 +1,306 @@
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+)
+
+// stableAfter is how long an adapter must run before a crash restarts it
+// with the shortest backoff again.
+const stableAfter = time.Minute
+
+// proc is one running adapter process.
+type proc struct {
+	client  *plugin.Client
+	adapter Adapter
+	runner  *procRunner
+}
+
+// instance supervises the adapter of one server: it (re)starts processes
+// and hands the current one to calls.
+type instance struct {
+	h          *Host
+	cfg        ServerConfig
+	timeout    time.Duration
+	slots      chan struct{} // the concurrency limit
+	firstStart chan error    // the first start's outcome, read by Sync
+	quit       chan struct{} // closed to stop the instance
+	done       chan struct{} // closed when the supervisor has stopped
+
+	mu       sync.Mutex
+	state    State
+	cur      *proc
+	ready    chan struct{} // closed when cur is set or the state is final
+	restarts int
+	lastErr  error
+	since    time.Time
+}
+
+func newInstance(h *Host, cfg ServerConfig) *instance {
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = h.opts.callTimeout
+	}
+	n := cfg.MaxConcurrent
+	if n <= 0 {
+		n = h.opts.maxConc
+	}
+	return &instance{
+		h:          h,
+		cfg:        cfg,
+		timeout:    timeout,
+		slots:      make(chan struct{}, n),
+		firstStart: make(chan error, 1),
+		quit:       make(chan struct{}),
+		done:       make(chan struct{}),
+		state:      StateStarting,
+		ready:      make(chan struct{}),
+		since:      time.Now(),
+	}
+}
+
+// run starts the adapter and restarts it whenever it exits, until stopped.
+func (in *instance) run() {
+	defer close(in.done)
+	backoff := in.h.opts.minBackoff
+	first := true
+	for {
+		p, err := in.h.launch(in.cfg)
+		if first {
+			in.firstStart <- err
+			first = false
+		}
+		if err != nil {
+			var cerr *configError
+			if errors.As(err, &cerr) {
+				in.setState(StateFailed, nil, err)
+				<-in.quit
+				return
+			}
+			in.setState(StateDown, nil, err)
+		} else {
+			in.setState(StateUp, p, nil)
+			started := time.Now()
+			select {
+			case <-in.quit:
+				in.setState(StateDown, nil, nil)
+				p.client.Kill()
+				return
+			case <-p.runner.exited:
+				in.setState(StateDown, nil, fmt.Errorf("adapter %q exited: %v", in.cfg.ID, p.runner.exitErr()))
+				p.client.Kill()             // releases go-plugin's resources
+				killGroup(p.runner.pid()) // and whatever the adapter left in its group
+			}
+			if time.Since(started) > stableAfter {
+				backoff = in.h.opts.minBackoff
+			}
+		}
+		select {
+		case <-in.quit:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, in.h.opts.maxBackoff)
+		in.mu.Lock()
+		in.restarts++
+		in.state = StateStarting
+		in.since = time.Now()
+		in.mu.Unlock()
+	}
+}
+
+// setState records a state change. p is the process now serving, if any.
+func (in *instance) setState(s State, p *proc, err error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.state, in.since = s, time.Now()
+	if err != nil {
+		in.lastErr = err
+	}
+	switch {
+	case p != nil || s == StateFailed:
+		in.cur = p
+		select {
+		case <-in.ready:
+		default:
+			close(in.ready)
+		}
+	case in.cur != nil:
+		in.cur = nil
+		in.ready = make(chan struct{})
+	}
+}
+
+func (in *instance) stop() {
+	close(in.quit)
+	<-in.done
+}
+
+func (in *instance) status() Status {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	st := Status{
+		ID:        in.cfg.ID,
+		Transport: in.cfg.Transport,
+		State:     in.state,
+		Restarts:  in.restarts,
+		Since:     in.since,
+	}
+	if in.cur != nil {
+		st.PID = in.cur.runner.pid()
+	}
+	if in.lastErr != nil {
+		st.LastError = in.lastErr.Error()
+	}
+	return st
+}
+
+// current waits until a process serves the adapter, bounded by ctx.
+func (in *instance) current(ctx context.Context) (*proc, error) {
+	for {
+		in.mu.Lock()
+		p, ready, state, lastErr := in.cur, in.ready, in.state, in.lastErr
+		in.mu.Unlock()
+		if p != nil {
+			return p, nil
+		}
+		if state == StateFailed {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, lastErr)
+		}
+		select {
+		case <-ready:
+		case <-in.quit:
+			return nil, fmt.Errorf("adapter %q: %w: stopped", in.cfg.ID, ErrUnavailable)
+		case <-ctx.Done():
+			if lastErr != nil {
+				return nil, fmt.Errorf("adapter %q is %s: %w: %v", in.cfg.ID, state, ErrUnavailable, lastErr)
+			}
+			return nil, fmt.Errorf("adapter %q is %s: %w", in.cfg.ID, state, ErrUnavailable)
+		}
+	}
+}
+
+// call runs f against the current process within the adapter's slot and
+// timeout, and turns failures into errors that say what happened.
+func (in *instance) call(ctx context.Context, op string, f func(context.Context, Adapter) error) error {
+	select {
+	case in.slots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("adapter %q: %s: all %d call slots busy: %w (%v)", in.cfg.ID, op, cap(in.slots), ErrBusy, ctx.Err())
+	}
+	defer func() { <-in.slots }()
+
+	tctx, cancel := context.WithTimeout(ctx, in.timeout)
+	defer cancel()
+	p, err := in.current(tctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("adapter %q: %s: %w", in.cfg.ID, op, ctx.Err())
+		}
+		return err
+	}
+	err = f(tctx, p.adapter)
+	if err == nil {
+		return nil
+	}
+	var rpcErr *RPCError
+	switch {
+	case errors.As(err, &rpcErr):
+		return err
+	case ctx.Err() != nil:
+		return fmt.Errorf("adapter %q: %s: %w", in.cfg.ID, op, ctx.Err())
+	case tctx.Err() != nil:
+		return fmt.Errorf("adapter %q: %s: no answer within %v: %w", in.cfg.ID, op, in.timeout, ErrTimeout)
+	}
+	var cerr *connError
+	if errors.As(err, &cerr) {
+		// The connection broke: did the process die?
+		select {
+		case <-p.runner.exited:
+			return fmt.Errorf("adapter %q crashed during %s (%v); restarting it: %w", in.cfg.ID, op, p.runner.exitErr(), ErrUnavailable)
+		case <-time.After(time.Second):
+			return fmt.Errorf("adapter %q: %s: connection lost: %v: %w", in.cfg.ID, op, cerr, ErrUnavailable)
+		}
+	}
+	return fmt.Errorf("adapter %q: %s: %w", in.cfg.ID, op, err)
+}
+
+// hostAdapter is the Adapter Host.Get returns.
+type hostAdapter struct {
+	h  *Host
+	id string
+}
+
+var _ Adapter = (*hostAdapter)(nil)
+
+func (a *hostAdapter) do(ctx context.Context, op string, f func(context.Context, Adapter) error) error {
+	in, err := a.h.instance(a.id)
+	if err != nil {
+		return err
+	}
+	return in.call(ctx, op, f)
+}
+
+func (a *hostAdapter) Configure(context.Context, ServerConfig) error {
+	return fmt.Errorf("adapter %q: configured by the host; change it with Host.Sync", a.id)
+}
+
+func (a *hostAdapter) ListTools(ctx context.Context, cursor string) (res json.RawMessage, err error) {
+	err = a.do(ctx, "tools/list", func(ctx context.Context, ad Adapter) (err error) {
+		res, err = ad.ListTools(ctx, cursor)
+		return err
+	})
+	return res, err
+}
+
+func (a *hostAdapter) CallTool(ctx context.Context, name string, args json.RawMessage, progress func(Progress)) (res json.RawMessage, err error) {
+	err = a.do(ctx, "tools/call "+name, func(ctx context.Context, ad Adapter) (err error) {
+		res, err = ad.CallTool(ctx, name, args, progress)
+		return err
+	})
+	return res, err
+}
+
+func (a *hostAdapter) ListResources(ctx context.Context, cursor string) (res json.RawMessage, err error) {
+	err = a.do(ctx, "resources/list", func(ctx context.Context, ad Adapter) (err error) {
+		res, err = ad.ListResources(ctx, cursor)
+		return err
+	})
+	return res, err
+}
+
+func (a *hostAdapter) ReadResource(ctx context.Context, uri string) (res json.RawMessage, err error) {
+	err = a.do(ctx, "resources/read", func(ctx context.Context, ad Adapter) (err error) {
+		res, err = ad.ReadResource(ctx, uri)
+		return err
+	})
+	return res, err
+}
+
+func (a *hostAdapter) ListPrompts(ctx context.Context, cursor string) (res json.RawMessage, err error) {
+	err = a.do(ctx, "prompts/list", func(ctx context.Context, ad Adapter) (err error) {
+		res, err = ad.ListPrompts(ctx, cursor)
+		return err
+	})
+	return res, err
+}
+
+func (a *hostAdapter) GetPrompt(ctx context.Context, name string, args map[string]string) (res json.RawMessage, err error) {
+	err = a.do(ctx, "prompts/get", func(ctx context.Context, ad Adapter) (err error) {
+		res, err = ad.GetPrompt(ctx, name, args)
+		return err
+	})
+	return res, err
+}
+
+func (a *hostAdapter) Health(ctx context.Context) error {
+	return a.do(ctx, "health", func(ctx context.Context, ad Adapter) error {
+		return ad.Health(ctx)
+	})
+}

@@ -1,0 +1,124 @@
+// Package plugins is the adapter contract between the armoriq gateway and
+// the processes that reach upstream MCP servers, and the host that runs them.
+//
+// An adapter is a separate process started with hashicorp/go-plugin and
+// spoken to over gRPC (see proto/adapter.proto). The contract carries MCP
+// payloads as the JSON the MCP specification defines, so an adapter and the
+// gateway agree on what a tool, a result or a prompt is without this package
+// restating the MCP schema.
+//
+// The package holds three things: the contract (Adapter, ServerConfig, the
+// handshake and the gRPC glue, Serve for an adapter's main), and the Host
+// that starts, supervises and calls adapters for the gateway. The built-in
+// adapters live in plugins/mcpadapter; the armoriq binary serves them when
+// the host re-executes it as "armoriq adapter http|stdio".
+//
+// This package imports nothing else of armoriq: the runtime maps its bundle's
+// server catalogue to ServerConfig values.
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Adapter is one upstream MCP server as the gateway sees it. An adapter
+// process implements it and passes it to Serve; the host's side of the gRPC
+// connection implements it too, and Host.Get returns one that adds the
+// host's timeouts, concurrency limit and crash handling.
+//
+// MCP results travel as JSON: ListTools returns an MCP ListToolsResult,
+// CallTool a CallToolResult, and so on. When the upstream answers with a
+// JSON-RPC error the method returns an *RPCError.
+type Adapter interface {
+	// Configure gives the adapter its server's configuration, with
+	// credentials already resolved. The host calls it once, right after the
+	// process starts and before any other method.
+	Configure(ctx context.Context, cfg ServerConfig) error
+	// ListTools returns one page of the upstream's tools/list result.
+	ListTools(ctx context.Context, cursor string) (json.RawMessage, error)
+	// CallTool calls a tool. args is a JSON object (nil means none).
+	// progress, if not nil, receives the upstream's progress
+	// notifications for this call, in order, before CallTool returns.
+	CallTool(ctx context.Context, name string, args json.RawMessage, progress func(Progress)) (json.RawMessage, error)
+	// ListResources returns one page of resources/list.
+	ListResources(ctx context.Context, cursor string) (json.RawMessage, error)
+	// ReadResource returns the resources/read result for uri.
+	ReadResource(ctx context.Context, uri string) (json.RawMessage, error)
+	// ListPrompts returns one page of prompts/list.
+	ListPrompts(ctx context.Context, cursor string) (json.RawMessage, error)
+	// GetPrompt returns the prompts/get result.
+	GetPrompt(ctx context.Context, name string, args map[string]string) (json.RawMessage, error)
+	// Health reports whether the upstream server answers.
+	Health(ctx context.Context) error
+}
+
+// Transports an upstream server can be reached by.
+const (
+	TransportHTTP   = "http"   // built-in: Streamable HTTP
+	TransportStdio  = "stdio"  // built-in: spawn a command, MCP over stdin/stdout
+	TransportPlugin = "plugin" // a custom adapter binary pinned by sha256
+)
+
+// ServerConfig is one upstream MCP server. The host receives it with $VAR
+// and ${VAR} references in Headers and Env values, and resolves them each
+// time it configures an adapter process (at start and at every restart), so
+// resolved secrets live only in the adapter, never in a bundle or in the
+// host's state.
+type ServerConfig struct {
+	ID        string
+	Transport string // TransportHTTP, TransportStdio or TransportPlugin
+	URL       string // http
+	Command   string // stdio
+	Args      []string
+	Env       map[string]string // stdio: added to the command's environment
+	// Headers are sent with every upstream HTTP request, for example
+	// "Authorization": "Bearer $GITHUB_TOKEN".
+	Headers map[string]string
+	// Path and SHA256 name a custom adapter binary and its pinned
+	// hex-encoded SHA-256 digest (TransportPlugin).
+	Path   string
+	SHA256 string
+	// Timeout bounds each call; zero means the host's default.
+	Timeout time.Duration
+	// MaxConcurrent bounds the calls in flight; zero means the host's default.
+	MaxConcurrent int
+}
+
+// Progress is one progress notification of a tool call.
+type Progress struct {
+	Progress float64
+	Total    float64 // zero when unknown
+	Message  string
+}
+
+// RPCError is a JSON-RPC error the upstream MCP server answered with, such
+// as an unknown tool or invalid arguments. It is the upstream's answer, not
+// a failure of the adapter.
+type RPCError struct {
+	Code    int64
+	Message string
+	Data    json.RawMessage
+}
+
+func (e *RPCError) Error() string {
+	return fmt.Sprintf("upstream error %d: %s", e.Code, e.Message)
+}
+
+// Errors the host's adapters return, for errors.Is. The messages around
+// them name the server and what happened.
+var (
+	// ErrUnknownServer: no adapter runs for this server id.
+	ErrUnknownServer = errors.New("unknown server")
+	// ErrUnavailable: the adapter is down, restarting, or crashed during
+	// the call.
+	ErrUnavailable = errors.New("adapter unavailable")
+	// ErrTimeout: the call did not finish within the adapter's timeout.
+	ErrTimeout = errors.New("adapter call timed out")
+	// ErrBusy: the context ended while waiting for one of the adapter's
+	// concurrent call slots.
+	ErrBusy = errors.New("adapter busy")
+)

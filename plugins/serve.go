@@ -1,0 +1,140 @@
+package plugins
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/armoriq/controlplane/plugins/proto"
+)
+
+// The go-plugin handshake. A host and an adapter must agree on the cookie;
+// the protocol version selects the contract (1 is proto/adapter.proto). A
+// future contract adds a version to pluginSets on both sides, so a host can
+// run adapters built against either while they coexist.
+const (
+	ProtocolVersion  = 1
+	MagicCookieKey   = "ARMORIQ_PLUGIN"
+	MagicCookieValue = "7d3c1a8e-armoriq-adapter"
+)
+
+// pluginName is the name the adapter is dispensed under.
+const pluginName = "adapter"
+
+func handshake() plugin.HandshakeConfig {
+	return plugin.HandshakeConfig{
+		ProtocolVersion:  ProtocolVersion,
+		MagicCookieKey:   MagicCookieKey,
+		MagicCookieValue: MagicCookieValue,
+	}
+}
+
+// pluginSets lists the contract versions this build speaks. impl is nil on
+// the host side.
+func pluginSets(impl Adapter) map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{
+		1: {pluginName: &AdapterPlugin{Impl: impl}},
+	}
+}
+
+// AdapterPlugin is the go-plugin glue of contract version 1: on the adapter
+// side it registers Impl as the gRPC service, on the host side it returns
+// an Adapter that calls the service.
+type AdapterPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl Adapter // adapter side only
+}
+
+var _ plugin.GRPCPlugin = (*AdapterPlugin)(nil)
+
+// GRPCServer registers the adapter's service.
+func (p *AdapterPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	proto.RegisterAdapterServer(s, &grpcServer{impl: p.Impl})
+	return nil
+}
+
+// GRPCClient returns the host's Adapter over conn.
+func (p *AdapterPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	return &grpcClient{c: proto.NewAdapterClient(conn)}, nil
+}
+
+// Serve runs impl as an adapter process; an adapter's main calls it and
+// nothing else. It speaks the go-plugin handshake on stdout, so the program
+// must not write to stdout itself. Log with log/slog: Serve points the
+// default logger at stderr in the format the host forwards to its own log.
+//
+// Serve does not return while the host is alive. The process exits when the
+// host stops it, when the host process dies (the parent changes, or SIGTERM
+// from the Linux parent-death signal the host sets), or on SIGTERM/SIGHUP.
+// Before exiting it calls impl.Close if impl is an io.Closer, so an adapter
+// can stop what it spawned.
+func Serve(impl Adapter) {
+	slog.SetDefault(slog.New(newPluginLogHandler(os.Stderr)))
+	cleanup := func() {
+		if c, ok := impl.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
+	go exitWithParent(cleanup)
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  handshake(),
+		VersionedPlugins: pluginSets(impl),
+		GRPCServer:       plugin.DefaultGRPCServer,
+	})
+	// The host asked the plugin to shut down.
+	cleanup()
+}
+
+// exitWithParent ends the adapter when the host goes away: on SIGTERM or
+// SIGHUP, or when the parent process changes (the host died and the process
+// was re-parented), which also covers systems without a parent-death signal.
+func exitWithParent(cleanup func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGHUP)
+	ppid := os.Getppid()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case s := <-sig:
+			slog.Warn("adapter stopping on signal", "signal", s.String())
+		case <-tick.C:
+			if os.Getppid() == ppid {
+				continue
+			}
+			slog.Warn("adapter stopping: its host process is gone")
+		}
+		cleanup()
+		os.Exit(1)
+	}
+}
+
+// newPluginLogHandler writes JSON lines with the keys go-plugin's host
+// recognises (@level, @message, @timestamp), so adapter logs reach the
+// host's log at their own level instead of as raw debug lines.
+func newPluginLogHandler(w io.Writer) slog.Handler {
+	return slog.NewJSONHandler(w, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) > 0 {
+				return a
+			}
+			switch a.Key {
+			case slog.LevelKey:
+				return slog.String("@level", strings.ToLower(a.Value.String()))
+			case slog.MessageKey:
+				a.Key = "@message"
+			case slog.TimeKey:
+				a.Key = "@timestamp"
+			}
+			return a
+		},
+	})
+}
