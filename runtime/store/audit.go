@@ -1,0 +1,208 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Decision is the gateway's verdict on one call.
+type Decision string
+
+// The decisions.
+const (
+	Allowed Decision = "allowed"
+	Blocked Decision = "blocked"
+	Held    Decision = "held"
+	Failed  Decision = "failed"
+)
+
+// Valid reports whether d is one of the known decisions.
+func (d Decision) Valid() bool {
+	return d == Allowed || d == Blocked || d == Held || d == Failed
+}
+
+// AuditRecord is one decision in the audit log. The store sets Seq,
+// PrevHash and Hash; Time defaults to now. Arguments must already be
+// redacted: the store keeps them byte for byte.
+type AuditRecord struct {
+	Seq            int64           `json:"seq"`
+	Time           time.Time       `json:"time"`
+	RequestID      string          `json:"request_id"`
+	APIKeyID       string          `json:"api_key_id"`
+	Service        string          `json:"service"` // service identity
+	User           string          `json:"user"`    // end user
+	Agent          string          `json:"agent"`
+	Server         string          `json:"server"`
+	Tool           string          `json:"tool"`
+	Arguments      json.RawMessage `json:"arguments"`
+	Decision       Decision        `json:"decision"`
+	Rule           string          `json:"rule"` // matched rule
+	BundleRevision string          `json:"bundle_revision"`
+	PlanHash       string          `json:"plan_hash"`
+	Step           int64           `json:"step"` // plan step index; meaningful when PlanHash is set
+	Outcome        string          `json:"outcome"`
+	DurationMS     int64           `json:"duration_ms"`
+	PrevHash       []byte          `json:"prev_hash"`
+	Hash           []byte          `json:"hash"`
+}
+
+// AuditFilter selects audit records. Zero fields match everything.
+type AuditFilter struct {
+	User     string
+	Server   string
+	Tool     string
+	Decision Decision
+	Since    time.Time // Time >= Since
+	Until    time.Time // Time < Until
+	AfterSeq int64     // Seq > AfterSeq, for paging
+	Limit    int       // ListAudit: 0 means 100, at most 1000; ExportAudit: 0 means all
+}
+
+// ProblemKind names what VerifyAudit found wrong.
+type ProblemKind string
+
+// The problems VerifyAudit reports.
+const (
+	// Edited: the record's hash does not match its fields.
+	Edited ProblemKind = "edited"
+	// Deleted: a sequence number is missing (Seq is the first missing one).
+	Deleted ProblemKind = "deleted"
+	// Inserted: a record that does not belong to the chain: it does not
+	// link to its predecessor, its successor does not link to it, or it
+	// lies past the chain head.
+	Inserted ProblemKind = "inserted"
+)
+
+// VerifyReport is the result of VerifyAudit.
+type VerifyReport struct {
+	Records  int64  // records checked
+	HeadSeq  int64  // the chain head's sequence number
+	HeadHash []byte // the chain head's hash: anchor it elsewhere to detect a full rewrite
+	Problem  *AuditProblem
+}
+
+// OK reports whether the chain verified.
+func (r VerifyReport) OK() bool { return r.Problem == nil }
+
+// AuditProblem is the first broken link VerifyAudit found.
+type AuditProblem struct {
+	Seq    int64
+	Kind   ProblemKind
+	Detail string
+}
+
+func (p *AuditProblem) String() string {
+	return fmt.Sprintf("record %d %s: %s", p.Seq, p.Kind, p.Detail)
+}
+
+// auditHashLabel starts every hashed encoding; bump the version to change it.
+const auditHashLabel = "armoriq audit v1"
+
+// zeroHash is the PrevHash of the first record.
+var zeroHash = make([]byte, sha256.Size)
+
+// AuditHash returns the hash of rec: SHA-256 over the canonical encoding of
+// every field except Hash, PrevHash included (see docs/store.md).
+func AuditHash(rec *AuditRecord) []byte {
+	h := sha256.New()
+	var buf [8]byte
+	str := func(s []byte) {
+		binary.BigEndian.PutUint32(buf[:4], uint32(len(s)))
+		h.Write(buf[:4])
+		h.Write(s)
+	}
+	num := func(n int64) {
+		binary.BigEndian.PutUint64(buf[:], uint64(n))
+		h.Write(buf[:])
+	}
+	str([]byte(auditHashLabel))
+	num(rec.Seq)
+	num(rec.Time.UnixNano())
+	str([]byte(rec.RequestID))
+	str([]byte(rec.APIKeyID))
+	str([]byte(rec.Service))
+	str([]byte(rec.User))
+	str([]byte(rec.Agent))
+	str([]byte(rec.Server))
+	str([]byte(rec.Tool))
+	str(rec.Arguments)
+	str([]byte(rec.Decision))
+	str([]byte(rec.Rule))
+	str([]byte(rec.BundleRevision))
+	str([]byte(rec.PlanHash))
+	num(rec.Step)
+	str([]byte(rec.Outcome))
+	num(rec.DurationMS)
+	str(rec.PrevHash)
+	return h.Sum(nil)
+}
+
+// verifier walks records in sequence order and remembers the first problem.
+type verifier struct {
+	report   VerifyReport
+	prev     *AuditRecord // last record seen
+	expected int64        // next sequence number
+}
+
+func newVerifier(headSeq int64, headHash []byte) *verifier {
+	return &verifier{
+		report:   VerifyReport{HeadSeq: headSeq, HeadHash: headHash},
+		expected: 1,
+	}
+}
+
+func (v *verifier) fail(seq int64, kind ProblemKind, format string, args ...any) {
+	v.report.Problem = &AuditProblem{Seq: seq, Kind: kind, Detail: fmt.Sprintf(format, args...)}
+}
+
+// next checks one record; it returns false once a problem is found.
+func (v *verifier) next(rec *AuditRecord) bool {
+	v.report.Records++
+	prevHash := zeroHash
+	if v.prev != nil {
+		prevHash = v.prev.Hash
+	}
+	switch {
+	case rec.Seq > v.report.HeadSeq:
+		v.fail(rec.Seq, Inserted, "past the chain head (seq %d)", v.report.HeadSeq)
+	case rec.Seq != v.expected:
+		v.fail(v.expected, Deleted, "records %d to %d are missing", v.expected, rec.Seq-1)
+	case !bytes.Equal(AuditHash(rec), rec.Hash):
+		v.fail(rec.Seq, Edited, "its fields do not match its hash")
+	case !bytes.Equal(rec.PrevHash, prevHash):
+		if v.prev == nil {
+			v.fail(rec.Seq, Inserted, "the first record does not start the chain")
+		} else {
+			// Both records hash correctly but do not link: the earlier one
+			// was rewritten or slipped in, with its hash recomputed.
+			v.fail(v.prev.Seq, Inserted, "record %d does not link to it", rec.Seq)
+		}
+	default:
+		v.prev = rec
+		v.expected++
+		return true
+	}
+	return false
+}
+
+// done checks the end of the chain against the head.
+func (v *verifier) done() VerifyReport {
+	if v.report.Problem != nil {
+		return v.report
+	}
+	last, lastHash := int64(0), zeroHash
+	if v.prev != nil {
+		last, lastHash = v.prev.Seq, v.prev.Hash
+	}
+	switch {
+	case last < v.report.HeadSeq:
+		v.fail(last+1, Deleted, "records %d to %d are missing", last+1, v.report.HeadSeq)
+	case !bytes.Equal(lastHash, v.report.HeadHash):
+		v.fail(last, Inserted, "the last record does not match the chain head")
+	}
+	return v.report
+}
