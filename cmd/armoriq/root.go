@@ -9,6 +9,12 @@ func rootCommand() *command {
 runs the gateway that enforces them, and reconciles policy from git.`,
 		Sub: []*command{
 			versionCommand(),
+			adapterCommand(),
+			gatewayCommand(),
+			validateCommand(), initCommand(),
+			keygenCommand(),
+			compileCommand(),
+			bundleCommand(),
 		},
 	}
 }

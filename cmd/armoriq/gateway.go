@@ -1,0 +1,335 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/armoriq/controlplane/compiler"
+	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/gateway"
+	"github.com/armoriq/controlplane/runtime/store"
+	"github.com/armoriq/controlplane/schema"
+	"github.com/spf13/pflag"
+)
+
+// gatewayOptions are the flags of `armoriq gateway`; each has an ARMORIQ_*
+// environment variable that applies when the flag is not given.
+type gatewayOptions struct {
+	addr        string
+	data        string
+	storeDSN    string
+	trustKeys   []string
+	config      string
+	localKey    string
+	register    bool
+	maxTTL      time.Duration
+	callTimeout time.Duration
+	logFormat   string
+	shutdown    time.Duration
+}
+
+func gatewayCommand() *command {
+	var o gatewayOptions
+	return &command{
+		Use:   "gateway",
+		Short: "Run the gateway that agents call",
+		Long: `Run the armoriq gateway: the ArmorIQ SDK API (/iap/sdk/token, /invoke,
+/iap/sdk/register), the admin API (/v1/...) and policy enforcement with a
+hash-chained audit log.
+
+State lives in an embedded SQLite database in --data, or in PostgreSQL with
+--store postgres://... (for several replicas). On first start the gateway
+creates an admin API key and writes it to DATA/admin.key (mode 0600).
+
+Bundles are accepted only when signed by a --trust-key. With --config the
+gateway compiles that armoriq.yaml at start, signs it with a local key
+(DATA/local-signing.key, created on first use and trusted) and activates it:
+the quickest way to run a gateway on one machine. --register also lets the
+SDK's POST /iap/sdk/register activate configs signed with that local key.
+
+Every flag can be set by an environment variable: ARMORIQ_ADDR, ARMORIQ_DATA,
+ARMORIQ_STORE, ARMORIQ_TRUST_KEYS (comma-separated files), ARMORIQ_CONFIG,
+ARMORIQ_MAX_TOKEN_TTL, ARMORIQ_CALL_TIMEOUT, ARMORIQ_LOG_FORMAT.`,
+		Example: `  armoriq gateway --config examples/quickstart/armoriq.yaml
+  armoriq gateway --addr :8080 --data /var/lib/armoriq --trust-key ci-signing.key.pub
+  armoriq gateway --store postgres://armoriq@db/armoriq --trust-key ci-signing.key.pub`,
+		Flags: func(fs *pflag.FlagSet) {
+			fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address to listen on (HOST:PORT)")
+			fs.StringVar(&o.data, "data", ".armoriq-data", "data directory: SQLite store, admin.key, local signing key")
+			fs.StringVar(&o.storeDSN, "store", "", "database: postgres://... for PostgreSQL (default: SQLite in --data)")
+			fs.StringSliceVar(&o.trustKeys, "trust-key", nil, "bundle-signing public key file to trust (repeatable)")
+			fs.StringVar(&o.config, "config", "", "armoriq.yaml to compile, sign with the local key and activate at start")
+			fs.StringVar(&o.localKey, "local-key", "", "local signing key for --config and --register (default DATA/local-signing.key)")
+			fs.BoolVar(&o.register, "register", false, "serve POST /iap/sdk/register, signing registered configs with the local key")
+			fs.DurationVar(&o.maxTTL, "max-token-ttl", time.Hour, "longest validity an intent token may be issued with")
+			fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "time limit of one forwarded tool call")
+			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+			fs.DurationVar(&o.shutdown, "shutdown-timeout", 30*time.Second, "how long to let in-flight calls finish on SIGTERM")
+		},
+		MaxArgs: 0,
+		Run: func(ctx context.Context, e *env, args []string) error {
+			if err := o.fromEnv(e.Getenv); err != nil {
+				return err
+			}
+			return runGateway(ctx, e, &o)
+		},
+	}
+}
+
+// fromEnv fills options the command line left unset from ARMORIQ_* variables.
+func (o *gatewayOptions) fromEnv(getenv func(string) string) error {
+	str := func(dst *string, name string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	dur := func(dst *time.Duration, name string) error {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return usageErrorf("%s=%q is not a duration (e.g. 30s, 1h)", name, v)
+			}
+			*dst = d
+		}
+		return nil
+	}
+	// Flags win: only consult the environment for defaults. The flag set
+	// is not visible here, so an explicit flag equal to its default is
+	// overridden; that is harmless.
+	if o.addr == "127.0.0.1:8080" {
+		str(&o.addr, "ARMORIQ_ADDR")
+	}
+	if o.data == ".armoriq-data" {
+		str(&o.data, "ARMORIQ_DATA")
+	}
+	if o.storeDSN == "" {
+		str(&o.storeDSN, "ARMORIQ_STORE")
+	}
+	if o.config == "" {
+		str(&o.config, "ARMORIQ_CONFIG")
+	}
+	if o.logFormat == "text" {
+		str(&o.logFormat, "ARMORIQ_LOG_FORMAT")
+	}
+	if len(o.trustKeys) == 0 {
+		if v := getenv("ARMORIQ_TRUST_KEYS"); v != "" {
+			o.trustKeys = strings.Split(v, ",")
+		}
+	}
+	if o.maxTTL == time.Hour {
+		if err := dur(&o.maxTTL, "ARMORIQ_MAX_TOKEN_TTL"); err != nil {
+			return err
+		}
+	}
+	if o.callTimeout == 30*time.Second {
+		if err := dur(&o.callTimeout, "ARMORIQ_CALL_TIMEOUT"); err != nil {
+			return err
+		}
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return usageErrorf("--log-format must be text or json, got %q", o.logFormat)
+	}
+	if o.maxTTL <= 0 || o.callTimeout <= 0 {
+		return usageErrorf("--max-token-ttl and --call-timeout must be positive")
+	}
+	return nil
+}
+
+func newLogger(w interface{ Write([]byte) (int, error) }, format string) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
+	log := newLogger(e.Stderr, o.logFormat)
+	if err := os.MkdirAll(o.data, 0o700); err != nil {
+		return usageErrorf("cannot create data directory %s: %v", o.data, err)
+	}
+	trusted := make(map[string]ed25519.PublicKey)
+	for _, path := range o.trustKeys {
+		pub, id, err := bundle.LoadPublicKey(strings.TrimSpace(path))
+		if err != nil {
+			return usageErrorf("--trust-key %s: %v", path, err)
+		}
+		trusted[id] = pub
+	}
+	var local *localSigner
+	if o.config != "" || o.register {
+		keyPath := o.localKey
+		if keyPath == "" {
+			keyPath = filepath.Join(o.data, "local-signing.key")
+		}
+		s, err := loadLocalSigner(keyPath)
+		if err != nil {
+			return err
+		}
+		local = s
+		trusted[s.keyID] = s.key.Public().(ed25519.PublicKey)
+	}
+	if len(trusted) == 0 {
+		log.Warn("no trusted bundle-signing key: every bundle will be refused and every call denied; pass --trust-key or --config")
+	}
+
+	dsn := o.storeDSN
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(o.data, "armoriq.db")
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("opening the store: %v", err)
+	}
+	if o.storeDSN == "" {
+		// The database holds the token-signing keys: owner only.
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			_ = os.Chmod(strings.TrimPrefix(dsn, "sqlite:")+suffix, 0o600)
+		}
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("closing the store", "error", err)
+		}
+	}()
+
+	upstream := gateway.NewHTTPUpstream(e.Getenv)
+	defer upstream.Close()
+	cfg := gateway.Config{
+		Store: st, TrustedKeys: trusted, Upstream: upstream, Logger: log,
+		MaxTokenTTL: o.maxTTL, CallTimeout: o.callTimeout,
+	}
+	if o.register && local != nil {
+		cfg.Registrar = local
+	}
+	srv, err := gateway.NewServer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	if key, created, err := srv.Bootstrap(ctx); err != nil {
+		return fmt.Errorf("creating the admin key: %v", err)
+	} else if created {
+		path := filepath.Join(o.data, "admin.key")
+		if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+			return fmt.Errorf("writing %s: %v", path, err)
+		}
+		log.Info("created the admin API key", "file", path)
+	}
+	if o.config != "" {
+		res, err := local.Register(ctx, o.config, nil)
+		if err != nil {
+			return err
+		}
+		if res.Bundle == nil {
+			for _, d := range res.Diagnostics {
+				fmt.Fprintln(e.Stderr, d)
+			}
+			return &exitError{Code: exitFailure, Err: fmt.Errorf("%s is invalid: not starting", o.config)}
+		}
+		act, err := srv.Activate(ctx, res.Bundle, true)
+		if err != nil {
+			return fmt.Errorf("activating %s: %v", o.config, err)
+		}
+		log.Info("config activated", "file", o.config, "revision", act.Revision)
+	}
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return usageErrorf("cannot listen on %s: %v", o.addr, err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("gateway listening", "addr", ln.Addr().String(), "store", storeKind(dsn))
+	fmt.Fprintf(e.Stdout, "armoriq gateway listening on http://%s\n", ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %v", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight calls", "timeout", o.shutdown)
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdown)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("shutdown timed out; closing remaining connections", "error", err)
+		hs.Close()
+	}
+	log.Info("gateway stopped")
+	return nil
+}
+
+func storeKind(dsn string) string {
+	if strings.HasPrefix(dsn, "postgres") {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// localSigner compiles and signs configs with a key kept by the gateway
+// itself: for --config and the SDK's register call.
+type localSigner struct {
+	key   ed25519.PrivateKey
+	keyID string
+}
+
+func loadLocalSigner(path string) (*localSigner, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := bundle.GenerateKey(path); err != nil {
+			return nil, fmt.Errorf("creating the local signing key %s: %v", path, err)
+		}
+	}
+	key, id, err := bundle.LoadPrivateKey(path)
+	if err != nil {
+		return nil, usageErrorf("local signing key %s: %v", path, err)
+	}
+	return &localSigner{key: key, keyID: id}, nil
+}
+
+// Register implements gateway.Registrar: validate, compile, sign. With a
+// nil body it reads filename from disk.
+func (l *localSigner) Register(ctx context.Context, filename string, body []byte) (gateway.RegisterResult, error) {
+	var (
+		cfg   *schema.Config
+		diags schema.Diagnostics
+	)
+	if body == nil {
+		cfg, diags = schema.LoadFile(filename)
+	} else {
+		cfg, diags = schema.Parse(filename, body)
+	}
+	var res gateway.RegisterResult
+	for _, d := range diags {
+		res.Diagnostics = append(res.Diagnostics, d.String())
+	}
+	if diags.HasErrors() {
+		return res, nil
+	}
+	b, err := compiler.Compile(cfg, compiler.Options{Revision: compiler.ContentRevision(cfg), CompilerVersion: buildVersion()})
+	if err != nil {
+		var ds schema.Diagnostics
+		if !errors.As(err, &ds) {
+			return res, err
+		}
+		for _, d := range ds {
+			res.Diagnostics = append(res.Diagnostics, d.String())
+		}
+		return res, nil
+	}
+	var buf bytes.Buffer
+	if err := bundle.Write(&buf, b, l.key, l.keyID); err != nil {
+		return res, err
+	}
+	res.Bundle = buf.Bytes()
+	return res, nil
+}

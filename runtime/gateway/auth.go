@@ -1,0 +1,208 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+// caller is the authenticated API key behind a request.
+type caller struct {
+	KeyID string
+	Name  string
+	Role  store.Role
+}
+
+type callerKey struct{}
+
+func callerFrom(ctx context.Context) caller {
+	c, _ := ctx.Value(callerKey{}).(caller)
+	return c
+}
+
+// keyCache keeps looked-up API keys so checking a key costs one hash, not a
+// database round trip. Revocations evict entries (watchRevocations), and a
+// revoked key is cached as revoked.
+type keyCache struct {
+	mu   sync.RWMutex
+	keys map[string]store.APIKey
+}
+
+func (c *keyCache) init() { c.keys = make(map[string]store.APIKey) }
+
+func (c *keyCache) get(id string) (store.APIKey, bool) {
+	c.mu.RLock()
+	k, ok := c.keys[id]
+	c.mu.RUnlock()
+	return k, ok
+}
+
+func (c *keyCache) put(k store.APIKey) {
+	c.mu.Lock()
+	c.keys[k.ID] = k
+	c.mu.Unlock()
+}
+
+func (c *keyCache) forget(id string) {
+	c.mu.Lock()
+	delete(c.keys, id)
+	c.mu.Unlock()
+}
+
+func (c *keyCache) reset() {
+	c.mu.Lock()
+	c.keys = make(map[string]store.APIKey)
+	c.mu.Unlock()
+}
+
+// presentedKey returns the API key sent as X-API-Key or Authorization: Bearer.
+func presentedKey(r *http.Request) string {
+	if k := r.Header.Get("X-API-Key"); k != "" {
+		return strings.TrimSpace(k)
+	}
+	if a := r.Header.Get("Authorization"); a != "" {
+		scheme, tok, ok := strings.Cut(a, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok)
+		}
+	}
+	return ""
+}
+
+// authenticate checks the request's API key. The key never appears in an
+// error or a log line.
+func (s *Server) authenticate(ctx context.Context, r *http.Request) (caller, error) {
+	full := presentedKey(r)
+	if full == "" {
+		return caller{}, errorf(KindUnauthenticated, "an API key is required (X-API-Key or Authorization: Bearer)")
+	}
+	id, secret, err := store.ParseAPIKey(full)
+	if err != nil {
+		return caller{}, errorf(KindUnauthenticated, "invalid API key format: want ak_live_<id>_<secret>")
+	}
+	k, ok := s.keys.get(id)
+	if !ok {
+		k, err = s.store.GetAPIKey(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return caller{}, errorf(KindUnauthenticated, "invalid or revoked API key")
+		case err != nil:
+			return caller{}, &Error{Kind: KindUnavailable, Message: "cannot check the API key: store unavailable", Err: err}
+		}
+		s.keys.put(k)
+	}
+	if !store.CheckAPISecret(id, secret, k.SecretHash) {
+		return caller{}, errorf(KindUnauthenticated, "invalid or revoked API key")
+	}
+	if k.Revoked() {
+		return caller{}, errorf(KindRevoked, "API key %s was revoked", id)
+	}
+	return caller{KeyID: k.ID, Name: k.Name, Role: k.Role}, nil
+}
+
+// roleAllows reports whether role may act at level need.
+func roleAllows(have, need store.Role) bool {
+	switch need {
+	case store.RoleViewer:
+		return have == store.RoleViewer || have == store.RoleAdmin
+	case store.RoleAgent:
+		return have == store.RoleAgent || have == store.RoleAdmin
+	case store.RoleAdmin:
+		return have == store.RoleAdmin
+	}
+	return false
+}
+
+// errRevokedInFlight is the cancellation cause of calls whose key or token
+// was revoked while they ran.
+var errRevokedInFlight = errors.New("revoked while the call was in flight")
+
+// authed wraps h: the request must carry a key with role need. The request
+// context is cancelled, with cause errRevokedInFlight, if the key is revoked
+// while the request runs.
+func (s *Server) authed(need store.Role, h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		c, err := s.authenticate(r.Context(), r)
+		if err != nil {
+			return err
+		}
+		if !roleAllows(c.Role, need) {
+			return errorf(KindForbidden, "API key %s has role %s; this needs %s", c.KeyID, c.Role, need)
+		}
+		ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), callerKey{}, c))
+		defer cancel(nil)
+		done := s.inflight.add(c.KeyID, cancel)
+		defer done()
+		// Re-check after registering: a revocation that landed between the
+		// key check and registration would otherwise be missed.
+		if k, ok := s.keys.get(c.KeyID); !ok || k.Revoked() {
+			if k2, err := s.store.GetAPIKey(ctx, c.KeyID); err == nil && k2.Revoked() {
+				return errorf(KindRevoked, "API key %s was revoked", c.KeyID)
+			}
+		}
+		err = h(w, r.WithContext(ctx))
+		if context.Cause(ctx) == errRevokedInFlight {
+			var e *Error
+			if !errors.As(err, &e) || e.Kind != KindRevoked {
+				return errorf(KindRevoked, "API key %s was revoked while the call was in flight", c.KeyID)
+			}
+		}
+		return err
+	}
+}
+
+// inflightSet tracks running requests by API key and by token so a
+// revocation can cancel them.
+type inflightSet struct {
+	mu      sync.Mutex
+	next    uint64
+	byKey   map[string]map[uint64]context.CancelCauseFunc
+	byToken map[string]map[uint64]context.CancelCauseFunc
+}
+
+func (f *inflightSet) init() {
+	f.byKey = make(map[string]map[uint64]context.CancelCauseFunc)
+	f.byToken = make(map[string]map[uint64]context.CancelCauseFunc)
+}
+
+func (f *inflightSet) register(m map[string]map[uint64]context.CancelCauseFunc, id string, cancel context.CancelCauseFunc) func() {
+	f.mu.Lock()
+	f.next++
+	n := f.next
+	if m[id] == nil {
+		m[id] = make(map[uint64]context.CancelCauseFunc)
+	}
+	m[id][n] = cancel
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		delete(m[id], n)
+		if len(m[id]) == 0 {
+			delete(m, id)
+		}
+		f.mu.Unlock()
+	}
+}
+
+func (f *inflightSet) add(keyID string, cancel context.CancelCauseFunc) func() {
+	return f.register(f.byKey, keyID, cancel)
+}
+
+func (f *inflightSet) addToken(tokenID string, cancel context.CancelCauseFunc) func() {
+	return f.register(f.byToken, tokenID, cancel)
+}
+
+func (f *inflightSet) cancelAll(m map[string]map[uint64]context.CancelCauseFunc, id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range m[id] {
+		c(errRevokedInFlight)
+	}
+}
+
+func (f *inflightSet) revokeKey(id string)   { f.cancelAll(f.byKey, id) }
+func (f *inflightSet) revokeToken(id string) { f.cancelAll(f.byToken, id) }

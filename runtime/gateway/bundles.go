@@ -1,0 +1,219 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/policy"
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+// maxBundle bounds an uploaded bundle.
+const maxBundle = 32 << 20
+
+// compileBundle verifies data against the trusted keys and compiles its policy.
+func (s *Server) compileBundle(data []byte) (*activeBundle, error) {
+	b, err := bundle.Verify(data, s.cfg.TrustedKeys)
+	if err != nil {
+		return nil, &Error{Kind: KindVerification, Message: "bundle refused: " + err.Error()}
+	}
+	eng, err := policy.Compile(&b.Policy)
+	if err != nil {
+		return nil, &Error{Kind: KindVerification, Message: "bundle refused: its policy does not compile: " + err.Error()}
+	}
+	servers := make(map[string]bundle.Server, len(b.Servers))
+	for _, sv := range b.Servers {
+		servers[sv.ID] = sv
+	}
+	return &activeBundle{b: b, engine: eng, servers: servers}, nil
+}
+
+// loadActiveBundle activates the bundle persisted in the store, if any. A
+// stored bundle that no longer verifies (the trusted keys changed) is not
+// used: the gateway denies everything and says why in its status.
+func (s *Server) loadActiveBundle(ctx context.Context) error {
+	sb, err := s.store.ActiveBundle(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("gateway: loading the active bundle: %w", err)
+	}
+	if cur := s.active.Load(); cur != nil && cur.storeSeq == sb.Sequence {
+		return nil
+	}
+	ab, err := s.compileBundle(sb.Data)
+	if err != nil {
+		msg := fmt.Sprintf("stored bundle %s no longer verifies: %v", sb.Revision, err)
+		s.log.Error("bundle not loaded", "revision", sb.Revision, "error", err)
+		_ = s.store.SetBundleError(ctx, msg)
+		return nil
+	}
+	ab.storeSeq, ab.activatedAt = sb.Sequence, sb.ActivatedAt
+	if err := s.cfg.Upstream.Sync(ctx, ab.b.Servers); err != nil {
+		s.log.Warn("upstream sync failed", "revision", sb.Revision, "error", err)
+	}
+	s.active.Store(ab)
+	s.log.Info("bundle loaded", "revision", ab.b.Manifest.Revision, "rules", len(ab.b.Policy.Rules))
+	return nil
+}
+
+// pollBundle picks up bundles activated by other replicas sharing the store.
+func (s *Server) pollBundle(ctx context.Context, every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.loadActiveBundle(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("bundle poll failed", "error", err)
+			}
+		}
+	}
+}
+
+// activateResult is the answer to PUT /v1/bundle.
+type activateResult struct {
+	Revision         string    `json:"revision"`
+	Sequence         int64     `json:"sequence"`
+	ActivatedAt      time.Time `json:"activated_at"`
+	PreviousRevision string    `json:"previous_revision,omitempty"`
+	Changed          bool      `json:"changed"`
+}
+
+// Activate verifies a signed bundle and makes it the active one. A bundle
+// older than the active one is refused unless rollback is set. On any
+// refusal the gateway keeps its current bundle and records why.
+func (s *Server) Activate(ctx context.Context, data []byte, rollback bool) (activateResult, error) {
+	s.activateMu.Lock()
+	defer s.activateMu.Unlock()
+	// Another replica may have activated something since we last looked.
+	if err := s.loadActiveBundle(ctx); err != nil {
+		return activateResult{}, internal(err, "reading the active bundle")
+	}
+	ab, err := s.compileBundle(data)
+	if err != nil {
+		s.recordBundleError(ctx, err)
+		return activateResult{}, err
+	}
+	cur := s.active.Load()
+	res := activateResult{Revision: ab.b.Manifest.Revision, Sequence: ab.b.Manifest.Sequence}
+	var prevSeq int64
+	if cur != nil {
+		prevSeq = cur.storeSeq
+		res.PreviousRevision = cur.b.Manifest.Revision
+		if cur.b.Manifest.Revision == ab.b.Manifest.Revision {
+			res.ActivatedAt, res.Sequence = cur.activatedAt, cur.b.Manifest.Sequence
+			return res, nil
+		}
+		if ab.b.Manifest.Sequence < cur.b.Manifest.Sequence && !rollback {
+			e := errorf(KindStale, "bundle revision %s (sequence %d) is older than the active revision %s (sequence %d); push with ?force=rollback to roll back",
+				ab.b.Manifest.Revision, ab.b.Manifest.Sequence, cur.b.Manifest.Revision, cur.b.Manifest.Sequence)
+			s.recordBundleError(ctx, e)
+			return activateResult{}, e
+		}
+	}
+	sb := store.Bundle{Revision: ab.b.Manifest.Revision, Sequence: prevSeq + 1, Data: data}
+	if err := s.store.SetActiveBundle(ctx, sb, prevSeq); err != nil {
+		if errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrConflict) {
+			return activateResult{}, errorf(KindConflict, "another replica activated a bundle at the same time; retry")
+		}
+		return activateResult{}, internal(err, "persisting the bundle")
+	}
+	st, err := s.store.BundleStatus(ctx)
+	if err != nil {
+		return activateResult{}, internal(err, "reading the bundle status")
+	}
+	ab.storeSeq, ab.activatedAt = st.Active.Sequence, st.Active.ActivatedAt
+	if err := s.cfg.Upstream.Sync(ctx, ab.b.Servers); err != nil {
+		s.log.Warn("upstream sync failed", "revision", res.Revision, "error", err)
+	}
+	s.active.Store(ab)
+	res.ActivatedAt, res.Changed = ab.activatedAt, true
+	s.log.Info("bundle activated", "revision", res.Revision, "previous", res.PreviousRevision, "rules", len(ab.b.Policy.Rules), "rollback", rollback)
+	return res, nil
+}
+
+func (s *Server) recordBundleError(ctx context.Context, err error) {
+	if serr := s.store.SetBundleError(ctx, err.Error()); serr != nil {
+		s.log.Error("recording the bundle error failed", "error", serr)
+	}
+}
+
+func (s *Server) handlePutBundle(w http.ResponseWriter, r *http.Request) error {
+	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBundle))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(KindTooLarge, "bundle exceeds %d bytes", maxBundle)
+		}
+		return errorf(KindInvalid, "reading the bundle: %v", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return errorf(KindInvalid, "request body is empty: send the bundle file")
+	}
+	force := r.URL.Query().Get("force")
+	if force != "" && force != "rollback" {
+		return errorf(KindInvalid, "unknown force value %q: only force=rollback is supported", force)
+	}
+	res, err := s.Activate(r.Context(), data, force == "rollback")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// bundleStatus is the answer to GET /v1/bundle/status.
+type bundleStatus struct {
+	Revision    string         `json:"revision"`
+	Sequence    int64          `json:"sequence"`
+	ActivatedAt *time.Time     `json:"activated_at,omitempty"`
+	CreatedAt   *time.Time     `json:"created_at,omitempty"`
+	Rules       int            `json:"rules"`
+	LastError   string         `json:"last_error,omitempty"`
+	LastErrorAt *time.Time     `json:"last_error_at,omitempty"`
+	Servers     []serverStatus `json:"servers"`
+}
+
+type serverStatus struct {
+	ID        string `json:"id"`
+	Transport string `json:"transport"`
+}
+
+func (s *Server) handleBundleStatus(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store.BundleStatus(r.Context())
+	if err != nil {
+		return &Error{Kind: KindUnavailable, Message: "cannot read the bundle status", Err: err}
+	}
+	out := bundleStatus{Servers: []serverStatus{}}
+	if ab := s.active.Load(); ab != nil {
+		m := ab.b.Manifest
+		out.Revision, out.Sequence, out.Rules = m.Revision, m.Sequence, len(ab.b.Policy.Rules)
+		at := ab.activatedAt.UTC()
+		out.ActivatedAt = &at
+		if !m.CreatedAt.IsZero() {
+			c := m.CreatedAt.UTC()
+			out.CreatedAt = &c
+		}
+		for _, sv := range ab.b.Servers {
+			out.Servers = append(out.Servers, serverStatus{ID: sv.ID, Transport: sv.Transport})
+		}
+	}
+	if st.LastError != "" {
+		out.LastError = st.LastError
+		at := st.LastErrorAt.UTC()
+		out.LastErrorAt = &at
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,391 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+func resultText(t *testing.T, out map[string]any) string {
+	t.Helper()
+	res, ok := out["result"].(map[string]any)
+	if !ok {
+		t.Fatalf("no result in %v", out)
+	}
+	content := res["content"].([]any)
+	return content[0].(map[string]any)["text"].(string)
+}
+
+func TestInvokeAllowedForwardsAndAudits(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}), step("other", "add", map[string]any{"a": 1, "b": 2}))
+
+	resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("invoke echo: status %d: %v", resp.StatusCode, out)
+	}
+	if got := resultText(t, out); got != "echo: hi" {
+		t.Errorf("echo result = %q, want %q", got, "echo: hi")
+	}
+	// The second step is on another server: one token reaches both.
+	resp, out = g.sdkInvoke(g.agentKey, tok, "other", "add", map[string]any{"a": 1, "b": 2}, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("invoke other/add: status %d: %v", resp.StatusCode, out)
+	}
+	if got := resultText(t, out); got != "3" {
+		t.Errorf("add result = %q, want 3", got)
+	}
+
+	recs, err := g.store.ListAudit(context.Background(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("audit has %d records, want 2: %+v", len(recs), recs)
+	}
+	r := recs[0]
+	if r.Decision != store.Allowed || r.Server != "tools" || r.Tool != "echo" || r.User != "alice@example.com" || r.Agent != "agent-1" || r.BundleRevision != "rev1" || r.Step != 0 || r.Rule != "policy.allow[0]" {
+		t.Errorf("audit record = %+v", r)
+	}
+	if strings.Contains(string(r.Arguments), "_iam_context") {
+		t.Errorf("audit arguments keep the SDK's injected context: %s", r.Arguments)
+	}
+	rep, err := g.store.VerifyAudit(context.Background())
+	if err != nil || !rep.OK() {
+		t.Errorf("VerifyAudit = %+v, %v", rep, err)
+	}
+}
+
+func TestInvokeRefusals(t *testing.T) {
+	g := newTestGateway(t, nil)
+	// The token is issued under a policy without the size limit; the limit
+	// lands afterwards, as a policy change would, and applies at invoke.
+	lenient := testPolicy()
+	lenient.Rules = append(lenient.Rules[:2:2], lenient.Rules[3:]...)
+	g.pushBundle("rev1", 100, lenient)
+	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}), step("tools", "add", map[string]any{"a": 5000, "b": 1}))
+	g.pushBundle("rev2", 200, testPolicy())
+
+	tests := []struct {
+		name       string
+		mcp, tool  string
+		params     map[string]any
+		extra      map[string]any
+		wantStatus int
+		wantCode   string
+		wantInMsg  string
+	}{
+		{"params differ from the plan", "tools", "echo", map[string]any{"text": "rm -rf /"}, nil, 409, "intent_mismatch", "differ from those planned in step 0"},
+		{"action not in the plan", "tools", "slow", nil, nil, 409, "intent_mismatch", "not a step of the signed plan"},
+		{"action planned on another server", "other", "echo", map[string]any{"text": "hi"}, nil, 409, "intent_mismatch", `planned for server "tools"`},
+		{"policy denies by condition", "tools", "add", map[string]any{"a": 5000, "b": 1}, nil, 403, "policy_blocked", "sums over 1000 need review"},
+		{"user_email not the token's user", "tools", "echo", map[string]any{"text": "hi"}, map[string]any{"user_email": "mallory@example.com"}, 401, "unauthenticated", "not the user the token was issued for"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, out := g.sdkInvoke(g.agentKey, tok, tt.mcp, tt.tool, tt.params, tt.extra)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d, want %d: %v", resp.StatusCode, tt.wantStatus, out)
+			}
+			code := out["error"].(map[string]any)["code"]
+			if code != tt.wantCode || !strings.Contains(out["message"].(string), tt.wantInMsg) {
+				t.Errorf("answer = %v; want code %s and message containing %q", out, tt.wantCode, tt.wantInMsg)
+			}
+		})
+	}
+	// The block carries the SDK's enforcement body.
+	_, out := g.sdkInvoke(g.agentKey, tok, "tools", "add", map[string]any{"a": 5000, "b": 1}, nil)
+	enf, _ := out["enforcement"].(map[string]any)
+	if enf["action"] != "block" || enf["metadata"].(map[string]any)["rule"] != "no-big-sums" {
+		t.Errorf("enforcement = %v", enf)
+	}
+	recs, _ := g.store.ListAudit(context.Background(), store.AuditFilter{Decision: store.Blocked})
+	if len(recs) != len(tests)+1 {
+		t.Errorf("blocked audit records = %d, want %d", len(recs), len(tests)+1)
+	}
+}
+
+func TestTokenIssueDeniedByPolicy(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	status, out := g.sdkToken(g.agentKey, "alice@example.com", step("tools", "echo", nil), step("tools", "delete_repo", nil))
+	if status != 403 || out["success"] != false {
+		t.Fatalf("token for a denied step: status %d: %v", status, out)
+	}
+	pv := out["policy_validation"].(map[string]any)
+	if d := pv["denied_tools"].([]any); len(d) != 1 || d[0] != "delete_repo" {
+		t.Errorf("denied_tools = %v, want [delete_repo]", d)
+	}
+	if r := pv["denied_reasons"].([]any); !strings.Contains(r[0].(string), "policy.deny[0]") {
+		t.Errorf("denied_reasons = %v, want the deciding rule named", r)
+	}
+}
+
+func TestNoBundleDeniesEverything(t *testing.T) {
+	g := newTestGateway(t, nil)
+	status, out := g.sdkToken(g.agentKey, "alice@example.com", step("tools", "echo", nil))
+	if status != 403 || !strings.Contains(out["message"].(string), "no policy bundle is active") {
+		t.Fatalf("token without a bundle: status %d: %v", status, out)
+	}
+}
+
+func TestHoldAndEnforceOnly(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	tok := g.issue("eve@example.com", step("tools", "echo", map[string]any{"text": "x"}))
+	resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "x"}, nil)
+	enf, _ := out["enforcement"].(map[string]any)
+	if resp.StatusCode != 403 || enf["action"] != "hold" || enf["delegation_context"] == nil {
+		t.Fatalf("held call: status %d: %v", resp.StatusCode, out)
+	}
+	resp, out = g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "x"}, map[string]any{"enforce_only": true})
+	if resp.StatusCode != 200 || out["allowed"] != false || out["action"] != "hold" || out["matched_policy"] != "hold-eve" {
+		t.Fatalf("enforce_only: status %d: %v", resp.StatusCode, out)
+	}
+	recs, _ := g.store.ListAudit(context.Background(), store.AuditFilter{Decision: store.Held})
+	if len(recs) != 2 {
+		t.Errorf("held records = %d, want 2", len(recs))
+	}
+}
+
+func TestSecretArgumentsRefused(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	status, out := g.sdkToken(g.agentKey, "alice@example.com", step("tools", "echo", map[string]any{"text": "x", "auth": map[string]any{"api_key": "k"}}))
+	if status != 400 || !strings.Contains(out["message"].(string), "steps[0].params.auth.api_key") {
+		t.Fatalf("plan with a secret argument: status %d: %v", status, out)
+	}
+}
+
+func TestExpiredToken(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
+	g.clock.advance(61 * time.Second)
+	resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil)
+	if resp.StatusCode != 401 || out["error"].(map[string]any)["code"] != "token_expired" {
+		t.Fatalf("expired token: status %d: %v", resp.StatusCode, out)
+	}
+}
+
+func TestTamperedTokenAndPlan(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
+
+	// A longer validity written into the token breaks its signature.
+	forged := map[string]any{}
+	for k, v := range tok["token"].(map[string]any) {
+		forged[k] = v
+	}
+	forged["expires_at"] = forged["expires_at"].(float64) + 3600
+	resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, map[string]any{"token": forged, "csrg_token": forged, "intent_token": map[string]any{"token": forged, "intent_reference": tok["intent_reference"]}})
+	if resp.StatusCode != 401 || !strings.Contains(out["message"].(string), "signature") {
+		t.Errorf("forged expiry: status %d: %v", resp.StatusCode, out)
+	}
+
+	// Another plan with the same token.
+	other := map[string]any{"goal": "x", "steps": []any{map[string]any{"action": "echo", "mcp": "tools", "params": map[string]any{"text": "evil"}}}}
+	resp, out = g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "evil"}, map[string]any{"plan": other, "intent_token": map[string]any{"plan": other, "token": tok["token"], "intent_reference": tok["intent_reference"]}})
+	if resp.StatusCode != 401 || !strings.Contains(out["message"].(string), "not the plan the token signed") {
+		t.Errorf("swapped plan: status %d: %v", resp.StatusCode, out)
+	}
+
+	// A token signed by a key the gateway does not know.
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_ = priv
+	resp, out = g.sdkInvoke(g.createKey("agent2", "agent"), tok, "tools", "echo", map[string]any{"text": "hi"}, nil)
+	if resp.StatusCode != 401 || !strings.Contains(out["message"].(string), "another API key") {
+		t.Errorf("token used by another key: status %d: %v", resp.StatusCode, out)
+	}
+}
+
+func TestRevokedKey(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
+	var list struct {
+		Keys []struct{ ID, Name string } `json:"keys"`
+	}
+	g.do("GET", "/v1/keys", g.adminKey, nil, 200, &list)
+	var agentID string
+	for _, k := range list.Keys {
+		if k.Name == "agent" {
+			agentID = k.ID
+		}
+	}
+	g.do("DELETE", "/v1/keys/"+agentID, g.adminKey, nil, 200, nil)
+	resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil)
+	if resp.StatusCode != 401 || resp.Header.Get("X-Armoriq-Revoked") != "true" {
+		t.Fatalf("revoked key: status %d, X-Armoriq-Revoked=%q: %v", resp.StatusCode, resp.Header.Get("X-Armoriq-Revoked"), out)
+	}
+	hresp, _ := g.send("GET", "/health", g.agentKey, nil, nil)
+	if hresp.StatusCode != 401 {
+		t.Errorf("health with a revoked key: status %d, want 401", hresp.StatusCode)
+	}
+}
+
+func TestRevokeCancelsCallInFlight(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	key := g.createKey("doomed", "agent")
+	g.agentKey, key = key, g.agentKey
+	tok := g.issue("alice@example.com", step("tools", "slow", nil))
+	g.agentKey, key = key, g.agentKey
+
+	type answer struct {
+		resp *http.Response
+		out  map[string]any
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, out := g.sdkInvoke(key, tok, "tools", "slow", nil, nil)
+		done <- answer{resp, out}
+	}()
+	// Wait until the call is in flight, then revoke its key.
+	id, _, _ := store.ParseAPIKey(key)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g.srv.inflight.mu.Lock()
+		n := len(g.srv.inflight.byKey[id])
+		g.srv.inflight.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("call never became in flight")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	g.do("DELETE", "/v1/keys/"+id, g.adminKey, nil, 200, nil)
+	select {
+	case a := <-done:
+		if a.resp.StatusCode != 401 || a.resp.Header.Get("X-Armoriq-Revoked") != "true" {
+			t.Fatalf("in-flight call after revocation: status %d: %v", a.resp.StatusCode, a.out)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("in-flight call was not cancelled by the revocation")
+	}
+	recs, _ := g.store.ListAudit(context.Background(), store.AuditFilter{Tool: "slow"})
+	if len(recs) != 1 || recs[0].Decision != store.Failed {
+		t.Errorf("audit of the cancelled call = %+v", recs)
+	}
+}
+
+func TestBundleActivationRules(t *testing.T) {
+	g := newTestGateway(t, nil)
+	ctx := context.Background()
+	g.pushBundle("rev2", 200, testPolicy())
+
+	// Same revision again: accepted, unchanged.
+	var res map[string]any
+	g.do("PUT", "/v1/bundle", g.adminKey, g.bundleBytes("rev2", 200, testPolicy(), g.signKey, g.signID), 200, &res)
+	if res["changed"] != false {
+		t.Errorf("re-push of the active revision: %v", res)
+	}
+	// Older: refused, kept, reason recorded.
+	var e map[string]any
+	g.do("PUT", "/v1/bundle", g.adminKey, g.bundleBytes("rev1", 100, testPolicy(), g.signKey, g.signID), 409, &e)
+	if e["error"].(map[string]any)["code"] != "stale_bundle" {
+		t.Errorf("older bundle: %v", e)
+	}
+	// Signed by an unknown key.
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	g.do("PUT", "/v1/bundle", g.adminKey, g.bundleBytes("rev3", 300, testPolicy(), other, "stranger"), 422, &e)
+	if !strings.Contains(e["message"].(string), "bundle refused") {
+		t.Errorf("unknown key: %v", e)
+	}
+	// Altered after signing: flip a byte in the archive.
+	data := g.bundleBytes("rev3", 300, testPolicy(), g.signKey, g.signID)
+	data[len(data)/2] ^= 0xff
+	g.do("PUT", "/v1/bundle", g.adminKey, data, 422, nil)
+	// Garbage and empty bodies.
+	g.do("PUT", "/v1/bundle", g.adminKey, []byte("not a bundle"), 422, nil)
+	g.do("PUT", "/v1/bundle", g.adminKey, []byte{}, 400, nil)
+	// Non-admin keys may not push.
+	g.do("PUT", "/v1/bundle", g.agentKey, g.bundleBytes("rev3", 300, testPolicy(), g.signKey, g.signID), 403, nil)
+
+	var st bundleStatus
+	g.do("GET", "/v1/bundle/status", g.adminKey, nil, 200, &st)
+	if st.Revision != "rev2" || st.LastError == "" {
+		t.Errorf("status after refusals = %+v; want rev2 still active and the last error", st)
+	}
+	// Explicit rollback.
+	g.do("PUT", "/v1/bundle?force=rollback", g.adminKey, g.bundleBytes("rev1", 100, testPolicy(), g.signKey, g.signID), 200, nil)
+	st = bundleStatus{}
+	g.do("GET", "/v1/bundle/status", g.adminKey, nil, 200, &st)
+	if st.Revision != "rev1" || st.LastError != "" {
+		t.Errorf("status after rollback = %+v", st)
+	}
+
+	// A restarted gateway on the same store runs the persisted bundle.
+	srv2, err := NewServer(ctx, Config{Store: g.store, TrustedKeys: g.srv.cfg.TrustedKeys, Upstream: NewHTTPUpstream(nil), BundlePoll: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Close()
+	if ab := srv2.active.Load(); ab == nil || ab.b.Manifest.Revision != "rev1" {
+		t.Errorf("after restart the active bundle is %v, want rev1", ab)
+	}
+}
+
+func TestHealthAndKeysDocument(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.do("GET", "/health", "", nil, 200, nil)
+	g.do("GET", "/health", g.agentKey, nil, 200, nil)
+	g.do("GET", "/health", "ak_live_nope", nil, 401, nil)
+	g.do("GET", "/health", "ak_live_aaaaaaaaaaaaaaaa_"+strings.Repeat("A", 43), nil, 401, nil)
+	var doc struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	g.do("GET", "/.well-known/armoriq-keys.json", "", nil, 200, &doc)
+	if len(doc.Keys) != 1 || doc.Keys[0]["crv"] != "Ed25519" || doc.Keys[0]["status"] != "active" {
+		t.Errorf("keys document = %v", doc)
+	}
+	// A role may not exceed itself; bad requests say what is wrong.
+	g.do("POST", "/v1/keys", g.agentKey, map[string]any{"name": "x", "role": "admin"}, 403, nil)
+	g.do("POST", "/v1/keys", g.adminKey, map[string]any{"name": "x", "role": "root"}, 400, nil)
+	g.do("POST", "/v1/keys", g.adminKey, []byte("{"), 400, nil)
+	g.do("GET", "/v1/nope", g.adminKey, nil, 404, nil)
+	g.do("POST", "/invoke", "", map[string]any{}, 401, nil)
+}
+
+func TestAuditEndpoints(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
+	g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil)
+	g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "other"}, nil)
+
+	var list struct {
+		Records []store.AuditRecord `json:"records"`
+	}
+	g.do("GET", "/v1/audit?decision=blocked", g.adminKey, nil, 200, &list)
+	if len(list.Records) != 1 || list.Records[0].Tool != "echo" {
+		t.Errorf("blocked records = %+v", list.Records)
+	}
+	g.do("GET", "/v1/audit?decision=maybe", g.adminKey, nil, 400, nil)
+	g.do("GET", "/v1/audit?since=yesterday", g.adminKey, nil, 400, nil)
+	var v map[string]any
+	g.do("GET", "/v1/audit/verify", g.adminKey, nil, 200, &v)
+	if v["ok"] != true || v["records"].(float64) != 2 {
+		t.Errorf("verify = %v", v)
+	}
+	resp, data := g.send("GET", "/v1/audit/export", g.adminKey, nil, nil)
+	if resp.StatusCode != 200 || strings.Count(string(data), "\n") != 2 {
+		t.Errorf("export: status %d: %s", resp.StatusCode, data)
+	}
+	if strings.Contains(string(data), g.agentKey) || strings.Contains(string(data), "ak_live_") {
+		t.Errorf("audit export contains an API key: %s", data)
+	}
+}
+
+var _ = bundle.FormatVersion

@@ -1,0 +1,118 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+)
+
+// handlerFunc is an HTTP handler that returns its error instead of writing it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// errorBody is the JSON shape of every error answer. It serves the admin API
+// ("error") and the SDKs, which read "message", "success" and "enforcement".
+type errorBody struct {
+	Success     bool         `json:"success"`
+	Message     string       `json:"message"`
+	Error       errorDetail  `json:"error"`
+	Enforcement *Enforcement `json:"enforcement,omitempty"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// handle adapts a handlerFunc: it recovers panics, renders errors in one
+// format, and logs each failed request once without secrets.
+func (s *Server) handle(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		err := func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					if p == http.ErrAbortHandler {
+						panic(p)
+					}
+					err = internal(fmt.Errorf("panic: %v\n%s", p, debug.Stack()), "handling the request")
+				}
+			}()
+			return h(w, r)
+		}()
+		if err == nil {
+			return
+		}
+		e := asError(err)
+		status, code := statusOf(e.Kind)
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelError
+		}
+		s.log.LogAttrs(r.Context(), level, "request failed",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", status), slog.String("code", code),
+			slog.String("error", e.Error()), slog.Duration("duration", time.Since(start)))
+		writeError(w, e)
+	})
+}
+
+// writeError renders e. It is the only place an *Error becomes a response.
+func writeError(w http.ResponseWriter, e *Error) {
+	status, code := statusOf(e.Kind)
+	if e.Kind == KindRevoked {
+		w.Header().Set("X-Armoriq-Revoked", "true")
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="armoriq"`)
+	}
+	msg := e.Message
+	if status >= 500 && e.Kind == KindInternal {
+		msg = "internal error"
+	}
+	writeJSON(w, status, errorBody{
+		Success:     false,
+		Message:     msg,
+		Error:       errorDetail{Code: code, Message: msg},
+		Enforcement: e.Enforcement,
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// maxBody bounds request bodies read as JSON.
+const maxBody = 4 << 20
+
+// decodeJSON reads a JSON request body into v, bounded and strict about
+// trailing data. Unknown fields are accepted: the SDKs add fields over time.
+func decodeJSON(r *http.Request, v any) error {
+	body := http.MaxBytesReader(nil, r.Body, maxBody)
+	dec := json.NewDecoder(body)
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return errorf(KindTooLarge, "request body exceeds %d bytes", maxBody)
+		case errors.Is(err, io.EOF):
+			return errorf(KindInvalid, "request body is empty: a JSON object is required")
+		default:
+			return errorf(KindInvalid, "request body is not valid JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return errorf(KindInvalid, "request body has data after the JSON object")
+	}
+	return nil
+}

@@ -1,0 +1,331 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/armoriq/controlplane/runtime/intent"
+	"github.com/armoriq/controlplane/runtime/policy"
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+// invokeRequest is the SDK's POST /invoke body. The SDKs send the token and
+// plan in several places; the first present one is used.
+type invokeRequest struct {
+	MCP         string          `json:"mcp"`
+	Action      string          `json:"action"`
+	Tool        string          `json:"tool"`
+	Params      map[string]any  `json:"params"`
+	Arguments   map[string]any  `json:"arguments"`
+	IntentToken *sdkIntentToken `json:"intent_token"`
+	MerkleProof json.RawMessage `json:"merkle_proof"`
+	Plan        json.RawMessage `json:"plan"`
+	Token       json.RawMessage `json:"token"`
+	CSRGToken   json.RawMessage `json:"csrg_token"`
+	UserEmail   string          `json:"user_email"`
+	EnforceOnly bool            `json:"enforce_only"`
+}
+
+// sdkIntentToken is the SDK's raw token as it echoes it back.
+type sdkIntentToken struct {
+	Plan            json.RawMessage `json:"plan"`
+	Token           json.RawMessage `json:"token"`
+	PlanHash        string          `json:"plan_hash"`
+	MerkleRoot      string          `json:"merkle_root"`
+	IntentReference string          `json:"intent_reference"`
+}
+
+func firstJSON(vals ...json.RawMessage) json.RawMessage {
+	for _, v := range vals {
+		if t := bytes.TrimSpace(v); len(t) > 0 && !bytes.Equal(t, []byte("null")) && !bytes.Equal(t, []byte("{}")) {
+			return t
+		}
+	}
+	return nil
+}
+
+// invocation is what handleInvoke learned about a call, for its audit record.
+type invocation struct {
+	start    time.Time
+	rec      store.AuditRecord
+	decision policy.Decision
+}
+
+func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) error {
+	inv := &invocation{start: s.now()}
+	c := callerFrom(r.Context())
+	inv.rec = store.AuditRecord{Time: inv.start.UTC(), RequestID: requestID(r), APIKeyID: c.KeyID, Service: c.Name, Step: -1}
+	result, err := s.invoke(r, inv)
+
+	// The record is committed before any answer leaves.
+	rec := &inv.rec
+	rec.DurationMS = s.now().Sub(inv.start).Milliseconds()
+	rec.Rule = inv.decision.RuleID
+	if err != nil {
+		e := asError(err)
+		switch e.Kind {
+		case KindPolicyHold:
+			rec.Decision = store.Held
+		case KindUpstream, KindUpstreamTimeout, KindUnavailable, KindInternal, KindRevoked:
+			if rec.Decision == "" {
+				rec.Decision = store.Failed
+			}
+		default:
+			rec.Decision = store.Blocked
+		}
+		_, code := statusOf(e.Kind)
+		rec.Outcome = code + ": " + e.Message
+	} else if rec.Outcome == "" {
+		rec.Outcome = "ok"
+	}
+	if aerr := s.audit(r.Context(), *rec); aerr != nil {
+		return aerr
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Request-ID", rec.RequestID)
+	writeJSON(w, http.StatusOK, result)
+	return nil
+}
+
+// invoke runs the checks of an SDK call in order and forwards it. It fills
+// inv.rec as it learns who, what and why.
+func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
+	ctx := r.Context()
+	c := callerFrom(ctx)
+	rec := &inv.rec
+	var req invokeRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	action := req.Action
+	if action == "" {
+		action = req.Tool
+	}
+	params := req.Params
+	if params == nil {
+		params = req.Arguments
+	}
+	args := intent.StripInjected(params)
+	rec.Server, rec.Tool, rec.Arguments = req.MCP, action, auditArgs(args)
+	if req.MCP == "" || action == "" {
+		return nil, errorf(KindInvalid, "mcp and action are required")
+	}
+
+	// 1. The token: signed by us, unexpired, issued to this key, not revoked.
+	var it sdkIntentToken
+	if req.IntentToken != nil {
+		it = *req.IntentToken
+	}
+	rawTok := firstJSON(req.Token, it.Token, req.CSRGToken)
+	if rawTok == nil {
+		return nil, errorf(KindUnauthenticated, "an intent token is required: request one from /iap/sdk/token")
+	}
+	var tok intent.Token
+	if err := json.Unmarshal(rawTok, &tok); err != nil {
+		return nil, errorf(KindUnauthenticated, "intent token is malformed: %v", err)
+	}
+	if err := intent.VerifyToken(&tok, s.tokenKeys(), s.now()); err != nil {
+		return nil, tokenError(err)
+	}
+	rec.PlanHash = tok.PlanHash
+	ref := it.IntentReference
+	if ref == "" {
+		ref, _ = tok.Policy["intent_ref"].(string)
+	}
+	if pref, _ := tok.Policy["intent_ref"].(string); pref != "" && pref != ref {
+		return nil, errorf(KindUnauthenticated, "intent_reference %q does not belong to this token", ref)
+	}
+	trec, err := s.store.GetToken(ctx, ref)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, errorf(KindUnauthenticated, "unknown intent token %q", ref)
+	case err != nil:
+		return nil, &Error{Kind: KindUnavailable, Message: "cannot check the intent token", Err: err}
+	case !trec.RevokedAt.IsZero():
+		return nil, errorf(KindRevoked, "intent token %s was revoked", ref)
+	case trec.APIKeyID != c.KeyID:
+		return nil, errorf(KindUnauthenticated, "intent token %s was issued to another API key", ref)
+	case trec.PlanHash != tok.PlanHash:
+		return nil, errorf(KindUnauthenticated, "intent token %s does not match its plan hash", ref)
+	}
+	rec.User, rec.Agent = trec.User, trec.Agent
+	if req.UserEmail != "" && !strings.EqualFold(req.UserEmail, trec.User) {
+		return nil, errorf(KindUnauthenticated, "user_email %q is not the user the token was issued for", req.UserEmail)
+	}
+
+	// 2. The plan: the one the token signed, and this call one of its steps
+	// with these very parameters.
+	rawPlan := firstJSON(req.Plan, it.Plan)
+	if rawPlan == nil {
+		return nil, errorf(KindInvalid, "the plan is required with the call (intent_token.plan or plan)")
+	}
+	plan, err := intent.ParsePlan(rawPlan)
+	if err != nil {
+		return nil, errorf(KindUnauthenticated, "the plan sent with the call is invalid: %v", err)
+	}
+	if h := intent.PlanHash(plan); h != tok.PlanHash {
+		return nil, errorf(KindUnauthenticated, "the plan sent with the call is not the plan the token signed (plan hash %s, token says %s)", short(h), short(tok.PlanHash))
+	}
+	step, err := s.bindStep(r, &req, plan, action, args)
+	if err != nil {
+		return nil, err
+	}
+	rec.Step = int64(step)
+
+	// A token revoked while this call runs cancels it.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer s.inflight.addToken(ref, cancel)()
+
+	// 3. No secrets in arguments.
+	if p := findSecretArg(args, ""); p != "" {
+		return nil, errorf(KindSecretArgument, "argument %q looks like a secret; credentials belong in the gateway's server config, not in tool arguments", p)
+	}
+
+	// 4. The policy, for this user and agent.
+	ab := s.active.Load()
+	if ab != nil {
+		rec.BundleRevision = ab.b.Manifest.Revision
+	}
+	d := s.decide(ab, &policy.Request{User: trec.User, Agent: trec.Agent, Server: req.MCP, Tool: action, Args: args, Time: inv.start})
+	inv.decision = d
+	if req.EnforceOnly {
+		rec.Decision, rec.Outcome = decisionOf(d.Effect), "enforce_only"
+		return enforceAnswer(d), nil
+	}
+	switch d.Effect {
+	case policy.Deny:
+		return nil, &Error{Kind: KindPolicyBlocked, Message: d.Reason, Enforcement: &Enforcement{
+			Action: "block", Reason: d.Reason, Metadata: map[string]any{"rule": d.RuleID, "server": req.MCP, "tool": action, "request_id": rec.RequestID},
+		}}
+	case policy.Hold:
+		return nil, &Error{Kind: KindPolicyHold, Message: d.Reason, Enforcement: &Enforcement{
+			Action: "hold", Reason: d.Reason, Metadata: map[string]any{"rule": d.RuleID},
+			DelegationContext: map[string]any{"request_id": rec.RequestID, "intent_reference": ref, "plan_hash": tok.PlanHash, "step": step, "server": req.MCP, "tool": action, "user": trec.User},
+		}}
+	}
+
+	// 5. Forward.
+	rec.Decision = store.Allowed
+	srv := ab.servers[req.MCP]
+	cctx, ccancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer ccancel()
+	res, err := s.cfg.Upstream.CallTool(cctx, srv, action, args)
+	if err != nil {
+		rec.Decision = store.Failed
+		switch {
+		case context.Cause(ctx) == errRevokedInFlight:
+			return nil, errorf(KindRevoked, "the API key or intent token was revoked while the call was in flight")
+		case errors.Is(cctx.Err(), context.DeadlineExceeded):
+			return nil, errorf(KindUpstreamTimeout, "MCP server %q did not answer within %s", req.MCP, s.cfg.CallTimeout)
+		}
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, e
+		}
+		return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q failed", req.MCP), Err: err}
+	}
+	if context.Cause(ctx) == errRevokedInFlight {
+		rec.Decision = store.Failed
+		return nil, errorf(KindRevoked, "the API key or intent token was revoked while the call was in flight")
+	}
+	if isToolError(res) {
+		rec.Outcome = "tool returned an error result"
+	}
+	return map[string]any{"jsonrpc": "2.0", "id": rec.RequestID, "result": res}, nil
+}
+
+// bindStep finds the plan step this call is, or explains why it is none.
+// The SDK names a step by X-CSRG-Path and proves it with X-CSRG-Proof; the
+// gateway also checks the parameters, which the hosted service does not.
+func (s *Server) bindStep(r *http.Request, req *invokeRequest, plan *intent.Plan, action string, args map[string]any) (int, error) {
+	if d := r.Header.Get("X-CSRG-Value-Digest"); d != "" && !intent.MatchValueDigest(action, d) {
+		return -1, errorf(KindIntentMismatch, "X-CSRG-Value-Digest does not match action %q", action)
+	}
+	leaves := intent.PlanLeaves(plan)
+	root := intent.NewTree(leaves).Root()
+	leaf := intent.StepLeaf(intent.Step{Action: action, MCP: req.MCP, Params: args})
+	if raw := proofBytes(r, req); raw != nil {
+		if p, err := intent.ParseProof(raw); err == nil && intent.VerifyProof(root, leaf, p) == nil {
+			return p.LeafIndex, nil
+		}
+	}
+	// The SDK always proves the first step with this action; a later step
+	// with the same action and other params is found here.
+	for i, l := range leaves {
+		if l == leaf {
+			return i, nil
+		}
+	}
+	for i, st := range plan.Steps {
+		if st.Action == action && st.MCP == req.MCP {
+			return -1, errorf(KindIntentMismatch, "the parameters of %s/%s differ from those planned in step %d: the plan binds parameters, not only the action", req.MCP, action, i)
+		}
+	}
+	for i, st := range plan.Steps {
+		if st.Action == action {
+			return -1, errorf(KindIntentMismatch, "%s is planned for server %q in step %d, not %q", action, st.MCP, i, req.MCP)
+		}
+	}
+	return -1, errorf(KindIntentMismatch, "action %s/%s is not a step of the signed plan", req.MCP, action)
+}
+
+func proofBytes(r *http.Request, req *invokeRequest) []byte {
+	if h := r.Header.Get("X-CSRG-Proof"); h != "" {
+		return []byte(h)
+	}
+	return firstJSON(req.MerkleProof)
+}
+
+func (s *Server) tokenKeys() []ed25519.PublicKey {
+	m := s.verifyKeys()
+	out := make([]ed25519.PublicKey, 0, len(m))
+	for _, k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func decisionOf(e policy.Effect) store.Decision {
+	switch e {
+	case policy.Allow:
+		return store.Allowed
+	case policy.Hold:
+		return store.Held
+	default:
+		return store.Blocked
+	}
+}
+
+// enforceAnswer is the enforce_only answer.
+func enforceAnswer(d policy.Decision) map[string]any {
+	action := map[policy.Effect]string{policy.Allow: "allow", policy.Hold: "hold"}[d.Effect]
+	if action == "" {
+		action = "block"
+	}
+	return map[string]any{"allowed": d.Effect == policy.Allow, "action": action, "reason": d.Reason, "matched_policy": d.RuleID}
+}
+
+func isToolError(res json.RawMessage) bool {
+	var v struct {
+		IsError bool `json:"isError"`
+	}
+	_ = json.Unmarshal(res, &v)
+	return v.IsError
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12] + "…"
+	}
+	return h
+}

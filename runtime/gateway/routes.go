@@ -1,0 +1,40 @@
+package gateway
+
+import (
+	"net/http"
+
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+// routes lists every route the gateway serves.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	admin := func(h handlerFunc) http.Handler { return s.handle(s.authed(store.RoleAdmin, h)) }
+	viewer := func(h handlerFunc) http.Handler { return s.handle(s.authed(store.RoleViewer, h)) }
+	agent := func(h handlerFunc) http.Handler { return s.handle(s.authed(store.RoleAgent, h)) }
+
+	// ArmorIQ SDK API (armoriq-compat).
+	mux.Handle("GET /health", s.handle(s.handleHealth))
+	mux.Handle("POST /iap/sdk/token", agent(s.handleSDKToken))
+	mux.Handle("POST /v1/tokens", agent(s.handleSDKToken))
+	mux.Handle("POST /invoke", agent(s.handleInvoke))
+	mux.Handle("POST /iap/sdk/register", admin(s.handleRegister))
+
+	// Admin API (docs/api.md).
+	mux.Handle("PUT /v1/bundle", admin(s.handlePutBundle))
+	mux.Handle("GET /v1/bundle/status", viewer(s.handleBundleStatus))
+	mux.Handle("POST /v1/keys", admin(s.handleCreateKey))
+	mux.Handle("GET /v1/keys", admin(s.handleListKeys))
+	mux.Handle("DELETE /v1/keys/{id}", admin(s.handleRevokeKey))
+	mux.Handle("GET /v1/audit", viewer(s.handleListAudit))
+	mux.Handle("GET /v1/audit/verify", viewer(s.handleVerifyAudit))
+	mux.Handle("GET /v1/audit/export", viewer(s.handleExportAudit))
+
+	// Public documents.
+	mux.Handle("GET /.well-known/armoriq-keys.json", s.handle(s.handleKeysDocument))
+
+	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(KindNotFound, "no route for %s %s", r.Method, r.URL.Path)
+	}))
+	return mux
+}

@@ -1,0 +1,237 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/policy"
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+// Config holds a Server's dependencies and settings.
+type Config struct {
+	Store store.Store
+	// TrustedKeys are the bundle-signing public keys, by key id. A bundle
+	// signed by any other key is refused.
+	TrustedKeys map[string]ed25519.PublicKey
+	// Upstream forwards allowed calls to MCP servers.
+	Upstream Upstream
+	// Registrar serves POST /iap/sdk/register; nil disables the route (404).
+	Registrar Registrar
+	Logger    *slog.Logger
+	// MaxTokenTTL caps the validity a client may ask for (default 1h).
+	MaxTokenTTL time.Duration
+	// DefaultTokenTTL applies when neither the request nor the bundle's
+	// intent.ttl_seconds sets one (default 60s, as the SDKs).
+	DefaultTokenTTL time.Duration
+	// CallTimeout bounds each forwarded tool call (default 30s).
+	CallTimeout time.Duration
+	// BundlePoll is how often a replica looks for a bundle another replica
+	// activated in the shared store (default 5s; 0 keeps the default,
+	// negative disables).
+	BundlePoll time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Registrar validates, compiles and signs a whole armoriq.yaml sent by the
+// SDK's register call. It is implemented outside the runtime (the runtime
+// never imports the compiler) and wired in by cmd/armoriq.
+type Registrar interface {
+	// Register turns the config into a signed bundle. A config the user
+	// must fix is reported in Diagnostics with a nil error.
+	Register(ctx context.Context, filename string, body []byte) (RegisterResult, error)
+}
+
+// RegisterResult is what a Registrar produced.
+type RegisterResult struct {
+	Bundle      []byte   // the signed bundle; nil when Diagnostics has errors
+	Diagnostics []string // file:line:col: message lines
+	Changes     any      // what changed in effective access, JSON-encodable
+}
+
+// Server is the gateway. Create it with NewServer, serve Handler, Close it.
+type Server struct {
+	cfg   Config
+	store store.Store
+	log   *slog.Logger
+	now   func() time.Time
+
+	active atomic.Pointer[activeBundle]
+	// activateMu serializes bundle activations in this process.
+	activateMu sync.Mutex
+
+	signMu   sync.RWMutex
+	signKey  store.SigningKey             // the key new tokens are signed with
+	verifyBy map[string]ed25519.PublicKey // every token key, by kid
+
+	keys     keyCache
+	inflight inflightSet
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// activeBundle is the bundle in force, with its compiled decision engine.
+type activeBundle struct {
+	b           *bundle.Bundle
+	engine      *policy.Engine
+	servers     map[string]bundle.Server
+	storeSeq    int64 // the store's activation counter
+	activatedAt time.Time
+}
+
+// NewServer loads the gateway's state from cfg.Store: the token-signing key
+// (created on first start), the active bundle, and starts listening for
+// revocations.
+func NewServer(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("gateway: a store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxTokenTTL <= 0 {
+		cfg.MaxTokenTTL = time.Hour
+	}
+	if cfg.DefaultTokenTTL <= 0 {
+		cfg.DefaultTokenTTL = 60 * time.Second
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.BundlePoll == 0 {
+		cfg.BundlePoll = 5 * time.Second
+	}
+	if cfg.Upstream == nil {
+		cfg.Upstream = NewHTTPUpstream(nil)
+	}
+	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now}
+	s.keys.init()
+	s.inflight.init()
+	if err := s.loadSigningKeys(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.loadActiveBundle(ctx); err != nil {
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	revs, err := s.store.Subscribe(bg)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("gateway: subscribing to revocations: %w", err)
+	}
+	s.wg.Add(1)
+	go s.watchRevocations(revs)
+	if cfg.BundlePoll > 0 {
+		s.wg.Add(1)
+		go s.pollBundle(bg, cfg.BundlePoll)
+	}
+	return s, nil
+}
+
+// Close stops the background work. It does not close the store or the
+// upstream, which the caller owns.
+func (s *Server) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// Bootstrap creates an admin API key if the store has no key at all and
+// returns it (shown once); created is false when keys already exist.
+func (s *Server) Bootstrap(ctx context.Context) (key string, created bool, err error) {
+	keys, err := s.store.ListAPIKeys(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	if len(keys) > 0 {
+		return "", false, nil
+	}
+	full, id, hash := store.GenerateAPIKey()
+	err = s.store.CreateAPIKey(ctx, store.APIKey{
+		ID: id, Name: "bootstrap admin", Role: store.RoleAdmin, SecretHash: hash,
+		Last4: store.APIKeyLast4(full), CreatedAt: s.now().UTC(),
+	})
+	if err != nil {
+		return "", false, err
+	}
+	return full, true, nil
+}
+
+func (s *Server) loadSigningKeys(ctx context.Context) error {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	cand := store.SigningKey{ID: tokenKeyID(priv.Public().(ed25519.PublicKey)), PrivateKey: priv, CreatedAt: s.now().UTC()}
+	k, err := s.store.BootstrapSigningKey(ctx, cand)
+	if err != nil {
+		return fmt.Errorf("gateway: loading the token-signing key: %w", err)
+	}
+	all, err := s.store.SigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("gateway: loading token-signing keys: %w", err)
+	}
+	by := make(map[string]ed25519.PublicKey, len(all))
+	for _, sk := range all {
+		by[sk.ID] = sk.PrivateKey.Public().(ed25519.PublicKey)
+	}
+	s.signMu.Lock()
+	s.signKey, s.verifyBy = k, by
+	s.signMu.Unlock()
+	return nil
+}
+
+// tokenKeyID is the kid of a token-signing key: a fingerprint of its public key.
+func tokenKeyID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return "tk_" + hex.EncodeToString(sum[:8])
+}
+
+func (s *Server) signingKey() store.SigningKey {
+	s.signMu.RLock()
+	defer s.signMu.RUnlock()
+	return s.signKey
+}
+
+func (s *Server) verifyKeys() map[string]ed25519.PublicKey {
+	s.signMu.RLock()
+	defer s.signMu.RUnlock()
+	return s.verifyBy
+}
+
+// watchRevocations applies revocations from this and other replicas: the
+// key cache forgets the key and calls in flight with it are cancelled.
+func (s *Server) watchRevocations(revs <-chan store.Revocation) {
+	defer s.wg.Done()
+	for r := range revs {
+		switch r.Kind {
+		case store.RevokedAPIKey:
+			s.keys.forget(r.ID)
+			s.inflight.revokeKey(r.ID)
+		case store.RevokedToken:
+			s.inflight.revokeToken(r.ID)
+		case store.Resync:
+			s.keys.reset()
+		}
+	}
+}
+
+// Handler returns the gateway's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.routes() }

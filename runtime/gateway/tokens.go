@@ -1,0 +1,279 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/armoriq/controlplane/runtime/intent"
+	"github.com/armoriq/controlplane/runtime/policy"
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+// tokenRequest is the SDK's POST /iap/sdk/token body.
+type tokenRequest struct {
+	UserID    string          `json:"user_id"`
+	AgentID   string          `json:"agent_id"`
+	ContextID string          `json:"context_id"`
+	Plan      json.RawMessage `json:"plan"`
+	Policy    json.RawMessage `json:"policy"`
+	ExpiresIn *json.Number    `json:"expires_in"`
+	UserEmail string          `json:"user_email"`
+}
+
+// policyValidation is the SDK's view of the issue-time policy check.
+type policyValidation struct {
+	AllowedTools             []string `json:"allowed_tools"`
+	DeniedTools              []string `json:"denied_tools"`
+	DeniedReasons            []string `json:"denied_reasons"`
+	HeldTools                []string `json:"held_tools,omitempty"`
+	DefaultEnforcementAction string   `json:"default_enforcement_action"`
+	BundleRevision           string   `json:"bundle_revision,omitempty"`
+}
+
+// tokenResponse is what the SDKs read back (armoriq-compat: token issuance).
+type tokenResponse struct {
+	Success           bool             `json:"success"`
+	PlanID            string           `json:"plan_id"`
+	IntentReference   string           `json:"intent_reference"`
+	PlanHash          string           `json:"plan_hash"`
+	MerkleRoot        string           `json:"merkle_root"`
+	CompositeIdentity string           `json:"composite_identity"`
+	StepProofs        []intent.Proof   `json:"step_proofs"`
+	JWTToken          string           `json:"jwt_token"`
+	Token             *intent.Token    `json:"token"`
+	PolicyValidation  policyValidation `json:"policy_validation"`
+	IssuedAt          float64          `json:"issued_at"`
+	ExpiresAt         float64          `json:"expires_at"`
+	ExpiresIn         float64          `json:"expires_in"`
+}
+
+// endUser is the identity policies are decided for: the email when the SDK
+// sends one, else its user id.
+func endUser(email, userID string) string {
+	if email != "" {
+		return email
+	}
+	return userID
+}
+
+func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	c := callerFrom(ctx)
+	var req tokenRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if strings.TrimSpace(req.UserID) == "" && req.UserEmail == "" {
+		return errorf(KindInvalid, "user_id is required")
+	}
+	if strings.TrimSpace(req.AgentID) == "" {
+		return errorf(KindInvalid, "agent_id is required")
+	}
+	if len(req.Plan) == 0 || string(req.Plan) == "null" {
+		return errorf(KindInvalid, "plan is required: {\"goal\", \"steps\": [{\"action\", \"mcp\", \"params\"}]}")
+	}
+	plan, err := intent.ParsePlan(req.Plan)
+	if err != nil {
+		return errorf(KindInvalid, "%v", err)
+	}
+	for i, st := range plan.Steps {
+		if p := findSecretArg(intent.StripInjected(st.Params), ""); p != "" {
+			return errorf(KindSecretArgument, "steps[%d].params.%s looks like a secret; credentials belong in the gateway's server config, not in a plan", i, p)
+		}
+	}
+	user := endUser(req.UserEmail, req.UserID)
+	now := s.now()
+	ttl, err := s.tokenTTL(req.ExpiresIn)
+	if err != nil {
+		return err
+	}
+
+	// Issue-time policy check: every step, for this user and agent.
+	ab := s.active.Load()
+	pv := policyValidation{AllowedTools: []string{}, DeniedTools: []string{}, DeniedReasons: []string{}, DefaultEnforcementAction: "block"}
+	if ab != nil {
+		pv.BundleRevision = ab.b.Manifest.Revision
+	}
+	for _, st := range plan.Steps {
+		d := s.decide(ab, &policy.Request{User: user, Agent: req.AgentID, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
+		switch d.Effect {
+		case policy.Allow:
+			pv.AllowedTools = appendUnique(pv.AllowedTools, st.Action)
+		case policy.Hold:
+			pv.AllowedTools = appendUnique(pv.AllowedTools, st.Action)
+			pv.HeldTools = appendUnique(pv.HeldTools, st.Action)
+		default:
+			if !contains(pv.DeniedTools, st.Action) {
+				pv.DeniedTools = append(pv.DeniedTools, st.Action)
+				pv.DeniedReasons = append(pv.DeniedReasons, st.MCP+"/"+st.Action+": "+d.Reason)
+			}
+		}
+	}
+	planHash := intent.PlanHash(plan)
+	if len(pv.DeniedTools) > 0 {
+		first := plan.Steps[0]
+		for _, st := range plan.Steps {
+			if contains(pv.DeniedTools, st.Action) {
+				first = st
+				break
+			}
+		}
+		err := s.audit(ctx, store.AuditRecord{
+			Time: now.UTC(), RequestID: requestID(r), APIKeyID: c.KeyID, Service: c.Name, User: user, Agent: req.AgentID,
+			Server: first.MCP, Tool: first.Action, Arguments: auditArgs(first.Params), Decision: store.Blocked,
+			BundleRevision: pv.BundleRevision, PlanHash: planHash, Outcome: "token refused: " + strings.Join(pv.DeniedReasons, "; "),
+		})
+		if err != nil {
+			return err
+		}
+		msg := "plan denied by policy: " + strings.Join(pv.DeniedReasons, "; ")
+		writeJSON(w, http.StatusForbidden, map[string]any{
+			"success": false, "message": msg, "error": errorDetail{Code: "policy_blocked", Message: msg},
+			"policy_validation": pv,
+			"enforcement":       Enforcement{Action: "block", Reason: msg, Metadata: map[string]any{"denied_tools": pv.DeniedTools}},
+		})
+		return nil
+	}
+
+	tree := intent.NewTree(intent.PlanLeaves(plan))
+	root := tree.Root()
+	tokenID := "it_" + randomHex(16)
+	planID := "plan_" + planHash[:24]
+	identity := req.AgentID + "|" + user
+	issued := roundMillis(now)
+	expires := roundMillis(now.Add(ttl))
+	sk := s.signingKey()
+	tok := &intent.Token{
+		PlanHash:  planHash,
+		IssuedAt:  unixFloat(issued),
+		ExpiresAt: unixFloat(expires),
+		Policy: map[string]any{
+			"allowed_tools":   toAny(pv.AllowedTools),
+			"merkle_root":     intent.RootHex(root),
+			"intent_ref":      tokenID,
+			"bundle_revision": pv.BundleRevision,
+		},
+		Identity: identity,
+	}
+	if err := intent.SignToken(tok, sk.PrivateKey); err != nil {
+		return internal(err, "signing the token")
+	}
+	jwt, err := intent.SignJWT(intent.Claims{
+		Issuer: "armoriq-gateway", Subject: user, Agent: req.AgentID, PlanHash: planHash,
+		MerkleRoot: intent.RootHex(root), IssuedAt: issued.Unix(), ExpiresAt: expires.Unix(), ID: tokenID,
+	}, sk.ID, sk.PrivateKey)
+	if err != nil {
+		return internal(err, "signing the JWT")
+	}
+	err = s.store.PutToken(ctx, store.Token{
+		ID: tokenID, PlanID: planID, PlanHash: planHash, MerkleRoot: intent.RootHex(root), APIKeyID: c.KeyID,
+		User: user, Agent: req.AgentID, IssuedAt: issued, ExpiresAt: expires,
+	})
+	if err != nil {
+		return internal(err, "recording the token")
+	}
+	writeJSON(w, http.StatusOK, tokenResponse{
+		Success: true, PlanID: planID, IntentReference: tokenID, PlanHash: planHash, MerkleRoot: intent.RootHex(root),
+		CompositeIdentity: identity, StepProofs: tree.Proofs(), JWTToken: jwt, Token: tok, PolicyValidation: pv,
+		IssuedAt: tok.IssuedAt, ExpiresAt: tok.ExpiresAt, ExpiresIn: ttl.Seconds(),
+	})
+	return nil
+}
+
+// tokenTTL picks a token's validity: the request's expires_in, else the
+// bundle's intent.ttl_seconds, else the default; never above the maximum.
+func (s *Server) tokenTTL(expiresIn *json.Number) (time.Duration, error) {
+	ttl := s.cfg.DefaultTokenTTL
+	if ab := s.active.Load(); ab != nil && ab.b.Policy.DefaultTTLSeconds > 0 {
+		ttl = time.Duration(ab.b.Policy.DefaultTTLSeconds) * time.Second
+	}
+	if expiresIn != nil {
+		f, err := expiresIn.Float64()
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 {
+			return 0, errorf(KindInvalid, "expires_in must be a positive number of seconds, got %s", expiresIn.String())
+		}
+		ttl = time.Duration(f * float64(time.Second))
+	}
+	if ttl > s.cfg.MaxTokenTTL {
+		ttl = s.cfg.MaxTokenTTL
+	}
+	return ttl, nil
+}
+
+// decide runs the active policy; with no bundle everything is denied.
+func (s *Server) decide(ab *activeBundle, req *policy.Request) policy.Decision {
+	if ab == nil {
+		return policy.Decision{Effect: policy.Deny, Reason: "no policy bundle is active on this gateway"}
+	}
+	if _, ok := ab.servers[req.Server]; !ok {
+		return policy.Decision{Effect: policy.Deny, Reason: "server " + quote(req.Server) + " is not in the active bundle " + ab.b.Manifest.Revision}
+	}
+	return ab.engine.Decide(req)
+}
+
+func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+func roundMillis(t time.Time) time.Time { return t.Round(time.Millisecond) }
+
+func unixFloat(t time.Time) float64 { return float64(t.UnixMilli()) / 1000 }
+
+func floatTime(f float64) time.Time {
+	return time.UnixMilli(int64(math.Round(f * 1000)))
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-ID"); id != "" && len(id) <= 128 {
+		return id
+	}
+	return "req_" + randomHex(12)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func appendUnique(list []string, s string) []string {
+	if contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
+func toAny(list []string) []any {
+	out := make([]any, len(list))
+	for i, s := range list {
+		out[i] = s
+	}
+	return out
+}
+
+// tokenError maps a token verification failure to what the SDKs expect.
+func tokenError(err error) *Error {
+	switch {
+	case errors.Is(err, intent.ErrExpired):
+		return &Error{Kind: KindExpired, Message: "intent token expired; request a new one"}
+	case errors.Is(err, intent.ErrUnknownKey):
+		return &Error{Kind: KindUnauthenticated, Message: "intent token was not signed by this gateway"}
+	case errors.Is(err, intent.ErrBadSignature):
+		return &Error{Kind: KindUnauthenticated, Message: "intent token signature does not verify: the token was altered"}
+	default:
+		return &Error{Kind: KindUnauthenticated, Message: "invalid intent token: " + err.Error()}
+	}
+}
