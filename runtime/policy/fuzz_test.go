@@ -17,11 +17,13 @@ func FuzzWhen(f *testing.F) {
 	f.Add(`try(args.a.b[0], null) == null`, `{"a": {"b": [1]}}`)
 	f.Add(`substr(args.s, -5, 100) == "x"`, `{"s": "hello"}`)
 	f.Add(`[for k, v in args : v if k != ""]`, `{"a": 1e400}`)
+	f.Add(`args.a == 0.1 || args.b != "x" && !(args.c < 3)`, `{"a": 0.1, "b": "é", "c": 2}`)
 	f.Fuzz(func(t *testing.T, expr, argsJSON string) {
 		var args map[string]any
 		if json.Unmarshal([]byte(argsJSON), &args) != nil {
 			args = nil
 		}
+		checkFast(t, expr, &Request{User: "u@example.com", Server: "s", Tool: "t", Args: args})
 		for _, effect := range []string{bundle.Allow, bundle.Deny} {
 			e, err := Compile(&bundle.Policy{Rules: []bundle.Rule{
 				{ID: "r", Effect: effect, Tools: []string{"s/t"}, When: expr},

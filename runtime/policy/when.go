@@ -21,7 +21,8 @@ import (
 // condition is a compiled when expression.
 type condition struct {
 	expr  hclsyntax.Expression
-	roots []string // the variables it uses
+	fast  *fastNode // nil when the fast path cannot take it
+	roots []string  // the variables it uses
 }
 
 // Variables a condition may use, and the attributes of the object ones.
@@ -75,6 +76,7 @@ func (e *Engine) compileCondition(br *bundle.Rule) (*condition, error) {
 	if funcErr != nil {
 		return nil, funcErr
 	}
+	c.fast = compileFast(expr)
 	return c, nil
 }
 
@@ -118,6 +120,16 @@ func diagError(diags hcl.Diagnostics) error {
 // not a bool, or a panic inside a function is an error: the caller fails
 // closed.
 func (s *search) eval(r *rule) (ok bool, err error) {
+	if r.when.fast != nil {
+		if v, ok := s.evalFast(r.when.fast); ok && v.kind == fastBool {
+			return v.b, nil
+		}
+	}
+	return s.evalHCL(r)
+}
+
+// evalHCL evaluates r's condition with HCL.
+func (s *search) evalHCL(r *rule) (ok bool, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			ok, err = false, fmt.Errorf("evaluation failed: %v", p)
