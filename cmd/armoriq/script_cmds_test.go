@@ -5,5 +5,8 @@ import "github.com/rogpeppe/go-internal/testscript"
 // scriptCmds lists custom testscript commands (servers, fixtures) that
 // scripts may use. Add one entry per command, defined in its own *_test.go file.
 func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
-	return map[string]func(ts *testscript.TestScript, neg bool, args []string){}
+	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
+		"mcpserver": cmdMCPServer, // mcpserver_test.go
+		"deadurl":   cmdDeadURL,   // mcpserver_test.go
+	}
 }

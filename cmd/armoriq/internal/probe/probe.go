@@ -1,0 +1,105 @@
+// Package probe asks an MCP server which tools it offers: initialize, then
+// tools/list, over Streamable HTTP with a fallback to the legacy HTTP+SSE
+// transport. `armoriq validate --online` and `armoriq init` use it.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Server is what the probe needs to reach one MCP server.
+type Server struct {
+	URL     string
+	Headers http.Header // credentials, already resolved
+}
+
+// Result is what a server answered.
+type Result struct {
+	Name      string   // the server's self-reported name
+	Transport string   // "streamable" or "sse"
+	Tools     []string // tool names, sorted
+}
+
+// Tools connects to s, lists its tools and disconnects. The whole exchange
+// is bounded by timeout. The error says what failed with each transport.
+func Tools(ctx context.Context, s Server, timeout time.Duration, version string) (*Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	hc := &http.Client{Transport: headerTransport{h: s.Headers, base: http.DefaultTransport}}
+	client := mcp.NewClient(&mcp.Implementation{Name: "armoriq", Version: version}, nil)
+
+	res, err := list(ctx, client, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1, DisableStandaloneSSE: true})
+	if err == nil {
+		res.Transport = "streamable"
+		return res, nil
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("no answer within %s", timeout)
+	}
+	res, sseErr := list(ctx, client, &mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc})
+	if sseErr == nil {
+		res.Transport = "sse"
+		return res, nil
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("no answer within %s", timeout)
+	}
+	return nil, errors.New(shorten(err))
+}
+
+func list(ctx context.Context, client *mcp.Client, t mcp.Transport) (*Result, error) {
+	cs, err := client.Connect(ctx, t, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer cs.Close()
+	res := &Result{}
+	if ir := cs.InitializeResult(); ir != nil && ir.ServerInfo != nil {
+		res.Name = ir.ServerInfo.Name
+	}
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			return nil, err
+		}
+		res.Tools = append(res.Tools, tool.Name)
+	}
+	sort.Strings(res.Tools)
+	return res, nil
+}
+
+// shorten keeps an error readable on one line, without the SDK's layers.
+func shorten(err error) string {
+	s := err.Error()
+	for _, p := range []string{`calling "initialize": `, `sending "initialize": `, "rejected by transport: "} {
+		s = strings.Replace(s, p, "", 1)
+	}
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+// headerTransport adds fixed headers (credentials) to every request.
+type headerTransport struct {
+	h    http.Header
+	base http.RoundTripper
+}
+
+func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if len(t.h) == 0 {
+		return t.base.RoundTrip(r)
+	}
+	r = r.Clone(r.Context())
+	for k, vs := range t.h {
+		r.Header[k] = vs
+	}
+	return t.base.RoundTrip(r)
+}

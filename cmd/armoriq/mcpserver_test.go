@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// cmdMCPServer runs a real MCP server (the go-sdk's) inside the test
+// process for the length of a script:
+//
+//	mcpserver [-sse] VAR [tool...]
+//
+// It listens on 127.0.0.1 on a free port, serves the given tools (default:
+// echo and add) over Streamable HTTP (or the legacy HTTP+SSE transport with
+// -sse), and sets $VAR to its URL. It stops when the script ends.
+func cmdMCPServer(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! mcpserver")
+	}
+	sse := len(args) > 0 && args[0] == "-sse"
+	if sse {
+		args = args[1:]
+	}
+	if len(args) < 1 {
+		ts.Fatalf("usage: mcpserver [-sse] VAR [tool...]")
+	}
+	name, tools := args[0], args[1:]
+	if len(tools) == 0 {
+		tools = []string{"echo", "add"}
+	}
+	srv := mcp.NewServer(&mcp.Implementation{Name: "script-server", Version: "v0.0.1"}, nil)
+	for _, t := range tools {
+		srv.AddTool(&mcp.Tool{Name: t, Description: "test tool " + t, InputSchema: map[string]any{"type": "object"}},
+			func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil
+			})
+	}
+	var h http.Handler
+	if sse {
+		h = mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return srv }, nil)
+	} else {
+		h = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	hs := &http.Server{Handler: h}
+	go hs.Serve(l)
+	ts.Defer(func() { hs.Close() })
+	ts.Setenv(name, "http://"+l.Addr().String()+"/mcp")
+	ts.Logf("mcpserver %s at %s serving %s", name, l.Addr(), strings.Join(tools, ", "))
+}
+
+// cmdDeadURL sets VAR to a URL on 127.0.0.1 where nothing listens.
+//
+//	deadurl VAR
+func cmdDeadURL(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: deadurl VAR")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	addr := l.Addr().String()
+	l.Close()
+	ts.Setenv(args[0], "http://"+addr+"/mcp")
+}
