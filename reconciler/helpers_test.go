@@ -1,11 +1,8 @@
 package reconciler
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,33 +73,19 @@ func testKey(t *testing.T) (ed25519.PrivateKey, string, map[string]ed25519.Publi
 	return priv, kid, map[string]ed25519.PublicKey{kid: pub}
 }
 
-// fakeBuild stands in for the compiler in unit tests of the loop: a config
-// containing "invalid" on some line is Stalled with a diagnostic at that
-// line; anything else becomes a signed bundle with one allow rule per line.
-func fakeBuild(key ed25519.PrivateKey, kid string) BuildFunc {
-	return func(filename string, data []byte, revision string, createdAt time.Time) (*Artifact, Outcome) {
-		var rules []bundle.Rule
-		for i, line := range strings.Split(string(data), "\n") {
-			if strings.Contains(line, "invalid") {
-				return nil, Outcome{Condition: Stalled, Reason: ReasonInvalidConfig, Message: "1 error",
-					Diagnostics: []Diagnostic{{Severity: "error", File: filename, Line: i + 1, Col: strings.Index(line, "invalid") + 1, Summary: "invalid value"}}}
-			}
-			if line = strings.TrimSpace(line); line != "" {
-				rules = append(rules, bundle.Rule{ID: line, Effect: bundle.Allow, Tools: []string{line}})
-			}
-		}
-		sum := sha256.Sum256(data)
-		b := &bundle.Bundle{
-			Manifest: bundle.Manifest{FormatVersion: bundle.FormatVersion, Revision: revision, CreatedAt: createdAt,
-				Compiler: "test", Sequence: createdAt.Unix(), Sources: []bundle.Source{{Path: filename, SHA256: hex.EncodeToString(sum[:])}}},
-			Policy: bundle.Policy{Rules: rules},
-		}
-		var buf bytes.Buffer
-		if err := bundle.Write(&buf, b, key, kid); err != nil {
-			return nil, Outcome{Condition: Stalled, Reason: ReasonCompileFailed, Message: err.Error()}
-		}
-		return &Artifact{Revision: revision, Sequence: b.Manifest.Sequence, Rules: len(rules), Data: buf.Bytes()}, Outcome{}
-	}
+// policy returns a valid armoriq.yaml allowing the given tool patterns on
+// three servers.
+func policy(allow ...string) string {
+	return "version: v1\nmcp_servers:\n  - id: github\n    url: https://api.example.com/mcp\n" +
+		"  - id: slack\n    url: https://slack.example.com/mcp\n" +
+		"policy:\n  allow: [" + strings.Join(allow, ", ") + "]\n"
+}
+
+// badPolicy has an unknown key at line 5, column 5.
+const badPolicy = "version: v1\nmcp_servers:\n  - id: github\n    url: https://api.example.com/mcp\n    bogus: 1\npolicy:\n  allow: [github/*]\n"
+
+func realBuild(key ed25519.PrivateKey, kid string) BuildFunc {
+	return (&Builder{Key: key, KeyID: kid, CompilerVersion: "test"}).Build
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -24,7 +24,7 @@ func newLoopFixture(t *testing.T, n int, mod func(*Options)) *loopFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{Source: src, Build: fakeBuild(key, kid), BackoffBase: 5 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
+	opts := Options{Source: src, Build: realBuild(key, kid), BackoffBase: 5 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
 	for i := 0; i < n; i++ {
 		g := newStandinGateway(t, keys)
 		f.gws = append(f.gws, g)
@@ -41,7 +41,7 @@ func newLoopFixture(t *testing.T, n int, mod func(*Options)) *loopFixture {
 
 func TestPassAppliesHeadToEveryTarget(t *testing.T) {
 	f := newLoopFixture(t, 2, nil)
-	c1 := f.repo.commit("first", map[string]string{"armoriq.yaml": "github/*\n"})
+	c1 := f.repo.commit("first", map[string]string{"armoriq.yaml": policy("github/*")})
 	res := f.rec.Pass(ctxT(t))
 	if res.Head != c1 || res.ExitCode() != ExitReady {
 		t.Fatalf("pass after first commit: head %s exit %d %+v; want head %s exit 0", res.Head, res.ExitCode(), res, c1)
@@ -57,7 +57,7 @@ func TestPassAppliesHeadToEveryTarget(t *testing.T) {
 	if _, after := f.gws[0].state(); after != before || res.Targets[0].Reason != ReasonUpToDate {
 		t.Errorf("idle pass: pushes %d → %d, reason %s; want no push, UpToDate", before, after, res.Targets[0].Reason)
 	}
-	c2 := f.repo.commit("second", map[string]string{"armoriq.yaml": "github/*\nslack/post\n"})
+	c2 := f.repo.commit("second", map[string]string{"armoriq.yaml": policy("github/*", "slack/post")})
 	res = f.rec.Pass(ctxT(t))
 	st := f.rec.Status()
 	if rev, _ := f.gws[1].state(); rev != c2 || res.ExitCode() != 0 {
@@ -70,16 +70,16 @@ func TestPassAppliesHeadToEveryTarget(t *testing.T) {
 
 func TestInvalidCommitStallsAndNeverPushes(t *testing.T) {
 	f := newLoopFixture(t, 1, nil)
-	good := f.repo.commit("good", map[string]string{"armoriq.yaml": "github/*\n"})
+	good := f.repo.commit("good", map[string]string{"armoriq.yaml": policy("github/*")})
 	f.rec.Pass(ctxT(t))
 	_, pushes := f.gws[0].state()
-	bad := f.repo.commit("bad", map[string]string{"armoriq.yaml": "github/*\n  invalid: yes\n"})
+	bad := f.repo.commit("bad", map[string]string{"armoriq.yaml": badPolicy})
 	res := f.rec.Pass(ctxT(t))
 	if res.Source.Condition != Stalled || res.ExitCode() != ExitInvalid {
 		t.Fatalf("pass on invalid commit: source %+v exit %d; want Stalled, exit 1", res.Source, res.ExitCode())
 	}
-	if len(res.Source.Diagnostics) != 1 || res.Source.Diagnostics[0].Line != 2 || res.Source.Diagnostics[0].Col != 3 {
-		t.Errorf("diagnostics %+v, want one at line 2 col 3", res.Source.Diagnostics)
+	if len(res.Source.Diagnostics) != 1 || res.Source.Diagnostics[0].Line != 5 || res.Source.Diagnostics[0].Col != 5 {
+		t.Errorf("diagnostics %+v, want one at line 5 col 5", res.Source.Diagnostics)
 	}
 	rev, after := f.gws[0].state()
 	if rev != good || after != pushes {
@@ -93,7 +93,7 @@ func TestInvalidCommitStallsAndNeverPushes(t *testing.T) {
 
 func TestDriftRepaired(t *testing.T) {
 	f := newLoopFixture(t, 2, nil)
-	c := f.repo.commit("first", map[string]string{"armoriq.yaml": "github/*\n"})
+	c := f.repo.commit("first", map[string]string{"armoriq.yaml": policy("github/*")})
 	f.rec.Pass(ctxT(t))
 	f.gws[1].reset()
 	res := f.rec.Pass(ctxT(t))
@@ -107,14 +107,14 @@ func TestDriftRepaired(t *testing.T) {
 
 func TestTransientFailureRetriedWithBackoff(t *testing.T) {
 	f := newLoopFixture(t, 1, func(o *Options) { o.Retries = 3 })
-	c := f.repo.commit("first", map[string]string{"armoriq.yaml": "github/*\n"})
+	c := f.repo.commit("first", map[string]string{"armoriq.yaml": policy("github/*")})
 	f.gws[0].fail(2) // status and the first retry's status answer 503
 	res := f.rec.Pass(ctxT(t))
 	if rev, _ := f.gws[0].state(); rev != c || res.ExitCode() != 0 {
 		t.Fatalf("after two 503s the gateway runs %q, exit %d; want %s, 0", rev, res.ExitCode(), c)
 	}
 	f.gws[0].fail(100)
-	f.repo.commit("second", map[string]string{"armoriq.yaml": "x/y\n"})
+	f.repo.commit("second", map[string]string{"armoriq.yaml": policy("slack/*")})
 	res = f.rec.Pass(ctxT(t))
 	if res.Targets[0].Condition != Waiting || res.ExitCode() != ExitUnreachable {
 		t.Fatalf("gateway always 503: %+v exit %d; want Waiting, exit 3", res.Targets[0], res.ExitCode())
@@ -129,7 +129,7 @@ func TestUnreachableGatewayIsWaiting(t *testing.T) {
 		o.Targets = []*Gateway{{URL: "http://127.0.0.1:1"}}
 		o.Retries = -1
 	})
-	f.repo.commit("first", map[string]string{"armoriq.yaml": "github/*\n"})
+	f.repo.commit("first", map[string]string{"armoriq.yaml": policy("github/*")})
 	res := f.rec.Pass(ctxT(t))
 	if res.Targets[0].Condition != Waiting || res.Targets[0].Reason != ReasonUnreachable || res.ExitCode() != 3 {
 		t.Fatalf("unreachable gateway: %+v exit %d; want Waiting/Unreachable, exit 3", res.Targets[0], res.ExitCode())
@@ -141,7 +141,7 @@ func TestGatewayRefusalsStall(t *testing.T) {
 	f := newLoopFixture(t, 1, nil)
 	_, _, otherKeys := testKey(t)
 	f.gws[0].keys = otherKeys
-	f.repo.commit("first", map[string]string{"armoriq.yaml": "github/*\n"})
+	f.repo.commit("first", map[string]string{"armoriq.yaml": policy("github/*")})
 	res := f.rec.Pass(ctxT(t))
 	if o := res.Targets[0]; o.Condition != Stalled || o.Reason != ReasonVerificationFailed {
 		t.Errorf("gateway with other keys: %+v, want Stalled/VerificationFailed", o)
@@ -149,7 +149,7 @@ func TestGatewayRefusalsStall(t *testing.T) {
 
 	// A gateway running a newer bundle refuses with 409 stale_bundle.
 	f = newLoopFixture(t, 1, nil)
-	f.repo.commit("first", map[string]string{"armoriq.yaml": "github/*\n"})
+	f.repo.commit("first", map[string]string{"armoriq.yaml": policy("github/*")})
 	f.gws[0].mu.Lock()
 	f.gws[0].revision, f.gws[0].sequence = "newer", time.Now().Add(time.Hour).Unix()
 	f.gws[0].mu.Unlock()
@@ -161,7 +161,7 @@ func TestGatewayRefusalsStall(t *testing.T) {
 
 func TestSuspendReportsWithoutApplying(t *testing.T) {
 	f := newLoopFixture(t, 1, func(o *Options) { o.Suspend = true })
-	f.repo.commit("first", map[string]string{"armoriq.yaml": "github/*\n"})
+	f.repo.commit("first", map[string]string{"armoriq.yaml": policy("github/*")})
 	res := f.rec.Pass(ctxT(t))
 	if rev, pushes := f.gws[0].state(); rev != "" || pushes != 0 || res.Targets[0].Reason != ReasonSuspended {
 		t.Fatalf("suspended: gateway runs %q after %d pushes (%+v); want nothing pushed, Suspended", rev, pushes, res.Targets[0])
@@ -183,10 +183,10 @@ func (r *recordingReporter) ReportCommit(_ context.Context, rev string, o Outcom
 func TestReporterToldOncePerOutcome(t *testing.T) {
 	rep := &recordingReporter{}
 	f := newLoopFixture(t, 1, func(o *Options) { o.Reporter = rep })
-	c1 := f.repo.commit("first", map[string]string{"armoriq.yaml": "github/*\n"})
+	c1 := f.repo.commit("first", map[string]string{"armoriq.yaml": policy("github/*")})
 	f.rec.Pass(ctxT(t))
 	f.rec.Pass(ctxT(t))
-	c2 := f.repo.commit("bad", map[string]string{"armoriq.yaml": "invalid\n"})
+	c2 := f.repo.commit("bad", map[string]string{"armoriq.yaml": badPolicy})
 	f.rec.Pass(ctxT(t))
 	want := []string{short(c1) + " Ready", short(c2) + " Stalled"}
 	if strings.Join(rep.got, ",") != strings.Join(want, ",") {
@@ -196,7 +196,7 @@ func TestReporterToldOncePerOutcome(t *testing.T) {
 
 func TestRunPollsAndWebhookTriggers(t *testing.T) {
 	f := newLoopFixture(t, 1, func(o *Options) { o.Interval = time.Hour })
-	f.repo.commit("first", map[string]string{"armoriq.yaml": "github/*\n"})
+	f.repo.commit("first", map[string]string{"armoriq.yaml": policy("github/*")})
 	ctx, cancel := context.WithCancel(ctxT(t))
 	done := make(chan struct{})
 	go func() { f.rec.Run(ctx); close(done) }()
@@ -206,7 +206,7 @@ func TestRunPollsAndWebhookTriggers(t *testing.T) {
 	secret := []byte("s3cret")
 	hook := httptest.NewServer(&Webhook{Secret: secret, Branch: "main", Trigger: f.rec.Trigger})
 	defer hook.Close()
-	c2 := f.repo.commit("second", map[string]string{"armoriq.yaml": "x/y\n"})
+	c2 := f.repo.commit("second", map[string]string{"armoriq.yaml": policy("slack/*")})
 	body := []byte(`{"ref":"refs/heads/main","after":"` + c2 + `"}`)
 	// A bad signature is refused and triggers nothing.
 	if code := postHook(t, hook.URL, body, "sha256=00", "push"); code != http.StatusUnauthorized {
