@@ -107,7 +107,9 @@ func FuzzRegister(f *testing.F) {
 }
 
 func TestDiffBundles(t *testing.T) {
-	rule := func(id, eff string, tools ...string) bundle.Rule { return bundle.Rule{ID: id, Effect: eff, Tools: tools} }
+	rule := func(id, eff string, tools ...string) bundle.Rule {
+		return bundle.Rule{ID: id, Effect: eff, Tools: tools}
+	}
 	old := &bundle.Bundle{
 		Policy:  bundle.Policy{Rules: []bundle.Rule{rule("policy.allow[0]", "allow", "a/*"), rule("policy.allow[1]", "allow", "b/x"), rule("r", "deny", "c/*")}},
 		Servers: []bundle.Server{{ID: "a", Transport: "http", URL: "https://a"}, {ID: "gone", Transport: "http", URL: "https://g"}},
