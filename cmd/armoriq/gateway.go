@@ -36,6 +36,7 @@ type gatewayOptions struct {
 	callTimeout time.Duration
 	logFormat   string
 	shutdown    time.Duration
+	readyFile   string
 }
 
 func gatewayCommand() *command {
@@ -75,6 +76,7 @@ ARMORIQ_MAX_TOKEN_TTL, ARMORIQ_CALL_TIMEOUT, ARMORIQ_LOG_FORMAT.`,
 			fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "time limit of one forwarded tool call")
 			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 			fs.DurationVar(&o.shutdown, "shutdown-timeout", 30*time.Second, "how long to let in-flight calls finish on SIGTERM")
+			fs.StringVar(&o.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves (for scripts and supervisors)")
 		},
 		MaxArgs: 0,
 		Run: func(ctx context.Context, e *env, args []string) error {
@@ -253,6 +255,14 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	fmt.Fprintf(e.Stdout, "armoriq gateway listening on http://%s\n", ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	if o.readyFile != "" {
+		if err := writeFileAtomic(o.readyFile, func(f *os.File) error {
+			_, err := fmt.Fprintf(f, "http://%s\n", ln.Addr())
+			return err
+		}); err != nil {
+			log.Warn("cannot write the ready file", "file", o.readyFile, "error", err)
+		}
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %v", err)
@@ -333,3 +343,4 @@ func (l *localSigner) Register(ctx context.Context, filename string, body []byte
 	res.Bundle = buf.Bytes()
 	return res, nil
 }
+

@@ -8,5 +8,6 @@ func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []st
 	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
 		"mcpserver": cmdMCPServer, // mcpserver_test.go
 		"deadurl":   cmdDeadURL,   // mcpserver_test.go
+		"waitready": cmdWaitReady, // gateway_script_test.go
 	}
 }

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func keysCommand() *command {
+	return &command{
+		Use:   "keys",
+		Short: "Create, list and revoke the gateway's API keys",
+		Long: `Manage a running gateway's API keys through its admin API.
+
+A key's role is fixed when it is created: admin (everything), agent (tokens,
+invoke, MCP) or viewer (status and audit). A revoked key is refused on its
+next request, and calls in flight with it are cancelled.`,
+		Sub: []*command{keysCreateCommand(), keysListCommand(), keysRevokeCommand()},
+	}
+}
+
+type keyInfo struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	Last4     string     `json:"last4"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Key       string     `json:"key,omitempty"`
+}
+
+func keysCreateCommand() *command {
+	var g gatewayFlags
+	var name, role string
+	var asJSON bool
+	return &command{
+		Use:     "create --name NAME --role admin|agent|viewer",
+		Short:   "Create an API key (shown once)",
+		Example: "  armoriq keys create --name ci-agent --role agent --api-key-file .armoriq-data/admin.key",
+		Flags: func(fs *pflag.FlagSet) {
+			g.register(fs)
+			fs.StringVar(&name, "name", "", "a name for the key (who or what uses it)")
+			fs.StringVar(&role, "role", "agent", "role: admin, agent or viewer")
+			fs.BoolVar(&asJSON, "json", false, "print the answer as JSON")
+		},
+		Run: func(ctx context.Context, e *env, args []string) error {
+			if name == "" {
+				return usageErrorf("--name is required")
+			}
+			if role != "admin" && role != "agent" && role != "viewer" {
+				return usageErrorf("--role must be admin, agent or viewer, got %q", role)
+			}
+			c, err := g.client(e)
+			if err != nil {
+				return err
+			}
+			var k keyInfo
+			if err := c.do(ctx, "POST", "/v1/keys", map[string]string{"name": name, "role": role}, &k); err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(e.Stdout).Encode(k)
+			}
+			fmt.Fprintln(e.Stdout, k.Key)
+			fmt.Fprintf(e.Stderr, "created %s key %s (%s); the key above is shown only once\n", k.Role, k.ID, k.Name)
+			return nil
+		},
+	}
+}
+
+func keysListCommand() *command {
+	var g gatewayFlags
+	var asJSON bool
+	return &command{
+		Use:   "list",
+		Short: "List API keys",
+		Flags: func(fs *pflag.FlagSet) {
+			g.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+		},
+		Run: func(ctx context.Context, e *env, args []string) error {
+			c, err := g.client(e)
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Keys []keyInfo `json:"keys"`
+			}
+			if err := c.do(ctx, "GET", "/v1/keys", nil, &out); err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(e.Stdout).Encode(out)
+			}
+			tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tKEY\tCREATED\tREVOKED")
+			for _, k := range out.Keys {
+				rev := "-"
+				if k.RevokedAt != nil {
+					rev = k.RevokedAt.Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t…%s\t%s\t%s\n", k.ID, k.Name, k.Role, k.Last4, k.CreatedAt.Format(time.RFC3339), rev)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func keysRevokeCommand() *command {
+	var g gatewayFlags
+	return &command{
+		Use:     "revoke ID",
+		Short:   "Revoke an API key at once (idempotent)",
+		MinArgs: 1, MaxArgs: 1,
+		Flags:   g.register,
+		Run: func(ctx context.Context, e *env, args []string) error {
+			c, err := g.client(e)
+			if err != nil {
+				return err
+			}
+			var out struct {
+				ID        string    `json:"id"`
+				RevokedAt time.Time `json:"revoked_at"`
+			}
+			if err := c.do(ctx, "DELETE", "/v1/keys/"+url.PathEscape(args[0]), nil, &out); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.Stdout, "revoked %s at %s\n", out.ID, out.RevokedAt.Format(time.RFC3339))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+// TestOfficialTypeScriptSDK runs the real @armoriq/sdk (npm, 0.2.6) against
+// a real gateway: capture → token → invoke, and each refusal. .ci/run
+// installs the package; without Node or the package the test skips.
+func TestOfficialTypeScriptSDK(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed: the TypeScript SDK test needs Node.js (.ci/run installs it)")
+	}
+	dir, _ := filepath.Abs("testdata/sdk-e2e")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@armoriq", "sdk")); err != nil {
+		t.Skip("@armoriq/sdk is not installed: run `npm install` in runtime/gateway/testdata/sdk-e2e (.ci/run does)")
+	}
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	agentID, _, _ := store.ParseAPIKey(g.agentKey)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "e2e.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"GATEWAY="+g.http.URL, "ARMORIQ_API_KEY="+g.agentKey, "ADMIN_KEY="+g.adminKey, "AGENT_KEY_ID="+agentID,
+	)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || !bytes.Contains(out, []byte("\nDONE")) {
+		t.Fatalf("node e2e.js: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
+	}
+
+	results := map[string]map[string]any{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "RESULT ")
+		if !ok {
+			continue
+		}
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("bad result line %q: %v", line, err)
+		}
+		results[r["scenario"].(string)] = r
+	}
+	text := func(r map[string]any) string {
+		v, _ := r["value"].(map[string]any)
+		c, _ := v["content"].([]any)
+		if len(c) == 0 {
+			return ""
+		}
+		s, _ := c[0].(map[string]any)["text"].(string)
+		return s
+	}
+
+	// What SDK 0.2.6 raises is fixed by its code: for /invoke it turns
+	// every status >= 400 into MCPInvocationException("HTTP <status>"),
+	// and for token issuance every status >= 400 into InvalidTokenException.
+	tests := []struct {
+		scenario  string
+		wantOK    bool
+		wantErr   string // exception class
+		wantInMsg string
+		wantText  string
+	}{
+		{scenario: "health", wantOK: true},
+		{scenario: "token", wantOK: true},
+		{scenario: "invoke-allowed", wantOK: true, wantText: "echo: hello from the sdk"},
+		{scenario: "invoke-second-server", wantOK: true, wantText: "5"},
+		{scenario: "tampered-params", wantErr: "MCPInvocationException", wantInMsg: "HTTP 409"},
+		{scenario: "action-not-in-plan", wantErr: "IntentMismatchException", wantInMsg: "not found in the original plan"},
+		{scenario: "denied-at-issue", wantErr: "InvalidTokenException", wantInMsg: "plan denied by policy: tools/delete_repo"},
+		{scenario: "expired-local", wantErr: "TokenExpiredException"},
+		{scenario: "expired-server", wantErr: "MCPInvocationException", wantInMsg: "HTTP 401"},
+		{scenario: "revoked-key", wantErr: "MCPInvocationException", wantInMsg: "HTTP 401"},
+	}
+	for _, tt := range tests {
+		r, ok := results[tt.scenario]
+		if !ok {
+			t.Errorf("%s: no result from the SDK script", tt.scenario)
+			continue
+		}
+		if got := r["ok"] == true; got != tt.wantOK {
+			t.Errorf("%s: ok = %v, want %v (%v)", tt.scenario, got, tt.wantOK, r)
+			continue
+		}
+		if tt.wantErr != "" && r["error"] != tt.wantErr {
+			t.Errorf("%s: SDK raised %v, want %s (%v)", tt.scenario, r["error"], tt.wantErr, r["message"])
+		}
+		if msg, _ := r["message"].(string); tt.wantInMsg != "" && !strings.Contains(msg, tt.wantInMsg) {
+			t.Errorf("%s: message %q does not contain %q", tt.scenario, msg, tt.wantInMsg)
+		}
+		if tt.wantText != "" && text(r) != tt.wantText {
+			t.Errorf("%s: tool result %q, want %q (%v)", tt.scenario, text(r), tt.wantText, r)
+		}
+	}
+	if r := results["token"]; r["stepProofs"] != float64(2) || r["jwt"] != true {
+		t.Errorf("token: %v; want 2 step proofs and a JWT", r)
+	}
+	if r := results["revoked-health"]; r["status"] != float64(401) || r["revokedHeader"] != "true" {
+		t.Errorf("health with the revoked key: %v; want 401 with X-Armoriq-Revoked: true", r)
+	}
+
+	// Every refusal and success is in the audit log, and the chain holds.
+	recs, err := g.store.ListAudit(context.Background(), store.AuditFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[store.Decision]int{}
+	for _, r := range recs {
+		count[r.Decision]++
+		if strings.Contains(string(r.Arguments), "_iam_context") {
+			t.Errorf("audit record %d keeps the SDK's _iam_context: %s", r.Seq, r.Arguments)
+		}
+	}
+	if count[store.Allowed] != 2 || count[store.Blocked] < 3 {
+		t.Errorf("audit decisions = %v; want 2 allowed and at least 3 blocked", count)
+	}
+	if rep, err := g.store.VerifyAudit(context.Background()); err != nil || !rep.OK() {
+		t.Errorf("VerifyAudit = %+v, %v", rep, err)
+	}
+}
