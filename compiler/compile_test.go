@@ -257,3 +257,36 @@ f.yaml:40:5: policy.rules[3].tools: a rule needs at least one tool pattern`
 		t.Errorf("Compile(bad rules) error:\n%v\nwant:\n%s", err, want)
 	}
 }
+
+// TestExamples compiles every config in examples/: each must compile, and
+// compile to the same bundle twice.
+func TestExamples(t *testing.T) {
+	var paths []string
+	filepath.WalkDir(filepath.Join("..", "examples"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml") || strings.HasSuffix(p, ".hcl")) {
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	if len(paths) == 0 {
+		t.Skip("no examples")
+	}
+	for _, p := range paths {
+		cfg, diags := schema.LoadFile(p)
+		if diags.HasErrors() {
+			t.Errorf("schema.LoadFile(%s): %v", p, diags)
+			continue
+		}
+		b1, err := Compile(cfg, goldenOpts)
+		if err != nil {
+			t.Errorf("Compile(%s): %v", p, err)
+			continue
+		}
+		b2, _ := Compile(cfg, goldenOpts)
+		_, d1 := bundleFiles(t, b1)
+		_, d2 := bundleFiles(t, b2)
+		if !bytes.Equal(d1, d2) {
+			t.Errorf("compiling %s twice gave different bundles", p)
+		}
+	}
+}
