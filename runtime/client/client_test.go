@@ -344,3 +344,53 @@ func TestErrorIs(t *testing.T) {
 		t.Errorf("Error() = %q", s)
 	}
 }
+
+// One action planned twice: the call names the step it is, and both work.
+func TestRepeatedAction(t *testing.T) {
+	clk := &clock{t: time.Unix(1700000000, 0)}
+	g, srv := newFakeGateway(t, clk.Now)
+	c := newTestClient(t, srv.URL, clk.Now)
+	plan, err := c.CapturePlan("twice", []intent.Step{
+		{Action: "add", MCP: "calc", Params: map[string]any{"a": 1, "b": 2}},
+		{Action: "echo", MCP: "calc", Params: map[string]any{"text": "x"}},
+		{Action: "add", MCP: "calc", Params: map[string]any{"a": 5, "b": 6}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.GetIntentToken(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		params   map[string]any
+		path     string
+		proof    int
+		wantStep int
+	}{
+		{map[string]any{"a": 5, "b": 6}, "/steps/[2]/action", 2, 2},
+		{map[string]any{"a": 1, "b": 2}, "/steps/[0]/action", 0, 0},
+	} {
+		res, err := c.Invoke(context.Background(), "calc", "add", tok, tc.params)
+		if err != nil {
+			t.Fatalf("Invoke(%v) = %v", tc.params, err)
+		}
+		if got := g.lastHeader.Get("X-CSRG-Path"); got != tc.path {
+			t.Errorf("Invoke(%v): X-CSRG-Path = %s, want %s", tc.params, got, tc.path)
+		}
+		if got := g.lastHeader.Get("X-CSRG-Proof"); got != string(g.issuedProofs[tc.proof]) {
+			t.Errorf("Invoke(%v): proof of another step sent", tc.params)
+		}
+		var r struct{ Step int }
+		_ = json.Unmarshal(res.Result, &r)
+		if r.Step != tc.wantStep {
+			t.Errorf("Invoke(%v): gateway matched step %d, want %d", tc.params, r.Step, tc.wantStep)
+		}
+	}
+	// Unplanned params: the first step's path, and the gateway refuses.
+	_, err = c.Invoke(context.Background(), "calc", "add", tok, map[string]any{"a": 9, "b": 9})
+	wantKind(t, "unplanned params", err, ErrIntentMismatch, http.StatusConflict)
+	if got := g.lastHeader.Get("X-CSRG-Path"); got != "/steps/[0]/action" {
+		t.Errorf("X-CSRG-Path = %s, want the first step's", got)
+	}
+}

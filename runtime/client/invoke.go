@@ -120,6 +120,13 @@ func (c *Client) invoke(ctx context.Context, mcp, action string, token *IntentTo
 		}
 		return nil, 0, newError(KindIntentMismatch, 0, "action %q is not in the plan (plan actions: %s): invoke only actions the plan listed", action, strings.Join(actions, ", ")).with(mcp, action)
 	}
+	// The SDKs name the first step with this action; when another step
+	// with the same action is exactly this call (same mcp and params), name
+	// that one, so the proof sent is the proof of the step being made. The
+	// gateway accepts either.
+	if exact := matchingStep(token.Plan, mcp, action, params); exact >= 0 {
+		i = exact
+	}
 	proof := cfg.merkleProof
 	if len(proof) == 0 && i < len(token.StepProofs) {
 		proof = token.StepProofs[i]
@@ -319,4 +326,21 @@ func asError(err error, target **Error) bool {
 		*target = e
 	}
 	return ok
+}
+
+// matchingStep returns the first step that is exactly this call, or -1.
+func matchingStep(plan *intent.Plan, mcp, action string, params map[string]any) int {
+	in, err := intent.StepLeafInput(intent.Step{Action: action, MCP: mcp, Params: params})
+	if err != nil {
+		return -1
+	}
+	// Leaves hash canonical JSON, so Go values compare as the gateway will
+	// see them: int 5 and json.Number "5" alike, float64 5 not.
+	leaf := intent.HashLeaf(in)
+	for k, s := range plan.Steps {
+		if s.Action == action && intent.StepLeaf(s) == leaf {
+			return k
+		}
+	}
+	return -1
 }
