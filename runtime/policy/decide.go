@@ -16,17 +16,20 @@ func (e *Engine) Decide(req *Request) Decision {
 }
 
 // Static decides req without evaluating when conditions: rules that have
-// one are left out. conditional reports whether such a rule applies to the
-// request (user, agent and tool match) and could change the decision if
-// its condition held. `armoriq diff` reports those pairs as conditional.
-func (e *Engine) Static(req *Request) (d Decision, conditional bool) {
+// one are left out. conditional is the effect of the strongest such rule
+// that applies to the request (user, agent and tool match) and would change
+// the decision if its condition held, or "" if there is none. `armoriq
+// diff` reports those pairs as conditional.
+func (e *Engine) Static(req *Request) (d Decision, conditional Effect) {
 	s := search{e: e, req: req, mode: skipWhen}
 	s.run()
 	d = s.decision()
 	// A conditional rule changes the outcome only when it outranks the
 	// static decision with a different effect: a conditional deny over
 	// the default deny changes nothing.
-	conditional = s.maxCond > s.bestRank && !(s.maxCond == rankDeny && s.best == nil)
+	if s.maxCond > s.bestRank && !(s.maxCond == rankDeny && s.best == nil) {
+		conditional = effectOfRank[s.maxCond]
+	}
 	return d, conditional
 }
 
@@ -36,7 +39,7 @@ func (e *Engine) Static(req *Request) (d Decision, conditional bool) {
 // ignored.
 func (e *Engine) Visible(req *Request) bool {
 	d, conditional := e.Static(req)
-	return d.Effect != Deny || conditional
+	return d.Effect != Deny || conditional != ""
 }
 
 type mode int8

@@ -180,22 +180,22 @@ func TestStaticAndVisible(t *testing.T) {
 	tests := []struct {
 		tool        string
 		effect      Effect
-		conditional bool
+		conditional Effect
 		visible     bool
 	}{
-		{"a/x", Deny, true, true},
-		{"b/x", Allow, true, true},
-		{"c/x", Allow, true, true},
-		{"d/x", Deny, false, false},
-		{"e/x", Deny, false, false},
-		{"f/x", Deny, false, false},
+		{"a/x", Deny, Allow, true},
+		{"b/x", Allow, Deny, true},
+		{"c/x", Allow, Hold, true},
+		{"d/x", Deny, "", false},
+		{"e/x", Deny, "", false},
+		{"f/x", Deny, "", false},
 	}
 	for _, tt := range tests {
 		server, tool, _ := strings.Cut(tt.tool, "/")
 		req := &Request{User: "u@x.y", Server: server, Tool: tool}
 		d, c := e.Static(req)
 		if d.Effect != tt.effect || c != tt.conditional {
-			t.Errorf("Static(%s) = %s, conditional %v; want %s, %v", tt.tool, d.Effect, c, tt.effect, tt.conditional)
+			t.Errorf("Static(%s) = %s, conditional %q; want %s, %q", tt.tool, d.Effect, c, tt.effect, tt.conditional)
 		}
 		if v := e.Visible(req); v != tt.visible {
 			t.Errorf("Visible(%s) = %v, want %v", tt.tool, v, tt.visible)

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/armoriq/controlplane/compiler"
+	"github.com/armoriq/controlplane/runtime/policy"
+	"github.com/armoriq/controlplane/schema"
+)
+
+func testCommand() *command {
+	var format, run string
+	return &command{
+		Use:   "test [PATH]",
+		Short: "Run the policy test cases of armoriq.yaml",
+		Long: `test compiles PATH (default: armoriq.yaml, armoriq.yml or armoriq.hcl in the
+current directory) and decides each of its tests[] cases, plus those of the
+*_test.yaml, *_test.yml and *_test.hcl files beside it (files holding only a
+tests: list), with the same engine the gateway runs. Each case is
+{name, user, groups, agent, tool: server/tool, args, expect: allow|deny|hold}.
+
+Each failing case is printed with its file:line:col, the expected and the
+actual decision and the rule that decided; then "ok N cases" or
+"FAIL: F of N cases failed".
+
+Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
+2 usage error or unreadable file.`,
+		Example: `  armoriq test
+  armoriq test policy/armoriq.yaml --run 'admins|tests\[3\]'
+  armoriq test --format github`,
+		MaxArgs: 1,
+		Flags: func(fs *pflag.FlagSet) {
+			fs.StringVar(&format, "format", "text", "output format: text, json or github (workflow annotations)")
+			fs.StringVar(&run, "run", "", "run only the cases whose name (or tests[i] path) matches this regular expression")
+		},
+		Run: func(ctx context.Context, e *env, args []string) error {
+			switch format {
+			case "text", "json", "github":
+			default:
+				return usageErrorf("--format must be text, json or github, got %q", format)
+			}
+			var re *regexp.Regexp
+			if run != "" {
+				var err error
+				if re, err = regexp.Compile(run); err != nil {
+					return usageErrorf("--run: %v", err)
+				}
+			}
+			path, err := testConfigPath(args)
+			if err != nil {
+				return err
+			}
+			cfg, diags := schema.LoadFile(path)
+			if diags.IsNotReadable() {
+				printDiagnostics(e, diags)
+				return silentExit(exitUsage)
+			}
+			if cfg == nil || diags.HasErrors() {
+				printDiagnostics(e, diags)
+				return silentExit(exitFailure)
+			}
+			eng, err := compiler.Engine(cfg)
+			if err != nil {
+				var ds schema.Diagnostics
+				if errors.As(err, &ds) {
+					printDiagnostics(e, ds)
+					return silentExit(exitFailure)
+				}
+				return err
+			}
+			cases, tdiags := compiler.LoadTests(path, cfg)
+			if tdiags.HasErrors() {
+				printDiagnostics(e, tdiags)
+				return silentExit(exitFailure)
+			}
+			cases = compiler.FilterTests(cases, re)
+			results := compiler.RunTests(eng, cases)
+			failed := 0
+			for _, r := range results {
+				if !r.Passed() {
+					failed++
+				}
+			}
+			if err := printTestResults(e.Stdout, format, results, failed); err != nil {
+				return err
+			}
+			if failed > 0 {
+				return silentExit(exitFailure)
+			}
+			return nil
+		},
+	}
+}
+
+// testConfigPath is the config file to test: the argument (a file, or a
+// directory holding the default file) or the default file here.
+func testConfigPath(args []string) (string, error) {
+	if len(args) == 1 {
+		if p, err := schema.FindDefault(args[0]); err == nil {
+			return filepath.Clean(p), nil
+		}
+	}
+	return configPath(args)
+}
+
+func printTestResults(w io.Writer, format string, results []compiler.TestResult, failed int) error {
+	switch format {
+	case "json":
+		type jresult struct {
+			Name    string `json:"name"`
+			Path    string `json:"path"`
+			File    string `json:"file"`
+			Line    int    `json:"line,omitempty"`
+			Col     int    `json:"col,omitempty"`
+			User    string `json:"user"`
+			Tool    string `json:"tool"`
+			Expect  string `json:"expect"`
+			Got     string `json:"got"`
+			Rule    string `json:"rule,omitempty"`
+			RulePos string `json:"rule_pos,omitempty"`
+			Reason  string `json:"reason"`
+			Pass    bool   `json:"pass"`
+		}
+		out := struct {
+			OK      bool      `json:"ok"`
+			Cases   int       `json:"cases"`
+			Failed  int       `json:"failed"`
+			Results []jresult `json:"results"`
+		}{OK: failed == 0, Cases: len(results), Failed: failed, Results: []jresult{}}
+		for _, r := range results {
+			jr := jresult{
+				Name: r.ID, Path: r.Path, File: displayPath(r.Test.Pos.File), Line: r.Test.Pos.Line, Col: r.Test.Pos.Col,
+				User: r.Test.User, Tool: r.Test.Tool.String(), Expect: r.Test.Expect, Got: string(r.Got.Effect),
+				Rule: r.Got.RuleID, Reason: r.Got.Reason, Pass: r.Passed(),
+			}
+			if r.Got.RuleID != "" {
+				jr.RulePos = rulePos(r.Got)
+			}
+			out.Results = append(out.Results, jr)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	case "github":
+		for _, r := range results {
+			if r.Passed() {
+				continue
+			}
+			props := []string{"file=" + ghProp(displayPath(r.Test.Pos.File))}
+			if r.Test.Pos.Line > 0 {
+				props = append(props, fmt.Sprintf("line=%d", r.Test.Pos.Line), fmt.Sprintf("col=%d", r.Test.Pos.Col))
+			}
+			props = append(props, "title="+ghProp("armoriq test: "+r.ID))
+			fmt.Fprintf(w, "::error %s::%s\n", strings.Join(props, ","), ghData(failureText(r)))
+		}
+	default:
+		for _, r := range results {
+			if !r.Passed() {
+				fmt.Fprintf(w, "FAIL %s: %s\n", casePos(r), failureText(r))
+			}
+		}
+	}
+	if failed > 0 {
+		fmt.Fprintf(w, "FAIL: %d of %s failed\n", failed, plural(len(results), "case"))
+	} else {
+		fmt.Fprintf(w, "ok %s\n", plural(len(results), "case"))
+	}
+	return nil
+}
+
+func casePos(r compiler.TestResult) string {
+	p := r.Test.Pos
+	p.File = displayPath(p.File)
+	return p.String()
+}
+
+func rulePos(d policy.Decision) string {
+	p := d.Pos
+	p.File = displayPath(p.File)
+	return policy.FormatPos(p)
+}
+
+// failureText says what a failed case expected and what decided instead.
+func failureText(r compiler.TestResult) string {
+	user := r.Test.User
+	if user == "" {
+		user = "anonymous"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s for %s: expected %s, got %s", r.ID, r.Test.Tool.String(), user, r.Test.Expect, r.Got.Effect)
+	if r.Got.RuleID != "" {
+		fmt.Fprintf(&b, " by rule %s (%s)", r.Got.RuleID, rulePos(r.Got))
+	} else {
+		b.WriteString(" (no rule matched)")
+	}
+	// A rule's own reason, or why no rule matched; not the default
+	// "denied by rule ..." that repeats the rule.
+	if r.Got.Reason != "" && !strings.Contains(r.Got.Reason, "rule "+r.Got.RuleID+" (") {
+		fmt.Fprintf(&b, ": %s", r.Got.Reason)
+	}
+	return b.String()
+}
