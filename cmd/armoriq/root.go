@@ -17,6 +17,8 @@ runs the gateway that enforces them, and reconciles policy from git.`,
 			keygenCommand(),
 			compileCommand(),
 			bundleCommand(),
+			testCommand(),
+			diffCommand(),
 		},
 	}
 }
