@@ -190,6 +190,9 @@ func checkCSRG(c Call, plan *Plan, leaves [][32]byte, root [32]byte) (int, error
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrStepMismatch, err)
 	}
+	if proof.LeafCount != len(plan.Steps) {
+		return 0, fmt.Errorf("%w: %w: proof is for %d steps, the plan has %d", ErrStepMismatch, ErrBadProof, proof.LeafCount, len(plan.Steps))
+	}
 	if proof.LeafIndex != i {
 		return 0, fmt.Errorf("%w: %w: proof is for step %d, path names step %d", ErrStepMismatch, ErrBadProof, proof.LeafIndex, i)
 	}

@@ -233,6 +233,10 @@ func TestVerifyCall(t *testing.T) {
 		{"digest wrong", func(c *Call) { c.ValueDigest = ValueDigest("send_email") }, now, ErrStepMismatch},
 		{"proof of another step", func(c *Call) { c.Proof = proof0 }, now, ErrBadProof},
 		{"proof garbage", func(c *Call) { c.Proof = []byte(`{"x":1}`) }, now, ErrBadProof},
+		{"proof of another tree size", func(c *Call) {
+			// The same proof claiming another number of steps.
+			c.Proof = []byte(strings.Replace(string(proof1), `"leaf_count":3`, `"leaf_count":4`, 1))
+		}, now, ErrBadProof},
 		{"csrg missing", func(c *Call) { c.Path, c.ValueDigest, c.Proof = "", "", nil }, now, ErrStepMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
