@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"sort"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -18,9 +19,15 @@ import (
 // bounds json.dumps; it keeps a hostile document from exhausting the stack.
 const maxDepth = 512
 
+// maxIntDigits is CPython's default limit on int/str conversion
+// (sys.get_int_max_str_digits()): json.loads refuses longer integers, and so
+// do we, which also bounds the cost of a hostile number.
+const maxIntDigits = 4300
+
 // ErrNotCanonicalizable reports a value that has no canonical JSON form: NaN or
 // an infinity (Python would print the non-JSON tokens NaN and Infinity), a
-// string that is not valid UTF-8, a json.Number that is not a JSON number, a
+// string that is not valid UTF-8, a json.Number that is not a JSON number or
+// is an integer of more than 4300 digits (Python's own limit), a
 // map whose keys are not strings, or nesting deeper than 512 levels.
 var ErrNotCanonicalizable = errors.New("value has no canonical JSON form")
 
@@ -229,6 +236,9 @@ func appendNumber(b []byte, s string) ([]byte, error) {
 			if err == nil {
 				return strconv.AppendInt(b, n, 10), nil
 			}
+		}
+		if digits := len(strings.TrimPrefix(s, "-")); digits > maxIntDigits {
+			return nil, fmt.Errorf("%w: integer of %d digits, more than Python's %d", ErrNotCanonicalizable, digits, maxIntDigits)
 		}
 		var n big.Int
 		if _, ok := n.SetString(s, 10); !ok {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -90,6 +91,7 @@ func TestCanonicalDecodedNumbers(t *testing.T) {
 		{`9007199254740993.0`, `9007199254740992.0`},
 		{`1e-400`, `0.0`},
 		{`1700000060.5`, `1700000060.5`},
+		{strings.Repeat("9", 4300), strings.Repeat("9", 4300)},
 	} {
 		v, err := decodeJSON([]byte(tc.in))
 		if err != nil {
@@ -118,6 +120,7 @@ func TestCanonicalRefuses(t *testing.T) {
 		{"+Inf", math.Inf(1)},
 		{"overflowing number", json.Number("1e400")},
 		{"bad number", json.Number("01")},
+		{"integer longer than Python reads", json.Number(strings.Repeat("9", 4301))},
 		{"not a number", json.Number("abc")},
 		{"invalid UTF-8", "\xff"},
 		{"invalid UTF-8 key", map[string]any{"\xc3": 1}},
