@@ -3,6 +3,7 @@ package bundle
 import (
 	"crypto/ed25519"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -49,7 +50,7 @@ func verify(data []byte, keys map[string]ed25519.PublicKey) (*Bundle, *jws, erro
 	if j == nil {
 		kids := make([]string, 0, len(jwss))
 		for _, j := range jwss {
-			kids = append(kids, j.header.Kid)
+			kids = append(kids, clip(j.header.Kid))
 		}
 		pinned := make([]string, 0, len(keys))
 		for k := range keys {
@@ -63,7 +64,7 @@ func verify(data []byte, keys map[string]ed25519.PublicKey) (*Bundle, *jws, erro
 	}
 	kid := j.header.Kid
 	if j.header.Alg != SignatureAlgorithm {
-		return nil, nil, verifyErrorf(UnsupportedFormat, "signature by key %s uses algorithm %q, want %q", kid, j.header.Alg, SignatureAlgorithm)
+		return nil, nil, verifyErrorf(UnsupportedFormat, "signature by key %s uses algorithm %q, want %q", kid, truncate(j.header.Alg), SignatureAlgorithm)
 	}
 	if len(pub) != ed25519.PublicKeySize {
 		return nil, nil, verifyErrorf(BadSignature, "pinned key %s is not an Ed25519 public key", kid)
@@ -133,6 +134,26 @@ func checkFiles(files []file, signed []FileHash) error {
 		}
 	}
 	return nil
+}
+
+// clip quotes an untrusted string for an error message, cut to a length
+// that cannot flood a log or a status page.
+func clip(s string) string {
+	const max = 64
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "…"
+	}
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64]
+	}
+	return s
 }
 
 func short(h string) string {
