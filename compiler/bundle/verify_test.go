@@ -360,3 +360,13 @@ func TestVerifyErrorMessage(t *testing.T) {
 		t.Errorf("errors.Is(file changed, bad signature) = true")
 	}
 }
+
+func TestVerifyErrorClipsUntrustedText(t *testing.T) {
+	good := sampleFiles(t)
+	kid := strings.Repeat("k\n", 5000)
+	sig := jwsWith(t, jwsHeader{Alg: "EdDSA", Kid: kid}, payload{Files: hashes(good), KeyID: kid}, testKey("b"))
+	_, err := Verify(archive(t, append(good, file{name: SignaturesFile, data: sig})), pinned(testKey("a")))
+	if !errors.Is(err, &VerifyError{Reason: UnknownKey}) || len(err.Error()) > 300 || strings.Contains(err.Error(), "\n") {
+		t.Errorf("Verify(bundle signed under a 10 KB key id with newlines) error = %.400q, want a short one-line unknown key error", err)
+	}
+}
