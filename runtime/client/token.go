@@ -237,8 +237,8 @@ func (c *Client) checkTokenAnswer(plan *PlanCapture, ta *tokenAnswer) (*IntentTo
 	}
 	for i, raw := range ta.StepProofs {
 		p, err := intent.ParseProof(raw)
-		if err == nil && p.LeafIndex != i {
-			err = fmt.Errorf("proof is for step %d", p.LeafIndex)
+		if err == nil && (p.LeafIndex != i || p.LeafCount != len(plan.Plan.Steps)) {
+			err = fmt.Errorf("proof is for leaf %d of %d", p.LeafIndex, p.LeafCount)
 		}
 		if err == nil {
 			err = intent.VerifyProof(root, intent.StepLeaf(plan.Plan.Steps[i]), p)

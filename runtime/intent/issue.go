@@ -139,11 +139,12 @@ func VerifyCall(c Call, trusted []ed25519.PublicKey, now time.Time) (*Verified, 
 		return nil, fmt.Errorf("%w: plan hash %s, token signed %s", ErrPlanMismatch, truncate(hash, 16), truncate(c.Token.PlanHash, 16))
 	}
 	leaves := PlanLeaves(plan)
-	root := NewTree(leaves).Root()
+	tree := NewTree(leaves)
+	root := tree.Root()
 
 	named := -1
 	if c.RequireCSRG || c.Path != "" || c.ValueDigest != "" || len(c.Proof) > 0 {
-		i, err := checkCSRG(c, plan, leaves, root)
+		i, err := checkCSRG(c, plan, leaves, tree)
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +170,7 @@ func VerifyCall(c Call, trusted []ed25519.PublicKey, now time.Time) (*Verified, 
 	return &Verified{Plan: plan, PlanHash: hash, MerkleRoot: root, Step: step, Params: params}, nil
 }
 
-func checkCSRG(c Call, plan *Plan, leaves [][32]byte, root [32]byte) (int, error) {
+func checkCSRG(c Call, plan *Plan, leaves [][32]byte, tree *Tree) (int, error) {
 	if c.Path == "" || c.ValueDigest == "" || len(c.Proof) == 0 {
 		return 0, fmt.Errorf("%w: X-CSRG-Path, X-CSRG-Value-Digest and X-CSRG-Proof are required", ErrStepMismatch)
 	}
@@ -190,13 +191,10 @@ func checkCSRG(c Call, plan *Plan, leaves [][32]byte, root [32]byte) (int, error
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrStepMismatch, err)
 	}
-	if proof.LeafCount != len(plan.Steps) {
-		return 0, fmt.Errorf("%w: %w: proof is for %d steps, the plan has %d", ErrStepMismatch, ErrBadProof, proof.LeafCount, len(plan.Steps))
-	}
 	if proof.LeafIndex != i {
 		return 0, fmt.Errorf("%w: %w: proof is for step %d, path names step %d", ErrStepMismatch, ErrBadProof, proof.LeafIndex, i)
 	}
-	if err := VerifyProof(root, leaves[i], proof); err != nil {
+	if err := tree.VerifyProof(leaves[i], proof); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrStepMismatch, err)
 	}
 	return i, nil

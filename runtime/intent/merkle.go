@@ -169,10 +169,28 @@ func expectedPositions(index, count int) []string {
 	return pos
 }
 
+// VerifyProof checks p against this tree: leaf_count must be the tree's
+// number of leaves, and p must lead from leaf to the tree's root. Prefer it
+// to the package's VerifyProof when the tree is at hand: only with the count
+// fixed does leaf_index name exactly one leaf.
+func (t *Tree) VerifyProof(leaf [32]byte, p Proof) error {
+	if p.LeafCount != t.Len() {
+		return fmt.Errorf("%w: proof is for %d leaves, the tree has %d", ErrBadProof, p.LeafCount, t.Len())
+	}
+	return VerifyProof(t.Root(), leaf, p)
+}
+
 // VerifyProof checks that p leads from leaf to root. It checks the shape too:
 // leaf_index within leaf_count, exactly the siblings and sides the promote rule
 // implies for that index and count, and, when present, the proof's copies of
 // the leaf and the root. Errors wrap ErrBadProof.
+//
+// It cannot know the tree's size: a proof's (leaf_index, leaf_count) is only
+// bound to the true pair when leaf_count is checked too. Leaf 2 of 3 and leaf
+// 1 of 2 both have one left sibling, so the proof of step 2 of a 3-step plan
+// can claim leaf_index 1 with leaf_count 2 and still verify. Use
+// Tree.VerifyProof, or check p.LeafCount yourself, before trusting
+// p.LeafIndex.
 func VerifyProof(root [32]byte, leaf [32]byte, p Proof) error {
 	if p.LeafCount < 1 || p.LeafCount > MaxLeaves {
 		return fmt.Errorf("%w: leaf_count %d out of range", ErrBadProof, p.LeafCount)

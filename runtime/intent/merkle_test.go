@@ -229,3 +229,23 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// The aliasing Tree.VerifyProof closes: leaf 2 of 3 has the path of leaf 1 of 2.
+func TestTreeVerifyProofBindsIndex(t *testing.T) {
+	leaves := leavesN(3)
+	tree := NewTree(leaves)
+	p := tree.Proof(2)
+	alias := p
+	alias.LeafIndex, alias.LeafCount = 1, 2
+	if err := VerifyProof(tree.Root(), leaves[2], alias); err != nil {
+		t.Fatalf("the alias does not verify with VerifyProof (%v): the test premise is wrong", err)
+	}
+	if err := tree.VerifyProof(leaves[2], alias); !errors.Is(err, ErrBadProof) {
+		t.Errorf("Tree.VerifyProof(alias) = %v, want ErrBadProof", err)
+	}
+	for i, l := range leaves {
+		if err := tree.VerifyProof(l, tree.Proof(i)); err != nil {
+			t.Errorf("Tree.VerifyProof(%d) = %v", i, err)
+		}
+	}
+}
