@@ -22,30 +22,39 @@ type Builder struct {
 
 // Build is a BuildFunc.
 func (b *Builder) Build(filename string, data []byte, revision string, createdAt time.Time) (*Artifact, Outcome) {
-	art, _, o := b.build(filename, data, revision, createdAt)
+	art, _, o := b.BuildBundle(filename, data, revision, createdAt)
 	return art, o
 }
 
-// build also returns the compiled bundle, for diffs.
-func (b *Builder) build(filename string, data []byte, revision string, createdAt time.Time) (*Artifact, *bundle.Bundle, Outcome) {
-	cfg, diags := schema.Parse(filename, data)
-	if diags.HasErrors() || cfg == nil {
-		return nil, nil, invalid(ReasonInvalidConfig, diags)
-	}
-	bn, err := compiler.Compile(cfg, compiler.Options{Revision: revision, CreatedAt: createdAt, CompilerVersion: b.CompilerVersion})
-	if err != nil {
-		var ds schema.Diagnostics
-		if errors.As(err, &ds) {
-			return nil, nil, invalid(ReasonCompileFailed, append(diags, ds...))
-		}
-		return nil, nil, Outcome{Condition: Stalled, Reason: ReasonCompileFailed, Message: err.Error()}
+// BuildBundle is Build that also returns the compiled bundle, for diffs.
+func (b *Builder) BuildBundle(filename string, data []byte, revision string, createdAt time.Time) (*Artifact, *bundle.Bundle, Outcome) {
+	bn, o := b.Compile(filename, data, revision, createdAt)
+	if bn == nil {
+		return nil, nil, o
 	}
 	var buf bytes.Buffer
 	if err := bundle.Write(&buf, bn, b.Key, b.KeyID); err != nil {
 		return nil, nil, Outcome{Condition: Stalled, Reason: ReasonCompileFailed, Message: "signing: " + err.Error()}
 	}
-	o := Outcome{Condition: Ready, Reason: ReasonBuilt, Diagnostics: FromSchema(diags)} // warnings only
 	return &Artifact{Revision: bn.Manifest.Revision, Sequence: bn.Manifest.Sequence, Rules: len(bn.Policy.Rules), Data: buf.Bytes()}, bn, o
+}
+
+// Compile runs validate and compile without signing. The bundle is nil
+// when the outcome is Stalled; a Ready outcome may carry warnings.
+func (b *Builder) Compile(filename string, data []byte, revision string, createdAt time.Time) (*bundle.Bundle, Outcome) {
+	cfg, diags := schema.Parse(filename, data)
+	if diags.HasErrors() || cfg == nil {
+		return nil, invalid(ReasonInvalidConfig, diags)
+	}
+	bn, err := compiler.Compile(cfg, compiler.Options{Revision: revision, CreatedAt: createdAt, CompilerVersion: b.CompilerVersion})
+	if err != nil {
+		var ds schema.Diagnostics
+		if errors.As(err, &ds) {
+			return nil, invalid(ReasonCompileFailed, append(diags, ds...))
+		}
+		return nil, Outcome{Condition: Stalled, Reason: ReasonCompileFailed, Message: err.Error()}
+	}
+	return bn, Outcome{Condition: Ready, Reason: ReasonBuilt, Diagnostics: FromSchema(diags)} // warnings only
 }
 
 func invalid(reason string, diags schema.Diagnostics) Outcome {

@@ -68,7 +68,7 @@ func (r *Registrar) Register(ctx context.Context, body []byte) (RegisterResult, 
 		now = r.Now
 	}
 	b := &Builder{Key: r.Key, KeyID: r.KeyID, CompilerVersion: r.CompilerVersion}
-	art, bn, o := b.build(name, data, "", now().UTC())
+	art, bn, o := b.BuildBundle(name, data, "", now().UTC())
 	if o.Condition != Ready {
 		ds := o.Diagnostics
 		if len(ds) == 0 {
