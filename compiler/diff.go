@@ -338,8 +338,8 @@ func (d *AccessDiff) writeText(w io.Writer, base, head string) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s in effective access from %s to %s (%d subjects, %d tools)\n",
-		plural(len(d.Changes), "change"), base, head, len(d.Subjects), len(d.Tools))
+	fmt.Fprintf(&b, "%s in effective access from %s to %s (%s, %s)\n",
+		plural(len(d.Changes), "change"), base, head, plural(len(d.Subjects), "subject"), plural(len(d.Tools), "tool"))
 	marks := map[string]string{ChangeGained: "+", ChangeLost: "-", ChangeChanged: "~"}
 	for _, c := range d.Changes {
 		fmt.Fprintf(&b, "%s %s %s: %s -> %s (%s -> %s)\n", marks[c.Kind], c.Subject, c.Tool, c.From, c.To, ruleOrNone(c.FromRule), ruleOrNone(c.ToRule))
@@ -405,10 +405,10 @@ func (d *AccessDiff) markdown(base, head string, limit int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### armoriq: effective access %s → %s\n\n", mdCode(base), mdCode(head))
 	if len(d.Changes) == 0 {
-		fmt.Fprintf(&b, "No change in effective access (%d subjects, %d tools checked).\n", len(d.Subjects), len(d.Tools))
+		fmt.Fprintf(&b, "No change in effective access (%s, %s checked).\n", plural(len(d.Subjects), "subject"), plural(len(d.Tools), "tool"))
 		return b.String()
 	}
-	fmt.Fprintf(&b, "**%s** in effective access (%d subjects, %d tools checked).\n", plural(len(d.Changes), "change"), len(d.Subjects), len(d.Tools))
+	fmt.Fprintf(&b, "**%s** in effective access (%s, %s checked).\n", plural(len(d.Changes), "change"), plural(len(d.Subjects), "subject"), plural(len(d.Tools), "tool"))
 	const noteRoom = 300 // kept free for the truncation note
 	dropped := 0
 	for _, sec := range sectionTitles {
