@@ -21,6 +21,9 @@ type errorBody struct {
 	Message     string       `json:"message"`
 	Error       errorDetail  `json:"error"`
 	Enforcement *Enforcement `json:"enforcement,omitempty"`
+	// DelegationContext repeats enforcement.delegation_context at the top
+	// level, where some SDK versions look for it.
+	DelegationContext map[string]any `json:"delegation_context,omitempty"`
 }
 
 type errorDetail struct {
@@ -74,12 +77,16 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if status >= 500 && e.Kind == KindInternal {
 		msg = "internal error"
 	}
-	writeJSON(w, status, errorBody{
+	body := errorBody{
 		Success:     false,
 		Message:     msg,
 		Error:       errorDetail{Code: code, Message: msg},
 		Enforcement: e.Enforcement,
-	})
+	}
+	if e.Enforcement != nil {
+		body.DelegationContext = e.Enforcement.DelegationContext
+	}
+	writeJSON(w, status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
