@@ -81,6 +81,7 @@ file:line:col: path: message), 2 usage error or unreadable input.`,
 			cfg, diags := schema.Parse(path, data)
 			printDiagnostics(e, diags)
 			if cfg == nil || diags.HasErrors() {
+				fmt.Fprintf(e.Stderr, "%s: invalid, not compiled (%s)\n", displayPath(path), plural(diags.Errors(), "error"))
 				return silentExit(exitFailure)
 			}
 			b, err := compiler.Compile(cfg, opts)
@@ -88,6 +89,7 @@ file:line:col: path: message), 2 usage error or unreadable input.`,
 				var ds schema.Diagnostics
 				if errors.As(err, &ds) {
 					printDiagnostics(e, ds)
+					fmt.Fprintf(e.Stderr, "%s: not compiled (%s)\n", displayPath(path), plural(ds.Errors(), "error"))
 					return silentExit(exitFailure)
 				}
 				return err
@@ -127,6 +129,7 @@ func configPath(args []string) (string, error) {
 // file:line:col: path: message, the form 'armoriq validate' prints.
 func printDiagnostics(e *env, ds schema.Diagnostics) {
 	for _, d := range ds {
+		d.Pos.File = displayPath(d.Pos.File)
 		fmt.Fprintln(e.Stderr, d.String())
 	}
 }
