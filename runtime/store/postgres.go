@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -55,8 +56,7 @@ func OpenPostgres(ctx context.Context, url string) (Store, error) {
 		db.Close()
 		return nil, err
 	}
-	l := newPGListener(cfg, s.hub)
-	s.listen, s.stopListen = l.start, l.stop
+	s.listener = newPGListener(cfg, s.hub)
 	return s, nil
 }
 
@@ -72,6 +72,7 @@ type pgListener struct {
 	ctx     context.Context // ends at stop
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	pid     atomic.Uint32 // backend of the listening connection, for tests
 }
 
 func newPGListener(cfg *pgx.ConnConfig, h *hub) *pgListener {
@@ -109,6 +110,7 @@ func (l *pgListener) connect(ctx context.Context) (*pgx.Conn, error) {
 		conn.Close(context.Background())
 		return nil, err
 	}
+	l.pid.Store(conn.PgConn().PID())
 	return conn, nil
 }
 
@@ -151,6 +153,8 @@ func (l *pgListener) reconnect() *pgx.Conn {
 }
 
 func (l *pgListener) stop() {
+	l.mu.Lock() // no start may Add to wg once Wait runs
 	l.cancel()
+	l.mu.Unlock()
 	l.wg.Wait()
 }

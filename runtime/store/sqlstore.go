@@ -62,10 +62,8 @@ type sqlStore struct {
 	r     *sql.DB // reads; may be w
 	hub   *hub
 	audit *auditWriter
-	// listen starts the cross-replica revocation listener, if the engine
-	// has one; it is called by every Subscribe and must be idempotent.
-	listen     func(ctx context.Context) error
-	stopListen func()
+	// listener hears other replicas' revocations (PostgreSQL only).
+	listener *pgListener
 
 	closeOnce sync.Once
 	closeErr  error
@@ -409,8 +407,8 @@ func (s *sqlStore) BundleStatus(ctx context.Context) (BundleStatus, error) {
 // ---- revocations and shutdown
 
 func (s *sqlStore) Subscribe(ctx context.Context) (<-chan Revocation, error) {
-	if s.listen != nil {
-		if err := s.listen(ctx); err != nil {
+	if s.listener != nil {
+		if err := s.listener.start(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -420,8 +418,8 @@ func (s *sqlStore) Subscribe(ctx context.Context) (<-chan Revocation, error) {
 func (s *sqlStore) Close() error {
 	s.closeOnce.Do(func() {
 		s.audit.close()
-		if s.stopListen != nil {
-			s.stopListen()
+		if s.listener != nil {
+			s.listener.stop()
 		}
 		s.hub.close()
 		err := s.w.Close()
