@@ -252,10 +252,12 @@ func (s *Server) bindStep(r *http.Request, req *invokeRequest, plan *intent.Plan
 		return -1, errorf(KindIntentMismatch, "X-CSRG-Value-Digest does not match action %q", action)
 	}
 	leaves := intent.PlanLeaves(plan)
-	root := intent.NewTree(leaves).Root()
+	tree := intent.NewTree(leaves)
 	leaf := intent.StepLeaf(intent.Step{Action: action, MCP: req.MCP, Params: args})
 	if raw := proofBytes(r, req); raw != nil {
-		if p, err := intent.ParseProof(raw); err == nil && intent.VerifyProof(root, leaf, p) == nil {
+		// The tree's own check pins leaf_count to the plan's length, so the
+		// proof's leaf_index is the step actually called.
+		if p, err := intent.ParseProof(raw); err == nil && tree.VerifyProof(leaf, p) == nil {
 			return p.LeafIndex, nil
 		}
 	}
