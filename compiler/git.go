@@ -131,6 +131,25 @@ func ReadAtRevision(repoDir, rev, path string) (data []byte, commit string, comm
 	return []byte(s), c.Hash.String(), c.Committer.When, nil
 }
 
+// RepoPath returns path (a file or directory) relative to the root of the
+// git worktree containing it, with forward slashes: the name a config file
+// has in every checkout, whatever the working directory.
+func RepoPath(path string) (string, error) {
+	abs, err := realPath(path)
+	if err != nil {
+		return "", err
+	}
+	dir := abs
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		dir = filepath.Dir(abs)
+	}
+	repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true})
+	if err != nil {
+		return "", err
+	}
+	return repoPath(repo, dir, abs)
+}
+
 // repoPath turns path (relative to dir, or absolute) into a slash path
 // relative to the repository's worktree root.
 func repoPath(repo *git.Repository, dir, path string) (string, error) {

@@ -165,3 +165,20 @@ func TestReadAtRevision(t *testing.T) {
 		t.Errorf("ReadAtRevision(not a repository) succeeded")
 	}
 }
+
+func TestRepoPath(t *testing.T) {
+	r := newTestRepo(t)
+	r.write("a/b/armoriq.yaml", "x")
+	for _, tt := range []struct{ path, want string }{
+		{filepath.Join(r.dir, "a", "b", "armoriq.yaml"), "a/b/armoriq.yaml"},
+		{filepath.Join(r.dir, "a"), "a"},
+		{filepath.Join(r.dir, "a", "b", "new.yaml"), "a/b/new.yaml"},
+	} {
+		if got, err := RepoPath(tt.path); err != nil || got != tt.want {
+			t.Errorf("RepoPath(%s) = %q, %v; want %q", strings.TrimPrefix(tt.path, r.dir), got, err, tt.want)
+		}
+	}
+	if _, err := RepoPath(t.TempDir()); err == nil {
+		t.Errorf("RepoPath(directory outside git) succeeded")
+	}
+}

@@ -94,6 +94,7 @@ file:line:col: path: message), 2 usage error or unreadable input.`,
 				}
 				return err
 			}
+			renameSource(b, path, sourceName(path))
 			if err := writeFileAtomic(out, func(f *os.File) error { return bundle.Write(f, b, key, kid) }); err != nil {
 				return err
 			}
@@ -123,6 +124,36 @@ func configPath(args []string) (string, error) {
 		return "", usageErrorf("%v", err)
 	}
 	return filepath.Clean(p), nil
+}
+
+// sourceName is the name a config file gets inside a bundle: its path from
+// the root of its git repository, so that the same commit compiles to the
+// same bundle from any working directory; outside git, the path as given.
+func sourceName(path string) string {
+	if name, err := compiler.RepoPath(path); err == nil {
+		return name
+	}
+	return filepath.ToSlash(displayPath(path))
+}
+
+// renameSource records the config file under name in the bundle's manifest
+// and rule positions.
+func renameSource(b *bundle.Bundle, path, name string) {
+	from := filepath.ToSlash(path)
+	for i := range b.Manifest.Sources {
+		if b.Manifest.Sources[i].Path == from {
+			b.Manifest.Sources[i].Path = name
+		}
+	}
+	for i := range b.Policy.Rules {
+		r := &b.Policy.Rules[i]
+		if r.Pos.File == from {
+			r.Pos.File = name
+		}
+		if r.WhenPos.File == from {
+			r.WhenPos.File = name
+		}
+	}
 }
 
 // printDiagnostics writes each diagnostic on its own line, as
