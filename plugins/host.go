@@ -300,44 +300,40 @@ func (h *Host) launch(cfg ServerConfig) (*proc, error) {
 		return nil, &configError{fmt.Errorf("adapter %q: %w", cfg.ID, err)}
 	}
 	var (
-		cmd    *exec.Cmd
-		secure *plugin.SecureConfig
+		path string
+		args []string
 	)
 	switch cfg.Transport {
 	case TransportHTTP, TransportStdio:
-		exe := h.opts.exe
-		if exe == "" {
-			if exe, err = os.Executable(); err != nil {
+		path = h.opts.exe
+		if path == "" {
+			if path, err = os.Executable(); err != nil {
 				return nil, fmt.Errorf("adapter %q: finding the armoriq executable: %w", cfg.ID, err)
 			}
 		}
-		cmd = exec.Command(exe, append(append([]string(nil), h.opts.exeArgs...), cfg.Transport)...)
+		args = append(append(args, h.opts.exeArgs...), cfg.Transport)
 	case TransportPlugin:
-		sum, err := parseSHA256(cfg.SHA256)
-		if err != nil {
-			return nil, &configError{fmt.Errorf("adapter %q: %w", cfg.ID, err)}
+		if err := checkPinned(cfg); err != nil {
+			return nil, err
 		}
-		if cfg.Path == "" {
-			return nil, &configError{fmt.Errorf("adapter %q: transport plugin needs a path", cfg.ID)}
-		}
-		cmd = exec.Command(cfg.Path)
-		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+		path = cfg.Path
 	default:
 		return nil, &configError{fmt.Errorf("adapter %q: unknown transport %q", cfg.ID, cfg.Transport)}
 	}
-	cmd.Env = h.adapterEnv()
 
 	var r *procRunner
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake(),
 		VersionedPlugins: pluginSets(nil),
-		Cmd:              cmd,
-		SecureConfig:     secure,
 		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     h.opts.startTimeout,
 		Logger:           h.logger().Named(cfg.ID),
-		RunnerFunc: func(_ hclog.Logger, cmd *exec.Cmd, _ string) (runner.Runner, error) {
+		// go-plugin passes a command carrying only its own variables; the
+		// runner runs ours with them.
+		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
+			cmd := exec.Command(path, args...)
+			cmd.Env = append(h.adapterEnv(), spec.Env...)
 			var err error
 			r, err = newProcRunner(cmd)
 			return r, err
@@ -346,10 +342,7 @@ func (h *Host) launch(cfg ServerConfig) (*proc, error) {
 	rpc, err := client.Client()
 	if err != nil {
 		client.Kill()
-		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
-			return nil, &configError{fmt.Errorf("adapter %q: sha256 mismatch: config pins %s, file has %s", cfg.ID, strings.ToLower(strings.TrimPrefix(cfg.SHA256, "sha256:")), fileSHA256(cfg.Path))}
-		}
-		return nil, fmt.Errorf("adapter %q: starting %s: %w", cfg.ID, cmd.Path, err)
+		return nil, fmt.Errorf("adapter %q: starting %s: %w", cfg.ID, path, err)
 	}
 	if v := client.NegotiatedVersion(); v != ProtocolVersion {
 		client.Kill()
@@ -368,6 +361,27 @@ func (h *Host) launch(cfg ServerConfig) (*proc, error) {
 		return nil, fmt.Errorf("adapter %q: configure: %w", cfg.ID, err)
 	}
 	return &proc{client: client, adapter: a, runner: r}, nil
+}
+
+// checkPinned refuses a custom adapter whose file does not have the pinned
+// digest, using go-plugin's SecureConfig check.
+func checkPinned(cfg ServerConfig) error {
+	sum, err := parseSHA256(cfg.SHA256)
+	if err != nil {
+		return &configError{fmt.Errorf("adapter %q: %w", cfg.ID, err)}
+	}
+	if cfg.Path == "" {
+		return &configError{fmt.Errorf("adapter %q: transport plugin needs a path", cfg.ID)}
+	}
+	secure := &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	ok, err := secure.Check(cfg.Path)
+	switch {
+	case err != nil:
+		return fmt.Errorf("adapter %q: checking %s: %w", cfg.ID, cfg.Path, err)
+	case !ok:
+		return &configError{fmt.Errorf("adapter %q: sha256 mismatch: config pins %s, file has %s", cfg.ID, hex.EncodeToString(sum), fileSHA256(cfg.Path))}
+	}
+	return nil
 }
 
 func parseSHA256(s string) ([]byte, error) {

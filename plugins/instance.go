@@ -93,8 +93,8 @@ func (in *instance) run() {
 				p.client.Kill()
 				return
 			case <-p.runner.exited:
-				in.setState(StateDown, nil, fmt.Errorf("adapter %q exited: %v", in.cfg.ID, p.runner.exitErr()))
-				p.client.Kill()             // releases go-plugin's resources
+				in.exited(p)
+				p.client.Kill()           // releases go-plugin's resources
 				killGroup(p.runner.pid()) // and whatever the adapter left in its group
 			}
 			if time.Since(started) > stableAfter {
@@ -119,6 +119,10 @@ func (in *instance) run() {
 func (in *instance) setState(s State, p *proc, err error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	in.setStateLocked(s, p, err)
+}
+
+func (in *instance) setStateLocked(s State, p *proc, err error) {
 	in.state, in.since = s, time.Now()
 	if err != nil {
 		in.lastErr = err
@@ -134,6 +138,16 @@ func (in *instance) setState(s State, p *proc, err error) {
 	case in.cur != nil:
 		in.cur = nil
 		in.ready = make(chan struct{})
+	}
+}
+
+// exited records that p's process is gone. Both the supervisor and a call
+// that saw the crash may call it first.
+func (in *instance) exited(p *proc) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.cur == p {
+		in.setStateLocked(StateDown, nil, fmt.Errorf("adapter %q exited: %v", in.cfg.ID, p.runner.exitErr()))
 	}
 }
 
@@ -168,7 +182,13 @@ func (in *instance) current(ctx context.Context) (*proc, error) {
 		p, ready, state, lastErr := in.cur, in.ready, in.state, in.lastErr
 		in.mu.Unlock()
 		if p != nil {
-			return p, nil
+			select {
+			case <-p.runner.exited:
+				in.exited(p)
+				continue
+			default:
+				return p, nil
+			}
 		}
 		if state == StateFailed {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, lastErr)
@@ -215,17 +235,20 @@ func (in *instance) call(ctx context.Context, op string, f func(context.Context,
 		return err
 	case ctx.Err() != nil:
 		return fmt.Errorf("adapter %q: %s: %w", in.cfg.ID, op, ctx.Err())
-	case tctx.Err() != nil:
+	case tctx.Err() != nil, errors.Is(err, context.DeadlineExceeded):
+		// The adapter may see the propagated deadline pass before we do.
 		return fmt.Errorf("adapter %q: %s: no answer within %v: %w", in.cfg.ID, op, in.timeout, ErrTimeout)
 	}
 	var cerr *connError
-	if errors.As(err, &cerr) {
-		// The connection broke: did the process die?
+	if errors.As(err, &cerr) || errors.Is(err, context.Canceled) {
+		// The connection to the adapter broke (gRPC reports a closed
+		// connection as canceled): did the process die?
 		select {
 		case <-p.runner.exited:
+			in.exited(p)
 			return fmt.Errorf("adapter %q crashed during %s (%v); restarting it: %w", in.cfg.ID, op, p.runner.exitErr(), ErrUnavailable)
 		case <-time.After(time.Second):
-			return fmt.Errorf("adapter %q: %s: connection lost: %v: %w", in.cfg.ID, op, cerr, ErrUnavailable)
+			return fmt.Errorf("adapter %q: %s: connection lost: %v: %w", in.cfg.ID, op, err, ErrUnavailable)
 		}
 	}
 	return fmt.Errorf("adapter %q: %s: %w", in.cfg.ID, op, err)

@@ -1,0 +1,345 @@
+// Package mcpadapter holds the built-in adapters: they reach an upstream MCP
+// server with the official Go SDK, over Streamable HTTP (NewHTTP) or by
+// spawning a command that speaks MCP on stdin/stdout (NewStdio). The armoriq
+// binary serves them with plugins.Serve when the host re-executes it as
+// "armoriq adapter http|stdio".
+//
+// Each adapter keeps one client session to its upstream and reconnects when
+// the session breaks. The SDK negotiates the protocol version: it first
+// tries the stateless 2026-07-28 protocol (server/discover) and falls back
+// to the initialize handshake of 2025-11-25 and earlier, down to 2025-03-26.
+package mcpadapter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/armoriq/controlplane/plugins"
+)
+
+// Adapter is a built-in adapter. Create it with NewHTTP or NewStdio, then
+// Configure it (the host does, through plugins.Serve).
+type Adapter struct {
+	transport string
+	stderr    io.Writer // where a stdio server's stderr goes
+
+	mu      sync.Mutex // guards the fields below; held while connecting
+	cfg     plugins.ServerConfig
+	client  *mcp.Client
+	session *mcp.ClientSession
+	child   *exec.Cmd // the stdio server of the current session
+	closed  bool
+
+	progress  sync.Map // progress token → func(plugins.Progress)
+	nextToken atomic.Int64
+}
+
+var (
+	_ plugins.Adapter = (*Adapter)(nil)
+	_ io.Closer       = (*Adapter)(nil)
+)
+
+// NewHTTP returns an adapter for a Streamable HTTP server at
+// ServerConfig.URL, sending ServerConfig.Headers with every request.
+func NewHTTP() *Adapter { return &Adapter{transport: plugins.TransportHTTP} }
+
+// NewStdio returns an adapter that runs ServerConfig.Command with Args and
+// Env and speaks MCP over its stdin and stdout. The command runs in a
+// process group of its own, which the adapter kills when the session ends
+// or the adapter exits; on Linux it also dies with the adapter.
+func NewStdio() *Adapter {
+	return &Adapter{transport: plugins.TransportStdio, stderr: os.Stderr}
+}
+
+// Configure checks cfg and connects to the upstream server.
+func (a *Adapter) Configure(ctx context.Context, cfg plugins.ServerConfig) error {
+	switch a.transport {
+	case plugins.TransportHTTP:
+		u, err := url.Parse(cfg.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("server %q: url %q is not an http(s) URL", cfg.ID, cfg.URL)
+		}
+	case plugins.TransportStdio:
+		if cfg.Command == "" {
+			return fmt.Errorf("server %q: transport stdio needs a command", cfg.ID)
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.client != nil {
+		return errors.New("adapter already configured")
+	}
+	a.cfg = cfg
+	a.client = mcp.NewClient(&mcp.Implementation{Name: "armoriq-adapter", Version: "1"}, &mcp.ClientOptions{
+		ProgressNotificationHandler: a.onProgress,
+		Capabilities:                &mcp.ClientCapabilities{},
+	})
+	_, err := a.connectLocked(ctx)
+	return err
+}
+
+// connectLocked returns the session, connecting if there is none.
+func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error) {
+	if a.closed {
+		return nil, errors.New("adapter closed")
+	}
+	if a.client == nil {
+		return nil, errors.New("adapter not configured")
+	}
+	if a.session != nil {
+		return a.session, nil
+	}
+	var (
+		t     mcp.Transport
+		child *exec.Cmd
+	)
+	switch a.transport {
+	case plugins.TransportHTTP:
+		t = &mcp.StreamableClientTransport{
+			Endpoint:   a.cfg.URL,
+			HTTPClient: &http.Client{Transport: &headerTransport{base: http.DefaultTransport, headers: a.cfg.Headers}},
+			// The adapter answers requests; it does not relay
+			// server-initiated messages, so it keeps no GET stream open.
+			DisableStandaloneSSE: true,
+		}
+	case plugins.TransportStdio:
+		child = a.command()
+		t = &mcp.CommandTransport{Command: child, TerminateDuration: 2 * time.Second}
+	default:
+		return nil, fmt.Errorf("unknown transport %q", a.transport)
+	}
+	cs, err := a.client.Connect(ctx, t, nil)
+	if err != nil {
+		if child != nil && child.Process != nil {
+			killGroup(child.Process.Pid)
+		}
+		return nil, fmt.Errorf("connecting to %s: %w", a.upstream(), err)
+	}
+	a.session, a.child = cs, child
+	go func() {
+		// The session ends when the server closes it or the child exits:
+		// forget it, so the next call reconnects.
+		_ = cs.Wait()
+		a.drop(cs)
+	}()
+	return cs, nil
+}
+
+func (a *Adapter) upstream() string {
+	if a.transport == plugins.TransportHTTP {
+		return a.cfg.URL
+	}
+	return a.cfg.Command
+}
+
+// command builds the stdio server's command: the adapter's environment plus
+// the configured one, its own process group, output to the adapter's log.
+func (a *Adapter) command() *exec.Cmd {
+	cmd := exec.Command(a.cfg.Command, a.cfg.Args...)
+	cmd.Env = os.Environ()
+	for k, v := range a.cfg.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	// Not the *os.File itself: the server gets a pipe of its own, so a
+	// server that outlives the adapter cannot hold the host's end of the
+	// adapter's stderr open. WaitDelay bounds a grandchild holding the pipe.
+	cmd.Stderr = struct{ io.Writer }{a.stderr}
+	cmd.WaitDelay = 2 * time.Second
+	setChildProcAttr(cmd)
+	return cmd
+}
+
+// session returns the current session, connecting if needed.
+func (a *Adapter) sessionFor(ctx context.Context) (*mcp.ClientSession, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.connectLocked(ctx)
+}
+
+// drop closes cs if it is still the current session.
+func (a *Adapter) drop(cs *mcp.ClientSession) {
+	a.mu.Lock()
+	if a.session != cs {
+		a.mu.Unlock()
+		return
+	}
+	child := a.child
+	a.session, a.child = nil, nil
+	a.mu.Unlock()
+	_ = cs.Close()
+	if child != nil && child.Process != nil {
+		killGroup(child.Process.Pid)
+	}
+}
+
+// Close ends the session and kills the stdio server's process group.
+func (a *Adapter) Close() error {
+	a.mu.Lock()
+	a.closed = true
+	cs, child := a.session, a.child
+	a.session, a.child = nil, nil
+	a.mu.Unlock()
+	if child != nil && child.Process != nil {
+		// The server gets stdin closed first and a moment to exit, then
+		// the whole group is killed, grandchildren included.
+		done := make(chan struct{})
+		go func() {
+			if cs != nil {
+				_ = cs.Close()
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
+		killGroup(child.Process.Pid)
+		return nil
+	}
+	if cs != nil {
+		return cs.Close()
+	}
+	return nil
+}
+
+// do runs f on the session. If the session turns out to be broken it is
+// dropped so the next call reconnects, and an idempotent f is retried once
+// on a fresh session.
+func (a *Adapter) do(ctx context.Context, idempotent bool, f func(*mcp.ClientSession) (any, error)) (json.RawMessage, error) {
+	for attempt := 0; ; attempt++ {
+		cs, err := a.sessionFor(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res, err := f(cs)
+		if err == nil {
+			return json.Marshal(res)
+		}
+		var werr *jsonrpc.Error
+		if errors.As(err, &werr) {
+			return nil, &plugins.RPCError{Code: werr.Code, Message: werr.Message, Data: werr.Data}
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, mcp.ErrConnectionClosed) || errors.Is(err, mcp.ErrSessionMissing) {
+			a.drop(cs)
+			if idempotent && attempt == 0 {
+				continue
+			}
+		}
+		return nil, err
+	}
+}
+
+// ListTools implements plugins.Adapter.
+func (a *Adapter) ListTools(ctx context.Context, cursor string) (json.RawMessage, error) {
+	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+		return cs.ListTools(ctx, &mcp.ListToolsParams{Cursor: cursor})
+	})
+}
+
+// CallTool implements plugins.Adapter. A broken session is not retried:
+// the call may have reached the server.
+func (a *Adapter) CallTool(ctx context.Context, name string, args json.RawMessage, progress func(plugins.Progress)) (json.RawMessage, error) {
+	params := &mcp.CallToolParams{Name: name}
+	if len(args) > 0 && string(args) != "null" {
+		params.Arguments = args
+	}
+	if progress != nil {
+		token := "armoriq-" + strconv.FormatInt(a.nextToken.Add(1), 10)
+		params.SetProgressToken(token)
+		a.progress.Store(token, progress)
+		defer a.progress.Delete(token)
+	}
+	return a.do(ctx, false, func(cs *mcp.ClientSession) (any, error) {
+		return cs.CallTool(ctx, params)
+	})
+}
+
+func (a *Adapter) onProgress(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+	token, ok := req.Params.ProgressToken.(string)
+	if !ok {
+		return
+	}
+	if f, ok := a.progress.Load(token); ok {
+		f.(func(plugins.Progress))(plugins.Progress{
+			Progress: req.Params.Progress,
+			Total:    req.Params.Total,
+			Message:  req.Params.Message,
+		})
+	}
+}
+
+// ListResources implements plugins.Adapter.
+func (a *Adapter) ListResources(ctx context.Context, cursor string) (json.RawMessage, error) {
+	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+		return cs.ListResources(ctx, &mcp.ListResourcesParams{Cursor: cursor})
+	})
+}
+
+// ReadResource implements plugins.Adapter.
+func (a *Adapter) ReadResource(ctx context.Context, uri string) (json.RawMessage, error) {
+	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+		return cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+	})
+}
+
+// ListPrompts implements plugins.Adapter.
+func (a *Adapter) ListPrompts(ctx context.Context, cursor string) (json.RawMessage, error) {
+	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+		return cs.ListPrompts(ctx, &mcp.ListPromptsParams{Cursor: cursor})
+	})
+}
+
+// GetPrompt implements plugins.Adapter.
+func (a *Adapter) GetPrompt(ctx context.Context, name string, args map[string]string) (json.RawMessage, error) {
+	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+		return cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: name, Arguments: args})
+	})
+}
+
+// Health pings the upstream server, reconnecting if needed. A server that
+// answers ping with a JSON-RPC error is alive.
+func (a *Adapter) Health(ctx context.Context) error {
+	_, err := a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+		return struct{}{}, cs.Ping(ctx, nil)
+	})
+	var rpcErr *plugins.RPCError
+	if errors.As(err, &rpcErr) {
+		return nil
+	}
+	return err
+}
+
+// headerTransport adds the configured headers (upstream credentials) to
+// every request.
+type headerTransport struct {
+	base    http.RoundTripper
+	headers map[string]string
+}
+
+func (t *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if len(t.headers) == 0 {
+		return t.base.RoundTrip(req)
+	}
+	req = req.Clone(req.Context())
+	for k, v := range t.headers {
+		req.Header.Set(k, v)
+	}
+	return t.base.RoundTrip(req)
+}

@@ -1,0 +1,7 @@
+package mcpadapter
+
+import "os/exec"
+
+func setChildProcAttr(*exec.Cmd) {}
+
+func killGroup(int) {}
