@@ -19,7 +19,8 @@ func Example() {
 	var buf bytes.Buffer
 	b := &bundle.Bundle{Manifest: bundle.Manifest{Revision: "abc123"}}
 	if err := bundle.Write(&buf, b, key, ""); err != nil {
-		panic(err)
+		fmt.Println(err)
+		return
 	}
 
 	// ...and a gateway verifies against the keys it pins.
