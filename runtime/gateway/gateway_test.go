@@ -233,6 +233,20 @@ func TestRevokedKey(t *testing.T) {
 	}
 }
 
+func TestRevokedToken(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
+	ref := tok["intent_reference"].(string)
+	g.do("DELETE", "/v1/tokens/"+ref, g.agentKey, nil, 403, nil)
+	g.do("DELETE", "/v1/tokens/"+ref, g.adminKey, nil, 200, nil)
+	g.do("DELETE", "/v1/tokens/nope", g.adminKey, nil, 404, nil)
+	resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil)
+	if resp.StatusCode != 401 || resp.Header.Get("X-Armoriq-Revoked") != "true" {
+		t.Fatalf("revoked token: status %d: %v", resp.StatusCode, out)
+	}
+}
+
 func TestRevokeCancelsCallInFlight(t *testing.T) {
 	g := newTestGateway(t, nil)
 	g.pushBundle("rev1", 100, testPolicy())

@@ -26,12 +26,21 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /v1/keys", admin(s.handleCreateKey))
 	mux.Handle("GET /v1/keys", admin(s.handleListKeys))
 	mux.Handle("DELETE /v1/keys/{id}", admin(s.handleRevokeKey))
+	mux.Handle("DELETE /v1/tokens/{id}", admin(s.handleRevokeToken))
 	mux.Handle("GET /v1/audit", viewer(s.handleListAudit))
 	mux.Handle("GET /v1/audit/verify", viewer(s.handleVerifyAudit))
 	mux.Handle("GET /v1/audit/export", viewer(s.handleExportAudit))
 
 	// Public documents.
 	mux.Handle("GET /.well-known/armoriq-keys.json", s.handle(s.handleKeysDocument))
+
+	// MCP endpoint (docs/mcp.md): it authenticates itself, to answer 401
+	// with the protected-resource metadata MCP clients look for.
+	ep := s.newMCPEndpoint()
+	mux.Handle("/mcp", ep)
+	mux.Handle("GET /.well-known/oauth-protected-resource", s.handle(s.handleResourceMetadata))
+	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", s.handle(s.handleResourceMetadata))
+	mux.Handle("GET /metrics", viewer(ep.handleMetrics))
 
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return errorf(KindNotFound, "no route for %s %s", r.Method, r.URL.Path)

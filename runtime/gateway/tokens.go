@@ -277,3 +277,20 @@ func tokenError(err error) *Error {
 		return &Error{Kind: KindUnauthenticated, Message: "invalid intent token: " + err.Error()}
 	}
 }
+
+// handleRevokeToken revokes an intent token: calls in flight under it are
+// cancelled and later ones refused with 401 and X-Armoriq-Revoked.
+func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	at, err := s.store.RevokeToken(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return errorf(KindNotFound, "no intent token with id %q", id)
+	}
+	if err != nil {
+		return internal(err, "revoking the token")
+	}
+	s.inflight.revokeToken(id)
+	s.log.Info("intent token revoked", "id", id, "by", callerFrom(r.Context()).KeyID)
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked_at": at.UTC()})
+	return nil
+}
