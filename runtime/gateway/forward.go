@@ -7,23 +7,69 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/plugins"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// Upstream reaches MCP servers. The plugin host implements it in production;
-// httpUpstream is the in-process Streamable HTTP implementation.
+// Upstream reaches MCP servers. The plugin host (NewAdapterUpstream) is the
+// production implementation; httpUpstream is an in-process Streamable HTTP
+// one for http servers only.
+//
+// Calls return MCP results as the JSON the specification defines. A JSON-RPC
+// error answered by the upstream server comes back as an *Error wrapping a
+// *plugins.RPCError, so the MCP endpoint can hand it on unchanged.
 type Upstream interface {
 	// CallTool calls tool on srv with args and returns the MCP
-	// CallToolResult as JSON.
+	// CallToolResult as JSON. Progress notifications go to the function
+	// set with withProgress on ctx, if any.
 	CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (json.RawMessage, error)
+	// ListTools returns every tool of srv (all pages).
+	ListTools(ctx context.Context, srv bundle.Server) ([]*mcp.Tool, error)
+	// ListResources returns every resource of srv (all pages).
+	ListResources(ctx context.Context, srv bundle.Server) ([]*mcp.Resource, error)
+	// ReadResource returns srv's ReadResourceResult for uri as JSON.
+	ReadResource(ctx context.Context, srv bundle.Server, uri string) (json.RawMessage, error)
+	// ListPrompts returns every prompt of srv (all pages).
+	ListPrompts(ctx context.Context, srv bundle.Server) ([]*mcp.Prompt, error)
+	// GetPrompt returns srv's GetPromptResult as JSON.
+	GetPrompt(ctx context.Context, srv bundle.Server, name string, args map[string]string) (json.RawMessage, error)
+	// Status reports each configured server's condition, by server id.
+	Status() []UpstreamStatus
 	// Sync is told the server catalogue of each newly activated bundle.
 	Sync(ctx context.Context, servers []bundle.Server) error
 	Close() error
+}
+
+// UpstreamStatus is one upstream server's condition, for the bundle status
+// and the metrics.
+type UpstreamStatus struct {
+	ID        string
+	Transport string
+	State     string // starting, up, down, failed
+	LastError string
+	Restarts  int
+	PID       int // of the adapter process, when there is one
+}
+
+// progressKey carries a tool call's progress function in its context.
+type progressKey struct{}
+
+// withProgress returns ctx carrying f, which receives the progress
+// notifications of the tool call made with it.
+func withProgress(ctx context.Context, f func(plugins.Progress)) context.Context {
+	return context.WithValue(ctx, progressKey{}, f)
+}
+
+func progressFrom(ctx context.Context) func(plugins.Progress) {
+	f, _ := ctx.Value(progressKey{}).(func(plugins.Progress))
+	return f
 }
 
 // httpUpstream forwards over MCP Streamable HTTP, keeping one client session
@@ -35,6 +81,7 @@ type httpUpstream struct {
 	mu      sync.Mutex
 	session map[string]*mcp.ClientSession // by server id
 	config  map[string]bundle.Server
+	lastErr map[string]string // the last transport failure, by server id
 }
 
 // NewHTTPUpstream returns an Upstream that speaks Streamable HTTP to each
@@ -52,6 +99,7 @@ func NewHTTPUpstream(getenv func(string) string) Upstream {
 		getenv:  getenv,
 		session: make(map[string]*mcp.ClientSession),
 		config:  make(map[string]bundle.Server),
+		lastErr: make(map[string]string),
 	}
 }
 
@@ -121,38 +169,153 @@ func (u *httpUpstream) drop(id string, cs *mcp.ClientSession) {
 	cs.Close()
 }
 
-func (u *httpUpstream) CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (json.RawMessage, error) {
+// do runs f on srv's session. A JSON-RPC error is the server's answer and
+// is returned as such; a broken session is dropped and, for an idempotent
+// f, retried once on a fresh one.
+func (u *httpUpstream) do(ctx context.Context, srv bundle.Server, idempotent bool, f func(*mcp.ClientSession) (any, error)) (any, error) {
 	for attempt := 0; ; attempt++ {
 		cs, err := u.sessionFor(ctx, srv)
 		if err != nil {
+			u.setErr(srv.ID, err)
 			return nil, err
 		}
-		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			var rpcErr interface{ Error() string }
-			if errors.As(err, &rpcErr) && isProtocolError(err) {
-				return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q refused the call: %v", srv.ID, err)}
-			}
-			// A broken session (server restarted, connection lost): drop it
-			// and retry once with a fresh one.
-			u.drop(srv.ID, cs)
-			if attempt == 0 {
-				continue
-			}
-			return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q failed", srv.ID), Err: err}
+		res, err := f(cs)
+		if err == nil {
+			u.setErr(srv.ID, nil)
+			return res, nil
 		}
-		return json.Marshal(res)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var werr *jsonrpc.Error
+		if errors.As(err, &werr) {
+			return nil, upstreamRPCError(srv.ID, &plugins.RPCError{Code: werr.Code, Message: werr.Message, Data: werr.Data})
+		}
+		// A broken session (server restarted, connection lost): drop it
+		// and retry once with a fresh one.
+		u.drop(srv.ID, cs)
+		u.setErr(srv.ID, err)
+		if idempotent && attempt == 0 {
+			continue
+		}
+		return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q failed", srv.ID), Err: err}
 	}
 }
 
-// isProtocolError reports whether err is a JSON-RPC error answered by the
-// server (the session is fine), rather than a transport failure.
-func isProtocolError(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "calling \"tools/call\"") && !strings.Contains(s, "connection") && !strings.Contains(s, "EOF") && !strings.Contains(s, "session")
+func (u *httpUpstream) setErr(id string, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err == nil {
+		delete(u.lastErr, id)
+		return
+	}
+	u.lastErr[id] = err.Error()
+}
+
+func (u *httpUpstream) CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (json.RawMessage, error) {
+	params := &mcp.CallToolParams{Name: tool, Arguments: args}
+	res, err := u.do(ctx, srv, false, func(cs *mcp.ClientSession) (any, error) { return cs.CallTool(ctx, params) })
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(res)
+}
+
+func (u *httpUpstream) ListTools(ctx context.Context, srv bundle.Server) ([]*mcp.Tool, error) {
+	var out []*mcp.Tool
+	cursor := ""
+	for {
+		res, err := u.do(ctx, srv, true, func(cs *mcp.ClientSession) (any, error) {
+			return cs.ListTools(ctx, &mcp.ListToolsParams{Cursor: cursor})
+		})
+		if err != nil {
+			return nil, err
+		}
+		page := res.(*mcp.ListToolsResult)
+		out = append(out, page.Tools...)
+		if cursor = page.NextCursor; cursor == "" {
+			return out, nil
+		}
+	}
+}
+
+func (u *httpUpstream) ListResources(ctx context.Context, srv bundle.Server) ([]*mcp.Resource, error) {
+	var out []*mcp.Resource
+	cursor := ""
+	for {
+		res, err := u.do(ctx, srv, true, func(cs *mcp.ClientSession) (any, error) {
+			return cs.ListResources(ctx, &mcp.ListResourcesParams{Cursor: cursor})
+		})
+		if err != nil {
+			return nil, err
+		}
+		page := res.(*mcp.ListResourcesResult)
+		out = append(out, page.Resources...)
+		if cursor = page.NextCursor; cursor == "" {
+			return out, nil
+		}
+	}
+}
+
+func (u *httpUpstream) ReadResource(ctx context.Context, srv bundle.Server, uri string) (json.RawMessage, error) {
+	res, err := u.do(ctx, srv, true, func(cs *mcp.ClientSession) (any, error) {
+		return cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(res)
+}
+
+func (u *httpUpstream) ListPrompts(ctx context.Context, srv bundle.Server) ([]*mcp.Prompt, error) {
+	var out []*mcp.Prompt
+	cursor := ""
+	for {
+		res, err := u.do(ctx, srv, true, func(cs *mcp.ClientSession) (any, error) {
+			return cs.ListPrompts(ctx, &mcp.ListPromptsParams{Cursor: cursor})
+		})
+		if err != nil {
+			return nil, err
+		}
+		page := res.(*mcp.ListPromptsResult)
+		out = append(out, page.Prompts...)
+		if cursor = page.NextCursor; cursor == "" {
+			return out, nil
+		}
+	}
+}
+
+func (u *httpUpstream) GetPrompt(ctx context.Context, srv bundle.Server, name string, args map[string]string) (json.RawMessage, error) {
+	res, err := u.do(ctx, srv, true, func(cs *mcp.ClientSession) (any, error) {
+		return cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: name, Arguments: args})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(res)
+}
+
+// Status reports an http server as up unless its last call failed to reach
+// it: there is no process to watch.
+func (u *httpUpstream) Status() []UpstreamStatus {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]UpstreamStatus, 0, len(u.config))
+	for id, sv := range u.config {
+		st := UpstreamStatus{ID: id, Transport: sv.Transport, State: "up"}
+		if e, ok := u.lastErr[id]; ok {
+			st.State, st.LastError = "down", e
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// upstreamRPCError is the gateway's error for a JSON-RPC error the upstream
+// answered with; it unwraps to the *plugins.RPCError.
+func upstreamRPCError(id string, e *plugins.RPCError) *Error {
+	return &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q refused the call: %s", id, e.Message), Err: e}
 }
 
 func (u *httpUpstream) Close() error {

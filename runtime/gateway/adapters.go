@@ -1,0 +1,252 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/plugins"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// adapterUpstream reaches every server through an adapter process run by
+// a plugins.Host: the built-in http and stdio adapters, or a pinned custom
+// one. The host restarts crashed adapters and bounds each call.
+type adapterUpstream struct {
+	host *plugins.Host
+}
+
+var _ Upstream = (*adapterUpstream)(nil)
+
+// NewAdapterUpstream returns an Upstream over host. It owns host: Close
+// closes it, killing every adapter process.
+func NewAdapterUpstream(host *plugins.Host) Upstream {
+	return &adapterUpstream{host: host}
+}
+
+// Sync starts, restarts or stops adapters to match servers. Credentials
+// are passed as $VAR templates (Authorization: Bearer $GITHUB_TOKEN) that
+// the host resolves from the gateway's environment each time it starts an
+// adapter, so resolved secrets live only in the adapter process, never in
+// a bundle, the host's state or a log line.
+func (u *adapterUpstream) Sync(ctx context.Context, servers []bundle.Server) error {
+	cfgs := make([]plugins.ServerConfig, 0, len(servers))
+	for _, sv := range servers {
+		cfgs = append(cfgs, serverConfig(sv))
+	}
+	return u.host.Sync(ctx, cfgs)
+}
+
+// serverConfig maps a bundle server to the adapter contract's form.
+func serverConfig(sv bundle.Server) plugins.ServerConfig {
+	cfg := plugins.ServerConfig{
+		ID:        sv.ID,
+		Transport: sv.Transport,
+		URL:       sv.URL,
+		Command:   sv.Command,
+		Args:      sv.Args,
+		Path:      sv.Path,
+		SHA256:    sv.SHA256,
+	}
+	if cfg.Transport == "" {
+		cfg.Transport = plugins.TransportHTTP
+	}
+	if len(sv.Env) > 0 {
+		cfg.Env = make(map[string]string, len(sv.Env))
+		for k, v := range sv.Env {
+			cfg.Env[k] = v
+		}
+	}
+	if a := sv.Auth; a != nil {
+		ref := varRef(a.ValueRef)
+		switch a.Type {
+		case "bearer":
+			cfg.Headers = map[string]string{"Authorization": "Bearer " + ref}
+		case "api_key":
+			h := a.HeaderName
+			if h == "" {
+				h = "X-API-Key"
+			}
+			cfg.Headers = map[string]string{h: ref}
+		}
+	}
+	return cfg
+}
+
+// varRef normalizes a credential reference to the ${VAR} form the host
+// expands: "$VAR", "${VAR}" and a bare "VAR" are accepted.
+func varRef(ref string) string {
+	name := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(ref, "$"), "{"), "}")
+	return "${" + name + "}"
+}
+
+func (u *adapterUpstream) adapter(srv bundle.Server) (plugins.Adapter, error) {
+	a, err := u.host.Get(srv.ID)
+	if err != nil {
+		return nil, &Error{Kind: KindUnavailable, Message: fmt.Sprintf("no adapter runs for server %q", srv.ID), Err: err}
+	}
+	return a, nil
+}
+
+// adapterError translates the host's errors into the gateway's kinds.
+func adapterError(id string, err error) error {
+	var rpcErr *plugins.RPCError
+	switch {
+	case errors.As(err, &rpcErr):
+		return upstreamRPCError(id, rpcErr)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, plugins.ErrTimeout):
+		return &Error{Kind: KindUpstreamTimeout, Message: fmt.Sprintf("MCP server %q did not answer in time", id), Err: err}
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, plugins.ErrUnavailable), errors.Is(err, plugins.ErrUnknownServer), errors.Is(err, plugins.ErrBusy):
+		return &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q is unavailable", id), Err: err}
+	default:
+		return &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q failed", id), Err: err}
+	}
+}
+
+func (u *adapterUpstream) CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (json.RawMessage, error) {
+	a, err := u.adapter(srv)
+	if err != nil {
+		return nil, err
+	}
+	var raw json.RawMessage
+	if args != nil {
+		if raw, err = json.Marshal(args); err != nil {
+			return nil, errorf(KindInvalid, "arguments do not encode as JSON: %v", err)
+		}
+	}
+	res, err := a.CallTool(ctx, tool, raw, progressFrom(ctx))
+	if err != nil {
+		return nil, adapterError(srv.ID, err)
+	}
+	return res, nil
+}
+
+// listAll pages through one list method.
+func listAll[T any](ctx context.Context, id string, list func(context.Context, string) (json.RawMessage, error), items func(*T) ([]json.RawMessage, string)) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	cursor := ""
+	for range 100 {
+		raw, err := list(ctx, cursor)
+		if err != nil {
+			return nil, adapterError(id, err)
+		}
+		var page T
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q answered a list with malformed JSON", id), Err: err}
+		}
+		its, next := items(&page)
+		out = append(out, its...)
+		if next == "" || next == cursor {
+			return out, nil
+		}
+		cursor = next
+	}
+	return out, nil
+}
+
+// rawPage is any MCP list result, its items kept as JSON.
+type rawPage struct {
+	Tools      []json.RawMessage `json:"tools"`
+	Resources  []json.RawMessage `json:"resources"`
+	Prompts    []json.RawMessage `json:"prompts"`
+	NextCursor string            `json:"nextCursor"`
+}
+
+func decodeItems[T any](id string, raws []json.RawMessage) ([]*T, error) {
+	out := make([]*T, 0, len(raws))
+	for _, r := range raws {
+		v := new(T)
+		if err := json.Unmarshal(r, v); err != nil {
+			return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q listed a malformed item", id), Err: err}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (u *adapterUpstream) ListTools(ctx context.Context, srv bundle.Server) ([]*mcp.Tool, error) {
+	a, err := u.adapter(srv)
+	if err != nil {
+		return nil, err
+	}
+	raws, err := listAll(ctx, srv.ID, a.ListTools, func(p *rawPage) ([]json.RawMessage, string) { return p.Tools, p.NextCursor })
+	if err != nil {
+		return nil, err
+	}
+	return decodeItems[mcp.Tool](srv.ID, raws)
+}
+
+func (u *adapterUpstream) ListResources(ctx context.Context, srv bundle.Server) ([]*mcp.Resource, error) {
+	a, err := u.adapter(srv)
+	if err != nil {
+		return nil, err
+	}
+	raws, err := listAll(ctx, srv.ID, a.ListResources, func(p *rawPage) ([]json.RawMessage, string) { return p.Resources, p.NextCursor })
+	if err != nil {
+		return nil, err
+	}
+	return decodeItems[mcp.Resource](srv.ID, raws)
+}
+
+func (u *adapterUpstream) ReadResource(ctx context.Context, srv bundle.Server, uri string) (json.RawMessage, error) {
+	a, err := u.adapter(srv)
+	if err != nil {
+		return nil, err
+	}
+	res, err := a.ReadResource(ctx, uri)
+	if err != nil {
+		return nil, adapterError(srv.ID, err)
+	}
+	return res, nil
+}
+
+func (u *adapterUpstream) ListPrompts(ctx context.Context, srv bundle.Server) ([]*mcp.Prompt, error) {
+	a, err := u.adapter(srv)
+	if err != nil {
+		return nil, err
+	}
+	raws, err := listAll(ctx, srv.ID, a.ListPrompts, func(p *rawPage) ([]json.RawMessage, string) { return p.Prompts, p.NextCursor })
+	if err != nil {
+		return nil, err
+	}
+	return decodeItems[mcp.Prompt](srv.ID, raws)
+}
+
+func (u *adapterUpstream) GetPrompt(ctx context.Context, srv bundle.Server, name string, args map[string]string) (json.RawMessage, error) {
+	a, err := u.adapter(srv)
+	if err != nil {
+		return nil, err
+	}
+	res, err := a.GetPrompt(ctx, name, args)
+	if err != nil {
+		return nil, adapterError(srv.ID, err)
+	}
+	return res, nil
+}
+
+func (u *adapterUpstream) Status() []UpstreamStatus {
+	st := u.host.Status()
+	out := make([]UpstreamStatus, len(st))
+	for i, s := range st {
+		out[i] = UpstreamStatus{ID: s.ID, Transport: s.Transport, State: string(s.State), LastError: s.LastError, Restarts: s.Restarts, PID: s.PID}
+	}
+	return out
+}
+
+// Close stops every adapter and waits for their processes to exit.
+func (u *adapterUpstream) Close() error {
+	done := make(chan error, 1)
+	go func() { done <- u.host.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		return errors.New("gateway: adapters did not stop within 30s")
+	}
+}

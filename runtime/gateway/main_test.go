@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/plugins/mcpadapter"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// The test binary doubles as the programs the gateway runs: re-executed
+// with ARMORIQ_TEST_ADAPTER set it serves an adapter (as "armoriq adapter"
+// does), with ARMORIQ_TEST_STDIO_SERVER set an MCP server on stdio.
+func TestMain(m *testing.M) {
+	if os.Getenv("ARMORIQ_TEST_STDIO_SERVER") != "" {
+		srv := testMCPServer("stdio-upstream")
+		if err := srv.Run(context.Background(), &mcp.StdioTransport{}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if mode := os.Getenv("ARMORIQ_TEST_ADAPTER"); mode != "" {
+		transport := os.Args[len(os.Args)-1]
+		var a *mcpadapter.Adapter
+		if transport == plugins.TransportStdio {
+			a = mcpadapter.NewStdio()
+		} else {
+			a = mcpadapter.NewHTTP()
+		}
+		if mode == "crashy" {
+			plugins.Serve(crashyAdapter{a})
+		} else {
+			plugins.Serve(a)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// crashyAdapter is an adapter that dies in the middle of a call to the
+// tool "crash", as a buggy custom adapter would.
+type crashyAdapter struct{ *mcpadapter.Adapter }
+
+func (c crashyAdapter) CallTool(ctx context.Context, name string, args json.RawMessage, progress func(plugins.Progress)) (json.RawMessage, error) {
+	if name == "crash" {
+		os.Exit(3)
+	}
+	return c.Adapter.CallTool(ctx, name, args, progress)
+}
+
+// testMCPServer is the upstream MCP server of the adapter tests: echo,
+// add, a "crash" tool (harmless upstream, fatal in crashyAdapter), a
+// resource and a prompt.
+func testMCPServer(name string) *mcp.Server {
+	srv := mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, nil)
+	type echoIn struct {
+		Text string `json:"text"`
+	}
+	mcp.AddTool(srv, &mcp.Tool{Name: "echo", Description: "echo text"}, func(ctx context.Context, req *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + ": " + in.Text}}}, nil, nil
+	})
+	type addIn struct {
+		A float64 `json:"a"`
+		B float64 `json:"b"`
+	}
+	mcp.AddTool(srv, &mcp.Tool{Name: "add", Description: "add numbers"}, func(ctx context.Context, req *mcp.CallToolRequest, in addIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(in.A + in.B)}}}, nil, nil
+	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "crash", Description: "crashes a crashy adapter"}, func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "survived"}}}, nil, nil
+	})
+	srv.AddResource(&mcp.Resource{URI: "test://" + name + "/readme", Name: "readme", MIMEType: "text/plain"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "hello from " + name}}}, nil
+	})
+	srv.AddPrompt(&mcp.Prompt{Name: "greet", Description: "a greeting", Arguments: []*mcp.PromptArgument{{Name: "who", Required: true}}}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello " + req.Params.Arguments["who"]}}}}, nil
+	})
+	return srv
+}

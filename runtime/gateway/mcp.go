@@ -1,0 +1,263 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/armoriq/controlplane/runtime/store"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// The MCP endpoint (/mcp) serves MCP clients over Streamable HTTP, both
+// protocol eras on one URL: the stateless 2026-07-28 protocol, and the
+// initialize handshake of 2025-11-25 and earlier with a session id.
+//
+// The official Go SDK does the protocol work (version negotiation, SSE and
+// JSON answers, header checks, DNS-rebinding protection) in its stateless
+// mode; the gateway adds what the SDK keeps in memory in its stateful mode,
+// the legacy session, as a sealed id (session.go), so sessions survive a
+// restart or a change of replica. The SDK server the handler serves is one
+// per catalogue (the active bundle's servers, their tools, resources and
+// prompts), rebuilt when the bundle or an upstream changes; tools/call runs
+// the same checks as POST /invoke and writes the same audit record.
+
+// Headers of the MCP endpoint.
+const (
+	headerSessionID = "Mcp-Session-Id"
+	headerProtocol  = "Mcp-Protocol-Version"
+	// headerUser names the end user an agent key acts for, as the SDK's
+	// user_email does on /invoke.
+	headerUser = "X-Armoriq-User"
+)
+
+// firstStatelessVersion is the first protocol version without sessions.
+const firstStatelessVersion = "2026-07-28"
+
+// latestLegacyVersion is what a legacy client asking for an unknown
+// version is offered.
+const latestLegacyVersion = "2025-11-25"
+
+// mcpEndpoint is the /mcp handler and its state.
+type mcpEndpoint struct {
+	s       *Server
+	sdk     http.Handler
+	sealer  *sessionSealer
+	cat     catalogs
+	metrics *mcpMetrics
+}
+
+// newMCPEndpoint builds the endpoint for routes.
+func (s *Server) newMCPEndpoint() *mcpEndpoint {
+	ep := &mcpEndpoint{s: s, sealer: s.newSessionSealer(), metrics: newMCPMetrics()}
+	ep.cat.ep = ep
+	ep.sdk = mcp.NewStreamableHTTPHandler(ep.server, &mcp.StreamableHTTPOptions{
+		Stateless:                    true,
+		Logger:                       s.log,
+		MaxRequestBodyBytes:          maxBody,
+		PropagateRequestCancellation: true,
+	})
+	return ep
+}
+
+// mcpCallCtx is what the HTTP layer learned about a request, for the MCP
+// handlers below it.
+type mcpCallCtx struct {
+	caller   caller
+	user     string // the end user policies are decided for
+	agent    string // the MCP client's name, when known
+	reqID    string
+	protocol string
+}
+
+type mcpCallKey struct{}
+
+func mcpCallFrom(ctx context.Context) *mcpCallCtx {
+	m, _ := ctx.Value(mcpCallKey{}).(*mcpCallCtx)
+	return m
+}
+
+// server returns the SDK server of the current catalogue.
+func (ep *mcpEndpoint) server(r *http.Request) *mcp.Server {
+	c := ep.cat.current(r.Context())
+	return c.server
+}
+
+func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := ep.s
+	ep.metrics.requests.Add(1)
+	c, err := s.authenticate(r.Context(), r)
+	if err != nil {
+		ep.unauthorized(w, r, asError(err))
+		return
+	}
+	if !roleAllows(c.Role, store.RoleAgent) {
+		writeError(w, errorf(KindForbidden, "API key %s has role %s; /mcp needs agent or admin", c.KeyID, c.Role))
+		return
+	}
+	mc := &mcpCallCtx{caller: c, user: c.Name, reqID: requestID(r)}
+	if u := strings.TrimSpace(r.Header.Get(headerUser)); u != "" {
+		if c.Role != store.RoleAgent {
+			writeError(w, errorf(KindForbidden, "%s is accepted from agent keys only", headerUser))
+			return
+		}
+		mc.user = u
+	}
+
+	sid := r.Header.Get(headerSessionID)
+	var st sessionState
+	if sid != "" {
+		st, err = ep.sealer.open(sid, s.now())
+		if err != nil || st.KeyID != c.KeyID {
+			// 404 tells a client to initialize a new session.
+			http.Error(w, "session not found", http.StatusNotFound)
+			return
+		}
+		mc.agent, mc.protocol = st.Client, st.Protocol
+		if r.Header.Get(headerProtocol) == "" && st.Protocol != "" {
+			r.Header.Set(headerProtocol, st.Protocol)
+		}
+		if r.Method == http.MethodDelete {
+			// Nothing is held for the session: forgetting it is the
+			// client's part. The id expires after sessionTTL.
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+
+	// A legacy initialize gets a sealed session id.
+	if r.Method == http.MethodPost && sid == "" {
+		if init, ok := peekInitialize(r); ok {
+			st = sessionState{KeyID: c.KeyID, Protocol: negotiate(init.ProtocolVersion), Issued: s.now().Unix()}
+			if init.ClientInfo != nil {
+				st.Client = init.ClientInfo.Name
+			}
+			mc.agent = st.Client
+			if st.Protocol < firstStatelessVersion {
+				id, err := ep.sealer.seal(st)
+				if err != nil {
+					writeError(w, internal(err, "sealing the MCP session"))
+					return
+				}
+				w = &sessionWriter{ResponseWriter: w, id: id}
+			}
+		}
+	}
+
+	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithValue(r.Context(), callerKey{}, c), mcpCallKey{}, mc))
+	defer cancel(nil)
+	defer s.inflight.add(c.KeyID, cancel)()
+	ep.sdk.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// unauthorized answers a request without a valid key, pointing the client
+// at the protected-resource metadata (RFC 9728) as MCP authorization asks.
+func (ep *mcpEndpoint) unauthorized(w http.ResponseWriter, r *http.Request, e *Error) {
+	v := `Bearer resource_metadata="` + baseURL(r) + `/.well-known/oauth-protected-resource"`
+	if presentedKey(r) != "" {
+		v += `, error="invalid_token"`
+	}
+	if e.Kind == KindRevoked {
+		w.Header().Set("X-Armoriq-Revoked", "true")
+	}
+	status, code := statusOf(e.Kind)
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", v)
+	}
+	writeJSON(w, status, errorBody{Message: e.Message, Error: errorDetail{Code: code, Message: e.Message}})
+}
+
+// handleResourceMetadata serves the RFC 9728 protected-resource metadata
+// of /mcp. API keys are issued by the gateway's admin API, not by an OAuth
+// server, so authorization_servers is empty.
+func (s *Server) handleResourceMetadata(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	writeJSON(w, http.StatusOK, map[string]any{
+		"resource":                 baseURL(r) + "/mcp",
+		"authorization_servers":    []string{},
+		"bearer_methods_supported": []string{"header"},
+		"resource_name":            "armoriq gateway MCP endpoint",
+	})
+	return nil
+}
+
+// baseURL is the gateway's address as the client reached it.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// initializeParams is the part of an initialize request the gateway reads.
+type initializeParams struct {
+	ProtocolVersion string `json:"protocolVersion"`
+	ClientInfo      *struct {
+		Name string `json:"name"`
+	} `json:"clientInfo"`
+}
+
+// peekInitialize reports whether the body is an initialize request, and
+// leaves the body readable for the SDK.
+func peekInitialize(r *http.Request) (initializeParams, bool) {
+	var p initializeParams
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil || !bytes.Contains(body, []byte(`"initialize"`)) {
+		return p, false
+	}
+	var msg struct {
+		Method string           `json:"method"`
+		Params initializeParams `json:"params"`
+	}
+	if json.Unmarshal(body, &msg) != nil || msg.Method != "initialize" {
+		return p, false
+	}
+	return msg.Params, true
+}
+
+// negotiate is the version the SDK answers a legacy initialize with.
+func negotiate(asked string) string {
+	if asked < firstStatelessVersion && slices.Contains(mcp.SupportedProtocolVersions(), asked) {
+		return asked
+	}
+	return latestLegacyVersion
+}
+
+// sessionWriter adds the sealed session id to a successful initialize.
+type sessionWriter struct {
+	http.ResponseWriter
+	id   string
+	done bool
+}
+
+func (w *sessionWriter) WriteHeader(status int) {
+	if !w.done {
+		w.done = true
+		if status == http.StatusOK {
+			w.Header().Set(headerSessionID, w.id)
+		}
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *sessionWriter) Write(b []byte) (int, error) {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *sessionWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *sessionWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,313 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/runtime/intent"
+	"github.com/armoriq/controlplane/runtime/policy"
+	"github.com/armoriq/controlplane/runtime/store"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// JSON-RPC error codes of the MCP endpoint's refusals (the implementation-
+// defined server error range). A refusal is always an error, never a fake
+// tool result, so a client cannot mistake it for the tool's answer.
+// The SDK's own codes (-32001 to -32004, -32020 to -32022, -32042) are
+// avoided: its client reads some of them as a closed connection.
+const (
+	codeUnauthenticated int64 = -32030 // the intent token is missing or invalid
+	codeBlocked         int64 = -32031 // the policy denies the call
+	codeHeld            int64 = -32032 // the policy holds the call for approval
+	codeUpstream        int64 = -32033 // the MCP server failed or is down
+	codeTimeout         int64 = -32034 // the MCP server did not answer in time
+	codeUnavailable     int64 = -32035 // the gateway cannot complete the call
+)
+
+// metaIntent is the _meta key of a tools/call's intent: the SDK's token
+// answer (or its "token" object) with the plan, and optionally the step's
+// Merkle proof.
+const metaIntent = "armoriq/intent"
+
+// mcpIntent is the _meta["armoriq/intent"] object.
+type mcpIntent struct {
+	Token           json.RawMessage `json:"token"`
+	Plan            json.RawMessage `json:"plan"`
+	IntentReference string          `json:"intent_reference"`
+	MerkleProof     json.RawMessage `json:"merkle_proof"`
+}
+
+func (ep *mcpEndpoint) toolHandler(rt route) mcp.ToolHandler {
+	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return ep.callTool(ctx, req, rt)
+	}
+}
+
+// callTool runs the checks of POST /invoke on a tools/call, forwards it,
+// and commits its audit record before answering.
+func (ep *mcpEndpoint) callTool(ctx context.Context, req *mcp.CallToolRequest, rt route) (*mcp.CallToolResult, error) {
+	s := ep.s
+	start := s.now()
+	mc := mcpCallFrom(ctx)
+	if mc == nil {
+		return nil, &jsonrpc.Error{Code: codeUnavailable, Message: "request context lost"}
+	}
+	inv := &invocation{start: start}
+	inv.rec = store.AuditRecord{
+		Time: start.UTC(), RequestID: mc.reqID, APIKeyID: mc.caller.KeyID, Service: mc.caller.Name,
+		User: mc.user, Agent: mc.agent, Server: rt.server.ID, Tool: rt.name, Step: -1,
+	}
+	res, err := ep.checkAndForward(ctx, req, rt, inv)
+
+	rec := &inv.rec
+	rec.DurationMS = s.now().Sub(start).Milliseconds()
+	rec.Rule = inv.decision.RuleID
+	if err != nil {
+		e := asError(err)
+		switch e.Kind {
+		case KindPolicyHold:
+			rec.Decision = store.Held
+		case KindUpstream, KindUpstreamTimeout, KindUnavailable, KindInternal, KindRevoked:
+			if rec.Decision == "" {
+				rec.Decision = store.Failed
+			}
+		default:
+			rec.Decision = store.Blocked
+		}
+		_, code := statusOf(e.Kind)
+		rec.Outcome = code + ": " + e.Message
+	} else if rec.Outcome == "" {
+		rec.Outcome = "ok"
+	}
+	ep.metrics.call(rec.Decision, s.now().Sub(start))
+	if aerr := s.audit(ctx, *rec); aerr != nil {
+		return nil, rpcError(aerr)
+	}
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return res, nil
+}
+
+func (ep *mcpEndpoint) checkAndForward(ctx context.Context, req *mcp.CallToolRequest, rt route, inv *invocation) (*mcp.CallToolResult, error) {
+	s := ep.s
+	rec := &inv.rec
+	var args map[string]any
+	if raw := bytes.TrimSpace(req.Params.Arguments); len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&args); err != nil {
+			return nil, errorf(KindInvalid, "arguments must be a JSON object: %v", err)
+		}
+	}
+	rec.Arguments = auditArgs(args)
+	ab := s.active.Load()
+	if ab != nil {
+		rec.BundleRevision = ab.b.Manifest.Revision
+	}
+
+	// 1. The intent token, when the bundle requires one or the client sent
+	// one: it names the user and binds this call to a planned step.
+	user := rec.User
+	var tokenRef string
+	if raw, ok := req.Params.Meta[metaIntent]; ok || (ab != nil && ab.b.Policy.RequireCSRG) {
+		if !ok {
+			return nil, errorf(KindUnauthenticated, "this gateway requires an intent token: send it in _meta[%q] with the plan", metaIntent)
+		}
+		u, ref, err := ep.checkIntent(ctx, req, raw, rt, args, inv)
+		if err != nil {
+			return nil, err
+		}
+		user, tokenRef = u, ref
+		rec.User = user
+	}
+
+	// 2. No secrets in arguments.
+	if p := findSecretArg(args, ""); p != "" {
+		return nil, errorf(KindSecretArgument, "argument %q looks like a secret; credentials belong in the gateway's server config, not in tool arguments", p)
+	}
+
+	// 3. The policy, for this user.
+	d := s.decide(ab, &policy.Request{User: user, Agent: rec.Agent, Server: rt.server.ID, Tool: rt.name, Args: args, Time: inv.start})
+	inv.decision = d
+	switch d.Effect {
+	case policy.Deny:
+		return nil, &Error{Kind: KindPolicyBlocked, Message: d.Reason}
+	case policy.Hold:
+		return nil, &Error{Kind: KindPolicyHold, Message: d.Reason}
+	}
+
+	// 4. Forward, cancelled if the key or token is revoked meanwhile.
+	rec.Decision = store.Allowed
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if tokenRef != "" {
+		defer s.inflight.addToken(tokenRef, cancel)()
+	}
+	if tok := req.Params.GetProgressToken(); tok != nil && req.Session != nil {
+		ctx = withProgress(ctx, func(p plugins.Progress) {
+			_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: p.Progress, Total: p.Total, Message: p.Message})
+		})
+	}
+	cctx, ccancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer ccancel()
+	raw, err := s.cfg.Upstream.CallTool(cctx, rt.server, rt.name, args)
+	if err != nil {
+		rec.Decision = store.Failed
+		switch {
+		case context.Cause(ctx) == errRevokedInFlight:
+			return nil, errorf(KindRevoked, "the API key or intent token was revoked while the call was in flight")
+		case errors.Is(cctx.Err(), context.DeadlineExceeded):
+			return nil, &Error{Kind: KindUpstreamTimeout, Message: fmt.Sprintf("MCP server %q did not answer within %s", rt.server.ID, s.cfg.CallTimeout)}
+		}
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, e
+		}
+		return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q failed", rt.server.ID), Err: err}
+	}
+	if context.Cause(ctx) == errRevokedInFlight {
+		rec.Decision = store.Failed
+		return nil, errorf(KindRevoked, "the API key or intent token was revoked while the call was in flight")
+	}
+	res := new(mcp.CallToolResult)
+	if err := json.Unmarshal(raw, res); err != nil {
+		rec.Decision = store.Failed
+		return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q answered with a malformed result", rt.server.ID), Err: err}
+	}
+	if res.IsError {
+		rec.Outcome = "tool returned an error result"
+	}
+	return res, nil
+}
+
+// checkIntent verifies the intent carried in _meta as /invoke verifies the
+// SDK's token: signed by this gateway, unexpired, issued to this key, not
+// revoked, its plan the signed one, and this call (action and arguments) a
+// step of it. It returns the token's user and reference.
+func (ep *mcpEndpoint) checkIntent(ctx context.Context, req *mcp.CallToolRequest, raw any, rt route, args map[string]any, inv *invocation) (string, string, error) {
+	s := ep.s
+	rec := &inv.rec
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return "", "", errorf(KindUnauthenticated, "_meta[%q] is malformed", metaIntent)
+	}
+	var in mcpIntent
+	if err := json.Unmarshal(b, &in); err != nil {
+		return "", "", errorf(KindUnauthenticated, "_meta[%q] is malformed: %v", metaIntent, err)
+	}
+	if firstJSON(in.Token) == nil {
+		return "", "", errorf(KindUnauthenticated, "_meta[%q].token is required", metaIntent)
+	}
+	var tok intent.Token
+	if err := json.Unmarshal(in.Token, &tok); err != nil {
+		return "", "", errorf(KindUnauthenticated, "intent token is malformed: %v", err)
+	}
+	if err := intent.VerifyToken(&tok, s.tokenKeys(), s.now()); err != nil {
+		return "", "", tokenError(err)
+	}
+	rec.PlanHash = tok.PlanHash
+	ref := in.IntentReference
+	pref, _ := tok.Policy["intent_ref"].(string)
+	if ref == "" {
+		ref = pref
+	}
+	if pref != "" && pref != ref {
+		return "", "", errorf(KindUnauthenticated, "intent_reference %q does not belong to this token", ref)
+	}
+	trec, err := s.store.GetToken(ctx, ref)
+	mc := mcpCallFrom(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "", "", errorf(KindUnauthenticated, "unknown intent token %q", ref)
+	case err != nil:
+		return "", "", &Error{Kind: KindUnavailable, Message: "cannot check the intent token", Err: err}
+	case !trec.RevokedAt.IsZero():
+		return "", "", errorf(KindRevoked, "intent token %s was revoked", ref)
+	case trec.APIKeyID != mc.caller.KeyID:
+		return "", "", errorf(KindUnauthenticated, "intent token %s was issued to another API key", ref)
+	case trec.PlanHash != tok.PlanHash:
+		return "", "", errorf(KindUnauthenticated, "intent token %s does not match its plan hash", ref)
+	}
+	rec.Agent = trec.Agent
+	if mc.user != mc.caller.Name && !strings.EqualFold(mc.user, trec.User) {
+		return "", "", errorf(KindUnauthenticated, "%s %q is not the user the token was issued for", headerUser, mc.user)
+	}
+	if firstJSON(in.Plan) == nil {
+		return "", "", errorf(KindInvalid, "_meta[%q].plan is required", metaIntent)
+	}
+	plan, err := intent.ParsePlan(in.Plan)
+	if err != nil {
+		return "", "", errorf(KindUnauthenticated, "the plan sent with the call is invalid: %v", err)
+	}
+	if h := intent.PlanHash(plan); h != tok.PlanHash {
+		return "", "", errorf(KindUnauthenticated, "the plan sent with the call is not the plan the token signed (plan hash %s, token says %s)", short(h), short(tok.PlanHash))
+	}
+	hr := &http.Request{Header: http.Header{}}
+	step, err := s.bindStep(hr, &invokeRequest{MCP: rt.server.ID, MerkleProof: in.MerkleProof}, plan, rt.name, args)
+	if err != nil {
+		return "", "", err
+	}
+	rec.Step = int64(step)
+	return trec.User, ref, nil
+}
+
+// rpcError turns a gateway error into the JSON-RPC error the MCP client
+// sees. An upstream's own JSON-RPC error is handed on unchanged.
+func rpcError(err error) error {
+	var up *plugins.RPCError
+	if errors.As(err, &up) {
+		return &jsonrpc.Error{Code: up.Code, Message: up.Message, Data: up.Data}
+	}
+	e := asError(err)
+	msg := e.Message
+	if e.Kind == KindInternal {
+		msg = "internal error"
+	}
+	_, name := statusOf(e.Kind)
+	data := mustJSON(map[string]string{"code": name})
+	switch e.Kind {
+	case KindPolicyBlocked:
+		return &jsonrpc.Error{Code: codeBlocked, Message: "blocked by policy: " + msg, Data: data}
+	case KindPolicyHold:
+		return &jsonrpc.Error{Code: codeHeld, Message: "held for approval: " + msg, Data: data}
+	case KindUnauthenticated, KindRevoked, KindExpired, KindIntentMismatch:
+		return &jsonrpc.Error{Code: codeUnauthenticated, Message: msg, Data: data}
+	case KindInvalid, KindSecretArgument:
+		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: msg, Data: data}
+	case KindUpstream:
+		return &jsonrpc.Error{Code: codeUpstream, Message: msg, Data: data}
+	case KindUpstreamTimeout:
+		return &jsonrpc.Error{Code: codeTimeout, Message: msg, Data: data}
+	default:
+		return &jsonrpc.Error{Code: codeUnavailable, Message: msg, Data: data}
+	}
+}
+
+// mcpMetrics counts the MCP endpoint's traffic for GET /metrics.
+type mcpMetrics struct {
+	requests atomicCounter
+	calls    [4]atomicCounter // allowed, blocked, held, failed
+	nanos    atomicCounter    // total tools/call time
+}
+
+func newMCPMetrics() *mcpMetrics { return &mcpMetrics{} }
+
+var decisions = [4]store.Decision{store.Allowed, store.Blocked, store.Held, store.Failed}
+
+func (m *mcpMetrics) call(d store.Decision, took time.Duration) {
+	for i, x := range decisions {
+		if x == d {
+			m.calls[i].Add(1)
+		}
+	}
+	m.nanos.Add(uint64(took))
+}
