@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -434,4 +436,28 @@ func TestCloseLeavesNoProcess(t *testing.T) {
 	}
 	h.Close()
 	waitGone(t, adapter, child)
+}
+
+// TestCustomAdapter builds examples/weather-mcp, pins its digest and calls
+// it through the host.
+func TestCustomAdapter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds examples/weather-mcp")
+	}
+	goTool, err := lookPath("go")
+	if err != nil {
+		t.Skip("no go command to build the example with")
+	}
+	bin := filepath.Join(t.TempDir(), "weather-mcp")
+	build := exec.Command(goTool, "build", "-o", bin, "github.com/armoriq/controlplane/examples/weather-mcp")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build weather-mcp: %v\n%s", err, out)
+	}
+	h := newHost(t)
+	a := startAdapter(t, h, plugins.ServerConfig{
+		ID: "weather-mcp", Transport: plugins.TransportPlugin, Path: bin, SHA256: sha256File(t, bin),
+	})
+	if got, want := mustCall(t, a, "get_weather", map[string]any{"city": "Boston"}), "Weather in Boston: 2°C, sunny, humidity 87%"; got != want {
+		t.Errorf("get_weather(Boston) = %q, want %q", got, want)
+	}
 }
