@@ -1,0 +1,328 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/reconciler"
+	"github.com/armoriq/controlplane/runtime/gateway"
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+// liveGateway is a real gateway whose process can be "restarted" on an
+// empty store at the same URL.
+type liveGateway struct {
+	t       *testing.T
+	http    *httptest.Server
+	handler atomic.Pointer[http.Handler]
+	keys    map[string]ed25519.PublicKey
+	srv     *gateway.Server
+	st      store.Store
+	apiKey  string
+	starts  int
+}
+
+func startGateway(t *testing.T, keys map[string]ed25519.PublicKey) *liveGateway {
+	g := &liveGateway{t: t, keys: keys}
+	g.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*g.handler.Load()).ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { g.http.Close(); g.stop() })
+	g.start()
+	return g
+}
+
+// start boots a gateway on a new, empty SQLite store.
+func (g *liveGateway) start() {
+	t := g.t
+	g.starts++
+	ctx := context.Background()
+	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), fmt.Sprintf("gw%d.db", g.starts)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := gateway.NewServer(ctx, gateway.Config{Store: st, TrustedKeys: g.keys, Logger: slog.New(slog.DiscardHandler), BundlePoll: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := srv.Bootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.srv, g.st, g.apiKey = srv, st, key
+	h := srv.Handler()
+	g.handler.Store(&h)
+}
+
+func (g *liveGateway) stop() {
+	if g.srv != nil {
+		g.srv.Close()
+		g.st.Close()
+		g.srv = nil
+	}
+}
+
+// restart replaces the gateway with a fresh one on an empty store, as a
+// replica rescheduled without its volume would be. Its admin key changes.
+func (g *liveGateway) restart(target *reconciler.Gateway) {
+	old := g.srv
+	oldStore := g.st
+	g.start()
+	target.APIKey = g.apiKey
+	old.Close()
+	oldStore.Close()
+}
+
+func (g *liveGateway) revision(t *testing.T, target *reconciler.Gateway) string {
+	st, err := target.Status(context.Background())
+	if err != nil {
+		t.Fatalf("gateway status: %v", err)
+	}
+	return st.Revision
+}
+
+type repo struct {
+	t    *testing.T
+	dir  string
+	r    *git.Repository
+	last time.Time
+}
+
+func newRepo(t *testing.T) *repo {
+	dir := t.TempDir()
+	r, err := git.PlainInitWithOptions(dir, &git.PlainInitOptions{InitOptions: git.InitOptions{DefaultBranch: "refs/heads/main"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &repo{t: t, dir: dir, r: r}
+}
+
+func (r *repo) commit(config string) string {
+	r.t.Helper()
+	if err := os.WriteFile(filepath.Join(r.dir, "armoriq.yaml"), []byte(config), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+	wt, _ := r.r.Worktree()
+	if _, err := wt.Add("armoriq.yaml"); err != nil {
+		r.t.Fatal(err)
+	}
+	// Commit times order bundles (rollback protection): never go back.
+	when := time.Now().Truncate(time.Second)
+	if when.Before(r.last) {
+		when = r.last
+	}
+	r.last = when
+	sig := &object.Signature{Name: "e2e", Email: "e2e@example.com", When: when}
+	h, err := wt.Commit("change", &git.CommitOptions{Author: sig, Committer: sig})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return h.String()
+}
+
+func policy(allow string) string {
+	return "version: v1\nmcp_servers:\n  - id: github\n    url: https://api.example.com/mcp\n  - id: slack\n    url: https://slack.example.com/mcp\npolicy:\n  allow: [" + allow + "]\n"
+}
+
+const invalid = "version: v1\nmcp_servers:\n  - id: github\n    url: https://api.example.com/mcp\n    bogus: 1\npolicy:\n  allow: [github/*]\n"
+
+type fixture struct {
+	repo    *repo
+	gws     []*liveGateway
+	targets []*reconciler.Gateway
+	rec     *reconciler.Reconciler
+	hook    *httptest.Server
+	secret  []byte
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func newFixture(t *testing.T, interval time.Duration) *fixture {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid := bundle.KeyID(pub)
+	keys := map[string]ed25519.PublicKey{kid: pub}
+	f := &fixture{repo: newRepo(t), secret: []byte("e2e-secret")}
+	for i := 0; i < 2; i++ {
+		g := startGateway(t, keys)
+		f.gws = append(f.gws, g)
+		f.targets = append(f.targets, &reconciler.Gateway{Name: fmt.Sprintf("gw%d", i+1), URL: g.http.URL, APIKey: g.apiKey})
+	}
+	src, err := reconciler.NewSource(reconciler.SourceOptions{URL: f.repo.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.rec, err = reconciler.New(reconciler.Options{
+		Source: src, Targets: f.targets, Interval: interval,
+		Build:       (&reconciler.Builder{Key: priv, KeyID: kid, CompilerVersion: "e2e"}).Build,
+		BackoffBase: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.hook = httptest.NewServer(&reconciler.Webhook{Secret: f.secret, Branch: "main", Trigger: f.rec.Trigger})
+	t.Cleanup(f.hook.Close)
+	return f
+}
+
+func (f *fixture) run(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel, f.done = cancel, make(chan struct{})
+	go func() { f.rec.Run(ctx); close(f.done) }()
+	t.Cleanup(func() { f.cancel(); <-f.done })
+}
+
+func (f *fixture) push(t *testing.T, sig string) int {
+	t.Helper()
+	body := []byte(`{"ref":"refs/heads/main"}`)
+	if sig == "" {
+		sig = reconciler.Sign(f.secret, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, f.hook.URL+"/hook", bytes.NewReader(body))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitAll waits until every gateway runs rev and returns how long it took.
+func (f *fixture) waitAll(t *testing.T, rev string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		ok := true
+		for i, g := range f.gws {
+			if g.revision(t, f.targets[i]) != rev {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("gateways not at %s within %s; status %+v", rev[:12], within, f.rec.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	f := newFixture(t, time.Hour) // webhook only: the first pass runs at start
+	c1 := f.repo.commit(policy("github/*"))
+	f.run(t)
+	f.waitAll(t, c1, 10*time.Second)
+
+	// A bad signature is refused and triggers nothing.
+	c2 := f.repo.commit(policy("github/*, slack/post"))
+	for _, sig := range []string{"sha256=" + fmt.Sprintf("%064x", 0), "sha256=zz", "sha1=abc", reconciler.Sign([]byte("wrong"), []byte(`{"ref":"refs/heads/main"}`))} {
+		if code := f.push(t, sig); code != http.StatusUnauthorized {
+			t.Fatalf("hook with signature %q: %d, want 401", sig, code)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if rev := f.gws[0].revision(t, f.targets[0]); rev != c1 {
+		t.Fatalf("after refused hooks the gateway runs %s, want still %s", rev, c1)
+	}
+	// A good one triggers a pass at once.
+	if code := f.push(t, ""); code != http.StatusAccepted {
+		t.Fatalf("hook with a good signature: %d, want 202", code)
+	}
+	f.waitAll(t, c2, 10*time.Second)
+
+	// An invalid commit stalls with its position and is never pushed.
+	c3 := f.repo.commit(invalid)
+	f.push(t, "")
+	deadline := time.Now().Add(10 * time.Second)
+	for f.rec.Status().LastAttemptedRevision != c3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("invalid commit not attempted: %+v", f.rec.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := f.rec.Status()
+	if st.Condition != reconciler.Stalled || st.Reason != reconciler.ReasonInvalidConfig || len(st.Diagnostics) == 0 ||
+		st.Diagnostics[0].Line != 5 || st.Diagnostics[0].Col != 5 || st.LastAppliedRevision != c2 {
+		t.Fatalf("status after an invalid commit: %+v; want Stalled/InvalidConfig at armoriq.yaml:5:5, last applied %s", st, c2[:12])
+	}
+	for i, g := range f.gws {
+		if rev := g.revision(t, f.targets[i]); rev != c2 {
+			t.Errorf("gateway %d runs %s after the invalid commit, want the last good %s", i+1, rev, c2[:12])
+		}
+	}
+
+	// Drift: gateway 2 restarts on an empty store; the next pass repairs it
+	// with the last good bundle even though the head is invalid.
+	f.gws[1].restart(f.targets[1])
+	if rev := f.gws[1].revision(t, f.targets[1]); rev != "" {
+		t.Fatalf("restarted gateway runs %q, want nothing", rev)
+	}
+	f.rec.Trigger()
+	f.waitAll(t, c2, 10*time.Second)
+
+	// Fixing the config applies it everywhere.
+	c4 := f.repo.commit(policy("slack/*"))
+	f.push(t, "")
+	f.waitAll(t, c4, 10*time.Second)
+	st = f.rec.Status()
+	if st.Condition != reconciler.Ready || st.Targets[1].LastAppliedRevision != c4 || len(st.History) != 4 {
+		t.Errorf("final status %+v: want Ready, gw2 at %s, 4 commits in history", st, c4[:12])
+	}
+}
+
+// TestLatency measures the time from a commit to its enforcement on both
+// gateways (their status reports the new revision), with the webhook and
+// with polling every second. Figures go to docs/reconciler.md.
+func TestLatency(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures for several seconds")
+	}
+	const n = 5
+	for _, mode := range []string{"webhook", "poll 1s"} {
+		interval := time.Hour
+		if mode != "webhook" {
+			interval = time.Second
+		}
+		f := newFixture(t, interval)
+		f.repo.commit(policy("github/*"))
+		f.run(t)
+		f.waitAll(t, f.rec.Status().Head, 10*time.Second)
+		var got []time.Duration
+		for i := 0; i < n; i++ {
+			start := time.Now()
+			c := f.repo.commit(policy(fmt.Sprintf("github/tool%d", i)))
+			if mode == "webhook" {
+				f.push(t, "")
+			}
+			f.waitAll(t, c, 10*time.Second)
+			got = append(got, time.Since(start))
+		}
+		slices.Sort(got)
+		t.Logf("%s: commit → enforced on 2 gateways: min %v, median %v, max %v (n=%d)", mode,
+			got[0].Round(time.Millisecond), got[n/2].Round(time.Millisecond), got[n-1].Round(time.Millisecond), n)
+		if mode == "webhook" && got[n/2] > 2*time.Second {
+			t.Errorf("webhook median %v, want under 2s", got[n/2])
+		}
+	}
+}
