@@ -65,35 +65,43 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) error {
 	result, err := s.invoke(r, inv)
 
 	// The record is committed before any answer leaves.
-	rec := &inv.rec
-	rec.DurationMS = s.now().Sub(inv.start).Milliseconds()
-	rec.Rule = inv.decision.RuleID
-	if err != nil {
-		e := asError(err)
-		switch e.Kind {
-		case KindPolicyHold:
-			rec.Decision = store.Held
-		case KindUpstream, KindUpstreamTimeout, KindUnavailable, KindInternal, KindRevoked:
-			if rec.Decision == "" {
-				rec.Decision = store.Failed
-			}
-		default:
-			rec.Decision = store.Blocked
-		}
-		_, code := statusOf(e.Kind)
-		rec.Outcome = code + ": " + e.Message
-	} else if rec.Outcome == "" {
-		rec.Outcome = "ok"
-	}
-	if aerr := s.audit(r.Context(), *rec); aerr != nil {
+	inv.conclude(err, s.now())
+	if aerr := s.audit(r.Context(), inv.rec); aerr != nil {
 		return aerr
 	}
 	if err != nil {
 		return err
 	}
-	w.Header().Set("X-Request-ID", rec.RequestID)
+	w.Header().Set("X-Request-ID", inv.rec.RequestID)
 	writeJSON(w, http.StatusOK, result)
 	return nil
+}
+
+// conclude completes the audit record of a call that ended with err (nil:
+// answered) at end: its duration, deciding rule, decision and outcome.
+func (inv *invocation) conclude(err error, end time.Time) {
+	rec := &inv.rec
+	rec.DurationMS = end.Sub(inv.start).Milliseconds()
+	rec.Rule = inv.decision.RuleID
+	if err == nil {
+		if rec.Outcome == "" {
+			rec.Outcome = "ok"
+		}
+		return
+	}
+	e := asError(err)
+	switch e.Kind {
+	case KindPolicyHold:
+		rec.Decision = store.Held
+	case KindUpstream, KindUpstreamTimeout, KindUnavailable, KindInternal, KindRevoked:
+		if rec.Decision == "" {
+			rec.Decision = store.Failed
+		}
+	default:
+		rec.Decision = store.Blocked
+	}
+	_, code := statusOf(e.Kind)
+	rec.Outcome = code + ": " + e.Message
 }
 
 // invoke runs the checks of an SDK call in order and forwards it. It fills
