@@ -16,6 +16,7 @@ import (
 
 	"github.com/armoriq/controlplane/compiler"
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/plugins"
 	"github.com/armoriq/controlplane/runtime/gateway"
 	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/armoriq/controlplane/schema"
@@ -37,6 +38,10 @@ type gatewayOptions struct {
 	logFormat   string
 	shutdown    time.Duration
 	readyFile   string
+	// adapterTimeout and adapterConc bound each upstream server's adapter:
+	// the time one call may take, and the calls in flight.
+	adapterTimeout time.Duration
+	adapterConc    int
 }
 
 func gatewayCommand() *command {
@@ -76,6 +81,8 @@ ARMORIQ_MAX_TOKEN_TTL, ARMORIQ_CALL_TIMEOUT, ARMORIQ_LOG_FORMAT.`,
 			fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "time limit of one forwarded tool call")
 			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 			fs.DurationVar(&o.shutdown, "shutdown-timeout", 30*time.Second, "how long to let in-flight calls finish on SIGTERM")
+			fs.DurationVar(&o.adapterTimeout, "adapter-timeout", 60*time.Second, "time limit of one call inside an upstream server's adapter")
+			fs.IntVar(&o.adapterConc, "adapter-concurrency", 64, "calls in flight per upstream server's adapter")
 			fs.StringVar(&o.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves (for scripts and supervisors)")
 		},
 		MaxArgs: 0,
@@ -144,6 +151,9 @@ func (o *gatewayOptions) fromEnv(getenv func(string) string) error {
 	if o.maxTTL <= 0 || o.callTimeout <= 0 {
 		return usageErrorf("--max-token-ttl and --call-timeout must be positive")
 	}
+	if o.adapterTimeout <= 0 || o.adapterConc <= 0 {
+		return usageErrorf("--adapter-timeout and --adapter-concurrency must be positive")
+	}
 	return nil
 }
 
@@ -204,8 +214,20 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		}
 	}()
 
-	upstream := gateway.NewHTTPUpstream(e.Getenv)
-	defer upstream.Close()
+	// Every upstream server is reached through an adapter process: this
+	// binary re-executed as "armoriq adapter http|stdio", or a pinned
+	// custom adapter. Closing the upstream stops them all.
+	upstream := gateway.NewAdapterUpstream(plugins.NewHost(
+		plugins.WithGetenv(e.Getenv),
+		plugins.WithCallTimeout(o.adapterTimeout),
+		plugins.WithMaxConcurrent(o.adapterConc),
+		plugins.WithLog(e.Stderr, "warn"),
+	))
+	defer func() {
+		if err := upstream.Close(); err != nil {
+			log.Error("stopping the adapters", "error", err)
+		}
+	}()
 	cfg := gateway.Config{
 		Store: st, TrustedKeys: trusted, Upstream: upstream, Logger: log,
 		MaxTokenTTL: o.maxTTL, CallTimeout: o.callTimeout,
@@ -343,4 +365,3 @@ func (l *localSigner) Register(ctx context.Context, filename string, body []byte
 	res.Bundle = buf.Bytes()
 	return res, nil
 }
-
