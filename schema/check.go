@@ -82,10 +82,33 @@ func check(root *node, c *Config) Diagnostics {
 	return ds
 }
 
+// serverIDs are the declared server ids, with memoized pattern matches:
+// 10,000 rules often repeat the same few patterns.
+type serverIDs struct {
+	list    []string
+	has     map[string]bool
+	matches map[string]bool
+}
+
+func (s serverIDs) match(pattern string) bool {
+	if m, ok := s.matches[pattern]; ok {
+		return m
+	}
+	m := false
+	for _, id := range s.list {
+		if ok, _ := path.Match(pattern, id); ok {
+			m = true
+			break
+		}
+	}
+	s.matches[pattern] = m
+	return m
+}
+
 // checkServers reports duplicate ids, bad URLs and literal secrets, and
 // returns the declared ids.
-func checkServers(root *node, ds *Diagnostics) []string {
-	var ids []string
+func checkServers(root *node, ds *Diagnostics) serverIDs {
+	ids := serverIDs{has: map[string]bool{}, matches: map[string]bool{}}
 	seen := map[string]Pos{}
 	for i, s := range items(root.get("mcp_servers")) {
 		p := fmt.Sprintf("mcp_servers[%d]", i)
@@ -95,7 +118,8 @@ func checkServers(root *node, ds *Diagnostics) []string {
 				ds.errorf(idn.pos, p+".id", "duplicate server id %q (first declared at line %d)", idn.str, prev.Line)
 			} else {
 				seen[idn.str] = idn.pos
-				ids = append(ids, idn.str)
+				ids.list = append(ids.list, idn.str)
+				ids.has[idn.str] = true
 			}
 		}
 		t := str(s.get("transport"))
@@ -145,7 +169,7 @@ func checkGroupRefs(n *node, p string, groups map[string]bool, ds *Diagnostics) 
 }
 
 // checkRef checks a tool reference and that its server is declared.
-func checkRef(n *node, p string, ids []string, globs bool, ds *Diagnostics) {
+func checkRef(n *node, p string, ids serverIDs, globs bool, ds *Diagnostics) {
 	if n.kind != kString {
 		return
 	}
@@ -158,24 +182,20 @@ func checkRef(n *node, p string, ids []string, globs bool, ds *Diagnostics) {
 		ds.errorf(n.pos, p, "a test names one tool: %q is a pattern", n.str)
 		return
 	}
-	if isGlob(srv) {
+	switch {
+	case isGlob(srv):
 		if _, err := path.Match(srv, ""); err != nil {
 			ds.errorf(n.pos, p, "invalid pattern %q", srv)
 			return
 		}
-		for _, id := range ids {
-			if ok, _ := path.Match(srv, id); ok {
-				goto tool
-			}
+		if !ids.match(srv) {
+			ds.errorf(n.pos, p, "server pattern %q matches no declared server", srv)
+			return
 		}
-		ds.errorf(n.pos, p, "server pattern %q matches no declared server", srv)
+	case !ids.has[srv]:
+		ds.errorf(n.pos, p, "unknown server %q in %q%s", srv, n.str, declaredHint(srv, ids.list))
 		return
 	}
-	if !containsStr(ids, srv) {
-		ds.errorf(n.pos, p, "unknown server %q in %q%s", srv, n.str, declaredHint(srv, ids))
-		return
-	}
-tool:
 	if isGlob(tool) {
 		if _, err := path.Match(tool, ""); err != nil {
 			ds.errorf(n.pos, p, "invalid pattern %q", tool)

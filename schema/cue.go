@@ -11,10 +11,8 @@ import (
 	"sync"
 
 	"cuelang.org/go/cue"
-	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/errors"
-	"cuelang.org/go/cue/token"
 )
 
 // Source is the CUE schema of armoriq.yaml, as embedded in the binary.
@@ -25,28 +23,28 @@ var cueSource []byte
 // CUESchema returns the CUE source of the schema (for `cue vet` and docs).
 func CUESchema() []byte { return append([]byte(nil), cueSource...) }
 
-// The schema is compiled with entry points the validator fills: config for
-// a whole file, the others for one list element at a time.
-const cueEntries = `
-config:  #Config
-server:  #Server
-rule:    #Rule
-test:    #Test
-gateway: #Gateway
-`
-
 // A cue.Context is not safe for concurrent use and never frees what it
 // compiled. The validator therefore holds one context under a mutex and
 // replaces it (recompiling the schema from the embedded source, about a
-// millisecond) after contextBudget values have gone through it, so a
+// millisecond) once contextBudget values have gone through it, so a
 // long-running reconciler stays bounded in memory. See docs/config.md.
 const contextBudget = 200_000
 
+// The definitions units are checked against, by unit entry name.
+var entryDefs = map[string]string{
+	"config":  "#Config",
+	"server":  "#Server",
+	"rule":    "#Rule",
+	"test":    "#Test",
+	"gateway": "#Gateway",
+	"auth":    "#Auth",
+}
+
 type validator struct {
-	mu     sync.Mutex
-	ctx    *cue.Context
-	schema cue.Value
-	used   int // values built in ctx since it was created
+	mu   sync.Mutex
+	ctx  *cue.Context
+	defs map[string]cue.Value
+	used int // values built in ctx since it was created
 }
 
 var (
@@ -58,31 +56,33 @@ var (
 // compileSchema checks once that the embedded schema compiles.
 func compileSchema() error {
 	schemaOnce.Do(func() {
-		ctx := cuecontext.New()
-		v := ctx.CompileBytes(append(append([]byte(nil), cueSource...), cueEntries...), cue.Filename("armoriq.cue"))
-		schemaCompileErr = v.Err()
+		schemaCompileErr = cuecontext.New().CompileBytes(cueSource, cue.Filename("armoriq.cue")).Err()
 	})
 	return schemaCompileErr
 }
 
-// acquire locks the validator and returns a context with the schema,
-// fresh if the current one has been used enough. cost is the number of
-// values about to be built in it.
-func (v *validator) acquire(cost int) (*cue.Context, cue.Value) {
+// acquire locks the validator and returns a context with the schema's
+// definitions, fresh if the current context has been used enough. cost is
+// the number of values about to be built in it.
+func (v *validator) acquire(cost int) (*cue.Context, map[string]cue.Value) {
 	v.mu.Lock()
 	if v.ctx == nil || v.used+cost > contextBudget {
 		v.ctx = cuecontext.New()
-		v.schema = v.ctx.CompileBytes(append(append([]byte(nil), cueSource...), cueEntries...), cue.Filename("armoriq.cue"))
+		s := v.ctx.CompileBytes(cueSource, cue.Filename("armoriq.cue"))
+		v.defs = make(map[string]cue.Value, len(entryDefs))
+		for entry, def := range entryDefs {
+			v.defs[entry] = s.LookupPath(cue.ParsePath(def))
+		}
 		v.used = 0
 	}
 	v.used += cost
-	return v.ctx, v.schema
+	return v.ctx, v.defs
 }
 
 func (v *validator) release() {
 	// A context that took a very large file is dropped right away.
 	if v.used > contextBudget {
-		v.ctx, v.used = nil, 0
+		v.ctx, v.defs, v.used = nil, nil, 0
 	}
 	v.mu.Unlock()
 }
@@ -103,16 +103,13 @@ func checkSchema(root *node) Diagnostics {
 		return Diagnostics{{Severity: SeverityError, Summary: "internal error: the embedded schema does not compile: " + err.Error()}}
 	}
 	cost := countNodes(root)
-	ctx, schema := theValidator.acquire(cost)
+	ctx, defs := theValidator.acquire(cost)
 	defer theValidator.release()
 
-	// Fast path: a valid file is one unification.
-	whole := []unit{{entry: "config", data: root}}
-	errs := validateUnits(ctx, schema, whole)
-	if len(errs) == 0 {
-		return nil
-	}
-	// Slow path: check the file piece by piece so that every problem shows.
+	// The file is checked piece by piece: the top level with its lists
+	// emptied, then each list element against its definition. One error
+	// cannot hide another, and the evaluation of each piece is garbage
+	// once checked, which keeps the peak memory of a large file low.
 	var units []unit
 	top := &node{kind: kMap, pos: root.pos}
 	for _, f := range root.fields {
@@ -140,11 +137,14 @@ func checkSchema(root *node) Diagnostics {
 		top.fields = append(top.fields, f)
 	}
 	units = append([]unit{{entry: "config", data: top}}, units...)
-	errs = validateUnits(ctx, schema, units)
+	errs := validateUnits(ctx, defs, units)
+	if len(errs) == 0 {
+		return nil
+	}
 	diags := translate(root, errs)
 	// CUE drops a closedness error when the same value has another error,
 	// so unknown keys are looked for separately, asking the schema itself.
-	checkKeys(schema.LookupPath(cue.ParsePath("#Config")), schema.LookupPath(cue.ParsePath("#Auth")), root, nil, &diags)
+	checkKeys(defs["config"], defs["auth"], root, nil, &diags)
 	return diags
 }
 
@@ -197,15 +197,15 @@ type cueErr struct {
 	args   []any
 }
 
-func validateUnits(ctx *cue.Context, schema cue.Value, units []unit) []cueErr {
+func validateUnits(ctx *cue.Context, defs map[string]cue.Value, units []unit) []cueErr {
 	var out []cueErr
 	for _, u := range units {
-		data := ctx.BuildExpr(toCUE(u.data))
+		data := ctx.Encode(toGo(u.data))
 		if err := data.Err(); err != nil {
 			out = append(out, cueErr{labels: u.labels, format: "%s", args: []any{err.Error()}})
 			continue
 		}
-		errs := validateOne(schema, u.entry, data)
+		errs := validateOne(defs[u.entry], data)
 		out = append(out, relabel(u.labels, errs)...)
 		if len(u.labels) == 0 || !hasFatal(errs) {
 			continue
@@ -222,7 +222,7 @@ func validateUnits(ctx *cue.Context, schema cue.Value, units []unit) []cueErr {
 		if removed["transport"] || removed["auth"] {
 			continue // the requirements depend on the removed value
 		}
-		for _, e := range validateOne(schema, u.entry, ctx.BuildExpr(toCUE(pruned))) {
+		for _, e := range validateOne(defs[u.entry], ctx.Encode(toGo(pruned))) {
 			if isRequired(e) && !removed[e.labels[len(e.labels)-1]] {
 				out = append(out, relabel(u.labels, []cueErr{e})...)
 			}
@@ -231,14 +231,14 @@ func validateUnits(ctx *cue.Context, schema cue.Value, units []unit) []cueErr {
 	return out
 }
 
-// validateOne checks data against the schema entry; error labels are
-// relative to the entry.
-func validateOne(schema cue.Value, entry string, data cue.Value) []cueErr {
-	v := schema.FillPath(cue.MakePath(cue.Str(entry)), data).LookupPath(cue.MakePath(cue.Str(entry)))
+// validateOne checks data against a definition; error labels are
+// relative to the definition.
+func validateOne(def, data cue.Value) []cueErr {
+	v := def.Unify(data)
 	var out []cueErr
 	for _, e := range errors.Errors(v.Validate(cue.Concrete(true))) {
 		p := e.Path()
-		if len(p) > 0 && p[0] == entry {
+		if len(p) > 0 && strings.HasPrefix(p[0], "#") {
 			p = p[1:]
 		}
 		format, args := e.Msg()
@@ -283,36 +283,6 @@ func without(n *node, labels []string) *node {
 		cp.fields = append(cp.fields, f)
 	}
 	return &cp
-}
-
-// toCUE turns a node tree into a CUE expression (data only).
-func toCUE(n *node) ast.Expr {
-	switch n.kind {
-	case kString:
-		return ast.NewString(n.str)
-	case kInt:
-		return &ast.BasicLit{Kind: token.INT, Value: strconv.FormatInt(n.i, 10)}
-	case kFloat:
-		return &ast.BasicLit{Kind: token.FLOAT, Value: strconv.FormatFloat(n.f, 'g', -1, 64)}
-	case kBool:
-		return ast.NewBool(n.b)
-	case kMap:
-		s := &ast.StructLit{Elts: make([]ast.Decl, 0, len(n.fields))}
-		for _, f := range n.fields {
-			if f.val.kind == kInvalid {
-				continue // reported where it failed to decode
-			}
-			s.Elts = append(s.Elts, &ast.Field{Label: ast.NewString(f.key), Value: toCUE(f.val)})
-		}
-		return s
-	case kList:
-		l := &ast.ListLit{Elts: make([]ast.Expr, len(n.items))}
-		for i, it := range n.items {
-			l.Elts[i] = toCUE(it)
-		}
-		return l
-	}
-	return ast.NewNull()
 }
 
 func countNodes(n *node) int {

@@ -1,8 +1,5 @@
 package schema
 
-import (
-	"strconv"
-)
 
 // decode builds the typed Config from a tree the schema has checked. It is
 // lenient: a value of the wrong type is skipped (the schema has already
@@ -168,7 +165,8 @@ func makeRef(n *node) Ref {
 }
 
 // toGo converts a tree to plain Go values (maps, slices, strings, int64,
-// float64, bool, nil), for test arguments.
+// float64, bool, nil): for test arguments, and as the data handed to CUE
+// (cue.Context.Encode is cheaper than building and compiling an AST).
 func toGo(n *node) any {
 	switch n.kind {
 	case kString:
@@ -182,6 +180,9 @@ func toGo(n *node) any {
 	case kMap:
 		m := make(map[string]any, len(n.fields))
 		for _, f := range n.fields {
+			if f.val.kind == kInvalid {
+				continue // reported where it failed to decode
+			}
 			m[f.key] = toGo(f.val)
 		}
 		return m
@@ -195,4 +196,3 @@ func toGo(n *node) any {
 	return nil
 }
 
-var _ = strconv.Itoa

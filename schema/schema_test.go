@@ -3,6 +3,7 @@ package schema
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -25,6 +26,8 @@ func TestExamples(t *testing.T) {
 	}
 }
 
+var configRE = regexp.MustCompile(`(?m)^version\s*[:=]`)
+
 func exampleFiles(t testing.TB) []string {
 	var files []string
 	err := filepath.WalkDir("../examples", func(p string, d os.DirEntry, err error) error {
@@ -33,7 +36,15 @@ func exampleFiles(t testing.TB) []string {
 		}
 		switch filepath.Ext(p) {
 		case ".yaml", ".yml", ".hcl":
-			files = append(files, p)
+			// Other files live in examples/ too (CI workflows): a config
+			// is one with a top-level version key.
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if configRE.Match(data) {
+				files = append(files, p)
+			}
 		}
 		return nil
 	})
