@@ -1,6 +1,5 @@
 package schema
 
-
 // decode builds the typed Config from a tree the schema has checked. It is
 // lenient: a value of the wrong type is skipped (the schema has already
 // reported it), so that the semantic checks can still run on the rest.
@@ -195,4 +194,3 @@ func toGo(n *node) any {
 	}
 	return nil
 }
-
