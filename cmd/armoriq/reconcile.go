@@ -40,6 +40,7 @@ type reconcileOptions struct {
 	githubAppID                int64
 	githubAppKey               string
 	logFormat                  string
+	readyFile                  string
 	backoffMax                 time.Duration
 }
 
@@ -93,6 +94,7 @@ gateway could not be reached, 2 usage error.`,
 			fs.StringVar(&o.githubAppKey, "github-app-key", "", "the GitHub App's private key (PEM)")
 			fs.DurationVar(&o.backoffMax, "max-backoff", 5*time.Minute, "longest wait between retries of a failing gateway")
 			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+			fs.StringVar(&o.readyFile, "ready-file", "", "once listening, write the status (else webhook) server's URL to this file")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
 			return runReconcile(ctx, e, &o)
@@ -172,12 +174,18 @@ func runReconcile(ctx context.Context, e *env, o *reconcileOptions) error {
 		return nil
 	}
 
-	servers, err := reconcileServers(o, rec, report, log)
+	servers, urls, err := reconcileServers(o, rec, report, log)
 	if err != nil {
 		return err
 	}
 	for _, s := range servers {
 		defer s.Close()
+	}
+	if o.readyFile != "" {
+		u := firstNonEmpty(urls[o.statusAddr], urls[o.webhookAddr])
+		if err := os.WriteFile(o.readyFile, []byte(u+"\n"), 0o644); err != nil {
+			return fmt.Errorf("--ready-file: %v", err)
+		}
 	}
 	log.Info("reconciling", "source", src.String(), "path", o.path, "targets", len(targets), "interval", o.interval, "suspended", o.suspend)
 	err = rec.Run(ctx)
@@ -258,9 +266,9 @@ func githubReporter(ctx context.Context, e *env, o *reconcileOptions) (reconcile
 	return &reconciler.CommitStatusReporter{Client: c, Owner: owner, Repo: name}, nil
 }
 
-// reconcileServers starts the webhook and status listeners; one server
-// when both use the same address.
-func reconcileServers(o *reconcileOptions, rec *reconciler.Reconciler, report func() reconciler.Status, log *slog.Logger) ([]*http.Server, error) {
+// reconcileServers starts the webhook and status listeners, one server when
+// both use the same address, and returns each address's base URL.
+func reconcileServers(o *reconcileOptions, rec *reconciler.Reconciler, report func() reconciler.Status, log *slog.Logger) ([]*http.Server, map[string]string, error) {
 	muxes := map[string]*http.ServeMux{}
 	mux := func(addr string) *http.ServeMux {
 		if muxes[addr] == nil {
@@ -277,30 +285,33 @@ func reconcileServers(o *reconcileOptions, rec *reconciler.Reconciler, report fu
 		mux(o.statusAddr).Handle("GET /status", reconciler.StatusHandler(report))
 	}
 	var servers []*http.Server
+	urls := map[string]string{}
 	for addr, m := range muxes {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			for _, s := range servers {
 				s.Close()
 			}
-			return nil, usageErrorf("listen %s: %v", addr, err)
+			return nil, nil, usageErrorf("listen %s: %v", addr, err)
 		}
 		s := &http.Server{Handler: m, ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, s)
-		log.Info("listening", "addr", ln.Addr().String())
+		urls[addr] = "http://" + ln.Addr().String()
+		log.Info("listening", "url", urls[addr])
 		go func() {
 			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("serving", "addr", addr, "err", err)
 			}
 		}()
 	}
-	return servers, nil
+	return servers, urls, nil
 }
 
 func reconcileStatusCommand() *command {
 	var (
 		addr   string
 		asJSON bool
+		wait   time.Duration
 	)
 	return &command{
 		Use:   "status --addr URL",
@@ -310,33 +321,41 @@ prints one line per source and per target: condition, reason, the last
 attempted and applied revisions and the message. Diagnostics of a stalled
 commit follow as file:line:col lines.
 
+With --wait it polls until every source and target is Ready (a rollout
+gate for scripts), or the time is up.
+
 Exit status: 0 every source and target Ready, 1 something is Waiting or
 Stalled, 2 usage error, 3 the reconciler could not be reached.`,
-		Example: `  armoriq reconcile status --addr http://127.0.0.1:9001`,
+		Example: `  armoriq reconcile status --addr http://127.0.0.1:9001
+  armoriq reconcile status --addr http://127.0.0.1:9001 --wait 2m`,
 		Flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&addr, "addr", "http://127.0.0.1:9001", "the reconciler's --status-addr, as a URL")
 			fs.BoolVar(&asJSON, "json", false, "print the JSON as served")
+			fs.DurationVar(&wait, "wait", 0, "poll until everything is Ready, for at most this long")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
 			if !strings.HasPrefix(addr, "http://") && !strings.HasPrefix(addr, "https://") {
 				addr = "http://" + addr
 			}
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(addr, "/")+"/status", nil)
+			deadline := time.Now().Add(wait)
+			var (
+				st   reconciler.Status
+				data []byte
+				err  error
+			)
+			for {
+				st, data, err = fetchStatus(ctx, addr)
+				if err != nil || allReady(st) || time.Now().After(deadline) {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
 			if err != nil {
-				return usageErrorf("--addr: %v", err)
-			}
-			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-			if err != nil {
-				return &exitError{Code: exitUnreachable, Err: unwrapURLError(err)}
-			}
-			defer resp.Body.Close()
-			data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-			if err != nil || resp.StatusCode != http.StatusOK {
-				return &exitError{Code: exitUnreachable, Err: fmt.Errorf("GET %s/status: %s", addr, resp.Status)}
-			}
-			var st reconciler.Status
-			if err := json.Unmarshal(data, &st); err != nil {
-				return fmt.Errorf("GET %s/status: %v", addr, err)
+				return err
 			}
 			if asJSON {
 				_, err = e.Stdout.Write(data)
@@ -352,6 +371,27 @@ Stalled, 2 usage error, 3 the reconciler could not be reached.`,
 			return nil
 		},
 	}
+}
+
+func fetchStatus(ctx context.Context, addr string) (reconciler.Status, []byte, error) {
+	var st reconciler.Status
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(addr, "/")+"/status", nil)
+	if err != nil {
+		return st, nil, usageErrorf("--addr: %v", err)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return st, nil, &exitError{Code: exitUnreachable, Err: unwrapURLError(err)}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return st, nil, &exitError{Code: exitUnreachable, Err: fmt.Errorf("GET %s/status: %s", addr, resp.Status)}
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, nil, fmt.Errorf("GET %s/status: %v", addr, err)
+	}
+	return st, data, nil
 }
 
 func allReady(st reconciler.Status) bool {
