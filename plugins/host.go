@@ -59,8 +59,9 @@ func WithExecutable(path string, args ...string) HostOption {
 }
 
 // WithEnv adds KEY=value pairs to every adapter's environment. Adapters do
-// not inherit the gateway's environment, which may hold its own secrets;
-// they get PATH, HOME, USER, LANG, LC_ALL, TMPDIR and TZ, and these.
+// not inherit the gateway's environment, which may hold its own secrets:
+// they get PATH, HOME, USER, LANG, LC_ALL, TMPDIR, TZ, the proxy variables
+// and SSL_CERT_FILE/DIR, and these.
 func WithEnv(kv ...string) HostOption {
 	return func(o *hostOptions) { o.env = append(o.env, kv...) }
 }
@@ -275,11 +276,20 @@ func (h *Host) logger() hclog.Logger {
 	})
 }
 
+// adapterEnvVars are the variables of the gateway's environment that
+// adapters inherit: what programs need to run, find files and reach the
+// network through a proxy.
+var adapterEnvVars = []string{
+	"PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ", "SYSTEMROOT",
+	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+	"SSL_CERT_FILE", "SSL_CERT_DIR",
+}
+
 // adapterEnv is the environment of an adapter process: a few variables
 // programs need, and the host's extras. The gateway's own secrets stay out.
 func (h *Host) adapterEnv() []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ", "SYSTEMROOT"} {
+	for _, k := range adapterEnvVars {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}

@@ -113,5 +113,12 @@ func (u *upstream) serveHTTP(t testing.TB, stateless bool) string {
 // serveStdio serves the test upstream on stdin/stdout: the test binary's
 // role as a stdio MCP server.
 func serveStdio() error {
-	return newUpstream(nil).server.Run(context.Background(), &mcp.StdioTransport{})
+	u := newUpstream(nil)
+	// Only the stdio server, a process of its own, can crash on demand.
+	mcp.AddTool(u.server, &mcp.Tool{Name: "exit", Description: "exit the server process"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			os.Exit(3)
+			return nil, nil, nil
+		})
+	return u.server.Run(context.Background(), &mcp.StdioTransport{})
 }

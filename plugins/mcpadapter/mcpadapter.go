@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,7 +151,12 @@ func (a *Adapter) upstream() string {
 // the configured one, its own process group, output to the adapter's log.
 func (a *Adapter) command() *exec.Cmd {
 	cmd := exec.Command(a.cfg.Command, a.cfg.Args...)
-	cmd.Env = os.Environ()
+	for _, kv := range os.Environ() {
+		// go-plugin's variables are the adapter's business, not the server's.
+		if !strings.HasPrefix(kv, "PLUGIN_") && !strings.HasPrefix(kv, plugins.MagicCookieKey+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	for k, v := range a.cfg.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -217,8 +223,8 @@ func (a *Adapter) Close() error {
 }
 
 // do runs f on the session. If the session turns out to be broken it is
-// dropped so the next call reconnects, and an idempotent f is retried once
-// on a fresh session.
+// dropped so the next call reconnects, and f is retried once on a fresh
+// session when that is safe.
 func (a *Adapter) do(ctx context.Context, idempotent bool, f func(*mcp.ClientSession) (any, error)) (json.RawMessage, error) {
 	for attempt := 0; ; attempt++ {
 		cs, err := a.sessionFor(ctx)
@@ -236,9 +242,13 @@ func (a *Adapter) do(ctx context.Context, idempotent bool, f func(*mcp.ClientSes
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if errors.Is(err, mcp.ErrConnectionClosed) || errors.Is(err, mcp.ErrSessionMissing) {
+		// A missing session (HTTP 404: the upstream restarted or expired
+		// it) means the request was refused unprocessed, so any call may
+		// be retried; after a closed connection only an idempotent one.
+		missing := errors.Is(err, mcp.ErrSessionMissing)
+		if missing || errors.Is(err, mcp.ErrConnectionClosed) {
 			a.drop(cs)
-			if idempotent && attempt == 0 {
+			if attempt == 0 && (missing || idempotent) {
 				continue
 			}
 		}
@@ -253,8 +263,9 @@ func (a *Adapter) ListTools(ctx context.Context, cursor string) (json.RawMessage
 	})
 }
 
-// CallTool implements plugins.Adapter. A broken session is not retried:
-// the call may have reached the server.
+// CallTool implements plugins.Adapter. A call lost with a broken
+// connection is not retried (it may have reached the server); one refused
+// for a missing session is.
 func (a *Adapter) CallTool(ctx context.Context, name string, args json.RawMessage, progress func(plugins.Progress)) (json.RawMessage, error) {
 	params := &mcp.CallToolParams{Name: name}
 	if len(args) > 0 && string(args) != "null" {
