@@ -224,7 +224,13 @@ func TestHTTPAdapter(t *testing.T) {
 	}{
 		{"2025-11-25 with sessions", []string{"2025-11-25"}, false, "2025-11-25"},
 		{"2025-06-18 with sessions", []string{"2025-06-18"}, false, "2025-06-18"},
+		{"2025-03-26 with sessions", []string{"2025-03-26"}, false, "2025-03-26"},
+		{"2025-11-25 stateless", []string{"2025-11-25"}, true, "2025-11-25"},
 		{"2026-07-28 stateless", []string{"2026-07-28"}, true, "2026-07-28"},
+		{"all versions, stateless", nil, true, "2026-07-28"},
+		// A go-sdk v1.8.0 server with sessions does not answer
+		// server/discover, so the client falls back to initialize.
+		{"all versions, with sessions", nil, false, "2025-11-25"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := newUpstream(&mcp.ServerOptions{SupportedProtocolVersions: tc.versions})
