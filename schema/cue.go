@@ -151,6 +151,9 @@ func checkSchema(root *node) Diagnostics {
 // checkKeys reports every key the schema does not allow, walking the tree
 // beside the schema.
 func checkKeys(sv, authDef cue.Value, n *node, labels []string, ds *Diagnostics) {
+	if freeKeys(labels) {
+		return // any key is allowed, and asking would intern it (see cueData)
+	}
 	switch n.kind {
 	case kMap:
 		for _, f := range n.fields {
@@ -200,7 +203,7 @@ type cueErr struct {
 func validateUnits(ctx *cue.Context, defs map[string]cue.Value, units []unit) []cueErr {
 	var out []cueErr
 	for _, u := range units {
-		data := ctx.Encode(toGo(u.data))
+		data := ctx.Encode(cueData(u.data, u.labels))
 		if err := data.Err(); err != nil {
 			out = append(out, cueErr{labels: u.labels, format: "%s", args: []any{err.Error()}})
 			continue
@@ -222,10 +225,96 @@ func validateUnits(ctx *cue.Context, defs map[string]cue.Value, units []unit) []
 		if removed["transport"] || removed["auth"] {
 			continue // the requirements depend on the removed value
 		}
-		for _, e := range validateOne(defs[u.entry], ctx.Encode(toGo(pruned))) {
+		for _, e := range validateOne(defs[u.entry], ctx.Encode(cueData(pruned, u.labels))) {
 			if isRequired(e) && !removed[e.labels[len(e.labels)-1]] {
 				out = append(out, relabel(u.labels, []cueErr{e})...)
 			}
+		}
+	}
+	return out
+}
+
+// cueData converts a unit's tree to the Go values handed to CUE. The keys
+// of maps whose keys the user chooses (groups, env, test args) are replaced
+// by their index: CUE v0.17 interns every label in a process-wide table it
+// never frees (internal/core/runtime/index.go), so a long-running
+// reconciler fed new group names at each commit would grow without bound.
+// The schema accepts any key in those maps, so the names do not matter to
+// it; realLabels maps error paths back.
+func cueData(n *node, labels []string) any {
+	switch n.kind {
+	case kMap:
+		free := freeKeys(labels)
+		m := make(map[string]any, len(n.fields))
+		for i, f := range n.fields {
+			if f.val.kind == kInvalid {
+				continue // reported where it failed to decode
+			}
+			key := f.key
+			if free {
+				key = indexKey(i)
+			}
+			m[key] = cueData(f.val, append(labels[:len(labels):len(labels)], f.key))
+		}
+		return m
+	case kList:
+		l := make([]any, len(n.items))
+		for i, it := range n.items {
+			l[i] = cueData(it, append(labels[:len(labels):len(labels)], strconv.Itoa(i)))
+		}
+		return l
+	}
+	return toGo(n)
+}
+
+func indexKey(i int) string { return "k" + strconv.Itoa(i) }
+
+// freeKeys reports whether the map at labels takes keys of the user's
+// choosing: groups, a server's env, a test's args (at any depth).
+func freeKeys(labels []string) bool {
+	switch {
+	case len(labels) == 1 && labels[0] == "groups":
+		return true
+	case len(labels) == 3 && labels[0] == "mcp_servers" && labels[2] == "env":
+		return true
+	case len(labels) >= 3 && labels[0] == "tests" && labels[2] == "args":
+		return true
+	}
+	return false
+}
+
+// realLabels undoes cueData's renaming of keys in an error's path.
+func realLabels(root *node, labels []string) []string {
+	out := make([]string, len(labels))
+	cur := root
+	for i, l := range labels {
+		out[i] = l
+		if cur == nil {
+			continue
+		}
+		switch cur.kind {
+		case kMap:
+			var next *node
+			if freeKeys(out[:i]) {
+				for j, f := range cur.fields {
+					if indexKey(j) == l {
+						out[i], next = f.key, f.val
+						break
+					}
+				}
+			} else {
+				next = cur.get(l)
+			}
+			cur = next
+		case kList:
+			idx, err := strconv.Atoi(l)
+			if err != nil || idx < 0 || idx >= len(cur.items) {
+				cur = nil
+				continue
+			}
+			cur = cur.items[idx]
+		default:
+			cur = nil
 		}
 	}
 	return out
@@ -307,6 +396,7 @@ func translate(root *node, errs []cueErr) Diagnostics {
 	var order []string
 	groups := map[string]*group{}
 	for _, e := range errs {
+		e.labels = realLabels(root, e.labels)
 		if strings.Contains(e.format, "errors in empty disjunction") {
 			continue
 		}
