@@ -3,8 +3,8 @@ package schema
 import (
 	"fmt"
 	"os"
-	"strings"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
