@@ -236,9 +236,9 @@ func reconcileTargets(ctx context.Context, e *env, o *reconcileOptions, src *rec
 		return nil, &exitError{Code: exitFailure, Err: errors.New("no --gateway given and the config at the head commit is invalid")}
 	}
 	for _, g := range cfg.Gateways {
-		k := apiKey
-		if g.APIKey != "" {
-			k = expandVars(g.APIKey, e.Getenv)
+		k := expandVars(g.APIKey, e.Getenv)
+		if k == "" {
+			k = apiKey
 		}
 		out = append(out, &reconciler.Gateway{Name: g.Name, URL: g.URL, APIKey: k})
 	}
