@@ -3,9 +3,12 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"strings"
+	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
 )
 
 // sqlitePragmas apply to every connection. synchronous=FULL: in WAL mode
@@ -29,12 +32,16 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, errorf(op, ErrInvalid, "unusable database path %q", path)
 	}
-	w, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&"+sqlitePragmas+"&_txlock=immediate")
+	w, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_txlock=immediate")
 	if err != nil {
 		return nil, dbError(op, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
+	if err := enableWAL(ctx, w); err != nil {
+		w.Close()
+		return nil, dbError(op, err)
+	}
 	r, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_pragma=query_only(1)")
 	if err != nil {
 		w.Close()
@@ -48,4 +55,35 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// enableWAL switches the database to WAL mode (a persistent setting of the
+// file). Switching needs an exclusive lock and SQLite answers SQLITE_BUSY at
+// once rather than waiting when another connection is opening the same new
+// file, so retry for as long as busy_timeout would wait.
+func enableWAL(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var mode string
+		err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		switch {
+		case err == nil && strings.EqualFold(mode, "wal"):
+			return nil
+		case err == nil:
+			return fmt.Errorf("journal mode is %q, want wal", mode)
+		case !isBusy(err) || time.Now().After(deadline):
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func isBusy(err error) bool {
+	var e *sqlite.Error
+	const busy, locked = 5, 6
+	return errors.As(err, &e) && (e.Code()&0xff == busy || e.Code()&0xff == locked)
 }

@@ -340,6 +340,16 @@ func (s *sqlStore) RevokeToken(ctx context.Context, id string) (time.Time, error
 	return s.revoke(ctx, "revoke token", "tokens", Revocation{Kind: RevokedToken, ID: id})
 }
 
+func (s *sqlStore) PruneTokens(ctx context.Context, t time.Time) (int64, error) {
+	const op = "prune tokens"
+	res, err := s.w.ExecContext(ctx, s.q(`DELETE FROM tokens WHERE expires_at < ?`), t.UnixNano())
+	if err != nil {
+		return 0, dbError(op, err)
+	}
+	n, err := res.RowsAffected()
+	return n, dbError(op, err)
+}
+
 // ---- bundles
 
 // SetActiveBundle is a compare-and-set on the single bundle_state row: the

@@ -51,6 +51,9 @@ type Store interface {
 	GetToken(ctx context.Context, id string) (Token, error)
 	// RevokeToken revokes a token; idempotent like RevokeAPIKey.
 	RevokeToken(ctx context.Context, id string) (time.Time, error)
+	// PruneTokens deletes tokens that expired before t (they can no longer
+	// be used, revoked or not) and returns how many it deleted.
+	PruneTokens(ctx context.Context, t time.Time) (int64, error)
 
 	// SetActiveBundle makes b the active bundle if the active one still has
 	// sequence prevSeq (0: none yet), else ErrStale: another writer got there

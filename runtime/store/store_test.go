@@ -301,6 +301,21 @@ func testTokens(t *testing.T, e engine) {
 	if _, err := s.RevokeToken(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("RevokeToken(unknown): got %v, want ErrNotFound", err)
 	}
+
+	later := tok
+	later.ID, later.ExpiresAt = "jti-2", issued.Add(time.Hour)
+	if err := s.PutToken(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneTokens(ctx, issued.Add(30*time.Minute)); err != nil || n != 1 {
+		t.Errorf("PruneTokens(issued+30m) = %d, %v; want 1 (jti-1 expired at issued+1m)", n, err)
+	}
+	if _, err := s.GetToken(ctx, "jti-1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetToken(pruned jti-1): got %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetToken(ctx, "jti-2"); err != nil {
+		t.Errorf("GetToken(jti-2, still valid at the prune time): %v", err)
+	}
 }
 
 func testBundles(t *testing.T, e engine) {
