@@ -29,6 +29,7 @@ type standinGateway struct {
 	activated time.Time
 	lastErr   string
 	pushes    int
+	statuses  int // GET /v1/bundle/status requests
 	failNext  int // answer the next n requests with 503
 	pushedAt  map[string]time.Time
 }
@@ -74,6 +75,7 @@ func (g *standinGateway) serve(w http.ResponseWriter, r *http.Request) {
 		g.pushedAt[m.Revision] = time.Now()
 		json.NewEncoder(w).Encode(map[string]any{"revision": m.Revision, "sequence": m.Sequence, "activated_at": g.activated, "previous_revision": prev, "changed": true})
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/bundle/status":
+		g.statuses++
 		json.NewEncoder(w).Encode(map[string]any{"revision": g.revision, "sequence": g.sequence, "last_error": g.lastErr})
 	default:
 		writeAPIError(w, 404, "not_found", "no such route")
@@ -103,4 +105,10 @@ func (g *standinGateway) fail(n int) {
 	g.mu.Lock()
 	g.failNext = n
 	g.mu.Unlock()
+}
+
+func (g *standinGateway) statusReads() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.statuses
 }
