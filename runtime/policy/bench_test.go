@@ -3,13 +3,19 @@ package policy
 import (
 	"fmt"
 	"testing"
+
+	"github.com/armoriq/controlplane/runtime/policy/internal/benchgen"
 )
+
+// BenchmarkDecide decides calls against generated policies of 10 and
+// 10,000 rules: without conditions, with a condition the native fast path
+// evaluates (cond=true), and with one that needs HCL (cond=hcl).
 
 func BenchmarkDecide(b *testing.B) {
 	for _, n := range []int{10, 10000} {
-		for _, cond := range []bool{false, true} {
-			b.Run(fmt.Sprintf("rules=%d/cond=%v", n, cond), func(b *testing.B) {
-				e := mustCompile(b, benchPolicy(n, cond))
+		for _, cond := range benchConds {
+			b.Run(fmt.Sprintf("rules=%d/cond=%s", n, cond.name), func(b *testing.B) {
+				e := mustCompile(b, benchgen.Policy(n, cond.when))
 				reqs := make([]*Request, 64)
 				for i := range reqs {
 					reqs[i] = benchRequest(n, i*7919)

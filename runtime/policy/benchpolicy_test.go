@@ -5,7 +5,19 @@ import (
 	"github.com/armoriq/controlplane/runtime/policy/internal/benchgen"
 )
 
-func benchPolicy(n int, cond bool) *bundle.Policy { return benchgen.Policy(n, cond) }
+func benchPolicy(n int, cond bool) *bundle.Policy {
+	if cond {
+		return benchgen.Policy(n, benchgen.Cond)
+	}
+	return benchgen.Policy(n, "")
+}
+
+// benchConds are the condition variants of the benchmarks, by name.
+var benchConds = []struct{ name, when string }{
+	{"false", ""},
+	{"true", benchgen.Cond},
+	{"hcl", benchgen.CondHCL},
+}
 
 func benchRequest(n, i int) *Request {
 	r := benchgen.Request(n, i)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"math/big"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -9,8 +10,9 @@ import (
 )
 
 // The fast path evaluates the common shape of a condition (comparisons of
-// args.NAME, user.*, tool and server with literals, joined by &&, || and !)
-// natively, without building HCL values. It gives up (ok == false) on
+// args.NAME, user.*, tool and server with literals, joined by &&, || and
+// !; try(args.NAME, literal), startswith, endswith, contains over a literal
+// list or user.groups) natively, without building HCL values. It gives up (ok == false) on
 // anything it is not sure HCL would evaluate the same way (a missing
 // argument, mixed types, non-ASCII strings, large integers) and the
 // condition is then evaluated by HCL, so results never differ.
@@ -33,12 +35,25 @@ type fastVal struct {
 // fastNode is one node of a condition compiled for the fast path.
 type fastNode struct {
 	op   *hclsyntax.Operation // for binary and unary operations
+	fn   fastFunc             // for function calls, with l and r as arguments
 	l, r *fastNode
 	lit  *fastVal // a literal
+	list []string // contains: the literal list, ASCII strings
 	// a variable: args.<name>, or a string the search knows
 	arg string
 	v   fastVar
 }
+
+type fastFunc int8
+
+const (
+	fnNone       fastFunc = iota
+	fnTry                 // try(args.x, literal)
+	fnStartsWith          // startswith(s, prefix)
+	fnEndsWith            // endswith(s, suffix)
+	fnContains            // contains(["a", "b"], s)
+	fnInGroup             // contains(user.groups, s)
+)
 
 type fastVar int8
 
@@ -63,8 +78,17 @@ func compileFast(expr hclsyntax.Expression) *fastNode {
 			return nil
 		}
 		return &fastNode{lit: &v}
+	case *hclsyntax.TemplateExpr:
+		// A quoted string is a template of one literal part.
+		if len(x.Parts) == 1 {
+			if lit, ok := x.Parts[0].(*hclsyntax.LiteralValueExpr); ok && lit.Val.Type() == cty.String {
+				return compileFast(lit)
+			}
+		}
 	case *hclsyntax.ScopeTraversalExpr:
 		return fastTraversal(x.Traversal)
+	case *hclsyntax.FunctionCallExpr:
+		return compileFastCall(x)
 	case *hclsyntax.UnaryOpExpr:
 		if x.Op != hclsyntax.OpLogicalNot {
 			return nil
@@ -83,6 +107,55 @@ func compileFast(expr hclsyntax.Expression) *fastNode {
 		if l != nil && r != nil {
 			return &fastNode{op: x.Op, l: l, r: r}
 		}
+	}
+	return nil
+}
+
+func compileFastCall(x *hclsyntax.FunctionCallExpr) *fastNode {
+	if x.ExpandFinal || len(x.Args) != 2 {
+		return nil
+	}
+	switch x.Name {
+	case "try":
+		// try(args.x, fallback): args.x if present, else the fallback.
+		l, r := compileFast(x.Args[0]), compileFast(x.Args[1])
+		if l == nil || l.v != varArg || r == nil || r.lit == nil {
+			return nil
+		}
+		return &fastNode{fn: fnTry, l: l, r: r}
+	case "startswith", "endswith":
+		l, r := compileFast(x.Args[0]), compileFast(x.Args[1])
+		if l == nil || r == nil {
+			return nil
+		}
+		fn := fnStartsWith
+		if x.Name == "endswith" {
+			fn = fnEndsWith
+		}
+		return &fastNode{fn: fn, l: l, r: r}
+	case "contains":
+		r := compileFast(x.Args[1])
+		if r == nil {
+			return nil
+		}
+		if st, ok := x.Args[0].(*hclsyntax.ScopeTraversalExpr); ok && len(st.Traversal) == 2 && st.Traversal.RootName() == "user" {
+			if a, ok := st.Traversal[1].(hcl.TraverseAttr); ok && a.Name == "groups" {
+				return &fastNode{fn: fnInGroup, r: r}
+			}
+		}
+		tc, ok := x.Args[0].(*hclsyntax.TupleConsExpr)
+		if !ok || len(tc.Exprs) == 0 {
+			return nil
+		}
+		n := &fastNode{fn: fnContains, r: r}
+		for _, e := range tc.Exprs {
+			el := compileFast(e)
+			if el == nil || el.lit == nil || el.lit.kind != fastStr {
+				return nil
+			}
+			n.list = append(n.list, el.lit.str)
+		}
+		return n
 	}
 	return nil
 }
@@ -149,6 +222,8 @@ func (s *search) evalFast(n *fastNode) (v fastVal, ok bool) {
 		return *n.lit, true
 	case n.v != varNone:
 		return s.fastVariable(n)
+	case n.fn != fnNone:
+		return s.fastCall(n)
 	case n.r == nil: // !
 		x, ok := s.evalFast(n.l)
 		if !ok || x.kind != fastBool {
@@ -206,6 +281,51 @@ func (s *search) evalFast(n *fastNode) (v fastVal, ok bool) {
 		}
 	}
 	return fastVal{kind: fastBool, b: b}, true
+}
+
+func (s *search) fastCall(n *fastNode) (fastVal, bool) {
+	switch n.fn {
+	case fnTry:
+		if _, present := s.req.Args[n.l.arg]; !present {
+			return *n.r.lit, true
+		}
+		return s.fastVariable(n.l)
+	case fnInGroup:
+		g, ok := s.evalFast(n.r)
+		if !ok || g.kind != fastStr {
+			return fastVal{}, false
+		}
+		in := false
+		for _, name := range s.req.Groups {
+			in = in || name == g.str
+		}
+		if def := s.e.groups[g.str]; !in && def != nil {
+			in = s.inDef(def)
+		}
+		return fastVal{kind: fastBool, b: in}, true
+	case fnContains:
+		x, ok := s.evalFast(n.r)
+		if !ok || x.kind != fastStr {
+			return fastVal{}, false
+		}
+		in := false
+		for _, el := range n.list {
+			in = in || el == x.str
+		}
+		return fastVal{kind: fastBool, b: in}, true
+	}
+	l, ok := s.evalFast(n.l)
+	if !ok || l.kind != fastStr {
+		return fastVal{}, false
+	}
+	r, ok := s.evalFast(n.r)
+	if !ok || r.kind != fastStr {
+		return fastVal{}, false
+	}
+	if n.fn == fnStartsWith {
+		return fastVal{kind: fastBool, b: strings.HasPrefix(l.str, r.str)}, true
+	}
+	return fastVal{kind: fastBool, b: strings.HasSuffix(l.str, r.str)}, true
 }
 
 func (s *search) fastVariable(n *fastNode) (fastVal, bool) {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
@@ -10,7 +11,10 @@ import (
 // the fast path answered differently.
 func checkFast(t *testing.T, expr string, req *Request) (fastTaken bool) {
 	t.Helper()
-	e, err := Compile(&bundle.Policy{Rules: []bundle.Rule{{ID: "r", Effect: "allow", Tools: []string{"s/t"}, When: expr}}})
+	e, err := Compile(&bundle.Policy{
+		Groups: []bundle.Group{{Name: "eng", Members: []string{"*@b.c"}}, {Name: "ops", Members: []string{"z@b.c"}}},
+		Rules:  []bundle.Rule{{ID: "r", Effect: "allow", Tools: []string{"s/t"}, When: expr}},
+	})
 	if err != nil {
 		return false
 	}
@@ -38,6 +42,10 @@ func TestFastAgreesWithHCL(t *testing.T) {
 		`args.env == "prod"`, `args.env != "prod" && args.ok`, `!args.ok || tool == "t"`,
 		`(user.email == "a@b.c") && user.domain == "b.c"`, `server == "s" && user.agent == ""`,
 		`args.amount > 1e300`, `args.amount <= 0.1`, `args.big == 9007199254740993`,
+		`try(args.amount, 0) < 100`, `try(args.missing, "x") == "x"`, `try(args.env, 1) == 1`,
+		`startswith(args.env, "pr") || endswith(tool, "t")`, `startswith(args.amount, "1")`,
+		`contains(["prod", "staging"], args.env)`, `contains(["prod"], args.amount)`,
+		`contains(user.groups, "eng") && !contains(user.groups, "ops")`, `contains(user.groups, args.env)`,
 	}
 	args := []map[string]any{
 		{"amount": 10.0, "env": "prod", "ok": true, "big": 9007199254740992.0},
@@ -46,11 +54,20 @@ func TestFastAgreesWithHCL(t *testing.T) {
 		{"amount": "10", "env": 1, "ok": "true"},
 		{},
 	}
+	for _, x := range exprs {
+		e := mustCompile(t, &bundle.Policy{Rules: []bundle.Rule{{ID: "r", Effect: "allow", Tools: []string{"s/t"}, When: x}}})
+		inexact := strings.Contains(x, "1e300") || strings.Contains(x, "0.1") || strings.Contains(x, "9007199254740993")
+		if (e.rules[0].when.fast == nil) != inexact {
+			t.Errorf("when %q: fast path compiled %v, want %v (literals not exact in float64 go to HCL)", x, e.rules[0].when.fast != nil, !inexact)
+		}
+	}
 	taken := 0
 	for _, x := range exprs {
 		for _, a := range args {
-			if checkFast(t, x, &Request{User: "A@b.c", Server: "s", Tool: "t", Args: a}) {
-				taken++
+			for _, groups := range [][]string{nil, {"prod"}} {
+				if checkFast(t, x, &Request{User: "A@b.c", Groups: groups, Server: "s", Tool: "t", Args: a}) {
+					taken++
+				}
 			}
 		}
 	}

@@ -9,8 +9,13 @@ import (
 	"github.com/armoriq/controlplane/compiler/bundle"
 )
 
-// Cond is the when condition of the conditional policies' allow rules.
-const Cond = `args.amount < 1000`
+// Conditions the benchmarks put on every allow rule: Cond takes the
+// engine's native fast path, CondHCL needs HCL evaluation (functions the
+// fast path does not know).
+const (
+	Cond    = `args.amount < 1000`
+	CondHCL = `length(keys(args)) < 5 && args.amount < 1000`
+)
 
 // Req is one generated call.
 type Req struct {
@@ -41,8 +46,8 @@ func kind(n, i int) string {
 
 // Policy returns n rules over n/100 servers: exact allows for a user or a
 // domain, exact denies, tool-glob allows for a group, and one server-glob
-// allow. With cond, every allow rule carries the when condition Cond.
-func Policy(n int, cond bool) *bundle.Policy {
+// allow. With a non-empty when, every allow rule carries that condition.
+func Policy(n int, when string) *bundle.Policy {
 	p := &bundle.Policy{}
 	for g := 0; g < nGroups; g++ {
 		var members []string
@@ -71,8 +76,8 @@ func Policy(n int, cond bool) *bundle.Policy {
 			r.Tools = []string{fmt.Sprintf("srv%d/tool%d", i%s, i)}
 			r.Users = []string{fmt.Sprintf("user%d@example.com", i%nUsers), fmt.Sprintf("*@corp%d.example.com", i%7)}
 		}
-		if cond && r.Effect == bundle.Allow {
-			r.When = Cond
+		if when != "" && r.Effect == bundle.Allow {
+			r.When = when
 			r.WhenPos = bundle.Pos{File: "armoriq.yaml", Line: 12 + 5*i, Col: 11}
 		}
 		p.Rules = append(p.Rules, r)

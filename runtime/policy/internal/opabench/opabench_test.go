@@ -17,9 +17,15 @@ type setup struct {
 	reqs   []benchgen.Req
 }
 
-func prepare(tb testing.TB, n int, cond bool) *setup {
+var conds = []struct{ name, when string }{
+	{"false", ""},
+	{"true", benchgen.Cond},
+	{"hcl", benchgen.CondHCL},
+}
+
+func prepare(tb testing.TB, n int, when string) *setup {
 	tb.Helper()
-	p := benchgen.Policy(n, cond)
+	p := benchgen.Policy(n, when)
 	e, err := policy.Compile(p)
 	if err != nil {
 		tb.Fatal(err)
@@ -55,20 +61,22 @@ func (s *setup) decideOPA(tb testing.TB, r benchgen.Req) string {
 // and as the generator expects, so the benchmark compares equal work.
 func TestSameDecisions(t *testing.T) {
 	for _, n := range []int{10, 1000} {
-		for _, cond := range []bool{false, true} {
-			s := prepare(t, n, cond)
+		for _, cond := range conds {
+			s := prepare(t, n, cond.when)
 			for i := 0; i < 200; i++ {
 				r := benchgen.Request(n, i*7919)
 				r2 := r
-				r2.Args = map[string]any{"amount": 5000.0}
-				for _, req := range []benchgen.Req{r, r2} {
+				r2.Args = map[string]any{"amount": 5000.0, "note": "generated"}
+				r3 := r
+				r3.Args = map[string]any{"amount": 5.0, "note": "other"}
+				for _, req := range []benchgen.Req{r, r2, r3} {
 					got, opa := s.decideEngine(req), s.decideOPA(t, req)
 					if got != opa {
-						t.Errorf("rules=%d cond=%v %+v: engine %s, OPA %s", n, cond, req, got, opa)
+						t.Errorf("rules=%d cond=%s %+v: engine %s, OPA %s", n, cond.name, req, got, opa)
 					}
 				}
 				if got := s.decideEngine(r); got != r.Want {
-					t.Errorf("rules=%d cond=%v %+v: engine %s, want %s", n, cond, r, got, r.Want)
+					t.Errorf("rules=%d cond=%s %+v: engine %s, want %s", n, cond.name, r, got, r.Want)
 				}
 			}
 		}
@@ -80,9 +88,9 @@ func TestSameDecisions(t *testing.T) {
 // how many times faster the engine is (x-faster).
 func BenchmarkDecide(b *testing.B) {
 	for _, n := range []int{10, 10000} {
-		for _, cond := range []bool{false, true} {
-			b.Run(fmt.Sprintf("rules=%d/cond=%v", n, cond), func(b *testing.B) {
-				s := prepare(b, n, cond)
+		for _, cond := range conds {
+			b.Run(fmt.Sprintf("rules=%d/cond=%s", n, cond.name), func(b *testing.B) {
+				s := prepare(b, n, cond.when)
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {

@@ -71,6 +71,8 @@ in_group(g) if {
 		case "":
 		case benchgen.Cond:
 			cond = "\tinput.args.amount < 1000\n"
+		case benchgen.CondHCL:
+			cond = "\tcount(input.args) < 5\n\tinput.args.amount < 1000\n"
 		default:
 			return "", fmt.Errorf("rule %s: cannot translate when %q", r.ID, r.When)
 		}
