@@ -56,8 +56,9 @@ func (s *Server) newMCPEndpoint() *mcpEndpoint {
 	ep := &mcpEndpoint{s: s, sealer: s.newSessionSealer(), metrics: newMCPMetrics()}
 	ep.cat.ep = ep
 	ep.sdk = mcp.NewStreamableHTTPHandler(ep.server, &mcp.StreamableHTTPOptions{
+		// The SDK logs each request at info and client mistakes at error:
+		// too loud for a gateway, which logs what it decides itself.
 		Stateless:                    true,
-		Logger:                       s.log,
 		MaxRequestBodyBytes:          maxBody,
 		PropagateRequestCancellation: true,
 	})

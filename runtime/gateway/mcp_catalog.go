@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -166,7 +167,8 @@ func (ep *mcpEndpoint) build(ctx context.Context, ab *activeBundle) *catalog {
 			Logging:     &mcp.LoggingCapabilities{},
 			Completions: &mcp.CompletionCapabilities{},
 		},
-		Logger: ep.s.log,
+		// Lists are decided per caller: no shared cache may keep them.
+		SetCacheable: func(_ context.Context, _ mcp.Request, c *mcp.Cacheable) { c.CacheScope = "private" },
 		// Subscriptions are accepted, but no update is relayed: the
 		// adapter contract carries no upstream notifications.
 		SubscribeHandler:   func(context.Context, *mcp.SubscribeRequest) error { return nil },
@@ -269,13 +271,13 @@ func (ep *mcpEndpoint) middleware(c *catalog) mcp.Middleware {
 				lr.Tools = ep.visibleTools(ctx, c, lr.Tools)
 				return lr, nil
 			case "resources/list":
-				return &mcp.ListResourcesResult{Resources: nonNil(c.resources)}, nil
+				return &mcp.ListResourcesResult{Cacheable: private, Resources: nonNil(c.resources)}, nil
 			case "resources/templates/list":
-				return &mcp.ListResourceTemplatesResult{ResourceTemplates: []*mcp.ResourceTemplate{}}, nil
+				return &mcp.ListResourceTemplatesResult{Cacheable: private, ResourceTemplates: []*mcp.ResourceTemplate{}}, nil
 			case "resources/read":
 				return ep.readResource(ctx, c, req.(*mcp.ReadResourceRequest))
 			case "prompts/list":
-				return &mcp.ListPromptsResult{Prompts: nonNil(c.promptSeq)}, nil
+				return &mcp.ListPromptsResult{Cacheable: private, Prompts: nonNil(c.promptSeq)}, nil
 			case "prompts/get":
 				return ep.getPrompt(ctx, c, req.(*mcp.GetPromptRequest))
 			}
@@ -283,6 +285,9 @@ func (ep *mcpEndpoint) middleware(c *catalog) mcp.Middleware {
 		}
 	}
 }
+
+// private is the cache hint of every list the gateway answers.
+var private = mcp.Cacheable{CacheScope: "private"}
 
 func nonNil[T any](s []*T) []*T {
 	if s == nil {
@@ -359,7 +364,7 @@ func (ep *mcpEndpoint) readResource(ctx context.Context, c *catalog, req *mcp.Re
 		return nil, rpcError(err)
 	}
 	res := new(mcp.ReadResourceResult)
-	if err := json.Unmarshal(raw, res); err != nil {
+	if err := json.Unmarshal(withResultType(req, raw), res); err != nil {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "malformed answer from MCP server " + sv.ID}
 	}
 	return res, nil
@@ -377,10 +382,30 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 		return nil, rpcError(err)
 	}
 	res := new(mcp.GetPromptResult)
-	if err := json.Unmarshal(raw, res); err != nil {
+	if err := json.Unmarshal(withResultType(req, raw), res); err != nil {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "malformed answer from MCP server " + rt.server.ID}
 	}
 	return res, nil
+}
+
+// withResultType marks an upstream result "complete" when the client speaks
+// the 2026-07-28 protocol, which requires resultType, and the upstream (an
+// older server) did not set it. The SDK sets it on results of its own
+// handlers only.
+func withResultType(req mcp.Request, raw json.RawMessage) json.RawMessage {
+	ex := req.GetExtra()
+	if ex == nil || ex.Header.Get(headerProtocol) < firstStatelessVersion || bytes.Contains(raw, []byte(`"resultType"`)) {
+		return raw
+	}
+	t := bytes.TrimSpace(raw)
+	if len(t) < 2 || t[0] != '{' {
+		return raw
+	}
+	out := append([]byte(`{"resultType":"complete"`), t[1:]...)
+	if rest := bytes.TrimSpace(t[1:]); len(rest) > 0 && rest[0] != '}' {
+		out = append([]byte(`{"resultType":"complete",`), t[1:]...)
+	}
+	return out
 }
 
 func mustJSON(v any) json.RawMessage {
