@@ -21,6 +21,7 @@ const (
 	apiKeyPrefix    = "ak_live_"
 	apiKeyIDLen     = 16
 	apiKeyMinIDLen  = 12
+	apiKeyMaxIDLen  = 64
 	apiKeySecretLen = 43 // ceil(256 / log2(62))
 	apiKeyHashLabel = "armoriq api key v1\x00"
 )
@@ -51,7 +52,7 @@ func ParseAPIKey(s string) (id, secret string, err error) {
 	if !ok {
 		return "", "", errorf("parse api key", ErrInvalid, "want ak_live_<id>_<secret>")
 	}
-	if len(id) < apiKeyMinIDLen || len(id) > 64 || !only(id, base36) {
+	if len(id) < apiKeyMinIDLen || len(id) > apiKeyMaxIDLen || !only(id, base36) {
 		return "", "", errorf("parse api key", ErrInvalid, "malformed key id")
 	}
 	if len(secret) != apiKeySecretLen || !only(secret, base62) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"modernc.org/sqlite"
@@ -30,6 +31,8 @@ func dbError(op string, err error) error {
 		return fmt.Errorf("store: %s: %w", op, ErrNotFound)
 	case isUniqueViolation(err):
 		return fmt.Errorf("store: %s: %w", op, ErrConflict)
+	case strings.Contains(err.Error(), "sql: database is closed"): // database/sql does not export it
+		return fmt.Errorf("store: %s: %w", op, ErrClosed)
 	}
 	return fmt.Errorf("store: %s: %w: %v", op, ErrUnavailable, err)
 }

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,24 +14,44 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// revocationChannel is the NOTIFY channel every replica LISTENs on.
+// revocationChannel is the NOTIFY channel every replica LISTENs on, for a
+// store in the public schema. NOTIFY is database-wide, so a store in another
+// schema (another store sharing the database) gets a channel of its own,
+// revocationChannel + "_" + schema, hashed if that is longer than an
+// identifier may be.
 const revocationChannel = "armoriq_revocations"
 
-var postgresDialect = &dialect{
-	name:      "postgres",
-	blob:      "BYTEA",
-	zeroHash:  `'\x` + strings.Repeat("00", 32) + `'::bytea`,
-	forUpdate: " FOR UPDATE",
-	dollar:    true,
-	lock: func(ctx context.Context, tx *sql.Tx, key int64) error {
-		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, key)
-		return err
-	},
-	notify: func(ctx context.Context, tx *sql.Tx, r Revocation) error {
-		_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, revocationChannel, r.payload())
-		return err
-	},
-	snapshot: &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+func channelFor(schema string) string {
+	if schema == "" || schema == "public" {
+		return revocationChannel
+	}
+	ch := revocationChannel + "_" + schema
+	if len(ch) > 63 {
+		sum := sha256.Sum256([]byte(schema))
+		ch = revocationChannel + "_" + hex.EncodeToString(sum[:8])
+	}
+	return ch
+}
+
+// postgresDialect returns the dialect of a store whose revocations go to
+// channel.
+func postgresDialect(channel string) *dialect {
+	return &dialect{
+		name:      "postgres",
+		blob:      "BYTEA",
+		zeroHash:  `'\x` + strings.Repeat("00", 32) + `'::bytea`,
+		forUpdate: " FOR UPDATE",
+		dollar:    true,
+		lock: func(ctx context.Context, tx *sql.Tx, key int64) error {
+			_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, key)
+			return err
+		},
+		notify: func(ctx context.Context, tx *sql.Tx, r Revocation) error {
+			_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, channel, r.payload())
+			return err
+		},
+		snapshot: &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+	}
 }
 
 // OpenPostgres connects to the PostgreSQL database at url and applies
@@ -51,12 +73,22 @@ func OpenPostgres(ctx context.Context, url string) (Store, error) {
 		db.Close()
 		return nil, dbError(op, err)
 	}
-	s, err := newSQLStore(ctx, postgresDialect, db, db)
+	var schema sql.NullString
+	if err := db.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		db.Close()
+		return nil, dbError(op, err)
+	}
+	if !schema.Valid {
+		db.Close()
+		return nil, errorf(op, ErrInvalid, "no schema of the search_path exists")
+	}
+	channel := channelFor(schema.String)
+	s, err := newSQLStore(ctx, postgresDialect(channel), db, db)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	s.listener = newPGListener(cfg, s.hub)
+	s.listener = newPGListener(cfg, channel, s.hub)
 	return s, nil
 }
 
@@ -64,8 +96,9 @@ func OpenPostgres(ctx context.Context, url string) (Store, error) {
 // revocations and publishes them to the store's hub, reconnecting with
 // backoff when the connection drops. It starts with the first Subscribe.
 type pgListener struct {
-	cfg *pgx.ConnConfig
-	hub *hub
+	cfg     *pgx.ConnConfig
+	channel string
+	hub     *hub
 
 	mu      sync.Mutex
 	running bool
@@ -75,9 +108,9 @@ type pgListener struct {
 	pid     atomic.Uint32 // backend of the listening connection, for tests
 }
 
-func newPGListener(cfg *pgx.ConnConfig, h *hub) *pgListener {
+func newPGListener(cfg *pgx.ConnConfig, channel string, h *hub) *pgListener {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pgListener{cfg: cfg, hub: h, ctx: ctx, cancel: cancel}
+	return &pgListener{cfg: cfg, channel: channel, hub: h, ctx: ctx, cancel: cancel}
 }
 
 // start connects and LISTENs before returning, so a revocation committed
@@ -106,7 +139,7 @@ func (l *pgListener) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+revocationChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}

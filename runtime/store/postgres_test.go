@@ -1,6 +1,7 @@
 package store
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,5 +46,62 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	}
 	if now := s.(*sqlStore).listener.pid.Load(); now == pid {
 		t.Errorf("listener still reports backend %d", pid)
+	}
+}
+
+// Stores in different schemas of one database must not hear each other's
+// revocations, though NOTIFY channels are database-wide.
+func TestPostgresSchemasDoNotShareRevocations(t *testing.T) {
+	ctx := ctxT(t)
+	a, b := open(t, postgresEngine.newDB(t)), open(t, postgresEngine.newDB(t))
+	chA, err := a.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chB, err := b.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, s := range []Store{a, b} {
+		if err := s.PutToken(ctx, Token{ID: "same-id", IssuedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.RevokeToken(ctx, "same-id"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-chB:
+		if r != (Revocation{RevokedToken, "same-id"}) {
+			t.Errorf("store b heard %+v, want its own revocation", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("store b did not hear its own revocation")
+	}
+	select {
+	case r := <-chA:
+		t.Errorf("store a, in another schema, heard %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if got, _ := a.GetToken(ctx, "same-id"); !got.RevokedAt.IsZero() {
+		t.Errorf("store a's token was revoked by store b")
+	}
+}
+
+func TestChannelFor(t *testing.T) {
+	long := strings.Repeat("s", 60)
+	for _, tt := range []struct{ schema, want string }{
+		{"public", "armoriq_revocations"},
+		{"", "armoriq_revocations"},
+		{"armoriq", "armoriq_revocations_armoriq"},
+	} {
+		if got := channelFor(tt.schema); got != tt.want || len(got) > 63 {
+			t.Errorf("channelFor(%q) = %q, want %q (at most 63 bytes)", tt.schema, got, tt.want)
+		}
+	}
+	a, b := channelFor(long+"a"), channelFor(long+"b")
+	if len(a) > 63 || !strings.HasPrefix(a, "armoriq_revocations_") || a == b {
+		t.Errorf("channelFor of two 61-byte schemas = %q and %q, want distinct names of at most 63 bytes", a, b)
 	}
 }

@@ -128,7 +128,7 @@ func scanAPIKey(sc interface{ Scan(...any) error }) (APIKey, error) {
 func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
 	const op = "create api key"
 	switch {
-	case k.ID == "" || !only(k.ID, base36):
+	case len(k.ID) < apiKeyMinIDLen || len(k.ID) > apiKeyMaxIDLen || !only(k.ID, base36):
 		return errorf(op, ErrInvalid, "malformed id %q", k.ID)
 	case !k.Role.Valid():
 		return errorf(op, ErrInvalid, "unknown role %q", k.Role)

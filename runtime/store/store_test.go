@@ -590,6 +590,12 @@ func testAuditDurable(t *testing.T, e engine) {
 	if _, err := s.AppendAudit(ctx, auditRec(2)); !errors.Is(err, ErrClosed) {
 		t.Errorf("AppendAudit after Close: got %v, want ErrClosed", err)
 	}
+	if _, err := s.ListAudit(ctx, AuditFilter{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("ListAudit after Close: got %v, want ErrClosed", err)
+	}
+	if _, err := s.Subscribe(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Subscribe after Close: got %v, want ErrClosed", err)
+	}
 	s = open(t, dsn)
 	recs, err := s.ListAudit(ctx, AuditFilter{})
 	if err != nil || len(recs) != 1 || recs[0].Seq != seq || recs[0].RequestID != "req-1" {
