@@ -304,7 +304,7 @@ func (e *configError) Error() string { return e.err.Error() }
 func (e *configError) Unwrap() error { return e.err }
 
 // launch starts one adapter process and configures it.
-func (h *Host) launch(cfg ServerConfig) (*proc, error) {
+func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 	resolved, err := resolve(cfg, h.opts.getenv)
 	if err != nil {
 		return nil, &configError{fmt.Errorf("adapter %q: %w", cfg.ID, err)}
@@ -364,7 +364,7 @@ func (h *Host) launch(cfg ServerConfig) (*proc, error) {
 		return nil, fmt.Errorf("adapter %q: %w", cfg.ID, err)
 	}
 	a := raw.(Adapter)
-	ctx, cancel := context.WithTimeout(context.Background(), h.opts.startTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.opts.startTimeout)
 	defer cancel()
 	if err := a.Configure(ctx, resolved); err != nil {
 		client.Kill()

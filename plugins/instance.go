@@ -68,10 +68,20 @@ func newInstance(h *Host, cfg ServerConfig) *instance {
 // run starts the adapter and restarts it whenever it exits, until stopped.
 func (in *instance) run() {
 	defer close(in.done)
+	// A stop cancels a start in progress (its Configure call).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-in.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	backoff := in.h.opts.minBackoff
 	first := true
 	for {
-		p, err := in.h.launch(in.cfg)
+		p, err := in.h.launch(ctx, in.cfg)
 		if first {
 			in.firstStart <- err
 			first = false

@@ -222,10 +222,10 @@ func (a *Adapter) Close() error {
 	return nil
 }
 
-// do runs f on the session. If the session turns out to be broken it is
-// dropped so the next call reconnects, and f is retried once on a fresh
-// session when that is safe.
-func (a *Adapter) do(ctx context.Context, idempotent bool, f func(*mcp.ClientSession) (any, error)) (json.RawMessage, error) {
+// do runs f on the session. If the session turns out to be gone it is
+// dropped, and f is retried once on a new session when the upstream
+// cannot have seen the request.
+func (a *Adapter) do(ctx context.Context, f func(*mcp.ClientSession) (any, error)) (json.RawMessage, error) {
 	for attempt := 0; ; attempt++ {
 		cs, err := a.sessionFor(ctx)
 		if err != nil {
@@ -242,13 +242,13 @@ func (a *Adapter) do(ctx context.Context, idempotent bool, f func(*mcp.ClientSes
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		// A missing session (HTTP 404: the upstream restarted or expired
-		// it) means the request was refused unprocessed, so any call may
-		// be retried; after a closed connection only an idempotent one.
-		missing := errors.Is(err, mcp.ErrSessionMissing)
-		if missing || errors.Is(err, mcp.ErrConnectionClosed) {
+		// Both errors mean the upstream never saw the request: a missing
+		// session is an HTTP 404 (the upstream restarted or expired it),
+		// and a closed connection refuses calls before writing them. So
+		// any call, tools/call included, may be retried on a new session.
+		if errors.Is(err, mcp.ErrSessionMissing) || errors.Is(err, mcp.ErrConnectionClosed) {
 			a.drop(cs)
-			if attempt == 0 && (missing || idempotent) {
+			if attempt == 0 {
 				continue
 			}
 		}
@@ -258,14 +258,13 @@ func (a *Adapter) do(ctx context.Context, idempotent bool, f func(*mcp.ClientSes
 
 // ListTools implements plugins.Adapter.
 func (a *Adapter) ListTools(ctx context.Context, cursor string) (json.RawMessage, error) {
-	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
 		return cs.ListTools(ctx, &mcp.ListToolsParams{Cursor: cursor})
 	})
 }
 
-// CallTool implements plugins.Adapter. A call lost with a broken
-// connection is not retried (it may have reached the server); one refused
-// for a missing session is.
+// CallTool implements plugins.Adapter. A call is retried only when the
+// upstream cannot have seen it (see do); one lost in flight is not.
 func (a *Adapter) CallTool(ctx context.Context, name string, args json.RawMessage, progress func(plugins.Progress)) (json.RawMessage, error) {
 	params := &mcp.CallToolParams{Name: name}
 	if len(args) > 0 && string(args) != "null" {
@@ -277,7 +276,7 @@ func (a *Adapter) CallTool(ctx context.Context, name string, args json.RawMessag
 		a.progress.Store(token, progress)
 		defer a.progress.Delete(token)
 	}
-	return a.do(ctx, false, func(cs *mcp.ClientSession) (any, error) {
+	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
 		return cs.CallTool(ctx, params)
 	})
 }
@@ -298,28 +297,28 @@ func (a *Adapter) onProgress(_ context.Context, req *mcp.ProgressNotificationCli
 
 // ListResources implements plugins.Adapter.
 func (a *Adapter) ListResources(ctx context.Context, cursor string) (json.RawMessage, error) {
-	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
 		return cs.ListResources(ctx, &mcp.ListResourcesParams{Cursor: cursor})
 	})
 }
 
 // ReadResource implements plugins.Adapter.
 func (a *Adapter) ReadResource(ctx context.Context, uri string) (json.RawMessage, error) {
-	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
 		return cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
 	})
 }
 
 // ListPrompts implements plugins.Adapter.
 func (a *Adapter) ListPrompts(ctx context.Context, cursor string) (json.RawMessage, error) {
-	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
 		return cs.ListPrompts(ctx, &mcp.ListPromptsParams{Cursor: cursor})
 	})
 }
 
 // GetPrompt implements plugins.Adapter.
 func (a *Adapter) GetPrompt(ctx context.Context, name string, args map[string]string) (json.RawMessage, error) {
-	return a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
 		return cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: name, Arguments: args})
 	})
 }
@@ -327,7 +326,7 @@ func (a *Adapter) GetPrompt(ctx context.Context, name string, args map[string]st
 // Health pings the upstream server, reconnecting if needed. A server that
 // answers ping with a JSON-RPC error is alive.
 func (a *Adapter) Health(ctx context.Context) error {
-	_, err := a.do(ctx, true, func(cs *mcp.ClientSession) (any, error) {
+	_, err := a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
 		return struct{}{}, cs.Ping(ctx, nil)
 	})
 	var rpcErr *plugins.RPCError
