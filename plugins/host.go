@@ -126,9 +126,9 @@ func NewHost(opts ...HostOption) *Host {
 // Sync makes the running adapters match servers, as when a bundle is
 // activated: it starts new servers, stops removed ones and restarts changed
 // ones, leaving unchanged ones running. It waits for each started adapter's
-// first start and returns their errors joined; an adapter that failed to
-// start is retried in the background unless its configuration is wrong (a
-// sha256 mismatch, an unset variable).
+// first start and returns their errors joined. An adapter that failed to
+// start is retried in the background, unless its configuration is wrong (a
+// sha256 mismatch, an unset variable): that one is retried at the next Sync.
 func (h *Host) Sync(ctx context.Context, servers []ServerConfig) error {
 	want := make(map[string]ServerConfig, len(servers))
 	for _, s := range servers {
@@ -148,7 +148,7 @@ func (h *Host) Sync(ctx context.Context, servers []ServerConfig) error {
 	}
 	var stopping, starting []*instance
 	for id, in := range h.instances {
-		if cfg, ok := want[id]; !ok || !reflect.DeepEqual(cfg, in.cfg) {
+		if cfg, ok := want[id]; !ok || !reflect.DeepEqual(cfg, in.cfg) || in.status().State == StateFailed {
 			stopping = append(stopping, in)
 			delete(h.instances, id)
 		}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -513,5 +515,70 @@ func TestHTTPAdapterReconnects(t *testing.T) {
 			t.Errorf("ListTools after the upstream dropped session %d: %v", i, err)
 		}
 		cancel()
+	}
+}
+
+// TestUpstreamLate starts the gateway before its upstream: the adapter
+// fails to start, is retried with backoff, and serves once the upstream
+// is up.
+func TestUpstreamLate(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	h := newHost(t)
+	err = h.Sync(context.Background(), []plugins.ServerConfig{httpServer("late", "http://"+addr)})
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Sync before the upstream is up: got %v, want connection refused", err)
+	}
+	if st := h.Status()[0]; st.State != plugins.StateDown && st.State != plugins.StateStarting {
+		t.Errorf("status: %+v, want down or starting", st)
+	}
+
+	u := newUpstream(nil)
+	h2 := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return u.server }, nil)
+	l, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken meanwhile: %v", addr, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+upstreamToken {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h2.ServeHTTP(w, r)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	a, _ := h.Get("late")
+	if got := mustCall(t, a, "echo", map[string]any{"text": "finally"}); got != "finally" {
+		t.Errorf("echo = %q", got)
+	}
+	if st := h.Status()[0]; st.State != plugins.StateUp || st.Restarts < 1 {
+		t.Errorf("status: %+v, want up after at least one restart", st)
+	}
+}
+
+// TestSyncRetriesFailed: an adapter refused for its configuration is tried
+// again at the next Sync, even with the same configuration.
+func TestSyncRetriesFailed(t *testing.T) {
+	token := ""
+	url := newUpstream(nil).serveHTTP(t, false)
+	h := newHost(t, plugins.WithGetenv(func(k string) string {
+		if k == "UPSTREAM_TOKEN" {
+			return token
+		}
+		return ""
+	}))
+	cfg := httpServer("up", url)
+	if err := h.Sync(context.Background(), []plugins.ServerConfig{cfg}); err == nil {
+		t.Fatal("Sync with $UPSTREAM_TOKEN unset: no error")
+	}
+	token = upstreamToken
+	if err := h.Sync(context.Background(), []plugins.ServerConfig{cfg}); err != nil {
+		t.Fatalf("Sync once $UPSTREAM_TOKEN is set: %v", err)
 	}
 }
