@@ -51,6 +51,7 @@ func TestDecide(t *testing.T) {
 			agents(r("ci-deploy", "allow", "deploy/run"), "ci-bot"),
 			r("read-anywhere", "allow", "gh*/read_*"),
 			r("q", "allow", "db/q?"),
+			r("dotted", "allow", "files/read.file"),
 			r("star-server", "allow", "*/ping"),
 			users(r("all-for-root", "allow", "*"), "root@example.com"),
 			when(r("small-payments", "allow", "pay/send"), `args.amount < 100`),
@@ -103,6 +104,9 @@ func TestDecide(t *testing.T) {
 		{"question mark not zero", Request{User: "x@y.z", Server: "db", Tool: "q"}, Deny, "", ""},
 		{"question mark not two", Request{User: "x@y.z", Server: "db", Tool: "q12"}, Deny, "", ""},
 		{"question mark multibyte", Request{User: "x@y.z", Server: "db", Tool: "qé"}, Allow, "q", ""},
+		{"dot is literal", Request{User: "x@y.z", Server: "files", Tool: "read.file"}, Allow, "dotted", ""},
+		{"dot is not a wildcard", Request{User: "x@y.z", Server: "files", Tool: "readXfile"}, Deny, "", ""},
+		{"slash splits server from tool", Request{User: "x@y.z", Server: "files/read", Tool: "file"}, Deny, "", ""},
 		{"star server", Request{User: "x@y.z", Server: "anything", Tool: "ping"}, Allow, "star-server", ""},
 		{"lone star", Request{User: "ROOT@example.com", Server: "zzz", Tool: "yyy"}, Allow, "all-for-root", ""},
 		{"lone star does not beat deny", Request{User: "root@example.com", Server: "github", Tool: "delete_repo"}, Deny, "deny-delete", ""},
@@ -215,6 +219,8 @@ func TestCompileErrors(t *testing.T) {
 		{when(r("bad-func", "allow", "a/b"), `file("/etc/passwd") == ""`), `unknown function "file"`},
 		{r("bad-effect", "permit", "a/b"), `unknown effect "permit"`},
 		{r("bad-tool", "allow", "nope"), `tool pattern "nope" is not server/tool`},
+		{r("dotted", "allow", "github.get_file"), `tool pattern "github.get_file" is not server/tool`},
+		{r("empty-tool", "allow", "github/"), `tool pattern "github/" is not server/tool`},
 		{r("no-tools", "allow"), `rule names no tools`},
 	}
 	for _, tt := range tests {
