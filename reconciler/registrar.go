@@ -43,7 +43,9 @@ type RegisterResult struct {
 	Changes          []Change `json:"changes,omitempty"`
 	Revision         string   `json:"revision,omitempty"` // "sha256:<hex>" of the config
 	PreviousRevision string   `json:"previous_revision,omitempty"`
-	// Bundle is the signed bundle to activate; nil when invalid or unchanged.
+	// Bundle is the signed bundle, set whenever the config is valid.
+	// Activating it when unchanged is harmless: its revision is the
+	// content hash, which the gateway already runs.
 	Bundle []byte `json:"-"`
 }
 
@@ -52,7 +54,16 @@ type RegisterResult struct {
 // diagnostics, never an error; the error is for failures of the active
 // bundle lookup or of signing (the handler's 500, logged).
 func (r *Registrar) Register(ctx context.Context, body []byte) (RegisterResult, error) {
-	name := r.Filename
+	return r.RegisterFile(ctx, r.Filename, body)
+}
+
+// RegisterFile is Register with the config's file name given per call
+// (the SDK may send one); an empty name means Filename.
+func (r *Registrar) RegisterFile(ctx context.Context, filename string, body []byte) (RegisterResult, error) {
+	name := filename
+	if name == "" {
+		name = r.Filename
+	}
 	if name == "" {
 		name = "armoriq.yaml"
 	}
@@ -76,7 +87,7 @@ func (r *Registrar) Register(ctx context.Context, body []byte) (RegisterResult, 
 		}
 		return RegisterResult{Diagnostics: ds}, nil
 	}
-	res := RegisterResult{Valid: true, Diagnostics: o.Diagnostics, Revision: art.Revision}
+	res := RegisterResult{Valid: true, Diagnostics: o.Diagnostics, Revision: art.Revision, Bundle: art.Data}
 	var active *bundle.Bundle
 	if r.Active != nil {
 		var err error
@@ -89,9 +100,6 @@ func (r *Registrar) Register(ctx context.Context, body []byte) (RegisterResult, 
 	}
 	res.Changes = DiffBundles(active, bn)
 	res.Changed = active == nil || len(res.Changes) > 0
-	if res.Changed {
-		res.Bundle = art.Data
-	}
 	return res, nil
 }
 

@@ -2,7 +2,9 @@ package reconciler
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -49,6 +51,31 @@ type Diagnostic struct {
 	Path     string `json:"path,omitempty"`
 	Summary  string `json:"summary"`
 	Detail   string `json:"detail,omitempty"`
+}
+
+// String formats d as "file:line:col: path: summary", the form validate
+// prints ("warning: " before the path for warnings).
+func (d Diagnostic) String() string {
+	var b strings.Builder
+	b.WriteString(d.File)
+	if b.Len() == 0 {
+		b.WriteString("-")
+	}
+	if d.Line > 0 {
+		fmt.Fprintf(&b, ":%d", d.Line)
+		if d.Col > 0 {
+			fmt.Fprintf(&b, ":%d", d.Col)
+		}
+	}
+	b.WriteString(": ")
+	if d.Severity == "warning" {
+		b.WriteString("warning: ")
+	}
+	if d.Path != "" {
+		b.WriteString(d.Path + ": ")
+	}
+	b.WriteString(d.Summary)
+	return b.String()
 }
 
 // Outcome is what one step (or a whole pass for one target) came to.

@@ -75,7 +75,7 @@ func TestTriggersCoalesce(t *testing.T) {
 	ctx := ctxT(t)
 	done := make(chan struct{})
 	go func() { f.rec.Run(ctx); close(done) }()
-	waitFor(t, func() bool { rev, _ := f.gws[0].state(); return rev != "" })
+	waitFor(t, func() bool { return f.rec.Status().Targets[0].LastAppliedRevision != "" })
 	before := f.gws[0].statusReads()
 	var wg sync.WaitGroup
 	for i := 0; i < 100; i++ {

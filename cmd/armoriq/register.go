@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -76,7 +75,7 @@ refused the bundle, 2 usage error, 3 the gateway could not be reached.`,
 			b := &reconciler.Builder{Key: key, KeyID: kid, CompilerVersion: "armoriq " + buildVersion()}
 			art, newBundle, o := b.BuildBundle(displayPath(path), data, rev, at)
 			for _, d := range o.Diagnostics {
-				fmt.Fprintln(e.Stderr, diagLine(d))
+				fmt.Fprintln(e.Stderr, d.String())
 			}
 			if o.Condition != reconciler.Ready {
 				if len(o.Diagnostics) == 0 {
@@ -157,26 +156,6 @@ func gatewayExit(err error) error {
 		return &exitError{Code: exitFailure, Err: err}
 	}
 	return &exitError{Code: exitUnreachable, Err: err}
-}
-
-func diagLine(d reconciler.Diagnostic) string {
-	var b strings.Builder
-	b.WriteString(d.File)
-	if d.Line > 0 {
-		fmt.Fprintf(&b, ":%d", d.Line)
-		if d.Col > 0 {
-			fmt.Fprintf(&b, ":%d", d.Col)
-		}
-	}
-	b.WriteString(": ")
-	if d.Severity == "warning" {
-		b.WriteString("warning: ")
-	}
-	if d.Path != "" {
-		b.WriteString(d.Path + ": ")
-	}
-	b.WriteString(d.Summary)
-	return b.String()
 }
 
 func orNone(s string) string {
