@@ -59,27 +59,39 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 			if err != nil {
 				return err
 			}
+			// Problems in the config or the test files: annotations in
+			// GitHub, file:line:col lines otherwise.
+			printDiags := func(ds schema.Diagnostics) {
+				if format != "github" {
+					printDiagnostics(e, ds)
+					return
+				}
+				for _, d := range ds {
+					d.Pos.File = displayPath(d.Pos.File)
+					fmt.Fprintln(e.Stdout, githubAnnotation(d))
+				}
+			}
 			cfg, diags := schema.LoadFile(path)
 			if diags.IsNotReadable() {
 				printDiagnostics(e, diags)
 				return silentExit(exitUsage)
 			}
 			if cfg == nil || diags.HasErrors() {
-				printDiagnostics(e, diags)
+				printDiags(diags)
 				return silentExit(exitFailure)
 			}
 			eng, err := compiler.Engine(cfg)
 			if err != nil {
 				var ds schema.Diagnostics
 				if errors.As(err, &ds) {
-					printDiagnostics(e, ds)
+					printDiags(ds)
 					return silentExit(exitFailure)
 				}
 				return err
 			}
 			cases, tdiags := compiler.LoadTests(path, cfg)
 			if tdiags.HasErrors() {
-				printDiagnostics(e, tdiags)
+				printDiags(tdiags)
 				return silentExit(exitFailure)
 			}
 			cases = compiler.FilterTests(cases, re)
