@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,7 +25,7 @@ var cueSource []byte
 func CUESchema() []byte { return append([]byte(nil), cueSource...) }
 
 // A cue.Context is not safe for concurrent use and never frees what it
-// compiled. The validator therefore holds one context under a mutex and
+// compiled. A validator therefore holds one context under a mutex and
 // replaces it (recompiling the schema from the embedded source, about a
 // millisecond) once contextBudget values have gone through it, so a
 // long-running reconciler stays bounded in memory. See docs/config.md.
@@ -48,7 +49,7 @@ type validator struct {
 }
 
 var (
-	theValidator     validator
+	validators       [maxWorkers]validator
 	schemaCompileErr error
 	schemaOnce       sync.Once
 )
@@ -102,10 +103,6 @@ func checkSchema(root *node) Diagnostics {
 	if err := compileSchema(); err != nil {
 		return Diagnostics{{Severity: SeverityError, Summary: "internal error: the embedded schema does not compile: " + err.Error()}}
 	}
-	cost := countNodes(root)
-	ctx, defs := theValidator.acquire(cost)
-	defer theValidator.release()
-
 	// The file is checked piece by piece: the top level with its lists
 	// emptied, then each list element against its definition. One error
 	// cannot hide another, and the evaluation of each piece is garbage
@@ -137,15 +134,54 @@ func checkSchema(root *node) Diagnostics {
 		top.fields = append(top.fields, f)
 	}
 	units = append([]unit{{entry: "config", data: top}}, units...)
-	errs := validateUnits(ctx, defs, units)
+	errs := runUnits(units)
 	if len(errs) == 0 {
 		return nil
 	}
 	diags := translate(root, errs)
 	// CUE drops a closedness error when the same value has another error,
 	// so unknown keys are looked for separately, asking the schema itself.
+	_, defs := validators[0].acquire(countNodes(root))
+	defer validators[0].release()
 	checkKeys(defs["config"], defs["auth"], root, nil, &diags)
 	return diags
+}
+
+// maxWorkers bounds how many CUE contexts (one per goroutine, each under
+// its own mutex) check the pieces of one large file in parallel; files of
+// fewer than parallelMin pieces use one.
+const (
+	maxWorkers  = 4
+	parallelMin = 512
+)
+
+// runUnits validates the units, in parallel for a large file, and returns
+// the errors in unit order.
+func runUnits(units []unit) []cueErr {
+	w := min(runtime.GOMAXPROCS(0), maxWorkers, len(units)/parallelMin+1)
+	results := make([][]cueErr, w)
+	chunk := (len(units) + w - 1) / w
+	var wg sync.WaitGroup
+	for i := 0; i < w; i++ {
+		us := units[i*chunk : min((i+1)*chunk, len(units))]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cost := 0
+			for _, u := range us {
+				cost += countNodes(u.data)
+			}
+			ctx, defs := validators[i].acquire(cost)
+			defer validators[i].release()
+			results[i] = validateUnits(ctx, defs, us)
+		}()
+	}
+	wg.Wait()
+	var out []cueErr
+	for _, r := range results {
+		out = append(out, r...)
+	}
+	return out
 }
 
 // checkKeys reports every key the schema does not allow, walking the tree

@@ -69,3 +69,20 @@ func TestParseConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestParseLargeParallel checks a file big enough to be validated by
+// several CUE contexts at once: errors from every chunk are reported, in
+// position order.
+func TestParseLargeParallel(t *testing.T) {
+	data := largeConfig(50, 1500)
+	data = []byte(strings.Replace(string(data), "effect: hold", "effect: wait", 1)) // an early rule
+	i := strings.LastIndex(string(data), "effect: deny")
+	data = []byte(string(data[:i]) + "effect: nope" + string(data[i+len("effect: deny"):])) // the last deny rule
+	_, ds := Parse("large.yaml", data)
+	if len(ds) != 2 {
+		t.Fatalf("got %d diagnostics, want 2 (one early rule, one late):\n%s", len(ds), ds)
+	}
+	if !strings.Contains(ds[0].Summary, `got "wait"`) || !strings.Contains(ds[1].Summary, `got "nope"`) || ds[0].Pos.Line >= ds[1].Pos.Line {
+		t.Errorf("got\n%s\nwant the \"wait\" rule first, then the \"nope\" rule", ds)
+	}
+}

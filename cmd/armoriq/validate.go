@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,9 @@ import (
 	"github.com/armoriq/controlplane/cmd/armoriq/internal/probe"
 	"github.com/armoriq/controlplane/schema"
 )
+
+// validateMemoryLimit is the soft heap limit of `armoriq validate`.
+const validateMemoryLimit = 96 << 20
 
 func validateCommand() *command {
 	var (
@@ -57,6 +61,11 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error or unreadable 
 			}
 			if saveTools != "" && !online {
 				return usageErrorf("--save-tools needs --online")
+			}
+			// A soft memory limit makes the GC work harder on a very large
+			// file instead of letting the heap double (docs/benchmarks-validate.md).
+			if e.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(validateMemoryLimit)
 			}
 			paths := args
 			if len(paths) == 0 {
