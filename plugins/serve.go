@@ -132,7 +132,8 @@ func newPluginLogHandler(w io.Writer) slog.Handler {
 			case slog.MessageKey:
 				a.Key = "@message"
 			case slog.TimeKey:
-				a.Key = "@timestamp"
+				// go-plugin parses exactly this layout, else logs the line raw.
+				return slog.String("@timestamp", a.Value.Time().Format("2006-01-02T15:04:05.000000Z07:00"))
 			}
 			return a
 		},

@@ -11,11 +11,13 @@
 package mcpadapter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -36,7 +38,6 @@ import (
 // Configure it (the host does, through plugins.Serve).
 type Adapter struct {
 	transport string
-	stderr    io.Writer // where a stdio server's stderr goes
 
 	mu      sync.Mutex // guards the fields below; held while connecting
 	cfg     plugins.ServerConfig
@@ -63,7 +64,7 @@ func NewHTTP() *Adapter { return &Adapter{transport: plugins.TransportHTTP} }
 // process group of its own, which the adapter kills when the session ends
 // or the adapter exits; on Linux it also dies with the adapter.
 func NewStdio() *Adapter {
-	return &Adapter{transport: plugins.TransportStdio, stderr: os.Stderr}
+	return &Adapter{transport: plugins.TransportStdio}
 }
 
 // Configure checks cfg and connects to the upstream server.
@@ -88,6 +89,7 @@ func (a *Adapter) Configure(ctx context.Context, cfg plugins.ServerConfig) error
 	a.client = mcp.NewClient(&mcp.Implementation{Name: "armoriq-adapter", Version: "1"}, &mcp.ClientOptions{
 		ProgressNotificationHandler: a.onProgress,
 		Capabilities:                &mcp.ClientCapabilities{},
+		Logger:                      slog.Default(),
 	})
 	_, err := a.connectLocked(ctx)
 	return err
@@ -160,10 +162,14 @@ func (a *Adapter) command() *exec.Cmd {
 	for k, v := range a.cfg.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	// Not the *os.File itself: the server gets a pipe of its own, so a
-	// server that outlives the adapter cannot hold the host's end of the
-	// adapter's stderr open. WaitDelay bounds a grandchild holding the pipe.
-	cmd.Stderr = struct{ io.Writer }{a.stderr}
+	// The server's stderr is logged line by line (plugins.Serve sends the
+	// log to the gateway). It gets a pipe of its own, not the adapter's
+	// stderr, so a server that outlives the adapter cannot hold the host's
+	// end open; WaitDelay bounds a grandchild holding the pipe.
+	id := a.cfg.ID
+	cmd.Stderr = &lineLogger{log: func(line string) {
+		slog.Info("stdio server stderr", "server", id, "line", line)
+	}}
 	cmd.WaitDelay = 2 * time.Second
 	setChildProcAttr(cmd)
 	return cmd
@@ -334,6 +340,34 @@ func (a *Adapter) Health(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// lineLogger logs what is written to it, one call per line.
+type lineLogger struct {
+	mu  sync.Mutex
+	buf []byte
+	log func(string)
+}
+
+func (w *lineLogger) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		if line := strings.TrimRight(string(w.buf[:i]), "\r"); line != "" {
+			w.log(line)
+		}
+		w.buf = w.buf[i+1:]
+	}
+	if len(w.buf) > 64<<10 { // a very long line: log it in pieces
+		w.log(string(w.buf))
+		w.buf = w.buf[:0]
+	}
+	return len(p), nil
 }
 
 // headerTransport adds the configured headers (upstream credentials) to
