@@ -403,7 +403,7 @@ func (r *Reconciler) targetOnce(ctx context.Context, t *targetState, desired *Ar
 	r.mu.Unlock()
 	switch {
 	case desired == nil:
-		return Outcome{Condition: Stalled, Reason: ReasonNoArtifact, Message: "no commit of the source has built yet"}, false
+		return Outcome{Condition: Waiting, Reason: ReasonNoArtifact, Message: "waiting for a commit of the source that builds"}, false
 	case st.Revision == desired.Revision:
 		return Outcome{Condition: Ready, Reason: ReasonUpToDate, Message: "running " + short(desired.Revision)}, false
 	case suspended:

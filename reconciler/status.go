@@ -38,7 +38,7 @@ const (
 	ReasonRefused            = "Refused"            // Stalled: another 4xx (bad key, too large…)
 	ReasonNotApplied         = "NotApplied"         // Waiting: the push succeeded but status shows another revision
 	ReasonSuspended          = "Suspended"          // applying is paused
-	ReasonNoArtifact         = "NoArtifact"         // nothing valid was ever built
+	ReasonNoArtifact         = "NoArtifact"         // Waiting: no commit has built yet
 )
 
 // Diagnostic is one positioned problem of a commit's config, as kept in the

@@ -235,12 +235,16 @@ func reconcileTargets(ctx context.Context, e *env, o *reconcileOptions, src *rec
 		printDiagnostics(e, diags)
 		return nil, &exitError{Code: exitFailure, Err: errors.New("no --gateway given and the config at the head commit is invalid")}
 	}
-	for _, g := range cfg.Gateways {
+	for i, g := range cfg.Gateways {
 		k := expandVars(g.APIKey, e.Getenv)
 		if k == "" {
 			k = apiKey
 		}
-		out = append(out, &reconciler.Gateway{Name: g.Name, URL: g.URL, APIKey: k})
+		u := expandVars(g.URL, e.Getenv)
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return nil, usageErrorf("%s: gateways[%d].url %q is not an http:// or https:// URL (after $VAR expansion)", o.path, i, g.URL)
+		}
+		out = append(out, &reconciler.Gateway{Name: g.Name, URL: u, APIKey: k})
 	}
 	if len(out) == 0 {
 		return nil, usageErrorf("no target: give --gateway URL or list gateways[] in %s", o.path)
