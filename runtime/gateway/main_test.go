@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"testing"
 
@@ -24,6 +27,10 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if addrFile := os.Getenv("ARMORIQ_TEST_HTTP_SERVER"); addrFile != "" {
+		serveHTTPUpstream(addrFile)
+		os.Exit(0)
+	}
 	if mode := os.Getenv("ARMORIQ_TEST_ADAPTER"); mode != "" {
 		transport := os.Args[len(os.Args)-1]
 		var a *mcpadapter.Adapter
@@ -40,6 +47,25 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// serveHTTPUpstream serves testMCPServer over Streamable HTTP (stateless,
+// both protocol eras) on a loopback port it writes to addrFile, until its
+// stdin closes.
+func serveHTTPUpstream(addrFile string) {
+	srv := testMCPServer("web")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true})
+	go http.Serve(ln, h)
+	if err := os.WriteFile(addrFile, []byte(ln.Addr().String()), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	io.Copy(io.Discard, os.Stdin)
 }
 
 // crashyAdapter is an adapter that dies in the middle of a call to the

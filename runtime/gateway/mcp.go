@@ -130,9 +130,20 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	var body []byte
+	if r.Method == http.MethodPost {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		r.Body.Close()
+		if err != nil {
+			writeError(w, errorf(KindTooLarge, "request body exceeds %d bytes", maxBody))
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+
 	// A legacy initialize gets a sealed session id.
 	if r.Method == http.MethodPost && sid == "" {
-		if init, ok := peekInitialize(r); ok {
+		if init, ok := parseInitialize(body); ok {
 			st = sessionState{KeyID: c.KeyID, Protocol: negotiate(init.ProtocolVersion), Issued: s.now().Unix()}
 			if init.ClientInfo != nil {
 				st.Client = init.ClientInfo.Name
@@ -152,7 +163,11 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithValue(r.Context(), callerKey{}, c), mcpCallKey{}, mc))
 	defer cancel(nil)
 	defer s.inflight.add(c.KeyID, cancel)()
-	ep.sdk.ServeHTTP(w, r.WithContext(ctx))
+	r = r.WithContext(ctx)
+	if body != nil && ep.fastToolCall(w, r, body) {
+		return
+	}
+	ep.sdk.ServeHTTP(w, r)
 }
 
 // unauthorized answers a request without a valid key, pointing the client
@@ -203,14 +218,10 @@ type initializeParams struct {
 	} `json:"clientInfo"`
 }
 
-// peekInitialize reports whether the body is an initialize request, and
-// leaves the body readable for the SDK.
-func peekInitialize(r *http.Request) (initializeParams, bool) {
+// parseInitialize reports whether body is an initialize request.
+func parseInitialize(body []byte) (initializeParams, bool) {
 	var p initializeParams
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
-	r.Body.Close()
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	if err != nil || !bytes.Contains(body, []byte(`"initialize"`)) {
+	if !bytes.Contains(body, []byte(`"initialize"`)) {
 		return p, false
 	}
 	var msg struct {

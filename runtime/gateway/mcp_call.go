@@ -45,27 +45,57 @@ type mcpIntent struct {
 	MerkleProof     json.RawMessage `json:"merkle_proof"`
 }
 
+// toolCall is one tools/call as the gateway checks it, whichever path
+// (the SDK's or the fast one) decoded it.
+type toolCall struct {
+	rt       route
+	args     json.RawMessage // the arguments object as sent
+	meta     map[string]any  // the request's _meta
+	progress func(plugins.Progress)
+}
+
 func (ep *mcpEndpoint) toolHandler(rt route) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return ep.callTool(ctx, req, rt)
+		tc := &toolCall{rt: rt, args: req.Params.Arguments, meta: req.Params.Meta}
+		if tok := req.Params.GetProgressToken(); tok != nil && req.Session != nil {
+			tc.progress = func(p plugins.Progress) {
+				_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: p.Progress, Total: p.Total, Message: p.Message})
+			}
+		}
+		raw, err := ep.callTool(ctx, tc)
+		if err != nil {
+			return nil, rpcError(err)
+		}
+		res := new(mcp.CallToolResult)
+		if err := json.Unmarshal(raw, res); err != nil {
+			return nil, rpcError(&Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q answered with a malformed result", rt.server.ID), Err: err})
+		}
+		return res, nil
 	}
 }
 
 // callTool runs the checks of POST /invoke on a tools/call, forwards it,
-// and commits its audit record before answering.
-func (ep *mcpEndpoint) callTool(ctx context.Context, req *mcp.CallToolRequest, rt route) (*mcp.CallToolResult, error) {
+// and commits its audit record before answering. It returns the upstream's
+// CallToolResult as JSON.
+func (ep *mcpEndpoint) callTool(ctx context.Context, tc *toolCall) (json.RawMessage, error) {
 	s := ep.s
 	start := s.now()
 	mc := mcpCallFrom(ctx)
 	if mc == nil {
-		return nil, &jsonrpc.Error{Code: codeUnavailable, Message: "request context lost"}
+		return nil, errorf(KindUnavailable, "request context lost")
+	}
+	agent := mc.agent
+	if agent == "" {
+		if ci, ok := tc.meta[metaClientInfo].(map[string]any); ok {
+			agent, _ = ci["name"].(string)
+		}
 	}
 	inv := &invocation{start: start}
 	inv.rec = store.AuditRecord{
 		Time: start.UTC(), RequestID: mc.reqID, APIKeyID: mc.caller.KeyID, Service: mc.caller.Name,
-		User: mc.user, Agent: mc.agent, Server: rt.server.ID, Tool: rt.name, Step: -1,
+		User: mc.user, Agent: agent, Server: tc.rt.server.ID, Tool: tc.rt.name, Step: -1,
 	}
-	res, err := ep.checkAndForward(ctx, req, rt, inv)
+	res, err := ep.checkAndForward(ctx, tc, inv)
 
 	rec := &inv.rec
 	rec.DurationMS = s.now().Sub(start).Milliseconds()
@@ -89,19 +119,20 @@ func (ep *mcpEndpoint) callTool(ctx context.Context, req *mcp.CallToolRequest, r
 	}
 	ep.metrics.call(rec.Decision, s.now().Sub(start))
 	if aerr := s.audit(ctx, *rec); aerr != nil {
-		return nil, rpcError(aerr)
+		return nil, aerr
 	}
-	if err != nil {
-		return nil, rpcError(err)
-	}
-	return res, nil
+	return res, err
 }
 
-func (ep *mcpEndpoint) checkAndForward(ctx context.Context, req *mcp.CallToolRequest, rt route, inv *invocation) (*mcp.CallToolResult, error) {
+// metaClientInfo is where a 2026-07-28 client names itself in _meta.
+const metaClientInfo = "io.modelcontextprotocol/clientInfo"
+
+func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *invocation) (json.RawMessage, error) {
 	s := ep.s
 	rec := &inv.rec
+	rt := tc.rt
 	var args map[string]any
-	if raw := bytes.TrimSpace(req.Params.Arguments); len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
+	if raw := bytes.TrimSpace(tc.args); len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.UseNumber()
 		if err := dec.Decode(&args); err != nil {
@@ -118,11 +149,11 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, req *mcp.CallToolReq
 	// one: it names the user and binds this call to a planned step.
 	user := rec.User
 	var tokenRef string
-	if raw, ok := req.Params.Meta[metaIntent]; ok || (ab != nil && ab.b.Policy.RequireCSRG) {
+	if raw, ok := tc.meta[metaIntent]; ok || (ab != nil && ab.b.Policy.RequireCSRG) {
 		if !ok {
 			return nil, errorf(KindUnauthenticated, "this gateway requires an intent token: send it in _meta[%q] with the plan", metaIntent)
 		}
-		u, ref, err := ep.checkIntent(ctx, req, raw, rt, args, inv)
+		u, ref, err := ep.checkIntent(ctx, raw, rt, args, inv)
 		if err != nil {
 			return nil, err
 		}
@@ -152,10 +183,8 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, req *mcp.CallToolReq
 	if tokenRef != "" {
 		defer s.inflight.addToken(tokenRef, cancel)()
 	}
-	if tok := req.Params.GetProgressToken(); tok != nil && req.Session != nil {
-		ctx = withProgress(ctx, func(p plugins.Progress) {
-			_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: p.Progress, Total: p.Total, Message: p.Message})
-		})
+	if tc.progress != nil {
+		ctx = withProgress(ctx, tc.progress)
 	}
 	cctx, ccancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer ccancel()
@@ -178,22 +207,17 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, req *mcp.CallToolReq
 		rec.Decision = store.Failed
 		return nil, errorf(KindRevoked, "the API key or intent token was revoked while the call was in flight")
 	}
-	res := new(mcp.CallToolResult)
-	if err := json.Unmarshal(raw, res); err != nil {
-		rec.Decision = store.Failed
-		return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q answered with a malformed result", rt.server.ID), Err: err}
-	}
-	if res.IsError {
+	if isToolError(raw) {
 		rec.Outcome = "tool returned an error result"
 	}
-	return res, nil
+	return raw, nil
 }
 
 // checkIntent verifies the intent carried in _meta as /invoke verifies the
 // SDK's token: signed by this gateway, unexpired, issued to this key, not
 // revoked, its plan the signed one, and this call (action and arguments) a
 // step of it. It returns the token's user and reference.
-func (ep *mcpEndpoint) checkIntent(ctx context.Context, req *mcp.CallToolRequest, raw any, rt route, args map[string]any, inv *invocation) (string, string, error) {
+func (ep *mcpEndpoint) checkIntent(ctx context.Context, raw any, rt route, args map[string]any, inv *invocation) (string, string, error) {
 	s := ep.s
 	rec := &inv.rec
 	b, err := json.Marshal(raw)
@@ -262,7 +286,7 @@ func (ep *mcpEndpoint) checkIntent(ctx context.Context, req *mcp.CallToolRequest
 
 // rpcError turns a gateway error into the JSON-RPC error the MCP client
 // sees. An upstream's own JSON-RPC error is handed on unchanged.
-func rpcError(err error) error {
+func rpcError(err error) *jsonrpc.Error {
 	var up *plugins.RPCError
 	if errors.As(err, &up) {
 		return &jsonrpc.Error{Code: up.Code, Message: up.Message, Data: up.Data}

@@ -20,6 +20,7 @@ import (
 type route struct {
 	server bundle.Server
 	name   string // the upstream's own tool or prompt name
+	fast   bool   // a tool the fast path may call (no x-mcp-header parameters)
 }
 
 // catalog is the aggregated view of the active bundle's servers, and the
@@ -190,13 +191,14 @@ func (ep *mcpEndpoint) build(ctx context.Context, ab *activeBundle) *catalog {
 			if _, dup := c.tools[name]; dup {
 				continue // the first server in bundle order keeps the name
 			}
-			rt := route{server: sv, name: t.Name}
-			c.tools[name] = rt
 			tool := *t
 			tool.Name = name
 			if tool.InputSchema == nil {
 				tool.InputSchema = map[string]any{"type": "object"}
 			}
+			schema, _ := json.Marshal(tool.InputSchema)
+			rt := route{server: sv, name: t.Name, fast: !bytes.Contains(schema, []byte("x-mcp-header"))}
+			c.tools[name] = rt
 			if !addTool(srv, &tool, ep.toolHandler(rt)) {
 				delete(c.tools, name)
 			}

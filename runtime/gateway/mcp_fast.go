@@ -1,0 +1,172 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// The fast path answers the common tools/call, a single request with no
+// progress token and no multi-round-trip state, without the SDK: the
+// gateway decodes the envelope once, runs the same checks (callTool) and
+// writes the upstream's result bytes back untouched but for the fields the
+// 2026-07-28 protocol requires. Anything unusual (a batch, a header the
+// protocol version requires and that is missing or wrong, x-mcp-header
+// parameters, a progress token) goes to the SDK, which answers with the
+// exact error or the streamed notifications. The fast path saves the SDK's
+// per-request session and two decode/encode rounds of the result.
+
+// fastRequest is the envelope of a tools/call.
+type fastRequest struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  *struct {
+		Name           string          `json:"name"`
+		Arguments      json.RawMessage `json:"arguments"`
+		Meta           map[string]any  `json:"_meta"`
+		InputResponses json.RawMessage `json:"inputResponses"`
+		RequestState   json.RawMessage `json:"requestState"`
+	} `json:"params"`
+}
+
+// serverInfoMeta is the gateway's _meta serverInfo (SEP-2575).
+var serverInfoMeta = json.RawMessage(`{"name":"armoriq-gateway","title":"armoriq gateway","version":"1"}`)
+
+// fastToolCall serves body if it is a tools/call the fast path may take,
+// and reports whether it did.
+func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body []byte) bool {
+	t := bytes.TrimSpace(body)
+	if len(t) == 0 || t[0] != '{' || !bytes.Contains(t, []byte(`"tools/call"`)) {
+		return false
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" || !acceptsBoth(r) {
+		return false
+	}
+	var req fastRequest
+	if json.Unmarshal(t, &req) != nil || req.JSONRPC != "2.0" || req.Method != "tools/call" || req.Params == nil ||
+		len(req.ID) == 0 || string(req.ID) == "null" || len(req.Params.InputResponses) > 0 || len(req.Params.RequestState) > 0 {
+		return false
+	}
+	p := req.Params
+	if _, ok := p.Meta["progressToken"]; ok {
+		return false
+	}
+	pv := r.Header.Get(headerProtocol)
+	metaPV, _ := p.Meta["io.modelcontextprotocol/protocolVersion"].(string)
+	modern := pv >= firstStatelessVersion
+	switch {
+	case modern:
+		caps, ok := p.Meta["io.modelcontextprotocol/clientCapabilities"].(map[string]any)
+		if metaPV != pv || !ok || caps == nil || r.Header.Get("Mcp-Method") != "tools/call" || r.Header.Get("Mcp-Name") != p.Name {
+			return false
+		}
+		if ci, present := p.Meta[metaClientInfo]; present {
+			if m, ok := ci.(map[string]any); !ok || m == nil {
+				return false
+			}
+		}
+	case metaPV >= firstStatelessVersion:
+		return false // the SDK reconciles a _meta version without the header
+	case pv != "" && !slices.Contains(mcp.SupportedProtocolVersions(), pv):
+		return false
+	}
+	c := ep.cat.current(r.Context())
+	rt, ok := c.tools[p.Name]
+	if !ok || !rt.fast {
+		return false
+	}
+
+	raw, err := ep.callTool(r.Context(), &toolCall{rt: rt, args: p.Arguments, meta: p.Meta})
+	var out bytes.Buffer
+	out.Grow(len(raw) + 128)
+	out.WriteString(`{"jsonrpc":"2.0","id":`)
+	out.Write(req.ID)
+	status := http.StatusOK
+	if err != nil {
+		jerr := rpcError(err)
+		e, _ := json.Marshal(jerr)
+		out.WriteString(`,"error":`)
+		out.Write(e)
+		if modern {
+			status = errorStatus(jerr.Code)
+		}
+	} else {
+		out.WriteString(`,"result":`)
+		if modern {
+			raw = annotateModern(raw)
+		}
+		out.Write(raw)
+	}
+	out.WriteString("}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(out.Bytes())
+	return true
+}
+
+// errorStatus is the HTTP status of a JSON-RPC error under the 2026-07-28
+// protocol (SEP-2575), as the SDK answers it.
+func errorStatus(code int64) int {
+	switch code {
+	case jsonrpc.CodeMethodNotFound:
+		return http.StatusNotFound
+	case jsonrpc.CodeInvalidParams, mcp.CodeUnsupportedProtocolVersion, mcp.CodeMissingRequiredClientCapabilities:
+		return http.StatusBadRequest
+	}
+	return http.StatusOK
+}
+
+// annotateModern adds what a 2026-07-28 result carries and an older
+// upstream did not set: resultType, and the gateway's serverInfo in _meta.
+func annotateModern(raw json.RawMessage) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || m == nil {
+		return raw
+	}
+	if _, ok := m["resultType"]; !ok {
+		m["resultType"] = json.RawMessage(`"complete"`)
+	}
+	var meta map[string]json.RawMessage
+	if mr, ok := m["_meta"]; ok {
+		_ = json.Unmarshal(mr, &meta)
+	}
+	if meta == nil {
+		meta = map[string]json.RawMessage{}
+	}
+	if _, ok := meta["io.modelcontextprotocol/serverInfo"]; !ok {
+		meta["io.modelcontextprotocol/serverInfo"] = serverInfoMeta
+	}
+	m["_meta"], _ = json.Marshal(meta)
+	out, err := json.Marshal(m)
+	if err != nil {
+		return raw
+	}
+	return out
+}
+
+// acceptsBoth reports whether the client accepts JSON and SSE, as the
+// Streamable HTTP transport requires of a POST.
+func acceptsBoth(r *http.Request) bool {
+	var jsonOK, sseOK bool
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
+			switch mt {
+			case "application/json", "application/*", "*/*":
+				jsonOK = true
+			}
+			switch mt {
+			case "text/event-stream", "text/*", "*/*":
+				sseOK = true
+			}
+		}
+	}
+	return jsonOK && sseOK
+}
