@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/schema"
@@ -155,8 +156,15 @@ func FilterTests(cases []TestCase, re *regexp.Regexp) []TestCase {
 	return out
 }
 
-// RunTests decides each case with e, the way the gateway decides a call.
+// RunTests decides each case with e, the way the gateway decides a call,
+// at the current time.
 func RunTests(e *policy.Engine, cases []TestCase) []TestResult {
+	return RunTestsAt(e, cases, time.Time{})
+}
+
+// RunTestsAt is RunTests with the time that conditions over time see
+// (the zero Time means now).
+func RunTestsAt(e *policy.Engine, cases []TestCase, at time.Time) []TestResult {
 	results := make([]TestResult, len(cases))
 	for i, c := range cases {
 		t := c.Test
@@ -167,6 +175,7 @@ func RunTests(e *policy.Engine, cases []TestCase) []TestResult {
 			Server: t.Tool.Server,
 			Tool:   t.Tool.Tool,
 			Args:   t.Args,
+			Time:   at,
 		})}
 	}
 	return results

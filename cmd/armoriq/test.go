@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -18,7 +19,7 @@ import (
 )
 
 func testCommand() *command {
-	var format, run string
+	var format, run, at string
 	return &command{
 		Use:   "test [PATH]",
 		Short: "Run the policy test cases of armoriq.yaml",
@@ -27,6 +28,7 @@ current directory) and decides each of its tests[] cases, plus those of the
 *_test.yaml, *_test.yml and *_test.hcl files beside it (files holding only a
 tests: list), with the same engine the gateway runs. Each case is
 {name, user, groups, agent, tool: server/tool, args, expect: allow|deny|hold}.
+Conditions over time see the current time, or --time.
 
 Each failing case is printed with its file:line:col, the expected and the
 actual decision and the rule that decided; then "ok N cases" or
@@ -36,11 +38,13 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 2 usage error or unreadable file.`,
 		Example: `  armoriq test
   armoriq test policy/armoriq.yaml --run 'admins|tests\[3\]'
-  armoriq test --format github`,
+  armoriq test --format github
+  armoriq test --time 2026-11-21T10:00:00Z --run weekend`,
 		MaxArgs: 1,
 		Flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&format, "format", "text", "output format: text, json or github (workflow annotations)")
 			fs.StringVar(&run, "run", "", "run only the cases whose name (or tests[i] path) matches this regular expression")
+			fs.StringVar(&at, "time", "", "decide as of this RFC 3339 time (for conditions over time.*); default now")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
 			switch format {
@@ -53,6 +57,13 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 				var err error
 				if re, err = regexp.Compile(run); err != nil {
 					return usageErrorf("--run: %v", err)
+				}
+			}
+			var when time.Time
+			if at != "" {
+				var err error
+				if when, err = time.Parse(time.RFC3339, at); err != nil {
+					return usageErrorf("--time: want an RFC 3339 time like 2026-01-02T15:04:05Z: %v", err)
 				}
 			}
 			path, err := testConfigPath(args)
@@ -95,7 +106,7 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 				return silentExit(exitFailure)
 			}
 			cases = compiler.FilterTests(cases, re)
-			results := compiler.RunTests(eng, cases)
+			results := compiler.RunTestsAt(eng, cases, when)
 			failed := 0
 			for _, r := range results {
 				if !r.Passed() {
