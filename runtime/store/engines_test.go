@@ -2,15 +2,10 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/armoriq/controlplane/runtime/store/storetest"
 )
 
 // An engine makes a fresh, empty database for one test and returns its DSN;
@@ -31,54 +26,13 @@ var sqliteEngine = engine{
 	},
 }
 
-const postgresEnv = "ARMORIQ_TEST_POSTGRES"
-
 // postgresEngine gives every test its own schema in the database named by
 // $ARMORIQ_TEST_POSTGRES, dropped at cleanup: the server may hold anything
-// earlier runs left behind.
+// earlier runs left behind. Without the variable the tests skip.
 var postgresEngine = engine{
 	name:                  "postgres",
 	replicasHearEachOther: true,
-	newDB: func(t testing.TB) string {
-		base := os.Getenv(postgresEnv)
-		if base == "" {
-			t.Skipf("%s is not set: skipping the PostgreSQL tests (set it to e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)", postgresEnv)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Fatalf("connect to %s: %v", postgresEnv, err)
-		}
-		defer conn.Close(ctx)
-		var b [6]byte
-		rand.Read(b[:])
-		schema := "armoriq_test_" + hex.EncodeToString(b[:])
-		if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-			t.Fatalf("create schema %s: %v", schema, err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			conn, err := pgx.Connect(ctx, base)
-			if err != nil {
-				t.Errorf("drop schema %s: %v", schema, err)
-				return
-			}
-			defer conn.Close(ctx)
-			if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-				t.Errorf("drop schema %s: %v", schema, err)
-			}
-		})
-		u, err := url.Parse(base)
-		if err != nil {
-			t.Fatalf("parse %s: %v", postgresEnv, err)
-		}
-		q := u.Query()
-		q.Set("search_path", schema)
-		u.RawQuery = q.Encode()
-		return u.String()
-	},
+	newDB:                 storetest.PostgresDSN,
 }
 
 func TestSQLite(t *testing.T)   { testStore(t, sqliteEngine) }

@@ -57,7 +57,7 @@ type Store interface {
 
 	// SetActiveBundle makes b the active bundle if the active one still has
 	// sequence prevSeq (0: none yet), else ErrStale: another writer got there
-	// first. b.Sequence must be greater than prevSeq (ErrConflict otherwise).
+	// first. b.Sequence must be greater than prevSeq (ErrInvalid otherwise).
 	// It clears the last bundle error.
 	SetActiveBundle(ctx context.Context, b Bundle, prevSeq int64) error
 	// ActiveBundle returns the active bundle with its bytes; ErrNotFound if
