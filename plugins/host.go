@@ -47,6 +47,7 @@ type hostOptions struct {
 	startTimeout time.Duration
 	minBackoff   time.Duration
 	maxBackoff   time.Duration
+	stopGrace    time.Duration
 	logOutput    io.Writer
 	logLevel     hclog.Level
 }
@@ -95,6 +96,13 @@ func WithRestartBackoff(min, max time.Duration) HostOption {
 	return func(o *hostOptions) { o.minBackoff, o.maxBackoff = min, max }
 }
 
+// WithStopGrace bounds how long stopping an adapter (Sync removing or
+// changing its server, or Close) waits for its calls in flight to finish
+// before the process is stopped (default 10s).
+func WithStopGrace(d time.Duration) HostOption {
+	return func(o *hostOptions) { o.stopGrace = d }
+}
+
 // WithLog sends the host's and the adapters' logs to w at level ("debug",
 // "info", "warn", "error"). The default is os.Stderr at "warn".
 func WithLog(w io.Writer, level string) HostOption {
@@ -111,6 +119,7 @@ func NewHost(opts ...HostOption) *Host {
 		startTimeout: 30 * time.Second,
 		minBackoff:   100 * time.Millisecond,
 		maxBackoff:   30 * time.Second,
+		stopGrace:    10 * time.Second,
 		logOutput:    os.Stderr,
 		logLevel:     hclog.Warn,
 	}
@@ -163,10 +172,11 @@ func (h *Host) Sync(ctx context.Context, servers []ServerConfig) error {
 	}
 	h.mu.Unlock()
 
-	stopAll(stopping)
+	// New adapters start while the old ones drain their calls in flight.
 	for _, in := range starting {
 		go in.run()
 	}
+	stopAll(stopping)
 	var errs []error
 	for _, in := range starting {
 		select {
@@ -241,8 +251,9 @@ func (h *Host) Status() []Status {
 	return out
 }
 
-// Close stops every adapter and waits until their processes are gone. The
-// host cannot be used afterwards.
+// Close stops every adapter, letting calls in flight finish within the
+// stop grace, and waits until their processes are gone. The host cannot be
+// used afterwards.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	h.closed = true

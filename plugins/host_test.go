@@ -582,3 +582,25 @@ func TestSyncRetriesFailed(t *testing.T) {
 		t.Fatalf("Sync once $UPSTREAM_TOKEN is set: %v", err)
 	}
 }
+
+// TestSyncDrains: changing a server's configuration lets its calls in
+// flight finish on the old adapter before it is stopped.
+func TestSyncDrains(t *testing.T) {
+	url := newUpstream(nil).serveHTTP(t, false)
+	h := newHost(t)
+	a := startAdapter(t, h, httpServer("up", url))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := callText(context.Background(), a, "slow", map[string]any{"ms": 500})
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	changed := httpServer("up", url)
+	changed.Timeout = time.Minute
+	if err := h.Sync(context.Background(), []plugins.ServerConfig{changed}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("call in flight during the Sync: %v", err)
+	}
+}

@@ -99,6 +99,7 @@ func (in *instance) run() {
 			started := time.Now()
 			select {
 			case <-in.quit:
+				in.drain()
 				in.setState(StateDown, nil, nil)
 				p.client.Kill()
 				return
@@ -122,6 +123,15 @@ func (in *instance) run() {
 		in.state = StateStarting
 		in.since = time.Now()
 		in.mu.Unlock()
+	}
+}
+
+// drain waits for the calls in flight to finish, for at most the host's
+// stop grace, so that a Sync or a Close does not cut them short.
+func (in *instance) drain() {
+	deadline := time.Now().Add(in.h.opts.stopGrace)
+	for len(in.slots) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -255,6 +265,11 @@ func (in *instance) call(ctx context.Context, op string, f func(context.Context,
 		// connection as canceled): did the process die?
 		select {
 		case <-p.runner.exited:
+			select {
+			case <-in.quit:
+				return fmt.Errorf("adapter %q was stopped during %s (its server was removed or changed, or the gateway is stopping): %w", in.cfg.ID, op, ErrUnavailable)
+			default:
+			}
 			in.exited(p)
 			return fmt.Errorf("adapter %q crashed during %s (%v); restarting it: %w", in.cfg.ID, op, p.runner.exitErr(), ErrUnavailable)
 		case <-time.After(time.Second):
