@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -14,12 +13,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/armoriq/controlplane/compiler"
 	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/reconciler"
 	"github.com/armoriq/controlplane/runtime/gateway"
 	"github.com/armoriq/controlplane/runtime/store"
-	"github.com/armoriq/controlplane/schema"
 	"github.com/spf13/pflag"
 )
 
@@ -177,18 +175,22 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		}
 		trusted[id] = pub
 	}
-	var local *localSigner
+	// The server is created below; the registrar reads its active bundle
+	// through this indirection.
+	var srv *gateway.Server
+	var reg *registrar
 	if o.config != "" || o.register {
 		keyPath := o.localKey
 		if keyPath == "" {
 			keyPath = filepath.Join(o.data, "local-signing.key")
 		}
-		s, err := loadLocalSigner(keyPath)
+		r, err := newRegistrar(keyPath, func() *bundle.Bundle { return srv.ActiveBundle() })
 		if err != nil {
 			return err
 		}
-		local = s
-		trusted[s.keyID] = s.key.Public().(ed25519.PublicKey)
+		reg = r
+		id, pub := r.publicKey()
+		trusted[id] = pub
 	}
 	if len(trusted) == 0 {
 		log.Warn("no trusted bundle-signing key: every bundle will be refused and every call denied; pass --trust-key or --config")
@@ -232,10 +234,10 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		Store: st, TrustedKeys: trusted, Upstream: upstream, Logger: log,
 		MaxTokenTTL: o.maxTTL, CallTimeout: o.callTimeout,
 	}
-	if o.register && local != nil {
-		cfg.Registrar = local
+	if o.register {
+		cfg.Registrar = reg
 	}
-	srv, err := gateway.NewServer(ctx, cfg)
+	srv, err = gateway.NewServer(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -251,7 +253,11 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		log.Info("created the admin API key", "file", path)
 	}
 	if o.config != "" {
-		res, err := local.Register(ctx, o.config, nil)
+		data, err := os.ReadFile(o.config)
+		if err != nil {
+			return usageErrorf("--config: %v", err)
+		}
+		res, err := reg.Register(ctx, o.config, data)
 		if err != nil {
 			return err
 		}
@@ -261,7 +267,7 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 			}
 			return &exitError{Code: exitFailure, Err: fmt.Errorf("%s is invalid: not starting", o.config)}
 		}
-		act, err := srv.Activate(ctx, res.Bundle, true)
+		act, err := srv.Activate(ctx, res.Bundle, false)
 		if err != nil {
 			return fmt.Errorf("activating %s: %v", o.config, err)
 		}
@@ -308,60 +314,45 @@ func storeKind(dsn string) string {
 	return "sqlite"
 }
 
-// localSigner compiles and signs configs with a key kept by the gateway
-// itself: for --config and the SDK's register call.
-type localSigner struct {
-	key   ed25519.PrivateKey
-	keyID string
+// registrar serves --config and the SDK's register call with the reconciler's
+// Registrar, signing with the gateway's local key: the runtime itself never
+// imports the compiler.
+type registrar struct {
+	r *reconciler.Registrar
 }
 
-func loadLocalSigner(path string) (*localSigner, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		if err := bundle.GenerateKey(path); err != nil {
-			return nil, fmt.Errorf("creating the local signing key %s: %v", path, err)
+func newRegistrar(keyPath string, active func() *bundle.Bundle) (*registrar, error) {
+	if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
+		if err := bundle.GenerateKey(keyPath); err != nil {
+			return nil, fmt.Errorf("creating the local signing key %s: %v", keyPath, err)
 		}
 	}
-	key, id, err := bundle.LoadPrivateKey(path)
+	key, id, err := bundle.LoadPrivateKey(keyPath)
 	if err != nil {
-		return nil, usageErrorf("local signing key %s: %v", path, err)
+		return nil, usageErrorf("local signing key %s: %v", keyPath, err)
 	}
-	return &localSigner{key: key, keyID: id}, nil
+	return &registrar{r: &reconciler.Registrar{
+		Key: key, KeyID: id, CompilerVersion: buildVersion(),
+		Active: func(context.Context) (*bundle.Bundle, error) { return active(), nil },
+	}}, nil
 }
 
-// Register implements gateway.Registrar: validate, compile, sign. With a
-// nil body it reads filename from disk.
-func (l *localSigner) Register(ctx context.Context, filename string, body []byte) (gateway.RegisterResult, error) {
-	var (
-		cfg   *schema.Config
-		diags schema.Diagnostics
-	)
-	if body == nil {
-		cfg, diags = schema.LoadFile(filename)
-	} else {
-		cfg, diags = schema.Parse(filename, body)
-	}
-	var res gateway.RegisterResult
-	for _, d := range diags {
-		res.Diagnostics = append(res.Diagnostics, d.String())
-	}
-	if diags.HasErrors() {
-		return res, nil
-	}
-	b, err := compiler.Compile(cfg, compiler.Options{Revision: compiler.ContentRevision(cfg), CompilerVersion: buildVersion()})
+func (g *registrar) publicKey() (string, ed25519.PublicKey) {
+	return g.r.KeyID, g.r.Key.Public().(ed25519.PublicKey)
+}
+
+// Register implements gateway.Registrar.
+func (g *registrar) Register(ctx context.Context, filename string, body []byte) (gateway.RegisterResult, error) {
+	res, err := g.r.RegisterFile(ctx, filename, body)
 	if err != nil {
-		var ds schema.Diagnostics
-		if !errors.As(err, &ds) {
-			return res, err
-		}
-		for _, d := range ds {
-			res.Diagnostics = append(res.Diagnostics, d.String())
-		}
-		return res, nil
+		return gateway.RegisterResult{}, err
 	}
-	var buf bytes.Buffer
-	if err := bundle.Write(&buf, b, l.key, l.keyID); err != nil {
-		return res, err
+	out := gateway.RegisterResult{Changes: res.Changes}
+	if res.Valid {
+		out.Bundle = res.Bundle
 	}
-	res.Bundle = buf.Bytes()
-	return res, nil
+	for _, d := range res.Diagnostics {
+		out.Diagnostics = append(out.Diagnostics, d.String())
+	}
+	return out, nil
 }

@@ -117,7 +117,7 @@ func keysRevokeCommand() *command {
 		Use:     "revoke ID",
 		Short:   "Revoke an API key at once (idempotent)",
 		MinArgs: 1, MaxArgs: 1,
-		Flags:   g.register,
+		Flags: g.register,
 		Run: func(ctx context.Context, e *env, args []string) error {
 			c, err := g.client(e)
 			if err != nil {

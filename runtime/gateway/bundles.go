@@ -217,3 +217,11 @@ func (s *Server) handleBundleStatus(w http.ResponseWriter, r *http.Request) erro
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// ActiveBundle returns the bundle in force, nil when none.
+func (s *Server) ActiveBundle() *bundle.Bundle {
+	if ab := s.active.Load(); ab != nil {
+		return ab.b
+	}
+	return nil
+}

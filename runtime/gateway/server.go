@@ -142,6 +142,8 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		s.wg.Add(1)
 		go s.pollBundle(bg, cfg.BundlePoll)
 	}
+	s.wg.Add(1)
+	go s.pruneTokens(bg)
 	return s, nil
 }
 
@@ -229,6 +231,27 @@ func (s *Server) watchRevocations(revs <-chan store.Revocation) {
 			s.inflight.revokeToken(r.ID)
 		case store.Resync:
 			s.keys.reset()
+		}
+	}
+}
+
+// pruneTokens deletes token records a day after they expired, hourly, so
+// the tokens table does not grow without bound.
+func (s *Server) pruneTokens(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := s.store.PruneTokens(ctx, s.now().Add(-24*time.Hour))
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("pruning expired tokens failed", "error", err)
+			} else if n > 0 {
+				s.log.Info("pruned expired tokens", "count", n)
+			}
 		}
 	}
 }
