@@ -43,7 +43,7 @@ func check(root *node, c *Config) Diagnostics {
 				if pos.Line == 0 {
 					pos = w.pos
 				}
-				checkWhen(w.str, pos, p+".when", &ds)
+				checkWhen(w.str, pos, w.textIndent, p+".when", &ds)
 			}
 		}
 	}
@@ -240,7 +240,14 @@ func ParseRef(s string) (server, tool string, ok bool) {
 
 // checkWhen parses a condition as an HCL expression and checks the
 // variables it reads. Positions of HCL's diagnostics are in the user's file.
-func checkWhen(src string, start Pos, p string, ds *Diagnostics) {
+func checkWhen(src string, start Pos, indent int, p string, ds *Diagnostics) {
+	hclPos := func(file string, hp hcl.Pos) Pos {
+		pos := Pos{File: file, Line: hp.Line, Col: hp.Column}
+		if indent > 0 && hp.Line > start.Line {
+			pos.Col += indent - 1
+		}
+		return pos
+	}
 	expr, diags := hclsyntax.ParseExpression([]byte(src), start.File, hcl.Pos{Line: start.Line, Column: start.Col})
 	for _, d := range diags {
 		pos := start

@@ -497,7 +497,7 @@ func describe(root *node, labels []string, errs []cueErr) Diagnostics {
 		if strings.HasPrefix(e.format, "conflicting values") && len(e.args) >= 2 {
 			a, b := fmt.Sprint(e.args[0]), fmt.Sprint(e.args[1])
 			exp := a
-			if present && a == got {
+			if present && isDataLiteral(a, n) {
 				exp = b
 			}
 			if !containsStr(alts, exp) {
@@ -537,6 +537,18 @@ func describe(root *node, labels []string, errs []cueErr) Diagnostics {
 		}
 	}
 	return diags
+}
+
+// isDataLiteral reports whether a, as CUE prints a value in an error, is
+// the user's value n rather than what the schema expects.
+func isDataLiteral(a string, n *node) bool {
+	switch n.kind {
+	case kList:
+		return strings.HasPrefix(a, "[")
+	case kMap:
+		return strings.HasPrefix(a, "{")
+	}
+	return a == n.literal()
 }
 
 func joinAlts(alts []string) string {
@@ -600,7 +612,8 @@ func patternHint(labels []string, re string) string {
 
 // requiredWhy explains conditional requirements (url for http, ...).
 func requiredWhy(root *node, labels []string) string {
-	if len(labels) == 3 && labels[0] == "mcp_servers" {
+	key := labels[len(labels)-1]
+	if len(labels) == 3 && labels[0] == "mcp_servers" && (key == "url" || key == "command" || key == "path" || key == "sha256") {
 		srv, _, _ := root.lookup(labels[:2], false)
 		t := "http"
 		if tn := srv.get("transport"); tn != nil && tn.kind == kString {
@@ -608,7 +621,7 @@ func requiredWhy(root *node, labels []string) string {
 		}
 		return fmt.Sprintf(" (transport %s)", t)
 	}
-	if len(labels) == 4 && labels[2] == "auth" {
+	if len(labels) == 4 && labels[2] == "auth" && (key == "token" || key == "api_key") {
 		auth, _, _ := root.lookup(labels[:3], false)
 		if tn := auth.get("type"); tn != nil && tn.kind == kString {
 			return fmt.Sprintf(" (auth type %s)", tn.str)

@@ -23,6 +23,10 @@ type node struct {
 	// textPos is where a string's content starts (after an opening quote,
 	// or on the line after a YAML block indicator): used for `when`.
 	textPos Pos
+	// textIndent is the column of every line of a YAML literal block
+	// scalar's text (0 otherwise), so that positions on its later lines
+	// can be mapped back to the file too.
+	textIndent int
 }
 
 type kind int

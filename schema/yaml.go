@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"bytes"
+	"io"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,7 +20,18 @@ var yamlErrLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 func parseYAML(filename string, data []byte) (*node, Diagnostics) {
 	var diags Diagnostics
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	err := dec.Decode(&doc)
+	if err == io.EOF {
+		err = nil
+	}
+	if err == nil {
+		var next yaml.Node
+		if dec.Decode(&next) == nil {
+			diags.errorf(Pos{File: filename, Line: max(next.Line, 1), Col: 1}, "", "a config file holds one YAML document: remove the second (after ---)")
+		}
+	}
+	if err != nil {
 		pos := Pos{File: filename}
 		msg := err.Error()
 		if m := yamlErrLine.FindStringSubmatch(msg); m != nil {
@@ -154,6 +167,7 @@ func (c *yamlConv) scalar(n *node, y *yaml.Node) {
 		n.textPos.Col++
 	case yaml.LiteralStyle, yaml.FoldedStyle:
 		n.textPos = c.blockStart(y)
+		n.textIndent = n.textPos.Col
 	}
 	tag := y.ShortTag()
 	switch tag {
