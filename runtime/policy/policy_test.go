@@ -217,6 +217,7 @@ func TestCompileErrors(t *testing.T) {
 		{when(r("bad-attr", "allow", "a/b"), `args.x == 1 && user.mail == "x"`), `user has no attribute "mail"`},
 		{when(r("bad-time", "allow", "a/b"), `time.year > 2000`), `time has no attribute "year"`},
 		{when(r("bad-func", "allow", "a/b"), `file("/etc/passwd") == ""`), `unknown function "file"`},
+		{when(r("no-format", "allow", "a/b"), `format("%0900000000s", "x") != ""`), `unknown function "format"`},
 		{r("bad-effect", "permit", "a/b"), `unknown effect "permit"`},
 		{r("bad-tool", "allow", "nope"), `tool pattern "nope" is not server/tool`},
 		{r("dotted", "allow", "github.get_file"), `tool pattern "github.get_file" is not server/tool`},

@@ -339,6 +339,8 @@ type funcTable = map[string]function.Function
 
 // conditionFuncs are the functions a when condition may call: a subset of
 // go-cty's standard library, HCL's try and can, and a few string matchers.
+// format is left out: a width like %0900000000s builds a string of that
+// size, and a decision must stay cheap.
 func conditionFuncs() funcTable {
 	return funcTable{
 		// collections
@@ -363,7 +365,6 @@ func conditionFuncs() funcTable {
 		"trimprefix": stdlib.TrimPrefixFunc,
 		"trimsuffix": stdlib.TrimSuffixFunc,
 		"replace":    stdlib.ReplaceFunc,
-		"format":     stdlib.FormatFunc,
 		"regex":      stdlib.RegexFunc,
 		"regexall":   stdlib.RegexAllFunc,
 		"startswith": startsWithFunc,
