@@ -72,14 +72,15 @@ type Reconciler struct {
 	suspended bool
 	status    SourceStatus
 	targets   []*targetState
-	built     map[string]builtCommit // by revision: outcome of building it
+	built     builtCommit // the last commit built, so a pass at the same head skips the build
 	lastGood  *Artifact
-	reported  map[string]Condition // revision → condition last reported
+	reported  Attempt // the last report: one per change of the head's condition
 }
 
 type builtCommit struct {
-	art     *Artifact
-	outcome Outcome
+	revision string
+	art      *Artifact
+	outcome  Outcome
 }
 
 type targetState struct {
@@ -128,8 +129,6 @@ func New(opts Options) (*Reconciler, error) {
 		log:       opts.Logger.With("source", opts.Source.String()),
 		trigger:   make(chan struct{}, 1),
 		suspended: opts.Suspend,
-		built:     map[string]builtCommit{},
-		reported:  map[string]Condition{},
 		status: SourceStatus{
 			URL: redactURL(so.URL), Branch: so.Branch, Path: so.Path, Suspended: opts.Suspend,
 		},
@@ -294,9 +293,9 @@ func (r *Reconciler) sourceSteps(ctx context.Context) (string, *Artifact, Outcom
 		return "", nil, o
 	}
 	r.mu.Lock()
-	b, seen := r.built[head]
+	b := r.built
 	r.mu.Unlock()
-	if seen {
+	if b.revision == head {
 		r.setSource(head, now, b.outcome, false)
 		return head, b.art, b.outcome
 	}
@@ -306,7 +305,7 @@ func (r *Reconciler) sourceSteps(ctx context.Context) (string, *Artifact, Outcom
 		return head, nil, o
 	}
 	r.mu.Lock()
-	r.built[head] = builtCommit{art: art, outcome: o}
+	r.built = builtCommit{revision: head, art: art, outcome: o}
 	r.mu.Unlock()
 	r.setSource(head, now, o, true)
 	if o.Condition == Stalled {
@@ -530,11 +529,11 @@ func (r *Reconciler) report(ctx context.Context, head string, src Outcome, targe
 		}
 	}
 	r.mu.Lock()
-	if r.reported[head] == o.Condition {
+	if r.reported.Revision == head && r.reported.Condition == o.Condition {
 		r.mu.Unlock()
 		return
 	}
-	r.reported[head] = o.Condition
+	r.reported = Attempt{Revision: head, Outcome: o}
 	r.mu.Unlock()
 	if err := r.opts.Reporter.ReportCommit(ctx, head, o); err != nil {
 		r.log.Warn("reporting commit status", "revision", head, "err", err)
