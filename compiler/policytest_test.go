@@ -120,3 +120,46 @@ func TestEngineErrorsArePositioned(t *testing.T) {
 		t.Errorf("Engine with an invalid when: error %v, want a positioned diagnostic", err)
 	}
 }
+
+// TestExamplePolicyTests runs the policy tests of every example config: they must
+// all pass.
+func TestExamplePolicyTests(t *testing.T) {
+	var paths []string
+	for _, pat := range []string{"*.yaml", "*/*.yaml", "*/*.hcl"} {
+		m, _ := filepath.Glob(filepath.Join("..", "examples", pat))
+		paths = append(paths, m...)
+	}
+	if len(paths) == 0 {
+		t.Skip("no examples")
+	}
+	total := 0
+	defer func() {
+		if total == 0 {
+			t.Errorf("no example policy test ran (examples: %v)", paths)
+		}
+	}()
+	for _, path := range paths {
+		if strings.HasSuffix(path, "_test.yaml") || strings.HasSuffix(path, "_test.hcl") {
+			continue
+		}
+		cfg, ds := schema.LoadFile(path)
+		if ds.HasErrors() {
+			continue // not a config this test is about; validate's tests cover it
+		}
+		e, err := Engine(cfg)
+		if err != nil {
+			t.Errorf("%s: %v", path, err)
+			continue
+		}
+		cases, ds := LoadTests(path, cfg)
+		if ds.HasErrors() {
+			t.Errorf("%s: %v", path, ds)
+		}
+		total += len(cases)
+		for _, r := range RunTests(e, cases) {
+			if !r.Passed() {
+				t.Errorf("%s: %s at %s: expected %s, got %s (%s)", path, r.ID, r.Test.Pos, r.Test.Expect, r.Got.Effect, r.Got.Reason)
+			}
+		}
+	}
+}
