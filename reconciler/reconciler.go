@@ -533,9 +533,12 @@ func (r *Reconciler) report(ctx context.Context, head string, src Outcome, targe
 		r.mu.Unlock()
 		return
 	}
-	r.reported = Attempt{Revision: head, Outcome: o}
 	r.mu.Unlock()
 	if err := r.opts.Reporter.ReportCommit(ctx, head, o); err != nil {
-		r.log.Warn("reporting commit status", "revision", head, "err", err)
+		r.log.Warn("reporting commit status (retried next pass)", "revision", head, "err", err)
+		return
 	}
+	r.mu.Lock()
+	r.reported = Attempt{Revision: head, Outcome: o}
+	r.mu.Unlock()
 }
