@@ -192,12 +192,16 @@ func uniqueIDs(servers []initServer) error {
 // defaults. An empty answer keeps the default.
 func prompt(e *env, o *initOptions, servers []initServer) ([]initServer, error) {
 	in := bufio.NewReader(e.Stdin)
+	out := e.Stdout
+	if o.output == "-" {
+		out = e.Stderr // stdout carries the file
+	}
 	ask := func(question, def string, check func(string) error) (string, error) {
 		for {
 			if def != "" {
-				fmt.Fprintf(e.Stdout, "%s [%s]: ", question, def)
+				fmt.Fprintf(out, "%s [%s]: ", question, def)
 			} else {
-				fmt.Fprintf(e.Stdout, "%s: ", question)
+				fmt.Fprintf(out, "%s: ", question)
 			}
 			line, err := in.ReadString('\n')
 			if err != nil && (err != io.EOF || line == "") {
@@ -212,7 +216,7 @@ func prompt(e *env, o *initOptions, servers []initServer) ([]initServer, error) 
 			}
 			if check != nil {
 				if cerr := check(ans); cerr != nil {
-					fmt.Fprintf(e.Stdout, "  %v\n", cerr)
+					fmt.Fprintf(out, "  %v\n", cerr)
 					if err == io.EOF {
 						return "", usageErrorf("%v", cerr)
 					}
@@ -238,7 +242,7 @@ func prompt(e *env, o *initOptions, servers []initServer) ([]initServer, error) 
 	if o.environment, err = ask("Environment (sandbox or production)", o.environment, checkEnvironment); err != nil {
 		return nil, err
 	}
-	fmt.Fprintln(e.Stdout, "MCP servers, one per line as ID=URL; an empty line ends the list.")
+	fmt.Fprintln(out, "MCP servers, one per line as ID=URL; an empty line ends the list.")
 	for {
 		ans, err := ask("Server", "", func(s string) error {
 			if s == "" {
