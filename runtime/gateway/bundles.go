@@ -74,7 +74,14 @@ func (s *Server) pollBundle(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.loadActiveBundle(ctx); err != nil && ctx.Err() == nil {
+			// An activation in progress will load what it stores; polling
+			// meanwhile would compile and sync the same bundle twice.
+			if !s.activateMu.TryLock() {
+				continue
+			}
+			err := s.loadActiveBundle(ctx)
+			s.activateMu.Unlock()
+			if err != nil && ctx.Err() == nil {
 				s.log.Warn("bundle poll failed", "error", err)
 			}
 		}
