@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/go-plugin/runner"
+	"google.golang.org/grpc"
 )
 
 // Host runs one adapter process per upstream server for the gateway: it
@@ -348,8 +349,10 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 		VersionedPlugins: pluginSets(nil),
 		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		StartTimeout:     h.opts.startTimeout,
-		Logger:           h.logger().Named(cfg.ID),
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))},
+		StartTimeout: h.opts.startTimeout,
+		Logger:       h.logger().Named(cfg.ID),
 		// go-plugin passes a command carrying only its own variables; the
 		// runner runs ours with them.
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {

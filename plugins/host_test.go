@@ -191,6 +191,10 @@ func exercise(t *testing.T, a plugins.Adapter) {
 	if err != nil || !strings.Contains(string(raw), `"text":"hello"`) {
 		t.Errorf("ReadResource(test://greeting) = %s, %v; want text hello", raw, err)
 	}
+	raw, err = a.ReadResource(ctx, "test://big")
+	if err != nil || len(raw) < bigSize {
+		t.Errorf("ReadResource(test://big) = %d bytes, %v; want more than %d bytes", len(raw), err, bigSize)
+	}
 	raw, err = a.ListPrompts(ctx, "")
 	if err != nil || !strings.Contains(string(raw), `"greet"`) {
 		t.Errorf("ListPrompts = %s, %v; want greet listed", raw, err)
@@ -266,6 +270,12 @@ func TestHTTPAdapterUpstreamAuth(t *testing.T) {
 func TestStdioAdapter(t *testing.T) {
 	a := startAdapter(t, newHost(t), stdioServer("local"))
 	exercise(t, a)
+
+	// Arguments beyond gRPC's default 4 MiB reach the server.
+	big := strings.Repeat("y", bigSize)
+	if got := mustCall(t, a, "echo", map[string]any{"text": big}); got != big {
+		t.Errorf("echo of %d bytes returned %d bytes", len(big), len(got))
+	}
 }
 
 // TestStdioServerCrash: when the MCP server process dies, the adapter

@@ -26,6 +26,11 @@ const (
 	MagicCookieValue = "7d3c1a8e-armoriq-adapter"
 )
 
+// MaxMessageSize bounds one message between host and adapter, in both
+// directions: a tool's arguments or result, a resource's contents. gRPC's
+// default of 4 MiB is too small for some resources.
+const MaxMessageSize = 64 << 20
+
 // pluginName is the name the adapter is dispensed under.
 const pluginName = "adapter"
 
@@ -87,7 +92,9 @@ func Serve(impl Adapter) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  handshake(),
 		VersionedPlugins: pluginSets(impl),
-		GRPCServer:       plugin.DefaultGRPCServer,
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(MaxMessageSize))...)
+		},
 	})
 	// The host asked the plugin to shut down.
 	cleanup()
