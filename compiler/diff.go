@@ -106,7 +106,7 @@ type Change struct {
 	Tool     string  `json:"tool"` // server/tool
 	From     Access  `json:"from"`
 	To       Access  `json:"to"`
-	FromRule string  `json:"from_rule,omitempty"` // the rule that decided in base ("" = no rule matched)
+	FromRule string  `json:"from_rule,omitempty"` // the rules that decide in base (see AccessOf)
 	ToRule   string  `json:"to_rule,omitempty"`
 }
 
@@ -232,11 +232,17 @@ func subjectLess(a, b Subject) bool {
 
 // AccessOf decides a subject's access to server/tool without evaluating
 // when conditions (see policy.Engine.Static): allow, hold or deny, or a
-// conditional access. rule is the rule that decided the unconditional part.
+// conditional access. rule names the rules that decide it: "" for the
+// default deny, "R" for a rule, "C if when, else R" (or "else no rule")
+// for a conditional access.
 func AccessOf(e *policy.Engine, s Subject, server, tool string) (a Access, rule string) {
 	d, cond := e.Static(s.request(server, tool))
-	if cond != "" {
-		return conditionalAccess(cond, d.Effect), d.RuleID
+	if cond.Effect != "" {
+		other := d.RuleID
+		if other == "" {
+			other = "no rule"
+		}
+		return conditionalAccess(cond.Effect, d.Effect), cond.RuleID + " if when, else " + other
 	}
 	return Access(d.Effect), d.RuleID
 }

@@ -16,19 +16,19 @@ func (e *Engine) Decide(req *Request) Decision {
 }
 
 // Static decides req without evaluating when conditions: rules that have
-// one are left out. conditional is the effect of the strongest such rule
+// one are left out. conditional is the decision of the strongest such rule
 // that applies to the request (user, agent and tool match) and would change
-// the decision if its condition held, or "" if there is none. `armoriq
-// diff` reports those pairs as conditional.
-func (e *Engine) Static(req *Request) (d Decision, conditional Effect) {
+// the decision if its condition held; its Effect is "" if there is none.
+// `armoriq diff` reports those pairs as conditional.
+func (e *Engine) Static(req *Request) (d, conditional Decision) {
 	s := search{e: e, req: req, mode: skipWhen}
 	s.run()
 	d = s.decision()
 	// A conditional rule changes the outcome only when it outranks the
 	// static decision with a different effect: a conditional deny over
 	// the default deny changes nothing.
-	if s.maxCond > s.bestRank && !(s.maxCond == rankDeny && s.best == nil) {
-		conditional = effectOfRank[s.maxCond]
+	if r := s.condRule; r != nil && r.rank > s.bestRank && !(r.rank == rankDeny && s.best == nil) {
+		conditional = Decision{Effect: effectOfRank[r.rank], RuleID: r.id, Pos: r.pos, Reason: r.reason + " if its when condition holds"}
 	}
 	return d, conditional
 }
@@ -39,7 +39,7 @@ func (e *Engine) Static(req *Request) (d Decision, conditional Effect) {
 // ignored.
 func (e *Engine) Visible(req *Request) bool {
 	d, conditional := e.Static(req)
-	return d.Effect != Deny || conditional != ""
+	return d.Effect != Deny || conditional.Effect != ""
 }
 
 type mode int8
@@ -62,8 +62,8 @@ type search struct {
 	bestErr  error  // the best rule is a deny whose condition failed
 	failNote string // the first allow or hold whose condition failed
 
-	maxCond rank // skipWhen: the strongest applicable conditional rule
-	scope   *scope
+	condRule *rule // skipWhen: the strongest applicable conditional rule, first in order
+	scope    *scope
 }
 
 func (s *search) run() {
@@ -116,8 +116,8 @@ func (s *search) scan(list []entry, checkTool, checkServer bool) {
 		}
 		if r.when != nil {
 			if s.mode == skipWhen {
-				if r.rank > s.maxCond {
-					s.maxCond = r.rank
+				if c := s.condRule; c == nil || r.rank > c.rank || r.rank == c.rank && r.index < c.index {
+					s.condRule = r
 				}
 				continue
 			}

@@ -185,21 +185,22 @@ func TestStaticAndVisible(t *testing.T) {
 		tool        string
 		effect      Effect
 		conditional Effect
+		condRule    string
 		visible     bool
 	}{
-		{"a/x", Deny, Allow, true},
-		{"b/x", Allow, Deny, true},
-		{"c/x", Allow, Hold, true},
-		{"d/x", Deny, "", false},
-		{"e/x", Deny, "", false},
-		{"f/x", Deny, "", false},
+		{"a/x", Deny, Allow, "cond-allow", true},
+		{"b/x", Allow, Deny, "cond-deny", true},
+		{"c/x", Allow, Hold, "cond-hold", true},
+		{"d/x", Deny, "", "", false},
+		{"e/x", Deny, "", "", false},
+		{"f/x", Deny, "", "", false},
 	}
 	for _, tt := range tests {
 		server, tool, _ := strings.Cut(tt.tool, "/")
 		req := &Request{User: "u@x.y", Server: server, Tool: tool}
 		d, c := e.Static(req)
-		if d.Effect != tt.effect || c != tt.conditional {
-			t.Errorf("Static(%s) = %s, conditional %q; want %s, %q", tt.tool, d.Effect, c, tt.effect, tt.conditional)
+		if d.Effect != tt.effect || c.Effect != tt.conditional || c.RuleID != tt.condRule {
+			t.Errorf("Static(%s) = %s, conditional %q by %q; want %s, %q by %q", tt.tool, d.Effect, c.Effect, c.RuleID, tt.effect, tt.conditional, tt.condRule)
 		}
 		if v := e.Visible(req); v != tt.visible {
 			t.Errorf("Visible(%s) = %v, want %v", tt.tool, v, tt.visible)
