@@ -34,6 +34,9 @@ type SourceOptions struct {
 	// SSHKeyFile and SSHKeyPassphrase authenticate SSH URLs.
 	SSHKeyFile       string
 	SSHKeyPassphrase string
+	// SSHKnownHosts is a known_hosts file to check the server's host key
+	// against (default: the user's and the system's known_hosts).
+	SSHKnownHosts string
 
 	// CacheDir, when set, keeps the fetched objects on disk (a bare
 	// repository) so a restart does not fetch the whole history again;
@@ -139,13 +142,28 @@ func sourceAuth(o SourceOptions) (transport.AuthMethod, error) {
 		if _, err := os.Stat(o.SSHKeyFile); err != nil {
 			return nil, fmt.Errorf("ssh key: %v", err)
 		}
-		keys, err := gitssh.NewPublicKeysFromFile("git", o.SSHKeyFile, o.SSHKeyPassphrase)
+		keys, err := gitssh.NewPublicKeysFromFile(sshUser(o.URL), o.SSHKeyFile, o.SSHKeyPassphrase)
 		if err != nil {
 			return nil, fmt.Errorf("ssh key %s: %v", o.SSHKeyFile, err)
+		}
+		if o.SSHKnownHosts != "" {
+			if keys.HostKeyCallback, err = gitssh.NewKnownHostsCallback(o.SSHKnownHosts); err != nil {
+				return nil, fmt.Errorf("ssh known hosts %s: %v", o.SSHKnownHosts, err)
+			}
 		}
 		return keys, nil
 	}
 	return nil, nil
+}
+
+// sshUser is the user named in an SSH URL, "git" when none is.
+func sshUser(u string) string {
+	rest := strings.TrimPrefix(u, "ssh://")
+	host, _, _ := strings.Cut(rest, "/")
+	if user, _, ok := strings.Cut(host, "@"); ok && user != "" {
+		return user
+	}
+	return "git"
 }
 
 // Options returns the source's options with defaults applied.

@@ -35,6 +35,7 @@ type reconcileOptions struct {
 	webhookAddr, webhookSecret string
 	statusAddr                 string
 	gitToken, sshKey, cacheDir string
+	sshKnownHosts              string
 	trustedSigners             string
 	githubRepo                 string
 	githubAppID                int64
@@ -87,6 +88,7 @@ gateway could not be reached, 2 usage error.`,
 			fs.StringVar(&o.statusAddr, "status-addr", "", "serve GET /status on this address (may equal --webhook-addr)")
 			fs.StringVar(&o.gitToken, "git-token", "", "token for an https source (default $ARMORIQ_GIT_TOKEN, then $GITHUB_TOKEN)")
 			fs.StringVar(&o.sshKey, "ssh-key", "", "private key file for an SSH source")
+			fs.StringVar(&o.sshKnownHosts, "ssh-known-hosts", "", "known_hosts file for an SSH source (default: ~/.ssh/known_hosts)")
 			fs.StringVar(&o.cacheDir, "cache-dir", "", "keep fetched objects in this directory (default: in memory)")
 			fs.StringVar(&o.trustedSigners, "trusted-signers", "", "armored PGP public keys: apply only commits signed by one of them")
 			fs.StringVar(&o.githubRepo, "github-repo", "", "report each commit as a commit status (armoriq/reconcile) on this owner/name")
@@ -127,7 +129,7 @@ func runReconcile(ctx context.Context, e *env, o *reconcileOptions) error {
 	}
 	token := firstNonEmpty(o.gitToken, e.Getenv("ARMORIQ_GIT_TOKEN"), e.Getenv("GITHUB_TOKEN"))
 	src, err := reconciler.NewSource(reconciler.SourceOptions{
-		URL: o.source, Branch: o.branch, Path: o.path, Token: token, SSHKeyFile: o.sshKey, CacheDir: o.cacheDir,
+		URL: o.source, Branch: o.branch, Path: o.path, Token: token, SSHKeyFile: o.sshKey, SSHKnownHosts: o.sshKnownHosts, CacheDir: o.cacheDir,
 	})
 	if err != nil {
 		return usageErrorf("%v", err)
