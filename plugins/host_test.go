@@ -614,3 +614,39 @@ func TestSyncDrains(t *testing.T) {
 		t.Errorf("call in flight during the Sync: %v", err)
 	}
 }
+
+// TestPagination: cursors pass through the adapter both ways.
+func TestPagination(t *testing.T) {
+	url := newUpstream(&mcp.ServerOptions{PageSize: 2}).serveHTTP(t, false)
+	a := startAdapter(t, newHost(t), httpServer("up", url))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var names []string
+	cursor := ""
+	for pages := 1; ; pages++ {
+		raw, err := a.ListTools(ctx, cursor)
+		if err != nil {
+			t.Fatalf("ListTools(%q): %v", cursor, err)
+		}
+		var page mcp.ListToolsResult
+		if err := json.Unmarshal(raw, &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Tools) > 2 {
+			t.Errorf("page %d has %d tools, want at most 2", pages, len(page.Tools))
+		}
+		for _, tool := range page.Tools {
+			names = append(names, tool.Name)
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		if pages > 10 {
+			t.Fatal("more than 10 pages")
+		}
+		cursor = page.NextCursor
+	}
+	if got, want := strings.Join(names, ","), "add,echo,pid,slow"; got != want {
+		t.Errorf("tools over all pages: got %s, want %s", got, want)
+	}
+}
