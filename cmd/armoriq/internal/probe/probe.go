@@ -33,6 +33,26 @@ type Result struct {
 func Tools(ctx context.Context, s Server, timeout time.Duration, version string) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// The SDK may take its time to tear a failed session down after the
+	// context ends; the caller is answered at the deadline regardless.
+	type outcome struct {
+		res *Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := tools(ctx, s, timeout, version)
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		return o.res, o.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("no answer within %s", timeout)
+	}
+}
+
+func tools(ctx context.Context, s Server, timeout time.Duration, version string) (*Result, error) {
 	hc := &http.Client{Transport: headerTransport{h: s.Headers, base: http.DefaultTransport}}
 	client := mcp.NewClient(&mcp.Implementation{Name: "armoriq", Version: version}, nil)
 
