@@ -372,7 +372,8 @@ func TestChecksumMismatch(t *testing.T) {
 }
 
 func TestCallTimeout(t *testing.T) {
-	url := newUpstream(nil).serveHTTP(t, false)
+	u := newUpstream(nil)
+	url := u.serveHTTP(t, false)
 	h := newHost(t, plugins.WithCallTimeout(300*time.Millisecond))
 	a := startAdapter(t, h, httpServer("up", url))
 	start := time.Now()
@@ -384,6 +385,14 @@ func TestCallTimeout(t *testing.T) {
 		t.Errorf("timed-out call took %v", d)
 	}
 	t.Logf("timeout error: %v", err)
+	// The upstream learns the call was abandoned (notifications/cancelled).
+	deadline := time.Now().Add(5 * time.Second)
+	for u.cancelled.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the upstream's slow call was not cancelled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	// The adapter is still fine.
 	if got := mustCall(t, a, "echo", map[string]any{"text": "ok"}); got != "ok" {
 		t.Errorf("echo after a timeout = %q", got)

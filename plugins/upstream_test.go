@@ -19,6 +19,7 @@ type upstream struct {
 	server      *mcp.Server
 	inFlight    atomic.Int32
 	maxInFlight atomic.Int32
+	cancelled   atomic.Int32 // slow calls whose context ended early
 	// version is the Mcp-Protocol-Version header of the last HTTP request:
 	// the version the client negotiated.
 	version atomic.Value
@@ -70,6 +71,7 @@ func newUpstream(opts *mcp.ServerOptions) *upstream {
 				select {
 				case <-time.After(time.Duration(in.MS) * time.Millisecond / time.Duration(steps)):
 				case <-ctx.Done():
+					u.cancelled.Add(1)
 					return nil, nil, ctx.Err()
 				}
 			}
