@@ -2,6 +2,7 @@ package policy
 
 import (
 	"strings"
+	"time"
 )
 
 // Decide decides req: the strongest effect among the rules that match it
@@ -64,6 +65,7 @@ type search struct {
 
 	condRule *rule // skipWhen: the strongest applicable conditional rule, first in order
 	scope    *scope
+	t        time.Time // see now
 }
 
 func (s *search) run() {

@@ -65,6 +65,10 @@ const (
 	varEmail
 	varDomain
 	varAgent
+	varUnix
+	varHour
+	varMinute
+	varWeekday
 )
 
 // compileFast returns nil when expr has a shape the fast path does not take.
@@ -197,6 +201,21 @@ func fastTraversal(tr hcl.Traversal) *fastNode {
 	case "args":
 		if name, ok := attr(1); ok && len(tr) == 2 {
 			return &fastNode{v: varArg, arg: name}
+		}
+	case "time":
+		name, ok := attr(1)
+		if !ok || len(tr) != 2 {
+			return nil
+		}
+		switch name {
+		case "unix":
+			return &fastNode{v: varUnix}
+		case "hour":
+			return &fastNode{v: varHour}
+		case "minute":
+			return &fastNode{v: varMinute}
+		case "weekday":
+			return &fastNode{v: varWeekday}
 		}
 	case "user":
 		name, ok := attr(1)
@@ -358,9 +377,19 @@ func (s *search) fastVariable(n *fastNode) (fastVal, bool) {
 		str = s.domain
 	case varAgent:
 		str = s.req.Agent
+	case varUnix:
+		return fastVal{kind: fastNum, num: float64(s.now().Unix())}, true
+	case varHour:
+		return fastVal{kind: fastNum, num: float64(s.now().Hour())}, true
+	case varMinute:
+		return fastVal{kind: fastNum, num: float64(s.now().Minute())}, true
+	case varWeekday:
+		str = weekdays[s.now().Weekday()]
 	}
 	return fastVal{kind: fastStr, str: str}, isASCII(str)
 }
+
+var weekdays = [...]string{"sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"}
 
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {

@@ -3,6 +3,7 @@ package policy
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
 )
@@ -46,6 +47,8 @@ func TestFastAgreesWithHCL(t *testing.T) {
 		`startswith(args.env, "pr") || endswith(tool, "t")`, `startswith(args.amount, "1")`,
 		`contains(["prod", "staging"], args.env)`, `contains(["prod"], args.amount)`,
 		`contains(user.groups, "eng") && !contains(user.groups, "ops")`, `contains(user.groups, args.env)`,
+		`time.hour >= 9 && time.hour < 18 && time.minute >= 0`, `contains(["saturday", "sunday"], time.weekday)`,
+		`time.unix > 1700000000`, `time.weekday == "monday"`,
 	}
 	args := []map[string]any{
 		{"amount": 10.0, "env": "prod", "ok": true, "big": 9007199254740992.0},
@@ -65,7 +68,11 @@ func TestFastAgreesWithHCL(t *testing.T) {
 	for _, x := range exprs {
 		for _, a := range args {
 			for _, groups := range [][]string{nil, {"prod"}} {
-				if checkFast(t, x, &Request{User: "A@b.c", Groups: groups, Server: "s", Tool: "t", Args: a}) {
+				at := time.Date(2026, 11, 21, 10, 30, 0, 0, time.UTC)
+				if groups != nil {
+					at = time.Date(2026, 11, 23, 20, 0, 0, 0, time.FixedZone("x", 3600))
+				}
+				if checkFast(t, x, &Request{User: "A@b.c", Groups: groups, Server: "s", Tool: "t", Args: a, Time: at}) {
 					taken++
 				}
 			}

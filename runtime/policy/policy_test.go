@@ -296,6 +296,13 @@ func TestDecideAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { e.Decide(req) }); n != 0 {
 		t.Errorf("Decide without conditions: %v allocations, want 0", n)
 	}
+	e = mustCompile(t, benchPolicy(1000, true))
+	if d := e.Decide(req); d.Effect != Allow {
+		t.Fatalf("Decide(%+v) = %+v, want allow", req, d)
+	}
+	if n := testing.AllocsPerRun(100, func() { e.Decide(req) }); n != 0 {
+		t.Errorf("Decide with a native condition: %v allocations, want 0", n)
+	}
 }
 
 func ExampleEngine_Decide() {

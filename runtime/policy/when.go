@@ -200,21 +200,30 @@ func (s *search) variable(root string) cty.Value {
 			"agent":  cty.StringVal(req.Agent),
 		})
 	case "time":
-		t := req.Time
-		if t.IsZero() {
-			t = time.Now()
-		}
-		t = t.UTC()
+		t := s.now()
 		return cty.ObjectVal(map[string]cty.Value{
 			"unix":    cty.NumberIntVal(t.Unix()),
 			"rfc3339": cty.StringVal(t.Format(time.RFC3339)),
 			"date":    cty.StringVal(t.Format("2006-01-02")),
 			"hour":    cty.NumberIntVal(int64(t.Hour())),
 			"minute":  cty.NumberIntVal(int64(t.Minute())),
-			"weekday": cty.StringVal(strings.ToLower(t.Weekday().String())),
+			"weekday": cty.StringVal(weekdays[t.Weekday()]),
 		})
 	}
 	return cty.NilVal // unreachable: roots are checked by compileCondition
+}
+
+// now is the request's time in UTC, or the current time, the same for
+// every condition of one decision.
+func (s *search) now() time.Time {
+	if s.t.IsZero() {
+		s.t = s.req.Time
+		if s.t.IsZero() {
+			s.t = time.Now()
+		}
+		s.t = s.t.UTC()
+	}
+	return s.t
 }
 
 // groupList is user.groups: the policy's groups the user belongs to and
