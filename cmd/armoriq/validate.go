@@ -291,7 +291,17 @@ func checkOnline(ctx context.Context, c *schema.Config, getenv func(string) stri
 	}
 	check := func(r schema.Ref, path string) {
 		offered, ok := tools[r.Server]
-		if !ok || r.Tool == "" || strings.ContainsAny(r.Tool, "*?[") {
+		if !ok || r.Tool == "" {
+			return
+		}
+		if strings.ContainsAny(r.Tool, "*?[") {
+			for _, t := range offered {
+				if m, _ := filepath.Match(r.Tool, t); m {
+					return
+				}
+			}
+			ds = append(ds, schema.Diagnostic{Severity: schema.SeverityWarning, Pos: r.Pos, Path: path,
+				Summary: fmt.Sprintf("pattern %q matches no tool of server %q (it offers: %s)", r.Tool, r.Server, listOrNone(offered))})
 			return
 		}
 		for _, t := range offered {
