@@ -75,3 +75,18 @@ func BenchmarkParseLarge(b *testing.B) {
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
 	b.ReportMetric(float64(len(data))/(1<<20), "file-MB")
 }
+
+// BenchmarkParseQuickstart loads the quickstart example: the latency of a
+// typical file in CI or at each reconcile.
+func BenchmarkParseQuickstart(b *testing.B) {
+	data, err := os.ReadFile("../examples/quickstart/armoriq.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ds := Parse("armoriq.yaml", data); len(ds) > 0 {
+			b.Fatal(ds)
+		}
+	}
+}
