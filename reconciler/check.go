@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
+
+	"github.com/google/go-github/v62/github"
 
 	"github.com/armoriq/controlplane/compiler"
 	"github.com/armoriq/controlplane/schema"
@@ -194,6 +197,15 @@ func PublishCheck(ctx context.Context, checks *Checks, ev *GitHubEvent, r *Check
 		return how, false, nil
 	}
 	created, err = checks.UpsertComment(ctx, ev.PR, r.Markdown())
+	var ge *github.ErrorResponse
+	if errors.As(err, &ge) && ge.Response != nil && ge.Response.StatusCode == http.StatusForbidden {
+		// A pull request from a fork gets a read-only token: the check
+		// stands, the comment is skipped with a warning.
+		if checks.Stdout != nil {
+			fmt.Fprintf(checks.Stdout, "::warning::armoriq could not comment on #%d (the token may not write to pull requests): %s\n", ev.PR, escapeData(ge.Message))
+		}
+		return how, false, nil
+	}
 	if err != nil {
 		return how, false, fmt.Errorf("commenting on the pull request: %v", err)
 	}

@@ -86,3 +86,20 @@ func TestCheckWithoutBaseOrInvalid(t *testing.T) {
 		t.Errorf("diff of an invalid config: %q", res.DiffText("text"))
 	}
 }
+
+func TestCheckCommentRefusedOnForkIsAWarning(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "armoriq.yaml")
+	os.WriteFile(path, []byte(strings.Replace(checkPolicy, "%s", "slack/read", 1)), 0o644)
+	f := newFakeGitHub(t)
+	f.readOnly = true
+	var out strings.Builder
+	checks := newChecks(t, f, &out)
+	how, created, err := PublishCheck(context.Background(), checks, &GitHubEvent{Owner: "o", Repo: "r", SHA: "h", PR: 7}, Check(path, ""), nil)
+	if err != nil || how != "check-run" || created {
+		t.Fatalf("PublishCheck with a read-only token = %q, %v, %v; want the check run and no error", how, created, err)
+	}
+	if !strings.HasPrefix(out.String(), "::warning::armoriq could not comment on #7") {
+		t.Errorf("stdout %q, want a workflow warning", out.String())
+	}
+}

@@ -26,6 +26,7 @@ type fakeGitHub struct {
 	comments []map[string]any // issue comments of PR 7, in order
 	checks   int              // 403 on check runs when < 0
 	tokens   int              // installation tokens minted
+	readOnly bool             // 403 on writing comments, as for a fork's PR
 }
 
 type ghRequest struct {
@@ -71,6 +72,9 @@ func (f *fakeGitHub) serve(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Link", fmt.Sprintf(`<%s/repos/o/r/issues/7/comments?page=%d>; rel="next"`, f.URL, page+1))
 		}
 		json.NewEncoder(w).Encode(f.comments[min(lo, hi):hi])
+	case r.Method == "POST" && r.URL.Path == "/repos/o/r/issues/7/comments" && f.readOnly:
+		w.WriteHeader(403)
+		fmt.Fprint(w, `{"message":"Resource not accessible by integration"}`)
 	case r.Method == "POST" && r.URL.Path == "/repos/o/r/issues/7/comments":
 		c := map[string]any{"id": float64(100 + len(f.comments)), "body": body["body"]}
 		f.comments = append(f.comments, c)

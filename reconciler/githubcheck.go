@@ -241,7 +241,7 @@ func (c *Checks) UpsertComment(ctx context.Context, pr int, body string) (bool, 
 	for {
 		comments, resp, err := c.Client.Issues.ListComments(ctx, c.Owner, c.Repo, pr, opts)
 		if err != nil {
-			return false, fmt.Errorf("listing comments of #%d: %v", pr, err)
+			return false, fmt.Errorf("listing comments of #%d: %w", pr, err)
 		}
 		for _, cm := range comments {
 			if strings.Contains(cm.GetBody(), CommentMarker) {
@@ -250,7 +250,7 @@ func (c *Checks) UpsertComment(ctx context.Context, pr int, body string) (bool, 
 				}
 				_, _, err := c.Client.Issues.EditComment(ctx, c.Owner, c.Repo, cm.GetID(), &github.IssueComment{Body: &body})
 				if err != nil {
-					return false, fmt.Errorf("editing comment %d: %v", cm.GetID(), err)
+					return false, fmt.Errorf("editing comment %d: %w", cm.GetID(), err)
 				}
 				return false, nil
 			}
@@ -261,7 +261,7 @@ func (c *Checks) UpsertComment(ctx context.Context, pr int, body string) (bool, 
 		opts.Page = resp.NextPage
 	}
 	if _, _, err := c.Client.Issues.CreateComment(ctx, c.Owner, c.Repo, pr, &github.IssueComment{Body: &body}); err != nil {
-		return false, fmt.Errorf("commenting on #%d: %v", pr, err)
+		return false, fmt.Errorf("commenting on #%d: %w", pr, err)
 	}
 	return true, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -59,7 +60,18 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Ref   string `json:"ref"`
 			After string `json:"after"`
 		}
-		if err := json.Unmarshal(body, &p); err != nil {
+		payload := body
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+			// GitHub's other content type: the JSON is the payload field;
+			// the signature still covers the raw body, checked above.
+			form, err := url.ParseQuery(string(body))
+			if err != nil {
+				http.Error(w, "undecodable form body", http.StatusBadRequest)
+				return
+			}
+			payload = []byte(form.Get("payload"))
+		}
+		if err := json.Unmarshal(payload, &p); err != nil {
 			http.Error(w, "undecodable push event", http.StatusBadRequest)
 			return
 		}

@@ -1,8 +1,10 @@
 package reconciler
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -40,6 +42,17 @@ func TestWebhook(t *testing.T) {
 			t.Errorf("%s: %d triggers, want %d", c.name, got, c.triggers)
 		}
 	}
+	// The form-encoded content type: JSON in the payload field.
+	form := []byte("payload=" + url.QueryEscape(string(push)))
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/hook", bytes.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", Sign(secret, form))
+	before := triggered.Load()
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusAccepted || triggered.Load() != before+1 {
+		t.Errorf("form-encoded push: %v %v; want 202 and a trigger", resp, err)
+	}
+
 	resp, err := http.Get(srv.URL + "/hook")
 	if err != nil {
 		t.Fatal(err)
