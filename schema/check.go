@@ -38,6 +38,11 @@ func check(root *node, c *Config) Diagnostics {
 				checkRef(it, fmt.Sprintf("%s.tools[%d]", p, j), ids, true, &ds)
 			}
 			checkGroupRefs(r, p, groups, &ds)
+			for j, u := range items(r.get("users")) {
+				if u.kind == kString && !validMember(u.str) {
+					ds.errorf(u.pos, fmt.Sprintf("%s.users[%d]", p, j), "invalid user %q: want an email address or *@domain", u.str)
+				}
+			}
 			if w := r.get("when"); w != nil && w.kind == kString {
 				pos := w.textPos
 				if pos.Line == 0 {
