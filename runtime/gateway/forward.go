@@ -116,6 +116,11 @@ func (u *httpUpstream) Sync(ctx context.Context, servers []bundle.Server) error 
 			delete(u.session, id)
 		}
 	}
+	for id := range u.lastErr {
+		if s, ok := want[id]; !ok || !sameServer(s, u.config[id]) {
+			delete(u.lastErr, id)
+		}
+	}
 	u.config = want
 	return nil
 }

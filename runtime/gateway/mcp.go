@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -91,6 +94,12 @@ func (ep *mcpEndpoint) server(r *http.Request) *mcp.Server {
 func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := ep.s
 	ep.metrics.requests.Add(1)
+	if rebound(r) {
+		// The SDK's DNS-rebinding protection, applied here too because the
+		// fast path answers before the SDK sees the request.
+		http.Error(w, fmt.Sprintf("Forbidden: invalid Host header %q", r.Host), http.StatusForbidden)
+		return
+	}
 	c, err := s.authenticate(r.Context(), r)
 	if err != nil {
 		ep.unauthorized(w, r, asError(err))
@@ -101,6 +110,7 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mc := &mcpCallCtx{caller: c, user: c.Name, reqID: requestID(r)}
+	w.Header().Set("X-Request-ID", mc.reqID)
 	if u := strings.TrimSpace(r.Header.Get(headerUser)); u != "" {
 		if c.Role != store.RoleAgent {
 			writeError(w, errorf(KindForbidden, "%s is accepted from agent keys only", headerUser))
@@ -168,6 +178,26 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ep.sdk.ServeHTTP(w, r)
+}
+
+// rebound reports a request that reached a loopback address under a
+// non-loopback Host: the signature of a DNS-rebinding attack from a
+// browser. A reverse proxy on the same host must send a loopback Host.
+func rebound(r *http.Request) bool {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return ok && la != nil && isLoopback(la.String()) && !isLoopback(r.Host)
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = strings.Trim(addr, "[]")
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // unauthorized answers a request without a valid key, pointing the client

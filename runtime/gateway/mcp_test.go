@@ -411,3 +411,52 @@ func TestMCPUserHeaderAndIntent(t *testing.T) {
 		t.Fatalf("call off plan: %v", err)
 	}
 }
+
+func TestMCPTransportEdges(t *testing.T) {
+	g := adapterGateway(t, "1", nil)
+	g.pushServers("e1", 1, allowAll(), bundle.Server{ID: "web", Transport: "http", URL: g.upstream + "/", ToolPrefix: "never"})
+	call := map[string]any{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": map[string]any{"name": "echo", "arguments": map[string]any{"text": "x"}}}
+
+	// DNS rebinding: a loopback listener reached under another Host is
+	// refused, even for a plain tools/call the fast path would answer.
+	b, _ := json.Marshal(call)
+	req, _ := http.NewRequest("POST", g.http.URL+"/mcp", bytes.NewReader(b))
+	req.Host = "evil.example.com"
+	req.Header.Set("Authorization", "Bearer "+g.agentKey)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 403 {
+		t.Fatalf("rebinding Host: %d, want 403", resp.StatusCode)
+	}
+	// No standalone SSE stream: GET is 405.
+	resp, _ = g.send("GET", "/mcp", g.agentKey, nil, map[string]string{"Accept": "text/event-stream"})
+	if resp.StatusCode != 405 {
+		t.Fatalf("GET: %d, want 405", resp.StatusCode)
+	}
+	// A sealed session can be deleted (a no-op) and still be refused to
+	// another key.
+	_, sid, _ := rawMCP(t, g.http.URL+"/mcp", g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+		"params": map[string]any{"protocolVersion": "2025-06-18", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "c", "version": "1"}}})
+	resp, _ = g.send("DELETE", "/mcp", "", nil, map[string]string{"Authorization": "Bearer " + g.agentKey, headerSessionID: sid})
+	if resp.StatusCode != 204 {
+		t.Fatalf("DELETE: %d, want 204", resp.StatusCode)
+	}
+	// The fast path answers JSON with the request id header; the audit
+	// record has the same id.
+	status, _, out := rawMCP(t, g.http.URL+"/mcp", g.agentKey, sid, call)
+	if status != 200 || out["result"] == nil {
+		t.Fatalf("tools/call: %d %v", status, out)
+	}
+	resp, body := g.send("GET", "/metrics", g.adminKey, nil, nil)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `armoriq_mcp_tool_calls_total{decision="allowed"} 1`) {
+		t.Fatalf("metrics: %d\n%s", resp.StatusCode, body)
+	}
+	if resp, _ := g.send("GET", "/metrics", g.agentKey, nil, nil); resp.StatusCode != 403 {
+		t.Fatalf("metrics with an agent key: %d, want 403", resp.StatusCode)
+	}
+}
