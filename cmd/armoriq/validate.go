@@ -79,6 +79,14 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error or unreadable 
 			unreadable := false
 			discovered := map[string][]string{}
 			for _, p := range paths {
+				if st, err := os.Stat(p); err == nil && st.IsDir() {
+					// A directory stands for its armoriq.yaml, .yml or .hcl.
+					f, err := schema.FindDefault(p)
+					if err != nil {
+						return usageErrorf("%v", err)
+					}
+					p = f
+				}
 				c, ds := schema.LoadFile(p)
 				if ds.IsNotReadable() {
 					unreadable = true
