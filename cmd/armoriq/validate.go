@@ -35,8 +35,9 @@ func validateCommand() *command {
 		Use:   "validate [PATH...]",
 		Short: "Check armoriq.yaml (or armoriq.hcl) against the schema and the policy rules",
 		Long: `validate loads each config file (by default armoriq.yaml, armoriq.yml or
-armoriq.hcl in the working directory), checks it against the schema and the
-rules between its sections, and prints every problem as file:line:col.
+armoriq.hcl in the working directory; a directory stands for the one in
+it), checks it against the schema and the rules between its sections, and
+prints every problem as file:line:col.
 
 With --online it also connects to each http MCP server (initialize and
 tools/list) and reports policy references to tools the server does not offer.
