@@ -10,7 +10,7 @@ import (
 )
 
 // The fast path evaluates the common shape of a condition (comparisons of
-// args.NAME, user.*, tool and server with literals, joined by &&, || and
+// args.NAME, user.*, tool, server and time.* with literals, joined by &&, || and
 // !; try(args.NAME, literal), startswith, endswith, contains over a literal
 // list or user.groups) natively, without building HCL values. It gives up (ok == false) on
 // anything it is not sure HCL would evaluate the same way (a missing
