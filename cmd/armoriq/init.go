@@ -319,15 +319,25 @@ func renderInit(o initOptions, servers []initServer) []byte {
 		}
 	}
 	if len(allow) == 0 {
+		// Placeholders go above an empty list, so that uncommenting one
+		// line cannot produce invalid YAML.
+		for _, s := range servers {
+			switch {
+			case s.Err != nil:
+				w("  # %s did not answer at init time: list its tools, e.g. allow: [%s/TOOL_NAME]\n", s.ID, s.ID)
+			case len(s.Tools) == 0:
+				w("  # %s offers no tools\n", s.ID)
+			}
+		}
 		w("  allow: []\n")
 	} else {
 		w("  allow:\n")
 		for _, a := range allow {
 			w("%s\n", a)
 		}
-	}
-	for _, p := range placeholders {
-		w("%s\n", p)
+		for _, p := range placeholders {
+			w("%s\n", p)
+		}
 	}
 	w("  # Tools nobody may call, whatever allow says.\n")
 	w("  deny: []\n")

@@ -40,7 +40,7 @@ func TestInitInteractive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"  agent_id: bot-7\n", "  user_id: ana\n", "environment: production\n", "  - id: local\n", "# - local/TOOL_NAME"} {
+	for _, want := range []string{"  agent_id: bot-7\n", "  user_id: ana\n", "environment: production\n", "  - id: local\n", "# local did not answer at init time: list its tools, e.g. allow: [local/TOOL_NAME]"} {
 		if !bytes.Contains(data, []byte(want)) {
 			t.Errorf("written file: got\n%s\nwant it to contain %q", data, want)
 		}
