@@ -52,6 +52,10 @@ type Source struct {
 	mu     sync.Mutex // serializes fetches against the storage
 	repo   *git.Repository
 	remote *git.Remote
+	// local is set for a repository on this machine: it is read in place,
+	// reopened on every call so new commits and packs are seen, with no
+	// transport and no git binary involved.
+	local string
 }
 
 // Commit is one commit of the watched branch with the config file it holds.
@@ -79,6 +83,9 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		opts.Path = "armoriq.yaml"
 	}
 	opts.URL = normalizeURL(opts.URL)
+	if local, ok := localPath(opts.URL); ok {
+		return &Source{opts: opts, local: local}, nil
+	}
 	auth, err := sourceAuth(opts)
 	if err != nil {
 		return nil, err
@@ -114,6 +121,27 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		}
 	}
 	return &Source{opts: opts, auth: auth, repo: repo, remote: remote}, nil
+}
+
+// localPath reports whether u names a repository on this machine: a path
+// or a file:// URL.
+func localPath(u string) (string, bool) {
+	if p, ok := strings.CutPrefix(u, "file://"); ok {
+		return p, true
+	}
+	if strings.Contains(u, "://") || strings.HasPrefix(u, "git@") {
+		return "", false
+	}
+	return u, true
+}
+
+// openLocal opens the local repository afresh.
+func (s *Source) openLocal() (*git.Repository, error) {
+	repo, err := git.PlainOpenWithOptions(s.local, &git.PlainOpenOptions{DetectDotGit: true})
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %v", s.local, err)
+	}
+	return repo, nil
 }
 
 // normalizeURL turns a relative local path into an absolute one, which
@@ -175,6 +203,17 @@ func (s *Source) String() string { return redactURL(s.opts.URL) + "@" + s.opts.B
 // Head asks the remote for the branch's head commit: a cheap ls-remote,
 // done before any fetch.
 func (s *Source) Head(ctx context.Context) (string, error) {
+	if s.local != "" {
+		repo, err := s.openLocal()
+		if err != nil {
+			return "", err
+		}
+		ref, err := repo.Reference(plumbing.NewBranchReferenceName(s.opts.Branch), true)
+		if err != nil {
+			return "", fmt.Errorf("%s: no branch %q: %v", s.local, s.opts.Branch, err)
+		}
+		return ref.Hash().String(), nil
+	}
 	refs, err := s.remote.ListContext(ctx, &git.ListOptions{Auth: s.auth})
 	if err != nil {
 		return "", fmt.Errorf("ls-remote %s: %v", redactURL(s.opts.URL), err)
@@ -194,7 +233,13 @@ func (s *Source) Fetch(ctx context.Context, hash string) (*Commit, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := plumbing.NewHash(hash)
-	if _, err := s.repo.CommitObject(h); err != nil {
+	repo := s.repo
+	if s.local != "" {
+		var err error
+		if repo, err = s.openLocal(); err != nil {
+			return nil, err
+		}
+	} else if _, err := repo.CommitObject(h); err != nil {
 		spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/remotes/origin/%s", s.opts.Branch, s.opts.Branch))
 		err := s.repo.FetchContext(ctx, &git.FetchOptions{
 			RemoteName: "origin",
@@ -207,7 +252,7 @@ func (s *Source) Fetch(ctx context.Context, hash string) (*Commit, error) {
 			return nil, fmt.Errorf("fetch %s: %v", s, err)
 		}
 	}
-	c, err := s.repo.CommitObject(h)
+	c, err := repo.CommitObject(h)
 	if err != nil {
 		return nil, fmt.Errorf("commit %s not found after fetching %s: %v", short(hash), s, err)
 	}

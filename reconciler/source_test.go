@@ -11,18 +11,19 @@ import (
 func TestSourceHeadAndFetch(t *testing.T) {
 	repo := newTestRepo(t)
 	c1 := repo.commit("first", map[string]string{"armoriq.yaml": "one\n", "other.txt": "x"})
-	for _, cache := range []string{"", t.TempDir()} {
-		src, err := NewSource(SourceOptions{URL: repo.dir, CacheDir: cache})
+	// A local repository is read in place, as a path or a file:// URL.
+	for _, u := range []string{repo.dir, "file://" + repo.dir} {
+		src, err := NewSource(SourceOptions{URL: u})
 		if err != nil {
 			t.Fatal(err)
 		}
 		head, err := src.Head(ctxT(t))
 		if err != nil || head != c1 {
-			t.Fatalf("cache %q: Head = %q, %v; want %s", cache, head, err, c1)
+			t.Fatalf("%s: Head = %q, %v; want %s", u, head, err, c1)
 		}
 		c, err := src.Fetch(ctxT(t), head)
 		if err != nil || string(c.Config) != "one\n" || c.ConfigErr != nil {
-			t.Fatalf("cache %q: Fetch = %+v, %v; want the config of the first commit", cache, c, err)
+			t.Fatalf("%s: Fetch = %+v, %v; want the config of the first commit", u, c, err)
 		}
 	}
 }
@@ -31,7 +32,8 @@ func TestSourceFollowsForcePush(t *testing.T) {
 	repo := newTestRepo(t)
 	c1 := repo.commit("first", map[string]string{"armoriq.yaml": "one\n"})
 	c2 := repo.commit("second", map[string]string{"armoriq.yaml": "two\n"})
-	src, err := NewSource(SourceOptions{URL: repo.dir})
+	url, _ := serveHTTP(t, repo, "tok")
+	src, err := NewSource(SourceOptions{URL: url, Token: "tok"})
 	if err != nil {
 		t.Fatal(err)
 	}
