@@ -396,16 +396,20 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 // handlers only.
 func withResultType(req mcp.Request, raw json.RawMessage) json.RawMessage {
 	ex := req.GetExtra()
-	if ex == nil || ex.Header.Get(headerProtocol) < firstStatelessVersion || bytes.Contains(raw, []byte(`"resultType"`)) {
+	if ex == nil || ex.Header.Get(headerProtocol) < firstStatelessVersion {
 		return raw
 	}
-	t := bytes.TrimSpace(raw)
-	if len(t) < 2 || t[0] != '{' {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || m == nil {
 		return raw
 	}
-	out := append([]byte(`{"resultType":"complete"`), t[1:]...)
-	if rest := bytes.TrimSpace(t[1:]); len(rest) > 0 && rest[0] != '}' {
-		out = append([]byte(`{"resultType":"complete",`), t[1:]...)
+	if _, ok := m["resultType"]; ok {
+		return raw
+	}
+	m["resultType"] = json.RawMessage(`"complete"`)
+	out, err := json.Marshal(m)
+	if err != nil {
+		return raw
 	}
 	return out
 }

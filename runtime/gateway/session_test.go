@@ -1,0 +1,93 @@
+package gateway
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+func testSealer(seed byte, kid string) *sessionSealer {
+	s := make([]byte, ed25519.SeedSize)
+	for i := range s {
+		s[i] = seed
+	}
+	return &sessionSealer{seeds: func() (string, []byte) { return kid, s }}
+}
+
+func TestSessionSealing(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	z := testSealer(1, "tk_a")
+	st := sessionState{KeyID: "k1", Protocol: "2025-11-25", Client: "cli", Issued: now.Unix()}
+	id, err := z.seal(st)
+	if err != nil || !strings.HasPrefix(id, sessionPrefix) {
+		t.Fatalf("seal = %q, %v", id, err)
+	}
+	got, err := z.open(id, now.Add(time.Hour))
+	if err != nil || got != st {
+		t.Fatalf("open = %+v, %v; want %+v", got, err, st)
+	}
+	// Another replica with the same signing key opens it; another key, an
+	// edit, or age does not.
+	if _, err := testSealer(1, "tk_a").open(id, now); err != nil {
+		t.Fatalf("same key: %v", err)
+	}
+	if _, err := testSealer(2, "tk_b").open(id, now); err == nil {
+		t.Fatal("opened with another signing key")
+	}
+	if _, err := z.open(id, now.Add(sessionTTL+time.Minute)); err == nil {
+		t.Fatal("opened an expired session")
+	}
+	b := []byte(id)
+	b[len(b)/2] ^= 1
+	if _, err := z.open(string(b), now); err == nil {
+		t.Fatal("opened an altered session id")
+	}
+}
+
+func FuzzSessionOpen(f *testing.F) {
+	z := testSealer(3, "tk_f")
+	id, _ := z.seal(sessionState{KeyID: "k", Protocol: "2025-06-18", Issued: time.Now().Unix()})
+	f.Add(id)
+	f.Add(sessionPrefix)
+	f.Add("ms1.AAAA")
+	f.Fuzz(func(t *testing.T, s string) {
+		st, err := z.open(s, time.Now())
+		if err == nil && s != id {
+			// Forging requires the key: only ids this sealer made open.
+			if _, err2 := testSealer(4, "tk_g").open(s, time.Now()); err2 == nil {
+				t.Fatalf("%q opens under two keys: %+v", s, st)
+			}
+		}
+	})
+}
+
+// FuzzResultAnnotation checks that relaying an upstream result to a
+// 2026-07-28 client keeps it valid JSON with resultType set.
+func FuzzResultAnnotation(f *testing.F) {
+	f.Add(`{"content":[]}`)
+	f.Add(`{ }`)
+	f.Add(`{"x":{"resultType":"a"}}`)
+	f.Add(`{"resultType":"input_required","inputRequests":{}}`)
+	f.Add(`{"_meta":{"a":1},"content":[{"type":"text","text":"x"}]}`)
+	req := &mcp.ReadResourceRequest{Extra: &mcp.RequestExtra{Header: http.Header{headerProtocol: {firstStatelessVersion}}}}
+	f.Fuzz(func(t *testing.T, s string) {
+		var v map[string]any
+		if json.Unmarshal([]byte(s), &v) != nil || v == nil {
+			return
+		}
+		for name, out := range map[string][]byte{"withResultType": withResultType(req, json.RawMessage(s)), "annotateModern": annotateModern(json.RawMessage(s))} {
+			var got map[string]any
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatalf("%s(%s) = %s: not JSON: %v", name, s, out, err)
+			}
+			if _, ok := got["resultType"]; !ok {
+				t.Fatalf("%s(%s) = %s: no resultType", name, s, out)
+			}
+		}
+	})
+}
