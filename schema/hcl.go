@@ -168,6 +168,19 @@ func (c *hclConv) body(b *hclsyntax.Body, labels []string) *node {
 		v.pos = kpos
 		n.fields = append(n.fields, field{key: bl.Type, keyPos: kpos, val: v})
 	}
+	// An attribute and blocks for the same key (groups = {...} beside
+	// group blocks, policy = {...} beside a policy block) cannot both hold.
+	seen := map[string]Pos{}
+	out := n.fields[:0]
+	for _, f := range n.fields {
+		if prev, dup := seen[f.key]; dup {
+			c.diags.errorf(f.keyPos, pathString(append(labels, f.key)), "%s is given twice (first at line %d): use either the attribute or the blocks", f.key, prev.Line)
+			continue
+		}
+		seen[f.key] = f.keyPos
+		out = append(out, f)
+	}
+	n.fields = out
 	return n
 }
 

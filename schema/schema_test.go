@@ -174,6 +174,8 @@ func TestParseProblems(t *testing.T) {
 		{"hcl sniffed without extension", "armoriq", "version = \"v1\"\nenvironment = \"x\"\n", []string{`armoriq:2:15: environment: must be "sandbox" or "production", got "x"`}},
 		{"hcl when as a string", "a.hcl", "version = \"v1\"\nmcp_server \"gh\" {\n  url = \"https://x.example.com\"\n}\npolicy {\n  rule {\n    effect = \"deny\"\n    tools = [\"gh/*\"]\n    when = \"args.x > foo\"\n  }\n}\n", []string{`9:22: policy.rules[0].when: unknown variable "foo"`}},
 		{"bad rule user", "a.yaml", head + "policy:\n  rules:\n    - effect: allow\n      tools: [gh/*]\n      users: [ana@example.com, bob]\n", []string{`9:32: policy.rules[0].users[1]: invalid user "bob": want an email address or *@domain`}},
+		{"hcl attribute and blocks", "a.hcl", "version = \"v1\"\ngroup \"a\" {\n  members = [\"x@y.z\"]\n}\ngroups = { b = [\"u@v.w\"] }\n", []string{`5:1: groups: groups is given twice (first at line 2)`}},
+		{"hcl groups attribute", "a.hcl", "version = \"v1\"\ngroups = { b = [\"u@v.w\", \"nope\"] }\n", []string{`2:26: groups.b[1]: invalid member "nope"`}},
 		{"yaml syntax", "a.yaml", "version: v1\nmcp_servers: [\n", []string{`invalid YAML`}},
 		{"duplicate yaml key", "a.yaml", "version: v1\nversion: v1\n", []string{`2:1: duplicate key "version" (first at line 1)`}},
 		{"hcl syntax", "a.hcl", "version = \n", []string{`a.hcl:1:`}},
