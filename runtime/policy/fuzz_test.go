@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
 )
@@ -19,6 +20,14 @@ func FuzzWhen(f *testing.F) {
 	f.Add(`[for k, v in args : v if k != ""]`, `{"a": 1e400}`)
 	f.Add(`args.a == 0.1 || args.b != "x" && !(args.c < 3)`, `{"a": 0.1, "b": "é", "c": 2}`)
 	f.Fuzz(func(t *testing.T, expr, argsJSON string) {
+		// A decision must stay cheap whatever the condition: a slow one is
+		// a failure (format with a huge width was one, and was removed).
+		start := time.Now()
+		defer func() {
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("when %q with args %s took %v", expr, argsJSON, d)
+			}
+		}()
 		var args map[string]any
 		if json.Unmarshal([]byte(argsJSON), &args) != nil {
 			args = nil
