@@ -29,3 +29,18 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCompile is the cost of activating a bundle at the gateway.
+func BenchmarkCompile(b *testing.B) {
+	for _, n := range []int{10, 10000} {
+		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+			p := benchgen.Policy(n, benchgen.Cond)
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if _, err := Compile(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
