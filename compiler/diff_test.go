@@ -121,3 +121,32 @@ func TestChangeKind(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleFormatsAgree: the YAML and HCL forms of each example grant the
+// same access.
+func TestExampleFormatsAgree(t *testing.T) {
+	hcls, _ := filepath.Glob(filepath.Join("..", "examples", "*", "armoriq.hcl"))
+	for _, h := range hcls {
+		y := strings.TrimSuffix(h, ".hcl") + ".yaml"
+		if _, err := os.Stat(y); err != nil {
+			continue
+		}
+		var cfgs []*schema.Config
+		for _, p := range []string{y, h} {
+			cfg, ds := schema.LoadFile(p)
+			if cfg == nil || ds.HasErrors() {
+				t.Fatalf("%s: %v", p, ds)
+			}
+			cfgs = append(cfgs, cfg)
+		}
+		d, err := DiffConfigs(cfgs[0], cfgs[1], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Changes) > 0 || len(d.Tools) == 0 {
+			var buf bytes.Buffer
+			d.Write(&buf, "text", y, h)
+			t.Errorf("%s and %s differ (%d tools compared):\n%s", y, h, len(d.Tools), buf.String())
+		}
+	}
+}
