@@ -8,8 +8,8 @@ import (
 // Decide decides req: the strongest effect among the rules that match it
 // (deny over hold over allow), or deny when none does. Among rules of the
 // same effect the first in policy order names the decision. It is safe for
-// concurrent use; it does not allocate unless a when condition is
-// evaluated or no rule matches.
+// concurrent use; it does not allocate unless a when condition needs HCL
+// (see docs/policy.md for the shapes evaluated natively) or no rule matches.
 func (e *Engine) Decide(req *Request) Decision {
 	s := search{e: e, req: req, mode: evalWhen}
 	s.run()
