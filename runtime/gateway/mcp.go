@@ -71,11 +71,10 @@ func (s *Server) newMCPEndpoint() *mcpEndpoint {
 // mcpCallCtx is what the HTTP layer learned about a request, for the MCP
 // handlers below it.
 type mcpCallCtx struct {
-	caller   caller
-	user     string // the end user policies are decided for
-	agent    string // the MCP client's name, when known
-	reqID    string
-	protocol string
+	caller caller
+	user   string // the end user policies are decided for
+	agent  string // the MCP client's name, when known
+	reqID  string
 }
 
 type mcpCallKey struct{}
@@ -128,7 +127,7 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "session not found", http.StatusNotFound)
 			return
 		}
-		mc.agent, mc.protocol = st.Client, st.Protocol
+		mc.agent = st.Client
 		if r.Header.Get(headerProtocol) == "" && st.Protocol != "" {
 			r.Header.Set(headerProtocol, st.Protocol)
 		}

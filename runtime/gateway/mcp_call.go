@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/armoriq/controlplane/plugins"
 	"github.com/armoriq/controlplane/runtime/intent"
@@ -314,24 +313,4 @@ func rpcError(err error) *jsonrpc.Error {
 	default:
 		return &jsonrpc.Error{Code: codeUnavailable, Message: msg, Data: data}
 	}
-}
-
-// mcpMetrics counts the MCP endpoint's traffic for GET /metrics.
-type mcpMetrics struct {
-	requests atomicCounter
-	calls    [4]atomicCounter // allowed, blocked, held, failed
-	nanos    atomicCounter    // total tools/call time
-}
-
-func newMCPMetrics() *mcpMetrics { return &mcpMetrics{} }
-
-var decisions = [4]store.Decision{store.Allowed, store.Blocked, store.Held, store.Failed}
-
-func (m *mcpMetrics) call(d store.Decision, took time.Duration) {
-	for i, x := range decisions {
-		if x == d {
-			m.calls[i].Add(1)
-		}
-	}
-	m.nanos.Add(uint64(took))
 }

@@ -6,9 +6,10 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
-)
+	"time"
 
-type atomicCounter = atomic.Uint64
+	"github.com/armoriq/controlplane/runtime/store"
+)
 
 // serverState is one upstream server's condition for GET /v1/bundle/status.
 type serverState struct {
@@ -57,4 +58,24 @@ func (ep *mcpEndpoint) handleMetrics(w http.ResponseWriter, r *http.Request) err
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	_, err := w.Write([]byte(b.String()))
 	return err
+}
+
+// mcpMetrics counts the MCP endpoint's traffic for GET /metrics.
+type mcpMetrics struct {
+	requests atomic.Uint64
+	calls    [4]atomic.Uint64 // allowed, blocked, held, failed
+	nanos    atomic.Uint64    // total tools/call time
+}
+
+func newMCPMetrics() *mcpMetrics { return &mcpMetrics{} }
+
+var decisions = [4]store.Decision{store.Allowed, store.Blocked, store.Held, store.Failed}
+
+func (m *mcpMetrics) call(d store.Decision, took time.Duration) {
+	for i, x := range decisions {
+		if x == d {
+			m.calls[i].Add(1)
+		}
+	}
+	m.nanos.Add(uint64(took))
 }
