@@ -305,19 +305,6 @@ func checkVarRefs(s string) string {
 	return ""
 }
 
-// isVarRef reports whether s is exactly one $NAME or ${NAME} reference.
-func isVarRef(s string) bool {
-	if strings.HasPrefix(s, "${") && strings.HasSuffix(s, "}") {
-		n := s[2 : len(s)-1]
-		return varName.FindString(n) == n && n != ""
-	}
-	if strings.HasPrefix(s, "$") {
-		n := s[1:]
-		return varName.FindString(n) == n && n != ""
-	}
-	return false
-}
-
 // expandPlaceholders replaces references with a harmless word so that a URL
 // like https://${HOST}/mcp can still be checked for its shape.
 func expandPlaceholders(s string) string {
@@ -342,8 +329,8 @@ func expandPlaceholders(s string) string {
 }
 
 func checkURL(n *node, p string, ds *Diagnostics) {
-	if n == nil || n.kind != kString || isVarRef(n.str) {
-		return
+	if n == nil || n.kind != kString || strings.HasPrefix(n.str, "$") && !strings.HasPrefix(n.str, "$$") {
+		return // $URL or ${BASE}/mcp: the shape is known only where it is resolved
 	}
 	if err := validURL(expandPlaceholders(n.str)); err != "" {
 		ds.errorf(n.pos, p, "invalid URL %s: %s", strconv.Quote(n.str), err)
