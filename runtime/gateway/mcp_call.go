@@ -96,26 +96,8 @@ func (ep *mcpEndpoint) callTool(ctx context.Context, tc *toolCall) (json.RawMess
 	}
 	res, err := ep.checkAndForward(ctx, tc, inv)
 
+	inv.conclude(err, s.now())
 	rec := &inv.rec
-	rec.DurationMS = s.now().Sub(start).Milliseconds()
-	rec.Rule = inv.decision.RuleID
-	if err != nil {
-		e := asError(err)
-		switch e.Kind {
-		case KindPolicyHold:
-			rec.Decision = store.Held
-		case KindUpstream, KindUpstreamTimeout, KindUnavailable, KindInternal, KindRevoked:
-			if rec.Decision == "" {
-				rec.Decision = store.Failed
-			}
-		default:
-			rec.Decision = store.Blocked
-		}
-		_, code := statusOf(e.Kind)
-		rec.Outcome = code + ": " + e.Message
-	} else if rec.Outcome == "" {
-		rec.Outcome = "ok"
-	}
 	ep.metrics.call(rec.Decision, s.now().Sub(start))
 	if aerr := s.audit(ctx, *rec); aerr != nil {
 		return nil, aerr
