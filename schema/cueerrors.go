@@ -135,6 +135,9 @@ func isDataLiteral(a string, n *node) bool {
 		return strings.HasPrefix(a, "[")
 	case kMap:
 		return strings.HasPrefix(a, "{")
+	case kInt, kFloat:
+		f, err := strconv.ParseFloat(a, 64)
+		return err == nil && (f == n.f || n.kind == kInt && f == float64(n.i))
 	}
 	return a == n.literal()
 }

@@ -4,9 +4,14 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
+
+// schemaLeak matches what a diagnostic must never show: the schema's
+// definitions or file.
+var schemaLeak = regexp.MustCompile(`#(Config|Identity|Proxy|Server|Auth|Policy|Rule|Intent|Test|Gateway)\b|armoriq\.cue|_\|_`)
 
 var update = flag.Bool("update", false, "rewrite testdata/diag/*.golden")
 
@@ -28,6 +33,9 @@ func TestGolden(t *testing.T) {
 			}
 			_, ds := Parse(filepath.Base(f), data)
 			got := ds.Error() + "\n"
+			if m := schemaLeak.FindString(got); m != "" {
+				t.Errorf("diagnostics for %s mention the schema's internals (%q):\n%s", f, m, got)
+			}
 			golden := strings.TrimSuffix(f, filepath.Ext(f)) + ".golden"
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {

@@ -177,6 +177,8 @@ func TestParseProblems(t *testing.T) {
 		{"hcl attribute and blocks", "a.hcl", "version = \"v1\"\ngroup \"a\" {\n  members = [\"x@y.z\"]\n}\ngroups = { b = [\"u@v.w\"] }\n", []string{`5:1: groups: groups is given twice (first at line 2)`}},
 		{"hcl groups attribute", "a.hcl", "version = \"v1\"\ngroups = { b = [\"u@v.w\", \"nope\"] }\n", []string{`2:26: groups.b[1]: invalid member "nope"`}},
 		{"url from references", "a.yaml", "version: v1\nmcp_servers:\n  - id: a\n    url: ${BASE}/mcp\n  - id: b\n    url: https://${HOST}:8080/mcp\n  - id: c\n    url: ftp://${HOST}\n", []string{`8:10: mcp_servers[2].url: invalid URL "ftp://${HOST}"`}},
+		{"huge number", "a.yaml", "version: v1\nintent: {ttl_seconds: 99999999999999999999999}\n", []string{`2:23: intent.ttl_seconds: must be an integer, got 1e+23`}},
+		{"float for an int", "a.yaml", "version: v1\nproxy: {timeout: 1.5}\n", []string{`2:18: proxy.timeout: must be an integer, got 1.5`}},
 		{"yaml syntax", "a.yaml", "version: v1\nmcp_servers: [\n", []string{`invalid YAML`}},
 		{"duplicate yaml key", "a.yaml", "version: v1\nversion: v1\n", []string{`2:1: duplicate key "version" (first at line 1)`}},
 		{"hcl syntax", "a.hcl", "version = \n", []string{`a.hcl:1:`}},
