@@ -362,6 +362,14 @@ func validateOne(def, data cue.Value) []cueErr {
 		if len(p) > 0 && strings.HasPrefix(p[0], "#") {
 			p = p[1:]
 		}
+		for i, l := range p {
+			// CUE quotes labels that are not identifiers.
+			if strings.HasPrefix(l, `"`) {
+				if u, err := strconv.Unquote(l); err == nil {
+					p[i] = u
+				}
+			}
+		}
 		format, args := e.Msg()
 		out = append(out, cueErr{labels: p, format: format, args: args})
 	}
