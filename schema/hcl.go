@@ -34,6 +34,18 @@ var listBlocks = map[string]struct {
 	"gateway":    {"gateways", "name", false},
 }
 
+// blockPlace says where a repeated block type belongs: "policy" or ""
+// (the top level). ok is false for other types.
+func blockPlace(typ string) (where string, ok bool) {
+	switch typ {
+	case "rule":
+		return "policy", true
+	case "mcp_server", "test", "gateway", "group":
+		return "", true
+	}
+	return "", false
+}
+
 // singleBlocks are the unlabelled blocks that map to YAML maps.
 var singleBlocks = map[string]bool{"identity": true, "proxy": true, "policy": true, "intent": true, "auth": true}
 
@@ -113,6 +125,14 @@ func (c *hclConv) body(b *hclsyntax.Body, labels []string) *node {
 		}
 		bl := it.block
 		kpos := c.pos(bl.TypeRange.Start)
+		if where, ok := blockPlace(bl.Type); ok && where != pathString(labels) {
+			if where == "policy" {
+				c.diags.errorf(kpos, pathString(append(labels, bl.Type)), "a %s block belongs inside policy { ... }", bl.Type)
+			} else {
+				c.diags.errorf(kpos, pathString(append(labels, bl.Type)), "a %s block belongs at the top level", bl.Type)
+			}
+			continue
+		}
 		if lb, ok := listBlocks[bl.Type]; ok {
 			if len(bl.Labels) > 1 || lb.required && len(bl.Labels) != 1 {
 				c.diags.errorf(kpos, pathString(append(labels, lb.list)), "a %s block takes one label: %s \"%s\" { ... }", bl.Type, bl.Type, lb.label)
