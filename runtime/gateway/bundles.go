@@ -195,6 +195,7 @@ type bundleStatus struct {
 type serverStatus struct {
 	ID        string `json:"id"`
 	Transport string `json:"transport"`
+	serverState
 }
 
 func (s *Server) handleBundleStatus(w http.ResponseWriter, r *http.Request) error {
@@ -212,8 +213,13 @@ func (s *Server) handleBundleStatus(w http.ResponseWriter, r *http.Request) erro
 			c := m.CreatedAt.UTC()
 			out.CreatedAt = &c
 		}
+		states := s.serverStates()
 		for _, sv := range ab.b.Servers {
-			out.Servers = append(out.Servers, serverStatus{ID: sv.ID, Transport: sv.Transport})
+			st, ok := states[sv.ID]
+			if !ok {
+				st.State = "unknown"
+			}
+			out.Servers = append(out.Servers, serverStatus{ID: sv.ID, Transport: sv.Transport, serverState: st})
 		}
 	}
 	if st.LastError != "" {

@@ -329,6 +329,9 @@ func TestBundleActivationRules(t *testing.T) {
 
 	var st bundleStatus
 	g.do("GET", "/v1/bundle/status", g.adminKey, nil, 200, &st)
+	if len(st.Servers) != 2 || st.Servers[0].State == "" {
+		t.Errorf("status servers = %+v; want each server with its state", st.Servers)
+	}
 	if st.Revision != "rev2" || st.LastError == "" {
 		t.Errorf("status after refusals = %+v; want rev2 still active and the last error", st)
 	}
