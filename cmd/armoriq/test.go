@@ -19,7 +19,10 @@ import (
 )
 
 func testCommand() *command {
-	var format, run, at string
+	var (
+		format, run, at string
+		verbose         bool
+	)
 	return &command{
 		Use:   "test [PATH]",
 		Short: "Run the policy test cases of armoriq.yaml",
@@ -44,6 +47,7 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 		Flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&format, "format", "text", "output format: text, json or github (workflow annotations)")
 			fs.StringVar(&run, "run", "", "run only the cases whose name (or tests[i] path) matches this regular expression")
+			fs.BoolVarP(&verbose, "verbose", "v", false, "with --format text, also print each passing case")
 			fs.StringVar(&at, "time", "", "decide as of this RFC 3339 time (for conditions over time.*); default now")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
@@ -113,7 +117,7 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 					failed++
 				}
 			}
-			if err := printTestResults(e.Stdout, format, results, failed); err != nil {
+			if err := printTestResults(e.Stdout, format, results, failed, verbose); err != nil {
 				return err
 			}
 			if failed > 0 {
@@ -135,7 +139,7 @@ func testConfigPath(args []string) (string, error) {
 	return configPath(args)
 }
 
-func printTestResults(w io.Writer, format string, results []compiler.TestResult, failed int) error {
+func printTestResults(w io.Writer, format string, results []compiler.TestResult, failed int, verbose bool) error {
 	switch format {
 	case "json":
 		type jresult struct {
@@ -187,8 +191,11 @@ func printTestResults(w io.Writer, format string, results []compiler.TestResult,
 		}
 	default:
 		for _, r := range results {
-			if !r.Passed() {
+			switch {
+			case !r.Passed():
 				fmt.Fprintf(w, "FAIL %s: %s\n", casePos(r), failureText(r))
+			case verbose:
+				fmt.Fprintf(w, "PASS %s: %s\n", casePos(r), passText(r))
 			}
 		}
 	}
@@ -212,14 +219,26 @@ func rulePos(d policy.Decision) string {
 	return policy.FormatPos(p)
 }
 
+// passText says what decided a passing case.
+func passText(r compiler.TestResult) string {
+	by := "no rule matched"
+	if r.Got.RuleID != "" {
+		by = "rule " + r.Got.RuleID + " (" + rulePos(r.Got) + ")"
+	}
+	return fmt.Sprintf("%s: %s for %s: %s by %s", r.ID, r.Test.Tool.String(), orAnonymous(r.Test.User), r.Got.Effect, by)
+}
+
+func orAnonymous(user string) string {
+	if user == "" {
+		return "anonymous"
+	}
+	return user
+}
+
 // failureText says what a failed case expected and what decided instead.
 func failureText(r compiler.TestResult) string {
-	user := r.Test.User
-	if user == "" {
-		user = "anonymous"
-	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s for %s: expected %s, got %s", r.ID, r.Test.Tool.String(), user, r.Test.Expect, r.Got.Effect)
+	fmt.Fprintf(&b, "%s: %s for %s: expected %s, got %s", r.ID, r.Test.Tool.String(), orAnonymous(r.Test.User), r.Test.Expect, r.Got.Effect)
 	if r.Got.RuleID != "" {
 		fmt.Fprintf(&b, " by rule %s (%s)", r.Got.RuleID, rulePos(r.Got))
 	} else {
