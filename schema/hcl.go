@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"bytes"
 	"math/big"
 	"sort"
 	"strings"
@@ -211,9 +212,23 @@ func (c *hclConv) when(e hclsyntax.Expression) *node {
 	if t, ok := e.(*hclsyntax.TemplateExpr); ok && t.IsStringLiteral() {
 		v, _ := t.Value(nil)
 		p := c.pos(r.Start)
-		tp := p
-		tp.Col++
-		return &node{kind: kString, str: v.AsString(), pos: p, textPos: tp}
+		n := &node{kind: kString, str: v.AsString(), pos: p, textPos: p}
+		n.textPos.Col++
+		if bytes.HasPrefix(c.src[r.Start.Byte:], []byte("<<")) {
+			// A heredoc: the text starts on the next line, where "<<-"
+			// strips the common indentation from every line.
+			line := r.Start.Line + 1
+			indent := 0
+			if bytes.HasPrefix(c.src[r.Start.Byte:], []byte("<<-")) {
+				if i := bytes.IndexByte(c.src[r.Start.Byte:], '\n'); i >= 0 {
+					rest := c.src[r.Start.Byte+i+1:]
+					indent = len(rest) - len(bytes.TrimLeft(rest, " \t"))
+				}
+			}
+			n.textPos = Pos{File: c.file, Line: line, Col: indent + 1}
+			n.textIndent = indent + 1
+		}
+		return n
 	}
 	p := c.pos(r.Start)
 	return &node{kind: kString, str: string(r.SliceBytes(c.src)), pos: p, textPos: p}

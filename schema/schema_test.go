@@ -182,6 +182,7 @@ func TestParseProblems(t *testing.T) {
 		{"keys that are not identifiers", "a.yaml", "version: v1\n\"weird key\": 1\nmcp_servers:\n  - id: a\n    url: https://a.example.com\n    tool-prefix: always\n", []string{`2:1: ["weird key"]: unknown key "weird key"`, `6:5: mcp_servers[0].tool-prefix: unknown key "tool-prefix" (did you mean "tool_prefix"?)`}},
 		{"hcl rule outside policy", "a.hcl", "version = \"v1\"\nrule {\n  effect = \"deny\"\n}\n", []string{`2:1: rule: a rule block belongs inside policy { ... }`}},
 		{"hcl server inside policy", "a.hcl", "version = \"v1\"\npolicy {\n  mcp_server \"x\" {}\n}\n", []string{`3:3: policy.mcp_server: a mcp_server block belongs at the top level`}},
+		{"hcl when as a heredoc", "a.hcl", "version = \"v1\"\nmcp_server \"gh\" {\n  url = \"https://x.example.com\"\n}\npolicy {\n  rule {\n    effect = \"deny\"\n    tools = [\"gh/*\"]\n    when = <<-EOT\n      args.x > 1 &&\n        foo.y\n    EOT\n  }\n}\n", []string{`11:9: policy.rules[0].when: unknown variable "foo"`}},
 		{"yaml syntax", "a.yaml", "version: v1\nmcp_servers: [\n", []string{`invalid YAML`}},
 		{"duplicate yaml key", "a.yaml", "version: v1\nversion: v1\n", []string{`2:1: duplicate key "version" (first at line 1)`}},
 		{"hcl syntax", "a.hcl", "version = \n", []string{`a.hcl:1:`}},
