@@ -25,22 +25,32 @@ func (e *Engine) Static(req *Request) (d, conditional Decision) {
 	s := search{e: e, req: req, mode: skipWhen}
 	s.run()
 	d = s.decision()
-	// A conditional rule changes the outcome only when it outranks the
-	// static decision with a different effect: a conditional deny over
-	// the default deny changes nothing.
-	if r := s.condRule; r != nil && r.rank > s.bestRank && !(r.rank == rankDeny && s.best == nil) {
+	if r := s.changingCond(); r != nil {
 		conditional = Decision{Effect: effectOfRank[r.rank], RuleID: r.id, Pos: r.pos, Reason: r.reason + " if its when condition holds"}
 	}
 	return d, conditional
 }
 
+// changingCond is, after a skipWhen search, the conditional rule that would
+// change the outcome if its condition held, or nil. It changes the outcome
+// only when it outranks the static decision with a different effect: a
+// conditional deny over the default deny changes nothing.
+func (s *search) changingCond() *rule {
+	r := s.condRule
+	if r == nil || r.rank <= s.bestRank || r.rank == rankDeny && s.best == nil {
+		return nil
+	}
+	return r
+}
+
 // Visible reports whether the tool req names should be listed to the
 // caller (tools/list): it is allowed or held, or a conditional allow or
 // hold rule could let it through with the right arguments. req.Args is
-// ignored.
+// ignored. It does not allocate.
 func (e *Engine) Visible(req *Request) bool {
-	d, conditional := e.Static(req)
-	return d.Effect != Deny || conditional.Effect != ""
+	s := search{e: e, req: req, mode: skipWhen}
+	s.run()
+	return s.best != nil && s.bestRank != rankDeny || s.changingCond() != nil
 }
 
 type mode int8

@@ -303,6 +303,13 @@ func TestDecideAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { e.Decide(req) }); n != 0 {
 		t.Errorf("Decide with a native condition: %v allocations, want 0", n)
 	}
+	hidden := &Request{User: "nobody@else.org", Server: "srv0", Tool: "nope"}
+	if e.Visible(hidden) {
+		t.Fatalf("Visible(%+v) = true, want false", hidden)
+	}
+	if n := testing.AllocsPerRun(100, func() { e.Visible(hidden) }); n != 0 {
+		t.Errorf("Visible of a hidden tool: %v allocations, want 0", n)
+	}
 }
 
 func ExampleEngine_Decide() {
