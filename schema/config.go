@@ -133,6 +133,10 @@ type Rule struct {
 	// WhenPos is the position of the when expression's first character, so
 	// HCL diagnostics inside it can be mapped back to the user's file.
 	WhenPos Pos `json:"-"`
+	// WhenIndent is the column at which the later lines of a multi-line
+	// when text start in the file (a YAML block scalar, an HCL <<- heredoc),
+	// or 0. Rule.WhenFilePos uses it.
+	WhenIndent int `json:"-"`
 }
 
 // Intent is the SDK's intent block.

@@ -107,6 +107,7 @@ func decodeRule(n *node) Rule {
 		if r.WhenPos.Line == 0 {
 			r.WhenPos = w.pos
 		}
+		r.WhenIndent = w.textIndent
 	}
 	return r
 }
@@ -193,4 +194,17 @@ func toGo(n *node) any {
 		return l
 	}
 	return nil
+}
+
+// WhenFilePos maps a position HCL reports for the when expression, parsed
+// with hclsyntax.ParseExpression(src, r.WhenPos.File,
+// hcl.Pos{Line: r.WhenPos.Line, Column: r.WhenPos.Col}), to its place in the
+// file: on later lines of an indented multi-line text the column is shifted
+// by the indentation HCL did not see.
+func (r Rule) WhenFilePos(line, col int) Pos {
+	p := Pos{File: r.WhenPos.File, Line: line, Col: col}
+	if r.WhenIndent > 0 && line > r.WhenPos.Line {
+		p.Col += r.WhenIndent - 1
+	}
+	return p
 }

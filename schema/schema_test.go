@@ -102,6 +102,17 @@ func TestDecoded(t *testing.T) {
 	if got, want := r.WhenPos, (Pos{File: r.Pos.File, Line: 68, Col: 13}); got != want {
 		t.Errorf("rule when position: got %v, want %v", got, want)
 	}
+	if got, want := r.WhenFilePos(68, 20), (Pos{File: r.Pos.File, Line: 68, Col: 20}); got != want {
+		t.Errorf("WhenFilePos on the first line: got %v, want %v unchanged", got, want)
+	}
+	block, ds := Parse("b.yaml", []byte("version: v1\nmcp_servers: [{id: a, url: \"https://a.example.com\"}]\npolicy:\n  rules:\n    - effect: deny\n      tools: [a/*]\n      when: |\n        args.x == 1 &&\n          args.y\n"))
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	br := block.Policy.Rules[0]
+	if br.WhenPos != (Pos{File: "b.yaml", Line: 8, Col: 9}) || br.WhenFilePos(9, 3) != (Pos{File: "b.yaml", Line: 9, Col: 11}) {
+		t.Errorf("block scalar when: WhenPos %v, WhenFilePos(9, 3) %v; want b.yaml:8:9 and b.yaml:9:11", br.WhenPos, br.WhenFilePos(9, 3))
+	}
 	if got := c.Tests[1].Tool.String(); got != "github/push_files" {
 		t.Errorf("tests[1].tool: got %q, want normalized github/push_files", got)
 	}
