@@ -380,7 +380,12 @@ func (r *Reconciler) targetSteps(ctx context.Context, t *targetState, desired *A
 		if o.Condition != Waiting || attempt >= r.opts.Retries || ctx.Err() != nil {
 			return o
 		}
-		d := r.backoff(attempt)
+		// Wait until the retry recordTarget scheduled, so the next attempt
+		// is due and pushes again.
+		r.mu.Lock()
+		d := t.nextTry.Sub(r.opts.Now())
+		r.mu.Unlock()
+		d = max(d, time.Millisecond)
 		select {
 		case <-ctx.Done():
 			return o

@@ -113,6 +113,13 @@ func TestTransientFailureRetriedWithBackoff(t *testing.T) {
 	if rev, _ := f.gws[0].state(); rev != c || res.ExitCode() != 0 {
 		t.Fatalf("after two 503s the gateway runs %q, exit %d; want %s, 0", rev, res.ExitCode(), c)
 	}
+	// A push answered 503 is pushed again within the pass.
+	c15 := f.repo.commit("one and a half", map[string]string{"armoriq.yaml": policy("github/*", "slack/*")})
+	f.gws[0].failPuts(1)
+	res = f.rec.Pass(ctxT(t))
+	if rev, _ := f.gws[0].state(); rev != c15 || res.ExitCode() != 0 {
+		t.Fatalf("after a 503 on the push the gateway runs %q, exit %d; want %s, 0", rev, res.ExitCode(), c15)
+	}
 	f.gws[0].fail(100)
 	f.repo.commit("second", map[string]string{"armoriq.yaml": policy("slack/*")})
 	res = f.rec.Pass(ctxT(t))

@@ -31,6 +31,7 @@ type standinGateway struct {
 	pushes    int
 	statuses  int // GET /v1/bundle/status requests
 	failNext  int // answer the next n requests with 503
+	failPut   int // answer the next n pushes with 503
 	pushedAt  map[string]time.Time
 }
 
@@ -50,6 +51,9 @@ func (g *standinGateway) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case r.Method == http.MethodPut && r.URL.Path == "/v1/bundle" && g.failPut > 0:
+		g.failPut--
+		writeAPIError(w, 503, "unavailable", "store unreachable")
 	case r.Method == http.MethodPut && r.URL.Path == "/v1/bundle":
 		g.pushes++
 		data, _ := io.ReadAll(r.Body)
@@ -111,4 +115,10 @@ func (g *standinGateway) statusReads() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.statuses
+}
+
+func (g *standinGateway) failPuts(n int) {
+	g.mu.Lock()
+	g.failPut = n
+	g.mu.Unlock()
 }
