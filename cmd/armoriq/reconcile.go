@@ -300,7 +300,7 @@ func reconcileServers(o *reconcileOptions, rec *reconciler.Reconciler, report fu
 			}
 			return nil, nil, usageErrorf("listen %s: %v", addr, err)
 		}
-		s := &http.Server{Handler: m, ReadHeaderTimeout: 10 * time.Second}
+		s := &http.Server{Handler: m, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute}
 		servers = append(servers, s)
 		urls[addr] = "http://" + ln.Addr().String()
 		log.Info("listening", "url", urls[addr])
