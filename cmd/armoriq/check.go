@@ -28,8 +28,9 @@ request, the PR's base commit).
 With --github it reports to GitHub from a workflow run: a check run named
 "armoriq" on the PR's head commit with every problem annotated at
 file:line:col (in batches of 50, the API's limit), or, when the token may
-not create check runs, a commit status plus ::error lines; and, in a pull
-request, one comment holding the diff, edited in place on later pushes. It
+not create check runs, a commit status plus ::error lines; in a pull
+request, one comment holding the diff, edited in place on later pushes; and
+the same report in the job summary ($GITHUB_STEP_SUMMARY). It
 reads GITHUB_REPOSITORY, GITHUB_SHA, GITHUB_EVENT_PATH and GITHUB_API_URL,
 and authenticates with GITHUB_TOKEN or a GitHub App (--github-app-id and
 --github-app-key).
@@ -72,6 +73,9 @@ reporting to GitHub failed), 2 usage error or unreadable file.`,
 			}
 			reconciler.PrintCheck(e.Stdout, e.Stderr, res, format == "github" && !gh)
 			if gh {
+				if p := e.Getenv("GITHUB_STEP_SUMMARY"); p != "" {
+					appendFile(p, res.Markdown())
+				}
 				if err := publishCheck(ctx, e, ev, res, appID, appKey); err != nil {
 					return err
 				}
@@ -111,4 +115,15 @@ func publishCheck(ctx context.Context, e *env, ev *reconciler.GitHubEvent, r *re
 		fmt.Fprintf(e.Stderr, "%s the armoriq comment on #%d\n", verb, ev.PR)
 	}
 	return nil
+}
+
+// appendFile adds text to the workflow's job summary; a failure only costs
+// the summary.
+func appendFile(path, text string) {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.WriteString(text + "\n")
 }
