@@ -74,7 +74,7 @@ reporting to GitHub failed), 2 usage error or unreadable file.`,
 			reconciler.PrintCheck(e.Stdout, e.Stderr, res, format == "github" && !gh)
 			if gh {
 				if p := e.Getenv("GITHUB_STEP_SUMMARY"); p != "" {
-					appendFile(p, res.Markdown())
+					appendStepSummary(p, res.Markdown())
 				}
 				if err := publishCheck(ctx, e, ev, res, appID, appKey); err != nil {
 					return err
@@ -117,9 +117,9 @@ func publishCheck(ctx context.Context, e *env, ev *reconciler.GitHubEvent, r *re
 	return nil
 }
 
-// appendFile adds text to the workflow's job summary; a failure only costs
+// appendStepSummary adds text to the workflow's job summary; a failure only costs
 // the summary.
-func appendFile(path, text string) {
+func appendStepSummary(path, text string) {
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		return
