@@ -36,6 +36,7 @@ type gatewayOptions struct {
 	logFormat   string
 	shutdown    time.Duration
 	readyFile   string
+	sqliteSync  string
 	// adapterTimeout and adapterConc bound each upstream server's adapter:
 	// the time one call may take, and the calls in flight.
 	adapterTimeout time.Duration
@@ -81,6 +82,7 @@ ARMORIQ_MAX_TOKEN_TTL, ARMORIQ_CALL_TIMEOUT, ARMORIQ_LOG_FORMAT.`,
 			fs.DurationVar(&o.shutdown, "shutdown-timeout", 30*time.Second, "how long to let in-flight calls finish on SIGTERM")
 			fs.DurationVar(&o.adapterTimeout, "adapter-timeout", 60*time.Second, "time limit of one call inside an upstream server's adapter")
 			fs.IntVar(&o.adapterConc, "adapter-concurrency", 64, "calls in flight per upstream server's adapter")
+			fs.StringVar(&o.sqliteSync, "sqlite-sync", "full", "SQLite commit durability: full (fsync each commit: survives power loss) or normal (survives a gateway crash, not a power loss; faster)")
 			fs.StringVar(&o.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves (for scripts and supervisors)")
 		},
 		MaxArgs: 0,
@@ -196,9 +198,13 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		log.Warn("no trusted bundle-signing key: every bundle will be refused and every call denied; pass --trust-key or --config")
 	}
 
+	if o.sqliteSync != "full" && o.sqliteSync != "normal" {
+		return usageErrorf("--sqlite-sync must be full or normal, got %q", o.sqliteSync)
+	}
+	dbPath := filepath.Join(o.data, "armoriq.db")
 	dsn := o.storeDSN
 	if dsn == "" {
-		dsn = "sqlite:" + filepath.Join(o.data, "armoriq.db")
+		dsn = "sqlite:" + dbPath + "?synchronous=" + o.sqliteSync
 	}
 	st, err := store.Open(ctx, dsn)
 	if err != nil {
@@ -207,7 +213,7 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	if o.storeDSN == "" {
 		// The database holds the token-signing keys: owner only.
 		for _, suffix := range []string{"", "-wal", "-shm"} {
-			_ = os.Chmod(strings.TrimPrefix(dsn, "sqlite:")+suffix, 0o600)
+			_ = os.Chmod(dbPath+suffix, 0o600)
 		}
 	}
 	defer func() {

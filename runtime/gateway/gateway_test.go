@@ -169,6 +169,11 @@ func TestExpiredToken(t *testing.T) {
 	g := newTestGateway(t, nil)
 	g.pushBundle("rev1", 100, testPolicy())
 	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
+	// A first call verifies the token and caches that; expiry is still
+	// checked on every later call.
+	if resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil); resp.StatusCode != 200 {
+		t.Fatalf("first call: status %d: %v", resp.StatusCode, out)
+	}
 	g.clock.advance(61 * time.Second)
 	resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil)
 	if resp.StatusCode != 401 || out["error"].(map[string]any)["code"] != "token_expired" {
@@ -238,6 +243,10 @@ func TestRevokedToken(t *testing.T) {
 	g.pushBundle("rev1", 100, testPolicy())
 	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
 	ref := tok["intent_reference"].(string)
+	// Used once, so its record is cached: the revocation must still win.
+	if resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil); resp.StatusCode != 200 {
+		t.Fatalf("first call: status %d: %v", resp.StatusCode, out)
+	}
 	g.do("DELETE", "/v1/tokens/"+ref, g.agentKey, nil, 403, nil)
 	g.do("DELETE", "/v1/tokens/"+ref, g.adminKey, nil, 200, nil)
 	g.do("DELETE", "/v1/tokens/nope", g.adminKey, nil, 404, nil)

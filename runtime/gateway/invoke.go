@@ -141,8 +141,15 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if err := json.Unmarshal(rawTok, &tok); err != nil {
 		return nil, errorf(KindUnauthenticated, "intent token is malformed: %v", err)
 	}
-	if err := intent.VerifyToken(&tok, s.tokenKeys(), s.now()); err != nil {
-		return nil, tokenError(err)
+	now := s.now()
+	if !s.tokens.isVerified(rawTok) {
+		if err := intent.VerifyToken(&tok, s.tokenKeys(), now); err != nil {
+			return nil, tokenError(err)
+		}
+		s.tokens.markVerified(rawTok, floatTime(tok.ExpiresAt), now)
+	} else if !now.Before(floatTime(tok.ExpiresAt)) {
+		// The same bytes verified before; only time has moved.
+		return nil, tokenError(intent.ErrExpired)
 	}
 	rec.PlanHash = tok.PlanHash
 	ref := it.IntentReference
@@ -152,7 +159,14 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if pref, _ := tok.Policy["intent_ref"].(string); pref != "" && pref != ref {
 		return nil, errorf(KindUnauthenticated, "intent_reference %q does not belong to this token", ref)
 	}
-	trec, err := s.store.GetToken(ctx, ref)
+	var err error
+	trec, cached := s.tokens.record(ref)
+	if !cached {
+		trec, err = s.store.GetToken(ctx, ref)
+		if err == nil {
+			s.tokens.putRecord(trec, now)
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, errorf(KindUnauthenticated, "unknown intent token %q", ref)

@@ -77,6 +77,7 @@ type Server struct {
 	verifyBy map[string]ed25519.PublicKey // every token key, by kid
 
 	keys     keyCache
+	tokens   tokenCache
 	inflight inflightSet
 
 	cancel context.CancelFunc
@@ -122,6 +123,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now}
 	s.keys.init()
+	s.tokens.init()
 	s.inflight.init()
 	if err := s.loadSigningKeys(ctx); err != nil {
 		return nil, err
@@ -228,9 +230,11 @@ func (s *Server) watchRevocations(revs <-chan store.Revocation) {
 			s.keys.forget(r.ID)
 			s.inflight.revokeKey(r.ID)
 		case store.RevokedToken:
+			s.tokens.forget(r.ID)
 			s.inflight.revokeToken(r.ID)
 		case store.Resync:
 			s.keys.reset()
+			s.tokens.reset()
 		}
 	}
 }

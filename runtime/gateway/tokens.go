@@ -289,6 +289,7 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return internal(err, "revoking the token")
 	}
+	s.tokens.forget(id)
 	s.inflight.revokeToken(id)
 	s.log.Info("intent token revoked", "id", id, "by", callerFrom(r.Context()).KeyID)
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked_at": at.UTC()})

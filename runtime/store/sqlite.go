@@ -11,10 +11,19 @@ import (
 	"modernc.org/sqlite" // also registers the "sqlite" driver
 )
 
-// sqlitePragmas apply to every connection. synchronous=FULL: in WAL mode
-// NORMAL may lose the last commits on power loss, and an audit record must
-// be durable before the gateway answers the call it records.
-const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)"
+// sqlitePragmas apply to every connection. synchronous=FULL by default: in
+// WAL mode NORMAL may lose the last commits on power loss, and an audit
+// record must be durable before the gateway answers the call it records.
+// NORMAL (Open's "sqlite:PATH?synchronous=normal") still survives a crash
+// or kill of the gateway process; it trades power-loss durability for a
+// commit without fsync.
+const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)"
+
+// Synchronous levels OpenSQLiteSync accepts.
+const (
+	SyncFull   = "full"
+	SyncNormal = "normal"
+)
 
 var sqliteDialect = &dialect{
 	name:     "sqlite",
@@ -28,11 +37,27 @@ var sqliteDialect = &dialect{
 // start with BEGIN IMMEDIATE; reads use a small separate pool, which WAL
 // mode lets run beside the writer.
 func OpenSQLite(ctx context.Context, path string) (Store, error) {
+	return OpenSQLiteSync(ctx, path, SyncFull)
+}
+
+// OpenSQLiteSync is OpenSQLite with the commit durability chosen: SyncFull
+// (fsync at every commit, survives power loss) or SyncNormal (survives a
+// crash of the process, not of the machine).
+func OpenSQLiteSync(ctx context.Context, path, sync string) (Store, error) {
 	const op = "open sqlite"
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, errorf(op, ErrInvalid, "unusable database path %q", path)
 	}
-	w, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_txlock=immediate")
+	var pragmas string
+	switch strings.ToLower(sync) {
+	case "", SyncFull:
+		pragmas = sqlitePragmas + "&_pragma=synchronous(FULL)"
+	case SyncNormal:
+		pragmas = sqlitePragmas + "&_pragma=synchronous(NORMAL)"
+	default:
+		return nil, errorf(op, ErrInvalid, "synchronous=%q: want full or normal", sync)
+	}
+	w, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_txlock=immediate")
 	if err != nil {
 		return nil, dbError(op, err)
 	}
@@ -42,7 +67,7 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 		w.Close()
 		return nil, dbError(op, err)
 	}
-	r, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_pragma=query_only(1)")
+	r, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_pragma=query_only(1)")
 	if err != nil {
 		w.Close()
 		return nil, dbError(op, err)

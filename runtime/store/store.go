@@ -197,13 +197,26 @@ func parseRevocation(s string) (Revocation, bool) {
 }
 
 // Open opens the store named by dsn: "postgres://…" or "postgresql://…" is
-// PostgreSQL; "sqlite:PATH" or a plain file path is SQLite.
+// PostgreSQL; "sqlite:PATH" (optionally "?synchronous=normal") or a plain
+// file path is SQLite.
 func Open(ctx context.Context, dsn string) (Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		return OpenPostgres(ctx, dsn)
 	case strings.HasPrefix(dsn, "sqlite:"):
-		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+		path, query, _ := strings.Cut(strings.TrimPrefix(dsn, "sqlite:"), "?")
+		sync := SyncFull
+		for _, kv := range strings.Split(query, "&") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "":
+			case "synchronous":
+				sync = v
+			default:
+				return nil, errorf("open", ErrInvalid, "unknown SQLite option %q (known: synchronous=full|normal)", k)
+			}
+		}
+		return OpenSQLiteSync(ctx, path, sync)
 	case strings.Contains(dsn, "://"):
 		return nil, errorf("open", ErrInvalid, "unknown database scheme in %q", redactDSN(dsn))
 	default:
