@@ -2,9 +2,12 @@ package reconciler
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -16,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fakeGitHub speaks the few REST shapes we use and records every request.
@@ -277,5 +281,40 @@ func TestWorkflowCommandEscapes(t *testing.T) {
 	got := WorkflowCommand(Diagnostic{Severity: "warning", File: "a,b:c.yaml", Line: 2, Summary: "50% done\nnext"})
 	if want := "::warning file=a%2Cb%3Ac.yaml,line=2::50%25 done%0Anext"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestAppJWT(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	tok, err := AppJWT(42, key, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("JWT %q: want three parts", tok)
+	}
+	enc := base64.RawURLEncoding
+	header, _ := enc.DecodeString(parts[0])
+	claims, _ := enc.DecodeString(parts[1])
+	sig, _ := enc.DecodeString(parts[2])
+	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if err := rsa.VerifyPKCS1v15(&key.PublicKey, crypto.SHA256, sum[:], sig); err != nil {
+		t.Errorf("signature does not verify: %v", err)
+	}
+	if string(header) != `{"alg":"RS256","typ":"JWT"}` {
+		t.Errorf("header %s", header)
+	}
+	var c struct {
+		Iat, Exp int64
+		Iss      string
+	}
+	json.Unmarshal(claims, &c)
+	if c.Iss != "42" || c.Iat != now.Unix()-60 || c.Exp != now.Unix()+540 {
+		t.Errorf("claims %s: want iss 42, iat a minute back, exp in nine minutes", claims)
 	}
 }
