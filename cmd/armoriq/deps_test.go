@@ -43,16 +43,18 @@ func TestDependencyRules(t *testing.T) {
 	// allowed[p] lists the prefixes of ours p may depend on; a package not
 	// named here is not restricted (cmd/armoriq wires everything).
 	allowed := map[string][]string{
-		"schema":          {},
-		"compiler/bundle": {},
-		"runtime/intent":  {},
-		"runtime/policy":  {"compiler/bundle"},
-		"runtime/store":   {},
-		"runtime/client":  {"runtime/intent"},
-		"plugins":         {"plugins/"},
-		"compiler":        {"schema", "compiler/bundle", "runtime/policy"},
-		"runtime/gateway": {"compiler/bundle", "runtime/", "plugins"},
-		"reconciler":      {"schema", "compiler", "runtime/client", "runtime/intent", "runtime/policy"},
+		"schema":             {},
+		"compiler/bundle":    {},
+		"runtime/intent":     {},
+		"runtime/policy":     {"compiler/bundle"},
+		"runtime/store":      {},
+		"runtime/client":     {"runtime/intent"},
+		"plugins":            {"plugins/"},
+		"plugins/mcpadapter": {"plugins"},
+		"plugins/proto":      {},
+		"compiler":           {"schema", "compiler/bundle", "runtime/policy"},
+		"runtime/gateway":    {"compiler/bundle", "runtime/", "plugins"},
+		"reconciler":         {"schema", "compiler", "runtime/client", "runtime/intent", "runtime/policy"},
 	}
 	for pkg, prefixes := range allowed {
 		for _, d := range deps[pkg] {

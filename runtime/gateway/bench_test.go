@@ -36,18 +36,7 @@ func BenchmarkTokenIssue(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			runConcurrent(b, conc, func() {
-				req, _ := http.NewRequest("POST", g.http.URL+"/iap/sdk/token", bytes.NewReader(body))
-				req.Header.Set("X-API-Key", g.agentKey)
-				resp, err := hc.Do(req)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Errorf("status %d", resp.StatusCode)
-				}
+				benchPost(b, hc, g.http.URL+"/iap/sdk/token", g.agentKey, body, nil)
 			}, nil)
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tokens/s")
 		})
@@ -97,21 +86,7 @@ func benchInvoke(b *testing.B, sync string, conc int) {
 				}
 			}
 			viaGateway := func() {
-				req, _ := http.NewRequest("POST", g.http.URL+"/invoke", bytes.NewReader(body))
-				for k, v := range hdr {
-					req.Header.Set(k, v)
-				}
-				req.Header.Set("X-API-Key", g.agentKey)
-				resp, err := hc.Do(req)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Errorf("invoke status %d", resp.StatusCode)
-				}
+				benchPost(b, hc, g.http.URL+"/invoke", g.agentKey, body, hdr)
 			}
 			// Warm both paths (sessions, connections, caches).
 			for i := 0; i < 20; i++ {
@@ -147,6 +122,25 @@ func invokeRequestFor(tok map[string]any, mcpName, action string, params map[str
 	body, _ := json.Marshal(map[string]any{"mcp": mcpName, "action": action, "tool": action, "params": params, "arguments": params, "intent_token": raw, "plan": plan, "token": tok["token"]})
 	proof, _ := json.Marshal(tok["step_proofs"].([]any)[0])
 	return body, map[string]string{"X-CSRG-Proof": string(proof), "X-CSRG-Path": "/steps/[0]/action", "Content-Type": "application/json"}
+}
+
+// benchPost sends one request and expects 200.
+func benchPost(b *testing.B, hc *http.Client, url, key string, body []byte, hdr map[string]string) {
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("X-API-Key", key)
+	resp, err := hc.Do(req)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b.Errorf("POST %s: status %d", url, resp.StatusCode)
+	}
 }
 
 func benchClient() *http.Client {

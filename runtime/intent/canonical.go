@@ -337,26 +337,7 @@ func appendPyString(b []byte, s string) ([]byte, error) {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			i++
-			switch {
-			case c == '"':
-				b = append(b, '\\', '"')
-			case c == '\\':
-				b = append(b, '\\', '\\')
-			case c == '\n':
-				b = append(b, '\\', 'n')
-			case c == '\r':
-				b = append(b, '\\', 'r')
-			case c == '\t':
-				b = append(b, '\\', 't')
-			case c == '\b':
-				b = append(b, '\\', 'b')
-			case c == '\f':
-				b = append(b, '\\', 'f')
-			case c < 0x20 || c == 0x7f:
-				b = appendU4(b, rune(c))
-			default:
-				b = append(b, c)
-			}
+			b = appendEscapedASCII(b, c, true)
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
@@ -373,6 +354,33 @@ func appendPyString(b []byte, s string) ([]byte, error) {
 		b = appendU4(b, r)
 	}
 	return append(b, '"'), nil
+}
+
+// appendEscapedASCII writes one ASCII byte inside a JSON string the way both
+// Python's json.dumps and JavaScript's JSON.stringify do: the short escapes,
+// \u00XX for other control characters (and for DEL when del is set, which
+// Python does and JavaScript does not), the byte itself otherwise.
+func appendEscapedASCII(b []byte, c byte, del bool) []byte {
+	switch {
+	case c == '"':
+		return append(b, '\\', '"')
+	case c == '\\':
+		return append(b, '\\', '\\')
+	case c == '\n':
+		return append(b, '\\', 'n')
+	case c == '\r':
+		return append(b, '\\', 'r')
+	case c == '\t':
+		return append(b, '\\', 't')
+	case c == '\b':
+		return append(b, '\\', 'b')
+	case c == '\f':
+		return append(b, '\\', 'f')
+	case c < 0x20 || (del && c == 0x7f):
+		return appendU4(b, rune(c))
+	default:
+		return append(b, c)
+	}
 }
 
 func appendU4(b []byte, r rune) []byte {

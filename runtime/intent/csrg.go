@@ -58,26 +58,7 @@ func valueDigestJS(action string) string {
 			continue
 		}
 		i++
-		switch {
-		case c == '"':
-			b = append(b, '\\', '"')
-		case c == '\\':
-			b = append(b, '\\', '\\')
-		case c == '\n':
-			b = append(b, '\\', 'n')
-		case c == '\r':
-			b = append(b, '\\', 'r')
-		case c == '\t':
-			b = append(b, '\\', 't')
-		case c == '\b':
-			b = append(b, '\\', 'b')
-		case c == '\f':
-			b = append(b, '\\', 'f')
-		case c < 0x20:
-			b = appendU4(b, rune(c))
-		default:
-			b = append(b, c)
-		}
+		b = appendEscapedASCII(b, c, false)
 	}
 	b = append(b, '"')
 	sum := sha256.Sum256(b)
