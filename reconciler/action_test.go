@@ -75,7 +75,7 @@ func TestActionAndExampleWorkflows(t *testing.T) {
 		}
 	}
 
-	examples, _ := filepath.Glob(filepath.Join("..", "examples", "github-workflow", "*.yml.example"))
+	examples, _ := filepath.Glob(filepath.Join("..", "examples", "github-workflow", "*.yml"))
 	if len(examples) != 2 {
 		t.Fatalf("example workflows %v, want pr and reconcile", examples)
 	}

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/armoriq/controlplane/compiler/bundle"
 )
 
 // Gateway is a target the reconciler pushes to: a small client of the
@@ -98,6 +100,31 @@ func (g *Gateway) Status(ctx context.Context) (*GatewayStatus, error) {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// Bundle fetches the bundle file the gateway runs (GET /v1/bundle); an
+// *APIError with Status 404 when it runs none.
+func (g *Gateway) Bundle(ctx context.Context) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(g.URL, "/")+"/v1/bundle", nil)
+	if err != nil {
+		return nil, err
+	}
+	if g.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+g.APIKey)
+	}
+	resp, err := g.client().Do(req)
+	if err != nil {
+		return nil, &NetError{Target: g.name(), Err: err}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, bundle.MaxSize+1))
+	if err != nil {
+		return nil, &NetError{Target: g.name(), Err: err}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &APIError{Status: resp.StatusCode, Message: strings.TrimSpace(string(data))}
+	}
+	return data, nil
 }
 
 // maxAnswer bounds what we read of a gateway's answer.

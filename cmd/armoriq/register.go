@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -90,7 +91,7 @@ refused the bundle, 2 usage error, 3 the gateway could not be reached.`,
 			}
 			fmt.Fprintf(e.Stdout, "gateway %s runs %s\n", client.base, orNone(st.Revision))
 			fmt.Fprintf(e.Stdout, "new bundle %s (%d rules, %d servers)\n", art.Revision, len(newBundle.Policy.Rules), len(newBundle.Servers))
-			printRegisterChanges(e, path, st.Revision, newBundle, data)
+			printRegisterChanges(ctx, e, gw, path, st.Revision, newBundle, data)
 			if dryRun {
 				fmt.Fprintln(e.Stdout, "dry run: nothing pushed")
 				return nil
@@ -116,7 +117,7 @@ var commitHash = regexp.MustCompile(`^[0-9a-f]{40}$`)
 // diff'. That needs the active config: it is rebuilt when the active
 // revision is a commit of PATH's repository (or nothing is active);
 // otherwise only revisions and rule counts can be compared, and it says so.
-func printRegisterChanges(e *env, path, active string, nb *bundle.Bundle, data []byte) {
+func printRegisterChanges(ctx context.Context, e *env, gw *reconciler.Gateway, path, active string, nb *bundle.Bundle, data []byte) {
 	if active == nb.Manifest.Revision {
 		fmt.Fprintln(e.Stdout, "no change: the gateway runs this revision")
 		return
@@ -134,7 +135,24 @@ func printRegisterChanges(e *env, path, active string, nb *bundle.Bundle, data [
 		}
 	}
 	if old == nil || head == nil {
-		fmt.Fprintf(e.Stdout, "changes: the active revision %s is not a commit of this repository, so its config cannot be diffed; the new bundle has %d rules\n", active, len(nb.Policy.Rules))
+		// Not a commit we can rebuild: compare the bundles themselves.
+		raw, err := gw.Bundle(ctx)
+		var ab *bundle.Bundle
+		if err == nil {
+			ab, _, err = bundle.Read(bytes.NewReader(raw))
+		}
+		if err != nil {
+			fmt.Fprintf(e.Stdout, "changes: cannot fetch the active bundle %s to compare (%v); the new bundle has %d rules\n", active, err, len(nb.Policy.Rules))
+			return
+		}
+		changes := reconciler.DiffBundles(ab, nb)
+		fmt.Fprintf(e.Stdout, "changes from %s (rules, servers, groups and settings; the active revision is not a commit of this repository):\n", shortRev(active))
+		for _, c := range changes {
+			fmt.Fprintln(e.Stdout, "  "+c.String())
+		}
+		if len(changes) == 0 {
+			fmt.Fprintln(e.Stdout, "  none")
+		}
 		return
 	}
 	d, err := compiler.DiffConfigs(old, head, nil)

@@ -31,7 +31,7 @@ func (s *Server) compileBundle(data []byte) (*activeBundle, error) {
 	for _, sv := range b.Servers {
 		servers[sv.ID] = sv
 	}
-	return &activeBundle{b: b, engine: eng, servers: servers}, nil
+	return &activeBundle{b: b, raw: data, engine: eng, servers: servers}, nil
 }
 
 // loadActiveBundle activates the bundle persisted in the store, if any. A
@@ -196,6 +196,20 @@ type serverStatus struct {
 	ID        string `json:"id"`
 	Transport string `json:"transport"`
 	serverState
+}
+
+// handleGetBundle serves the active bundle's file, so tools can diff against
+// what the gateway runs (armoriq register) or copy it to another gateway.
+func (s *Server) handleGetBundle(w http.ResponseWriter, r *http.Request) error {
+	ab := s.active.Load()
+	if ab == nil {
+		return errorf(KindNotFound, "no policy bundle is active on this gateway")
+	}
+	w.Header().Set("Content-Type", "application/gzip")
+	w.Header().Set("X-Armoriq-Revision", ab.b.Manifest.Revision)
+	w.Header().Set("Cache-Control", "no-store")
+	_, err := w.Write(ab.raw)
+	return err
 }
 
 func (s *Server) handleBundleStatus(w http.ResponseWriter, r *http.Request) error {

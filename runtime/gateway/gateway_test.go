@@ -131,6 +131,7 @@ func TestTokenIssueDeniedByPolicy(t *testing.T) {
 
 func TestNoBundleDeniesEverything(t *testing.T) {
 	g := newTestGateway(t, nil)
+	g.do("GET", "/v1/bundle", g.adminKey, nil, 404, nil)
 	status, out := g.sdkToken(g.agentKey, "alice@example.com", step("tools", "echo", nil))
 	if status != 403 || !strings.Contains(out["message"].(string), "no policy bundle is active") {
 		t.Fatalf("token without a bundle: status %d: %v", status, out)
@@ -343,6 +344,13 @@ func TestBundleActivationRules(t *testing.T) {
 	}
 	if st.Revision != "rev2" || st.LastError == "" {
 		t.Errorf("status after refusals = %+v; want rev2 still active and the last error", st)
+	}
+	// The active bundle's file can be fetched back as activated.
+	resp, data := g.send("GET", "/v1/bundle", g.adminKey, nil, nil)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Armoriq-Revision") != "rev2" {
+		t.Errorf("GET /v1/bundle: status %d, revision %q", resp.StatusCode, resp.Header.Get("X-Armoriq-Revision"))
+	} else if b, err := bundle.Verify(data, g.srv.cfg.TrustedKeys); err != nil || b.Manifest.Revision != "rev2" {
+		t.Errorf("GET /v1/bundle body does not verify as rev2: %v", err)
 	}
 	// Explicit rollback.
 	g.do("PUT", "/v1/bundle?force=rollback", g.adminKey, g.bundleBytes("rev1", 100, testPolicy(), g.signKey, g.signID), 200, nil)

@@ -22,6 +22,7 @@ func (s *Server) routes() http.Handler {
 
 	// Admin API (docs/api.md).
 	mux.Handle("PUT /v1/bundle", admin(s.handlePutBundle))
+	mux.Handle("GET /v1/bundle", viewer(s.handleGetBundle))
 	mux.Handle("GET /v1/bundle/status", viewer(s.handleBundleStatus))
 	mux.Handle("POST /v1/keys", admin(s.handleCreateKey))
 	mux.Handle("GET /v1/keys", admin(s.handleListKeys))

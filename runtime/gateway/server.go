@@ -87,6 +87,7 @@ type Server struct {
 // activeBundle is the bundle in force, with its compiled decision engine.
 type activeBundle struct {
 	b           *bundle.Bundle
+	raw         []byte // the signed file, as activated
 	engine      *policy.Engine
 	servers     map[string]bundle.Server
 	storeSeq    int64 // the store's activation counter
