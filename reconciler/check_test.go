@@ -44,11 +44,11 @@ func TestCheckPublishesToPullRequest(t *testing.T) {
 	if err != nil || how != "check-run" || !created {
 		t.Fatalf("first PublishCheck = %q, %v, %v; want a check run and a new comment", how, created, err)
 	}
-	reqs := f.take()
+	reqs := f.Take()
 	if reqs[0].Body["conclusion"] != "success" || reqs[0].Body["head_sha"] != "head1" {
 		t.Errorf("check run %v: want success on head1", reqs[0].Body)
 	}
-	if body := f.comments[0]["body"].(string); !strings.HasPrefix(body, CommentMarker) || !strings.Contains(body, "slack/post") {
+	if body := f.Comments[0]["body"].(string); !strings.HasPrefix(body, CommentMarker) || !strings.Contains(body, "slack/post") {
 		t.Errorf("comment %q: want the marker and the gained tool", body)
 	}
 
@@ -62,14 +62,14 @@ func TestCheckPublishesToPullRequest(t *testing.T) {
 	if err != nil || how != "check-run" || created {
 		t.Fatalf("second PublishCheck = %q, %v, %v; want a check run and an edited comment", how, created, err)
 	}
-	reqs = f.take()
+	reqs = f.Take()
 	run := reqs[0].Body
 	ann := run["output"].(map[string]any)["annotations"].([]any)[0].(map[string]any)
 	if run["conclusion"] != "failure" || ann["path"] != "armoriq.yaml" || ann["start_line"] != float64(11) {
 		t.Errorf("check run %v, annotation %v: want failure at armoriq.yaml:11", run["conclusion"], ann)
 	}
-	if len(f.comments) != 1 || !strings.Contains(f.comments[0]["body"].(string), "0/1 tests passed") {
-		t.Errorf("comments %v: want the one comment, edited", f.comments)
+	if len(f.Comments) != 1 || !strings.Contains(f.Comments[0]["body"].(string), "0/1 tests passed") {
+		t.Errorf("comments %v: want the one comment, edited", f.Comments)
 	}
 }
 
@@ -92,7 +92,7 @@ func TestCheckCommentRefusedOnForkIsAWarning(t *testing.T) {
 	path := filepath.Join(dir, "armoriq.yaml")
 	os.WriteFile(path, []byte(strings.Replace(checkPolicy, "%s", "slack/read", 1)), 0o644)
 	f := newFakeGitHub(t)
-	f.readOnly = true
+	f.ReadOnly = true
 	var out strings.Builder
 	checks := newChecks(t, f, &out)
 	how, created, err := PublishCheck(context.Background(), checks, &GitHubEvent{Owner: "o", Repo: "r", SHA: "h", PR: 7}, Check(path, ""), nil)

@@ -12,114 +12,23 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/armoriq/controlplane/reconciler/githubtest"
 )
 
-// fakeGitHub speaks the few REST shapes we use and records every request.
-type fakeGitHub struct {
-	*httptest.Server
-	mu       sync.Mutex
-	requests []ghRequest
-	comments []map[string]any // issue comments of PR 7, in order
-	checks   int              // 403 on check runs when < 0
-	tokens   int              // installation tokens minted
-	readOnly bool             // 403 on writing comments, as for a fork's PR
-}
-
-type ghRequest struct {
-	Method, Path, Query, Auth string
-	Body                      map[string]any
-}
-
-func newFakeGitHub(t *testing.T) *fakeGitHub {
-	f := &fakeGitHub{}
-	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
+// newFakeGitHub starts a githubtest fake, closed at cleanup.
+func newFakeGitHub(t *testing.T) *githubtest.Server {
+	f := githubtest.NewServer()
 	t.Cleanup(f.Close)
 	return f
 }
 
-func (f *fakeGitHub) serve(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var body map[string]any
-	data, _ := io.ReadAll(r.Body)
-	json.Unmarshal(data, &body)
-	f.requests = append(f.requests, ghRequest{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("Authorization"), body})
-	w.Header().Set("Content-Type", "application/json")
-	switch {
-	case r.Method == "POST" && r.URL.Path == "/repos/o/r/check-runs":
-		if f.checks < 0 {
-			w.WriteHeader(403)
-			fmt.Fprint(w, `{"message":"Resource not accessible by integration"}`)
-			return
-		}
-		w.WriteHeader(201)
-		fmt.Fprint(w, `{"id": 42, "status": "completed"}`)
-	case r.Method == "PATCH" && r.URL.Path == "/repos/o/r/check-runs/42":
-		fmt.Fprint(w, `{"id": 42}`)
-	case r.Method == "POST" && strings.HasPrefix(r.URL.Path, "/repos/o/r/statuses/"):
-		w.WriteHeader(201)
-		fmt.Fprint(w, `{"id": 1}`)
-	case r.Method == "GET" && r.URL.Path == "/repos/o/r/issues/7/comments":
-		// Two comments per page whatever per_page says, with Link headers.
-		page := 1
-		fmt.Sscanf(r.URL.Query().Get("page"), "%d", &page)
-		lo, hi := (page-1)*2, min(page*2, len(f.comments))
-		if hi < len(f.comments) {
-			w.Header().Set("Link", fmt.Sprintf(`<%s/repos/o/r/issues/7/comments?page=%d>; rel="next"`, f.URL, page+1))
-		}
-		json.NewEncoder(w).Encode(f.comments[min(lo, hi):hi])
-	case r.Method == "POST" && r.URL.Path == "/repos/o/r/issues/7/comments" && f.readOnly:
-		w.WriteHeader(403)
-		fmt.Fprint(w, `{"message":"Resource not accessible by integration"}`)
-	case r.Method == "POST" && r.URL.Path == "/repos/o/r/issues/7/comments":
-		c := map[string]any{"id": float64(100 + len(f.comments)), "body": body["body"]}
-		f.comments = append(f.comments, c)
-		w.WriteHeader(201)
-		json.NewEncoder(w).Encode(c)
-	case r.Method == "PATCH" && strings.HasPrefix(r.URL.Path, "/repos/o/r/issues/comments/"):
-		var id float64
-		fmt.Sscanf(strings.TrimPrefix(r.URL.Path, "/repos/o/r/issues/comments/"), "%g", &id)
-		for _, c := range f.comments {
-			if c["id"] == id {
-				c["body"] = body["body"]
-			}
-		}
-		json.NewEncoder(w).Encode(map[string]any{"id": id})
-	case r.Method == "GET" && r.URL.Path == "/repos/o/r/installation":
-		fmt.Fprint(w, `{"id": 99}`)
-	case r.Method == "POST" && r.URL.Path == "/app/installations/99/access_tokens":
-		f.tokens++
-		w.WriteHeader(201)
-		fmt.Fprintf(w, `{"token": "ghs_inst%d", "expires_at": "2099-01-01T00:00:00Z"}`, f.tokens)
-	default:
-		w.WriteHeader(404)
-		fmt.Fprint(w, `{"message":"Not Found"}`)
-	}
-}
-
-func (f *fakeGitHub) take() []ghRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	r := f.requests
-	f.requests = nil
-	return r
-}
-
-func (f *fakeGitHub) checks403() {
-	f.mu.Lock()
-	f.checks = -1
-	f.mu.Unlock()
-}
-
-func newChecks(t *testing.T, f *fakeGitHub, stdout io.Writer) *Checks {
+func newChecks(t *testing.T, f *githubtest.Server, stdout io.Writer) *Checks {
 	t.Helper()
 	c, err := NewGitHubClient(context.Background(), GitHubAuth{Token: "ghp_test", APIURL: f.URL}, "o", "r")
 	if err != nil {
@@ -143,7 +52,7 @@ func TestPublishBatchesAnnotations(t *testing.T) {
 	if err != nil || how != "check-run" {
 		t.Fatalf("Publish = %q, %v; want check-run", how, err)
 	}
-	reqs := f.take()
+	reqs := f.Take()
 	var got []string
 	total := 0
 	for _, r := range reqs {
@@ -171,14 +80,14 @@ func TestPublishBatchesAnnotations(t *testing.T) {
 
 func TestPublishFallsBackToStatus(t *testing.T) {
 	f := newFakeGitHub(t)
-	f.checks403()
+	f.ChecksForbidden = true
 	var out strings.Builder
 	c := newChecks(t, f, &out)
 	how, err := c.Publish(context.Background(), "abc123", CheckReport{Title: "1 error", Failed: true, Diagnostics: diagnostics(1)})
 	if err != nil || how != "status" {
 		t.Fatalf("Publish with checks refused = %q, %v; want status", how, err)
 	}
-	reqs := f.take()
+	reqs := f.Take()
 	last := reqs[len(reqs)-1]
 	if last.Path != "/repos/o/r/statuses/abc123" || last.Body["state"] != "failure" || last.Body["context"] != "armoriq" {
 		t.Errorf("fallback request %+v: want a failure status on abc123", last)
@@ -193,19 +102,19 @@ func TestUpsertCommentEditsInPlace(t *testing.T) {
 	c := newChecks(t, f, io.Discard)
 	// Three unrelated comments first, so ours lands on page 2.
 	for i := 0; i < 3; i++ {
-		f.comments = append(f.comments, map[string]any{"id": float64(i + 1), "body": "lgtm"})
+		f.Comments = append(f.Comments, map[string]any{"id": float64(i + 1), "body": "lgtm"})
 	}
 	created, err := c.UpsertComment(context.Background(), 7, "diff one")
 	if err != nil || !created {
 		t.Fatalf("first run: created %v, %v; want a new comment", created, err)
 	}
-	f.take()
+	f.Take()
 	created, err = c.UpsertComment(context.Background(), 7, "diff two")
 	if err != nil || created {
 		t.Fatalf("second run: created %v, %v; want an edit", created, err)
 	}
 	var got []string
-	for _, r := range f.take() {
+	for _, r := range f.Take() {
 		got = append(got, r.Method+" "+r.Path+"?"+r.Query)
 	}
 	want := []string{
@@ -216,8 +125,8 @@ func TestUpsertCommentEditsInPlace(t *testing.T) {
 	if strings.Join(got, "; ") != strings.Join(want, "; ") {
 		t.Errorf("second run requests %q, want %q", got, want)
 	}
-	if len(f.comments) != 4 || f.comments[3]["body"] != CommentMarker+"\ndiff two" {
-		t.Errorf("comments %v: want 4 with the last one edited", f.comments)
+	if len(f.Comments) != 4 || f.Comments[3]["body"] != CommentMarker+"\ndiff two" {
+		t.Errorf("comments %v: want 4 with the last one edited", f.Comments)
 	}
 }
 
@@ -229,7 +138,7 @@ func TestCommitStatusReporter(t *testing.T) {
 	if err := r.ReportCommit(context.Background(), "deadbeef", o); err != nil {
 		t.Fatal(err)
 	}
-	req := f.take()[0]
+	req := f.Take()[0]
 	if req.Path != "/repos/o/r/statuses/deadbeef" || req.Body["state"] != "failure" || req.Body["context"] != StatusContext ||
 		req.Body["description"] != "InvalidConfig: armoriq.yaml:1:3 bad (+1 more)" {
 		t.Errorf("status request %+v", req)
@@ -253,7 +162,7 @@ func TestAppAuthMintsInstallationToken(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	reqs := f.take()
+	reqs := f.Take()
 	var got []string
 	for _, q := range reqs {
 		got = append(got, q.Method+" "+q.Path)

@@ -6,8 +6,10 @@ import "github.com/rogpeppe/go-internal/testscript"
 // scripts may use. Add one entry per command, defined in its own *_test.go file.
 func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
 	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
-		"mcpserver": cmdMCPServer, // mcpserver_test.go
-		"deadurl":   cmdDeadURL,   // mcpserver_test.go
-		"waitready": cmdWaitReady, // gateway_script_test.go
+		"mcpserver":      cmdMCPServer,      // mcpserver_test.go
+		"deadurl":        cmdDeadURL,        // mcpserver_test.go
+		"waitready":      cmdWaitReady,      // gateway_script_test.go
+		"fakegithub":     cmdFakeGitHub,     // github_script_test.go
+		"githubrequests": cmdGitHubRequests, // github_script_test.go
 	}
 }

@@ -27,6 +27,7 @@ func TestScript(t *testing.T) {
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("HOME", e.WorkDir)
 			e.Setenv("NO_COLOR", "1")
+			e.Values[fakeGitHubKey{}] = &fakeGitHubSlot{}
 			return nil
 		},
 	})
