@@ -127,6 +127,10 @@ func TestTokenIssueDeniedByPolicy(t *testing.T) {
 	if r := pv["denied_reasons"].([]any); !strings.Contains(r[0].(string), "policy.deny[0]") {
 		t.Errorf("denied_reasons = %v, want the deciding rule named", r)
 	}
+	recs, _ := g.store.ListAudit(context.Background(), store.AuditFilter{Decision: store.Blocked})
+	if len(recs) != 1 || recs[0].Rule != "policy.deny[0]" || recs[0].Tool != "delete_repo" {
+		t.Errorf("audit of the refused token = %+v; want one blocked record naming policy.deny[0]", recs)
+	}
 }
 
 func TestNoBundleDeniesEverything(t *testing.T) {

@@ -100,8 +100,12 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	if ab != nil {
 		pv.BundleRevision = ab.b.Manifest.Revision
 	}
+	var firstDenial policy.Decision
 	for _, st := range plan.Steps {
 		d := s.decide(ab, &policy.Request{User: user, Agent: req.AgentID, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
+		if d.Effect == policy.Deny && len(pv.DeniedTools) == 0 {
+			firstDenial = d
+		}
 		switch d.Effect {
 		case policy.Allow:
 			pv.AllowedTools = appendUnique(pv.AllowedTools, st.Action)
@@ -126,7 +130,7 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 		}
 		err := s.audit(ctx, store.AuditRecord{
 			Time: now.UTC(), RequestID: requestID(r), APIKeyID: c.KeyID, Service: c.Name, User: user, Agent: req.AgentID,
-			Server: first.MCP, Tool: first.Action, Arguments: auditArgs(first.Params), Decision: store.Blocked,
+			Server: first.MCP, Tool: first.Action, Arguments: auditArgs(first.Params), Decision: store.Blocked, Rule: firstDenial.RuleID,
 			BundleRevision: pv.BundleRevision, PlanHash: planHash, Outcome: "token refused: " + strings.Join(pv.DeniedReasons, "; "),
 		})
 		if err != nil {
