@@ -45,6 +45,7 @@ type gatewayOptions struct {
 
 func gatewayCommand() *command {
 	var o gatewayOptions
+	var flags *pflag.FlagSet
 	return &command{
 		Use:   "gateway",
 		Short: "Run the gateway that agents call",
@@ -62,13 +63,15 @@ gateway compiles that armoriq.yaml at start, signs it with a local key
 the quickest way to run a gateway on one machine. --register also lets the
 SDK's POST /iap/sdk/register activate configs signed with that local key.
 
-Every flag can be set by an environment variable: ARMORIQ_ADDR, ARMORIQ_DATA,
-ARMORIQ_STORE, ARMORIQ_TRUST_KEYS (comma-separated files), ARMORIQ_CONFIG,
-ARMORIQ_MAX_TOKEN_TTL, ARMORIQ_CALL_TIMEOUT, ARMORIQ_LOG_FORMAT.`,
+Every flag not given on the command line can be set by an environment
+variable: ARMORIQ_ and the flag's name in upper case, - as _ (ARMORIQ_ADDR,
+ARMORIQ_DATA, ARMORIQ_STORE, ARMORIQ_MAX_TOKEN_TTL, ...), except --trust-key:
+ARMORIQ_TRUST_KEYS, comma-separated files. Flags win.`,
 		Example: `  armoriq gateway --config examples/quickstart/armoriq.yaml
   armoriq gateway --addr :8080 --data /var/lib/armoriq --trust-key ci-signing.key.pub
   armoriq gateway --store postgres://armoriq@db/armoriq --trust-key ci-signing.key.pub`,
 		Flags: func(fs *pflag.FlagSet) {
+			flags = fs
 			fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address to listen on (HOST:PORT)")
 			fs.StringVar(&o.data, "data", ".armoriq-data", "data directory: SQLite store, admin.key, local signing key")
 			fs.StringVar(&o.storeDSN, "store", "", "database: postgres://... for PostgreSQL (default: SQLite in --data)")
@@ -87,7 +90,10 @@ ARMORIQ_MAX_TOKEN_TTL, ARMORIQ_CALL_TIMEOUT, ARMORIQ_LOG_FORMAT.`,
 		},
 		MaxArgs: 0,
 		Run: func(ctx context.Context, e *env, args []string) error {
-			if err := o.fromEnv(e.Getenv); err != nil {
+			if err := flagsFromEnv(flags, e.Getenv); err != nil {
+				return err
+			}
+			if err := o.check(); err != nil {
 				return err
 			}
 			return runGateway(ctx, e, &o)
@@ -95,56 +101,34 @@ ARMORIQ_MAX_TOKEN_TTL, ARMORIQ_CALL_TIMEOUT, ARMORIQ_LOG_FORMAT.`,
 	}
 }
 
-// fromEnv fills options the command line left unset from ARMORIQ_* variables.
-func (o *gatewayOptions) fromEnv(getenv func(string) string) error {
-	str := func(dst *string, name string) {
-		if v := getenv(name); v != "" {
-			*dst = v
+// envNames are the environment variables of flags whose name does not
+// follow the ARMORIQ_<FLAG_NAME> rule.
+var envNames = map[string]string{"trust-key": "ARMORIQ_TRUST_KEYS"}
+
+// flagsFromEnv sets every flag the command line left unset from its
+// environment variable, ARMORIQ_ and the flag's name in upper case with _
+// for - (--max-token-ttl: ARMORIQ_MAX_TOKEN_TTL), parsed as the flag would be.
+func flagsFromEnv(fs *pflag.FlagSet, getenv func(string) string) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" {
+			return
 		}
-	}
-	dur := func(dst *time.Duration, name string) error {
+		name, ok := envNames[f.Name]
+		if !ok {
+			name = "ARMORIQ_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		}
 		if v := getenv(name); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				return usageErrorf("%s=%q is not a duration (e.g. 30s, 1h)", name, v)
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = usageErrorf("%s=%q: %v", name, v, serr)
 			}
-			*dst = d
 		}
-		return nil
-	}
-	// Flags win: only consult the environment for defaults. The flag set
-	// is not visible here, so an explicit flag equal to its default is
-	// overridden; that is harmless.
-	if o.addr == "127.0.0.1:8080" {
-		str(&o.addr, "ARMORIQ_ADDR")
-	}
-	if o.data == ".armoriq-data" {
-		str(&o.data, "ARMORIQ_DATA")
-	}
-	if o.storeDSN == "" {
-		str(&o.storeDSN, "ARMORIQ_STORE")
-	}
-	if o.config == "" {
-		str(&o.config, "ARMORIQ_CONFIG")
-	}
-	if o.logFormat == "text" {
-		str(&o.logFormat, "ARMORIQ_LOG_FORMAT")
-	}
-	if len(o.trustKeys) == 0 {
-		if v := getenv("ARMORIQ_TRUST_KEYS"); v != "" {
-			o.trustKeys = strings.Split(v, ",")
-		}
-	}
-	if o.maxTTL == time.Hour {
-		if err := dur(&o.maxTTL, "ARMORIQ_MAX_TOKEN_TTL"); err != nil {
-			return err
-		}
-	}
-	if o.callTimeout == 30*time.Second {
-		if err := dur(&o.callTimeout, "ARMORIQ_CALL_TIMEOUT"); err != nil {
-			return err
-		}
-	}
+	})
+	return err
+}
+
+// check validates the options once flags and environment are applied.
+func (o *gatewayOptions) check() error {
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return usageErrorf("--log-format must be text or json, got %q", o.logFormat)
 	}
@@ -153,6 +137,9 @@ func (o *gatewayOptions) fromEnv(getenv func(string) string) error {
 	}
 	if o.adapterTimeout <= 0 || o.adapterConc <= 0 {
 		return usageErrorf("--adapter-timeout and --adapter-concurrency must be positive")
+	}
+	if o.sqliteSync != "full" && o.sqliteSync != "normal" {
+		return usageErrorf("--sqlite-sync must be full or normal, got %q", o.sqliteSync)
 	}
 	return nil
 }
@@ -198,9 +185,6 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		log.Warn("no trusted bundle-signing key: every bundle will be refused and every call denied; pass --trust-key or --config")
 	}
 
-	if o.sqliteSync != "full" && o.sqliteSync != "normal" {
-		return usageErrorf("--sqlite-sync must be full or normal, got %q", o.sqliteSync)
-	}
 	dbPath := filepath.Join(o.data, "armoriq.db")
 	dsn := o.storeDSN
 	if dsn == "" {
