@@ -231,6 +231,7 @@ type Status struct {
 	Transport string
 	State     State
 	PID       int       // of the adapter process while it runs
+	Contract  int       // the contract version it speaks while it runs (1 or 2)
 	Restarts  int       // restarts after a crash or a failed start
 	LastError string    // why it last went down, empty if it never did
 	Since     time.Time // when State last changed
@@ -368,9 +369,9 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 		client.Kill()
 		return nil, fmt.Errorf("adapter %q: starting %s: %w", cfg.ID, path, err)
 	}
-	if v := client.NegotiatedVersion(); v != ProtocolVersion {
+	if v := client.NegotiatedVersion(); v < 1 || v > ProtocolVersion {
 		client.Kill()
-		return nil, &configError{fmt.Errorf("adapter %q: speaks contract version %d, this host wants %d", cfg.ID, v, ProtocolVersion)}
+		return nil, &configError{fmt.Errorf("adapter %q: speaks contract version %d, this host speaks 1 to %d", cfg.ID, v, ProtocolVersion)}
 	}
 	raw, err := rpc.Dispense(pluginName)
 	if err != nil {
@@ -384,7 +385,7 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 		client.Kill()
 		return nil, fmt.Errorf("adapter %q: configure: %w", cfg.ID, err)
 	}
-	return &proc{client: client, adapter: a, runner: r}, nil
+	return &proc{client: client, adapter: a, runner: r, version: client.NegotiatedVersion()}, nil
 }
 
 // checkPinned refuses a custom adapter whose file does not have the pinned

@@ -18,8 +18,9 @@ const stableAfter = time.Minute
 // proc is one running adapter process.
 type proc struct {
 	client  *plugin.Client
-	adapter Adapter
+	adapter Adapter // an AdapterV2 when version is 2
 	runner  *procRunner
+	version int // the contract version negotiated with the process
 }
 
 // instance supervises the adapter of one server: it (re)starts processes
@@ -188,6 +189,7 @@ func (in *instance) status() Status {
 	}
 	if in.cur != nil {
 		st.PID = in.cur.runner.pid()
+		st.Contract = in.cur.version
 	}
 	if in.lastErr != nil {
 		st.LastError = in.lastErr.Error()
@@ -285,7 +287,7 @@ type hostAdapter struct {
 	id string
 }
 
-var _ Adapter = (*hostAdapter)(nil)
+var _ AdapterV2 = (*hostAdapter)(nil)
 
 func (a *hostAdapter) do(ctx context.Context, op string, f func(context.Context, Adapter) error) error {
 	in, err := a.h.instance(a.id)
@@ -310,6 +312,51 @@ func (a *hostAdapter) ListTools(ctx context.Context, cursor string) (res json.Ra
 func (a *hostAdapter) CallTool(ctx context.Context, name string, args json.RawMessage, progress func(Progress)) (res json.RawMessage, err error) {
 	err = a.do(ctx, "tools/call "+name, func(ctx context.Context, ad Adapter) (err error) {
 		res, err = ad.CallTool(ctx, name, args, progress)
+		return err
+	})
+	return res, err
+}
+
+// CallToolV2 implements AdapterV2. With an adapter process that speaks
+// only contract version 1 the call goes without its extras, and only
+// progress events arrive.
+func (a *hostAdapter) CallToolV2(ctx context.Context, call *ToolCall, ev *CallEvents) (res json.RawMessage, err error) {
+	err = a.do(ctx, "tools/call "+call.Name, func(ctx context.Context, ad Adapter) (err error) {
+		if v2, ok := ad.(AdapterV2); ok {
+			res, err = v2.CallToolV2(ctx, call, ev)
+			return err
+		}
+		var progress func(Progress)
+		if ev != nil {
+			progress = ev.Progress
+		}
+		res, err = ad.CallTool(ctx, call.Name, call.Arguments, progress)
+		return err
+	})
+	return res, err
+}
+
+// GetPromptV2 implements AdapterV2 (without the extras under contract 1).
+func (a *hostAdapter) GetPromptV2(ctx context.Context, name string, args map[string]string, x *RequestExtra) (res json.RawMessage, err error) {
+	err = a.do(ctx, "prompts/get", func(ctx context.Context, ad Adapter) (err error) {
+		if v2, ok := ad.(AdapterV2); ok {
+			res, err = v2.GetPromptV2(ctx, name, args, x)
+			return err
+		}
+		res, err = ad.GetPrompt(ctx, name, args)
+		return err
+	})
+	return res, err
+}
+
+// ReadResourceV2 implements AdapterV2 (without the extras under contract 1).
+func (a *hostAdapter) ReadResourceV2(ctx context.Context, uri string, x *RequestExtra) (res json.RawMessage, err error) {
+	err = a.do(ctx, "resources/read", func(ctx context.Context, ad Adapter) (err error) {
+		if v2, ok := ad.(AdapterV2); ok {
+			res, err = v2.ReadResourceV2(ctx, uri, x)
+			return err
+		}
+		res, err = ad.ReadResource(ctx, uri)
 		return err
 	})
 	return res, err

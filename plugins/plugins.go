@@ -56,6 +56,68 @@ type Adapter interface {
 	Health(ctx context.Context) error
 }
 
+// AdapterV2 is an Adapter that speaks contract version 2: its requests
+// carry what an MCP request carries besides its name and arguments (the
+// client's _meta; inputResponses and requestState on a multi-round-trip
+// retry, SEP-2322), and its tool calls relay the upstream's log messages
+// and server-to-client requests as well as progress.
+//
+// An adapter implements it to get these features; one that implements only
+// Adapter is served under both contract versions all the same, without
+// them. What Host.Get returns implements it too, and falls back to the
+// Adapter methods when the adapter process speaks only version 1.
+type AdapterV2 interface {
+	Adapter
+	// CallToolV2 calls a tool. The hooks in ev, where not nil, receive
+	// what the upstream sends during the call, in order, before
+	// CallToolV2 returns.
+	CallToolV2(ctx context.Context, call *ToolCall, ev *CallEvents) (json.RawMessage, error)
+	// GetPromptV2 is GetPrompt with the request's extras.
+	GetPromptV2(ctx context.Context, name string, args map[string]string, x *RequestExtra) (json.RawMessage, error)
+	// ReadResourceV2 is ReadResource with the request's extras.
+	ReadResourceV2(ctx context.Context, uri string, x *RequestExtra) (json.RawMessage, error)
+}
+
+// RequestExtra is what an MCP request carries besides its own parameters,
+// as MCP JSON, passed on to the upstream unchanged.
+type RequestExtra struct {
+	// Meta is the request's _meta object (empty for none): the client's
+	// capabilities, name and protocol version under 2026-07-28, and any
+	// other key the client set.
+	Meta json.RawMessage
+	// InputResponses is the inputResponses object of a retry after an
+	// input_required result (SEP-2322), empty for none.
+	InputResponses json.RawMessage
+	// RequestState is the requestState the client echoes on that retry.
+	RequestState string
+}
+
+// ToolCall is a tools/call as contract version 2 carries it.
+type ToolCall struct {
+	Name      string
+	Arguments json.RawMessage // a JSON object; empty means none
+	RequestExtra
+}
+
+// CallEvents receives what the upstream sends while it serves a tool
+// call. A nil hook drops that kind of event (a nil Request refuses the
+// upstream's requests).
+type CallEvents struct {
+	Progress func(Progress)
+	Log      func(LogMessage)
+	// Request relays a server-to-client request (sampling/createMessage,
+	// elicitation/create, roots/list) to the client the call came from and
+	// returns its result as JSON, or an *RPCError the client answered with.
+	Request func(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
+}
+
+// LogMessage is one notifications/message the upstream sent during a call.
+type LogMessage struct {
+	Level  string // debug, info, notice, warning, error, critical, alert, emergency
+	Logger string // may be empty
+	Data   json.RawMessage
+}
+
 // Transports an upstream server can be reached by.
 const (
 	TransportHTTP   = "http"   // built-in: Streamable HTTP

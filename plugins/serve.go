@@ -17,11 +17,13 @@ import (
 )
 
 // The go-plugin handshake. A host and an adapter must agree on the cookie;
-// the protocol version selects the contract (1 is proto/adapter.proto). A
-// future contract adds a version to pluginSets on both sides, so a host can
-// run adapters built against either while they coexist.
+// the protocol version selects the contract: 1 is proto/adapter.proto, 2 is
+// proto/v2/adapter.proto. Both sides declare every version they speak in
+// pluginSets and go-plugin picks the highest they share, so a host runs
+// adapters built against either, and an adapter built against both runs
+// under an older host.
 const (
-	ProtocolVersion  = 1
+	ProtocolVersion  = 2 // the newest contract version this build speaks
 	MagicCookieKey   = "ARMORIQ_PLUGIN"
 	MagicCookieValue = "7d3c1a8e-armoriq-adapter"
 )
@@ -47,6 +49,7 @@ func handshake() plugin.HandshakeConfig {
 func pluginSets(impl Adapter) map[int]plugin.PluginSet {
 	return map[int]plugin.PluginSet{
 		1: {pluginName: &AdapterPlugin{Impl: impl}},
+		2: {pluginName: &AdapterPluginV2{Impl: impl}},
 	}
 }
 
@@ -82,6 +85,11 @@ func (p *AdapterPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn
 // Before exiting it calls impl.Close if impl is an io.Closer, so an adapter
 // can stop what it spawned.
 func Serve(impl Adapter) {
+	serve(impl, pluginSets(impl))
+}
+
+// serve is Serve with the contract versions to offer.
+func serve(impl Adapter, sets map[int]plugin.PluginSet) {
 	slog.SetDefault(slog.New(newPluginLogHandler(os.Stderr)))
 	cleanup := func() {
 		if c, ok := impl.(io.Closer); ok {
@@ -91,7 +99,7 @@ func Serve(impl Adapter) {
 	go exitWithParent(cleanup)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  handshake(),
-		VersionedPlugins: pluginSets(impl),
+		VersionedPlugins: sets,
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(MaxMessageSize))...)
 		},

@@ -48,11 +48,14 @@ type Adapter struct {
 
 	progress  sync.Map // progress token → func(plugins.Progress)
 	nextToken atomic.Int64
+
+	callsMu sync.Mutex
+	calls   map[int64]*plugins.CallEvents // tools/calls in flight, for log messages
 }
 
 var (
-	_ plugins.Adapter = (*Adapter)(nil)
-	_ io.Closer       = (*Adapter)(nil)
+	_ plugins.AdapterV2 = (*Adapter)(nil)
+	_ io.Closer         = (*Adapter)(nil)
 )
 
 // NewHTTP returns an adapter for a Streamable HTTP server at
@@ -88,8 +91,13 @@ func (a *Adapter) Configure(ctx context.Context, cfg plugins.ServerConfig) error
 	a.cfg = cfg
 	a.client = mcp.NewClient(&mcp.Implementation{Name: "armoriq-adapter", Version: "1"}, &mcp.ClientOptions{
 		ProgressNotificationHandler: a.onProgress,
+		LoggingMessageHandler:       a.onLog,
 		Capabilities:                &mcp.ClientCapabilities{},
 		Logger:                      slog.Default(),
+		// An input_required result (SEP-2322) goes back to the gateway's
+		// client, which answers it and retries: the adapter has nothing to
+		// answer with.
+		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
 	})
 	_, err := a.connectLocked(ctx)
 	return err
@@ -133,6 +141,16 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 		return nil, fmt.Errorf("connecting to %s: %w", a.upstream(), err)
 	}
 	a.session, a.child = cs, child
+	if !modern(cs) {
+		if res := cs.InitializeResult(); res != nil && res.Capabilities != nil && res.Capabilities.Logging != nil {
+			// Under the initialize handshake a server logs nothing until its
+			// client sets a level. Ask for everything: the gateway filters by
+			// the level its own client wants.
+			if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+				slog.Debug("upstream refused logging/setLevel", "server", a.cfg.ID, "error", err)
+			}
+		}
+	}
 	go func() {
 		// The session ends when the server closes it or the child exits:
 		// forget it, so the next call reconnects.
@@ -231,14 +249,28 @@ func (a *Adapter) Close() error {
 // do runs f on the session. If the session turns out to be gone it is
 // dropped, and f is retried once on a new session when the upstream
 // cannot have seen the request.
-func (a *Adapter) do(ctx context.Context, f func(*mcp.ClientSession) (any, error)) (json.RawMessage, error) {
+//
+// Over HTTP the result is the upstream's own JSON, seen by a callTap; log
+// is where the tap sends the request's log messages (nil: nowhere).
+func (a *Adapter) do(ctx context.Context, log func(plugins.LogMessage), f func(context.Context, *mcp.ClientSession) (any, error)) (json.RawMessage, error) {
 	for attempt := 0; ; attempt++ {
 		cs, err := a.sessionFor(ctx)
 		if err != nil {
 			return nil, err
 		}
-		res, err := f(cs)
+		fctx := ctx
+		var tap *callTap
+		if a.transport == plugins.TransportHTTP {
+			tap = &callTap{log: log}
+			fctx = withTap(ctx, tap)
+		}
+		res, err := f(fctx, cs)
 		if err == nil {
+			if tap != nil {
+				if raw := tap.take(); raw != nil {
+					return raw, nil
+				}
+			}
 			return json.Marshal(res)
 		}
 		var werr *jsonrpc.Error
@@ -264,7 +296,7 @@ func (a *Adapter) do(ctx context.Context, f func(*mcp.ClientSession) (any, error
 
 // ListTools implements plugins.Adapter.
 func (a *Adapter) ListTools(ctx context.Context, cursor string) (json.RawMessage, error) {
-	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
+	return a.do(ctx, nil, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
 		return cs.ListTools(ctx, &mcp.ListToolsParams{Cursor: cursor})
 	})
 }
@@ -272,19 +304,144 @@ func (a *Adapter) ListTools(ctx context.Context, cursor string) (json.RawMessage
 // CallTool implements plugins.Adapter. A call is retried only when the
 // upstream cannot have seen it (see do); one lost in flight is not.
 func (a *Adapter) CallTool(ctx context.Context, name string, args json.RawMessage, progress func(plugins.Progress)) (json.RawMessage, error) {
-	params := &mcp.CallToolParams{Name: name}
-	if len(args) > 0 && string(args) != "null" {
+	return a.CallToolV2(ctx, &plugins.ToolCall{Name: name, Arguments: args}, &plugins.CallEvents{Progress: progress})
+}
+
+// CallToolV2 implements plugins.AdapterV2: the call goes with the client's
+// _meta (see requestMeta) and its multi-round-trip answers, and the
+// upstream's progress and log messages come back through ev.
+func (a *Adapter) CallToolV2(ctx context.Context, call *plugins.ToolCall, ev *plugins.CallEvents) (json.RawMessage, error) {
+	if ev == nil {
+		ev = &plugins.CallEvents{}
+	}
+	params := &mcp.CallToolParams{Name: call.Name, RequestState: call.RequestState}
+	if args := call.Arguments; len(args) > 0 && string(args) != "null" {
 		params.Arguments = args
 	}
-	if progress != nil {
-		token := "armoriq-" + strconv.FormatInt(a.nextToken.Add(1), 10)
-		params.SetProgressToken(token)
-		a.progress.Store(token, progress)
+	if err := inputResponses(&params.InputResponses, call.InputResponses); err != nil {
+		return nil, err
+	}
+	var token string
+	if ev.Progress != nil {
+		token = "armoriq-" + strconv.FormatInt(a.nextToken.Add(1), 10)
+		a.progress.Store(token, ev.Progress)
 		defer a.progress.Delete(token)
 	}
-	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
-		return cs.CallTool(ctx, params)
+	if ev.Log != nil && a.transport != plugins.TransportHTTP {
+		// Over HTTP the call's tap relays its log messages (see do).
+		defer a.track(ev)()
+	}
+	return a.do(ctx, ev.Log, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
+		p := *params
+		p.Meta = requestMeta(cs, call.Meta)
+		if token != "" {
+			p.SetProgressToken(token)
+		}
+		return cs.CallTool(ctx, &p)
 	})
+}
+
+// track registers a call in flight for onLog; the returned func removes it.
+func (a *Adapter) track(ev *plugins.CallEvents) func() {
+	id := a.nextToken.Add(1)
+	a.callsMu.Lock()
+	if a.calls == nil {
+		a.calls = map[int64]*plugins.CallEvents{}
+	}
+	a.calls[id] = ev
+	a.callsMu.Unlock()
+	return func() {
+		a.callsMu.Lock()
+		delete(a.calls, id)
+		a.callsMu.Unlock()
+	}
+}
+
+// onLog relays a stdio upstream's notifications/message to the call it
+// belongs to. Over stdio nothing ties a log message to a request, and one
+// session carries every call of the adapter; so a message goes to the call
+// only when exactly one is in flight. Otherwise it could reach the wrong
+// client, and goes to the adapter's own log instead. (Over HTTP a POST's
+// event stream ties them: the call's tap relays them, see tap.go.)
+func (a *Adapter) onLog(_ context.Context, req *mcp.LoggingMessageRequest) {
+	p := req.Params
+	data, err := json.Marshal(p.Data)
+	if err != nil {
+		return
+	}
+	a.callsMu.Lock()
+	var target *plugins.CallEvents
+	if len(a.calls) == 1 {
+		for _, ev := range a.calls {
+			target = ev
+		}
+	}
+	a.callsMu.Unlock()
+	if target == nil {
+		slog.Debug("upstream log message", "server", a.cfg.ID, "level", string(p.Level), "logger", p.Logger, "data", string(data))
+		return
+	}
+	target.Log(plugins.LogMessage{Level: string(p.Level), Logger: p.Logger, Data: data})
+}
+
+// Keys of a 2026-07-28 request's _meta that describe the protocol
+// envelope of one hop (SEP-2575).
+const (
+	metaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
+	metaClientInfo         = "io.modelcontextprotocol/clientInfo"
+	metaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
+	metaLogLevel           = "io.modelcontextprotocol/logLevel"
+)
+
+// modern reports whether cs speaks the stateless 2026-07-28 protocol.
+func modern(cs *mcp.ClientSession) bool {
+	res := cs.InitializeResult()
+	return res != nil && res.ProtocolVersion >= "2026-07-28"
+}
+
+// requestMeta is the _meta the adapter sends upstream for a request whose
+// client sent raw. Keys pass unchanged, but for the protocol envelope: the
+// protocol version is this session's, not the client's. Under 2026-07-28
+// the client's capabilities and name pass through, since the client is the
+// one that answers an input_required result, and when the client asked for
+// no log level the adapter asks for all (the gateway filters). Under the
+// initialize handshake the envelope keys are dropped: they would describe
+// a client this hop does not speak for.
+func requestMeta(cs *mcp.ClientSession, raw json.RawMessage) mcp.Meta {
+	var m mcp.Meta
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &m); err != nil {
+			m = nil
+		}
+	}
+	if !modern(cs) {
+		for _, k := range []string{metaProtocolVersion, metaClientInfo, metaClientCapabilities, metaLogLevel} {
+			delete(m, k)
+		}
+		if len(m) == 0 {
+			return nil
+		}
+		return m
+	}
+	if m == nil {
+		m = mcp.Meta{}
+	}
+	m[metaProtocolVersion] = cs.InitializeResult().ProtocolVersion
+	if _, ok := m[metaLogLevel]; !ok {
+		m[metaLogLevel] = "debug"
+	}
+	return m
+}
+
+// inputResponses decodes a retry's inputResponses into dst.
+func inputResponses(dst *mcp.InputResponseMap, raw json.RawMessage) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return &plugins.RPCError{Code: jsonrpc.CodeInvalidParams, Message: "invalid inputResponses: " + err.Error()}
+	}
+	return nil
 }
 
 func (a *Adapter) onProgress(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
@@ -303,36 +460,64 @@ func (a *Adapter) onProgress(_ context.Context, req *mcp.ProgressNotificationCli
 
 // ListResources implements plugins.Adapter.
 func (a *Adapter) ListResources(ctx context.Context, cursor string) (json.RawMessage, error) {
-	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
+	return a.do(ctx, nil, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
 		return cs.ListResources(ctx, &mcp.ListResourcesParams{Cursor: cursor})
 	})
 }
 
 // ReadResource implements plugins.Adapter.
 func (a *Adapter) ReadResource(ctx context.Context, uri string) (json.RawMessage, error) {
-	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
-		return cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+	return a.ReadResourceV2(ctx, uri, nil)
+}
+
+// ReadResourceV2 implements plugins.AdapterV2.
+func (a *Adapter) ReadResourceV2(ctx context.Context, uri string, x *plugins.RequestExtra) (json.RawMessage, error) {
+	if x == nil {
+		x = &plugins.RequestExtra{}
+	}
+	params := &mcp.ReadResourceParams{URI: uri, RequestState: x.RequestState}
+	if err := inputResponses(&params.InputResponses, x.InputResponses); err != nil {
+		return nil, err
+	}
+	return a.do(ctx, nil, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
+		p := *params
+		p.Meta = requestMeta(cs, x.Meta)
+		return cs.ReadResource(ctx, &p)
 	})
 }
 
 // ListPrompts implements plugins.Adapter.
 func (a *Adapter) ListPrompts(ctx context.Context, cursor string) (json.RawMessage, error) {
-	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
+	return a.do(ctx, nil, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
 		return cs.ListPrompts(ctx, &mcp.ListPromptsParams{Cursor: cursor})
 	})
 }
 
 // GetPrompt implements plugins.Adapter.
 func (a *Adapter) GetPrompt(ctx context.Context, name string, args map[string]string) (json.RawMessage, error) {
-	return a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
-		return cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: name, Arguments: args})
+	return a.GetPromptV2(ctx, name, args, nil)
+}
+
+// GetPromptV2 implements plugins.AdapterV2.
+func (a *Adapter) GetPromptV2(ctx context.Context, name string, args map[string]string, x *plugins.RequestExtra) (json.RawMessage, error) {
+	if x == nil {
+		x = &plugins.RequestExtra{}
+	}
+	params := &mcp.GetPromptParams{Name: name, Arguments: args, RequestState: x.RequestState}
+	if err := inputResponses(&params.InputResponses, x.InputResponses); err != nil {
+		return nil, err
+	}
+	return a.do(ctx, nil, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
+		p := *params
+		p.Meta = requestMeta(cs, x.Meta)
+		return cs.GetPrompt(ctx, &p)
 	})
 }
 
 // Health pings the upstream server, reconnecting if needed. A server that
 // answers ping with a JSON-RPC error is alive.
 func (a *Adapter) Health(ctx context.Context) error {
-	_, err := a.do(ctx, func(cs *mcp.ClientSession) (any, error) {
+	_, err := a.do(ctx, nil, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
 		return struct{}{}, cs.Ping(ctx, nil)
 	})
 	var rpcErr *plugins.RPCError
@@ -378,12 +563,17 @@ type headerTransport struct {
 }
 
 func (t *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if len(t.headers) == 0 {
-		return t.base.RoundTrip(req)
+	if len(t.headers) > 0 {
+		req = req.Clone(req.Context())
+		for k, v := range t.headers {
+			req.Header.Set(k, v)
+		}
 	}
-	req = req.Clone(req.Context())
-	for k, v := range t.headers {
-		req.Header.Set(k, v)
+	resp, err := t.base.RoundTrip(req)
+	if err == nil && req.Method == http.MethodPost {
+		if tap, ok := req.Context().Value(tapKey{}).(*callTap); ok {
+			tapResponse(tap, resp)
+		}
 	}
-	return t.base.RoundTrip(req)
+	return resp, err
 }

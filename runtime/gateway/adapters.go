@@ -84,12 +84,19 @@ func varRef(ref string) string {
 	return "${" + name + "}"
 }
 
-func (u *adapterUpstream) adapter(srv bundle.Server) (plugins.Adapter, error) {
+// adapter returns srv's adapter. The host's adapters implement
+// plugins.AdapterV2 whatever contract version their process speaks (under
+// version 1 the extras are dropped).
+func (u *adapterUpstream) adapter(srv bundle.Server) (plugins.AdapterV2, error) {
 	a, err := u.host.Get(srv.ID)
 	if err != nil {
 		return nil, &Error{Kind: KindUnavailable, Message: fmt.Sprintf("no adapter runs for server %q", srv.ID), Err: err}
 	}
-	return a, nil
+	v2, ok := a.(plugins.AdapterV2)
+	if !ok {
+		return nil, internal(fmt.Errorf("adapter %q is a %T, not a plugins.AdapterV2", srv.ID, a), "reaching the adapter")
+	}
+	return v2, nil
 }
 
 // adapterError translates the host's errors into the gateway's kinds.
@@ -120,7 +127,9 @@ func (u *adapterUpstream) CallTool(ctx context.Context, srv bundle.Server, tool 
 			return nil, errorf(KindInvalid, "arguments do not encode as JSON: %v", err)
 		}
 	}
-	res, err := a.CallTool(ctx, tool, raw, progressFrom(ctx))
+	r := upstreamRequestFrom(ctx)
+	res, err := a.CallToolV2(ctx, &plugins.ToolCall{Name: tool, Arguments: raw, RequestExtra: r.extra},
+		&plugins.CallEvents{Progress: r.progress, Log: r.log})
 	if err != nil {
 		return nil, adapterError(srv.ID, err)
 	}
@@ -199,7 +208,7 @@ func (u *adapterUpstream) ReadResource(ctx context.Context, srv bundle.Server, u
 	if err != nil {
 		return nil, err
 	}
-	res, err := a.ReadResource(ctx, uri)
+	res, err := a.ReadResourceV2(ctx, uri, &upstreamRequestFrom(ctx).extra)
 	if err != nil {
 		return nil, adapterError(srv.ID, err)
 	}
@@ -223,7 +232,7 @@ func (u *adapterUpstream) GetPrompt(ctx context.Context, srv bundle.Server, name
 	if err != nil {
 		return nil, err
 	}
-	res, err := a.GetPrompt(ctx, name, args)
+	res, err := a.GetPromptV2(ctx, name, args, &upstreamRequestFrom(ctx).extra)
 	if err != nil {
 		return nil, adapterError(srv.ID, err)
 	}

@@ -27,18 +27,21 @@ import (
 // *plugins.RPCError, so the MCP endpoint can hand it on unchanged.
 type Upstream interface {
 	// CallTool calls tool on srv with args and returns the MCP
-	// CallToolResult as JSON. Progress notifications go to the function
-	// set with withProgress on ctx, if any.
+	// CallToolResult as JSON. The request's _meta and retry answers, and
+	// the hooks for progress and log messages, come from the
+	// upstreamRequest set on ctx with withUpstreamRequest, if any.
 	CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (json.RawMessage, error)
 	// ListTools returns every tool of srv (all pages).
 	ListTools(ctx context.Context, srv bundle.Server) ([]*mcp.Tool, error)
 	// ListResources returns every resource of srv (all pages).
 	ListResources(ctx context.Context, srv bundle.Server) ([]*mcp.Resource, error)
-	// ReadResource returns srv's ReadResourceResult for uri as JSON.
+	// ReadResource returns srv's ReadResourceResult for uri as JSON (with
+	// the extras of the upstreamRequest on ctx, as CallTool).
 	ReadResource(ctx context.Context, srv bundle.Server, uri string) (json.RawMessage, error)
 	// ListPrompts returns every prompt of srv (all pages).
 	ListPrompts(ctx context.Context, srv bundle.Server) ([]*mcp.Prompt, error)
-	// GetPrompt returns srv's GetPromptResult as JSON.
+	// GetPrompt returns srv's GetPromptResult as JSON (with the extras of
+	// the upstreamRequest on ctx, as CallTool).
 	GetPrompt(ctx context.Context, srv bundle.Server, name string, args map[string]string) (json.RawMessage, error)
 	// Status reports each configured server's condition, by server id.
 	Status() []UpstreamStatus
@@ -58,18 +61,31 @@ type UpstreamStatus struct {
 	PID       int // of the adapter process, when there is one
 }
 
-// progressKey carries a tool call's progress function in its context.
-type progressKey struct{}
-
-// withProgress returns ctx carrying f, which receives the progress
-// notifications of the tool call made with it.
-func withProgress(ctx context.Context, f func(plugins.Progress)) context.Context {
-	return context.WithValue(ctx, progressKey{}, f)
+// upstreamRequest is what an MCP client's request carries to the upstream
+// besides its name and arguments (its _meta, a multi-round-trip retry's
+// answers), and the hooks that receive what the upstream sends during a
+// tool call. The MCP endpoint puts it on the context of the Upstream call;
+// the adapter upstream passes it on under contract version 2.
+type upstreamRequest struct {
+	extra    plugins.RequestExtra
+	progress func(plugins.Progress)
+	log      func(plugins.LogMessage)
 }
 
-func progressFrom(ctx context.Context) func(plugins.Progress) {
-	f, _ := ctx.Value(progressKey{}).(func(plugins.Progress))
-	return f
+type upstreamRequestKey struct{}
+
+// withUpstreamRequest returns ctx carrying r for the Upstream call made
+// with it.
+func withUpstreamRequest(ctx context.Context, r *upstreamRequest) context.Context {
+	return context.WithValue(ctx, upstreamRequestKey{}, r)
+}
+
+// upstreamRequestFrom returns the request set on ctx, or an empty one.
+func upstreamRequestFrom(ctx context.Context) *upstreamRequest {
+	if r, ok := ctx.Value(upstreamRequestKey{}).(*upstreamRequest); ok && r != nil {
+		return r
+	}
+	return &upstreamRequest{}
 }
 
 // httpUpstream forwards over MCP Streamable HTTP, keeping one client session

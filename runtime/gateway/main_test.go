@@ -79,6 +79,15 @@ func (c crashyAdapter) CallTool(ctx context.Context, name string, args json.RawM
 	return c.Adapter.CallTool(ctx, name, args, progress)
 }
 
+// CallToolV2 overrides the embedded adapter's too: the host calls it under
+// contract version 2.
+func (c crashyAdapter) CallToolV2(ctx context.Context, call *plugins.ToolCall, ev *plugins.CallEvents) (json.RawMessage, error) {
+	if call.Name == "crash" {
+		os.Exit(3)
+	}
+	return c.Adapter.CallToolV2(ctx, call, ev)
+}
+
 // testMCPServer is the upstream MCP server of the adapter tests: echo,
 // add, a "crash" tool (harmless upstream, fatal in crashyAdapter), a
 // resource and a prompt.

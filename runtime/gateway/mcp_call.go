@@ -47,18 +47,34 @@ type mcpIntent struct {
 // toolCall is one tools/call as the gateway checks it, whichever path
 // (the SDK's or the fast one) decoded it.
 type toolCall struct {
-	rt       route
-	args     json.RawMessage // the arguments object as sent
-	meta     map[string]any  // the request's _meta
-	progress func(plugins.Progress)
+	rt             route
+	args           json.RawMessage // the arguments object as sent
+	meta           map[string]any  // the request's _meta
+	inputResponses json.RawMessage // a multi-round-trip retry's answers (SEP-2322)
+	requestState   string          // and the state it echoes
+	progress       func(plugins.Progress)
+	log            func(plugins.LogMessage)
 }
 
 func (ep *mcpEndpoint) toolHandler(rt route) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		tc := &toolCall{rt: rt, args: req.Params.Arguments, meta: req.Params.Meta}
+		tc := &toolCall{rt: rt, args: req.Params.Arguments, meta: req.Params.Meta, requestState: req.Params.RequestState}
+		if req.Params.InputResponses != nil {
+			b, err := json.Marshal(req.Params.InputResponses)
+			if err != nil {
+				return nil, rpcError(errorf(KindInvalid, "inputResponses do not encode as JSON: %v", err))
+			}
+			tc.inputResponses = b
+		}
 		if tok := req.Params.GetProgressToken(); tok != nil && req.Session != nil {
 			tc.progress = func(p plugins.Progress) {
 				_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: p.Progress, Total: p.Total, Message: p.Message})
+			}
+		}
+		if req.Session != nil {
+			// The session sends it only at or above the client's level.
+			tc.log = func(m plugins.LogMessage) {
+				_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: mcp.LoggingLevel(m.Level), Logger: m.Logger, Data: logData(m.Data)})
 			}
 		}
 		raw, err := ep.callTool(ctx, tc)
@@ -164,9 +180,11 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 	if tokenRef != "" {
 		defer s.inflight.addToken(tokenRef, cancel)()
 	}
-	if tc.progress != nil {
-		ctx = withProgress(ctx, tc.progress)
-	}
+	ctx = withUpstreamRequest(ctx, &upstreamRequest{
+		extra:    plugins.RequestExtra{Meta: forwardMeta(tc.meta), InputResponses: tc.inputResponses, RequestState: tc.requestState},
+		progress: tc.progress,
+		log:      tc.log,
+	})
 	cctx, ccancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer ccancel()
 	raw, err := s.cfg.Upstream.CallTool(cctx, rt.server, rt.name, args)
@@ -263,6 +281,43 @@ func (ep *mcpEndpoint) checkIntent(ctx context.Context, raw any, rt route, args 
 	}
 	rec.Step = int64(step)
 	return trec.User, ref, nil
+}
+
+// forwardMeta is the _meta a request passes on to its upstream: the
+// client's, less what is the gateway's own business: the intent (a token
+// for this gateway, not for the server) and the progress token (the
+// adapter sets its own and relays progress back).
+func forwardMeta(meta map[string]any) json.RawMessage {
+	if len(meta) == 0 {
+		return nil
+	}
+	_, hasIntent := meta[metaIntent]
+	_, hasToken := meta["progressToken"]
+	if hasIntent || hasToken {
+		m := make(map[string]any, len(meta))
+		for k, v := range meta {
+			if k != metaIntent && k != "progressToken" {
+				m[k] = v
+			}
+		}
+		meta = m
+	}
+	if len(meta) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// logData is a log message's data for the SDK: its JSON as sent.
+func logData(raw json.RawMessage) any {
+	if len(raw) == 0 {
+		return nil
+	}
+	return raw
 }
 
 // rpcError turns a gateway error into the JSON-RPC error the MCP client

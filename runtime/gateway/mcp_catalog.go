@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/plugins"
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -361,6 +362,7 @@ func (ep *mcpEndpoint) readResource(ctx context.Context, c *catalog, req *mcp.Re
 	}
 	cctx, cancel := context.WithTimeout(ctx, ep.s.cfg.CallTimeout)
 	defer cancel()
+	cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
 	raw, err := ep.s.cfg.Upstream.ReadResource(cctx, sv, req.Params.URI)
 	if err != nil {
 		return nil, rpcError(err)
@@ -379,6 +381,7 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 	}
 	cctx, cancel := context.WithTimeout(ctx, ep.s.cfg.CallTimeout)
 	defer cancel()
+	cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
 	raw, err := ep.s.cfg.Upstream.GetPrompt(cctx, rt.server, rt.name, req.Params.Arguments)
 	if err != nil {
 		return nil, rpcError(err)
@@ -388,6 +391,16 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "malformed answer from MCP server " + rt.server.ID}
 	}
 	return res, nil
+}
+
+// requestExtra is what a prompts/get or resources/read passes on to its
+// upstream besides its own parameters.
+func requestExtra(meta mcp.Meta, responses mcp.InputResponseMap, state string) plugins.RequestExtra {
+	x := plugins.RequestExtra{Meta: forwardMeta(meta), RequestState: state}
+	if responses != nil {
+		x.InputResponses, _ = json.Marshal(responses)
+	}
+	return x
 }
 
 // withResultType marks an upstream result "complete" when the client speaks

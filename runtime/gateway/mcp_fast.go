@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 
+	"github.com/armoriq/controlplane/plugins"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -83,7 +85,16 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 		return false
 	}
 
-	raw, err := ep.callTool(r.Context(), &toolCall{rt: rt, args: p.Arguments, meta: p.Meta})
+	// An upstream's log messages turn the answer into an event stream.
+	sw := &sseWriter{w: w, level: "info"}
+	if modern {
+		sw.level, _ = p.Meta["io.modelcontextprotocol/logLevel"].(string)
+	}
+	tc := &toolCall{rt: rt, args: p.Arguments, meta: p.Meta}
+	if sw.level != "" {
+		tc.log = sw.log
+	}
+	raw, err := ep.callTool(r.Context(), tc)
 	var out bytes.Buffer
 	out.Grow(len(raw) + 128)
 	out.WriteString(`{"jsonrpc":"2.0","id":`)
@@ -105,9 +116,78 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 		out.Write(raw)
 	}
 	out.WriteString("}\n")
+	if sw.finish(out.Bytes()) {
+		return true
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(out.Bytes())
+	return true
+}
+
+// sseWriter relays a fast-path call's log messages as server-sent events,
+// switching the answer from JSON to an event stream at the first one, as
+// the Streamable HTTP transport lets a server do.
+type sseWriter struct {
+	w     http.ResponseWriter
+	level string // the lowest level the client wants; "" for none
+
+	mu      sync.Mutex
+	started bool
+}
+
+// logLevels orders MCP's log levels (RFC 5424's, least severe first).
+var logLevels = map[string]int{"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5, "alert": 6, "emergency": 7}
+
+func (s *sseWriter) log(m plugins.LogMessage) {
+	params := struct {
+		Level  string          `json:"level"`
+		Logger string          `json:"logger,omitempty"`
+		Data   json.RawMessage `json:"data"`
+	}{m.Level, m.Logger, m.Data}
+	if len(params.Data) == 0 {
+		params.Data = json.RawMessage("null")
+	}
+	b, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/message", "params": params})
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lv, ok := logLevels[m.Level]
+	if min, known := logLevels[s.level]; !ok || !known || lv < min {
+		return
+	}
+	s.event(b)
+}
+
+// event writes one message event, starting the stream if needed; mu held.
+func (s *sseWriter) event(b []byte) {
+	if !s.started {
+		s.started = true
+		h := s.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache, no-transform")
+		s.w.WriteHeader(http.StatusOK)
+	}
+	s.w.Write([]byte("event: message\ndata: "))
+	s.w.Write(bytes.TrimRight(b, "\n"))
+	s.w.Write([]byte("\n\n"))
+	if f, ok := s.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// finish writes the answer as the stream's last event and reports whether
+// a stream was started; if not, the caller answers with plain JSON.
+func (s *sseWriter) finish(answer []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		s.level = "" // a late log message must not start a stream now
+		return false
+	}
+	s.event(answer)
 	return true
 }
 

@@ -1,0 +1,169 @@
+package mcpadapter
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"sync"
+
+	"github.com/armoriq/controlplane/plugins"
+)
+
+// A callTap watches the HTTP answer to one request of the http adapter, as
+// the go-sdk client reads it: the upstream's log messages for that request
+// (in a POST's event stream, the only place MCP ties them to a request),
+// and the result exactly as the upstream wrote it, which the adapter hands
+// on instead of re-encoding the SDK's decoded copy.
+//
+// It sees each message before the SDK does, so a log message sent before
+// the result reaches the gateway before it.
+type callTap struct {
+	log func(plugins.LogMessage) // nil: log messages are not wanted
+
+	mu     sync.Mutex
+	result json.RawMessage
+}
+
+type tapKey struct{}
+
+func withTap(ctx context.Context, t *callTap) context.Context {
+	return context.WithValue(ctx, tapKey{}, t)
+}
+
+// take returns the result seen, if any, and forgets it.
+func (t *callTap) take() json.RawMessage {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.result
+	t.result = nil
+	return r
+}
+
+// message looks at one JSON-RPC message of the answer.
+func (t *callTap) message(data []byte) {
+	switch {
+	case bytes.Contains(data, []byte(`"notifications/message"`)):
+		if t.log == nil {
+			return
+		}
+		var n struct {
+			Method string `json:"method"`
+			Params struct {
+				Level  string          `json:"level"`
+				Logger string          `json:"logger"`
+				Data   json.RawMessage `json:"data"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(data, &n) == nil && n.Method == "notifications/message" {
+			t.log(plugins.LogMessage{Level: n.Params.Level, Logger: n.Params.Logger, Data: n.Params.Data})
+		}
+	case bytes.Contains(data, []byte(`"result"`)):
+		var r struct {
+			ID     json.RawMessage `json:"id"`
+			Result json.RawMessage `json:"result"`
+		}
+		if json.Unmarshal(data, &r) == nil && len(r.ID) > 0 && len(r.Result) > 0 {
+			t.mu.Lock()
+			t.result = r.Result
+			t.mu.Unlock()
+		}
+	}
+}
+
+// tapResponse makes resp's body feed t as the SDK reads it.
+func tapResponse(t *callTap, resp *http.Response) {
+	if resp.StatusCode != http.StatusOK || resp.Body == nil {
+		return
+	}
+	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch ct {
+	case "text/event-stream":
+		resp.Body = &tapBody{rc: resp.Body, tap: t, sse: true}
+	case "application/json":
+		resp.Body = &tapBody{rc: resp.Body, tap: t}
+	}
+}
+
+// tapBody passes a body through unchanged, feeding its messages to a tap:
+// each event of an event stream, or the whole JSON body at its end.
+type tapBody struct {
+	rc   io.ReadCloser
+	tap  *callTap
+	sse  bool
+	buf  []byte // JSON: the body so far; SSE: the current line
+	data []byte // SSE: the current event's data
+	done bool
+}
+
+func (b *tapBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.feed(p[:n])
+	}
+	if err == io.EOF {
+		b.end()
+	}
+	return n, err
+}
+
+func (b *tapBody) Close() error {
+	b.end()
+	return b.rc.Close()
+}
+
+func (b *tapBody) end() {
+	if b.done {
+		return
+	}
+	b.done = true
+	if !b.sse {
+		if len(bytes.TrimSpace(b.buf)) > 0 {
+			b.tap.message(b.buf)
+		}
+		b.buf = nil
+	}
+}
+
+func (b *tapBody) feed(p []byte) {
+	if !b.sse {
+		b.buf = append(b.buf, p...)
+		return
+	}
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			b.buf = append(b.buf, p...)
+			return
+		}
+		line := p[:i]
+		if len(b.buf) > 0 {
+			b.buf = append(b.buf, line...)
+			line = b.buf
+		}
+		b.line(bytes.TrimSuffix(line, []byte("\r")))
+		b.buf = b.buf[:0]
+		p = p[i+1:]
+	}
+}
+
+// line handles one line of an event stream: data lines accumulate, an
+// empty line ends the event.
+func (b *tapBody) line(l []byte) {
+	if len(l) == 0 {
+		if len(b.data) > 0 {
+			b.tap.message(b.data)
+			b.data = b.data[:0]
+		}
+		return
+	}
+	if v, ok := bytes.CutPrefix(l, []byte("data:")); ok {
+		v = bytes.TrimPrefix(v, []byte(" "))
+		if len(b.data) > 0 {
+			b.data = append(b.data, '\n')
+		}
+		b.data = append(b.data, v...)
+	}
+}
