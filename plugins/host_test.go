@@ -41,6 +41,17 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 		os.Exit(0)
+	case "adapter-v1":
+		// An adapter built before contract version 2.
+		if os.Args[len(os.Args)-1] == "stdio" {
+			plugins.ServeV1(mcpadapter.NewStdio())
+		} else {
+			plugins.ServeV1(mcpadapter.NewHTTP())
+		}
+		os.Exit(0)
+	case "adapter-asker":
+		plugins.Serve(asker{})
+		os.Exit(0)
 	case "mcp-stdio":
 		if err := serveStdio(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -655,7 +666,7 @@ func TestPagination(t *testing.T) {
 		}
 		cursor = page.NextCursor
 	}
-	if got, want := strings.Join(names, ","), "add,echo,pid,slow"; got != want {
+	if got, want := strings.Join(names, ","), "add,ask,echo,logs,meta,pid,slow"; got != want {
 		t.Errorf("tools over all pages: got %s, want %s", got, want)
 	}
 }

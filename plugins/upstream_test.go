@@ -2,6 +2,7 @@ package plugins_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -76,6 +78,29 @@ func newUpstream(opts *mcp.ServerOptions) *upstream {
 				}
 			}
 			return text("done"), nil, nil
+		})
+	mcp.AddTool(u.server, &mcp.Tool{Name: "meta", Description: "the request's _meta and client capabilities, as JSON"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			b, _ := json.Marshal(map[string]any{"meta": req.Params.Meta, "caps": req.ClientCapabilities()})
+			return text(string(b)), nil, nil
+		})
+	mcp.AddTool(u.server, &mcp.Tool{Name: "logs", Description: "log three messages, then answer"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			for i := range 3 {
+				_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Logger: "test", Data: fmt.Sprintf("message %d", i+1)})
+			}
+			return text("logged"), nil, nil
+		})
+	mcp.AddTool(u.server, &mcp.Tool{Name: "ask", Description: "ask the client's name (SEP-2322), then greet"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			if r, ok := req.Params.InputResponses["name"].(*mcp.ElicitResult); ok && r.Action == "accept" {
+				return text(fmt.Sprintf("Hello, %v (state %s)", r.Content["name"], req.Params.RequestState)), nil, nil
+			}
+			return &mcp.CallToolResult{
+				InputRequests: mcp.InputRequestMap{"name": &mcp.ElicitParams{Message: "Your name?", RequestedSchema: &jsonschema.Schema{
+					Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}}},
+				RequestState: "s1",
+			}, nil, nil
 		})
 	mcp.AddTool(u.server, &mcp.Tool{Name: "pid", Description: "the server's process id"},
 		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {

@@ -48,9 +48,6 @@ type Adapter struct {
 
 	progress  sync.Map // progress token → func(plugins.Progress)
 	nextToken atomic.Int64
-
-	callsMu sync.Mutex
-	calls   map[int64]*plugins.CallEvents // tools/calls in flight, for log messages
 }
 
 var (
@@ -91,7 +88,6 @@ func (a *Adapter) Configure(ctx context.Context, cfg plugins.ServerConfig) error
 	a.cfg = cfg
 	a.client = mcp.NewClient(&mcp.Implementation{Name: "armoriq-adapter", Version: "1"}, &mcp.ClientOptions{
 		ProgressNotificationHandler: a.onProgress,
-		LoggingMessageHandler:       a.onLog,
 		Capabilities:                &mcp.ClientCapabilities{},
 		Logger:                      slog.Default(),
 		// An input_required result (SEP-2322) goes back to the gateway's
@@ -129,7 +125,7 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 		}
 	case plugins.TransportStdio:
 		child = a.command()
-		t = &mcp.CommandTransport{Command: child, TerminateDuration: 2 * time.Second}
+		t = &tapTransport{Transport: &mcp.CommandTransport{Command: child, TerminateDuration: 2 * time.Second}, server: a.cfg.ID}
 	default:
 		return nil, fmt.Errorf("unknown transport %q", a.transport)
 	}
@@ -250,26 +246,20 @@ func (a *Adapter) Close() error {
 // dropped, and f is retried once on a new session when the upstream
 // cannot have seen the request.
 //
-// Over HTTP the result is the upstream's own JSON, seen by a callTap; log
-// is where the tap sends the request's log messages (nil: nowhere).
+// The result is the upstream's own JSON, seen by a callTap; log is where
+// the tap sends the request's log messages (nil: nowhere).
 func (a *Adapter) do(ctx context.Context, log func(plugins.LogMessage), f func(context.Context, *mcp.ClientSession) (any, error)) (json.RawMessage, error) {
 	for attempt := 0; ; attempt++ {
 		cs, err := a.sessionFor(ctx)
 		if err != nil {
 			return nil, err
 		}
-		fctx := ctx
-		var tap *callTap
-		if a.transport == plugins.TransportHTTP {
-			tap = &callTap{log: log}
-			fctx = withTap(ctx, tap)
-		}
-		res, err := f(fctx, cs)
+		tap := &callTap{log: log}
+		res, err := f(withTap(ctx, tap), cs)
+		tap.done.Store(true)
 		if err == nil {
-			if tap != nil {
-				if raw := tap.take(); raw != nil {
-					return raw, nil
-				}
+			if raw := tap.take(); raw != nil {
+				return raw, nil
 			}
 			return json.Marshal(res)
 		}
@@ -327,10 +317,6 @@ func (a *Adapter) CallToolV2(ctx context.Context, call *plugins.ToolCall, ev *pl
 		a.progress.Store(token, ev.Progress)
 		defer a.progress.Delete(token)
 	}
-	if ev.Log != nil && a.transport != plugins.TransportHTTP {
-		// Over HTTP the call's tap relays its log messages (see do).
-		defer a.track(ev)()
-	}
 	return a.do(ctx, ev.Log, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
 		p := *params
 		p.Meta = requestMeta(cs, call.Meta)
@@ -339,49 +325,6 @@ func (a *Adapter) CallToolV2(ctx context.Context, call *plugins.ToolCall, ev *pl
 		}
 		return cs.CallTool(ctx, &p)
 	})
-}
-
-// track registers a call in flight for onLog; the returned func removes it.
-func (a *Adapter) track(ev *plugins.CallEvents) func() {
-	id := a.nextToken.Add(1)
-	a.callsMu.Lock()
-	if a.calls == nil {
-		a.calls = map[int64]*plugins.CallEvents{}
-	}
-	a.calls[id] = ev
-	a.callsMu.Unlock()
-	return func() {
-		a.callsMu.Lock()
-		delete(a.calls, id)
-		a.callsMu.Unlock()
-	}
-}
-
-// onLog relays a stdio upstream's notifications/message to the call it
-// belongs to. Over stdio nothing ties a log message to a request, and one
-// session carries every call of the adapter; so a message goes to the call
-// only when exactly one is in flight. Otherwise it could reach the wrong
-// client, and goes to the adapter's own log instead. (Over HTTP a POST's
-// event stream ties them: the call's tap relays them, see tap.go.)
-func (a *Adapter) onLog(_ context.Context, req *mcp.LoggingMessageRequest) {
-	p := req.Params
-	data, err := json.Marshal(p.Data)
-	if err != nil {
-		return
-	}
-	a.callsMu.Lock()
-	var target *plugins.CallEvents
-	if len(a.calls) == 1 {
-		for _, ev := range a.calls {
-			target = ev
-		}
-	}
-	a.callsMu.Unlock()
-	if target == nil {
-		slog.Debug("upstream log message", "server", a.cfg.ID, "level", string(p.Level), "logger", p.Logger, "data", string(data))
-		return
-	}
-	target.Log(plugins.LogMessage{Level: string(p.Level), Logger: p.Logger, Data: data})
 }
 
 // Keys of a 2026-07-28 request's _meta that describe the protocol

@@ -5,23 +5,30 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"sync"
+	"sync/atomic"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/armoriq/controlplane/plugins"
 )
 
-// A callTap watches the HTTP answer to one request of the http adapter, as
-// the go-sdk client reads it: the upstream's log messages for that request
-// (in a POST's event stream, the only place MCP ties them to a request),
-// and the result exactly as the upstream wrote it, which the adapter hands
-// on instead of re-encoding the SDK's decoded copy.
+// A callTap watches the answer to one request of an adapter as the go-sdk
+// client reads it: the upstream's log messages for that request, and the
+// result exactly as the upstream wrote it, which the adapter hands on
+// instead of re-encoding the SDK's decoded copy. Over HTTP it reads the
+// POST's body (an event stream ties log messages to their request); over
+// stdio, the connection's messages (tapConn).
 //
 // It sees each message before the SDK does, so a log message sent before
 // the result reaches the gateway before it.
 type callTap struct {
-	log func(plugins.LogMessage) // nil: log messages are not wanted
+	log  func(plugins.LogMessage) // nil: log messages are not wanted
+	done atomic.Bool              // the call has returned (tapConn forgets it)
 
 	mu     sync.Mutex
 	result json.RawMessage
@@ -166,4 +173,93 @@ func (b *tapBody) line(l []byte) {
 		}
 		b.data = append(b.data, v...)
 	}
+}
+
+// tapTransport is a stdio transport whose connection feeds call taps: a
+// response's result to the tap of the call it answers, and a log message
+// to the one call in flight, if there is exactly one (over stdio nothing
+// ties a log message to a request, and one session carries every call of
+// the adapter: with several in flight a message could reach the wrong
+// client, so it goes to the adapter's own log instead).
+type tapTransport struct {
+	mcp.Transport
+	server string
+}
+
+func (t *tapTransport) Connect(ctx context.Context) (mcp.Connection, error) {
+	c, err := t.Transport.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &tapConn{Connection: c, server: t.server, calls: map[any]*callTap{}}, nil
+}
+
+type tapConn struct {
+	mcp.Connection
+	server string
+
+	mu    sync.Mutex
+	calls map[any]*callTap // by request id: requests in flight
+}
+
+func (c *tapConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
+		tap, _ := ctx.Value(tapKey{}).(*callTap)
+		if tap == nil {
+			tap = &callTap{} // counts as in flight all the same
+		}
+		id := req.ID.Raw()
+		c.mu.Lock()
+		c.calls[id] = tap
+		c.mu.Unlock()
+		err := c.Connection.Write(ctx, msg)
+		if err != nil {
+			c.mu.Lock()
+			delete(c.calls, id)
+			c.mu.Unlock()
+		}
+		return err
+	}
+	return c.Connection.Write(ctx, msg)
+}
+
+func (c *tapConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	msg, err := c.Connection.Read(ctx)
+	switch m := msg.(type) {
+	case *jsonrpc.Response:
+		c.mu.Lock()
+		tap := c.calls[m.ID.Raw()]
+		delete(c.calls, m.ID.Raw())
+		c.mu.Unlock()
+		if tap != nil && m.Error == nil && len(m.Result) > 0 {
+			tap.mu.Lock()
+			tap.result = m.Result
+			tap.mu.Unlock()
+		}
+	case *jsonrpc.Request:
+		if m.Method != "notifications/message" {
+			break
+		}
+		var target *callTap
+		n := 0
+		c.mu.Lock()
+		for id, t := range c.calls {
+			if t.done.Load() { // cancelled, its answer never came
+				delete(c.calls, id)
+				continue
+			}
+			target = t
+			n++
+		}
+		c.mu.Unlock()
+		if n != 1 {
+			target = nil
+		}
+		if target != nil && target.log != nil {
+			target.message([]byte(`{"method":"notifications/message","params":` + string(m.Params) + `}`))
+		} else {
+			slog.Debug("upstream log message", "server", c.server, "params", string(m.Params))
+		}
+	}
+	return msg, err
 }
