@@ -1,0 +1,194 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/armoriq/controlplane/compiler/bundle"
+)
+
+// v2Upstream is an MCP server (stateless, both protocol eras) with the
+// tools that exercise adapter contract v2: meta echoes the _meta it
+// received, logs logs three messages, ask asks for the client's name in an
+// input_required result (SEP-2322).
+func v2Upstream(t testing.TB) string {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "v2", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "meta", Description: "the request's _meta"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		b, _ := json.Marshal(req.Params.Meta)
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(b)}}}, nil, nil
+	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "logs", Description: "logs three messages"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		for i := range 3 {
+			_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Logger: "v2", Data: fmt.Sprintf("message %d", i+1)})
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "logged"}}}, nil, nil
+	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "ask", Description: "asks the client's name"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		if r, ok := req.Params.InputResponses["name"].(*mcp.ElicitResult); ok && r.Action == "accept" {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("Hello, %v (state %s)", r.Content["name"], req.Params.RequestState)}}}, nil, nil
+		}
+		return &mcp.CallToolResult{
+			InputRequests: mcp.InputRequestMap{"name": &mcp.ElicitParams{Message: "Your name?", RequestedSchema: &jsonschema.Schema{
+				Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}}},
+			RequestState: "s1",
+		}, nil, nil
+	})
+	ts := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(ts.Close)
+	return ts.URL + "/"
+}
+
+// sseMessages posts msg to /mcp with hdr and returns the JSON-RPC
+// messages of the answer, in order, and its content type.
+func sseMessages(t testing.TB, url, key string, hdr map[string]string, msg map[string]any) ([]map[string]any, string) {
+	t.Helper()
+	b, _ := json.Marshal(msg)
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ct := resp.Header.Get("Content-Type")
+	var out []map[string]any
+	if !strings.HasPrefix(ct, "text/event-stream") {
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return append(out, m), ct
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			var m map[string]any
+			if json.Unmarshal([]byte(d), &m) == nil {
+				out = append(out, m)
+			}
+		}
+	}
+	return out, ct
+}
+
+// logLines summarizes an answer: each log message's data, then "result".
+func logLines(msgs []map[string]any) string {
+	var parts []string
+	for _, m := range msgs {
+		switch {
+		case m["method"] == "notifications/message":
+			parts = append(parts, fmt.Sprint(m["params"].(map[string]any)["data"]))
+		case m["result"] != nil:
+			parts = append(parts, "result")
+		default:
+			parts = append(parts, fmt.Sprint(m))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func TestMCPRelaysLogMessages(t *testing.T) {
+	g := adapterGateway(t, "1", nil)
+	g.pushServers("l1", 1, allowAll(), bundle.Server{ID: "v2", Transport: "http", URL: v2Upstream(t), ToolPrefix: "never"})
+	url := g.http.URL + "/mcp"
+	const want = "message 1; message 2; message 3; result"
+
+	// A legacy session: the fast path answers with an event stream.
+	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d %q", status, sid)
+	}
+	call := map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "logs", "arguments": map[string]any{}}}
+	msgs, ct := sseMessages(t, url, g.agentKey, map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}, call)
+	if got := logLines(msgs); got != want || !strings.HasPrefix(ct, "text/event-stream") {
+		t.Errorf("legacy tools/call logs: got %q (%s), want %q as an event stream", got, ct, want)
+	}
+	// With a progress token the SDK answers; the messages are the same.
+	call["params"].(map[string]any)["_meta"] = map[string]any{"progressToken": "p1"}
+	msgs, _ = sseMessages(t, url, g.agentKey, map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}, call)
+	if got := logLines(msgs); got != want {
+		t.Errorf("legacy tools/call logs with a progress token: got %q, want %q", got, want)
+	}
+
+	// 2026-07-28: the client asks for a level in _meta.
+	modern := func(level string) map[string]any {
+		meta := map[string]any{"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": map[string]any{}}
+		if level != "" {
+			meta["io.modelcontextprotocol/logLevel"] = level
+		}
+		return map[string]any{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": map[string]any{"name": "logs", "arguments": map[string]any{}, "_meta": meta}}
+	}
+	hdr := map[string]string{headerProtocol: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "logs"}
+	msgs, _ = sseMessages(t, url, g.agentKey, hdr, modern("info"))
+	if got := logLines(msgs); got != want {
+		t.Errorf("2026-07-28 tools/call logs at info: got %q, want %q", got, want)
+	}
+	msgs, ct = sseMessages(t, url, g.agentKey, hdr, modern("error"))
+	if got := logLines(msgs); got != "result" || !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("2026-07-28 tools/call logs at error: got %q (%s), want the result alone, as JSON", got, ct)
+	}
+}
+
+func TestMCPPassesMetaAndInputResponses(t *testing.T) {
+	g := adapterGateway(t, "1", nil)
+	g.pushServers("m1", 1, allowAll(), bundle.Server{ID: "v2", Transport: "http", URL: v2Upstream(t), ToolPrefix: "never"})
+
+	// SEP-2322 end to end: the official client fulfills the input request
+	// with its elicitation handler and retries with the answer and state.
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-client", Version: "1"}, &mcp.ClientOptions{
+		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
+		},
+	})
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{
+		Endpoint: g.http.URL + "/mcp", DisableStandaloneSSE: true,
+		HTTPClient: &http.Client{Transport: headerRT{map[string]string{"Authorization": "Bearer " + g.agentKey}, http.DefaultTransport}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if v := cs.InitializeResult().ProtocolVersion; v != "2026-07-28" {
+		t.Fatalf("negotiated %s, want 2026-07-28", v)
+	}
+	if out, err := callText(t, cs, "ask", nil); err != nil || out != "Hello, Ada (state s1)" {
+		t.Fatalf("ask = %q, %v; want Hello, Ada (state s1)", out, err)
+	}
+
+	// _meta reaches the upstream, but for the gateway's own keys.
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "meta", Arguments: map[string]any{}, Meta: mcp.Meta{"x-trace": "t1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen map[string]any
+	if err := json.Unmarshal([]byte(res.Content[0].(*mcp.TextContent).Text), &seen); err != nil || seen["x-trace"] != "t1" {
+		t.Fatalf("upstream saw _meta %v (%v), want x-trace t1", seen, err)
+	}
+	if caps, ok := seen["io.modelcontextprotocol/clientCapabilities"].(map[string]any); !ok || caps["elicitation"] == nil {
+		t.Errorf("upstream saw client capabilities %v, want the client's (elicitation)", seen["io.modelcontextprotocol/clientCapabilities"])
+	}
+}
+
+func TestForwardMeta(t *testing.T) {
+	got := forwardMeta(map[string]any{"x-trace": "t1", metaIntent: map[string]any{"token": "secret"}, "progressToken": "p1"})
+	if string(got) != `{"x-trace":"t1"}` {
+		t.Errorf("forwardMeta = %s, want only x-trace", got)
+	}
+	if got := forwardMeta(map[string]any{metaIntent: 1}); got != nil {
+		t.Errorf("forwardMeta of the intent alone = %s, want nothing", got)
+	}
+}
