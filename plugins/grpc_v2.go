@@ -119,24 +119,28 @@ func (s *grpcServerV2) CallTool(stream protov2.Adapter_CallToolServer) error {
 		sendErr = stream.Send(ev)
 		return sendErr
 	}
-	// The host's answers to our server requests come on the stream.
-	go func() {
-		for {
-			in, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			if r := in.GetResponse(); r != nil {
-				mu.Lock()
-				ch := waiting[r.GetId()]
-				delete(waiting, r.GetId())
-				mu.Unlock()
-				if ch != nil {
-					ch <- r.GetResult()
+	// The host's answers to our server requests come on the stream; it is
+	// read from the first request on (most calls make none).
+	var readOnce sync.Once
+	readAnswers := func() {
+		go func() {
+			for {
+				in, err := stream.Recv()
+				if err != nil {
+					return
+				}
+				if r := in.GetResponse(); r != nil {
+					mu.Lock()
+					ch := waiting[r.GetId()]
+					delete(waiting, r.GetId())
+					mu.Unlock()
+					if ch != nil {
+						ch <- r.GetResult()
+					}
 				}
 			}
-		}
-	}()
+		}()
+	}
 	ev := &CallEvents{
 		Progress: func(p Progress) {
 			_ = send(&protov2.CallToolEvent{Event: &protov2.CallToolEvent_Progress{Progress: &protov2.Progress{
@@ -149,6 +153,7 @@ func (s *grpcServerV2) CallTool(stream protov2.Adapter_CallToolServer) error {
 			}}})
 		},
 		Request: func(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+			readOnce.Do(readAnswers)
 			ch := make(chan *protov2.JSONResult, 1)
 			mu.Lock()
 			nextID++

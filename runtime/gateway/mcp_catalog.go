@@ -172,7 +172,7 @@ func (ep *mcpEndpoint) build(ctx context.Context, ab *activeBundle) *catalog {
 		// Lists are decided per caller: no shared cache may keep them.
 		SetCacheable: func(_ context.Context, _ mcp.Request, c *mcp.Cacheable) { c.CacheScope = "private" },
 		// Subscriptions are accepted, but no update is relayed: the
-		// adapter contract carries no upstream notifications.
+		// adapter contract carries upstream notifications only during a call.
 		SubscribeHandler:   func(context.Context, *mcp.SubscribeRequest) error { return nil },
 		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
 		CompletionHandler: func(context.Context, *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
