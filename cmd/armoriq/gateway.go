@@ -19,6 +19,7 @@ import (
 	"github.com/armoriq/controlplane/runtime/gateway"
 	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
 )
 
 // gatewayOptions are the flags of `armoriq gateway`; each has an ARMORIQ_*
@@ -37,6 +38,7 @@ type gatewayOptions struct {
 	shutdown    time.Duration
 	readyFile   string
 	sqliteSync  string
+	settings    string
 	// adapterTimeout and adapterConc bound each upstream server's adapter:
 	// the time one call may take, and the calls in flight.
 	adapterTimeout time.Duration
@@ -66,12 +68,14 @@ SDK's POST /iap/sdk/register activate configs signed with that local key.
 Every flag not given on the command line can be set by an environment
 variable: ARMORIQ_ and the flag's name in upper case, - as _ (ARMORIQ_ADDR,
 ARMORIQ_DATA, ARMORIQ_STORE, ARMORIQ_MAX_TOKEN_TTL, ...), except --trust-key:
-ARMORIQ_TRUST_KEYS, comma-separated files. Flags win.`,
+ARMORIQ_TRUST_KEYS, comma-separated files. Flags win. --settings FILE reads
+the rest from a YAML map of flag names to values (lists for --trust-key).`,
 		Example: `  armoriq gateway --config examples/quickstart/armoriq.yaml
   armoriq gateway --addr :8080 --data /var/lib/armoriq --trust-key ci-signing.key.pub
   armoriq gateway --store postgres://armoriq@db/armoriq --trust-key ci-signing.key.pub`,
 		Flags: func(fs *pflag.FlagSet) {
 			flags = fs
+			fs.StringVar(&o.settings, "settings", "", "YAML file of settings: flag names to values (flags and ARMORIQ_* variables win)")
 			fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address to listen on (HOST:PORT)")
 			fs.StringVar(&o.data, "data", ".armoriq-data", "data directory: SQLite store, admin.key, local signing key")
 			fs.StringVar(&o.storeDSN, "store", "", "database: postgres://... for PostgreSQL (default: SQLite in --data)")
@@ -92,6 +96,11 @@ ARMORIQ_TRUST_KEYS, comma-separated files. Flags win.`,
 		Run: func(ctx context.Context, e *env, args []string) error {
 			if err := flagsFromEnv(flags, e.Getenv); err != nil {
 				return err
+			}
+			if o.settings != "" {
+				if err := flagsFromFile(flags, o.settings, e.Getenv); err != nil {
+					return err
+				}
 			}
 			if err := o.check(); err != nil {
 				return err
@@ -114,10 +123,7 @@ func flagsFromEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 		if err != nil || f.Changed || f.Name == "help" {
 			return
 		}
-		name, ok := envNames[f.Name]
-		if !ok {
-			name = "ARMORIQ_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		}
+		name := flagEnvName(f.Name)
 		if v := getenv(name); v != "" {
 			if serr := fs.Set(f.Name, v); serr != nil {
 				err = usageErrorf("%s=%q: %v", name, v, serr)
@@ -125,6 +131,64 @@ func flagsFromEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 		}
 	})
 	return err
+}
+
+// flagsFromFile sets the flags neither the command line nor the environment
+// set from a YAML settings file whose keys are flag names:
+//
+//	addr: 0.0.0.0:8080
+//	trust-key: [ci.pub, release.pub]
+//	max-token-ttl: 15m
+//
+// Unknown keys are errors naming their line.
+func flagsFromFile(fs *pflag.FlagSet, path string, getenv func(string) string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return usageErrorf("--settings: %v", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return usageErrorf("%s: %v", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return usageErrorf("%s:%d:%d: settings must be a map of flag names to values", path, m.Line, m.Column)
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		f := fs.Lookup(k.Value)
+		if f == nil || k.Value == "help" || k.Value == "settings" {
+			return usageErrorf("%s:%d:%d: unknown setting %q (settings are the gateway's flag names)", path, k.Line, k.Column, k.Value)
+		}
+		if f.Changed || getenv(flagEnvName(f.Name)) != "" {
+			continue // the command line and the environment win
+		}
+		var vals []string
+		switch v.Kind {
+		case yaml.ScalarNode:
+			vals = []string{v.Value}
+		case yaml.SequenceNode:
+			for _, e := range v.Content {
+				vals = append(vals, e.Value)
+			}
+		default:
+			return usageErrorf("%s:%d:%d: %s must be a value or a list", path, v.Line, v.Column, k.Value)
+		}
+		if err := fs.Set(f.Name, strings.Join(vals, ",")); err != nil {
+			return usageErrorf("%s:%d:%d: %s: %v", path, v.Line, v.Column, k.Value, err)
+		}
+	}
+	return nil
+}
+
+func flagEnvName(flag string) string {
+	if n, ok := envNames[flag]; ok {
+		return n
+	}
+	return "ARMORIQ_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
 // check validates the options once flags and environment are applied.
