@@ -86,8 +86,13 @@ func TestContractV2(t *testing.T) {
 			if v, _ := seen.Meta["io.modelcontextprotocol/protocolVersion"].(string); v == "2099-01-01" {
 				t.Errorf("upstream saw the client's protocol version %s, want the adapter's session's", v)
 			}
-			if hasElicit := seen.Caps != nil && seen.Caps.Elicitation != nil; hasElicit != tc.modern {
-				t.Errorf("upstream saw client capabilities %+v: elicitation declared = %v, want %v", seen.Caps, hasElicit, tc.modern)
+			if _, passed := seen.Meta["io.modelcontextprotocol/clientCapabilities"]; passed != tc.modern {
+				t.Errorf("upstream saw _meta %v: the client's capabilities passed = %v, want %v", seen.Meta, passed, tc.modern)
+			}
+			// Under 2026-07-28 the client's; under the initialize handshake
+			// the adapter's own, which relays sampling and elicitation.
+			if seen.Caps == nil || seen.Caps.Elicitation == nil {
+				t.Errorf("upstream saw client capabilities %+v, want elicitation declared", seen.Caps)
 			}
 
 			// Log messages arrive in order, before the result.

@@ -48,6 +48,9 @@ type Adapter struct {
 
 	progress  sync.Map // progress token → func(plugins.Progress)
 	nextToken atomic.Int64
+
+	callsMu sync.Mutex
+	calls   map[int64]*plugins.CallEvents // tools/calls in flight, for server requests
 }
 
 var (
@@ -94,6 +97,27 @@ func (a *Adapter) Configure(ctx context.Context, cfg plugins.ServerConfig) error
 		// client, which answers it and retries: the adapter has nothing to
 		// answer with.
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
+		// Under the initialize handshake an upstream may ask its client to
+		// sample or elicit during a call: the adapter relays the request
+		// to the client of that call (contract v2), so it declares both.
+		CreateMessageHandler: a.onCreateMessage,
+		ElicitationHandler:   a.onElicit,
+	})
+	// The client the request goes to checks it (an elicitation's schema)
+	// and its answer: the SDK's own checks, in front of the handlers, would
+	// refuse what a newer client accepts.
+	a.client.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			switch method {
+			case "elicitation/create":
+				res := new(mcp.ElicitResult)
+				return res, a.relay(ctx, method, req.GetParams(), res)
+			case "sampling/createMessage":
+				res := new(mcp.CreateMessageResult)
+				return res, a.relay(ctx, method, req.GetParams(), res)
+			}
+			return next(ctx, method, req)
+		}
 	})
 	_, err := a.connectLocked(ctx)
 	return err
@@ -312,6 +336,7 @@ func (a *Adapter) CallToolV2(ctx context.Context, call *plugins.ToolCall, ev *pl
 		return nil, err
 	}
 	var token string
+	defer a.inFlight(ev)()
 	if ev.Progress != nil {
 		token = "armoriq-" + strconv.FormatInt(a.nextToken.Add(1), 10)
 		a.progress.Store(token, ev.Progress)
@@ -325,6 +350,73 @@ func (a *Adapter) CallToolV2(ctx context.Context, call *plugins.ToolCall, ev *pl
 		}
 		return cs.CallTool(ctx, &p)
 	})
+}
+
+// inFlight registers a tools/call in flight; the returned func removes it.
+func (a *Adapter) inFlight(ev *plugins.CallEvents) func() {
+	id := a.nextToken.Add(1)
+	a.callsMu.Lock()
+	if a.calls == nil {
+		a.calls = map[int64]*plugins.CallEvents{}
+	}
+	a.calls[id] = ev
+	a.callsMu.Unlock()
+	return func() {
+		a.callsMu.Lock()
+		delete(a.calls, id)
+		a.callsMu.Unlock()
+	}
+}
+
+// relay sends a server-to-client request of the upstream to the client of
+// the call it belongs to, and decodes the answer into out. MCP does not
+// say which call a server request is about, and one session carries every
+// call of the adapter: the request goes to the call in flight when there
+// is exactly one, and is refused otherwise rather than risk asking the
+// wrong client.
+func (a *Adapter) relay(ctx context.Context, method string, params, out any) error {
+	var ev *plugins.CallEvents
+	a.callsMu.Lock()
+	if len(a.calls) == 1 {
+		for _, e := range a.calls {
+			ev = e
+		}
+	}
+	a.callsMu.Unlock()
+	if ev == nil || ev.Request == nil {
+		return &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: method + ": the gateway cannot relay this request to a client now"}
+	}
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return err
+	}
+	res, err := ev.Request(ctx, method, raw)
+	var rpcErr *plugins.RPCError
+	switch {
+	case errors.As(err, &rpcErr):
+		return &jsonrpc.Error{Code: rpcErr.Code, Message: rpcErr.Message, Data: rpcErr.Data}
+	case err != nil:
+		return err
+	}
+	return json.Unmarshal(res, out)
+}
+
+// onCreateMessage and onElicit declare the capabilities; the receiving
+// middleware set in Configure answers the requests before they run.
+func (a *Adapter) onCreateMessage(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+	res := new(mcp.CreateMessageResult)
+	if err := a.relay(ctx, "sampling/createMessage", req.Params, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (a *Adapter) onElicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+	res := new(mcp.ElicitResult)
+	if err := a.relay(ctx, "elicitation/create", req.Params, res); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // Keys of a 2026-07-28 request's _meta that describe the protocol
@@ -370,6 +462,11 @@ func requestMeta(cs *mcp.ClientSession, raw json.RawMessage) mcp.Meta {
 		m = mcp.Meta{}
 	}
 	m[metaProtocolVersion] = cs.InitializeResult().ProtocolVersion
+	if _, ok := m[metaClientCapabilities]; !ok {
+		// The client declared none, and the adapter cannot answer an
+		// input_required result itself.
+		m[metaClientCapabilities] = map[string]any{}
+	}
 	if _, ok := m[metaLogLevel]; !ok {
 		m[metaLogLevel] = "debug"
 	}

@@ -129,7 +129,7 @@ func (u *adapterUpstream) CallTool(ctx context.Context, srv bundle.Server, tool 
 	}
 	r := upstreamRequestFrom(ctx)
 	res, err := a.CallToolV2(ctx, &plugins.ToolCall{Name: tool, Arguments: raw, RequestExtra: r.extra},
-		&plugins.CallEvents{Progress: r.progress, Log: r.log})
+		&plugins.CallEvents{Progress: r.progress, Log: r.log, Request: r.request})
 	if err != nil {
 		return nil, adapterError(srv.ID, err)
 	}

@@ -70,6 +70,9 @@ type upstreamRequest struct {
 	extra    plugins.RequestExtra
 	progress func(plugins.Progress)
 	log      func(plugins.LogMessage)
+	// request relays the upstream's server-to-client requests to the
+	// client (nil: refused).
+	request func(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
 }
 
 type upstreamRequestKey struct{}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -52,6 +53,7 @@ type mcpEndpoint struct {
 	sealer  *sessionSealer
 	cat     catalogs
 	metrics *mcpMetrics
+	pending sync.Map // server-request id → *pendingRequest (mcp_fast.go)
 }
 
 // newMCPEndpoint builds the endpoint for routes.
@@ -173,6 +175,12 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel(nil)
 	defer s.inflight.add(c.KeyID, cancel)()
 	r = r.WithContext(ctx)
+	if body != nil && ep.answered(c.KeyID, body) {
+		// The client's answer to a request the gateway relayed from an
+		// upstream during a call.
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
 	if body != nil && ep.fastToolCall(w, r, body) {
 		return
 	}

@@ -54,6 +54,7 @@ type toolCall struct {
 	requestState   string          // and the state it echoes
 	progress       func(plugins.Progress)
 	log            func(plugins.LogMessage)
+	request        func(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
 }
 
 func (ep *mcpEndpoint) toolHandler(rt route) mcp.ToolHandler {
@@ -184,6 +185,7 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 		extra:    plugins.RequestExtra{Meta: forwardMeta(tc.meta), InputResponses: tc.inputResponses, RequestState: tc.requestState},
 		progress: tc.progress,
 		log:      tc.log,
+		request:  tc.request,
 	})
 	cctx, ccancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer ccancel()

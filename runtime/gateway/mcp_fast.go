@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"mime"
 	"net/http"
@@ -86,13 +89,18 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 	}
 
 	// An upstream's log messages turn the answer into an event stream.
-	sw := &sseWriter{w: w, level: "info"}
+	sw := &sseWriter{w: w, level: "info", ep: ep, keyID: mcpCallFrom(r.Context()).caller.KeyID}
 	if modern {
 		sw.level, _ = p.Meta["io.modelcontextprotocol/logLevel"].(string)
 	}
 	tc := &toolCall{rt: rt, args: p.Arguments, meta: p.Meta}
 	if sw.level != "" {
 		tc.log = sw.log
+	}
+	if !modern {
+		// A legacy client may be asked to sample or elicit during the
+		// call; a 2026-07-28 one gets input_required results instead.
+		tc.request = sw.request
 	}
 	raw, err := ep.callTool(r.Context(), tc)
 	var out bytes.Buffer
@@ -131,6 +139,8 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 type sseWriter struct {
 	w     http.ResponseWriter
 	level string // the lowest level the client wants; "" for none
+	ep    *mcpEndpoint
+	keyID string // the caller's, who alone may answer its requests
 
 	mu      sync.Mutex
 	started bool
@@ -176,6 +186,85 @@ func (s *sseWriter) event(b []byte) {
 	if f, ok := s.w.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// pendingRequest is a request relayed to a client, waiting for its answer.
+type pendingRequest struct {
+	keyID  string
+	answer chan serverAnswer
+}
+
+// serverAnswer is a client's JSON-RPC answer to a relayed request.
+type serverAnswer struct {
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Code    int64           `json:"code"`
+		Message string          `json:"message"`
+		Data    json.RawMessage `json:"data"`
+	} `json:"error"`
+}
+
+// serverRequestPrefix starts the id of every request the gateway relays.
+const serverRequestPrefix = "armoriq-req-"
+
+// request relays an upstream's server-to-client request (sampling,
+// elicitation) to the client on the call's event stream, and waits for
+// the answer, which the client POSTs as a JSON-RPC response (answered).
+// The wait is in this replica's memory: an answer POSTed to another
+// replica is not seen, and the call ends at its timeout.
+func (s *sseWriter) request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	var rnd [12]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, err
+	}
+	id := serverRequestPrefix + hex.EncodeToString(rnd[:])
+	p := &pendingRequest{keyID: s.keyID, answer: make(chan serverAnswer, 1)}
+	s.ep.pending.Store(id, p)
+	defer s.ep.pending.Delete(id)
+	if len(params) == 0 {
+		params = json.RawMessage("{}")
+	}
+	b, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.event(b)
+	s.mu.Unlock()
+	select {
+	case a := <-p.answer:
+		if a.Error != nil {
+			return nil, &plugins.RPCError{Code: a.Error.Code, Message: a.Error.Message, Data: a.Error.Data}
+		}
+		return a.Result, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// answered delivers body if it is a client's answer to a request relayed
+// by this replica for the same API key, and reports whether it was.
+func (ep *mcpEndpoint) answered(keyID string, body []byte) bool {
+	if !bytes.Contains(body, []byte(serverRequestPrefix)) {
+		return false
+	}
+	var msg struct {
+		serverAnswer
+		ID     string `json:"id"`
+		Method string `json:"method"`
+	}
+	if json.Unmarshal(body, &msg) != nil || msg.Method != "" || !strings.HasPrefix(msg.ID, serverRequestPrefix) {
+		return false
+	}
+	v, ok := ep.pending.Load(msg.ID)
+	if !ok || v.(*pendingRequest).keyID != keyID {
+		return false
+	}
+	select {
+	case v.(*pendingRequest).answer <- msg.serverAnswer:
+	default:
+	}
+	return true
 }
 
 // finish writes the answer as the stream's last event and reports whether
