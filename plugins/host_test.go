@@ -666,7 +666,7 @@ func TestPagination(t *testing.T) {
 		}
 		cursor = page.NextCursor
 	}
-	if got, want := strings.Join(names, ","), "add,ask,echo,logs,meta,pid,slow"; got != want {
+	if got, want := strings.Join(names, ","), "add,ask,echo,elicit,logs,meta,pid,slow"; got != want {
 		t.Errorf("tools over all pages: got %s, want %s", got, want)
 	}
 }

@@ -102,6 +102,15 @@ func newUpstream(opts *mcp.ServerOptions) *upstream {
 				RequestState: "s1",
 			}, nil, nil
 		})
+	mcp.AddTool(u.server, &mcp.Tool{Name: "elicit", Description: "ask the client's name with elicitation/create, then greet"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "Your name?", RequestedSchema: &jsonschema.Schema{
+				Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}})
+			if err != nil {
+				return nil, nil, err
+			}
+			return text(fmt.Sprintf("Hello, %v", res.Content["name"])), nil, nil
+		})
 	mcp.AddTool(u.server, &mcp.Tool{Name: "pid", Description: "the server's process id"},
 		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 			return text(fmt.Sprint(os.Getpid())), nil, nil

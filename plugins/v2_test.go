@@ -110,6 +110,19 @@ func TestContractV2(t *testing.T) {
 			}
 
 			if !tc.modern {
+				// The upstream asks its client during the call: the
+				// request comes to the call's hook, the answer goes back.
+				raw, err = a.CallToolV2(ctx, &plugins.ToolCall{Name: "elicit"}, &plugins.CallEvents{
+					Request: func(_ context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+						if method != "elicitation/create" || !strings.Contains(string(params), "Your name?") {
+							return nil, &plugins.RPCError{Code: -32602, Message: "unexpected " + method + " " + string(params)}
+						}
+						return json.RawMessage(`{"action":"accept","content":{"name":"Ada"}}`), nil
+					},
+				})
+				if got, err2 := resultText(raw); err != nil || err2 != nil || got != "Hello, Ada" {
+					t.Errorf("elicit: got %q, %v, %v; want Hello, Ada", got, err, err2)
+				}
 				return
 			}
 			// SEP-2322: the input_required result comes back as the

@@ -192,3 +192,76 @@ func TestForwardMeta(t *testing.T) {
 		t.Errorf("forwardMeta of the intent alone = %s, want nothing", got)
 	}
 }
+
+func TestMCPRelaysServerRequests(t *testing.T) {
+	// A stateful upstream, whose tool asks its client during the call.
+	srv := mcp.NewServer(&mcp.Implementation{Name: "asker", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "elicit", Description: "asks the client's name"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "Your name?", RequestedSchema: &jsonschema.Schema{
+			Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}})
+		if err != nil {
+			return nil, nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("Hello, %v", res.Content["name"])}}}, nil, nil
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	t.Cleanup(up.Close)
+	g := adapterGateway(t, "1", nil)
+	g.pushServers("e1", 1, allowAll(), bundle.Server{ID: "asker", Transport: "http", URL: up.URL + "/", ToolPrefix: "never"})
+	url := g.http.URL + "/mcp"
+	other := g.createKey("other", "agent")
+
+	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{"elicitation": map[string]any{}}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d %q", status, sid)
+	}
+	post := func(key string, msg map[string]any) *http.Response {
+		b, _ := json.Marshal(msg)
+		req, _ := http.NewRequest("POST", url, bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set(headerSessionID, sid)
+		req.Header.Set(headerProtocol, "2025-11-25")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := post(g.agentKey, map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "elicit", "arguments": map[string]any{}}})
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var result string
+	for sc.Scan() {
+		d, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(d), &m); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case m["method"] == "elicitation/create":
+			answer := map[string]any{"jsonrpc": "2.0", "id": m["id"], "result": map[string]any{"action": "accept", "content": map[string]any{"name": "Ada"}}}
+			// Only the key the call runs under may answer.
+			if r := post(other, answer); r.StatusCode == http.StatusAccepted {
+				t.Errorf("another key's answer: %d, want it refused", r.StatusCode)
+			}
+			if r := post(g.agentKey, answer); r.StatusCode != http.StatusAccepted {
+				t.Fatalf("the answer: %d, want 202", r.StatusCode)
+			}
+		case m["result"] != nil:
+			b, _ := json.Marshal(m["result"])
+			result = string(b)
+		}
+	}
+	if !strings.Contains(result, "Hello, Ada") {
+		t.Fatalf("tools/call elicit: result %s, want Hello, Ada", result)
+	}
+	if rec := lastAudit(t, g); rec.Tool != "elicit" || rec.Decision != "allowed" {
+		t.Fatalf("audit = %+v", rec)
+	}
+}
