@@ -384,7 +384,7 @@ func (a *Adapter) relay(ctx context.Context, method string, params, out any) err
 	}
 	a.callsMu.Unlock()
 	if ev == nil || ev.Request == nil {
-		return &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: method + ": the gateway cannot relay this request to a client now"}
+		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: method + ": the gateway cannot relay this request to a client now"}
 	}
 	raw, err := json.Marshal(params)
 	if err != nil {

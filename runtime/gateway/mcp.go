@@ -77,6 +77,7 @@ type mcpCallCtx struct {
 	user   string // the end user policies are decided for
 	agent  string // the MCP client's name, when known
 	reqID  string
+	asks   string // sessionState.Asks of a legacy session
 }
 
 type mcpCallKey struct{}
@@ -129,7 +130,7 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "session not found", http.StatusNotFound)
 			return
 		}
-		mc.agent = st.Client
+		mc.agent, mc.asks = st.Client, st.Asks
 		if r.Header.Get(headerProtocol) == "" && st.Protocol != "" {
 			r.Header.Set(headerProtocol, st.Protocol)
 		}
@@ -158,6 +159,12 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			st = sessionState{KeyID: c.KeyID, Protocol: negotiate(init.ProtocolVersion), Issued: s.now().Unix()}
 			if init.ClientInfo != nil {
 				st.Client = init.ClientInfo.Name
+			}
+			if init.Capabilities.Sampling != nil {
+				st.Asks += "s"
+			}
+			if init.Capabilities.Elicitation != nil {
+				st.Asks += "e"
 			}
 			mc.agent = st.Client
 			if st.Protocol < firstStatelessVersion {
@@ -250,7 +257,11 @@ func baseURL(r *http.Request) string {
 // initializeParams is the part of an initialize request the gateway reads.
 type initializeParams struct {
 	ProtocolVersion string `json:"protocolVersion"`
-	ClientInfo      *struct {
+	Capabilities    struct {
+		Sampling    json.RawMessage `json:"sampling"`
+		Elicitation json.RawMessage `json:"elicitation"`
+	} `json:"capabilities"`
+	ClientInfo *struct {
 		Name string `json:"name"`
 	} `json:"clientInfo"`
 }

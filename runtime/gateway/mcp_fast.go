@@ -89,7 +89,8 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 	}
 
 	// An upstream's log messages turn the answer into an event stream.
-	sw := &sseWriter{w: w, level: "info", ep: ep, keyID: mcpCallFrom(r.Context()).caller.KeyID}
+	mc := mcpCallFrom(r.Context())
+	sw := &sseWriter{w: w, level: "info", ep: ep, keyID: mc.caller.KeyID, asks: mc.asks}
 	if modern {
 		sw.level, _ = p.Meta["io.modelcontextprotocol/logLevel"].(string)
 	}
@@ -141,6 +142,7 @@ type sseWriter struct {
 	level string // the lowest level the client wants; "" for none
 	ep    *mcpEndpoint
 	keyID string // the caller's, who alone may answer its requests
+	asks  string // what the client declared it answers (sessionState.Asks)
 
 	mu      sync.Mutex
 	started bool
@@ -213,6 +215,9 @@ const serverRequestPrefix = "armoriq-req-"
 // The wait is in this replica's memory: an answer POSTed to another
 // replica is not seen, and the call ends at its timeout.
 func (s *sseWriter) request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	if need := map[string]string{"sampling/createMessage": "s", "elicitation/create": "e"}[method]; need == "" || !strings.Contains(s.asks, need) {
+		return nil, &plugins.RPCError{Code: jsonrpc.CodeInvalidParams, Message: method + ": the client did not declare that it answers it"}
+	}
 	var rnd [12]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, err

@@ -264,4 +264,17 @@ func TestMCPRelaysServerRequests(t *testing.T) {
 	if rec := lastAudit(t, g); rec.Tool != "elicit" || rec.Decision != "allowed" {
 		t.Fatalf("audit = %+v", rec)
 	}
+
+	// A client that did not declare elicitation is not asked: the
+	// upstream is refused at once.
+	status, sid, _ = rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "plain", "version": "1"}}})
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d %q", status, sid)
+	}
+	msgs, _ := sseMessages(t, url, g.agentKey, map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"},
+		map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "elicit", "arguments": map[string]any{}}})
+	if b, _ := json.Marshal(msgs); len(msgs) != 1 || !strings.Contains(string(b), "did not declare") {
+		t.Fatalf("tools/call elicit without the capability: %s, want one answer saying the client did not declare it", b)
+	}
 }

@@ -27,6 +27,9 @@ type sessionState struct {
 	Protocol string `json:"v"`           // negotiated protocol version
 	Client   string `json:"c,omitempty"` // clientInfo.name, for the audit's agent
 	Issued   int64  `json:"i"`           // unix seconds
+	// Asks lists the requests the client declared it answers, for those an
+	// upstream sends during a call: "s" sampling, "e" elicitation.
+	Asks string `json:"a,omitempty"`
 }
 
 // sessionPrefix marks the format version of sealed session ids.
