@@ -243,7 +243,7 @@ func (u *adapterUpstream) Status() []UpstreamStatus {
 	st := u.host.Status()
 	out := make([]UpstreamStatus, len(st))
 	for i, s := range st {
-		out[i] = UpstreamStatus{ID: s.ID, Transport: s.Transport, State: string(s.State), LastError: s.LastError, Restarts: s.Restarts, PID: s.PID}
+		out[i] = UpstreamStatus{ID: s.ID, Transport: s.Transport, State: string(s.State), LastError: s.LastError, Restarts: s.Restarts, PID: s.PID, Contract: s.Contract}
 	}
 	return out
 }

@@ -59,6 +59,7 @@ type UpstreamStatus struct {
 	LastError string
 	Restarts  int
 	PID       int // of the adapter process, when there is one
+	Contract  int // the adapter contract version it speaks while up (0: no adapter)
 }
 
 // upstreamRequest is what an MCP client's request carries to the upstream

@@ -16,6 +16,7 @@ type serverState struct {
 	State     string `json:"state"`                // starting, up, down, failed
 	LastError string `json:"last_error,omitempty"` // why it last went down
 	Restarts  int    `json:"restarts,omitempty"`
+	Contract  int    `json:"contract,omitempty"` // adapter contract version, while up
 }
 
 // serverStates reports the state of every configured upstream server, by
@@ -24,7 +25,7 @@ func (s *Server) serverStates() map[string]serverState {
 	sts := s.cfg.Upstream.Status()
 	out := make(map[string]serverState, len(sts))
 	for _, st := range sts {
-		out[st.ID] = serverState{State: st.State, LastError: st.LastError, Restarts: st.Restarts}
+		out[st.ID] = serverState{State: st.State, LastError: st.LastError, Restarts: st.Restarts, Contract: st.Contract}
 	}
 	return out
 }
@@ -54,6 +55,10 @@ func (ep *mcpEndpoint) handleMetrics(w http.ResponseWriter, r *http.Request) err
 	b.WriteString("# HELP armoriq_upstream_restarts_total Adapter restarts after a crash or failed start.\n# TYPE armoriq_upstream_restarts_total counter\n")
 	for _, st := range sts {
 		fmt.Fprintf(&b, "armoriq_upstream_restarts_total{server=%q} %d\n", st.ID, st.Restarts)
+	}
+	b.WriteString("# HELP armoriq_upstream_contract The adapter contract version the upstream's adapter speaks (0 while it is not up).\n# TYPE armoriq_upstream_contract gauge\n")
+	for _, st := range sts {
+		fmt.Fprintf(&b, "armoriq_upstream_contract{server=%q} %d\n", st.ID, st.Contract)
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	_, err := w.Write([]byte(b.String()))

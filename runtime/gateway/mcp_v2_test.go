@@ -105,6 +105,12 @@ func TestMCPRelaysLogMessages(t *testing.T) {
 	g.pushServers("l1", 1, allowAll(), bundle.Server{ID: "v2", Transport: "http", URL: v2Upstream(t), ToolPrefix: "never"})
 	url := g.http.URL + "/mcp"
 	const want = "message 1; message 2; message 3; result"
+	if st := g.srv.serverStates()["v2"]; st.Contract != 2 {
+		t.Errorf("server state %+v, want contract 2", st)
+	}
+	if _, body := g.send("GET", "/metrics", g.adminKey, nil, nil); !strings.Contains(string(body), `armoriq_upstream_contract{server="v2"} 2`) {
+		t.Errorf("metrics lack the contract version:\n%s", body)
+	}
 
 	// A legacy session: the fast path answers with an event stream.
 	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
