@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -29,7 +30,8 @@ import (
 //
 //	ARMORIQ_LOAD=1 go test ./runtime/gateway -run TestMCPLoad -v
 //
-// ARMORIQ_LOAD_ROUND sets a round's length (default 2s).
+// ARMORIQ_LOAD_ROUND sets a round's length (default 2s), ARMORIQ_LOAD_SYNC
+// the SQLite durability (full, the default, or normal).
 func TestMCPLoad(t *testing.T) {
 	if os.Getenv("ARMORIQ_LOAD") == "" {
 		t.Skip("set ARMORIQ_LOAD=1 to run the load measurement")
@@ -39,7 +41,16 @@ func TestMCPLoad(t *testing.T) {
 		round = d
 	}
 	upURL, upPID := startHTTPUpstream(t)
-	g := adapterGateway(t, "1", nil)
+	// ARMORIQ_LOAD_SYNC=normal measures with --sqlite-sync normal.
+	var st store.Store
+	if sync := os.Getenv("ARMORIQ_LOAD_SYNC"); sync != "" {
+		var err error
+		if st, err = store.OpenSQLiteSync(context.Background(), filepath.Join(t.TempDir(), "armoriq.db"), sync); err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+	}
+	g := adapterGateway(t, "1", st)
 	g.pushServers("load", 1, allowAll(), bundle.Server{ID: "web", Transport: "http", URL: upURL, ToolPrefix: "never"})
 	adapterPID := 0
 	for _, st := range g.srv.cfg.Upstream.Status() {
