@@ -52,8 +52,10 @@ func gatewayCommand() *command {
 		Use:   "gateway",
 		Short: "Run the gateway that agents call",
 		Long: `Run the armoriq gateway: the ArmorIQ SDK API (/iap/sdk/token, /invoke,
-/iap/sdk/register), the admin API (/v1/...) and policy enforcement with a
-hash-chained audit log.
+/iap/sdk/register), an MCP endpoint for MCP clients (/mcp, Streamable HTTP,
+Authorization: Bearer <api key>), the admin API (/v1/...), policy
+enforcement, and a hash-chained audit log. Every upstream MCP server is
+reached through an adapter process (this binary, or a pinned custom one).
 
 State lives in an embedded SQLite database in --data, or in PostgreSQL with
 --store postgres://... (for several replicas). On first start the gateway
