@@ -52,14 +52,12 @@ func parseAuditFilter(r *http.Request) (store.AuditFilter, error) {
 			*dst = t
 		}
 	}
-	for name, dst := range map[string]*int64{"after": &f.AfterSeq} {
-		if v := q.Get(name); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
-				return f, errorf(KindInvalid, "%s=%q is not a non-negative integer", name, v)
-			}
-			*dst = n
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return f, errorf(KindInvalid, "after=%q is not a non-negative integer", v)
 		}
+		f.AfterSeq = n
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/intent"
 	"github.com/armoriq/controlplane/runtime/store"
 )
 
@@ -209,9 +211,23 @@ func TestTamperedTokenAndPlan(t *testing.T) {
 		t.Errorf("swapped plan: status %d: %v", resp.StatusCode, out)
 	}
 
-	// A token signed by a key the gateway does not know.
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	_ = priv
+	// The same token re-signed by a key the gateway does not know: the
+	// public key it carries is never trusted.
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	var resigned intent.Token
+	raw, _ := json.Marshal(tok["token"])
+	if err := json.Unmarshal(raw, &resigned); err != nil {
+		t.Fatal(err)
+	}
+	if err := intent.SignToken(&resigned, stranger); err != nil {
+		t.Fatal(err)
+	}
+	resp, out = g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, map[string]any{"token": resigned, "csrg_token": resigned, "intent_token": map[string]any{"token": resigned, "plan": tok["plan_echo"], "intent_reference": tok["intent_reference"]}})
+	if resp.StatusCode != 401 || !strings.Contains(out["message"].(string), "not signed by this gateway") {
+		t.Errorf("token signed by an unknown key: status %d: %v", resp.StatusCode, out)
+	}
+
+	// A genuine token used by another API key.
 	resp, out = g.sdkInvoke(g.createKey("agent2", "agent"), tok, "tools", "echo", map[string]any{"text": "hi"}, nil)
 	if resp.StatusCode != 401 || !strings.Contains(out["message"].(string), "another API key") {
 		t.Errorf("token used by another key: status %d: %v", resp.StatusCode, out)
@@ -425,5 +441,3 @@ func TestAuditEndpoints(t *testing.T) {
 		t.Errorf("audit export contains an API key: %s", data)
 	}
 }
-
-var _ = bundle.FormatVersion

@@ -100,11 +100,13 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	if ab != nil {
 		pv.BundleRevision = ab.b.Manifest.Revision
 	}
+	// The first denied step and its decision go into the audit record.
 	var firstDenial policy.Decision
+	var firstDenied intent.Step
 	for _, st := range plan.Steps {
 		d := s.decide(ab, &policy.Request{User: user, Agent: req.AgentID, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
 		if d.Effect == policy.Deny && len(pv.DeniedTools) == 0 {
-			firstDenial = d
+			firstDenial, firstDenied = d, st
 		}
 		switch d.Effect {
 		case policy.Allow:
@@ -121,13 +123,7 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	}
 	planHash := intent.PlanHash(plan)
 	if len(pv.DeniedTools) > 0 {
-		first := plan.Steps[0]
-		for _, st := range plan.Steps {
-			if contains(pv.DeniedTools, st.Action) {
-				first = st
-				break
-			}
-		}
+		first := firstDenied
 		err := s.audit(ctx, store.AuditRecord{
 			Time: now.UTC(), RequestID: requestID(r), APIKeyID: c.KeyID, Service: c.Name, User: user, Agent: req.AgentID,
 			Server: first.MCP, Tool: first.Action, Arguments: auditArgs(first.Params), Decision: store.Blocked, Rule: firstDenial.RuleID,
