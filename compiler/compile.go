@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/schema"
 )
 
@@ -121,7 +122,7 @@ func (c *compilation) policy() bundle.Policy {
 	cfg := c.cfg
 	p := bundle.Policy{Rules: []bundle.Rule{}}
 	for _, g := range cfg.Groups {
-		p.Groups = append(p.Groups, bundle.Group{Name: g.Name, Members: nonNil(g.Members)})
+		p.Groups = append(p.Groups, bundle.Group{Name: g.Name, Members: normalizeEmails(g.Members)})
 	}
 	if cfg.Intent != nil {
 		p.DefaultTTLSeconds = cfg.Intent.TTLSeconds
@@ -180,7 +181,7 @@ func (c *compilation) policy() bundle.Policy {
 			ID:      id,
 			Effect:  r.Effect,
 			Tools:   tools,
-			Users:   r.Users,
+			Users:   nilIfEmpty(normalizeEmails(r.Users)),
 			Groups:  r.Groups,
 			Agents:  r.Agents,
 			When:    r.When,
@@ -292,9 +293,20 @@ func bundlePos(p schema.Pos) bundle.Pos {
 	return bundle.Pos{File: filepath.ToSlash(p.File), Line: p.Line, Col: p.Col}
 }
 
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
+// normalizeEmails writes users and group members the way the engine
+// compares them (policy.NormalizeEmail: trimmed, lower case), so that the
+// bundle shows what is enforced. Never nil.
+func normalizeEmails(l []string) []string {
+	out := make([]string, len(l))
+	for i, u := range l {
+		out[i] = policy.NormalizeEmail(u)
+	}
+	return out
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
 	}
 	return s
 }

@@ -29,7 +29,14 @@ func (a Access) Conditional() bool {
 	return a != AccessAllow && a != AccessHold && a != AccessDeny
 }
 
+// conditionalAccess names a conditional access. A hold whose condition
+// cannot be evaluated denies (fail closed), so a conditional hold over an
+// allow says so: "hold if when (deny if it fails), else allow". A
+// conditional deny needs no such note: it denies either way.
 func conditionalAccess(cond, otherwise policy.Effect) Access {
+	if cond == policy.Hold && otherwise != policy.Deny {
+		return Access(fmt.Sprintf("%s if when (deny if it fails), else %s", cond, otherwise))
+	}
 	return Access(fmt.Sprintf("%s if when, else %s", cond, otherwise))
 }
 
@@ -448,7 +455,7 @@ func (d *AccessDiff) markdown(base, head string, limit int) string {
 	}
 	for _, c := range d.Changes {
 		if c.From.Conditional() || c.To.Conditional() {
-			b.WriteString("\n<sub>\"X if when, else Y\": a rule with a `when` condition applies; its outcome depends on the call's arguments, time or user.</sub>\n")
+			b.WriteString("\n<sub>\"X if when, else Y\": a rule with a `when` condition applies; its outcome depends on the call's arguments, time or user. A deny or hold whose condition cannot be evaluated (a missing or mistyped argument) denies.</sub>\n")
 			break
 		}
 	}

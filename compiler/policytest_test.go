@@ -163,3 +163,71 @@ func TestExamplePolicyTests(t *testing.T) {
 		}
 	}
 }
+
+// TestEmailsAndFailClosed compiles a config whose users, group members and
+// test users are written with spaces and capitals, and whose hold rule's
+// condition cannot be evaluated for a formatted amount: every case must
+// pass, and the bundle must hold the emails as the engine compares them.
+func TestEmailsAndFailClosed(t *testing.T) {
+	const src = `version: v1
+mcp_servers:
+  - id: pay
+    url: https://example.com/mcp
+groups:
+  contractors: [" *@Contractor.Example ", "Eve@Example.com"]
+policy:
+  allow: [pay/*]
+  rules:
+    - name: no-mallory
+      effect: deny
+      tools: [pay/*]
+      users: ["Mallory@Example.com "]
+    - name: no-contractors
+      effect: deny
+      tools: [pay/refund]
+      groups: [contractors]
+    - name: big-payments
+      effect: hold
+      tools: [pay/send]
+      when: args.amount > 1000
+tests:
+  - {name: trailing space, user: "mallory@example.com ", tool: pay/send, args: {amount: 1}, expect: deny}
+  - {name: upper case, user: MALLORY@example.com, tool: pay/send, args: {amount: 1}, expect: deny}
+  - {name: group domain, user: " Bob@CONTRACTOR.example", tool: pay/refund, expect: deny}
+  - {name: group member, user: "EVE@example.com", tool: pay/refund, expect: deny}
+  - {name: formatted amount, user: ann@example.com, tool: pay/send, args: {amount: "5,000"}, expect: deny}
+  - {name: spaced amount, user: ann@example.com, tool: pay/send, args: {amount: " 5000 "}, expect: deny}
+  - {name: missing amount, user: ann@example.com, tool: pay/send, expect: deny}
+  - {name: numeric string, user: ann@example.com, tool: pay/send, args: {amount: "5000"}, expect: hold}
+  - {name: small, user: ann@example.com, tool: pay/send, args: {amount: 5}, expect: allow}
+`
+	cfg := parse(t, "armoriq.yaml", []byte(src))
+	b, err := Compile(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range b.Policy.Rules {
+		if r.ID == "no-mallory" && (len(r.Users) != 1 || r.Users[0] != "mallory@example.com") {
+			t.Errorf("bundle rule no-mallory users = %q, want [mallory@example.com]", r.Users)
+		}
+	}
+	if got := b.Policy.Groups[0].Members; strings.Join(got, ",") != "*@contractor.example,eve@example.com" {
+		t.Errorf("bundle group members = %q, want [*@contractor.example eve@example.com]", got)
+	}
+	e, err := Engine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases, ds := LoadTests("armoriq.yaml", cfg)
+	if ds.HasErrors() {
+		t.Fatal(ds)
+	}
+	for _, r := range RunTests(e, cases) {
+		if !r.Passed() {
+			t.Errorf("%s: got %s by %q (%s), want %s", r.ID, r.Got.Effect, r.Got.RuleID, r.Got.Reason, r.Test.Expect)
+		}
+		if strings.HasSuffix(r.ID, "amount") && !strings.Contains(r.Got.Reason, "rule big-payments (armoriq.yaml:18:7): when condition failed: armoriq.yaml:21:1") {
+			t.Errorf("%s: got reason %q, want it to name the rule, its position and where the condition failed", r.ID, r.Got.Reason)
+		}
+	}
+}

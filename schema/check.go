@@ -156,7 +156,11 @@ func checkGroups(root *node, c *Config, ds *Diagnostics) {
 	}
 }
 
+// validMember reports whether s is an email or "*@domain". Surrounding
+// white space is allowed: the compiler trims it (and lower-cases), as the
+// gateway trims the user of each call.
 func validMember(s string) bool {
+	s = strings.TrimSpace(s)
 	at := strings.LastIndexByte(s, '@')
 	if at < 0 || at == len(s)-1 || strings.ContainsAny(s, " \t\n") {
 		return false

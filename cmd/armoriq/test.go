@@ -155,7 +155,10 @@ func printTestResults(w io.Writer, format string, results []compiler.TestResult,
 			Rule    string `json:"rule,omitempty"`
 			RulePos string `json:"rule_pos,omitempty"`
 			Reason  string `json:"reason"`
-			Pass    bool   `json:"pass"`
+			// WhenError: the deciding rule's condition could not be
+			// evaluated, so it denied (fail closed).
+			WhenError string `json:"when_error,omitempty"`
+			Pass      bool   `json:"pass"`
 		}
 		out := struct {
 			OK      bool      `json:"ok"`
@@ -167,7 +170,7 @@ func printTestResults(w io.Writer, format string, results []compiler.TestResult,
 			jr := jresult{
 				Name: r.ID, Path: r.Path, File: displayPath(r.Test.Pos.File), Line: r.Test.Pos.Line, Col: r.Test.Pos.Col,
 				User: r.Test.User, Tool: r.Test.Tool.String(), Expect: r.Test.Expect, Got: string(r.Got.Effect),
-				Rule: r.Got.RuleID, Reason: r.Got.Reason, Pass: r.Passed(),
+				Rule: r.Got.RuleID, Reason: r.Got.Reason, WhenError: r.Got.WhenError, Pass: r.Passed(),
 			}
 			if r.Got.RuleID != "" {
 				jr.RulePos = rulePos(r.Got)
@@ -225,7 +228,16 @@ func passText(r compiler.TestResult) string {
 	if r.Got.RuleID != "" {
 		by = "rule " + r.Got.RuleID + " (" + rulePos(r.Got) + ")"
 	}
-	return fmt.Sprintf("%s: %s for %s: %s by %s", r.ID, r.Test.Tool.String(), orAnonymous(r.Test.User), r.Got.Effect, by)
+	return fmt.Sprintf("%s: %s for %s: %s by %s", r.ID, r.Test.Tool.String(), orAnonymous(r.Test.User), r.Got.Effect, by) + whenFailure(r.Got)
+}
+
+// whenFailure says why a deny or hold rule denied when its condition
+// could not be evaluated, or "".
+func whenFailure(d policy.Decision) string {
+	if d.WhenError == "" {
+		return ""
+	}
+	return ": when condition failed: " + d.WhenError + " (fail closed)"
 }
 
 func orAnonymous(user string) string {
@@ -246,7 +258,9 @@ func failureText(r compiler.TestResult) string {
 	}
 	// A rule's own reason, or why no rule matched; not the default
 	// "denied by rule ..." that repeats the rule.
-	if r.Got.Reason != "" && !strings.Contains(r.Got.Reason, "rule "+r.Got.RuleID+" (") {
+	if r.Got.WhenError != "" {
+		b.WriteString(whenFailure(r.Got))
+	} else if r.Got.Reason != "" && !strings.Contains(r.Got.Reason, "rule "+r.Got.RuleID+" (") {
 		fmt.Fprintf(&b, ": %s", r.Got.Reason)
 	}
 	return b.String()

@@ -80,7 +80,7 @@ type search struct {
 
 func (s *search) run() {
 	req := s.req
-	s.user = strings.ToLower(req.User) // no allocation when already lower case
+	s.user = NormalizeEmail(req.User)
 	if i := strings.LastIndexByte(s.user, '@'); i >= 0 {
 		s.domain = s.user[i+1:]
 	}
@@ -100,7 +100,11 @@ func (s *search) scanGlobs(g *globIndex, key string, checkServer bool) {
 
 // scan visits one index list, sorted strongest effect first then in rule
 // order, and stops at the first rule that matches or at the first that
-// could not beat the best so far.
+// could not beat the best so far. A deny or hold rule whose condition
+// cannot be evaluated fails closed: it decides deny (see fail). Because of
+// that, once a hold has matched, the later conditional holds are still
+// evaluated: they cannot name the decision, but one that fails turns it
+// into a deny.
 func (s *search) scan(list []entry, checkTool, checkServer bool) {
 	for i := range list {
 		en := &list[i]
@@ -108,8 +112,12 @@ func (s *search) scan(list []entry, checkTool, checkServer bool) {
 		if r.rank < s.bestRank {
 			return
 		}
+		failOnly := false // r cannot name the decision, only fail closed
 		if s.best != nil && r.rank == s.bestRank && r.index > s.best.index {
-			continue
+			if r.rank != rankHold || r.when == nil || s.mode != evalWhen {
+				continue
+			}
+			failOnly = true
 		}
 		if checkServer && !globMatch(en.server, s.req.Server) {
 			continue
@@ -135,8 +143,8 @@ func (s *search) scan(list []entry, checkTool, checkServer bool) {
 			}
 			ok, err := s.eval(r)
 			if err != nil {
-				if r.rank == rankDeny {
-					s.take(r, err) // fail closed
+				if r.rank >= rankHold {
+					s.fail(r, err)
 					return
 				}
 				if s.failNote == "" {
@@ -144,17 +152,29 @@ func (s *search) scan(list []entry, checkTool, checkServer bool) {
 				}
 				continue
 			}
-			if !ok {
+			if !ok || failOnly {
 				continue
 			}
 		}
 		s.take(r, nil)
-		return
+		if r.rank != rankHold {
+			return
+		}
 	}
 }
 
 func (s *search) take(r *rule, err error) {
 	s.best, s.bestRank, s.bestErr = r, r.rank, err
+}
+
+// fail makes r, a deny or hold rule whose condition could not be
+// evaluated, decide deny (fail closed). A deny rule earlier in policy
+// order may still name the decision instead.
+func (s *search) fail(r *rule, err error) {
+	if s.bestRank == rankDeny && s.best.index < r.index {
+		return
+	}
+	s.best, s.bestRank, s.bestErr = r, rankDeny, err
 }
 
 func (s *search) decision() Decision {
@@ -171,7 +191,8 @@ func (s *search) decision() Decision {
 	}
 	d := Decision{Effect: effectOfRank[s.bestRank], RuleID: s.best.id, Pos: s.best.pos, Reason: s.best.reason}
 	if s.bestErr != nil {
-		d.Reason = s.best.label + ": when condition failed: " + s.bestErr.Error() + "; denied (fail closed)"
+		d.WhenError = s.bestErr.Error()
+		d.Reason = s.best.label + ": when condition failed: " + d.WhenError + "; denied (fail closed)"
 	}
 	return d
 }

@@ -363,6 +363,9 @@ func (s *search) fastVariable(n *fastNode) (fastVal, bool) {
 		case bool:
 			return fastVal{kind: fastBool, b: x}, true
 		case string:
+			if infinite(x) {
+				return fastVal{}, false // HCL refuses it, see toCty
+			}
 			str = x
 		default:
 			return fastVal{}, false

@@ -19,6 +19,8 @@ func FuzzWhen(f *testing.F) {
 	f.Add(`substr(args.s, -5, 100) == "x"`, `{"s": "hello"}`)
 	f.Add(`[for k, v in args : v if k != ""]`, `{"a": 1e400}`)
 	f.Add(`args.a == 0.1 || args.b != "x" && !(args.c < 3)`, `{"a": 0.1, "b": "é", "c": 2}`)
+	f.Add(`args.amount > 1000`, `{"amount": "-Inf"}`)
+	f.Add(`try(args.amount, 0) > 1000`, `{"amount": " 5000 "}`)
 	f.Fuzz(func(t *testing.T, expr, argsJSON string) {
 		// A decision must stay cheap whatever the condition: a slow one is
 		// a failure (format with a huge width was one, and was removed).
@@ -33,7 +35,7 @@ func FuzzWhen(f *testing.F) {
 			args = nil
 		}
 		checkFast(t, expr, &Request{User: "u@example.com", Server: "s", Tool: "t", Args: args})
-		for _, effect := range []string{bundle.Allow, bundle.Deny} {
+		for _, effect := range []string{bundle.Allow, bundle.Hold, bundle.Deny} {
 			e, err := Compile(&bundle.Policy{Rules: []bundle.Rule{
 				{ID: "r", Effect: effect, Tools: []string{"s/t"}, When: expr},
 				{ID: "base", Effect: bundle.Allow, Tools: []string{"s/t"}},
@@ -42,10 +44,17 @@ func FuzzWhen(f *testing.F) {
 				continue
 			}
 			d := e.Decide(&Request{User: "u@example.com", Server: "s", Tool: "t", Args: args})
-			switch d.Effect {
-			case Allow, Deny:
+			// Fail closed: with "base" allowing, only r decides
+			// otherwise, and a hold or deny r whose condition
+			// failed denies, saying why.
+			switch {
+			case d.Effect == Allow && d.RuleID == "base":
+			case d.Effect == Allow && effect == bundle.Allow && d.RuleID == "r" && d.WhenError == "":
+			case d.Effect == Hold && effect == bundle.Hold && d.RuleID == "r" && d.WhenError == "":
+			case d.Effect == Deny && effect == bundle.Deny && d.RuleID == "r":
+			case d.Effect == Deny && effect == bundle.Hold && d.RuleID == "r" && d.WhenError != "":
 			default:
-				t.Fatalf("when %q: effect %q", expr, d.Effect)
+				t.Fatalf("when %q as %s with args %s: %+v", expr, effect, argsJSON, d)
 			}
 		}
 	})

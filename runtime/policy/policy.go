@@ -21,7 +21,9 @@ const (
 
 // Request is one tool call to decide.
 type Request struct {
-	User   string   // the end user's email; matched case-insensitively
+	// User is the end user's email, matched case-insensitively and
+	// without surrounding white space (see NormalizeEmail).
+	User   string
 	Groups []string // groups asserted for the user besides the config's groups
 	Agent  string   // agent id
 	Server string   // MCP server id
@@ -40,6 +42,11 @@ type Decision struct {
 	RuleID string
 	Pos    bundle.Pos // the deciding rule's position
 	Reason string     // human-readable; safe to show to the caller
+	// WhenError is set when the deciding rule is a deny or hold rule whose
+	// when condition could not be evaluated: the evaluation error, with
+	// its position. The decision is then deny (fail closed), and Reason
+	// names the rule, its position and this error.
+	WhenError string
 }
 
 // Engine decides requests against one compiled policy. It is immutable
@@ -305,9 +312,18 @@ func splitPattern(p string) (server, tool string, err error) {
 	return server, tool, nil
 }
 
+// NormalizeEmail is the form emails are compared in: surrounding white
+// space removed and lower case, so "Mallory@Example.com " is
+// mallory@example.com. The compiler writes users and group members in this
+// form, and Decide puts Request.User in it. It does not allocate when s is
+// already normalised.
+func NormalizeEmail(s string) string {
+	return strings.ToLower(strings.TrimSpace(s))
+}
+
 // addSubject adds a user entry: "*" (anyone), "*@domain" or an exact email.
 func addSubject(s string, users map[string]struct{}, domains *[]string, anyone *bool) {
-	s = strings.ToLower(strings.TrimSpace(s))
+	s = NormalizeEmail(s)
 	switch {
 	case s == "*":
 		*anyone = true

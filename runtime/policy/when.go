@@ -146,7 +146,7 @@ func (s *search) evalHCL(r *rule) (ok bool, err error) {
 	v, _ = v.Unmark()
 	switch {
 	case !v.IsKnown():
-		return false, fmt.Errorf("condition has no known value")
+		return false, fmt.Errorf("condition has no known value (an argument it reads is \"inf\" or \"Inf\", which would compare as an infinite number)")
 	case v.IsNull():
 		return false, fmt.Errorf("condition is null, not a bool")
 	case v.Type() != cty.Bool:
@@ -268,6 +268,12 @@ func toCty(v any, depth int) (cty.Value, error) {
 	case bool:
 		return cty.BoolVal(v), nil
 	case string:
+		if infinite(v) {
+			// Unknown, so that what reads it has no known value and
+			// fails, and what does not read it is unaffected, as on
+			// the fast path.
+			return cty.UnknownVal(cty.String), nil
+		}
 		return cty.StringVal(v), nil
 	case float64:
 		if math.IsNaN(v) {
@@ -342,6 +348,17 @@ func toCty(v any, depth int) (cty.Value, error) {
 		return toCty(m, depth)
 	}
 	return cty.NilVal, fmt.Errorf("unsupported argument type %T", v)
+}
+
+// infinite reports whether s is a string HCL would convert to an infinite
+// number ("inf" or "Inf", with an optional sign). A condition that reads
+// such an argument fails: "-Inf" > 1000 is false, and a hold on large
+// amounts must not be skipped with it.
+func infinite(s string) bool {
+	if len(s) == 4 && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
+	return s == "inf" || s == "Inf"
 }
 
 type funcTable = map[string]function.Function
