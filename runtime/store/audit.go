@@ -25,9 +25,37 @@ func (d Decision) Valid() bool {
 	return d == Allowed || d == Blocked || d == Held || d == Failed
 }
 
-// AuditRecord is one decision in the audit log. The store sets Seq,
-// PrevHash and Hash; Time defaults to now. Arguments must already be
-// redacted: the store keeps them byte for byte.
+// AuditPhase says which part of a call a record is: "no audit, no action"
+// writes an allowed call as two records, its request (committed before the
+// upstream is called) and its outcome (when the call ends).
+type AuditPhase string
+
+// The phases.
+const (
+	// PhaseDecision is a one-shot decision that never reached an upstream:
+	// blocked, held, refused. It is the zero value, and what every record
+	// written before phases existed is.
+	PhaseDecision AuditPhase = ""
+	// PhaseRequest is an allowed call, committed before the upstream is
+	// called. Its outcome comes in a later PhaseOutcome record.
+	PhaseRequest AuditPhase = "request"
+	// PhaseOutcome is the end of a request (ok or failed, duration);
+	// Concludes names the request's Seq.
+	PhaseOutcome AuditPhase = "outcome"
+	// PhaseApproval is an approval granted or denied by a person.
+	PhaseApproval AuditPhase = "approval"
+)
+
+// Valid reports whether p is one of the known phases.
+func (p AuditPhase) Valid() bool {
+	return p == PhaseDecision || p == PhaseRequest || p == PhaseOutcome || p == PhaseApproval
+}
+
+// AuditRecord is one record in the audit log. The store sets Seq,
+// PrevHash, Hash and HashVersion; Time defaults to now. Arguments must
+// already be redacted: the store keeps them byte for byte. Every field up
+// to Hash is covered by the hash chain; OutcomeMissing and ConcludedBy are
+// computed when records are read.
 type AuditRecord struct {
 	Seq            int64           `json:"seq"`
 	Time           time.Time       `json:"time"`
@@ -46,20 +74,40 @@ type AuditRecord struct {
 	Step           int64           `json:"step"` // plan step index; meaningful when PlanHash is set
 	Outcome        string          `json:"outcome"`
 	DurationMS     int64           `json:"duration_ms"`
+	Phase          AuditPhase      `json:"phase,omitempty"`
+	Concludes      int64           `json:"concludes,omitempty"`   // outcome: the Seq of the request it ends
+	Client         string          `json:"client,omitempty"`      // the client name the caller sent (recorded, never trusted)
+	TraceID        string          `json:"trace_id,omitempty"`    // the call's trace
+	ApprovalID     string          `json:"approval_id,omitempty"` // the approval the call used or decided
 	PrevHash       []byte          `json:"prev_hash"`
 	Hash           []byte          `json:"hash"`
+	// HashVersion is the encoding Hash was computed with: 1 (or 0, in an
+	// export written before versions were recorded) or 2. The store sets
+	// it; a version-1 record has none of the fields from Phase to
+	// ApprovalID.
+	HashVersion int `json:"hash_version,omitempty"`
+
+	// OutcomeMissing (not hashed, set when read): a request record that no
+	// outcome record concludes: the call is still running, or the gateway
+	// stopped (a crash) before its outcome was written.
+	OutcomeMissing bool `json:"outcome_missing,omitempty"`
+	// ConcludedBy (not hashed, set when read): on a request record, the Seq
+	// of the outcome record that concludes it.
+	ConcludedBy int64 `json:"concluded_by,omitempty"`
 }
 
 // AuditFilter selects audit records. Zero fields match everything.
 type AuditFilter struct {
-	User     string
-	Server   string
-	Tool     string
-	Decision Decision
-	Since    time.Time // Time >= Since
-	Until    time.Time // Time < Until
-	AfterSeq int64     // Seq > AfterSeq, for paging
-	Limit    int       // ListAudit: 0 means 100, at most 1000; ExportAudit: 0 means all
+	User      string
+	Server    string
+	Tool      string
+	Decision  Decision
+	Phase     AuditPhase // only records of this phase; PhaseDecision (zero) matches every phase
+	RequestID string     // only records of this request id (a request and its outcome share it)
+	Since     time.Time  // Time >= Since
+	Until     time.Time  // Time < Until
+	AfterSeq  int64      // Seq > AfterSeq, for paging
+	Limit     int        // ListAudit: 0 means 100, at most 1000; ExportAudit: 0 means all
 }
 
 // ProblemKind names what VerifyAudit found wrong.
@@ -83,6 +131,11 @@ type VerifyReport struct {
 	HeadSeq  int64  // the chain head's sequence number
 	HeadHash []byte // the chain head's hash: anchor it elsewhere to detect a full rewrite
 	Problem  *AuditProblem
+	// PendingOutcomes counts the request records (among those checked)
+	// that no outcome record concludes: calls still running, or cut off by
+	// a crash. Not a chain problem; FirstPending is the lowest such Seq.
+	PendingOutcomes int64
+	FirstPending    int64
 }
 
 // OK reports whether the chain verified.
@@ -99,15 +152,34 @@ func (p *AuditProblem) String() string {
 	return fmt.Sprintf("record %d %s: %s", p.Seq, p.Kind, p.Detail)
 }
 
-// auditHashLabel starts every hashed encoding; bump the version to change it.
-const auditHashLabel = "armoriq audit v1"
+// The hash encodings. Version 1 is what records written before phases
+// existed were hashed with; every new record uses auditHashVersion.
+const (
+	auditHashLabelV1 = "armoriq audit v1"
+	auditHashLabelV2 = "armoriq audit v2"
+	auditHashVersion = 2
+)
 
 // zeroHash is the PrevHash of the first record.
 var zeroHash = make([]byte, sha256.Size)
 
 // AuditHash returns the hash of rec: SHA-256 over the canonical encoding of
-// every field except Hash, PrevHash included (see docs/store.md).
+// every hashed field, PrevHash included, in the encoding rec.HashVersion
+// names (see docs/store.md). It returns nil, which matches no stored hash,
+// when the version is unknown or a version-1 record carries a field that
+// version 1 did not have.
 func AuditHash(rec *AuditRecord) []byte {
+	v2 := false
+	switch rec.HashVersion {
+	case 0, 1:
+		if rec.Phase != "" || rec.Concludes != 0 || rec.Client != "" || rec.TraceID != "" || rec.ApprovalID != "" {
+			return nil
+		}
+	case 2:
+		v2 = true
+	default:
+		return nil
+	}
 	h := sha256.New()
 	var buf [8]byte
 	str := func(s []byte) {
@@ -119,7 +191,11 @@ func AuditHash(rec *AuditRecord) []byte {
 		binary.BigEndian.PutUint64(buf[:], uint64(n))
 		h.Write(buf[:])
 	}
-	str([]byte(auditHashLabel))
+	if v2 {
+		str([]byte(auditHashLabelV2))
+	} else {
+		str([]byte(auditHashLabelV1))
+	}
 	num(rec.Seq)
 	num(rec.Time.UnixNano())
 	str([]byte(rec.RequestID))
@@ -137,6 +213,13 @@ func AuditHash(rec *AuditRecord) []byte {
 	num(rec.Step)
 	str([]byte(rec.Outcome))
 	num(rec.DurationMS)
+	if v2 {
+		str([]byte(rec.Phase))
+		num(rec.Concludes)
+		str([]byte(rec.Client))
+		str([]byte(rec.TraceID))
+		str([]byte(rec.ApprovalID))
+	}
 	str(rec.PrevHash)
 	return h.Sum(nil)
 }
@@ -146,12 +229,17 @@ type verifier struct {
 	report   VerifyReport
 	prev     *AuditRecord // last record seen
 	expected int64        // next sequence number
+	// pending holds the requests seen that no outcome has concluded yet.
+	// Outcomes follow their requests closely, so it stays small but for
+	// the requests a crash cut off.
+	pending map[int64]struct{}
 }
 
 func newVerifier(headSeq int64, headHash []byte) *verifier {
 	return &verifier{
 		report:   VerifyReport{HeadSeq: headSeq, HeadHash: headHash},
 		expected: 1,
+		pending:  make(map[int64]struct{}),
 	}
 }
 
@@ -171,6 +259,8 @@ func (v *verifier) next(rec *AuditRecord) bool {
 		v.fail(rec.Seq, Inserted, "past the chain head (seq %d)", v.report.HeadSeq)
 	case rec.Seq != v.expected:
 		v.fail(v.expected, Deleted, "records %d to %d are missing", v.expected, rec.Seq-1)
+	case rec.HashVersion != 1 && rec.HashVersion != auditHashVersion:
+		v.fail(rec.Seq, Edited, "unknown hash version %d", rec.HashVersion)
 	case !bytes.Equal(AuditHash(rec), rec.Hash):
 		v.fail(rec.Seq, Edited, "its fields do not match its hash")
 	case !bytes.Equal(rec.PrevHash, prevHash):
@@ -182,6 +272,12 @@ func (v *verifier) next(rec *AuditRecord) bool {
 			v.fail(v.prev.Seq, Inserted, "record %d does not link to it", rec.Seq)
 		}
 	default:
+		switch rec.Phase {
+		case PhaseRequest:
+			v.pending[rec.Seq] = struct{}{}
+		case PhaseOutcome:
+			delete(v.pending, rec.Concludes)
+		}
 		v.prev = rec
 		v.expected++
 		return true
@@ -191,6 +287,12 @@ func (v *verifier) next(rec *AuditRecord) bool {
 
 // done checks the end of the chain against the head.
 func (v *verifier) done() VerifyReport {
+	v.report.PendingOutcomes = int64(len(v.pending))
+	for seq := range v.pending {
+		if v.report.FirstPending == 0 || seq < v.report.FirstPending {
+			v.report.FirstPending = seq
+		}
+	}
 	if v.report.Problem != nil {
 		return v.report
 	}

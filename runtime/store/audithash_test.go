@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"testing"
@@ -37,5 +38,86 @@ func TestAuditHashVector(t *testing.T) {
 	rec.Step = 1
 	if got := hex.EncodeToString(AuditHash(&rec)); got == want {
 		t.Errorf("AuditHash ignores Step")
+	}
+}
+
+// TestAuditHashVectorV2 pins encoding v2, which every new record uses.
+func TestAuditHashVectorV2(t *testing.T) {
+	rec := AuditRecord{
+		Seq:            2,
+		Time:           time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC),
+		RequestID:      "req-1",
+		APIKeyID:       "abcdefghij12",
+		Service:        "svc",
+		User:           "ann@example.com",
+		Agent:          "agent-1",
+		Server:         "github",
+		Tool:           "create_issue",
+		Arguments:      json.RawMessage(`null`),
+		Decision:       Allowed,
+		Rule:           "allow-github",
+		BundleRevision: "rev1",
+		Outcome:        "ok",
+		DurationMS:     12,
+		Phase:          PhaseOutcome,
+		Concludes:      1,
+		Client:         "claude-code",
+		TraceID:        "4bf92f3577b34da6a3ce929d0e0e4736",
+		ApprovalID:     "apr-1",
+		PrevHash:       bytes.Repeat([]byte{0xab}, 32),
+		HashVersion:    2,
+	}
+	const want = "7c006d2275e7918062a42fc4590ffb3c8d85b94324381b2013b69c728578ec9f"
+	if got := hex.EncodeToString(AuditHash(&rec)); got != want {
+		t.Errorf("AuditHash(v2 vector) = %s, want %s", got, want)
+	}
+	// Every v2 field is covered.
+	for name, edit := range map[string]func(r *AuditRecord){
+		"phase":       func(r *AuditRecord) { r.Phase = PhaseRequest },
+		"concludes":   func(r *AuditRecord) { r.Concludes = 3 },
+		"client":      func(r *AuditRecord) { r.Client = "claude-codf" },
+		"trace_id":    func(r *AuditRecord) { r.TraceID = "" },
+		"approval_id": func(r *AuditRecord) { r.ApprovalID = "apr-2" },
+		// Moving bytes between adjacent fields changes the hash.
+		"client/trace_id boundary": func(r *AuditRecord) { r.Client, r.TraceID = "claude-code4", r.TraceID[1:] },
+	} {
+		r := rec
+		edit(&r)
+		if got := hex.EncodeToString(AuditHash(&r)); got == want {
+			t.Errorf("AuditHash ignores an edit of %s", name)
+		}
+	}
+}
+
+// A version-1 record cannot carry the fields v1 did not hash (else they
+// could be edited unseen), and an unknown version hashes to nothing.
+func TestAuditHashVersions(t *testing.T) {
+	base := AuditRecord{Seq: 1, Decision: Allowed, Arguments: json.RawMessage(`null`), PrevHash: zeroHash}
+	for _, tt := range []struct {
+		name    string
+		edit    func(r *AuditRecord)
+		wantNil bool
+	}{
+		{"v0 (old export) plain", func(r *AuditRecord) {}, false},
+		{"v1 plain", func(r *AuditRecord) { r.HashVersion = 1 }, false},
+		{"v2 plain", func(r *AuditRecord) { r.HashVersion = 2 }, false},
+		{"v1 with a phase", func(r *AuditRecord) { r.HashVersion, r.Phase = 1, PhaseRequest }, true},
+		{"v1 concluding", func(r *AuditRecord) { r.HashVersion, r.Concludes = 1, 4 }, true},
+		{"v0 with a client", func(r *AuditRecord) { r.Client = "x" }, true},
+		{"v1 with a trace", func(r *AuditRecord) { r.HashVersion, r.TraceID = 1, "t" }, true},
+		{"v1 with an approval", func(r *AuditRecord) { r.HashVersion, r.ApprovalID = 1, "a" }, true},
+		{"v3", func(r *AuditRecord) { r.HashVersion = 3 }, true},
+		{"v-1", func(r *AuditRecord) { r.HashVersion = -1 }, true},
+	} {
+		r := base
+		tt.edit(&r)
+		if got := AuditHash(&r); (got == nil) != tt.wantNil {
+			t.Errorf("AuditHash(%s) = %x, want nil: %v", tt.name, got, tt.wantNil)
+		}
+	}
+	v1, v2 := base, base
+	v1.HashVersion, v2.HashVersion = 1, 2
+	if bytes.Equal(AuditHash(&v1), AuditHash(&v2)) {
+		t.Errorf("the same record hashes alike under v1 and v2")
 	}
 }

@@ -2,43 +2,84 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
 )
 
+// auditCols are the stored columns, in scanAudit's order.
 const auditCols = `seq, recorded_at, request_id, api_key_id, service, end_user, agent, server, tool,
-	arguments, decision, rule, bundle_revision, plan_hash, step, outcome, duration_ms, prev_hash, hash`
+	arguments, decision, rule, bundle_revision, plan_hash, step, outcome, duration_ms, prev_hash, hash,
+	hash_version, phase, concludes, client, trace_id, approval_id`
 
-const auditNumCols = 19
+const auditNumCols = 25
+
+// auditPlaceholders is one row of auditCols' placeholders.
+var auditPlaceholders = "(" + strings.TrimSuffix(strings.Repeat("?, ", auditNumCols), ", ") + ")"
+
+// concludedBy selects, for each row a of audit_log, the seq of the outcome
+// that concludes it (NULL if none, or if a is not a request); one lookup in
+// the unique partial index on concludes per row, in the same query.
+const concludedBy = `(SELECT o.seq FROM audit_log o WHERE o.concludes = a.seq AND o.concludes > 0 AND a.phase = 'request')`
 
 func (s *sqlStore) AppendAudit(ctx context.Context, rec AuditRecord) (int64, error) {
 	const op = "append audit"
-	if !rec.Decision.Valid() {
-		return 0, errorf(op, ErrInvalid, "unknown decision %q", rec.Decision)
-	}
-	rec.Arguments = rawJSON(rec.Arguments)
-	if !json.Valid(rec.Arguments) || !utf8.Valid(rec.Arguments) {
-		return 0, errorf(op, ErrInvalid, "arguments are not valid UTF-8 JSON")
-	}
-	for _, f := range []string{rec.RequestID, rec.APIKeyID, rec.Service, rec.User, rec.Agent, rec.Server,
-		rec.Tool, rec.Rule, rec.BundleRevision, rec.PlanHash, rec.Outcome} {
-		if !utf8.ValidString(f) || strings.IndexByte(f, 0) >= 0 {
-			return 0, errorf(op, ErrInvalid, "a text field is not valid UTF-8 or contains NUL")
-		}
+	if err := checkAudit(&rec); err != nil {
+		return 0, errorf(op, ErrInvalid, "%v", err)
 	}
 	if rec.Time.IsZero() {
 		rec.Time = now()
 	}
 	rec.Time = rec.Time.UTC()
+	rec.HashVersion = auditHashVersion
+	rec.Seq, rec.PrevHash, rec.Hash = 0, nil, nil
+	rec.OutcomeMissing, rec.ConcludedBy = false, 0
 	return s.audit.append(ctx, rec)
+}
+
+// checkAudit refuses, before anything is queued, a record the store could
+// not keep exactly as given: both engines must store every text field
+// unchanged (PostgreSQL refuses NUL and invalid UTF-8 in TEXT), and the hash
+// is computed over what is stored.
+func checkAudit(rec *AuditRecord) error {
+	if !rec.Decision.Valid() {
+		return fmt.Errorf("unknown decision %q", rec.Decision)
+	}
+	if !rec.Phase.Valid() {
+		return fmt.Errorf("unknown phase %q", rec.Phase)
+	}
+	switch {
+	case rec.Phase == PhaseOutcome && rec.Concludes <= 0:
+		return fmt.Errorf("an outcome must name the request it concludes")
+	case rec.Phase != PhaseOutcome && rec.Concludes != 0:
+		return fmt.Errorf("only an outcome concludes a request (phase %q)", rec.Phase)
+	}
+	rec.Arguments = rawJSON(rec.Arguments)
+	if !json.Valid(rec.Arguments) || !utf8.Valid(rec.Arguments) {
+		return fmt.Errorf("arguments are not valid UTF-8 JSON")
+	}
+	for _, f := range []struct{ name, v string }{
+		{"request_id", rec.RequestID}, {"api_key_id", rec.APIKeyID}, {"service", rec.Service},
+		{"user", rec.User}, {"agent", rec.Agent}, {"server", rec.Server}, {"tool", rec.Tool},
+		{"rule", rec.Rule}, {"bundle_revision", rec.BundleRevision}, {"plan_hash", rec.PlanHash},
+		{"outcome", rec.Outcome}, {"client", rec.Client}, {"trace_id", rec.TraceID}, {"approval_id", rec.ApprovalID},
+	} {
+		if !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
+			return fmt.Errorf("%s is not valid UTF-8 or contains NUL", f.name)
+		}
+	}
+	return nil
 }
 
 // writeAuditBatch writes one group of records in one transaction. The chain
 // head row is locked first (FOR UPDATE on PostgreSQL; the SQLite writer
 // holds the database write lock), so replicas sharing a database take turns
 // and each batch continues from the head as committed, never from memory.
+// An outcome that does not conclude a request still open is refused on its
+// own (r.err), the rest of the batch is written.
 func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 	const op = "append audit"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -53,22 +94,34 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 	if err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+s.d.forUpdate).Scan(&seq, &prev); err != nil {
 		return dbError(op, err)
 	}
+	if err := s.checkConcludes(ctx, tx, batch); err != nil {
+		return dbError(op, err)
+	}
 	var q strings.Builder
 	q.WriteString(`INSERT INTO audit_log (` + auditCols + `) VALUES `)
 	args := make([]any, 0, len(batch)*auditNumCols)
-	for i, r := range batch {
+	n := 0
+	for _, r := range batch {
+		if r.err != nil {
+			continue
+		}
 		rec := &r.rec
 		seq++
 		rec.Seq, rec.PrevHash = seq, prev
 		rec.Hash = AuditHash(rec)
 		prev = rec.Hash
-		if i > 0 {
+		if n > 0 {
 			q.WriteString(", ")
 		}
-		q.WriteString(`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		n++
+		q.WriteString(auditPlaceholders)
 		args = append(args, rec.Seq, rec.Time.UnixNano(), rec.RequestID, rec.APIKeyID, rec.Service, rec.User,
 			rec.Agent, rec.Server, rec.Tool, string(rec.Arguments), string(rec.Decision), rec.Rule,
-			rec.BundleRevision, rec.PlanHash, rec.Step, rec.Outcome, rec.DurationMS, rec.PrevHash, rec.Hash)
+			rec.BundleRevision, rec.PlanHash, rec.Step, rec.Outcome, rec.DurationMS, rec.PrevHash, rec.Hash,
+			rec.HashVersion, string(rec.Phase), rec.Concludes, rec.Client, rec.TraceID, rec.ApprovalID)
+	}
+	if n == 0 {
+		return nil
 	}
 	if _, err := tx.ExecContext(ctx, s.q(q.String()), args...); err != nil {
 		return dbError(op, err)
@@ -80,19 +133,86 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 		return dbError(op, err)
 	}
 	for _, r := range batch {
-		r.seq = r.rec.Seq
+		if r.err == nil {
+			r.seq = r.rec.Seq
+		}
 	}
 	return nil
 }
 
-func scanAudit(sc interface{ Scan(...any) error }) (AuditRecord, error) {
+// checkConcludes sets r.err on each outcome of the batch that does not
+// conclude a request record still without an outcome: one query for the
+// batch, under the chain lock, so two outcomes for one request cannot both
+// pass.
+func (s *sqlStore) checkConcludes(ctx context.Context, tx *sql.Tx, batch []*appendReq) error {
+	var ids []any
+	for _, r := range batch {
+		if r.rec.Phase == PhaseOutcome {
+			ids = append(ids, r.rec.Concludes)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	type target struct {
+		phase       AuditPhase
+		concludedBy sql.NullInt64
+	}
+	found := make(map[int64]target, len(ids))
+	rows, err := tx.QueryContext(ctx, s.q(`SELECT a.seq, a.phase, `+concludedBy+` FROM audit_log a
+		WHERE a.seq IN (`+strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")+`)`), ids...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		var t target
+		if err := rows.Scan(&seq, &t.phase, &t.concludedBy); err != nil {
+			return err
+		}
+		found[seq] = t
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	claimed := make(map[int64]bool)
+	for _, r := range batch {
+		if r.rec.Phase != PhaseOutcome {
+			continue
+		}
+		c := r.rec.Concludes
+		t, ok := found[c]
+		switch {
+		case !ok:
+			r.err = errorf("append audit", ErrInvalid, "outcome concludes record %d, which does not exist", c)
+		case t.phase != PhaseRequest:
+			r.err = errorf("append audit", ErrInvalid, "outcome concludes record %d, which is not a request", c)
+		case t.concludedBy.Valid || claimed[c]:
+			r.err = errorf("append audit", ErrInvalid, "request %d already has an outcome", c)
+		default:
+			claimed[c] = true
+		}
+	}
+	return nil
+}
+
+func scanAudit(sc interface{ Scan(...any) error }, withConcluded bool) (AuditRecord, error) {
 	var r AuditRecord
 	var at int64
-	var args, decision string
-	err := sc.Scan(&r.Seq, &at, &r.RequestID, &r.APIKeyID, &r.Service, &r.User, &r.Agent, &r.Server, &r.Tool,
+	var args, decision, phase string
+	var by sql.NullInt64
+	dst := []any{&r.Seq, &at, &r.RequestID, &r.APIKeyID, &r.Service, &r.User, &r.Agent, &r.Server, &r.Tool,
 		&args, &decision, &r.Rule, &r.BundleRevision, &r.PlanHash, &r.Step, &r.Outcome, &r.DurationMS,
-		&r.PrevHash, &r.Hash)
-	r.Time, r.Arguments, r.Decision = time.Unix(0, at).UTC(), json.RawMessage(args), Decision(decision)
+		&r.PrevHash, &r.Hash, &r.HashVersion, &phase, &r.Concludes, &r.Client, &r.TraceID, &r.ApprovalID}
+	if withConcluded {
+		dst = append(dst, &by)
+	}
+	err := sc.Scan(dst...)
+	r.Time, r.Arguments, r.Decision, r.Phase = time.Unix(0, at).UTC(), json.RawMessage(args), Decision(decision), AuditPhase(phase)
+	if r.Phase == PhaseRequest && withConcluded {
+		r.ConcludedBy, r.OutcomeMissing = by.Int64, !by.Valid
+	}
 	return r, err
 }
 
@@ -116,6 +236,12 @@ func (s *sqlStore) auditQuery(f AuditFilter) (string, []any) {
 	if f.Decision != "" {
 		add("decision = ?", string(f.Decision))
 	}
+	if f.Phase != "" {
+		add("phase = ?", string(f.Phase))
+	}
+	if f.RequestID != "" {
+		add("request_id = ?", f.RequestID)
+	}
 	if !f.Since.IsZero() {
 		add("recorded_at >= ?", f.Since.UnixNano())
 	}
@@ -123,13 +249,13 @@ func (s *sqlStore) auditQuery(f AuditFilter) (string, []any) {
 		add("recorded_at < ?", f.Until.UnixNano())
 	}
 	if f.AfterSeq > 0 {
-		add("seq > ?", f.AfterSeq)
+		add("a.seq > ?", f.AfterSeq)
 	}
-	q := `SELECT ` + auditCols + ` FROM audit_log`
+	q := `SELECT ` + auditCols + `, ` + concludedBy + ` AS concluded_by FROM audit_log a`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	q += ` ORDER BY seq`
+	q += ` ORDER BY a.seq`
 	if f.Limit > 0 {
 		q += ` LIMIT ?`
 		args = append(args, f.Limit)
@@ -164,7 +290,7 @@ func (s *sqlStore) exportAudit(ctx context.Context, op string, f AuditFilter, fn
 	}
 	defer rows.Close()
 	for rows.Next() {
-		r, err := scanAudit(rows)
+		r, err := scanAudit(rows, true)
 		if err != nil {
 			return dbError(op, err)
 		}
@@ -196,7 +322,7 @@ func (s *sqlStore) VerifyAudit(ctx context.Context) (VerifyReport, error) {
 	}
 	defer rows.Close()
 	for rows.Next() {
-		r, err := scanAudit(rows)
+		r, err := scanAudit(rows, false)
 		if err != nil {
 			return VerifyReport{}, dbError(op, err)
 		}

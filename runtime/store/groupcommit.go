@@ -13,7 +13,7 @@ import (
 // SQLite, one round of WAL flush on PostgreSQL); alone, a record is written
 // at once.
 const (
-	maxAuditBatch = 128 // 128 rows × 19 columns stays far below both engines' parameter limits
+	maxAuditBatch = 128 // 128 rows × 25 columns stays far below both engines' parameter limits
 	auditQueue    = 1024
 )
 
@@ -28,7 +28,7 @@ type appendReq struct {
 	rec   AuditRecord
 	state atomic.Int32
 	seq   int64
-	err   error
+	err   error // set by write for a record refused on its own, or for the whole batch
 	done  chan struct{}
 }
 
@@ -37,7 +37,11 @@ type auditWriter struct {
 	closed bool
 	queue  chan *appendReq
 	exited chan struct{}
-	write  func([]*appendReq) error // writes and commits a batch, setting seq on each
+	// write writes and commits a batch, setting seq on each record written
+	// and err on each refused on its own; an error fails the whole batch.
+	write func([]*appendReq) error
+	// queued counts records accepted and not yet answered (tests wait on it).
+	queued atomic.Int64
 }
 
 func newAuditWriter(write func([]*appendReq) error) *auditWriter {
@@ -63,6 +67,7 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 	}
 	select {
 	case w.queue <- r:
+		w.queued.Add(1)
 		w.mu.RUnlock()
 	case <-ctx.Done():
 		w.mu.RUnlock()
@@ -100,6 +105,8 @@ func (w *auditWriter) run() {
 		for _, r := range batch {
 			if r.state.CompareAndSwap(reqQueued, reqTaken) {
 				live = append(live, r)
+			} else {
+				w.queued.Add(-1)
 			}
 		}
 		if len(live) == 0 {
@@ -107,7 +114,10 @@ func (w *auditWriter) run() {
 		}
 		err := w.write(live)
 		for _, r := range live {
-			r.err = err
+			if r.err == nil {
+				r.err = err
+			}
+			w.queued.Add(-1)
 			close(r.done)
 		}
 	}

@@ -89,13 +89,31 @@ var migrations = []migration{
 		`CREATE INDEX audit_log_end_user ON audit_log (end_user, seq)`,
 		`CREATE INDEX audit_log_server_tool ON audit_log (server, tool, seq)`,
 	}},
+	// Audit before action: a call is a request record and an outcome
+	// record; new records are hashed with encoding v2, which covers the new
+	// columns. Rows already stored keep hash_version 1 and still verify.
+	{2, "audit phases, hash v2, revocation times", []string{
+		`ALTER TABLE audit_log ADD COLUMN hash_version BIGINT NOT NULL DEFAULT 1`,
+		`ALTER TABLE audit_log ADD COLUMN phase TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE audit_log ADD COLUMN concludes BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE audit_log ADD COLUMN client TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE audit_log ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE audit_log ADD COLUMN approval_id TEXT NOT NULL DEFAULT ''`,
+		// At most one outcome per request; also the lookup that finds a
+		// request's outcome (queries repeat concludes > 0 to use it).
+		`CREATE UNIQUE INDEX audit_log_concludes ON audit_log (concludes) WHERE concludes > 0`,
+		`CREATE INDEX audit_log_request_id ON audit_log (request_id, seq)`,
+		`CREATE INDEX api_keys_revoked_at ON api_keys (revoked_at) WHERE revoked_at IS NOT NULL`,
+		`CREATE INDEX tokens_revoked_at ON tokens (revoked_at) WHERE revoked_at IS NOT NULL`,
+	}},
 }
 
-// migrate applies the migrations the database lacks, all in one
+// migrate applies the steps the database lacks (all of migrations, but
+// for tests that build an older schema), all in one
 // transaction. On PostgreSQL a transaction-scoped advisory lock makes a
 // second process starting at the same moment wait, then find nothing to do;
 // on SQLite the writer's BEGIN IMMEDIATE does the same.
-func migrate(ctx context.Context, db *sql.DB, d *dialect) error {
+func migrate(ctx context.Context, db *sql.DB, d *dialect, steps []migration) error {
 	const op = "migrate"
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -116,11 +134,11 @@ func migrate(ctx context.Context, db *sql.DB, d *dialect) error {
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
 		return dbError(op, err)
 	}
-	latest := migrations[len(migrations)-1].version
+	latest := steps[len(steps)-1].version
 	if current > latest {
 		return errorf(op, ErrConflict, "database schema version %d is newer than this binary's %d", current, latest)
 	}
-	for _, m := range migrations {
+	for _, m := range steps {
 		if m.version <= current {
 			continue
 		}

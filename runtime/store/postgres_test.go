@@ -41,7 +41,7 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	if _, err := other.RevokeToken(ctx, "t1"); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := next(), (Revocation{RevokedToken, "t1"}); got != want {
+	if got, want := next(), (Revocation{Kind: RevokedToken, ID: "t1"}); got != want {
 		t.Errorf("after reconnecting: got %+v, want %+v", got, want)
 	}
 	if now := s.(*sqlStore).listener.pid.Load(); now == pid {
@@ -73,7 +73,7 @@ func TestPostgresSchemasDoNotShareRevocations(t *testing.T) {
 	}
 	select {
 	case r := <-chB:
-		if r != (Revocation{RevokedToken, "same-id"}) {
+		if r != (Revocation{Kind: RevokedToken, ID: "same-id"}) {
 			t.Errorf("store b heard %+v, want its own revocation", r)
 		}
 	case <-time.After(10 * time.Second):

@@ -72,7 +72,7 @@ type sqlStore struct {
 var _ Store = (*sqlStore)(nil)
 
 func newSQLStore(ctx context.Context, d *dialect, w, r *sql.DB) (*sqlStore, error) {
-	if err := migrate(ctx, w, d); err != nil {
+	if err := migrate(ctx, w, d, migrations); err != nil {
 		return nil, err
 	}
 	s := &sqlStore{d: d, w: w, r: r, hub: newHub()}
@@ -423,6 +423,29 @@ func (s *sqlStore) Subscribe(ctx context.Context) (<-chan Revocation, error) {
 		}
 	}
 	return s.hub.subscribe(ctx)
+}
+
+func (s *sqlStore) RevokedSince(ctx context.Context, t time.Time) ([]Revocation, error) {
+	const op = "revoked since"
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT 'apikey', id, revoked_at FROM api_keys WHERE revoked_at >= ?
+		UNION ALL SELECT 'token', id, revoked_at FROM tokens WHERE revoked_at >= ?
+		ORDER BY 3, 1, 2`), t.UnixNano(), t.UnixNano())
+	if err != nil {
+		return nil, dbError(op, err)
+	}
+	defer rows.Close()
+	var out []Revocation
+	for rows.Next() {
+		var r Revocation
+		var kind string
+		var at int64
+		if err := rows.Scan(&kind, &r.ID, &at); err != nil {
+			return nil, dbError(op, err)
+		}
+		r.Kind, r.At = RevocationKind(kind), time.Unix(0, at).UTC()
+		out = append(out, r)
+	}
+	return out, dbError(op, rows.Err())
 }
 
 func (s *sqlStore) Close() error {

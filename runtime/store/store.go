@@ -86,6 +86,10 @@ type Store interface {
 	// and (on PostgreSQL) from every replica, until ctx ends or the store
 	// is closed; then the channel is closed.
 	Subscribe(ctx context.Context) (<-chan Revocation, error)
+	// RevokedSince returns the key and token revocations whose revocation
+	// time is at or after t, oldest first, each with At set. A subscriber
+	// that receives Resync calls it to catch up on what it did not hear.
+	RevokedSince(ctx context.Context, t time.Time) ([]Revocation, error)
 
 	// Close commits pending audit appends, then releases the database.
 	Close() error
@@ -172,7 +176,8 @@ type BundleStatus struct {
 type RevocationKind string
 
 // The revocation kinds. Resync means events may have been missed (the
-// listener reconnected): drop any cached key or token state.
+// listener reconnected): drop any cached key or token state, and catch up
+// with RevokedSince(Resync's At minus a margin for clock skew).
 const (
 	RevokedAPIKey RevocationKind = "apikey"
 	RevokedToken  RevocationKind = "token"
@@ -184,6 +189,11 @@ const (
 type Revocation struct {
 	Kind RevocationKind
 	ID   string
+	// At is when it was revoked in RevokedSince's results. On a Resync
+	// event it is the last moment the listener was known to hear every
+	// revocation: anything revoked since may have been missed. Zero on
+	// the other events.
+	At time.Time
 }
 
 func (r Revocation) payload() string { return string(r.Kind) + ":" + r.ID }

@@ -32,6 +32,11 @@ func testStore(t *testing.T, e engine) {
 		{"AuditDurable", testAuditDurable},
 		{"AuditCloseFlushes", testAuditCloseFlushes},
 		{"Revocations", testRevocations},
+		{"AuditPhases", testAuditPhases},
+		{"AuditRefusesUnstorable", testAuditRefusesUnstorable},
+		{"AuditMigrateV1", testAuditMigrateV1},
+		{"AuditCloseCommitsQueuedOutcomes", testAuditCloseCommitsQueuedOutcomes},
+		{"RevokedSince", testRevokedSince},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, e) })
@@ -491,17 +496,17 @@ func forgeAfter(t *testing.T, s Store, seq int64) AuditRecord {
 		t.Fatalf("ListAudit(seq %d) = %v, %v", seq, recs, err)
 	}
 	f := auditRec(1000)
-	f.Seq, f.Time, f.PrevHash = seq+1, time.Now().UTC(), recs[0].Hash
+	f.Seq, f.Time, f.PrevHash, f.HashVersion = seq+1, time.Now().UTC(), recs[0].Hash, auditHashVersion
 	f.Hash = AuditHash(&f)
 	return f
 }
 
 func insertRaw(t *testing.T, s Store, r AuditRecord) {
 	t.Helper()
-	raw(t, s, `INSERT INTO audit_log (`+auditCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	raw(t, s, `INSERT INTO audit_log (`+auditCols+`) VALUES `+auditPlaceholders,
 		r.Seq, r.Time.UnixNano(), r.RequestID, r.APIKeyID, r.Service, r.User, r.Agent, r.Server, r.Tool,
 		string(r.Arguments), string(r.Decision), r.Rule, r.BundleRevision, r.PlanHash, r.Step, r.Outcome,
-		r.DurationMS, r.PrevHash, r.Hash)
+		r.DurationMS, r.PrevHash, r.Hash, r.HashVersion, string(r.Phase), r.Concludes, r.Client, r.TraceID, r.ApprovalID)
 }
 
 func testAuditListExport(t *testing.T, e engine) {
@@ -675,7 +680,7 @@ func testRevocations(t *testing.T, e engine) {
 	if _, err := a.RevokeToken(ctx, "tok-9"); err != nil {
 		t.Fatal(err)
 	}
-	want := []Revocation{{RevokedAPIKey, id}, {RevokedToken, "tok-9"}}
+	want := []Revocation{{Kind: RevokedAPIKey, ID: id}, {Kind: RevokedToken, ID: "tok-9"}}
 	expect := func(name string, ch <-chan Revocation) {
 		for _, w := range want {
 			select {
