@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,6 +41,8 @@ type gatewayOptions struct {
 	readyFile   string
 	sqliteSync  string
 	settings    string
+	adminAddr   string
+	adminKey    string
 	// adapterTimeout and adapterConc bound each upstream server's adapter:
 	// the time one call may take, and the calls in flight.
 	adapterTimeout time.Duration
@@ -93,7 +96,9 @@ the rest from a YAML map of flag names to values (lists for --trust-key).`,
 			fs.DurationVar(&o.adapterTimeout, "adapter-timeout", 60*time.Second, "time limit of one call inside an upstream server's adapter")
 			fs.IntVar(&o.adapterConc, "adapter-concurrency", 64, "calls in flight per upstream server's adapter")
 			fs.StringVar(&o.sqliteSync, "sqlite-sync", "full", "SQLite commit durability: full (fsync each commit: survives power loss) or normal (survives a gateway crash, not a power loss; faster)")
-			fs.StringVar(&o.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves (for scripts and supervisors)")
+			fs.StringVar(&o.adminAddr, "admin-addr", "", "serve /metrics and /debug/pprof/ without authentication on this separate address (HOST:PORT; off by default)")
+			fs.StringVar(&o.adminKey, "admin-key-file", "", "file holding an admin API key (armoriq keygen --api-key) that the gateway makes sure exists, instead of creating DATA/admin.key")
+			fs.StringVar(&o.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves, and the --admin-addr URL on a second line (for scripts and supervisors)")
 		},
 		MaxArgs: 0,
 		Run: func(ctx context.Context, e *env, args []string) error {
@@ -300,7 +305,19 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	}
 	defer srv.Close()
 
-	if key, created, err := srv.Bootstrap(ctx); err != nil {
+	if o.adminKey != "" {
+		data, err := os.ReadFile(o.adminKey)
+		if err != nil {
+			return usageErrorf("--admin-key-file: %v", err)
+		}
+		created, err := srv.EnsureAdminKey(ctx, strings.TrimSpace(string(data)))
+		if err != nil {
+			return usageErrorf("--admin-key-file %s: %v", o.adminKey, err)
+		}
+		if created {
+			log.Info("created the admin API key of the key file", "file", o.adminKey)
+		}
+	} else if key, created, err := srv.Bootstrap(ctx); err != nil {
 		return fmt.Errorf("creating the admin key: %v", err)
 	} else if created {
 		path := filepath.Join(o.data, "admin.key")
@@ -338,11 +355,31 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	log.Info("gateway listening", "addr", ln.Addr().String(), "store", storeKind(dsn))
 	fmt.Fprintf(e.Stdout, "armoriq gateway listening on http://%s\n", ln.Addr())
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
+	var adminURL string
+	if o.adminAddr != "" {
+		aln, err := net.Listen("tcp", o.adminAddr)
+		if err != nil {
+			hs.Close()
+			return usageErrorf("cannot listen on --admin-addr %s: %v", o.adminAddr, err)
+		}
+		as := &http.Server{Handler: adminHandler(srv), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		defer as.Close()
+		go func() {
+			if err := as.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin listener: %v", err)
+			}
+		}()
+		log.Info("admin listener: metrics and pprof", "addr", aln.Addr().String())
+		adminURL = "http://" + aln.Addr().String()
+	}
 	if o.readyFile != "" {
 		if err := writeFileAtomic(o.readyFile, func(f *os.File) error {
 			_, err := fmt.Fprintf(f, "http://%s\n", ln.Addr())
+			if err == nil && adminURL != "" {
+				_, err = fmt.Fprintln(f, adminURL)
+			}
 			return err
 		}); err != nil {
 			log.Warn("cannot write the ready file", "file", o.readyFile, "error", err)
@@ -362,6 +399,20 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	}
 	log.Info("gateway stopped")
 	return nil
+}
+
+// adminHandler serves the operator's endpoints of --admin-addr: the
+// metrics and the runtime profiles. It has no authentication: bind it to
+// an address only operators and the metrics scraper reach.
+func adminHandler(srv *gateway.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", srv.MetricsHandler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 func storeKind(dsn string) string {

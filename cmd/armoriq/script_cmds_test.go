@@ -9,6 +9,7 @@ func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []st
 		"mcpserver":      cmdMCPServer,      // mcpserver_test.go
 		"deadurl":        cmdDeadURL,        // mcpserver_test.go
 		"waitready":      cmdWaitReady,      // gateway_script_test.go
+		"httpget":        cmdHTTPGet,        // gateway_script_test.go
 		"fakegithub":     cmdFakeGitHub,     // github_script_test.go
 		"githubrequests": cmdGitHubRequests, // github_script_test.go
 	}

@@ -58,7 +58,7 @@ type mcpEndpoint struct {
 
 // newMCPEndpoint builds the endpoint for routes.
 func (s *Server) newMCPEndpoint() *mcpEndpoint {
-	ep := &mcpEndpoint{s: s, sealer: s.newSessionSealer(), metrics: newMCPMetrics()}
+	ep := &mcpEndpoint{s: s, sealer: s.newSessionSealer(), metrics: s.mcpMetrics}
 	ep.cat.ep = ep
 	ep.sdk = mcp.NewStreamableHTTPHandler(ep.server, &mcp.StreamableHTTPOptions{
 		// The SDK logs each request at info and client mistakes at error:

@@ -31,9 +31,9 @@ func (s *Server) serverStates() map[string]serverState {
 }
 
 // handleMetrics serves a few counters in the Prometheus text format.
-func (ep *mcpEndpoint) handleMetrics(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
 	var b strings.Builder
-	m := ep.metrics
+	m := s.mcpMetrics
 	b.WriteString("# HELP armoriq_mcp_requests_total HTTP requests to /mcp.\n# TYPE armoriq_mcp_requests_total counter\n")
 	fmt.Fprintf(&b, "armoriq_mcp_requests_total %d\n", m.requests.Load())
 	b.WriteString("# HELP armoriq_mcp_tool_calls_total MCP tools/call by decision.\n# TYPE armoriq_mcp_tool_calls_total counter\n")
@@ -42,7 +42,7 @@ func (ep *mcpEndpoint) handleMetrics(w http.ResponseWriter, r *http.Request) err
 	}
 	b.WriteString("# HELP armoriq_mcp_tool_call_seconds_total Time spent in MCP tools/call.\n# TYPE armoriq_mcp_tool_call_seconds_total counter\n")
 	fmt.Fprintf(&b, "armoriq_mcp_tool_call_seconds_total %g\n", float64(m.nanos.Load())/1e9)
-	sts := ep.s.cfg.Upstream.Status()
+	sts := s.cfg.Upstream.Status()
 	sort.Slice(sts, func(i, j int) bool { return sts[i].ID < sts[j].ID })
 	b.WriteString("# HELP armoriq_upstream_up Whether the upstream MCP server's adapter is up (1) or not (0).\n# TYPE armoriq_upstream_up gauge\n")
 	for _, st := range sts {
@@ -64,6 +64,11 @@ func (ep *mcpEndpoint) handleMetrics(w http.ResponseWriter, r *http.Request) err
 	_, err := w.Write([]byte(b.String()))
 	return err
 }
+
+// MetricsHandler serves the metrics without authentication, for the
+// separate admin listener (armoriq gateway --admin-addr); the main listener
+// serves them at GET /metrics to viewer keys.
+func (s *Server) MetricsHandler() http.Handler { return s.handle(s.handleMetrics) }
 
 // mcpMetrics counts the MCP endpoint's traffic for GET /metrics.
 type mcpMetrics struct {

@@ -15,6 +15,9 @@ func (s *Server) routes() http.Handler {
 
 	// ArmorIQ SDK API (armoriq-compat).
 	mux.Handle("GET /health", s.handle(s.handleHealth))
+	// Probes (docs/operations.md): alive, and ready to serve calls.
+	mux.Handle("GET /healthz", s.handle(s.handleHealthz))
+	mux.Handle("GET /readyz", s.handle(s.handleReadyz))
 	mux.Handle("POST /iap/sdk/token", agent(s.handleSDKToken))
 	mux.Handle("POST /v1/tokens", agent(s.handleSDKToken))
 	mux.Handle("POST /invoke", agent(s.handleInvoke))
@@ -41,7 +44,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/mcp", ep)
 	mux.Handle("GET /.well-known/oauth-protected-resource", s.handle(s.handleResourceMetadata))
 	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", s.handle(s.handleResourceMetadata))
-	mux.Handle("GET /metrics", viewer(ep.handleMetrics))
+	mux.Handle("GET /metrics", viewer(s.handleMetrics))
 
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return errorf(KindNotFound, "no route for %s %s", r.Method, r.URL.Path)

@@ -80,6 +80,8 @@ type Server struct {
 	tokens   tokenCache
 	inflight inflightSet
 
+	mcpMetrics *mcpMetrics
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -122,7 +124,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Upstream == nil {
 		cfg.Upstream = NewHTTPUpstream(nil)
 	}
-	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now}
+	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now, mcpMetrics: newMCPMetrics()}
 	s.keys.init()
 	s.tokens.init()
 	s.inflight.init()
@@ -177,6 +179,48 @@ func (s *Server) Bootstrap(ctx context.Context) (key string, created bool, err e
 		return "", false, err
 	}
 	return full, true, nil
+}
+
+// EnsureAdminKey makes full, a complete API key (ak_live_<id>_<secret>)
+// that an operator keeps in a secret store, an admin key of this gateway:
+// created if the store has no key with its id, accepted if it has that very
+// key. A key with that id and another secret or role, or a revoked one, is
+// an error: a file never overrides or resurrects a key in the store.
+// Replicas starting at once with the same file all succeed. Errors never
+// contain the key.
+func (s *Server) EnsureAdminKey(ctx context.Context, full string) (created bool, err error) {
+	id, secret, err := store.ParseAPIKey(full)
+	if err != nil {
+		return false, fmt.Errorf("not an API key: %v", err)
+	}
+	check := func() (bool, error) {
+		k, err := s.store.GetAPIKey(ctx, id)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case !store.CheckAPISecret(id, secret, k.SecretHash):
+			return false, fmt.Errorf("the store has another key with id %s: refusing to replace it", id)
+		case k.Revoked():
+			return false, fmt.Errorf("admin key %s was revoked: put a new key in the file", id)
+		case k.Role != store.RoleAdmin:
+			return false, fmt.Errorf("key %s has role %s, not admin", id, k.Role)
+		}
+		return false, nil
+	}
+	if _, err := s.store.GetAPIKey(ctx, id); err == nil {
+		return check()
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	err = s.store.CreateAPIKey(ctx, store.APIKey{
+		ID: id, Name: "admin (key file)", Role: store.RoleAdmin, SecretHash: store.HashAPISecret(id, secret),
+		Last4: store.APIKeyLast4(full), CreatedAt: s.now().UTC(),
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return check() // another replica created it first
+	}
+	return err == nil, err
 }
 
 func (s *Server) loadSigningKeys(ctx context.Context) error {
