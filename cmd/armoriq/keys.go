@@ -28,6 +28,7 @@ type keyInfo struct {
 	ID        string     `json:"id"`
 	Name      string     `json:"name"`
 	Role      string     `json:"role"`
+	Agent     string     `json:"agent,omitempty"`
 	Last4     string     `json:"last4"`
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
@@ -36,16 +37,17 @@ type keyInfo struct {
 
 func keysCreateCommand() *command {
 	var g gatewayFlags
-	var name, role string
+	var name, role, agent string
 	var asJSON bool
 	return &command{
-		Use:     "create --name NAME --role admin|agent|viewer",
+		Use:     "create --name NAME --role admin|agent|viewer [--agent AGENT]",
 		Short:   "Create an API key (shown once)",
 		Example: "  armoriq keys create --name ci-agent --role agent --api-key-file .armoriq-data/admin.key",
 		Flags: func(fs *pflag.FlagSet) {
 			g.register(fs)
 			fs.StringVar(&name, "name", "", "a name for the key (who or what uses it)")
 			fs.StringVar(&role, "role", "agent", "role: admin, agent or viewer")
+			fs.StringVar(&agent, "agent", "", "the agent identity policy rules' agents: match for calls with this key (default: the key's name); callers cannot choose it")
 			fs.BoolVar(&asJSON, "json", false, "print the answer as JSON")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
@@ -60,7 +62,7 @@ func keysCreateCommand() *command {
 				return err
 			}
 			var k keyInfo
-			if err := c.do(ctx, "POST", "/v1/keys", map[string]string{"name": name, "role": role}, &k); err != nil {
+			if err := c.do(ctx, "POST", "/v1/keys", map[string]string{"name": name, "role": role, "agent": agent}, &k); err != nil {
 				return err
 			}
 			if asJSON {
@@ -98,13 +100,17 @@ func keysListCommand() *command {
 				return json.NewEncoder(e.Stdout).Encode(out)
 			}
 			tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tROLE\tKEY\tCREATED\tREVOKED")
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tAGENT\tKEY\tCREATED\tREVOKED")
 			for _, k := range out.Keys {
 				rev := "-"
 				if k.RevokedAt != nil {
 					rev = k.RevokedAt.Format(time.RFC3339)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t…%s\t%s\t%s\n", k.ID, k.Name, k.Role, k.Last4, k.CreatedAt.Format(time.RFC3339), rev)
+				agent := k.Agent
+				if agent == "" {
+					agent = k.Name
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t…%s\t%s\t%s\n", k.ID, k.Name, k.Role, agent, k.Last4, k.CreatedAt.Format(time.RFC3339), rev)
 			}
 			return tw.Flush()
 		},

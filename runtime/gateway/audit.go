@@ -11,20 +11,6 @@ import (
 	"github.com/armoriq/controlplane/runtime/store"
 )
 
-// audit appends rec and returns only once it is committed, so a call's
-// record is durable before its response is sent. A failed append fails the
-// request: an unaudited call must not look like a successful one.
-func (s *Server) audit(ctx context.Context, rec store.AuditRecord) error {
-	// The record must land even if the client went away or the key was
-	// revoked mid-call.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if _, err := s.store.AppendAudit(ctx, rec); err != nil {
-		return &Error{Kind: KindUnavailable, Message: "cannot write the audit record; the call was not completed", Err: err}
-	}
-	return nil
-}
-
 // auditArgs encodes arguments for the audit log, secrets redacted.
 func auditArgs(args map[string]any) json.RawMessage {
 	if args == nil {
@@ -69,7 +55,12 @@ func parseAuditFilter(r *http.Request) (store.AuditFilter, error) {
 	return f, nil
 }
 
+// readWait bounds how long an audit read waits for this process's outcome
+// records still being appended, so a reader right after a call sees it.
+const readWait = 2 * time.Second
+
 func (s *Server) handleListAudit(w http.ResponseWriter, r *http.Request) error {
+	s.waitOutcomes(readWait)
 	f, err := parseAuditFilter(r)
 	if err != nil {
 		return err
@@ -90,6 +81,7 @@ func (s *Server) handleListAudit(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleVerifyAudit(w http.ResponseWriter, r *http.Request) error {
+	s.waitOutcomes(readWait)
 	rep, err := s.store.VerifyAudit(r.Context())
 	if err != nil {
 		return &Error{Kind: KindUnavailable, Message: "cannot verify the audit log", Err: err}
@@ -105,6 +97,7 @@ func (s *Server) handleVerifyAudit(w http.ResponseWriter, r *http.Request) error
 }
 
 func (s *Server) handleExportAudit(w http.ResponseWriter, r *http.Request) error {
+	s.waitOutcomes(readWait)
 	f, err := parseAuditFilter(r)
 	if err != nil {
 		return err

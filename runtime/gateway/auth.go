@@ -15,6 +15,12 @@ type caller struct {
 	KeyID string
 	Name  string
 	Role  store.Role
+	// Agent is the agent identity policy rules match for this key: set by
+	// an admin at creation (or the key's name), never by the caller.
+	Agent string
+	// AgentPinned: the admin set Agent explicitly; a token request must
+	// then name that agent.
+	AgentPinned bool
 }
 
 type callerKey struct{}
@@ -101,7 +107,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (caller, err
 	if k.Revoked() {
 		return caller{}, errorf(KindRevoked, "API key %s was revoked", id)
 	}
-	return caller{KeyID: k.ID, Name: k.Name, Role: k.Role}, nil
+	return caller{KeyID: k.ID, Name: k.Name, Role: k.Role, Agent: k.AgentID(), AgentPinned: k.Agent != ""}, nil
 }
 
 // roleAllows reports whether role may act at level need.

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,10 +23,19 @@ import (
 )
 
 // upstreamServer starts a real MCP server (the official Go SDK, Streamable
-// HTTP) with a few tools, and returns its URL.
-func upstreamServer(t testing.TB) (url string, release chan struct{}) {
+// HTTP) with a few tools, and returns its URL. Every tool execution adds
+// one to execs: what "no audit, no action" is checked against.
+func upstreamServer(t testing.TB, execs *atomic.Int64) (url string, release chan struct{}) {
 	t.Helper()
 	srv := mcp.NewServer(&mcp.Implementation{Name: "test-upstream", Version: "1"}, nil)
+	srv.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "tools/call" {
+				execs.Add(1)
+			}
+			return next(ctx, method, req)
+		}
+	})
 	type echoIn struct {
 		Text string `json:"text"`
 	}
@@ -67,6 +77,7 @@ type testGateway struct {
 	clock    *fakeClock
 	upstream string
 	release  chan struct{}
+	execs    atomic.Int64 // tool executions the upstream saw
 }
 
 type fakeClock struct {
@@ -101,8 +112,8 @@ func newTestGateway(t testing.TB, st store.Store, opts ...gatewayOpt) *testGatew
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	id := bundle.KeyID(pub)
-	url, release := upstreamServer(t)
-	g := &testGateway{t: t, store: st, signKey: priv, signID: id, clock: &fakeClock{}, upstream: url, release: release}
+	g := &testGateway{t: t, store: st, signKey: priv, signID: id, clock: &fakeClock{}}
+	g.upstream, g.release = upstreamServer(t, &g.execs)
 	cfg := Config{
 		Store:       st,
 		TrustedKeys: map[string]ed25519.PublicKey{id: pub},
@@ -122,7 +133,7 @@ func newTestGateway(t testing.TB, st store.Store, opts ...gatewayOpt) *testGatew
 	g.srv = srv
 	g.http = httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
-		close(release)
+		close(g.release)
 		g.http.Close()
 		srv.Close()
 		cfg.Upstream.Close()

@@ -8,9 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
-	"time"
 
+	"github.com/armoriq/controlplane/runtime/identity"
 	"github.com/armoriq/controlplane/runtime/intent"
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
@@ -51,22 +50,10 @@ func firstJSON(vals ...json.RawMessage) json.RawMessage {
 	return nil
 }
 
-// invocation is what handleInvoke learned about a call, for its audit record.
-type invocation struct {
-	start    time.Time
-	rec      store.AuditRecord
-	decision policy.Decision
-}
-
 func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) error {
-	inv := &invocation{start: s.now()}
-	c := callerFrom(r.Context())
-	inv.rec = store.AuditRecord{Time: inv.start.UTC(), RequestID: requestID(r), APIKeyID: c.KeyID, Service: c.Name, Step: -1}
+	inv := s.newInvocation(requestID(r), callerFrom(r.Context()))
 	result, err := s.invoke(r, inv)
-
-	// The record is committed before any answer leaves.
-	inv.conclude(err, s.now())
-	if aerr := s.audit(r.Context(), inv.rec); aerr != nil {
+	if aerr := s.finish(r.Context(), inv, err); aerr != nil {
 		return aerr
 	}
 	if err != nil {
@@ -75,33 +62,6 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("X-Request-ID", inv.rec.RequestID)
 	writeJSON(w, http.StatusOK, result)
 	return nil
-}
-
-// conclude completes the audit record of a call that ended with err (nil:
-// answered) at end: its duration, deciding rule, decision and outcome.
-func (inv *invocation) conclude(err error, end time.Time) {
-	rec := &inv.rec
-	rec.DurationMS = end.Sub(inv.start).Milliseconds()
-	rec.Rule = inv.decision.RuleID
-	if err == nil {
-		if rec.Outcome == "" {
-			rec.Outcome = "ok"
-		}
-		return
-	}
-	e := asError(err)
-	switch e.Kind {
-	case KindPolicyHold:
-		rec.Decision = store.Held
-	case KindUpstream, KindUpstreamTimeout, KindUnavailable, KindInternal, KindRevoked:
-		if rec.Decision == "" {
-			rec.Decision = store.Failed
-		}
-	default:
-		rec.Decision = store.Blocked
-	}
-	_, code := statusOf(e.Kind)
-	rec.Outcome = code + ": " + e.Message
 }
 
 // invoke runs the checks of an SDK call in order and forwards it. It fills
@@ -123,9 +83,29 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 		params = req.Arguments
 	}
 	args := intent.StripInjected(params)
-	rec.Server, rec.Tool, rec.Arguments = req.MCP, action, auditArgs(args)
+	rec.Arguments = auditArgs(args)
+
+	// 0. The edge: every name and identity the call carries is usable
+	// before anything is decided or recorded from it.
+	if err := checkName("mcp", req.MCP); err != nil {
+		return nil, err
+	}
+	if err := checkName("action", action); err != nil {
+		return nil, err
+	}
+	rec.Server, rec.Tool = req.MCP, action
 	if req.MCP == "" || action == "" {
 		return nil, errorf(KindInvalid, "mcp and action are required")
+	}
+	claims, err := identity.ParamClaims(params)
+	if err != nil {
+		return nil, errorf(KindInvalid, "%v", err)
+	}
+	claims = append([]identity.Claim{{Field: "user_email", Value: req.UserEmail}}, claims...)
+	for _, c := range claims {
+		if _, err := identity.User(c.Field, c.Value); err != nil {
+			return nil, errorf(KindInvalid, "%v", err)
+		}
 	}
 
 	// 1. The token: signed by us, unexpired, issued to this key, not revoked.
@@ -159,7 +139,6 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if pref, _ := tok.Policy["intent_ref"].(string); pref != "" && pref != ref {
 		return nil, errorf(KindUnauthenticated, "intent_reference %q does not belong to this token", ref)
 	}
-	var err error
 	trec, cached := s.tokens.record(ref)
 	if !cached {
 		trec, err = s.store.GetToken(ctx, ref)
@@ -179,10 +158,15 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	case trec.PlanHash != tok.PlanHash:
 		return nil, errorf(KindUnauthenticated, "intent token %s does not match its plan hash", ref)
 	}
-	rec.User, rec.Agent = trec.User, trec.Agent
-	if req.UserEmail != "" && !strings.EqualFold(req.UserEmail, trec.User) {
-		return nil, errorf(KindUnauthenticated, "user_email %q is not the user the token was issued for", req.UserEmail)
+	rec.Agent, rec.Client = trec.Agent, tokenClient(&tok)
+
+	// Who the call is for: the user the token is bound to, else the one
+	// the call names, else the token's user_id (docs/gateway.md).
+	user, err := endUserOf(&tok, trec.User, claims)
+	if err != nil {
+		return nil, err
 	}
+	rec.User = user
 
 	// 2. The plan: the one the token signed, and this call one of its steps
 	// with these very parameters.
@@ -218,7 +202,7 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if ab != nil {
 		rec.BundleRevision = ab.b.Manifest.Revision
 	}
-	d := s.decide(ab, &policy.Request{User: trec.User, Agent: trec.Agent, Server: req.MCP, Tool: action, Args: args, Time: inv.start})
+	d := s.decide(ab, &policy.Request{User: user, Agent: trec.Agent, Server: req.MCP, Tool: action, Args: args, Time: inv.start})
 	inv.decision = d
 	if req.EnforceOnly {
 		rec.Decision, rec.Outcome = decisionOf(d.Effect), "enforce_only"
@@ -232,11 +216,17 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	case policy.Hold:
 		return nil, &Error{Kind: KindPolicyHold, Message: d.Reason, Enforcement: &Enforcement{
 			Action: "hold", Reason: d.Reason, Metadata: map[string]any{"rule": d.RuleID},
-			DelegationContext: map[string]any{"request_id": rec.RequestID, "intent_reference": ref, "plan_hash": tok.PlanHash, "step": step, "server": req.MCP, "tool": action, "user": trec.User},
+			DelegationContext: map[string]any{"request_id": rec.RequestID, "intent_reference": ref, "plan_hash": tok.PlanHash, "step": step, "server": req.MCP, "tool": action, "user": user},
 		}}
 	}
 
-	// 5. Forward.
+	// 5. No audit, no action: the request record is durable before the
+	// upstream sees the call.
+	if err := s.commitRequest(ctx, inv); err != nil {
+		return nil, err
+	}
+
+	// 6. Forward.
 	rec.Decision = store.Allowed
 	srv := ab.servers[req.MCP]
 	cctx, ccancel := context.WithTimeout(ctx, s.cfg.CallTimeout)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/armoriq/controlplane/runtime/identity"
 	"github.com/armoriq/controlplane/runtime/store"
 )
 
@@ -13,6 +14,7 @@ type keyView struct {
 	ID        string     `json:"id"`
 	Name      string     `json:"name"`
 	Role      store.Role `json:"role"`
+	Agent     string     `json:"agent,omitempty"`
 	Last4     string     `json:"last4"`
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
@@ -20,7 +22,7 @@ type keyView struct {
 }
 
 func viewKey(k store.APIKey) keyView {
-	v := keyView{ID: k.ID, Name: k.Name, Role: k.Role, Last4: k.Last4, CreatedAt: k.CreatedAt.UTC()}
+	v := keyView{ID: k.ID, Name: k.Name, Role: k.Role, Agent: k.Agent, Last4: k.Last4, CreatedAt: k.CreatedAt.UTC()}
 	if k.Revoked() {
 		t := k.RevokedAt.UTC()
 		v.RevokedAt = &t
@@ -30,8 +32,9 @@ func viewKey(k store.APIKey) keyView {
 
 func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Name string     `json:"name"`
-		Role store.Role `json:"role"`
+		Name  string     `json:"name"`
+		Role  store.Role `json:"role"`
+		Agent string     `json:"agent"`
 	}
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -43,11 +46,18 @@ func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Name) > 200 {
 		return errorf(KindInvalid, "name is longer than 200 characters")
 	}
+	if err := identity.Check("name", req.Name, 200); err != nil {
+		return errorf(KindInvalid, "%v", err)
+	}
 	if !req.Role.Valid() {
 		return errorf(KindInvalid, "role %q is not one of admin, agent, viewer", req.Role)
 	}
+	req.Agent = strings.TrimSpace(req.Agent)
+	if err := identity.Check("agent", req.Agent, identity.MaxAgent); err != nil {
+		return errorf(KindInvalid, "%v", err)
+	}
 	full, id, hash := store.GenerateAPIKey()
-	k := store.APIKey{ID: id, Name: req.Name, Role: req.Role, SecretHash: hash, Last4: store.APIKeyLast4(full), CreatedAt: s.now().UTC()}
+	k := store.APIKey{ID: id, Name: req.Name, Role: req.Role, Agent: req.Agent, SecretHash: hash, Last4: store.APIKeyLast4(full), CreatedAt: s.now().UTC()}
 	if err := s.store.CreateAPIKey(r.Context(), k); err != nil {
 		return internal(err, "creating the key")
 	}

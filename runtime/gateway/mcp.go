@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/armoriq/controlplane/runtime/identity"
 	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -75,7 +76,8 @@ func (s *Server) newMCPEndpoint() *mcpEndpoint {
 type mcpCallCtx struct {
 	caller caller
 	user   string // the end user policies are decided for
-	agent  string // the MCP client's name, when known
+	named  bool   // user came from the X-Armoriq-User header, not the key
+	client string // the MCP client's own name (clientInfo.name): recorded, never trusted
 	reqID  string
 	asks   string // sessionState.Asks of a legacy session
 }
@@ -113,12 +115,19 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	mc := &mcpCallCtx{caller: c, user: c.Name, reqID: requestID(r)}
 	w.Header().Set("X-Request-ID", mc.reqID)
-	if u := strings.TrimSpace(r.Header.Get(headerUser)); u != "" {
+	if h := r.Header.Get(headerUser); h != "" {
+		u, err := identity.User(headerUser, h)
+		if err != nil {
+			writeError(w, errorf(KindInvalid, "%v", err))
+			return
+		}
 		if c.Role != store.RoleAgent {
 			writeError(w, errorf(KindForbidden, "%s is accepted from agent keys only", headerUser))
 			return
 		}
-		mc.user = u
+		if u != "" {
+			mc.user, mc.named = u, true
+		}
 	}
 
 	sid := r.Header.Get(headerSessionID)
@@ -130,7 +139,7 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "session not found", http.StatusNotFound)
 			return
 		}
-		mc.agent, mc.asks = st.Client, st.Asks
+		mc.client, mc.asks = st.Client, st.Asks
 		if r.Header.Get(headerProtocol) == "" && st.Protocol != "" {
 			r.Header.Set(headerProtocol, st.Protocol)
 		}
@@ -158,6 +167,10 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if init, ok := parseInitialize(body); ok {
 			st = sessionState{KeyID: c.KeyID, Protocol: negotiate(init.ProtocolVersion), Issued: s.now().Unix()}
 			if init.ClientInfo != nil {
+				if err := identity.Check("clientInfo.name", init.ClientInfo.Name, identity.MaxClient); err != nil {
+					writeError(w, errorf(KindInvalid, "%v", err))
+					return
+				}
 				st.Client = init.ClientInfo.Name
 			}
 			if init.Capabilities.Sampling != nil {
@@ -166,7 +179,7 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if init.Capabilities.Elicitation != nil {
 				st.Asks += "e"
 			}
-			mc.agent = st.Client
+			mc.client = st.Client
 			if st.Protocol < firstStatelessVersion {
 				id, err := ep.sealer.seal(st)
 				if err != nil {

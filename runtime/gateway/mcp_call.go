@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/runtime/identity"
 	"github.com/armoriq/controlplane/runtime/intent"
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
@@ -100,23 +100,25 @@ func (ep *mcpEndpoint) callTool(ctx context.Context, tc *toolCall) (json.RawMess
 	if mc == nil {
 		return nil, errorf(KindUnavailable, "request context lost")
 	}
-	agent := mc.agent
-	if agent == "" {
-		if ci, ok := tc.meta[metaClientInfo].(map[string]any); ok {
-			agent, _ = ci["name"].(string)
-		}
+	client := mc.client
+	if ci, ok := tc.meta[metaClientInfo].(map[string]any); ok && client == "" {
+		client, _ = ci["name"].(string)
 	}
-	inv := &invocation{start: start}
-	inv.rec = store.AuditRecord{
-		Time: start.UTC(), RequestID: mc.reqID, APIKeyID: mc.caller.KeyID, Service: mc.caller.Name,
-		User: mc.user, Agent: agent, Server: tc.rt.server.ID, Tool: tc.rt.name, Step: -1,
-	}
-	res, err := ep.checkAndForward(ctx, tc, inv)
-
-	inv.conclude(err, s.now())
+	inv := s.newInvocation(mc.reqID, mc.caller)
+	inv.start = start
 	rec := &inv.rec
-	ep.metrics.call(rec.Decision, s.now().Sub(start))
-	if aerr := s.audit(ctx, *rec); aerr != nil {
+	rec.User, rec.Client, rec.Server, rec.Tool = mc.user, client, tc.rt.server.ID, tc.rt.name
+	var err error
+	if cerr := identity.Check("clientInfo.name", client, identity.MaxClient); cerr != nil {
+		rec.Client, err = "", errorf(KindInvalid, "%v", cerr)
+	}
+	var res json.RawMessage
+	if err == nil {
+		res, err = ep.checkAndForward(ctx, tc, inv)
+	}
+	aerr := s.finish(ctx, inv, err)
+	ep.metrics.call(inv.rec.Decision, s.now().Sub(start))
+	if aerr != nil {
 		return nil, aerr
 	}
 	return res, err
@@ -164,7 +166,7 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 		return nil, errorf(KindSecretArgument, "argument %q looks like a secret; credentials belong in the gateway's server config, not in tool arguments", p)
 	}
 
-	// 3. The policy, for this user.
+	// 3. The policy, for this user and the key's agent.
 	d := s.decide(ab, &policy.Request{User: user, Agent: rec.Agent, Server: rt.server.ID, Tool: rt.name, Args: args, Time: inv.start})
 	inv.decision = d
 	switch d.Effect {
@@ -174,7 +176,13 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 		return nil, &Error{Kind: KindPolicyHold, Message: d.Reason}
 	}
 
-	// 4. Forward, cancelled if the key or token is revoked meanwhile.
+	// 4. No audit, no action: the request record is durable before the
+	// upstream sees the call.
+	if err := s.commitRequest(ctx, inv); err != nil {
+		return nil, err
+	}
+
+	// 5. Forward, cancelled if the key or token is revoked meanwhile.
 	rec.Decision = store.Allowed
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -263,8 +271,13 @@ func (ep *mcpEndpoint) checkIntent(ctx context.Context, raw any, rt route, args 
 		return "", "", errorf(KindUnauthenticated, "intent token %s does not match its plan hash", ref)
 	}
 	rec.Agent = trec.Agent
-	if mc.user != mc.caller.Name && !strings.EqualFold(mc.user, trec.User) {
-		return "", "", errorf(KindUnauthenticated, "%s %q is not the user the token was issued for", headerUser, mc.user)
+	var claims []identity.Claim
+	if mc.named {
+		claims = append(claims, identity.Claim{Field: headerUser, Value: mc.user})
+	}
+	user, err := endUserOf(&tok, trec.User, claims)
+	if err != nil {
+		return "", "", err
 	}
 	if firstJSON(in.Plan) == nil {
 		return "", "", errorf(KindInvalid, "_meta[%q].plan is required", metaIntent)
@@ -282,7 +295,7 @@ func (ep *mcpEndpoint) checkIntent(ctx context.Context, raw any, rt route, args 
 		return "", "", err
 	}
 	rec.Step = int64(step)
-	return trec.User, ref, nil
+	return user, ref, nil
 }
 
 // forwardMeta is the _meta a request passes on to its upstream: the

@@ -315,7 +315,7 @@ func (ep *mcpEndpoint) visibleTools(ctx context.Context, c *catalog, tools []*mc
 		if _, ok := ab.servers[rt.server.ID]; !ok {
 			continue
 		}
-		if ab.engine.Visible(&policy.Request{User: mc.user, Agent: mc.agent, Server: rt.server.ID, Tool: rt.name}) {
+		if ab.engine.Visible(&policy.Request{User: mc.user, Agent: mc.caller.Agent, Server: rt.server.ID, Tool: rt.name}) {
 			out = append(out, t)
 		}
 	}
@@ -360,10 +360,12 @@ func (ep *mcpEndpoint) readResource(ctx context.Context, c *catalog, req *mcp.Re
 	if !ok {
 		return nil, &jsonrpc.Error{Code: mcp.CodeResourceNotFound, Message: "resource not found", Data: mustJSON(map[string]string{"uri": req.Params.URI})}
 	}
-	cctx, cancel := context.WithTimeout(ctx, ep.s.cfg.CallTimeout)
-	defer cancel()
-	cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
-	raw, err := ep.s.cfg.Upstream.ReadResource(cctx, sv, req.Params.URI)
+	raw, err := ep.audited(ctx, sv.ID, "resources/read", map[string]any{"uri": req.Params.URI}, func() (json.RawMessage, error) {
+		cctx, cancel := context.WithTimeout(ctx, ep.s.cfg.CallTimeout)
+		defer cancel()
+		cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
+		return ep.s.cfg.Upstream.ReadResource(cctx, sv, req.Params.URI)
+	})
 	if err != nil {
 		return nil, rpcError(err)
 	}
@@ -379,10 +381,16 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 	if !ok {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown prompt %q", req.Params.Name)}
 	}
-	cctx, cancel := context.WithTimeout(ctx, ep.s.cfg.CallTimeout)
-	defer cancel()
-	cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
-	raw, err := ep.s.cfg.Upstream.GetPrompt(cctx, rt.server, rt.name, req.Params.Arguments)
+	pargs := make(map[string]any, len(req.Params.Arguments))
+	for k, v := range req.Params.Arguments {
+		pargs[k] = v
+	}
+	raw, err := ep.audited(ctx, rt.server.ID, "prompts/get", map[string]any{"name": rt.name, "arguments": pargs}, func() (json.RawMessage, error) {
+		cctx, cancel := context.WithTimeout(ctx, ep.s.cfg.CallTimeout)
+		defer cancel()
+		cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
+		return ep.s.cfg.Upstream.GetPrompt(cctx, rt.server, rt.name, req.Params.Arguments)
+	})
 	if err != nil {
 		return nil, rpcError(err)
 	}
@@ -391,6 +399,32 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "malformed answer from MCP server " + rt.server.ID}
 	}
 	return res, nil
+}
+
+// audited runs a resource or prompt read, call, under the audit rule of
+// tool calls: its request record (method as the tool, what it reads as the
+// arguments) is durable before call runs, and its outcome follows.
+func (ep *mcpEndpoint) audited(ctx context.Context, server, method string, args map[string]any, call func() (json.RawMessage, error)) (json.RawMessage, error) {
+	s := ep.s
+	mc := mcpCallFrom(ctx)
+	if mc == nil {
+		return nil, errorf(KindUnavailable, "request context lost")
+	}
+	inv := s.newInvocation(mc.reqID, mc.caller)
+	rec := &inv.rec
+	rec.User, rec.Client, rec.Server, rec.Tool, rec.Arguments = mc.user, mc.client, server, method, auditArgs(args)
+	if ab := s.active.Load(); ab != nil {
+		rec.BundleRevision = ab.b.Manifest.Revision
+	}
+	var raw json.RawMessage
+	err := s.commitRequest(ctx, inv)
+	if err == nil {
+		raw, err = call()
+	}
+	if aerr := s.finish(ctx, inv, err); aerr != nil {
+		return nil, aerr
+	}
+	return raw, err
 }
 
 // requestExtra is what a prompts/get or resources/read passes on to its

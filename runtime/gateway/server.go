@@ -76,8 +76,11 @@ type Server struct {
 	signKey  store.SigningKey             // the key new tokens are signed with
 	verifyBy map[string]ed25519.PublicKey // every token key, by kid
 
-	keys     keyCache
-	tokens   tokenCache
+	keys   keyCache
+	tokens tokenCache
+	// outcomes counts outcome records still being appended; Close waits
+	// for them.
+	outcomes sync.WaitGroup
 	inflight inflightSet
 
 	mcpMetrics *mcpMetrics
@@ -155,6 +158,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 // Close stops the background work. It does not close the store or the
 // upstream, which the caller owns.
 func (s *Server) Close() error {
+	s.outcomes.Wait()
 	s.cancel()
 	s.wg.Wait()
 	return nil

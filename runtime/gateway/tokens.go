@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/armoriq/controlplane/runtime/identity"
 	"github.com/armoriq/controlplane/runtime/intent"
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
@@ -69,11 +70,28 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if strings.TrimSpace(req.UserID) == "" && req.UserEmail == "" {
+	// The edge: identities are usable before anything is decided or
+	// recorded from them.
+	userID, err := identity.User("user_id", req.UserID)
+	if err != nil {
+		return errorf(KindInvalid, "%v", err)
+	}
+	email, err := identity.User("user_email", req.UserEmail)
+	if err != nil {
+		return errorf(KindInvalid, "%v", err)
+	}
+	if userID == "" && email == "" {
 		return errorf(KindInvalid, "user_id is required")
 	}
-	if strings.TrimSpace(req.AgentID) == "" {
+	agentID := strings.TrimSpace(req.AgentID)
+	if err := identity.Check("agent_id", agentID, identity.MaxAgent); err != nil {
+		return errorf(KindInvalid, "%v", err)
+	}
+	if agentID == "" {
 		return errorf(KindInvalid, "agent_id is required")
+	}
+	if c.AgentPinned && agentID != c.Agent {
+		return errorf(KindForbidden, "agent_id %q is not the agent of API key %s (%q): an agent key acts only as its own agent", agentID, c.KeyID, c.Agent)
 	}
 	if len(req.Plan) == 0 || string(req.Plan) == "null" {
 		return errorf(KindInvalid, "plan is required: {\"goal\", \"steps\": [{\"action\", \"mcp\", \"params\"}]}")
@@ -87,7 +105,7 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 			return errorf(KindSecretArgument, "steps[%d].params.%s looks like a secret; credentials belong in the gateway's server config, not in a plan", i, p)
 		}
 	}
-	user := endUser(req.UserEmail, req.UserID)
+	user := endUser(email, userID)
 	now := s.now()
 	ttl, err := s.tokenTTL(req.ExpiresIn)
 	if err != nil {
@@ -104,7 +122,13 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	var firstDenial policy.Decision
 	var firstDenied intent.Step
 	for _, st := range plan.Steps {
-		d := s.decide(ab, &policy.Request{User: user, Agent: req.AgentID, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
+		if err := checkName("steps.mcp", st.MCP); err != nil {
+			return err
+		}
+		if err := checkName("steps.action", st.Action); err != nil {
+			return err
+		}
+		d := s.decide(ab, &policy.Request{User: user, Agent: c.Agent, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
 		if d.Effect == policy.Deny && len(pv.DeniedTools) == 0 {
 			firstDenial, firstDenied = d, st
 		}
@@ -125,7 +149,7 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	if len(pv.DeniedTools) > 0 {
 		first := firstDenied
 		err := s.audit(ctx, store.AuditRecord{
-			Time: now.UTC(), RequestID: requestID(r), APIKeyID: c.KeyID, Service: c.Name, User: user, Agent: req.AgentID,
+			Time: now.UTC(), RequestID: requestID(r), APIKeyID: c.KeyID, Service: c.Name, User: user, Agent: c.Agent, Client: agentID,
 			Server: first.MCP, Tool: first.Action, Arguments: auditArgs(first.Params), Decision: store.Blocked, Rule: firstDenial.RuleID,
 			BundleRevision: pv.BundleRevision, PlanHash: planHash, Outcome: "token refused: " + strings.Join(pv.DeniedReasons, "; "),
 		})
@@ -145,7 +169,7 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	root := tree.Root()
 	tokenID := "it_" + randomHex(16)
 	planID := "plan_" + planHash[:24]
-	identity := req.AgentID + "|" + user
+	composite := agentID + "|" + user
 	issued := roundMillis(now)
 	expires := roundMillis(now.Add(ttl))
 	sk := s.signingKey()
@@ -159,13 +183,17 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 			"intent_ref":      tokenID,
 			"bundle_revision": pv.BundleRevision,
 		},
-		Identity: identity,
+		Identity: composite,
+	}
+	if email != "" {
+		// Bound: the token acts for this user only (docs/gateway.md).
+		tok.Policy[tokenUserEmail] = email
 	}
 	if err := intent.SignToken(tok, sk.PrivateKey); err != nil {
 		return internal(err, "signing the token")
 	}
 	jwt, err := intent.SignJWT(intent.Claims{
-		Issuer: "armoriq-gateway", Subject: user, Agent: req.AgentID, PlanHash: planHash,
+		Issuer: "armoriq-gateway", Subject: user, Agent: c.Agent, PlanHash: planHash,
 		MerkleRoot: intent.RootHex(root), IssuedAt: issued.Unix(), ExpiresAt: expires.Unix(), ID: tokenID,
 	}, sk.ID, sk.PrivateKey)
 	if err != nil {
@@ -173,14 +201,14 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	}
 	err = s.store.PutToken(ctx, store.Token{
 		ID: tokenID, PlanID: planID, PlanHash: planHash, MerkleRoot: intent.RootHex(root), APIKeyID: c.KeyID,
-		User: user, Agent: req.AgentID, IssuedAt: issued, ExpiresAt: expires,
+		User: user, Agent: c.Agent, IssuedAt: issued, ExpiresAt: expires,
 	})
 	if err != nil {
 		return internal(err, "recording the token")
 	}
 	writeJSON(w, http.StatusOK, tokenResponse{
 		Success: true, PlanID: planID, IntentReference: tokenID, PlanHash: planHash, MerkleRoot: intent.RootHex(root),
-		CompositeIdentity: identity, StepProofs: tree.Proofs(), JWTToken: jwt, Token: tok, PolicyValidation: pv,
+		CompositeIdentity: composite, StepProofs: tree.Proofs(), JWTToken: jwt, Token: tok, PolicyValidation: pv,
 		IssuedAt: tok.IssuedAt, ExpiresAt: tok.ExpiresAt, ExpiresIn: ttl.Seconds(),
 	})
 	return nil
@@ -231,13 +259,6 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func requestID(r *http.Request) string {
-	if id := r.Header.Get("X-Request-ID"); id != "" && len(id) <= 128 {
-		return id
-	}
-	return "req_" + randomHex(12)
 }
 
 func contains(list []string, s string) bool {

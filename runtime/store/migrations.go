@@ -106,6 +106,9 @@ var migrations = []migration{
 		`CREATE INDEX api_keys_revoked_at ON api_keys (revoked_at) WHERE revoked_at IS NOT NULL`,
 		`CREATE INDEX tokens_revoked_at ON tokens (revoked_at) WHERE revoked_at IS NOT NULL`,
 	}},
+	{3, "api key agent identity", []string{
+		`ALTER TABLE api_keys ADD COLUMN agent TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // migrate applies the steps the database lacks (all of migrations, but

@@ -114,13 +114,13 @@ func (s *sqlStore) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx) e
 
 // ---- API keys
 
-const apiKeyCols = `id, name, role, secret_hash, last4, created_at, revoked_at`
+const apiKeyCols = `id, name, role, secret_hash, last4, created_at, revoked_at, agent`
 
 func scanAPIKey(sc interface{ Scan(...any) error }) (APIKey, error) {
 	var k APIKey
 	var created int64
 	var revoked sql.NullInt64
-	err := sc.Scan(&k.ID, &k.Name, &k.Role, &k.SecretHash, &k.Last4, &created, &revoked)
+	err := sc.Scan(&k.ID, &k.Name, &k.Role, &k.SecretHash, &k.Last4, &created, &revoked, &k.Agent)
 	k.CreatedAt, k.RevokedAt = time.Unix(0, created).UTC(), fromNS(revoked)
 	return k, err
 }
@@ -138,8 +138,8 @@ func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = now()
 	}
-	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-		k.ID, k.Name, string(k.Role), k.SecretHash, k.Last4, k.CreatedAt.UnixNano(), nsOrNull(k.RevokedAt))
+	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+		k.ID, k.Name, string(k.Role), k.SecretHash, k.Last4, k.CreatedAt.UnixNano(), nsOrNull(k.RevokedAt), k.Agent)
 	return dbError(op, err)
 }
 

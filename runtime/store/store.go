@@ -123,13 +123,25 @@ func (r Role) Valid() bool {
 
 // APIKey is a stored API key: everything but the secret.
 type APIKey struct {
-	ID         string
-	Name       string
-	Role       Role
+	ID   string
+	Name string
+	Role Role
+	// Agent is the agent identity calls made with this key act as, for
+	// policy rules' agents: set by an admin when the key is created, never
+	// by the caller. Empty: the key's Name.
+	Agent      string
 	SecretHash []byte // HashAPISecret(ID, secret)
 	Last4      string // last four characters of the full key, for display
 	CreatedAt  time.Time
 	RevokedAt  time.Time // zero while the key is valid
+}
+
+// AgentID is the agent identity of calls made with k: Agent, else Name.
+func (k APIKey) AgentID() string {
+	if k.Agent != "" {
+		return k.Agent
+	}
+	return k.Name
 }
 
 // Revoked reports whether the key has been revoked.

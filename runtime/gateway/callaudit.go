@@ -1,0 +1,203 @@
+package gateway
+
+import (
+	"context"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/armoriq/controlplane/runtime/identity"
+	"github.com/armoriq/controlplane/runtime/policy"
+	"github.com/armoriq/controlplane/runtime/store"
+)
+
+// No audit, no action. A call that may reach an upstream is recorded in two
+// records of the hash chain: its request, committed before the upstream is
+// called (if it cannot be written, the call is refused and the upstream
+// never sees it), and its outcome, appended when the call ends without
+// holding up the answer. A call refused before that point gets one decision
+// record, committed before the answer. See docs/store.md.
+
+// invocation is what a handler learned about a call, for its audit records.
+type invocation struct {
+	start      time.Time
+	rec        store.AuditRecord
+	decision   policy.Decision
+	requestSeq int64 // the committed request record, once the call was let through
+}
+
+// newInvocation starts the record of a call from its HTTP request and caller.
+func (s *Server) newInvocation(reqID string, c caller) *invocation {
+	start := s.now()
+	return &invocation{start: start, rec: store.AuditRecord{
+		Time: start.UTC(), RequestID: reqID, APIKeyID: c.KeyID, Service: c.Name, Agent: c.Agent, Step: -1,
+	}}
+}
+
+// conclude completes the record of a call that ended with err (nil:
+// answered) at end: its duration, deciding rule, decision and outcome.
+func (inv *invocation) conclude(err error, end time.Time) {
+	rec := &inv.rec
+	rec.DurationMS = end.Sub(inv.start).Milliseconds()
+	rec.Rule = inv.decision.RuleID
+	if err == nil {
+		if rec.Outcome == "" {
+			rec.Outcome = "ok"
+		}
+		return
+	}
+	e := asError(err)
+	switch e.Kind {
+	case KindPolicyHold:
+		rec.Decision = store.Held
+	case KindUpstream, KindUpstreamTimeout, KindUnavailable, KindInternal, KindRevoked:
+		if rec.Decision == "" || inv.requestSeq > 0 {
+			rec.Decision = store.Failed
+		}
+	default:
+		rec.Decision = store.Blocked
+	}
+	_, code := statusOf(e.Kind)
+	rec.Outcome = code + ": " + e.Message
+}
+
+// commitRequest makes the request record of an allowed call durable. It is
+// called after every check passed and before the upstream is called; an
+// error means the call must not be forwarded.
+func (s *Server) commitRequest(ctx context.Context, inv *invocation) error {
+	rec := inv.rec
+	rec.Phase = store.PhaseRequest
+	rec.Decision = store.Allowed
+	rec.Rule = inv.decision.RuleID
+	rec.Outcome = "forwarded"
+	rec.DurationMS = s.now().Sub(inv.start).Milliseconds()
+	seq, err := s.appendAudit(ctx, rec)
+	if err != nil {
+		return &Error{Kind: KindUnavailable, Message: "store unavailable: cannot write the audit record, so the call was not forwarded", Err: err}
+	}
+	inv.requestSeq = seq
+	return nil
+}
+
+// finish records how a call ended and returns the error its answer must
+// carry instead of its own, if any. A forwarded call's outcome is appended
+// in the background: its request is already durable, and a crash before
+// the outcome lands shows as a request with no outcome. Any other call's
+// decision record is committed before the answer; if it cannot be, the
+// answer is 503 (nothing was forwarded).
+func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
+	inv.conclude(err, s.now())
+	if inv.requestSeq == 0 {
+		return s.audit(ctx, inv.rec)
+	}
+	out := inv.rec
+	out.Phase, out.Concludes, out.Arguments = store.PhaseOutcome, inv.requestSeq, nil
+	if out.Decision != store.Failed {
+		out.Decision = store.Allowed
+	}
+	s.outcomes.Add(1)
+	go func() {
+		defer s.outcomes.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := s.appendAudit(ctx, out); err != nil {
+			s.log.Error("audit: the outcome of a forwarded call was not recorded; its request record stands without one",
+				"request_id", out.RequestID, "request_seq", out.Concludes, "error", err)
+		}
+	}()
+	return nil
+}
+
+// waitOutcomes waits, at most d, for outcome records still being appended,
+// so that a reader of the audit log right after a call sees its outcome.
+func (s *Server) waitOutcomes(d time.Duration) {
+	done := make(chan struct{})
+	go func() { s.outcomes.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+// audit commits a one-shot decision record and returns only once it is
+// durable, so a call's record exists before its response is sent. A failed
+// append fails the request: an unaudited decision must not look like one.
+func (s *Server) audit(ctx context.Context, rec store.AuditRecord) error {
+	if _, err := s.appendAudit(ctx, rec); err != nil {
+		return &Error{Kind: KindUnavailable, Message: "store unavailable: cannot write the audit record; the call was not completed", Err: err}
+	}
+	return nil
+}
+
+// appendAudit cleans rec's text fields and appends it. The record must land
+// even if the client went away or the key was revoked mid-call.
+func (s *Server) appendAudit(ctx context.Context, rec store.AuditRecord) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	cleanRecord(&rec)
+	return s.store.AppendAudit(ctx, rec)
+}
+
+// maxRecordText bounds a free-text field of an audit record (outcomes and
+// reasons quote what callers sent).
+const maxRecordText = 2048
+
+// cleanRecord makes every text field of rec storable whatever a caller
+// sent: valid UTF-8, no control characters, bounded, and never a
+// credential. Identities were already refused at the edge when unusable;
+// this is the last line, so that no input can make the write fail after
+// the decision was taken.
+func cleanRecord(rec *store.AuditRecord) {
+	for _, f := range []*string{&rec.RequestID, &rec.APIKeyID, &rec.Service, &rec.User, &rec.Agent, &rec.Client,
+		&rec.Server, &rec.Tool, &rec.Rule, &rec.BundleRevision, &rec.PlanHash, &rec.Outcome, &rec.TraceID, &rec.ApprovalID} {
+		*f = cleanText(*f, maxRecordText)
+	}
+}
+
+// cleanText returns s as valid UTF-8 without control or formatting
+// characters (each becomes U+FFFD), at most max bytes, with anything that
+// looks like one of our API keys or an Authorization value redacted.
+func cleanText(s string, max int) string {
+	clean := utf8.ValidString(s) && len(s) <= max
+	if clean {
+		for _, r := range s {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r))) {
+				clean = false
+				break
+			}
+		}
+	}
+	if !clean {
+		var b strings.Builder
+		for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+			if r < 0x20 || r == 0x7f || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+				r = '\uFFFD'
+			}
+			if b.Len()+utf8.RuneLen(r) > max {
+				break
+			}
+			b.WriteRune(r)
+		}
+		s = b.String()
+	}
+	if identity.LooksLikeCredential(s) || strings.Contains(strings.ToLower(s), "bearer ") {
+		s = redactCredentials(s)
+	}
+	return s
+}
+
+// redactCredentials replaces each word of s that looks like a credential,
+// and the word after "Bearer", with the redaction marker.
+func redactCredentials(s string) string {
+	words := strings.Fields(s)
+	for i, w := range words {
+		if identity.LooksLikeCredential(w) {
+			words[i] = redacted
+		}
+		if strings.EqualFold(strings.Trim(w, `"':`), "bearer") && i+1 < len(words) {
+			words[i+1] = redacted
+		}
+	}
+	return strings.Join(words, " ")
+}

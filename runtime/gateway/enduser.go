@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/armoriq/controlplane/runtime/identity"
+	"github.com/armoriq/controlplane/runtime/intent"
+)
+
+// requestID is the request's X-Request-ID when it is usable, else a fresh
+// one: a caller cannot make an audit record unwritable, or store a secret,
+// through it.
+func requestID(r *http.Request) string {
+	return identity.RequestID(r.Header.Get("X-Request-ID"))
+}
+
+// checkName refuses a server or tool name that cannot enter a decision or
+// a record (invalid UTF-8, control characters, too long, a credential).
+func checkName(field, s string) error {
+	if err := identity.Check(field, s, identity.MaxName); err != nil {
+		return errorf(KindInvalid, "%v", err)
+	}
+	return nil
+}
+
+// tokenUserEmail is the key of the user a token was bound to at issue (the
+// request's user_email), inside the token's signed policy object.
+const tokenUserEmail = "user_email"
+
+// endUserOf resolves the end user of a call made with tok, whose stored
+// user is tokenUser, naming claims. The user is the token's bound email,
+// else the one user the call names, else the token's user_id.
+func endUserOf(tok *intent.Token, tokenUser string, claims []identity.Claim) (string, error) {
+	bound, _ := tok.Policy[tokenUserEmail].(string)
+	var res identity.Resolution
+	var err error
+	if bound != "" {
+		res, err = identity.Resolve(bound, "", claims...)
+	} else {
+		res, err = identity.Resolve("", tokenUser, claims...)
+	}
+	var p *identity.Problem
+	switch {
+	case err == nil:
+		return res.User, nil
+	case errors.As(err, &p), errors.Is(err, identity.ErrConflict):
+		return "", errorf(KindInvalid, "%v", err)
+	case errors.Is(err, identity.ErrNotTokenUser):
+		return "", errorf(KindUnauthenticated, "%v: a token issued with user_email acts only for that user", err)
+	default:
+		return "", internal(err, "resolving the end user")
+	}
+}
+
+// tokenClient is the agent id the SDK named when it asked for tok (the
+// first part of its identity "agent|user"): recorded, never trusted.
+func tokenClient(tok *intent.Token) string {
+	agent, _, _ := strings.Cut(tok.Identity, "|")
+	return agent
+}

@@ -1,0 +1,235 @@
+// Package identity decides who is calling the gateway: it checks every
+// identity string at the edge, before anything is decided or recorded, and
+// resolves the end user of a call from what the token and the call name.
+//
+// The rules are written out in docs/gateway.md ("Who is calling"). In short:
+// an identity string is valid UTF-8, holds no control or bidirectional
+// formatting character, is bounded in length, and never looks like a
+// credential; emails are trimmed and compared case-insensitively; the end
+// user is the user a token was bound to, else the one email the call names,
+// else the token's user_id.
+package identity
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Length bounds of the identity strings a call may carry, in bytes.
+const (
+	MaxUser      = 320 // an email: 64 + 1 + 255
+	MaxAgent     = 128
+	MaxClient    = 256
+	MaxRequestID = 128
+	MaxName      = 256 // server and tool names
+)
+
+// Problem says why a string was refused at the edge.
+type Problem struct {
+	Field  string // where it came from: "user_id", "X-Armoriq-User", "params.user_email", …
+	Reason string
+}
+
+func (p *Problem) Error() string { return p.Field + " " + p.Reason }
+
+// Check reports whether s may enter a decision and an audit record as the
+// value of field: valid UTF-8, no control, format-override or private-use
+// character, at most max bytes, and nothing that looks like a credential
+// (one of our API keys, an Authorization value). An empty s passes: whether
+// a field is required is the caller's business.
+func Check(field, s string, max int) error {
+	if !utf8.ValidString(s) {
+		return &Problem{field, "is not valid UTF-8"}
+	}
+	if len(s) > max {
+		return &Problem{field, fmt.Sprintf("is longer than %d bytes", max)}
+	}
+	for i, r := range s {
+		if bad(r) {
+			return &Problem{field, fmt.Sprintf("contains the control or formatting character %U at byte %d", r, i)}
+		}
+	}
+	if LooksLikeCredential(s) {
+		return &Problem{field, "looks like an API key or an Authorization value; credentials are never identities"}
+	}
+	return nil
+}
+
+// bad reports a rune no identity may contain: C0 and C1 controls (NUL,
+// newline, escape…), the Unicode format characters that reorder or hide
+// text (bidirectional overrides, zero-width joiners, the BOM), private-use
+// and unassigned-surrogate code points.
+func bad(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Co, r) ||
+		unicode.Is(unicode.Cs, r) || r == utf8.RuneError || r == '\u2028' || r == '\u2029'
+}
+
+// credentialMarks are substrings that only a credential carries.
+var credentialMarks = []string{"ak_live_", "ak_test_"}
+
+// LooksLikeCredential reports whether s holds one of our API keys (anywhere
+// in it) or is an Authorization value ("Bearer …", "Basic …").
+func LooksLikeCredential(s string) bool {
+	for _, m := range credentialMarks {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	t := strings.TrimSpace(s)
+	for _, scheme := range []string{"bearer ", "basic ", "token "} {
+		if len(t) > len(scheme)+8 && strings.EqualFold(t[:len(scheme)], scheme) {
+			return true
+		}
+	}
+	return false
+}
+
+// NormalizeUser is the form a user is compared and recorded in: trimmed,
+// and lower-cased when it is an email (it holds an @). Other user ids keep
+// their case.
+func NormalizeUser(s string) string {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "@") {
+		s = strings.ToLower(s)
+	}
+	return s
+}
+
+// SameUser reports whether a and b name the same user.
+func SameUser(a, b string) bool { return NormalizeUser(a) == NormalizeUser(b) }
+
+// User checks a user named in field and returns its normal form. An empty
+// or all-space value gives "".
+func User(field, s string) (string, error) {
+	if err := Check(field, s, MaxUser); err != nil {
+		return "", err
+	}
+	u := NormalizeUser(s)
+	if strings.ContainsFunc(u, unicode.IsSpace) {
+		return "", &Problem{field, "contains white space inside it"}
+	}
+	return u, nil
+}
+
+// RequestID returns h when it is a usable request id (1 to MaxRequestID
+// bytes of letters, digits and ._:-/+=, not a credential), else a new one.
+// A caller cannot make a record unwritable, or store a secret, through it.
+func RequestID(h string) string {
+	if h != "" && len(h) <= MaxRequestID && !LooksLikeCredential(h) && strings.IndexFunc(h, notIDChar) < 0 {
+		return h
+	}
+	return NewRequestID()
+}
+
+func notIDChar(r rune) bool {
+	switch {
+	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		return false
+	}
+	return !strings.ContainsRune("._:-/+=", r)
+}
+
+// NewRequestID returns a fresh random request id.
+func NewRequestID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "req_" + hex.EncodeToString(b)
+}
+
+// A Claim is one place a call names its end user.
+type Claim struct {
+	Field string // where: "user_email", "params.user_email", "params._iam_context.email", "X-Armoriq-User"
+	Value string
+}
+
+// Errors of Resolve. ErrConflict: the call names two different users.
+// ErrNotTokenUser: the call names a user other than the one the token is
+// bound to.
+var (
+	ErrConflict     = errors.New("the call names two different end users")
+	ErrNotTokenUser = errors.New("the call names an end user the token was not issued for")
+)
+
+// Resolution is the outcome of Resolve.
+type Resolution struct {
+	User   string // the end user, normalised
+	Source string // where it came from: "token user_email", a Claim's Field, or "token user_id"
+}
+
+// Resolve returns the end user of a call: the user the token was bound to
+// (tokenEmail, its user_email at issue), else the one user the call's claims
+// name, else the token's user_id. Every claim is checked (Check) and
+// normalised; empty claims are ignored. Two different named users give
+// ErrConflict; a named user other than a bound token's gives
+// ErrNotTokenUser. Errors wrap a *Problem naming the field where one
+// applies.
+func Resolve(tokenEmail, tokenUserID string, claims ...Claim) (Resolution, error) {
+	var named Resolution
+	for _, c := range claims {
+		u, err := User(c.Field, c.Value)
+		if err != nil {
+			return Resolution{}, err
+		}
+		if u == "" {
+			continue
+		}
+		if named.User != "" && named.User != u {
+			return Resolution{}, fmt.Errorf("%w: %s %q and %s %q", ErrConflict, named.Source, named.User, c.Field, u)
+		}
+		if named.User == "" {
+			named = Resolution{User: u, Source: c.Field}
+		}
+	}
+	if bound := NormalizeUser(tokenEmail); bound != "" {
+		if named.User != "" && named.User != bound {
+			return Resolution{}, fmt.Errorf("%w: %s %q, token issued for %q", ErrNotTokenUser, named.Source, named.User, bound)
+		}
+		return Resolution{User: bound, Source: "token user_email"}, nil
+	}
+	if named.User != "" {
+		return named, nil
+	}
+	return Resolution{User: NormalizeUser(tokenUserID), Source: "token user_id"}, nil
+}
+
+// ParamClaims returns the end-user claims inside a call's parameters, as
+// the SDKs inject them: params.user_email and params._iam_context.user_email
+// or .email. A value of the wrong type is refused rather than ignored, so a
+// call cannot hide a second user behind a type.
+func ParamClaims(params map[string]any) ([]Claim, error) {
+	var out []Claim
+	add := func(field string, v any) error {
+		switch x := v.(type) {
+		case nil:
+		case string:
+			out = append(out, Claim{field, x})
+		default:
+			return &Problem{field, "must be a string"}
+		}
+		return nil
+	}
+	if params == nil {
+		return nil, nil
+	}
+	if err := add("params.user_email", params["user_email"]); err != nil {
+		return nil, err
+	}
+	switch iam := params["_iam_context"].(type) {
+	case nil:
+	case map[string]any:
+		if err := add("params._iam_context.user_email", iam["user_email"]); err != nil {
+			return nil, err
+		}
+		if err := add("params._iam_context.email", iam["email"]); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, &Problem{"params._iam_context", "must be an object"}
+	}
+	return out, nil
+}
