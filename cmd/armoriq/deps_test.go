@@ -48,6 +48,7 @@ func TestDependencyRules(t *testing.T) {
 		"runtime/intent":     {},
 		"runtime/policy":     {"compiler/bundle"},
 		"runtime/store":      {},
+		"runtime/identity":   {},
 		"runtime/client":     {"runtime/intent"},
 		"plugins":            {"plugins/"},
 		"plugins/mcpadapter": {"plugins"},

@@ -89,7 +89,11 @@ func (s *Server) commitRequest(ctx context.Context, inv *invocation) error {
 func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
 	inv.conclude(err, s.now())
 	if inv.requestSeq == 0 {
-		return s.audit(ctx, inv.rec)
+		aerr := s.audit(ctx, inv.rec)
+		if aerr != nil && err != nil && asError(err).Kind == KindUnavailable {
+			return err // the store was already down: say so as it was said first
+		}
+		return aerr
 	}
 	out := inv.rec
 	out.Phase, out.Concludes, out.Arguments = store.PhaseOutcome, inv.requestSeq, nil

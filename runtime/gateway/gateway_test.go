@@ -46,15 +46,17 @@ func TestInvokeAllowedForwardsAndAudits(t *testing.T) {
 		t.Errorf("add result = %q, want 3", got)
 	}
 
-	recs, err := g.store.ListAudit(context.Background(), store.AuditFilter{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Each call is a request record, committed before the upstream ran,
+	// and an outcome record.
+	recs := g.records(store.AuditFilter{Phase: store.PhaseRequest})
 	if len(recs) != 2 {
-		t.Fatalf("audit has %d records, want 2: %+v", len(recs), recs)
+		t.Fatalf("audit has %d request records, want 2: %+v", len(recs), recs)
+	}
+	if outs := g.records(store.AuditFilter{Phase: store.PhaseOutcome}); len(outs) != 2 || outs[0].Concludes != recs[0].Seq || outs[0].Outcome != "ok" {
+		t.Errorf("outcome records = %+v", outs)
 	}
 	r := recs[0]
-	if r.Decision != store.Allowed || r.Server != "tools" || r.Tool != "echo" || r.User != "alice@example.com" || r.Agent != "agent-1" || r.BundleRevision != "rev1" || r.Step != 0 || r.Rule != "policy.allow[0]" {
+	if r.Decision != store.Allowed || r.Server != "tools" || r.Tool != "echo" || r.User != "alice@example.com" || r.Agent != "agent" || r.Client != "agent-1" || r.BundleRevision != "rev1" || r.Step != 0 || r.Rule != "policy.allow[0]" {
 		t.Errorf("audit record = %+v", r)
 	}
 	if strings.Contains(string(r.Arguments), "_iam_context") {
@@ -89,7 +91,7 @@ func TestInvokeRefusals(t *testing.T) {
 		{"action not in the plan", "tools", "slow", nil, nil, 409, "intent_mismatch", "not a step of the signed plan"},
 		{"action planned on another server", "other", "echo", map[string]any{"text": "hi"}, nil, 409, "intent_mismatch", `planned for server "tools"`},
 		{"policy denies by condition", "tools", "add", map[string]any{"a": 5000, "b": 1}, nil, 403, "policy_blocked", "sums over 1000 need review"},
-		{"user_email not the token's user", "tools", "echo", map[string]any{"text": "hi"}, map[string]any{"user_email": "mallory@example.com"}, 401, "unauthenticated", "not the user the token was issued for"},
+		{"two end users in one call", "tools", "echo", map[string]any{"text": "hi", "user_email": "alice@example.com"}, map[string]any{"user_email": "mallory@example.com"}, 400, "invalid", "two different end users"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -318,7 +320,7 @@ func TestRevokeCancelsCallInFlight(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("in-flight call was not cancelled by the revocation")
 	}
-	recs, _ := g.store.ListAudit(context.Background(), store.AuditFilter{Tool: "slow"})
+	recs := g.records(store.AuditFilter{Tool: "slow", Phase: store.PhaseOutcome})
 	if len(recs) != 1 || recs[0].Decision != store.Failed {
 		t.Errorf("audit of the cancelled call = %+v", recs)
 	}
@@ -430,11 +432,11 @@ func TestAuditEndpoints(t *testing.T) {
 	g.do("GET", "/v1/audit?since=yesterday", g.adminKey, nil, 400, nil)
 	var v map[string]any
 	g.do("GET", "/v1/audit/verify", g.adminKey, nil, 200, &v)
-	if v["ok"] != true || v["records"].(float64) != 2 {
+	if v["ok"] != true || v["records"].(float64) != 3 {
 		t.Errorf("verify = %v", v)
 	}
 	resp, data := g.send("GET", "/v1/audit/export", g.adminKey, nil, nil)
-	if resp.StatusCode != 200 || strings.Count(string(data), "\n") != 2 {
+	if resp.StatusCode != 200 || strings.Count(string(data), "\n") != 3 {
 		t.Errorf("export: status %d: %s", resp.StatusCode, data)
 	}
 	if strings.Contains(string(data), g.agentKey) || strings.Contains(string(data), "ak_live_") {

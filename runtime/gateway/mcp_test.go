@@ -132,6 +132,7 @@ func callText(t testing.TB, cs *mcp.ClientSession, name string, args map[string]
 
 func lastAudit(t testing.TB, g *testGateway) store.AuditRecord {
 	t.Helper()
+	g.srv.waitOutcomes(5 * time.Second)
 	recs, err := g.store.ListAudit(context.Background(), store.AuditFilter{Limit: 1000})
 	if err != nil || len(recs) == 0 {
 		t.Fatalf("audit: %v (%d records)", err, len(recs))
@@ -310,7 +311,7 @@ func TestMCPLegacySessionSurvivesRestart(t *testing.T) {
 		t.Fatalf("tools/call on the second gateway: %d %v; states %+v", status, out, g2.srv.serverStates())
 	}
 	rec := lastAudit(t, g2)
-	if rec.Agent != "legacy" || rec.Decision != store.Allowed {
+	if rec.Client != "legacy" || rec.Agent != "agent" || rec.Decision != store.Allowed {
 		t.Fatalf("audit = %+v", rec)
 	}
 	// The session is bound to its key, and a forged id is unknown.

@@ -117,13 +117,12 @@ func TestOfficialTypeScriptSDK(t *testing.T) {
 	}
 
 	// Every refusal and success is in the audit log, and the chain holds.
-	recs, err := g.store.ListAudit(context.Background(), store.AuditFilter{Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := g.records(store.AuditFilter{})
 	count := map[store.Decision]int{}
 	for _, r := range recs {
-		count[r.Decision]++
+		if r.Phase == store.PhaseRequest || r.Phase == store.PhaseDecision {
+			count[r.Decision]++
+		}
 		if strings.Contains(string(r.Arguments), "_iam_context") {
 			t.Errorf("audit record %d keeps the SDK's _iam_context: %s", r.Seq, r.Arguments)
 		}
