@@ -5,7 +5,7 @@
 // parameters differ from the signed plan.
 //
 //	go run ./cmd/armoriq gateway --config examples/quickstart/armoriq.yaml &
-//	ARMORIQ_API_KEY=$(go run ./cmd/armoriq keys create --name demo --role agent \
+//	ARMORIQ_API_KEY=$(go run ./cmd/armoriq keys create --name demo --role agent --agent support-agent \
 //	    --api-key-file .armoriq-data/admin.key) go run ./examples/agent-go
 package main
 

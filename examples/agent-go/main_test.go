@@ -57,7 +57,7 @@ func TestAgentAgainstQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	full, id, hash := store.GenerateAPIKey()
-	if err := st.CreateAPIKey(ctx, store.APIKey{ID: id, Name: "demo", Role: store.RoleAgent, SecretHash: hash, Last4: store.APIKeyLast4(full)}); err != nil {
+	if err := st.CreateAPIKey(ctx, store.APIKey{ID: id, Name: "demo", Role: store.RoleAgent, Agent: "support-agent", SecretHash: hash, Last4: store.APIKeyLast4(full)}); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
