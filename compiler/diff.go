@@ -345,6 +345,12 @@ func (d *AccessDiff) Write(w io.Writer, format, base, head string) error {
 	return fmt.Errorf("unknown format %q (want text, markdown or json)", format)
 }
 
+// Markdown renders d for a pull request comment or a job summary in at
+// most limit bytes; rows that do not fit are counted in a closing note.
+func (d *AccessDiff) Markdown(base, head string, limit int) string {
+	return d.markdown(base, head, limit)
+}
+
 func (d *AccessDiff) writeText(w io.Writer, base, head string) error {
 	if len(d.Changes) == 0 {
 		_, err := fmt.Fprintln(w, "no change in effective access")

@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
-
-	"github.com/google/go-github/v62/github"
 
 	"github.com/armoriq/controlplane/compiler"
 	"github.com/armoriq/controlplane/schema"
@@ -143,11 +140,8 @@ func (r *CheckResult) Title() string {
 
 // DiffText is the access diff in format text or markdown, or why there is none.
 func (r *CheckResult) DiffText(format string) string {
-	switch {
-	case r.BaseNote != "":
-		return r.BaseNote + "\n"
-	case r.Access == nil:
-		return "no diff: the config is invalid\n"
+	if why := r.noDiff(); why != "" {
+		return why
 	}
 	var b strings.Builder
 	if err := r.Access.Write(&b, format, short(r.Base), r.Path); err != nil {
@@ -156,18 +150,40 @@ func (r *CheckResult) DiffText(format string) string {
 	return b.String()
 }
 
-// Markdown is the PR comment and check run summary.
-func (r *CheckResult) Markdown() string {
+func (r *CheckResult) noDiff() string {
+	switch {
+	case r.BaseNote != "":
+		return r.BaseNote + "\n"
+	case r.Access == nil:
+		return "no diff: the config is invalid\n"
+	}
+	return ""
+}
+
+// Markdown is the PR comment and check run summary: the title, the access
+// diff and the first 20 problems (all of them are annotated). It is not
+// cut to any limit: PublishCheck does that.
+func (r *CheckResult) Markdown() string { return r.markdown(20, compiler.MaxMarkdown) }
+
+// FullMarkdown is the whole report, for the job summary: every problem and
+// every row of the access diff.
+func (r *CheckResult) FullMarkdown() string { return r.markdown(-1, MaxStepSummary) }
+
+func (r *CheckResult) markdown(maxProblems, maxDiff int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "**%s**\n\n", strings.ReplaceAll(r.Title(), "*", `\*`))
 	if r.Base != "" {
-		b.WriteString(r.DiffText("markdown"))
+		if why := r.noDiff(); why != "" {
+			b.WriteString(why)
+		} else {
+			b.WriteString(r.Access.Markdown(short(r.Base), r.Path, maxDiff))
+		}
 	}
 	if n := len(r.Diagnostics); n > 0 {
 		fmt.Fprintf(&b, "\n%s, annotated on the files:\n\n", plural(n, "problem"))
 		for i, d := range r.Diagnostics {
-			if i == 20 {
-				fmt.Fprintf(&b, "- … and %d more\n", n-20)
+			if i == maxProblems {
+				fmt.Fprintf(&b, "- … and %d more, in the annotations and the job summary\n", n-maxProblems)
 				break
 			}
 			fmt.Fprintf(&b, "- `%s`\n", strings.ReplaceAll(d.String(), "`", "'"))
@@ -176,49 +192,62 @@ func (r *CheckResult) Markdown() string {
 	return b.String()
 }
 
+// Where says where the whole report of a workflow run can be read, for
+// the notes on texts cut to GitHub's limits.
+func (ev *GitHubEvent) Where() string {
+	if ev.RunURL != "" {
+		return fmt.Sprintf("the job summary of [this workflow run](%s)", ev.RunURL)
+	}
+	return "the job summary of this workflow run"
+}
+
+// StepSummary is the report for $GITHUB_STEP_SUMMARY: the whole report cut
+// to the runner's 1 MiB.
+func (r *CheckResult) StepSummary() string {
+	return fitMarkdown(r.FullMarkdown(), MaxStepSummary, "")
+}
+
 // PublishCheck reports r to GitHub for the workflow run ev: the check run
-// (or its fallback) on ev.SHA and, in a pull request, the armoriq comment.
-// relPath turns a diagnostic's file into a path relative to the repository
-// root, as annotations need. It returns how the check was published and
-// whether the comment was created (rather than edited).
-func PublishCheck(ctx context.Context, checks *Checks, ev *GitHubEvent, r *CheckResult, relPath func(string) string) (how string, created bool, err error) {
+// (or its fallbacks) on ev.SHA and, in a pull request, the armoriq comment.
+// root is the repository's root (GITHUB_WORKSPACE), against which
+// annotation paths are made repository-relative. Reporting is best effort:
+// what GitHub refused is in the Delivery's Problems, never an error.
+func PublishCheck(ctx context.Context, checks *Checks, ev *GitHubEvent, r *CheckResult, root string) Delivery {
 	ds := FromSchema(r.Diagnostics)
 	for i := range ds {
-		if relPath != nil {
-			ds[i].File = relPath(ds[i].File)
-		}
-		ds[i].File = filepath.ToSlash(ds[i].File)
+		ds[i].File, _ = RepoPath(root, ds[i].File)
 	}
-	how, err = checks.Publish(ctx, ev.SHA, CheckReport{Title: r.Title(), Summary: r.Markdown(), Failed: r.Failed(), Diagnostics: ds})
-	if err != nil {
-		return "", false, fmt.Errorf("reporting to GitHub: %v", err)
-	}
+	config, _ := RepoPath(root, r.Path)
+	where := ev.Where()
+	d := checks.Publish(ctx, ev.SHA, CheckReport{
+		Title: r.Title(), Summary: r.Markdown(), Failed: r.Failed(),
+		Diagnostics: ds, DefaultFile: config, Where: where,
+	})
 	if ev.PR == 0 {
-		return how, false, nil
+		return d
 	}
-	created, err = checks.UpsertComment(ctx, ev.PR, r.Markdown())
-	var ge *github.ErrorResponse
-	if errors.As(err, &ge) && ge.Response != nil && ge.Response.StatusCode == http.StatusForbidden {
-		// A pull request from a fork gets a read-only token: the check
-		// stands, the comment is skipped with a warning.
-		if checks.Stdout != nil {
-			fmt.Fprintf(checks.Stdout, "::warning::armoriq could not comment on #%d (the token may not write to pull requests): %s\n", ev.PR, escapeData(ge.Message))
-		}
-		return how, false, nil
+	body := fitMarkdown(r.Markdown(), MaxCommentBody-len(CommentMarker)-1, where)
+	created, err := checks.UpsertComment(ctx, ev.PR, body)
+	switch {
+	case err != nil:
+		d.problem(fmt.Sprintf("commenting on pull request #%d", ev.PR), err)
+	case created:
+		d.Comment = "created"
+	default:
+		d.Comment = "updated"
 	}
-	if err != nil {
-		return how, false, fmt.Errorf("commenting on the pull request: %v", err)
-	}
-	return how, created, nil
+	return d
 }
 
 // PrintCheck writes the findings for a terminal: diagnostics on stderr
-// (or, with workflow, as ::error commands on stdout), then the title and
-// the diff on stdout.
-func PrintCheck(stdout, stderr io.Writer, r *CheckResult, workflow bool) {
+// (or, with workflow, as ::error commands on stdout, their files relative to
+// the repository's root), then the title and the diff on stdout.
+func PrintCheck(stdout, stderr io.Writer, r *CheckResult, workflow bool, root string) {
 	for _, d := range r.Diagnostics {
 		if workflow {
-			fmt.Fprintln(stdout, WorkflowCommand(FromSchema(schema.Diagnostics{d})[0]))
+			wd := FromSchema(schema.Diagnostics{d})[0]
+			wd.File, _ = RepoPath(root, wd.File)
+			fmt.Fprintln(stdout, WorkflowCommand(wd))
 		} else {
 			fmt.Fprintln(stderr, d.String())
 		}

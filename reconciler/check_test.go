@@ -29,7 +29,6 @@ func TestCheckPublishesToPullRequest(t *testing.T) {
 	repo := newTestRepo(t)
 	base := repo.commit("base", map[string]string{"armoriq.yaml": strings.Replace(checkPolicy, "%s", "slack/read", 1)})
 	path := filepath.Join(repo.dir, "armoriq.yaml")
-	rel := func(p string) string { r, _ := filepath.Rel(repo.dir, p); return r }
 	f := newFakeGitHub(t)
 	checks := newChecks(t, f, io.Discard)
 	ev := &GitHubEvent{Owner: "o", Repo: "r", SHA: "head1", PR: 7, BaseSHA: base}
@@ -40,9 +39,9 @@ func TestCheckPublishesToPullRequest(t *testing.T) {
 	if res.Failed() || res.Tests != 1 || res.Access == nil || len(res.Access.Changes) != 1 {
 		t.Fatalf("Check: %+v, diagnostics %v", res, res.Diagnostics)
 	}
-	how, created, err := PublishCheck(context.Background(), checks, ev, res, rel)
-	if err != nil || how != "check-run" || !created {
-		t.Fatalf("first PublishCheck = %q, %v, %v; want a check run and a new comment", how, created, err)
+	d := PublishCheck(context.Background(), checks, ev, res, repo.dir)
+	if d.How != "check-run" || d.Comment != "created" || len(d.Problems) > 0 {
+		t.Fatalf("first PublishCheck = %+v; want a check run and a new comment", d)
 	}
 	reqs := f.Take()
 	if reqs[0].Body["conclusion"] != "success" || reqs[0].Body["head_sha"] != "head1" {
@@ -58,9 +57,9 @@ func TestCheckPublishesToPullRequest(t *testing.T) {
 	if !res.Failed() || res.Failures != 1 {
 		t.Fatalf("Check with a failing test: %+v", res)
 	}
-	how, created, err = PublishCheck(context.Background(), checks, ev, res, rel)
-	if err != nil || how != "check-run" || created {
-		t.Fatalf("second PublishCheck = %q, %v, %v; want a check run and an edited comment", how, created, err)
+	d = PublishCheck(context.Background(), checks, ev, res, repo.dir)
+	if d.How != "check-run" || d.Comment != "updated" || len(d.Problems) > 0 {
+		t.Fatalf("second PublishCheck = %+v; want a check run and an edited comment", d)
 	}
 	reqs = f.Take()
 	run := reqs[0].Body
@@ -84,22 +83,5 @@ func TestCheckWithoutBaseOrInvalid(t *testing.T) {
 	res = Check(path, "main")
 	if res.DiffText("text") != "no diff: the config is invalid\n" {
 		t.Errorf("diff of an invalid config: %q", res.DiffText("text"))
-	}
-}
-
-func TestCheckCommentRefusedOnForkIsAWarning(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "armoriq.yaml")
-	os.WriteFile(path, []byte(strings.Replace(checkPolicy, "%s", "slack/read", 1)), 0o644)
-	f := newFakeGitHub(t)
-	f.ReadOnly = true
-	var out strings.Builder
-	checks := newChecks(t, f, &out)
-	how, created, err := PublishCheck(context.Background(), checks, &GitHubEvent{Owner: "o", Repo: "r", SHA: "h", PR: 7}, Check(path, ""), nil)
-	if err != nil || how != "check-run" || created {
-		t.Fatalf("PublishCheck with a read-only token = %q, %v, %v; want the check run and no error", how, created, err)
-	}
-	if !strings.HasPrefix(out.String(), "::warning::armoriq could not comment on #7") {
-		t.Errorf("stdout %q, want a workflow warning", out.String())
 	}
 }

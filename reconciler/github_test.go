@@ -48,9 +48,9 @@ func diagnostics(n int) []Diagnostic {
 func TestPublishBatchesAnnotations(t *testing.T) {
 	f := newFakeGitHub(t)
 	c := newChecks(t, f, io.Discard)
-	how, err := c.Publish(context.Background(), "abc123", CheckReport{Title: "120 errors", Summary: "s", Failed: true, Diagnostics: diagnostics(120)})
-	if err != nil || how != "check-run" {
-		t.Fatalf("Publish = %q, %v; want check-run", how, err)
+	d := c.Publish(context.Background(), "abc123", CheckReport{Title: "120 errors", Summary: "s", Failed: true, Diagnostics: diagnostics(120)})
+	if d.How != "check-run" || len(d.Problems) > 0 || d.Commands != 0 {
+		t.Fatalf("Publish = %+v; want check-run", d)
 	}
 	reqs := f.Take()
 	var got []string
@@ -80,19 +80,19 @@ func TestPublishBatchesAnnotations(t *testing.T) {
 
 func TestPublishFallsBackToStatus(t *testing.T) {
 	f := newFakeGitHub(t)
-	f.ChecksForbidden = true
+	f.Perms.Checks = false
 	var out strings.Builder
 	c := newChecks(t, f, &out)
-	how, err := c.Publish(context.Background(), "abc123", CheckReport{Title: "1 error", Failed: true, Diagnostics: diagnostics(1)})
-	if err != nil || how != "status" {
-		t.Fatalf("Publish with checks refused = %q, %v; want status", how, err)
+	d := c.Publish(context.Background(), "abc123", CheckReport{Title: "1 error", Failed: true, Diagnostics: diagnostics(1)})
+	if d.How != "status" || d.Commands != 1 || len(d.Problems) != 1 || !strings.Contains(d.Problems[0], "403 Resource not accessible by integration") {
+		t.Fatalf("Publish with checks refused = %+v; want status, one workflow command and the 403 as a problem", d)
 	}
 	reqs := f.Take()
 	last := reqs[len(reqs)-1]
 	if last.Path != "/repos/o/r/statuses/abc123" || last.Body["state"] != "failure" || last.Body["context"] != "armoriq" {
 		t.Errorf("fallback request %+v: want a failure status on abc123", last)
 	}
-	if want := "::error file=armoriq.yaml,line=1,col=3::mcp_servers[0]: bad\n"; out.String() != want {
+	if want := "::error file=armoriq.yaml,line=1,col=3,title=armoriq%3A mcp_servers[0]::bad\n"; out.String() != want {
 		t.Errorf("stdout %q, want %q", out.String(), want)
 	}
 }

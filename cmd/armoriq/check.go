@@ -25,20 +25,25 @@ validate (schema and rules), the policy tests (tests[] and *_test.yaml), and
 the diff against the same file at --base (a branch, tag or commit; in a pull
 request, the PR's base commit).
 
-With --github it reports to GitHub from a workflow run: a check run named
-"armoriq" on the PR's head commit with every problem annotated at
-file:line:col (in batches of 50, the API's limit), or, when the token may
-not create check runs, a commit status plus ::error lines; in a pull
-request, one comment holding the diff, edited in place on later pushes; and
-the same report in the job summary ($GITHUB_STEP_SUMMARY). It
-reads GITHUB_REPOSITORY, GITHUB_SHA, GITHUB_EVENT_PATH and GITHUB_API_URL,
-and authenticates with GITHUB_TOKEN or a GitHub App (--github-app-id and
---github-app-key).
+With --github it reports to GitHub from a workflow run: the whole report in
+the job summary ($GITHUB_STEP_SUMMARY); a check run named "armoriq" on the
+PR's head commit with every problem annotated at file:line:col (in batches
+of 50, the API's limit); in a pull request, one comment holding the diff,
+edited in place on later pushes. Reporting is best effort: when the token
+may not create check runs (a pull request from a fork gets a read-only
+token), it tries a commit status and prints every problem as a workflow
+command (::error file=...), which the runner annotates without any
+permission; what GitHub refused is a warning, never the verdict. Texts are
+cut to GitHub's limits with a note saying where the whole report is. It
+reads GITHUB_REPOSITORY, GITHUB_SHA, GITHUB_EVENT_PATH, GITHUB_API_URL,
+GITHUB_WORKSPACE (annotation paths are relative to it), GITHUB_SERVER_URL
+and GITHUB_RUN_ID, and authenticates with GITHUB_TOKEN or a GitHub App
+(--github-app-id and --github-app-key).
 
 --format github prints ::error workflow commands instead of plain lines.
 
-Exit status: 0 valid and every test passed, 1 invalid or a test failed (or
-reporting to GitHub failed), 2 usage error or unreadable file.`,
+Exit status: 0 valid and every test passed, 1 invalid or a test failed
+(whatever GitHub accepted), 2 usage error or unreadable file.`,
 		Example: `  armoriq check --base origin/main
   armoriq check --github    # in a pull_request workflow`,
 		MaxArgs: 1,
@@ -71,10 +76,12 @@ reporting to GitHub failed), 2 usage error or unreadable file.`,
 				fmt.Fprintln(e.Stderr, res.Diagnostics[0].String())
 				return silentExit(exitUsage)
 			}
-			reconciler.PrintCheck(e.Stdout, e.Stderr, res, format == "github" && !gh)
+			reconciler.PrintCheck(e.Stdout, e.Stderr, res, format == "github" && !gh, e.Getenv("GITHUB_WORKSPACE"))
 			if gh {
 				if p := e.Getenv("GITHUB_STEP_SUMMARY"); p != "" {
-					appendStepSummary(p, res.Markdown())
+					if err := appendStepSummary(p, res.StepSummary()); err != nil {
+						fmt.Fprintf(e.Stderr, "warning: job summary: %v\n", err)
+					}
 				}
 				if err := publishCheck(ctx, e, ev, res, appID, appKey); err != nil {
 					return err
@@ -102,28 +109,37 @@ func publishCheck(ctx context.Context, e *env, ev *reconciler.GitHubEvent, r *re
 		return usageErrorf("--github: %v (set GITHUB_TOKEN, or --github-app-id and --github-app-key)", err)
 	}
 	checks := &reconciler.Checks{Client: client, Owner: ev.Owner, Repo: ev.Repo, Stdout: e.Stdout}
-	how, created, err := reconciler.PublishCheck(ctx, checks, ev, r, displayPath)
-	if err != nil {
-		return err
+	d := reconciler.PublishCheck(ctx, checks, ev, r, e.Getenv("GITHUB_WORKSPACE"))
+	switch d.How {
+	case "":
+		fmt.Fprintf(e.Stderr, "GitHub took neither a check run nor a commit status on %s\n", shortRev(ev.SHA))
+	default:
+		fmt.Fprintf(e.Stderr, "reported to GitHub as a %s on %s\n", d.How, shortRev(ev.SHA))
 	}
-	fmt.Fprintf(e.Stderr, "reported to GitHub as a %s on %s\n", how, shortRev(ev.SHA))
-	if ev.PR != 0 {
-		verb := "updated"
-		if created {
-			verb = "created"
-		}
-		fmt.Fprintf(e.Stderr, "%s the armoriq comment on #%d\n", verb, ev.PR)
+	if d.Commands > 0 {
+		fmt.Fprintf(e.Stderr, "printed %d problems as workflow commands for the runner to annotate\n", d.Commands)
+	}
+	if d.Comment != "" {
+		fmt.Fprintf(e.Stderr, "%s the armoriq comment on #%d\n", d.Comment, ev.PR)
+	}
+	for _, p := range d.Problems {
+		// Best effort: a warning in the log and on the run, not the verdict.
+		fmt.Fprintf(e.Stderr, "warning: %s\n", p)
+		fmt.Fprintf(e.Stdout, "::warning title=armoriq could not report to GitHub::%s\n", reconciler.EscapeData(p))
 	}
 	return nil
 }
 
-// appendStepSummary adds text to the workflow's job summary; a failure only costs
-// the summary.
-func appendStepSummary(path, text string) {
+// appendStepSummary adds text to the workflow's job summary; a failure only
+// costs the summary.
+func appendStepSummary(path, text string) error {
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
-		return
+		return err
 	}
-	defer f.Close()
-	f.WriteString(text + "\n")
+	if _, err := f.WriteString(text + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
