@@ -186,6 +186,9 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 		return nil, err
 	}
 	rec.Step = int64(step)
+	if err := s.checkTokenPolicy(&tok, req.MCP, action); err != nil {
+		return nil, err
+	}
 
 	// A token revoked while this call runs cancels it.
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -295,6 +295,9 @@ func (ep *mcpEndpoint) checkIntent(ctx context.Context, raw any, rt route, args 
 		return "", "", err
 	}
 	rec.Step = int64(step)
+	if err := s.checkTokenPolicy(&tok, rt.server.ID, rt.name); err != nil {
+		return "", "", err
+	}
 	return user, ref, nil
 }
 

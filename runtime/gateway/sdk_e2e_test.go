@@ -85,6 +85,8 @@ func TestOfficialTypeScriptSDK(t *testing.T) {
 		{scenario: "tampered-params", wantErr: "MCPInvocationException", wantInMsg: "HTTP 409"},
 		{scenario: "action-not-in-plan", wantErr: "IntentMismatchException", wantInMsg: "not found in the original plan"},
 		{scenario: "denied-at-issue", wantErr: "InvalidTokenException", wantInMsg: "plan denied by policy: tools/delete_repo"},
+		{scenario: "token-policy-leaves-out-a-step", wantErr: "InvalidTokenException", wantInMsg: `other/add is not allowed by the token's policy (allow ["tools/*"])`},
+		{scenario: "token-policy-allowed", wantOK: true, wantText: "echo: hello from the sdk"},
 		{scenario: "expired-local", wantErr: "TokenExpiredException"},
 		{scenario: "expired-server", wantErr: "MCPInvocationException", wantInMsg: "HTTP 401"},
 		{scenario: "revoked-key", wantErr: "MCPInvocationException", wantInMsg: "HTTP 401"},
@@ -127,8 +129,8 @@ func TestOfficialTypeScriptSDK(t *testing.T) {
 			t.Errorf("audit record %d keeps the SDK's _iam_context: %s", r.Seq, r.Arguments)
 		}
 	}
-	if count[store.Allowed] != 2 || count[store.Blocked] < 3 {
-		t.Errorf("audit decisions = %v; want 2 allowed and at least 3 blocked", count)
+	if count[store.Allowed] != 3 || count[store.Blocked] < 4 {
+		t.Errorf("audit decisions = %v; want 3 allowed and at least 4 blocked", count)
 	}
 	if rep, err := g.store.VerifyAudit(context.Background()); err != nil || !rep.OK() {
 		t.Errorf("VerifyAudit = %+v, %v", rep, err)

@@ -105,6 +105,10 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 			return errorf(KindSecretArgument, "steps[%d].params.%s looks like a secret; credentials belong in the gateway's server config, not in a plan", i, p)
 		}
 	}
+	tp, err := parseTokenPolicy(req.Policy)
+	if err != nil {
+		return err
+	}
 	user := endUser(email, userID)
 	now := s.now()
 	ttl, err := s.tokenTTL(req.ExpiresIn)
@@ -129,6 +133,12 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		d := s.decide(ab, &policy.Request{User: user, Agent: c.Agent, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
+		// The token's own policy narrows the bundle's, never widens it.
+		if d.Effect != policy.Deny {
+			if ok, reason := tp.Allows(st.MCP, st.Action); !ok {
+				d = policy.Decision{Effect: policy.Deny, RuleID: tokenPolicyRule, Reason: reason}
+			}
+		}
 		if d.Effect == policy.Deny && len(pv.DeniedTools) == 0 {
 			firstDenial, firstDenied = d, st
 		}
@@ -182,6 +192,7 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 			"merkle_root":     intent.RootHex(root),
 			"intent_ref":      tokenID,
 			"bundle_revision": pv.BundleRevision,
+			"token_policy":    tp.Signed(),
 		},
 		Identity: composite,
 	}
@@ -211,6 +222,48 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 		CompositeIdentity: composite, StepProofs: tree.Proofs(), JWTToken: jwt, Token: tok, PolicyValidation: pv,
 		IssuedAt: tok.IssuedAt, ExpiresAt: tok.ExpiresAt, ExpiresIn: ttl.Seconds(),
 	})
+	return nil
+}
+
+// tokenPolicyRule is the rule a refusal by a token's own policy is
+// recorded under, in audit records and enforcement metadata.
+const tokenPolicyRule = "token policy"
+
+// parseTokenPolicy reads the policy of a token request (absent or null:
+// allow everything the bundle allows).
+func parseTokenPolicy(raw json.RawMessage) (*policy.TokenPolicy, error) {
+	var v any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, errorf(KindInvalid, "policy: %v", err)
+		}
+	}
+	tp, err := policy.ParseTokenPolicy(v)
+	if err != nil {
+		return nil, errorf(KindInvalid, "%v", err)
+	}
+	return tp, nil
+}
+
+// checkTokenPolicy checks a call against the policy signed into its token
+// (tok.Policy["token_policy"], written at issue): deny, then allow, then
+// allowed_tools. Every planned step passed it at issue; this holds the
+// line for the calls themselves. A token issued without one allows what
+// the bundle allows. tok must have been verified.
+func (s *Server) checkTokenPolicy(tok *intent.Token, server, tool string) error {
+	tp, err := policy.ParseTokenPolicy(tok.Policy["token_policy"])
+	if err != nil {
+		// We signed it, so it parsed at issue; refuse rather than guess.
+		reason := "the token's policy cannot be read: " + err.Error()
+		return &Error{Kind: KindPolicyBlocked, Message: reason, Enforcement: &Enforcement{
+			Action: "block", Reason: reason, Metadata: map[string]any{"rule": tokenPolicyRule, "server": server, "tool": tool},
+		}}
+	}
+	if ok, reason := tp.Allows(server, tool); !ok {
+		return &Error{Kind: KindPolicyBlocked, Message: reason, Enforcement: &Enforcement{
+			Action: "block", Reason: reason, Metadata: map[string]any{"rule": tokenPolicyRule, "server": server, "tool": tool},
+		}}
+	}
 	return nil
 }
 

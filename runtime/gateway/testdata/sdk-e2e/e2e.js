@@ -48,6 +48,12 @@ async function main() {
   const denied = client.capturePlan('test-llm', 'delete', { goal: 'delete', steps: [{ action: 'delete_repo', mcp: 'tools', params: {} }] });
   await expectError('denied-at-issue', async () => (await client.getIntentToken(denied, null, 60)).tokenId);
 
+  // The token's own policy: a planned step it leaves out is refused at
+  // issuance; within it, the token works.
+  await expectError('token-policy-leaves-out-a-step', async () => (await client.getIntentToken(plan, { allow: ['tools/*'], deny: [] }, 60)).tokenId);
+  const narrow = await client.getIntentToken(plan, { allow: ['tools/ech*', 'other.add'], deny: ['tools/delete_*'] }, 60);
+  await expectError('token-policy-allowed', async () => (await client.invoke('tools', 'echo', narrow, { text: 'hello from the sdk' })).result);
+
   // Expired: the SDK checks locally first; a token whose local expiry is
   // pushed forward is refused by the gateway's own clock.
   const short = await client.getIntentToken(client.capturePlan('l', 'p', { goal: 'g', steps: [{ action: 'echo', mcp: 'tools', params: { text: 'x' } }] }), null, 1);
