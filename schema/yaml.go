@@ -98,11 +98,24 @@ func (c *yamlConv) conv(y *yaml.Node, depth int) *node {
 		return c.conv(y.Content[0], depth+1)
 	case yaml.MappingNode:
 		n.kind = kMap
+		// YAML merge keys (<<) as YAML 1.1 defines them, as every YAML
+		// library and CUE read them: a key written in the map overrides a
+		// merged one wherever the << stands, and of several merged maps the
+		// first to give a key wins. Only a key written twice is a duplicate.
+		explicit := map[string]Pos{}
+		for i := 0; i+1 < len(y.Content); i += 2 {
+			if k := y.Content[i]; k.Kind == yaml.ScalarNode && !isMergeKey(k) {
+				if _, ok := explicit[k.Value]; !ok {
+					explicit[k.Value] = c.pos(k)
+				}
+			}
+		}
 		seen := map[string]Pos{}
+		merged := map[string]bool{}
 		for i := 0; i+1 < len(y.Content); i += 2 {
 			k, v := y.Content[i], y.Content[i+1]
-			if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
-				c.merge(n, v, seen, depth)
+			if isMergeKey(k) {
+				c.merge(n, k, v, explicit, merged, depth)
 				continue
 			}
 			if k.Kind != yaml.ScalarNode {
@@ -135,9 +148,18 @@ func (c *yamlConv) conv(y *yaml.Node, depth int) *node {
 	return n
 }
 
-// merge applies a YAML merge key (<<: *anchor) without overriding keys set
-// explicitly in the map.
-func (c *yamlConv) merge(n *node, v *yaml.Node, seen map[string]Pos, depth int) {
+func isMergeKey(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge"
+}
+
+// merge applies a YAML merge key k (<<: *anchor, or a list of them) to n:
+// the merged maps' keys that the map does not set itself (explicit) and no
+// earlier merge gave (merged) are added. A merged key and its value are
+// placed at the merge (as an alias's value is placed at the alias), so a
+// problem of this map is reported where the map is written; what lies
+// deeper (a nested map's keys, a string's text) keeps its place in the
+// anchored map, also in the user's file.
+func (c *yamlConv) merge(n *node, k, v *yaml.Node, explicit map[string]Pos, merged map[string]bool, depth int) {
 	var srcs []*yaml.Node
 	if v.Kind == yaml.SequenceNode {
 		srcs = v.Content
@@ -147,17 +169,26 @@ func (c *yamlConv) merge(n *node, v *yaml.Node, seen map[string]Pos, depth int) 
 	for _, s := range srcs {
 		m := c.conv(s, depth+1)
 		if m == nil || m.kind != kMap {
-			c.diags.errorf(c.pos(v), "", "a merge key (<<) needs a map")
+			c.diags.errorf(c.pos(s), "", "a merge key (<<) needs a map or a list of maps, found %s", kindOf(m))
 			continue
 		}
 		for _, f := range m.fields {
-			if _, ok := seen[f.key]; ok {
+			if _, ok := explicit[f.key]; ok || merged[f.key] {
 				continue
 			}
-			seen[f.key] = f.keyPos
-			n.fields = append(n.fields, f)
+			merged[f.key] = true
+			val := *f.val
+			val.pos = c.pos(s)
+			n.fields = append(n.fields, field{key: f.key, keyPos: c.pos(k), val: &val})
 		}
 	}
+}
+
+func kindOf(n *node) kind {
+	if n == nil {
+		return kInvalid
+	}
+	return n.kind
 }
 
 func (c *yamlConv) scalar(n *node, y *yaml.Node) {
