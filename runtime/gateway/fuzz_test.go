@@ -2,29 +2,47 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/armoriq/controlplane/runtime/store"
 )
 
 // FuzzEntryPoints sends arbitrary bodies and headers to every entry point
-// that reads one: whatever arrives, the gateway answers with a 4xx (or a
-// 2xx for a well-formed request), never a 5xx or a panic, and never echoes
-// the API key.
+// that reads one. Whatever arrives, the gateway answers with a 4xx (or a
+// 2xx for a well-formed request), never a 5xx other than the documented
+// "store unavailable" 503 (and the upstream's own 502/504), never a panic,
+// never echoes the API key, and never lets the upstream run a call that has
+// no committed request record.
 func FuzzEntryPoints(f *testing.F) {
-	g := newTestGateway(f, nil)
+	// A short call timeout: a fuzzed call to the tool that waits for a
+	// release must not stall the fuzzer.
+	g := newTestGateway(f, nil, func(c *Config) { c.CallTimeout = 200 * time.Millisecond })
 	g.pushBundle("rev1", 100, testPolicy())
 	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
 	good, hdr := invokeRequestFor(tok, "tools", "echo", map[string]any{"text": "hi"})
+	mcpCall := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tools_echo","arguments":{"text":"hi"}}}`)
+	mcpInit := []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`)
 	seeds := [][]byte{
-		good, []byte(`{}`), []byte(`null`), []byte(`[]`), []byte(`{"mcp":"tools","action":"echo"}`),
+		good, mcpCall, mcpInit, []byte(`{}`), []byte(`null`), []byte(`[]`), []byte(`{"mcp":"tools","action":"echo"}`),
 		[]byte(`{"user_id":"a","agent_id":"b","plan":{"steps":[{"action":"x","mcp":"tools"}]}}`),
 		[]byte(`{"plan":{"steps":[]}}`), []byte(`{"name":"k","role":"agent"}`), []byte("\x1f\x8b\x08"),
 		[]byte(`{"mcp":"tools","action":"echo","token":{"plan_hash":"x","expires_at":1e308}}`),
+		bytes.Replace(good, []byte(`"params":{"text":"hi"}`), []byte(`"params":{"text":"hi","user_email":"b\u0000b@x.com"}`), 1),
 	}
-	for _, s := range seeds {
-		for route := 0; route < 5; route++ {
-			f.Add(route, s, hdr["X-CSRG-Proof"])
+	headerSeeds := []struct{ name, value string }{
+		{"X-Request-ID", "req-1"}, {"X-Request-ID", "\xff"}, {"X-Armoriq-User", "bob@example.com"},
+		{"X-Armoriq-User", "b\xffob"}, {"X-CSRG-Proof", hdr["X-CSRG-Proof"]}, {"Mcp-Session-Id", "x"},
+		{"Mcp-Protocol-Version", "2026-07-28"}, {"Content-Type", "text/plain"}, {"X-Request-ID", g.agentKey},
+	}
+	for i, s := range seeds {
+		for route := 0; route < 6; route++ {
+			h := headerSeeds[(i+route)%len(headerSeeds)]
+			f.Add(route, s, hdr["X-CSRG-Proof"], h.name, h.value)
 		}
 	}
 	routes := []struct{ method, path, key string }{
@@ -33,24 +51,62 @@ func FuzzEntryPoints(f *testing.F) {
 		{"PUT", "/v1/bundle", g.adminKey},
 		{"POST", "/v1/keys", g.adminKey},
 		{"POST", "/iap/sdk/register", g.adminKey},
+		{"POST", "/mcp", g.agentKey},
 	}
 	h := g.srv.Handler()
-	f.Fuzz(func(t *testing.T, route int, body []byte, proof string) {
+	f.Fuzz(func(t *testing.T, route int, body []byte, proof, hname, hvalue string) {
 		if route < 0 {
 			route = -route
 		}
 		r := routes[route%len(routes)]
 		req := httptest.NewRequest(r.method, r.path, bytes.NewReader(body))
 		req.Header.Set("X-API-Key", r.key)
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-CSRG-Proof", proof)
 		req.Header.Set("X-CSRG-Path", "/steps/[0]/action")
+		if hname != "" && validHeaderName(hname) {
+			// Set the raw value as a server would receive it: net/http's
+			// own parser refuses control characters before the gateway
+			// sees them, but bytes ≥ 0x80 pass.
+			req.Header[http.CanonicalHeaderKey(hname)] = []string{hvalue}
+		}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		if w.Code >= 500 && w.Code != http.StatusServiceUnavailable && w.Code != http.StatusBadGateway && w.Code != http.StatusGatewayTimeout {
-			t.Fatalf("%s %s with %q: status %d: %s", r.method, r.path, body, w.Code, w.Body.String())
+			t.Fatalf("%s %s with %q and %s: %q: status %d: %s", r.method, r.path, body, hname, hvalue, w.Code, w.Body.String())
+		}
+		if w.Code == http.StatusServiceUnavailable && !strings.Contains(w.Body.String(), "unavailable") {
+			t.Fatalf("%s %s: 503 that is not the documented store-unavailable answer: %s", r.method, r.path, w.Body.String())
 		}
 		if bytes.Contains(w.Body.Bytes(), []byte(r.key)) {
 			t.Fatalf("%s %s: the answer contains the API key", r.method, r.path)
 		}
+		// No execution without a committed request record.
+		g.srv.waitOutcomes(5 * time.Second)
+		recs, err := g.store.ListAudit(context.Background(), store.AuditFilter{Phase: store.PhaseRequest, Limit: 1000, AfterSeq: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := g.execs.Load(); n > int64(len(recs)) && len(recs) < 1000 {
+			t.Fatalf("%s %s with %q: the upstream ran %d calls, only %d request records exist", r.method, r.path, body, n, len(recs))
+		}
 	})
+}
+
+func validHeaderName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	// The key headers stay what the route needs; the fuzzer varies the rest.
+	switch http.CanonicalHeaderKey(s) {
+	case "X-Api-Key", "Authorization", "Content-Length", "Host":
+		return false
+	}
+	return true
 }
