@@ -105,7 +105,15 @@ func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
 		defer s.outcomes.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := s.appendAudit(ctx, out); err != nil {
+		var err error
+		// A reset connection is usually back at the next try.
+		for wait := 50 * time.Millisecond; ; wait *= 4 {
+			if _, err = s.appendAudit(ctx, out); err == nil || wait > time.Second || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(wait)
+		}
+		if err != nil {
 			s.log.Error("audit: the outcome of a forwarded call was not recorded; its request record stands without one",
 				"request_id", out.RequestID, "request_seq", out.Concludes, "error", err)
 		}
