@@ -48,6 +48,7 @@ func TestDependencyRules(t *testing.T) {
 		"runtime/intent":     {},
 		"runtime/policy":     {"compiler/bundle"},
 		"runtime/store":      {},
+		"runtime/telemetry":  {},
 		"runtime/identity":   {},
 		"runtime/client":     {"runtime/intent"},
 		"plugins":            {"plugins/"},

@@ -88,6 +88,11 @@ func (s *Server) commitRequest(ctx context.Context, inv *invocation) error {
 // answer is 503 (nothing was forwarded).
 func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
 	inv.conclude(err, s.now())
+	final := inv.rec.Decision
+	if inv.requestSeq > 0 && final != store.Failed {
+		final = store.Allowed
+	}
+	s.countCall(ctx, inv.rec.Server, inv.rec.Tool, string(final))
 	if inv.requestSeq == 0 {
 		aerr := s.audit(ctx, inv.rec)
 		if aerr != nil && err != nil && asError(err).Kind == KindUnavailable {
@@ -148,7 +153,12 @@ func (s *Server) appendAudit(ctx context.Context, rec store.AuditRecord) (int64,
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	cleanRecord(&rec)
-	return s.store.AppendAudit(ctx, rec)
+	start := time.Now()
+	seq, err := s.store.AppendAudit(ctx, rec)
+	if err == nil {
+		s.metrics.AuditCommit(string(rec.Phase), time.Since(start), seq)
+	}
+	return seq, err
 }
 
 // maxRecordText bounds a free-text field of an audit record (outcomes and

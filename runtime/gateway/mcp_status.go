@@ -1,10 +1,7 @@
 package gateway
 
 import (
-	"fmt"
 	"net/http"
-	"sort"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -30,47 +27,20 @@ func (s *Server) serverStates() map[string]serverState {
 	return out
 }
 
-// handleMetrics serves a few counters in the Prometheus text format.
+// handleMetrics serves the metrics (client_golang; docs/operations.md
+// lists them) to viewer keys.
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
-	var b strings.Builder
-	m := s.mcpMetrics
-	b.WriteString("# HELP armoriq_mcp_requests_total HTTP requests to /mcp.\n# TYPE armoriq_mcp_requests_total counter\n")
-	fmt.Fprintf(&b, "armoriq_mcp_requests_total %d\n", m.requests.Load())
-	b.WriteString("# HELP armoriq_mcp_tool_calls_total MCP tools/call by decision.\n# TYPE armoriq_mcp_tool_calls_total counter\n")
-	for i, d := range decisions {
-		fmt.Fprintf(&b, "armoriq_mcp_tool_calls_total{decision=%q} %d\n", d, m.calls[i].Load())
-	}
-	b.WriteString("# HELP armoriq_mcp_tool_call_seconds_total Time spent in MCP tools/call.\n# TYPE armoriq_mcp_tool_call_seconds_total counter\n")
-	fmt.Fprintf(&b, "armoriq_mcp_tool_call_seconds_total %g\n", float64(m.nanos.Load())/1e9)
-	sts := s.cfg.Upstream.Status()
-	sort.Slice(sts, func(i, j int) bool { return sts[i].ID < sts[j].ID })
-	b.WriteString("# HELP armoriq_upstream_up Whether the upstream MCP server's adapter is up (1) or not (0).\n# TYPE armoriq_upstream_up gauge\n")
-	for _, st := range sts {
-		up := 0
-		if st.State == "up" {
-			up = 1
-		}
-		fmt.Fprintf(&b, "armoriq_upstream_up{server=%q,transport=%q} %d\n", st.ID, st.Transport, up)
-	}
-	b.WriteString("# HELP armoriq_upstream_restarts_total Adapter restarts after a crash or failed start.\n# TYPE armoriq_upstream_restarts_total counter\n")
-	for _, st := range sts {
-		fmt.Fprintf(&b, "armoriq_upstream_restarts_total{server=%q} %d\n", st.ID, st.Restarts)
-	}
-	b.WriteString("# HELP armoriq_upstream_contract The adapter contract version the upstream's adapter speaks (0 while it is not up).\n# TYPE armoriq_upstream_contract gauge\n")
-	for _, st := range sts {
-		fmt.Fprintf(&b, "armoriq_upstream_contract{server=%q} %d\n", st.ID, st.Contract)
-	}
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	_, err := w.Write([]byte(b.String()))
-	return err
+	s.metrics.Handler().ServeHTTP(w, r)
+	return nil
 }
 
 // MetricsHandler serves the metrics without authentication, for the
 // separate admin listener (armoriq gateway --admin-addr); the main listener
 // serves them at GET /metrics to viewer keys.
-func (s *Server) MetricsHandler() http.Handler { return s.handle(s.handleMetrics) }
+func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler() }
 
-// mcpMetrics counts the MCP endpoint's traffic for GET /metrics.
+// mcpMetrics counts the MCP endpoint's traffic under the metric names it
+// had before client_golang (stateCollector reports them).
 type mcpMetrics struct {
 	requests atomic.Uint64
 	calls    [4]atomic.Uint64 // allowed, blocked, held, failed

@@ -17,6 +17,7 @@ import (
 	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
+	"github.com/armoriq/controlplane/runtime/telemetry"
 )
 
 // Config holds a Server's dependencies and settings.
@@ -41,6 +42,9 @@ type Config struct {
 	// activated in the shared store (default 5s; 0 keeps the default,
 	// negative disables).
 	BundlePoll time.Duration
+	// Metrics receives the gateway's metrics (default: a registry of its
+	// own, served at GET /metrics either way). One Metrics serves one Server.
+	Metrics *telemetry.Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -84,6 +88,8 @@ type Server struct {
 	inflight inflightSet
 
 	mcpMetrics *mcpMetrics
+	metrics    *telemetry.Metrics
+	tools      toolLabels // bounds the tool label of the metrics
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -127,7 +133,14 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Upstream == nil {
 		cfg.Upstream = NewHTTPUpstream(nil)
 	}
-	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now, mcpMetrics: newMCPMetrics()}
+	if cfg.Metrics == nil {
+		cfg.Metrics = telemetry.NewMetrics()
+	}
+	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now, mcpMetrics: newMCPMetrics(), metrics: cfg.Metrics}
+	s.cfg.Upstream = meteredUpstream{Upstream: cfg.Upstream, s: s}
+	if err := s.metrics.Register(stateCollector{s}); err != nil {
+		return nil, fmt.Errorf("gateway: registering metrics (one Metrics serves one Server): %w", err)
+	}
 	s.keys.init()
 	s.tokens.init()
 	s.inflight.init()
@@ -310,4 +323,4 @@ func (s *Server) pruneTokens(ctx context.Context) {
 }
 
 // Handler returns the gateway's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.routes() }
+func (s *Server) Handler() http.Handler { return s.instrument(s.routes()) }

@@ -295,7 +295,10 @@ func (s *Server) decide(ab *activeBundle, req *policy.Request) policy.Decision {
 	if _, ok := ab.servers[req.Server]; !ok {
 		return policy.Decision{Effect: policy.Deny, Reason: "server " + quote(req.Server) + " is not in the active bundle " + ab.b.Manifest.Revision}
 	}
-	return ab.engine.Decide(req)
+	start := time.Now()
+	d := ab.engine.Decide(req)
+	s.metrics.PolicyDecision(time.Since(start))
+	return d
 }
 
 func quote(s string) string { b, _ := json.Marshal(s); return string(b) }

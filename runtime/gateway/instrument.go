@@ -1,0 +1,292 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/telemetry"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The route label of a request: a fixed set, never the raw path.
+const (
+	routeInvoke   = "invoke"
+	routeMCP      = "mcp"
+	routeToken    = "token"
+	routeRegister = "register"
+	routeAdmin    = "admin"
+	routeProbe    = "probe"
+	routeOther    = "other"
+)
+
+// routeOf names the route of a request from its path.
+func routeOf(path string) string {
+	switch {
+	case path == "/invoke":
+		return routeInvoke
+	case path == "/mcp":
+		return routeMCP
+	case path == "/iap/sdk/token" || path == "/v1/tokens":
+		return routeToken
+	case path == "/iap/sdk/register":
+		return routeRegister
+	case path == "/health" || path == "/healthz" || path == "/readyz":
+		return routeProbe
+	case strings.HasPrefix(path, "/v1/") || path == "/metrics":
+		return routeAdmin
+	}
+	return routeOther
+}
+
+// reqTiming follows one request for the metrics: its route, and the time
+// spent in upstream calls, which the added-latency histogram leaves out.
+type reqTiming struct {
+	route    string
+	upstream atomic.Int64 // nanoseconds
+}
+
+type reqTimingKey struct{}
+
+func timingFrom(ctx context.Context) *reqTiming {
+	t, _ := ctx.Value(reqTimingKey{}).(*reqTiming)
+	return t
+}
+
+// instrument counts every request by route and status class, and observes
+// the latency the gateway adds on the call routes.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rt := &reqTiming{route: routeOf(r.URL.Path)}
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqTimingKey{}, rt)))
+		m := s.metrics
+		m.Request(rt.route, sw.code)
+		switch rt.route {
+		case routeInvoke, routeMCP, routeToken:
+			if r.Method == http.MethodPost {
+				m.AddedLatency(rt.route, time.Since(start)-time.Duration(rt.upstream.Load()))
+			}
+		}
+		if rt.route == routeToken {
+			m.TokenRequest(sw.code)
+		}
+	})
+}
+
+// statusWriter remembers the status code written. It passes Flush and
+// Unwrap through, which the MCP endpoint's event streams need.
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	w.wrote = true
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// maxToolLabels bounds the tools of one server that get their own label.
+const maxToolLabels = 512
+
+// toolLabels bounds the server and tool labels to the active catalogue:
+// servers of the active bundle, and tools an upstream listed or a rule of
+// the active bundle names exactly. Anything else is telemetry.Other, so a
+// caller inventing tool names cannot grow the metrics.
+type toolLabels struct {
+	mu     sync.RWMutex
+	ab     *activeBundle
+	policy map[string]bool            // "server/tool" named exactly by a rule
+	listed map[string]map[string]bool // server → tools it listed
+}
+
+func (tl *toolLabels) labels(ab *activeBundle, server, tool string) (string, string) {
+	if ab == nil {
+		return telemetry.Other, telemetry.Other
+	}
+	if _, ok := ab.servers[server]; !ok {
+		return telemetry.Other, telemetry.Other
+	}
+	tl.mu.RLock()
+	if tl.ab != ab {
+		tl.mu.RUnlock()
+		tl.mu.Lock()
+		if tl.ab != ab {
+			tl.ab, tl.policy = ab, exactRefs(ab.b)
+		}
+		tl.mu.Unlock()
+		tl.mu.RLock()
+	}
+	ok := tl.policy[server+"/"+tool] || tl.listed[server][tool]
+	tl.mu.RUnlock()
+	if !ok {
+		return server, telemetry.Other
+	}
+	return server, tool
+}
+
+// listedTools records what an upstream listed.
+func (tl *toolLabels) listedTools(server string, tools []*mcp.Tool) {
+	set := make(map[string]bool, len(tools))
+	for _, t := range tools {
+		if len(set) == maxToolLabels {
+			break
+		}
+		set[t.Name] = true
+	}
+	tl.mu.Lock()
+	if tl.listed == nil {
+		tl.listed = make(map[string]map[string]bool)
+	}
+	tl.listed[server] = set
+	tl.mu.Unlock()
+}
+
+// exactRefs returns the "server/tool" patterns of b's rules without globs.
+func exactRefs(b *bundle.Bundle) map[string]bool {
+	out := make(map[string]bool)
+	for _, r := range b.Policy.Rules {
+		for _, p := range r.Tools {
+			if !strings.ContainsAny(p, "*?[") && strings.Contains(p, "/") {
+				out[p] = true
+			}
+		}
+	}
+	return out
+}
+
+// countCall counts a call's final decision with bounded labels.
+func (s *Server) countCall(ctx context.Context, server, tool, decision string) {
+	route := routeOther
+	if t := timingFrom(ctx); t != nil {
+		route = t.route
+	}
+	srv, tl := s.tools.labels(s.active.Load(), server, tool)
+	s.metrics.ToolCall(route, srv, tl, decision)
+}
+
+// meteredUpstream times the calls to each upstream, for the upstream
+// histogram and for the added latency, which leaves them out; and notes
+// the tools each upstream lists, which bound the tool label.
+type meteredUpstream struct {
+	Upstream
+	s *Server
+}
+
+func (u meteredUpstream) observe(ctx context.Context, srv bundle.Server, start time.Time, err error) {
+	d := time.Since(start)
+	if t := timingFrom(ctx); t != nil {
+		t.upstream.Add(int64(d))
+	}
+	label := srv.ID
+	if ab := u.s.active.Load(); ab == nil || ab.servers[srv.ID].ID == "" {
+		label = telemetry.Other
+	}
+	u.s.metrics.UpstreamCall(label, err != nil, d)
+}
+
+func (u meteredUpstream) CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (json.RawMessage, error) {
+	start := time.Now()
+	res, err := u.Upstream.CallTool(ctx, srv, tool, args)
+	u.observe(ctx, srv, start, err)
+	return res, err
+}
+
+func (u meteredUpstream) ReadResource(ctx context.Context, srv bundle.Server, uri string) (json.RawMessage, error) {
+	start := time.Now()
+	res, err := u.Upstream.ReadResource(ctx, srv, uri)
+	u.observe(ctx, srv, start, err)
+	return res, err
+}
+
+func (u meteredUpstream) GetPrompt(ctx context.Context, srv bundle.Server, name string, args map[string]string) (json.RawMessage, error) {
+	start := time.Now()
+	res, err := u.Upstream.GetPrompt(ctx, srv, name, args)
+	u.observe(ctx, srv, start, err)
+	return res, err
+}
+
+func (u meteredUpstream) ListTools(ctx context.Context, srv bundle.Server) ([]*mcp.Tool, error) {
+	tools, err := u.Upstream.ListTools(ctx, srv)
+	if err == nil {
+		u.s.tools.listedTools(srv.ID, tools)
+	}
+	return tools, err
+}
+
+// stateCollector reports, at scrape time, what the gateway holds rather
+// than counts: the upstream adapters' states, the active bundle, and the
+// MCP endpoint's counters under the names they had before client_golang.
+type stateCollector struct{ s *Server }
+
+var (
+	descUp       = prometheus.NewDesc("armoriq_upstream_up", "Whether the upstream MCP server's adapter is up (1) or not (0).", []string{"server", "transport"}, nil)
+	descState    = prometheus.NewDesc("armoriq_upstream_state", "The upstream adapter's state: 1 for the state it is in (starting, up, down, failed).", []string{"server", "state"}, nil)
+	descRestarts = prometheus.NewDesc("armoriq_upstream_restarts_total", "Adapter restarts after a crash or failed start.", []string{"server"}, nil)
+	descContract = prometheus.NewDesc("armoriq_upstream_contract", "The adapter contract version the upstream's adapter speaks (0 while it is not up).", []string{"server"}, nil)
+	descBundle   = prometheus.NewDesc("armoriq_bundle_info", "The active policy bundle: always 1, its revision and sequence as labels.", []string{"revision", "sequence"}, nil)
+	descBundleAt = prometheus.NewDesc("armoriq_bundle_activated_timestamp_seconds", "When the active bundle was activated on this replica.", nil, nil)
+	descMCPReqs  = prometheus.NewDesc("armoriq_mcp_requests_total", "HTTP requests to /mcp.", nil, nil)
+	descMCPCalls = prometheus.NewDesc("armoriq_mcp_tool_calls_total", "MCP tools/call by decision.", []string{"decision"}, nil)
+	descMCPSecs  = prometheus.NewDesc("armoriq_mcp_tool_call_seconds_total", "Time spent in MCP tools/call.", nil, nil)
+)
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descUp, descState, descRestarts, descContract, descBundle, descBundleAt, descMCPReqs, descMCPCalls, descMCPSecs} {
+		ch <- d
+	}
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.s.cfg.Upstream.Status() {
+		up := 0.0
+		if st.State == "up" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, st.ID, st.Transport)
+		for _, state := range []string{"starting", "up", "down", "failed"} {
+			v := 0.0
+			if st.State == state {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, st.ID, state)
+		}
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(st.Restarts), st.ID)
+		ch <- prometheus.MustNewConstMetric(descContract, prometheus.GaugeValue, float64(st.Contract), st.ID)
+	}
+	if ab := c.s.active.Load(); ab != nil {
+		ch <- prometheus.MustNewConstMetric(descBundle, prometheus.GaugeValue, 1, ab.b.Manifest.Revision, strconv.FormatInt(ab.b.Manifest.Sequence, 10))
+		ch <- prometheus.MustNewConstMetric(descBundleAt, prometheus.GaugeValue, float64(ab.activatedAt.UnixNano())/1e9)
+	}
+	m := c.s.mcpMetrics
+	ch <- prometheus.MustNewConstMetric(descMCPReqs, prometheus.CounterValue, float64(m.requests.Load()))
+	for i, d := range decisions {
+		ch <- prometheus.MustNewConstMetric(descMCPCalls, prometheus.CounterValue, float64(m.calls[i].Load()), string(d))
+	}
+	ch <- prometheus.MustNewConstMetric(descMCPSecs, prometheus.CounterValue, float64(m.nanos.Load())/1e9)
+}
