@@ -49,6 +49,9 @@ func upstreamServer(t testing.TB, execs *atomic.Int64) (url string, release chan
 	mcp.AddTool(srv, &mcp.Tool{Name: "add", Description: "add numbers"}, func(ctx context.Context, req *mcp.CallToolRequest, in addIn) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(in.A + in.B)}}}, nil, nil
 	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "pay", Description: "pays an amount"}, func(ctx context.Context, req *mcp.CallToolRequest, in map[string]any) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint("paid ", in["amount"])}}}, nil, nil
+	})
 	release = make(chan struct{})
 	mcp.AddTool(srv, &mcp.Tool{Name: "slow", Description: "waits until released"}, func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, any, error) {
 		select {

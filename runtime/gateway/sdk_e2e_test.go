@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/runtime/store"
 )
 
@@ -19,45 +20,10 @@ import (
 // a real gateway: capture → token → invoke, and each refusal. .ci/run
 // installs the package; without Node or the package the test skips.
 func TestOfficialTypeScriptSDK(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed: the TypeScript SDK test needs Node.js (.ci/run installs it)")
-	}
-	dir, _ := filepath.Abs("testdata/sdk-e2e")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@armoriq", "sdk")); err != nil {
-		t.Skip("@armoriq/sdk is not installed: run `npm install` in runtime/gateway/testdata/sdk-e2e (.ci/run does)")
-	}
 	g := newTestGateway(t, nil)
 	g.pushBundle("rev1", 100, testPolicy())
 	agentID, _, _ := store.ParseAPIKey(g.agentKey)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "e2e.js")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
-		"GATEWAY="+g.http.URL, "ARMORIQ_API_KEY="+g.agentKey, "ADMIN_KEY="+g.adminKey, "AGENT_KEY_ID="+agentID,
-	)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil || !bytes.Contains(out, []byte("\nDONE")) {
-		t.Fatalf("node e2e.js: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
-	}
-
-	results := map[string]map[string]any{}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "RESULT ")
-		if !ok {
-			continue
-		}
-		var r map[string]any
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("bad result line %q: %v", line, err)
-		}
-		results[r["scenario"].(string)] = r
-	}
+	results := runSDKScript(t, g, "e2e.js", "ADMIN_KEY="+g.adminKey, "AGENT_KEY_ID="+agentID)
 	text := func(r map[string]any) string {
 		v, _ := r["value"].(map[string]any)
 		c, _ := v["content"].([]any)
@@ -135,4 +101,113 @@ func TestOfficialTypeScriptSDK(t *testing.T) {
 	if rep, err := g.store.VerifyAudit(context.Background()); err != nil || !rep.OK() {
 		t.Errorf("VerifyAudit = %+v, %v", rep, err)
 	}
+}
+
+// runSDKScript runs a Node script of testdata/sdk-e2e against g with the
+// agent key and returns its RESULT lines by scenario. It skips without
+// Node or the installed package.
+func runSDKScript(t *testing.T, g *testGateway, script string, env ...string) map[string]map[string]any {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed: the TypeScript SDK test needs Node.js (.ci/run installs it)")
+	}
+	dir, _ := filepath.Abs("testdata/sdk-e2e")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@armoriq", "sdk")); err != nil {
+		t.Skip("@armoriq/sdk is not installed: run `npm install` in runtime/gateway/testdata/sdk-e2e (.ci/run does)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, script)
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "GATEWAY="+g.http.URL, "ARMORIQ_API_KEY="+g.agentKey), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || !bytes.Contains(out, []byte("\nDONE")) {
+		t.Fatalf("node %s: %v\nstdout:\n%s\nstderr:\n%s", script, err, out, stderr.String())
+	}
+	results := map[string]map[string]any{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "RESULT ")
+		if !ok {
+			continue
+		}
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("bad result line %q: %v", line, err)
+		}
+		results[r["scenario"].(string)] = r
+	}
+	return results
+}
+
+// TestOfficialSDKQuickstart is the seeds' quickstart with the real
+// @armoriq/sdk 0.2.6: one service key and one token, calls for alice
+// (allowed) and bob (denied by a rule) named only inside the params; a
+// token policy that leaves out a planned step; a payment whose amount is
+// written "5,000" against a hold rule (refused, never allowed) and the same
+// as a number (held).
+func TestOfficialSDKQuickstart(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, bundle.Policy{Rules: []bundle.Rule{
+		{ID: "tools-for-all", Effect: bundle.Allow, Tools: []string{"tools/echo", "tools/pay"}},
+		{ID: "no-bob", Effect: bundle.Deny, Tools: []string{"tools/*"}, Users: []string{"bob@customer.com"}, Reason: "bob's account is suspended"},
+		{ID: "big-payments", Effect: bundle.Hold, Tools: []string{"tools/pay"}, When: "args.amount > 1000", Reason: "payments over 1000 need a human",
+			Pos: bundle.Pos{File: "armoriq.yaml", Line: 12, Col: 7}},
+	}})
+	res := runSDKScript(t, g, "quickstart.js")
+	for _, tt := range []struct {
+		scenario, wantErr, wantInMsg string
+	}{
+		{"alice", "", ""},
+		{"bob", "MCPInvocationException", "HTTP 403"},
+		{"token-policy-leaves-out-pay", "InvalidTokenException", "not allowed by the token's policy"},
+		{"payment-5,000", "InvalidTokenException", "big-payments"},
+		{"payment-5000-held", "MCPInvocationException", "HTTP 403"},
+	} {
+		r := res[tt.scenario]
+		if r == nil {
+			t.Errorf("%s: no result", tt.scenario)
+			continue
+		}
+		if (r["ok"] == true) != (tt.wantErr == "") || (tt.wantErr != "" && r["error"] != tt.wantErr) {
+			t.Errorf("%s: got %v, want error %q", tt.scenario, r, tt.wantErr)
+		}
+		if msg, _ := r["message"].(string); !strings.Contains(msg, tt.wantInMsg) {
+			t.Errorf("%s: message %q does not contain %q", tt.scenario, msg, tt.wantInMsg)
+		}
+	}
+
+	// The audit names both end users and the service, and every refusal.
+	byUser := map[string]store.Decision{}
+	var fiveThousand, held bool
+	for _, r := range g.records(store.AuditFilter{}) {
+		if r.Phase == store.PhaseOutcome {
+			continue
+		}
+		if r.Tool == "echo" {
+			byUser[r.User] = r.Decision
+			if r.Service != "agent" || r.Client != "weather-agent" {
+				t.Errorf("record %d: service %q client %q, want the key's name and the SDK's agent id", r.Seq, r.Service, r.Client)
+			}
+		}
+		if r.Tool == "pay" && r.Decision == store.Blocked && r.Rule == "big-payments" && strings.Contains(r.Outcome, "armoriq.yaml:12:7") {
+			fiveThousand = true
+		}
+		if r.Tool == "pay" && r.Decision == store.Held && r.User == "alice@customer.com" {
+			held = true
+		}
+	}
+	if byUser["alice@customer.com"] != store.Allowed || byUser["bob@customer.com"] != store.Blocked {
+		t.Errorf("echo decisions by user = %v; want alice allowed, bob blocked", byUser)
+	}
+	if !fiveThousand {
+		t.Errorf("no blocked record for the \"5,000\" payment naming big-payments and its position")
+	}
+	if !held {
+		t.Errorf("no held record for alice's 5000 payment")
+	}
+	g.checkNoUnauditedExecution()
 }
