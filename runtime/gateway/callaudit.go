@@ -7,7 +7,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/armoriq/controlplane/runtime/identity"
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
 )
@@ -179,7 +178,8 @@ func cleanRecord(rec *store.AuditRecord) {
 
 // cleanText returns s as valid UTF-8 without control or formatting
 // characters (each becomes U+FFFD), at most max bytes, with anything that
-// looks like one of our API keys or an Authorization value redacted.
+// looks like a secret redacted (scrubText: our API keys, Authorization
+// values, JWTs, …).
 func cleanText(s string, max int) string {
 	clean := utf8.ValidString(s) && len(s) <= max
 	if clean {
@@ -203,23 +203,6 @@ func cleanText(s string, max int) string {
 		}
 		s = b.String()
 	}
-	if identity.LooksLikeCredential(s) || strings.Contains(strings.ToLower(s), "bearer ") {
-		s = redactCredentials(s)
-	}
-	return s
+	return scrubText(s)
 }
 
-// redactCredentials replaces each word of s that looks like a credential,
-// and the word after "Bearer", with the redaction marker.
-func redactCredentials(s string) string {
-	words := strings.Fields(s)
-	for i, w := range words {
-		if identity.LooksLikeCredential(w) {
-			words[i] = redacted
-		}
-		if strings.EqualFold(strings.Trim(w, `"':`), "bearer") && i+1 < len(words) {
-			words[i+1] = redacted
-		}
-	}
-	return strings.Join(words, " ")
-}

@@ -334,3 +334,20 @@ func TestAgentIdentityFromTheKey(t *testing.T) {
 	}
 	g.checkNoUnauditedExecution()
 }
+
+// TestCleanText: the last line before a record is written makes any text
+// storable and free of credentials.
+func TestCleanText(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"plain", "intent_mismatch: action x is not planned", "intent_mismatch: action x is not planned"},
+		{"invalid UTF-8", "bad \xff byte", "bad \uFFFD byte"},
+		{"NUL and escape", "a\x00b\x1bc", "a\uFFFDb\uFFFDc"},
+		{"bidi override", "user\u202eevil", "user\uFFFDevil"},
+		{"our API key inside", "unknown key ak_live_abcdefgh_0123456789abcdefghij", "unknown key [REDACTED]"},
+		{"too long", strings.Repeat("x", maxRecordText+10), strings.Repeat("x", maxRecordText)},
+	} {
+		if got := cleanText(tc.in, maxRecordText); got != tc.want {
+			t.Errorf("%s: cleanText(%q) = %q, want %q", tc.name, tc.in, got, tc.want)
+		}
+	}
+}
