@@ -205,4 +205,3 @@ func cleanText(s string, max int) string {
 	}
 	return scrubText(s)
 }
-
