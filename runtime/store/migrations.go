@@ -109,6 +109,7 @@ var migrations = []migration{
 	{3, "api key agent identity", []string{
 		`ALTER TABLE api_keys ADD COLUMN agent TEXT NOT NULL DEFAULT ''`,
 	}},
+	{4, "approvals, device logins, console sessions", humanTables},
 }
 
 // migrate applies the steps the database lacks (all of migrations, but

@@ -91,6 +91,9 @@ type Store interface {
 	// that receives Resync calls it to catch up on what it did not hear.
 	RevokedSince(ctx context.Context, t time.Time) ([]Revocation, error)
 
+	// HumanStore: approvals, device logins, console sessions (approvals.go).
+	HumanStore
+
 	// Close commits pending audit appends, then releases the database.
 	Close() error
 }
