@@ -51,6 +51,8 @@ func TestDependencyRules(t *testing.T) {
 		"runtime/telemetry":  {},
 		"runtime/identity":   {},
 		"runtime/client":     {"runtime/intent"},
+		"runtime/approval":   {"runtime/store"},
+		"runtime/console":    {"compiler/bundle", "runtime/store", "runtime/approval"},
 		"plugins":            {"plugins/"},
 		"plugins/mcpadapter": {"plugins"},
 		"plugins/proto":      {},

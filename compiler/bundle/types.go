@@ -77,7 +77,10 @@ type Rule struct {
 	Agents []string `json:"agents,omitempty"` // agent ids; empty = any
 	When   string   `json:"when,omitempty"`   // HCL expression over args, user, tool, server, time
 	Reason string   `json:"reason,omitempty"`
-	Pos    Pos      `json:"pos"`
+	// Approvers (hold rules only) may approve a call the rule holds:
+	// emails, "*@domain" or group names. Empty: any admin.
+	Approvers []string `json:"approvers,omitempty"`
+	Pos       Pos      `json:"pos"`
 	// WhenPos is where the when expression starts in the source.
 	WhenPos Pos `json:"when_pos,omitempty"`
 }

@@ -35,6 +35,19 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /v1/audit/verify", viewer(s.handleVerifyAudit))
 	mux.Handle("GET /v1/audit/export", viewer(s.handleExportAudit))
 
+	// The human side (human.go): approvals, device logins, the console.
+	mux.Handle("GET /v1/whoami", s.handle(s.anyRole(s.handleWhoami)))
+	mux.Handle("GET /v1/approvals", viewer(s.handleListApprovals))
+	mux.Handle("GET /v1/approvals/{id}", viewer(s.handleGetApproval))
+	mux.Handle("POST /v1/approvals/{id}/approve", viewer(s.handleDecideApproval(true)))
+	mux.Handle("POST /v1/approvals/{id}/deny", viewer(s.handleDecideApproval(false)))
+	mux.Handle("POST /auth/device/code", s.handle(s.handleDeviceCode))
+	mux.Handle("POST /auth/device/token", s.handle(s.handleDeviceToken))
+	if c := s.consoleHandler(); c != nil {
+		mux.Handle("/console", c)
+		mux.Handle("/console/", c)
+	}
+
 	// Public documents.
 	mux.Handle("GET /.well-known/armoriq-keys.json", s.handle(s.handleKeysDocument))
 

@@ -47,6 +47,8 @@ type Config struct {
 	Metrics *telemetry.Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Human configures approvals, device logins and the console.
+	Human HumanConfig
 }
 
 // Registrar validates, compiles and signs a whole armoriq.yaml sent by the
@@ -90,6 +92,7 @@ type Server struct {
 	mcpMetrics *mcpMetrics
 	metrics    *telemetry.Metrics
 	tools      toolLabels // bounds the tool label of the metrics
+	human      human      // approvals, device logins, console (human.go)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -165,6 +168,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go s.pruneTokens(bg)
+	s.initHuman(bg)
 	return s, nil
 }
 
