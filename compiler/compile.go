@@ -188,6 +188,8 @@ func (c *compilation) policy() bundle.Policy {
 			Reason:  r.Reason,
 			Pos:     bundlePos(r.Pos),
 			WhenPos: bundlePos(r.WhenPos),
+
+			Approvers: r.Approvers,
 		})
 	}
 	return p

@@ -254,6 +254,22 @@ func AccessOf(e *policy.Engine, s Subject, server, tool string) (a Access, rule 
 	return Access(d.Effect), d.RuleID
 }
 
+// approversOf names who may approve a subject's held call of server/tool
+// ("any admin" when the holding rule names nobody); "" when nothing holds it.
+func approversOf(e *policy.Engine, s Subject, server, tool string) string {
+	d, cond := e.Static(s.request(server, tool))
+	if cond.Effect != policy.Hold {
+		cond = d
+	}
+	if cond.Effect != policy.Hold {
+		return ""
+	}
+	if len(cond.Approvers) == 0 {
+		return "any admin"
+	}
+	return strings.Join(cond.Approvers, ", ")
+}
+
 // Diff decides every (subject, tool) pair of the universe under both
 // engines and returns the pairs whose access differs.
 func Diff(base, head *policy.Engine, subjects []Subject, tools []string) *AccessDiff {
@@ -264,8 +280,12 @@ func Diff(base, head *policy.Engine, subjects []Subject, tools []string) *Access
 		for _, s := range subjects {
 			from, fromRule := AccessOf(base, s, server, tool)
 			to, toRule := AccessOf(head, s, server, tool)
-			if from == to {
+			fa, ta := approversOf(base, s, server, tool), approversOf(head, s, server, tool)
+			if from == to && fa == ta {
 				continue
+			}
+			if fa != ta && fa != "" && ta != "" {
+				fromRule, toRule = fromRule+" (approvers: "+fa+")", toRule+" (approvers: "+ta+")"
 			}
 			changes = append(changes, Change{Kind: changeKind(from, to), Subject: s, Tool: t, From: from, To: to, FromRule: fromRule, ToRule: toRule})
 		}

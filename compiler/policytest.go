@@ -3,6 +3,7 @@ package compiler
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -58,7 +59,24 @@ type TestResult struct {
 }
 
 // Passed reports whether the decision was the one the case expects.
-func (r TestResult) Passed() bool { return string(r.Got.Effect) == r.Test.Expect }
+// With approvers, the held call's approvers must be exactly those.
+func (r TestResult) Passed() bool {
+	if string(r.Got.Effect) != r.Test.Expect {
+		return false
+	}
+	if r.Test.Approvers == nil {
+		return true
+	}
+	want := map[string]bool{}
+	for _, a := range r.Test.Approvers {
+		want[strings.ToLower(strings.TrimSpace(a))] = true
+	}
+	got := map[string]bool{}
+	for _, a := range r.Got.Approvers {
+		got[a] = true
+	}
+	return maps.Equal(got, want)
+}
 
 // TestFilePatterns are the files beside a config that hold more tests:
 // files with only a tests: list (or test blocks in HCL).

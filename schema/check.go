@@ -38,6 +38,7 @@ func check(root *node, c *Config) Diagnostics {
 				checkRef(it, fmt.Sprintf("%s.tools[%d]", p, j), ids, true, &ds)
 			}
 			checkGroupRefs(r, p, groups, &ds)
+			checkApprovers(r, p, groups, &ds)
 			for j, u := range items(r.get("users")) {
 				if u.kind == kString && !validMember(u.str) {
 					ds.errorf(u.pos, fmt.Sprintf("%s.users[%d]", p, j), "invalid user %q: want an email address or *@domain", u.str)
@@ -383,6 +384,31 @@ func walkStrings(n *node, labels []string, fn func(*node, []string)) {
 	case kList:
 		for i, it := range n.items {
 			walkStrings(it, append(labels, strconv.Itoa(i)), fn)
+		}
+	}
+}
+
+// checkApprovers checks a rule's approvers: only on a hold rule, each an
+// email, *@domain or a declared group.
+func checkApprovers(r *node, p string, groups map[string]bool, ds *Diagnostics) {
+	ap := r.get("approvers")
+	if ap == nil {
+		return
+	}
+	if e := r.get("effect"); e != nil && e.kind == kString && e.str != "hold" {
+		ds.errorf(ap.pos, p+".approvers", "approvers apply to hold rules only; this rule's effect is %s", e.str)
+	}
+	for j, a := range items(ap) {
+		if a.kind != kString {
+			continue
+		}
+		switch {
+		case strings.Contains(a.str, "@"):
+			if !validMember(a.str) {
+				ds.errorf(a.pos, fmt.Sprintf("%s.approvers[%d]", p, j), "invalid approver %q: want an email address, *@domain or a group", a.str)
+			}
+		case !groups[a.str]:
+			ds.errorf(a.pos, fmt.Sprintf("%s.approvers[%d]", p, j), "unknown group %q among approvers (declare it under groups, or write an email address)", a.str)
 		}
 	}
 }

@@ -129,7 +129,10 @@ type Rule struct {
 	Agents []string `json:"agents,omitempty"` // agent ids; empty = any
 	When   string   `json:"when,omitempty"`   // HCL expression
 	Reason string   `json:"reason,omitempty"`
-	Pos    Pos      `json:"-"` // position of the rule
+	// Approvers (hold rules only): emails, *@domain or group names that
+	// may approve a held call; empty means any admin.
+	Approvers []string `json:"approvers,omitempty"`
+	Pos       Pos      `json:"-"` // position of the rule
 	// WhenPos is the position of the when expression's first character, so
 	// HCL diagnostics inside it can be mapped back to the user's file.
 	WhenPos Pos `json:"-"`
@@ -154,6 +157,8 @@ type Test struct {
 	Tool   Ref            `json:"tool"`
 	Args   map[string]any `json:"args,omitempty"`
 	Expect string         `json:"expect"` // allow | deny | hold
+	// Approvers, when set, must be exactly who may approve the held call.
+	Approvers []string `json:"approvers,omitempty"`
 	Pos    Pos            `json:"-"`
 }
 

@@ -229,9 +229,9 @@ var knownKeys = map[string][]string{
 	"mcp_servers": {"id", "url", "description", "auth", "transport", "tool_prefix", "command", "args", "env", "path", "sha256"},
 	"auth":        {"type", "token", "api_key", "header_name"},
 	"policy":      {"allow", "deny", "rules"},
-	"rules":       {"name", "effect", "tools", "users", "groups", "agents", "when", "reason"},
+	"rules":       {"name", "effect", "tools", "users", "groups", "agents", "when", "reason", "approvers"},
 	"intent":      {"ttl_seconds", "require_csrg"},
-	"tests":       {"name", "user", "groups", "agent", "tool", "args", "expect"},
+	"tests":       {"name", "user", "groups", "agent", "tool", "args", "expect", "approvers"},
 	"gateways":    {"name", "url", "api_key"},
 }
 

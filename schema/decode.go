@@ -43,7 +43,9 @@ func decode(root *node) *Config {
 			Groups: strs(it.get("groups")),
 			Agent:  str(it.get("agent")),
 			Expect: str(it.get("expect")),
-			Pos:    it.pos,
+
+			Approvers: strs(it.get("approvers")),
+			Pos:       it.pos,
 		}
 		if tn := it.get("tool"); tn != nil {
 			t.Tool = makeRef(tn)
@@ -100,6 +102,8 @@ func decodeRule(n *node) Rule {
 		Agents: strs(n.get("agents")),
 		Reason: str(n.get("reason")),
 		Pos:    n.pos,
+
+		Approvers: strs(n.get("approvers")),
 	}
 	if w := n.get("when"); w != nil && w.kind == kString {
 		r.When = w.str

@@ -251,6 +251,13 @@ func orAnonymous(user string) string {
 func failureText(r compiler.TestResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %s for %s: expected %s, got %s", r.ID, r.Test.Tool.String(), orAnonymous(r.Test.User), r.Test.Expect, r.Got.Effect)
+	if string(r.Got.Effect) == r.Test.Expect && r.Test.Approvers != nil {
+		got := "any admin"
+		if len(r.Got.Approvers) > 0 {
+			got = strings.Join(r.Got.Approvers, ", ")
+		}
+		fmt.Fprintf(&b, " approvable by [%s], expected approvers [%s]", got, strings.Join(r.Test.Approvers, ", "))
+	}
 	if r.Got.RuleID != "" {
 		fmt.Fprintf(&b, " by rule %s (%s)", r.Got.RuleID, rulePos(r.Got))
 	} else {

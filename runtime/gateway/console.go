@@ -32,7 +32,9 @@ func identityOf(c caller) console.Identity {
 	return console.Identity{KeyID: c.KeyID, Name: c.Name, Role: c.Role}
 }
 
-func callerOf(id console.Identity) caller { return caller{KeyID: id.KeyID, Name: id.Name, Role: id.Role} }
+func callerOf(id console.Identity) caller {
+	return caller{KeyID: id.KeyID, Name: id.Name, Role: id.Role}
+}
 
 func (b consoleBackend) Authenticate(ctx context.Context, key string) (console.Identity, error) {
 	r, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/", nil)

@@ -147,7 +147,7 @@ func (s *Server) createKey(ctx context.Context, c caller, name string, role stor
 	}
 	full, id, hash := store.GenerateAPIKey()
 	k := store.APIKey{ID: id, Name: name, Role: role, SecretHash: hash, Last4: store.APIKeyLast4(full), CreatedAt: s.now().UTC()}
-	setKeyAgent(&k, agent)
+	k.Agent = agent
 	if err := s.store.CreateAPIKey(ctx, k); err != nil {
 		return store.APIKey{}, "", internal(err, "creating the key")
 	}

@@ -27,6 +27,9 @@ func (e *Engine) Static(req *Request) (d, conditional Decision) {
 	d = s.decision()
 	if r := s.changingCond(); r != nil {
 		conditional = Decision{Effect: effectOfRank[r.rank], RuleID: r.id, Pos: r.pos, Reason: r.reason + " if its when condition holds"}
+		if r.rank == rankHold {
+			conditional.Approvers = r.approvers
+		}
 	}
 	return d, conditional
 }
@@ -190,6 +193,9 @@ func (s *search) decision() Decision {
 		return Decision{Effect: Deny, Reason: reason}
 	}
 	d := Decision{Effect: effectOfRank[s.bestRank], RuleID: s.best.id, Pos: s.best.pos, Reason: s.best.reason}
+	if s.bestRank == rankHold {
+		d.Approvers = s.best.approvers
+	}
 	if s.bestErr != nil {
 		d.WhenError = s.bestErr.Error()
 		d.Reason = s.best.label + ": when condition failed: " + d.WhenError + "; denied (fail closed)"

@@ -47,6 +47,10 @@ type Decision struct {
 	// its position. The decision is then deny (fail closed), and Reason
 	// names the rule, its position and this error.
 	WhenError string
+	// Approvers are who may approve a held call (a hold rule's approvers,
+	// groups expanded to their members: emails, "*@domain", "*"); empty
+	// means any admin.
+	Approvers []string
 }
 
 // Engine decides requests against one compiled policy. It is immutable
@@ -100,6 +104,8 @@ type rule struct {
 	groups  []groupRef
 	agents  []string
 	when    *condition // nil: unconditional
+	// approvers of a hold rule, groups expanded (see Decision.Approvers).
+	approvers []string
 }
 
 type groupRef struct {
@@ -210,6 +216,12 @@ func (e *Engine) compileRule(i int, br *bundle.Rule) (*rule, ErrorList) {
 		r.groups = append(r.groups, groupRef{name: g, def: e.groups[g]})
 	}
 	r.agents = br.Agents
+	if len(br.Approvers) > 0 {
+		if rk != rankHold {
+			fail(br.Pos, "approvers apply to hold rules only, not %s", br.Effect)
+		}
+		r.approvers = e.expandApprovers(br, fail)
+	}
 	if br.When != "" {
 		c, err := e.compileCondition(br)
 		if err != nil {
@@ -383,4 +395,48 @@ func (l ErrorList) Error() string {
 		s[i] = e.Error()
 	}
 	return strings.Join(s, "\n")
+}
+
+// expandApprovers turns a hold rule's approvers into identities: emails and
+// "*@domain" as written (lower case), group names into their members.
+func (e *Engine) expandApprovers(br *bundle.Rule, fail func(bundle.Pos, string, ...any)) []string {
+	var out []string
+	add := func(s string) {
+		for _, x := range out {
+			if x == s {
+				return
+			}
+		}
+		out = append(out, s)
+	}
+	for _, a := range br.Approvers {
+		a = strings.ToLower(strings.TrimSpace(a))
+		switch {
+		case a == "":
+			fail(br.Pos, "empty approver entry")
+		case a == "*" || strings.Contains(a, "@"):
+			add(a)
+		default:
+			g := e.groups[a]
+			if g == nil {
+				fail(br.Pos, "approver %q is neither an email nor a group of the policy", a)
+				continue
+			}
+			if g.anyone {
+				add("*")
+			}
+			users := make([]string, 0, len(g.users))
+			for u := range g.users {
+				users = append(users, u)
+			}
+			sort.Strings(users)
+			for _, u := range users {
+				add(u)
+			}
+			for _, d := range g.domains {
+				add("*@" + d)
+			}
+		}
+	}
+	return out
 }
