@@ -159,7 +159,7 @@ type Test struct {
 	Expect string         `json:"expect"` // allow | deny | hold
 	// Approvers, when set, must be exactly who may approve the held call.
 	Approvers []string `json:"approvers,omitempty"`
-	Pos    Pos            `json:"-"`
+	Pos       Pos      `json:"-"`
 }
 
 // Gateway is a reconcile target.
