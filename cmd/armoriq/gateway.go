@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +48,16 @@ type gatewayOptions struct {
 	// the time one call may take, and the calls in flight.
 	adapterTimeout time.Duration
 	adapterConc    int
+	// The HTTP server's limits (gateway.Limits).
+	readHeaderTimeout time.Duration
+	readTimeout       time.Duration
+	writeTimeout      time.Duration
+	idleTimeout       time.Duration
+	maxHeader         byteSize
+	maxBody           byteSize
+	maxBundleBody     byteSize
+	maxBatch          int
+	maxPerKey         int
 }
 
 func gatewayCommand() *command {
@@ -98,6 +109,16 @@ the rest from a YAML map of flag names to values (lists for --trust-key).`,
 			fs.StringVar(&o.sqliteSync, "sqlite-sync", "full", "SQLite commit durability: full (fsync each commit: survives power loss) or normal (survives a gateway crash, not a power loss; faster)")
 			fs.StringVar(&o.adminAddr, "admin-addr", "", "serve /metrics and /debug/pprof/ without authentication on this separate address (HOST:PORT; off by default)")
 			fs.StringVar(&o.adminKey, "admin-key-file", "", "file holding an admin API key (armoriq keygen --api-key) that the gateway makes sure exists, instead of creating DATA/admin.key")
+			fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", gateway.DefaultReadHeaderTimeout, "time a client has to send a request's headers (idle and slow clients are cut off)")
+			fs.DurationVar(&o.readTimeout, "read-timeout", gateway.DefaultReadTimeout, "time a client has to send a whole request, body included")
+			fs.DurationVar(&o.writeTimeout, "write-timeout", 0, "time from a request's headers to the end of its answer (default --call-timeout + 30s; must exceed --call-timeout)")
+			fs.DurationVar(&o.idleTimeout, "idle-timeout", gateway.DefaultIdleTimeout, "how long a keep-alive connection may wait for its next request")
+			o.maxHeader, o.maxBody, o.maxBundleBody = gateway.DefaultMaxHeaderBytes, gateway.DefaultMaxBody, gateway.DefaultMaxBundleBody
+			fs.Var(&o.maxHeader, "max-header", "largest request header block (bytes, or with KiB/MiB)")
+			fs.Var(&o.maxBody, "max-body", "largest request body, refused with 413 before it is decoded (bytes, or with KiB/MiB)")
+			fs.Var(&o.maxBundleBody, "max-bundle-body", "largest body of PUT /v1/bundle and POST /iap/sdk/register (bytes, or with KiB/MiB)")
+			fs.IntVar(&o.maxBatch, "max-batch", gateway.DefaultMaxBatch, "most requests in one JSON-RPC batch on /mcp")
+			fs.IntVar(&o.maxPerKey, "max-concurrent-per-key", gateway.DefaultMaxConcurrentPerKey, "most requests one API key may have running at once (one more gets 429)")
 			fs.StringVar(&o.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves, and the --admin-addr URL on a second line (for scripts and supervisors)")
 		},
 		MaxArgs: 0,
@@ -210,6 +231,15 @@ func (o *gatewayOptions) check() error {
 	if o.adapterTimeout <= 0 || o.adapterConc <= 0 {
 		return usageErrorf("--adapter-timeout and --adapter-concurrency must be positive")
 	}
+	if o.readHeaderTimeout <= 0 || o.readTimeout <= 0 || o.idleTimeout <= 0 || o.writeTimeout < 0 {
+		return usageErrorf("--read-header-timeout, --read-timeout and --idle-timeout must be positive, --write-timeout positive or 0 (the default)")
+	}
+	if o.writeTimeout > 0 && o.writeTimeout <= o.callTimeout {
+		return usageErrorf("--write-timeout %s must exceed --call-timeout %s: an answer is written after the call", o.writeTimeout, o.callTimeout)
+	}
+	if o.maxHeader <= 0 || o.maxBody <= 0 || o.maxBundleBody <= 0 || o.maxBatch <= 0 || o.maxPerKey <= 0 {
+		return usageErrorf("--max-header, --max-body, --max-bundle-body, --max-batch and --max-concurrent-per-key must be positive")
+	}
 	if o.sqliteSync != "full" && o.sqliteSync != "normal" {
 		return usageErrorf("--sqlite-sync must be full or normal, got %q", o.sqliteSync)
 	}
@@ -295,6 +325,12 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	cfg := gateway.Config{
 		Store: st, TrustedKeys: trusted, Upstream: upstream, Logger: log,
 		MaxTokenTTL: o.maxTTL, CallTimeout: o.callTimeout,
+		Limits: gateway.Limits{
+			ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout,
+			WriteTimeout: o.writeTimeout, IdleTimeout: o.idleTimeout,
+			MaxHeaderBytes: int(o.maxHeader), MaxBody: int64(o.maxBody), MaxBundleBody: int64(o.maxBundleBody),
+			MaxBatch: o.maxBatch, MaxConcurrentPerKey: o.maxPerKey,
+		},
 	}
 	if o.register {
 		cfg.Registrar = reg
@@ -352,7 +388,7 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	if err != nil {
 		return usageErrorf("cannot listen on %s: %v", o.addr, err)
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs := srv.NewHTTPServer()
 	log.Info("gateway listening", "addr", ln.Addr().String(), "store", storeKind(dsn))
 	fmt.Fprintf(e.Stdout, "armoriq gateway listening on http://%s\n", ln.Addr())
 	errc := make(chan error, 2)
@@ -414,6 +450,45 @@ func adminHandler(srv *gateway.Server) http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
+
+// byteSize is a flag of a size in bytes: a number, optionally followed by
+// KiB, MiB or GiB (or KB, MB, GB, also powers of 1024).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		unit string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d%s", n/u.size, u.unit)
+		}
+	}
+	return fmt.Sprint(n)
+}
+
+func (b *byteSize) Set(s string) error {
+	num := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		unit string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(strings.ToUpper(num), strings.ToUpper(u.unit)) {
+			num, mult = strings.TrimSpace(num[:len(num)-len(u.unit)]), u.size
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return fmt.Errorf("want a size in bytes such as 1048576, 64KiB or 1MiB")
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+func (b *byteSize) Type() string { return "size" }
 
 func storeKind(dsn string) string {
 	if strings.HasPrefix(dsn, "postgres") {

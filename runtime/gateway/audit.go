@@ -105,8 +105,10 @@ func (s *Server) handleExportAudit(w http.ResponseWriter, r *http.Request) error
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	started := false
+	keepWriting := s.extendWrites(w)
 	err = s.store.ExportAudit(r.Context(), f, func(rec store.AuditRecord) error {
 		started = true
+		keepWriting()
 		return enc.Encode(rec)
 	})
 	if err != nil && !started {

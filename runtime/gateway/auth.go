@@ -141,7 +141,10 @@ func (s *Server) authed(need store.Role, h handlerFunc) handlerFunc {
 		}
 		ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), callerKey{}, c))
 		defer cancel(nil)
-		done := s.inflight.add(c.KeyID, cancel)
+		done, ok := s.inflight.acquire(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey, cancel)
+		if !ok {
+			return tooManyCalls(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey)
+		}
 		defer done()
 		// Re-check after registering: a revocation that landed between the
 		// key check and registration would otherwise be missed.

@@ -14,9 +14,6 @@ import (
 	"github.com/armoriq/controlplane/runtime/store"
 )
 
-// maxBundle bounds an uploaded bundle.
-const maxBundle = 32 << 20
-
 // compileBundle verifies data against the trusted keys and compiles its policy.
 func (s *Server) compileBundle(data []byte) (*activeBundle, error) {
 	b, err := bundle.Verify(data, s.cfg.TrustedKeys)
@@ -157,13 +154,9 @@ func (s *Server) recordBundleError(ctx context.Context, err error) {
 }
 
 func (s *Server) handlePutBundle(w http.ResponseWriter, r *http.Request) error {
-	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBundle))
+	data, err := io.ReadAll(r.Body) // bounded by limitBodies
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return errorf(KindTooLarge, "bundle exceeds %d bytes", maxBundle)
-		}
-		return errorf(KindInvalid, "reading the bundle: %v", err)
+		return bodyError(err, "the bundle")
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		return errorf(KindInvalid, "request body is empty: send the bundle file")

@@ -31,6 +31,7 @@ const (
 	KindUnavailable      // shutting down, store down, no adapter
 	KindNoBundle         // no policy bundle active
 	KindMethodNotAllowed // wrong HTTP method
+	KindTooManyRequests  // the key has too many requests running
 )
 
 // Error is the gateway's one application error type. Message is safe to show
@@ -111,6 +112,8 @@ func statusOf(k Kind) (int, string) {
 		return http.StatusServiceUnavailable, "no_bundle"
 	case KindMethodNotAllowed:
 		return http.StatusMethodNotAllowed, "method_not_allowed"
+	case KindTooManyRequests:
+		return http.StatusTooManyRequests, "too_many_requests"
 	default:
 		return http.StatusInternalServerError, "internal"
 	}

@@ -73,6 +73,9 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="armoriq"`)
 	}
+	if e.Kind == KindTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
 	msg := e.Message
 	if status >= 500 && e.Kind == KindInternal {
 		msg = "internal error"
@@ -98,20 +101,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// maxBody bounds request bodies read as JSON.
-const maxBody = 4 << 20
-
-// decodeJSON reads a JSON request body into v, bounded and strict about
-// trailing data. Unknown fields are accepted: the SDKs add fields over time.
+// decodeJSON reads a JSON request body into v, strict about trailing
+// data. The body was bounded by limitBodies. Unknown fields are accepted:
+// the SDKs add fields over time.
 func decodeJSON(r *http.Request, v any) error {
-	body := http.MaxBytesReader(nil, r.Body, maxBody)
-	dec := json.NewDecoder(body)
+	dec := json.NewDecoder(r.Body)
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
-			return errorf(KindTooLarge, "request body exceeds %d bytes", maxBody)
+			return tooLarge(mbe.Limit)
 		case errors.Is(err, io.EOF):
 			return errorf(KindInvalid, "request body is empty: a JSON object is required")
 		default:

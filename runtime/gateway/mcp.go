@@ -65,7 +65,7 @@ func (s *Server) newMCPEndpoint() *mcpEndpoint {
 		// The SDK logs each request at info and client mistakes at error:
 		// too loud for a gateway, which logs what it decides itself.
 		Stateless:                    true,
-		MaxRequestBodyBytes:          maxBody,
+		MaxRequestBodyBytes:          s.cfg.Limits.MaxBody,
 		PropagateRequestCancellation: true,
 	})
 	return ep
@@ -153,10 +153,14 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var body []byte
 	if r.Method == http.MethodPost {
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		body, err = io.ReadAll(r.Body) // bounded by limitBodies
 		r.Body.Close()
 		if err != nil {
-			writeError(w, errorf(KindTooLarge, "request body exceeds %d bytes", maxBody))
+			writeError(w, bodyError(err, "the request body"))
+			return
+		}
+		if n := batchSize(body); n > s.cfg.Limits.MaxBatch {
+			batchTooLarge(w, n, s.cfg.Limits.MaxBatch)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -193,7 +197,12 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithValue(r.Context(), callerKey{}, c), mcpCallKey{}, mc))
 	defer cancel(nil)
-	defer s.inflight.add(c.KeyID, cancel)()
+	done, ok := s.inflight.acquire(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey, cancel)
+	if !ok {
+		writeError(w, tooManyCalls(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey))
+		return
+	}
+	defer done()
 	r = r.WithContext(ctx)
 	if body != nil && ep.answered(c.KeyID, body) {
 		// The client's answer to a request the gateway relayed from an

@@ -2,14 +2,10 @@ package gateway
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
 )
-
-// maxConfig bounds a registered armoriq.yaml.
-const maxConfig = 4 << 20
 
 // handleRegister serves the SDK's POST /iap/sdk/register: the whole
 // armoriq.yaml in the body (raw, or JSON {"config": "..."}). It validates,
@@ -18,13 +14,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Registrar == nil {
 		return errorf(KindNotFound, "registration is not enabled on this gateway: start it with --register-key to let it sign configs it is sent")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxConfig))
+	body, err := io.ReadAll(r.Body) // bounded by limitBodies
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return errorf(KindTooLarge, "config exceeds %d bytes", maxConfig)
-		}
-		return errorf(KindInvalid, "reading the config: %v", err)
+		return bodyError(err, "the config")
 	}
 	filename := "armoriq.yaml"
 	if strings.HasPrefix(strings.TrimSpace(r.Header.Get("Content-Type")), "application/json") {

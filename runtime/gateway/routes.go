@@ -62,5 +62,5 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return errorf(KindNotFound, "no route for %s %s", r.Method, r.URL.Path)
 	}))
-	return mux
+	return s.limitBodies(mux)
 }

@@ -49,6 +49,9 @@ type Config struct {
 	Now func() time.Time
 	// Human configures approvals, device logins and the console.
 	Human HumanConfig
+	// Limits bound connections, bodies and concurrent calls (limits.go);
+	// zero fields take their defaults.
+	Limits Limits
 }
 
 // Registrar validates, compiles and signs a whole armoriq.yaml sent by the
@@ -130,6 +133,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
 	}
+	cfg.Limits = cfg.Limits.withDefaults(cfg.CallTimeout)
 	if cfg.BundlePoll == 0 {
 		cfg.BundlePoll = 5 * time.Second
 	}
