@@ -148,7 +148,7 @@ func TestMCPAggregatesThroughAdapters(t *testing.T) {
 
 	// conditional: only names both servers have are prefixed.
 	got := toolNames(t, cs)
-	want := []string{"crash", "local_add", "local_echo", "slow", "web_add", "web_echo"}
+	want := []string{"crash", "local_add", "local_echo", "pay", "slow", "web_add", "web_echo"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("conditional tools/list = %v, want %v", got, want)
 	}
@@ -177,7 +177,7 @@ func TestMCPAggregatesThroughAdapters(t *testing.T) {
 	web.ToolPrefix = "always"
 	g.pushServers("r2", 2, allowAll(), web, stdioServer("local", "never"))
 	got = toolNames(t, cs)
-	want = []string{"add", "crash", "echo", "web_add", "web_echo", "web_slow"}
+	want = []string{"add", "crash", "echo", "web_add", "web_echo", "web_pay", "web_slow"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("always/never tools/list = %v, want %v", got, want)
 	}
@@ -362,7 +362,7 @@ func TestMCPUnreachableServerKeepsOthers(t *testing.T) {
 		bundle.Server{ID: "web", Transport: "http", URL: g.upstream + "/", ToolPrefix: "always"},
 		bundle.Server{ID: "gone", Transport: "http", URL: dead.URL + "/", ToolPrefix: "always"})
 	cs := g.mcpClient(g.agentKey, nil)
-	if got := toolNames(t, cs); !slices.Equal(got, []string{"web_add", "web_echo", "web_slow"}) {
+	if got := toolNames(t, cs); !slices.Equal(got, []string{"web_add", "web_echo", "web_pay", "web_slow"}) {
 		t.Fatalf("tools/list = %v", got)
 	}
 	st := g.srv.serverStates()
@@ -387,7 +387,7 @@ func TestMCPUserHeaderAndIntent(t *testing.T) {
 		t.Fatalf("tools/list for the key's own name = %v, want none", got)
 	}
 	cs := g.mcpClient(g.agentKey, map[string]string{headerUser: "ann@example.com"})
-	if got := toolNames(t, cs); len(got) != 3 {
+	if got := toolNames(t, cs); len(got) != 4 {
 		t.Fatalf("tools/list for ann = %v", got)
 	}
 	// require_csrg: a call without an intent is refused.

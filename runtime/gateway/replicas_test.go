@@ -56,8 +56,9 @@ func TestReplicasSharePostgres(t *testing.T) {
 	})
 
 	rep, err := a.store.VerifyAudit(ctx)
-	if err != nil || !rep.OK() || rep.Records != 1 {
-		t.Errorf("shared audit chain: %+v, %v; want 1 verified record", rep, err)
+	// One call: its request record and its outcome record.
+	if err != nil || !rep.OK() || rep.Records != 2 || rep.PendingOutcomes != 0 {
+		t.Errorf("shared audit chain: %+v, %v; want 2 verified records, no pending outcome", rep, err)
 	}
 	var st bundleStatus
 	b.do("GET", "/v1/bundle/status", b.adminKey, nil, 200, &st)
