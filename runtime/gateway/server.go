@@ -165,7 +165,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("gateway: subscribing to revocations: %w", err)
 	}
 	s.wg.Add(1)
-	go s.watchRevocations(revs)
+	go s.watchRevocations(bg, revs)
 	if cfg.BundlePoll > 0 {
 		s.wg.Add(1)
 		go s.pollBundle(bg, cfg.BundlePoll)
@@ -290,11 +290,20 @@ func (s *Server) verifyKeys() map[string]ed25519.PublicKey {
 	return s.verifyBy
 }
 
+// resyncMargin is how far before the listener was last known to hear every
+// revocation a resync reads back: revoked_at comes from the revoking
+// replica's clock and a notification takes a moment to arrive.
+const resyncMargin = time.Minute
+
 // watchRevocations applies revocations from this and other replicas: the
-// key cache forgets the key and calls in flight with it are cancelled.
-func (s *Server) watchRevocations(revs <-chan store.Revocation) {
+// key cache forgets the key and calls in flight with it are cancelled. On
+// Resync (the store's listener was disconnected and may have missed some)
+// the caches are dropped and the revocations since the listener was last
+// known to hear them are read back and applied, in the background, retried
+// until they are read or ctx ends.
+func (s *Server) watchRevocations(ctx context.Context, revs <-chan store.Revocation) {
 	defer s.wg.Done()
-	for r := range revs {
+	apply := func(r store.Revocation) {
 		switch r.Kind {
 		case store.RevokedAPIKey:
 			s.keys.forget(r.ID)
@@ -302,10 +311,36 @@ func (s *Server) watchRevocations(revs <-chan store.Revocation) {
 		case store.RevokedToken:
 			s.tokens.forget(r.ID)
 			s.inflight.revokeToken(r.ID)
-		case store.Resync:
-			s.keys.reset()
-			s.tokens.reset()
 		}
+	}
+	for r := range revs {
+		if r.Kind != store.Resync {
+			apply(r)
+			continue
+		}
+		s.keys.reset()
+		s.tokens.reset()
+		since := r.At.Add(-resyncMargin)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+				missed, err := s.store.RevokedSince(ctx, since)
+				if err == nil {
+					for _, m := range missed {
+						apply(m)
+					}
+					s.log.Info("revocation listener reconnected; re-read revocations", "since", since, "count", len(missed))
+					return
+				}
+				s.log.Warn("revocation listener reconnected; re-reading revocations failed, retrying", "since", since, "error", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+		}()
 	}
 }
 

@@ -92,13 +92,27 @@ func OpenPostgres(ctx context.Context, url string) (Store, error) {
 	return s, nil
 }
 
+// Listener heartbeat: an idle LISTEN connection is pinged this often, so a
+// connection that died silently (a partition, a dropped NAT entry) is found
+// within heartbeat+pingTimeout, and a Resync says from when on revocations
+// may have been missed.
+const (
+	listenHeartbeat = 30 * time.Second
+	listenPingLimit = 5 * time.Second
+)
+
 // pgListener holds one dedicated connection per store that LISTENs for
 // revocations and publishes them to the store's hub, reconnecting with
 // backoff when the connection drops. It starts with the first Subscribe.
 type pgListener struct {
-	cfg     *pgx.ConnConfig
-	channel string
-	hub     *hub
+	cfg       *pgx.ConnConfig
+	channel   string
+	hub       *hub
+	heartbeat time.Duration
+	// aliveAt (Unix ns) is the last moment the connection was known to be
+	// listening: when LISTEN returned, a notification arrived, or a ping
+	// was answered. Every revocation committed before it was heard.
+	aliveAt atomic.Int64
 
 	mu      sync.Mutex
 	running bool
@@ -110,7 +124,7 @@ type pgListener struct {
 
 func newPGListener(cfg *pgx.ConnConfig, channel string, h *hub) *pgListener {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pgListener{cfg: cfg, channel: channel, hub: h, ctx: ctx, cancel: cancel}
+	return &pgListener{cfg: cfg, channel: channel, hub: h, heartbeat: listenHeartbeat, ctx: ctx, cancel: cancel}
 }
 
 // start connects and LISTENs before returning, so a revocation committed
@@ -144,28 +158,51 @@ func (l *pgListener) connect(ctx context.Context) (*pgx.Conn, error) {
 		return nil, err
 	}
 	l.pid.Store(conn.PgConn().PID())
+	l.alive()
 	return conn, nil
 }
+
+func (l *pgListener) alive() { l.aliveAt.Store(time.Now().UnixNano()) }
 
 func (l *pgListener) run(conn *pgx.Conn) {
 	defer l.wg.Done()
 	for {
-		n, err := conn.WaitForNotification(l.ctx)
+		wctx, cancel := context.WithTimeout(l.ctx, l.heartbeat)
+		n, err := conn.WaitForNotification(wctx)
+		idle := wctx.Err() != nil && l.ctx.Err() == nil
+		cancel()
 		if err == nil {
+			l.alive()
 			if r, ok := parseRevocation(n.Payload); ok {
 				l.hub.publish(r)
 			}
 			continue
 		}
+		if idle && l.ping(conn) {
+			continue // notifications that came with the ping's answer are kept for the next wait
+		}
+		lost := time.Unix(0, l.aliveAt.Load()).UTC()
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		conn.Close(closeCtx)
 		cancel()
 		if conn = l.reconnect(); conn == nil {
 			return
 		}
-		// Revocations made while we were away were not heard.
-		l.hub.publish(Revocation{Kind: Resync})
+		// Revocations committed since the connection was last known to
+		// listen may not have been heard.
+		l.hub.publish(Revocation{Kind: Resync, At: lost})
 	}
+}
+
+// ping checks an idle connection; a timed-out wait leaves it usable.
+func (l *pgListener) ping(conn *pgx.Conn) bool {
+	ctx, cancel := context.WithTimeout(l.ctx, listenPingLimit)
+	defer cancel()
+	if conn.Ping(ctx) != nil {
+		return false
+	}
+	l.alive()
+	return true
 }
 
 // reconnect retries until it has a listening connection or the listener is

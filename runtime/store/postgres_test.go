@@ -12,15 +12,25 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	ctx := ctxT(t)
 	dsn := postgresEngine.newDB(t)
 	s, other := open(t, dsn), open(t, dsn)
+	l := s.(*sqlStore).listener
+	l.heartbeat = 20 * time.Millisecond // ping the idle connection often
+	subscribed := time.Now()
 	ch, err := s.Subscribe(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := s.(*sqlStore).listener.pid.Load()
+	pid := l.pid.Load()
+	// The idle connection is pinged: it stays known alive.
+	time.Sleep(200 * time.Millisecond)
+	beforeKill := time.Now()
+	if alive := time.Unix(0, l.aliveAt.Load()); alive.Before(subscribed.Add(100 * time.Millisecond)) {
+		t.Errorf("listener last known alive %v after subscribing, want pings to keep it within the last 100ms", alive.Sub(subscribed))
+	}
 	var killed bool
 	if err := other.(*sqlStore).w.QueryRowContext(ctx, `SELECT pg_terminate_backend($1)`, int64(pid)).Scan(&killed); err != nil || !killed {
 		t.Fatalf("pg_terminate_backend(%d) = %v, %v", pid, killed, err)
 	}
+	killedAt := time.Now()
 	next := func() Revocation {
 		t.Helper()
 		select {
@@ -31,8 +41,8 @@ func TestPostgresListenerReconnects(t *testing.T) {
 			return Revocation{}
 		}
 	}
-	if got := next(); got.Kind != Resync {
-		t.Errorf("after the listener's connection was killed: got %+v, want a resync event", got)
+	if got := next(); got.Kind != Resync || got.At.After(killedAt) || got.At.Before(beforeKill.Add(-time.Second)) {
+		t.Errorf("after the listener's connection was killed at %v: got %+v, want a resync event from the last ping before", killedAt, got)
 	}
 	now := time.Now()
 	if err := other.PutToken(ctx, Token{ID: "t1", IssuedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
