@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -26,7 +27,12 @@ a viewer or admin key) or directly from a gateway's store (--data DIR for the
 embedded SQLite database, or --store postgres://...).
 
 Every record carries the hash of the one before it: 'armoriq audit verify'
-detects an edited, inserted or deleted record and names it.`,
+detects an edited, inserted or deleted record and names it.
+
+An allowed call is two records: its request, written before the MCP server is
+called, and its outcome when the call ends. A request that no outcome
+concludes is listed as "no outcome recorded": the call is still running, or
+the gateway stopped (crashed) before it could record how the call ended.`,
 		Sub: []*command{auditListCommand(), auditVerifyCommand(), auditExportCommand()},
 	}
 }
@@ -40,6 +46,8 @@ type auditFlags struct {
 	server   string
 	tool     string
 	decision string
+	phase    string
+	request  string
 	since    string
 	limit    int
 }
@@ -53,15 +61,21 @@ func (a *auditFlags) register(fs *pflag.FlagSet, filters bool) {
 		fs.StringVar(&a.server, "server", "", "only records of this MCP server")
 		fs.StringVar(&a.tool, "tool", "", "only records of this tool")
 		fs.StringVar(&a.decision, "decision", "", "only records with this decision: allowed, blocked, held, failed")
+		fs.StringVar(&a.phase, "phase", "", "only records of this phase: request, outcome, approval")
+		fs.StringVar(&a.request, "request-id", "", "only the records of this request id (a call's request and outcome)")
 		fs.StringVar(&a.since, "since", "", "only records at or after this time (RFC 3339, or a duration like 1h)")
 		fs.IntVar(&a.limit, "limit", 100, "at most this many records (list only; 0 for the default)")
 	}
 }
 
 func (a *auditFlags) filter(now time.Time) (store.AuditFilter, error) {
-	f := store.AuditFilter{User: a.user, Server: a.server, Tool: a.tool, Decision: store.Decision(a.decision), Limit: a.limit}
+	f := store.AuditFilter{User: a.user, Server: a.server, Tool: a.tool, Decision: store.Decision(a.decision),
+		Phase: store.AuditPhase(a.phase), RequestID: a.request, Limit: a.limit}
 	if f.Decision != "" && !f.Decision.Valid() {
 		return f, usageErrorf("--decision must be allowed, blocked, held or failed, got %q", a.decision)
+	}
+	if f.Phase != "" && !f.Phase.Valid() {
+		return f, usageErrorf("--phase must be request, outcome or approval, got %q", a.phase)
 	}
 	if a.since != "" {
 		if d, err := time.ParseDuration(a.since); err == nil {
@@ -89,6 +103,8 @@ func filterQuery(f store.AuditFilter) string {
 	set("server", f.Server)
 	set("tool", f.Tool)
 	set("decision", string(f.Decision))
+	set("phase", string(f.Phase))
+	set("request_id", f.RequestID)
 	if !f.Since.IsZero() {
 		q.Set("since", f.Since.UTC().Format(time.RFC3339))
 	}
@@ -179,18 +195,33 @@ func auditListCommand() *command {
 
 func printAudit(w io.Writer, recs []store.AuditRecord) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tDECISION\tUSER\tAGENT\tSERVER/TOOL\tRULE\tOUTCOME")
+	fmt.Fprintln(tw, "SEQ\tTIME\tDECISION\tPHASE\tUSER\tAGENT\tSERVER/TOOL\tRULE\tOUTCOME")
 	for _, r := range recs {
-		outcome := r.Outcome
-		if len(outcome) > 60 {
-			outcome = outcome[:57] + "..."
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\n", r.Seq, r.Time.UTC().Format(time.RFC3339), r.Decision, r.User, r.Agent, r.Server, r.Tool, dash(r.Rule), outcome)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\n", r.Seq, r.Time.UTC().Format(time.RFC3339), r.Decision,
+			dash(string(r.Phase)), r.User, r.Agent, r.Server, r.Tool, dash(r.Rule), auditOutcome(r))
 	}
 	tw.Flush()
 	if len(recs) == 0 {
 		fmt.Fprintln(w, "(no records)")
 	}
+}
+
+// auditOutcome is the OUTCOME column: how the call ended, and which
+// record of the pair holds it.
+func auditOutcome(r store.AuditRecord) string {
+	outcome := r.Outcome
+	if len(outcome) > 60 {
+		outcome = strings.ToValidUTF8(outcome[:57], "") + "..."
+	}
+	switch {
+	case r.Phase == store.PhaseOutcome:
+		return fmt.Sprintf("%s, concluding #%d", dash(outcome), r.Concludes)
+	case r.OutcomeMissing:
+		return "no outcome recorded"
+	case r.ConcludedBy > 0:
+		return fmt.Sprintf("see #%d", r.ConcludedBy)
+	}
+	return dash(outcome)
 }
 
 func dash(s string) string {
@@ -212,10 +243,12 @@ func auditVerifyCommand() *command {
 				return err
 			}
 			var (
-				ok      bool
-				records int64
-				head    string
-				problem string
+				ok           bool
+				records      int64
+				head         string
+				problem      string
+				pending      int64
+				firstPending int64
 			)
 			if st != nil {
 				defer st.Close()
@@ -224,6 +257,7 @@ func auditVerifyCommand() *command {
 					return err
 				}
 				ok, records, head = rep.OK(), rep.Records, hex.EncodeToString(rep.HeadHash)
+				pending, firstPending = rep.PendingOutcomes, rep.FirstPending
 				if rep.Problem != nil {
 					problem = rep.Problem.String()
 				}
@@ -233,21 +267,30 @@ func auditVerifyCommand() *command {
 					return err
 				}
 				var out struct {
-					OK       bool   `json:"ok"`
-					Records  int64  `json:"records"`
-					HeadHash []byte `json:"head_hash"`
-					Problem  string `json:"problem"`
+					OK              bool   `json:"ok"`
+					Records         int64  `json:"records"`
+					HeadHash        []byte `json:"head_hash"`
+					Problem         string `json:"problem"`
+					PendingOutcomes int64  `json:"pending_outcomes"`
+					FirstPending    int64  `json:"first_pending"`
 				}
 				if err := c.do(ctx, "GET", "/v1/audit/verify", nil, &out); err != nil {
 					return err
 				}
 				ok, records, head, problem = out.OK, out.Records, hex.EncodeToString(out.HeadHash), out.Problem
+				pending, firstPending = out.PendingOutcomes, out.FirstPending
 			}
 			if !ok {
 				fmt.Fprintf(e.Stdout, "audit log BROKEN: %s\n", problem)
 				return silentExit(exitFailure)
 			}
 			fmt.Fprintf(e.Stdout, "audit log verified: %d records, head %s\n", records, head)
+			switch {
+			case pending == 1:
+				fmt.Fprintf(e.Stdout, "1 request has no outcome recorded (#%d): still running, or the gateway stopped before the call ended\n", firstPending)
+			case pending > 1:
+				fmt.Fprintf(e.Stdout, "%d requests have no outcome recorded (the first is #%d): still running, or the gateway stopped before the calls ended\n", pending, firstPending)
+			}
 			return nil
 		},
 	}

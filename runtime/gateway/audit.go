@@ -29,6 +29,10 @@ func parseAuditFilter(r *http.Request) (store.AuditFilter, error) {
 	if f.Decision != "" && !f.Decision.Valid() {
 		return f, errorf(KindInvalid, "decision %q is not one of allowed, blocked, held, failed", f.Decision)
 	}
+	f.Phase, f.RequestID = store.AuditPhase(q.Get("phase")), q.Get("request_id")
+	if f.Phase != "" && !f.Phase.Valid() {
+		return f, errorf(KindInvalid, "phase %q is not one of request, outcome, approval", f.Phase)
+	}
 	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
 		if v := q.Get(name); v != "" {
 			t, err := time.Parse(time.RFC3339, v)
@@ -86,7 +90,8 @@ func (s *Server) handleVerifyAudit(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return &Error{Kind: KindUnavailable, Message: "cannot verify the audit log", Err: err}
 	}
-	out := map[string]any{"ok": rep.OK(), "records": rep.Records, "head_seq": rep.HeadSeq, "head_hash": rep.HeadHash}
+	out := map[string]any{"ok": rep.OK(), "records": rep.Records, "head_seq": rep.HeadSeq, "head_hash": rep.HeadHash,
+		"pending_outcomes": rep.PendingOutcomes, "first_pending": rep.FirstPending}
 	if p := rep.Problem; p != nil {
 		out["first_bad_seq"] = p.Seq
 		out["kind"] = p.Kind
