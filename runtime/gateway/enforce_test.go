@@ -351,3 +351,40 @@ func TestCleanText(t *testing.T) {
 		}
 	}
 }
+
+// TestUnboundTokenIssueCheck: a token issued without user_email is for a
+// service whose calls name their users, so a step is refused at issue only
+// when no user could be allowed it; each call is decided for its user.
+func TestUnboundTokenIssueCheck(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, bundle.Policy{Rules: []bundle.Rule{
+		{ID: "alice-echoes", Effect: bundle.Allow, Tools: []string{"tools/echo"}, Users: []string{"alice@customer.com"}},
+		{ID: "no-deletes", Effect: bundle.Deny, Tools: []string{"tools/delete_*"}},
+	}})
+	echo := step("tools", "echo", map[string]any{"text": "hi"})
+	tok := g.issue("weather-service", echo)
+	sdk := func(email string) map[string]any {
+		return map[string]any{"text": "hi", "user_email": email, "_iam_context": map[string]any{"email": email, "user_email": email}}
+	}
+	if resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", sdk("alice@customer.com"), nil); resp.StatusCode != 200 {
+		t.Errorf("alice: status %d: %v", resp.StatusCode, out)
+	}
+	if resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", sdk("bob@customer.com"), nil); resp.StatusCode != 403 {
+		t.Errorf("bob (no rule allows him): status %d, want 403: %v", resp.StatusCode, out)
+	}
+	if resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil); resp.StatusCode != 403 {
+		t.Errorf("no user named (the token's user_id): status %d, want 403: %v", resp.StatusCode, out)
+	}
+	// Nobody may delete: refused at issue.
+	if status, out := g.sdkToken(g.agentKey, "weather-service", step("tools", "delete_repo", nil)); status != 403 {
+		t.Errorf("delete_repo for any user: status %d, want 403: %v", status, out)
+	}
+	// A token bound to bob is decided for bob at issue.
+	resp, data := g.send("POST", "/iap/sdk/token", g.agentKey, map[string]any{
+		"user_id": "weather-service", "user_email": "bob@customer.com", "agent_id": "agent-1",
+		"plan": map[string]any{"goal": "test", "steps": []any{echo}},
+	}, nil)
+	if resp.StatusCode != 403 {
+		t.Errorf("token bound to bob: status %d, want 403: %s", resp.StatusCode, data)
+	}
+}

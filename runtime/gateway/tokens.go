@@ -132,7 +132,9 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 		if err := checkName("steps.action", st.Action); err != nil {
 			return err
 		}
-		d := s.decide(ab, &policy.Request{User: user, Agent: c.Agent, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
+		// An unbound token's calls name their own end users: the step is
+		// refused here only if no user could be allowed it.
+		d := s.decide(ab, &policy.Request{User: user, AnyUser: email == "", Agent: c.Agent, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
 		// The token's own policy narrows the bundle's, never widens it.
 		if d.Effect != policy.Deny {
 			if ok, reason := tp.Allows(st.MCP, st.Action); !ok {

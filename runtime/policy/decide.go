@@ -207,6 +207,9 @@ func (s *search) subjectMatches(r *rule) bool {
 	if r.anyone {
 		return true
 	}
+	if s.req.AnyUser {
+		return r.rank == rankAllow
+	}
 	if s.user != "" {
 		if _, ok := r.users[s.user]; ok {
 			return true

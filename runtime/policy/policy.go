@@ -29,6 +29,12 @@ type Request struct {
 	Server string   // MCP server id
 	Tool   string   // tool name, without the server prefix
 	Args   map[string]any
+	// AnyUser says the end user is not known yet (a token issued without
+	// user_email, whose calls will name their users): a rule with a user
+	// or group condition is taken to match when it allows and not to match
+	// when it denies or holds, so the decision is Deny only when no user
+	// could be allowed. Calls are decided again for their real user.
+	AnyUser bool
 	// Time is when the call happens, for conditions over time; the zero
 	// Time means now.
 	Time time.Time

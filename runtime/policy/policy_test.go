@@ -332,3 +332,30 @@ func ExampleEngine_Decide() {
 	// allow eng-github
 	// deny no-force-push
 }
+
+// TestAnyUser: with the end user unknown, user-scoped allows match and
+// user-scoped denies and holds do not; unscoped rules apply as ever.
+func TestAnyUser(t *testing.T) {
+	e, err := Compile(&bundle.Policy{Rules: []bundle.Rule{
+		{ID: "alice", Effect: bundle.Allow, Tools: []string{"s/read"}, Users: []string{"alice@x.com"}},
+		{ID: "no-bob", Effect: bundle.Deny, Tools: []string{"s/*"}, Users: []string{"bob@x.com"}},
+		{ID: "hold-eve", Effect: bundle.Hold, Tools: []string{"s/read"}, Users: []string{"eve@x.com"}},
+		{ID: "no-drop", Effect: bundle.Deny, Tools: []string{"s/drop"}},
+		{ID: "drop-for-all", Effect: bundle.Allow, Tools: []string{"s/drop"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		tool, want string
+	}{
+		{"read", "alice"},   // some user may read
+		{"drop", "no-drop"}, // nobody may drop
+		{"write", ""},       // no rule allows anybody: default deny
+	} {
+		d := e.Decide(&Request{User: "svc", AnyUser: true, Server: "s", Tool: tc.tool})
+		if d.RuleID != tc.want {
+			t.Errorf("AnyUser %s: decided by %q (%v), want %q", tc.tool, d.RuleID, d.Effect, tc.want)
+		}
+	}
+}
