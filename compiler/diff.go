@@ -200,12 +200,20 @@ func Universe(base, head *schema.Config, extraTools map[string][]string) (subjec
 				addRef(t)
 			}
 		}
+		declared := map[string]bool{}
+		for _, s := range c.Servers {
+			declared[s.ID] = true
+		}
 		for _, t := range c.Tests {
 			addUser(t.User, t.Agent)
 			for _, g := range t.Groups {
 				addGroup(g, t.Agent)
 			}
-			addRef(t.Tool)
+			// A test may name an undeclared server (to assert the
+			// gateway denies it); its tool is not one of the config's.
+			if declared[t.Tool.Server] {
+				addRef(t.Tool)
+			}
 		}
 	}
 	for server, names := range extraTools {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +51,10 @@ type TestCase struct {
 	ID   string
 	Path string // "tests[2]"
 	Test schema.Test
+	// Undeclared is set when the case's server is not declared under
+	// mcp_servers: the gateway denies every call to such a server, and so
+	// does RunTests.
+	Undeclared bool
 }
 
 // TestResult is the outcome of one case.
@@ -84,20 +89,24 @@ var TestFilePatterns = []string{"*_test.yaml", "*_test.yml", "*_test.hcl"}
 
 // LoadTests returns the tests of cfg followed by those of the test files
 // beside configPath (see TestFilePatterns), in file name order. A test file
-// may hold nothing but tests; a test naming a server the config does not
-// declare is an error, as it is in the config itself.
+// may hold nothing but tests. A test naming a server the config does not
+// declare is allowed, with a warning (as in the config itself): it asserts
+// that the gateway denies the call, as it denies every call to an
+// undeclared server.
 func LoadTests(configPath string, cfg *schema.Config) ([]TestCase, schema.Diagnostics) {
-	cases := testCases(cfg.Tests)
+	servers := map[string]bool{}
+	var declared []string
+	for _, s := range cfg.Servers {
+		servers[s.ID] = true
+		declared = append(declared, s.ID)
+	}
+	cases := testCases(cfg.Tests, servers)
 	var files []string
 	for _, pat := range TestFilePatterns {
 		m, _ := filepath.Glob(filepath.Join(filepath.Dir(configPath), pat))
 		files = append(files, m...)
 	}
 	sort.Strings(files)
-	servers := map[string]bool{}
-	for _, s := range cfg.Servers {
-		servers[s.ID] = true
-	}
 	var diags schema.Diagnostics
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -105,7 +114,7 @@ func LoadTests(configPath string, cfg *schema.Config) ([]TestCase, schema.Diagno
 			diags = append(diags, schema.Diagnostic{Severity: schema.SeverityError, Pos: schema.Pos{File: f}, Summary: "cannot read file: " + err.Error()})
 			continue
 		}
-		tc, ds := parseTestFile(f, data, servers)
+		tc, ds := parseTestFile(f, data, servers, declared)
 		cases = append(cases, tc...)
 		diags = append(diags, ds...)
 	}
@@ -113,7 +122,7 @@ func LoadTests(configPath string, cfg *schema.Config) ([]TestCase, schema.Diagno
 	return cases, diags
 }
 
-func testCases(tests []schema.Test) []TestCase {
+func testCases(tests []schema.Test, servers map[string]bool) []TestCase {
 	var cases []TestCase
 	for i, t := range tests {
 		path := fmt.Sprintf("tests[%d]", i)
@@ -121,7 +130,7 @@ func testCases(tests []schema.Test) []TestCase {
 		if id == "" {
 			id = path
 		}
-		cases = append(cases, TestCase{ID: id, Path: path, Test: t})
+		cases = append(cases, TestCase{ID: id, Path: path, Test: t, Undeclared: !servers[t.Tool.Server]})
 	}
 	return cases
 }
@@ -129,14 +138,14 @@ func testCases(tests []schema.Test) []TestCase {
 // parseTestFile loads a tests-only file with the config loader, keeping
 // the diagnostics about its tests and dropping those that only say it is
 // not a whole config. Servers are checked against the main config's.
-func parseTestFile(path string, data []byte, servers map[string]bool) ([]TestCase, schema.Diagnostics) {
+func parseTestFile(path string, data []byte, servers map[string]bool, declared []string) ([]TestCase, schema.Diagnostics) {
 	cfg, ds := schema.Parse(path, data)
 	var diags schema.Diagnostics
 	for _, d := range ds {
 		switch {
 		case d.Path == "" && strings.HasPrefix(d.Summary, "missing required key"):
 			continue // version and friends: not expected in a test file
-		case strings.HasPrefix(d.Path, "tests[") && strings.Contains(d.Summary, "unknown server"):
+		case strings.HasPrefix(d.Path, "tests[") && strings.Contains(d.Summary, "is not declared under mcp_servers"):
 			continue // checked below against the main config
 		case d.Path != "" && !strings.HasPrefix(d.Path, "tests"):
 			d.Summary = "a test file holds only tests: " + d.Summary
@@ -150,11 +159,11 @@ func parseTestFile(path string, data []byte, servers map[string]bool) ([]TestCas
 		diags = append(diags, schema.Diagnostic{Severity: schema.SeverityError, Pos: schema.Pos{File: path, Line: 1, Col: 1},
 			Summary: "a test file holds only tests: servers, groups and policy belong in the config"})
 	}
-	cases := testCases(cfg.Tests)
+	cases := testCases(cfg.Tests, servers)
 	for _, c := range cases {
-		if !servers[c.Test.Tool.Server] {
-			diags = append(diags, schema.Diagnostic{Severity: schema.SeverityError, Pos: c.Test.Tool.Pos, Path: c.Path + ".tool",
-				Summary: fmt.Sprintf("unknown server %q in %q (not declared under mcp_servers in the config)", c.Test.Tool.Server, c.Test.Tool.Raw)})
+		if c.Undeclared {
+			diags = append(diags, schema.Diagnostic{Severity: schema.SeverityWarning, Pos: c.Test.Tool.Pos, Path: c.Path + ".tool",
+				Summary: schema.UndeclaredServerWarning(c.Test.Tool.Server, c.Test.Tool.Raw, declared)})
 		}
 	}
 	return cases, diags
@@ -186,6 +195,12 @@ func RunTestsAt(e *policy.Engine, cases []TestCase, at time.Time) []TestResult {
 	results := make([]TestResult, len(cases))
 	for i, c := range cases {
 		t := c.Test
+		if c.Undeclared {
+			// As the gateway decides: no rule is consulted.
+			results[i] = TestResult{TestCase: c, Got: policy.Decision{Effect: policy.Deny,
+				Reason: "server " + strconv.Quote(t.Tool.Server) + " is not declared under mcp_servers: the gateway denies every call to it"}}
+			continue
+		}
 		results[i] = TestResult{TestCase: c, Got: e.Decide(&policy.Request{
 			User:   t.User,
 			Groups: t.Groups,

@@ -97,7 +97,7 @@ func TestLoadTestsErrors(t *testing.T) {
 	}
 	all := strings.Join(msgs, "\n")
 	for _, want := range []string{
-		`bad_test.yaml:3:11: tests[0].tool: unknown server "gitlab"`,
+		`bad_test.yaml:3:11: warning: tests[0].tool: server "gitlab" in "gitlab/x" is not declared under mcp_servers (did you mean "github"?): the gateway denies every call to it`,
 		`bad_test.yaml:7:`,
 		`policy_test.yaml:1:1: a test file holds only tests`,
 	} {

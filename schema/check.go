@@ -56,7 +56,7 @@ func check(root *node, c *Config) Diagnostics {
 	for i, t := range items(root.get("tests")) {
 		p := fmt.Sprintf("tests[%d]", i)
 		if tn := t.get("tool"); tn != nil && tn.kind == kString {
-			checkRef(tn, p+".tool", ids, false, &ds)
+			checkTestRef(tn, p+".tool", ids, &ds)
 		}
 		checkGroupRefs(t, p, groups, &ds)
 	}
@@ -211,6 +211,25 @@ func checkRef(n *node, p string, ids serverIDs, globs bool, ds *Diagnostics) {
 			ds.errorf(n.pos, p, "invalid pattern %q", tool)
 		}
 	}
+}
+
+// checkTestRef checks a test case's tool. Unlike a rule's, it may name a
+// server the config does not declare: the case then asserts that the
+// gateway denies it (it denies every call to an undeclared server), and
+// only a warning says so, in case it is a typo.
+func checkTestRef(n *node, p string, ids serverIDs, ds *Diagnostics) {
+	srv, tool, ok := ParseRef(n.str)
+	if ok && !isGlob(srv) && !isGlob(tool) && !ids.has[srv] {
+		ds.warnf(n.pos, p, "%s", UndeclaredServerWarning(srv, n.str, ids.list))
+		return
+	}
+	checkRef(n, p, ids, false, ds)
+}
+
+// UndeclaredServerWarning is the warning for a test case naming a server
+// the config does not declare, with a "did you mean" hint.
+func UndeclaredServerWarning(srv, ref string, declared []string) string {
+	return fmt.Sprintf("server %q in %q is not declared under mcp_servers%s: the gateway denies every call to it, so this case can only expect deny", srv, ref, declaredHint(srv, declared))
 }
 
 func declaredHint(srv string, ids []string) string {

@@ -109,6 +109,15 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 				printDiags(tdiags)
 				return silentExit(exitFailure)
 			}
+			// Warnings (a case naming an undeclared server) do not fail
+			// the run; JSON output keeps stdout for the results.
+			if w := warnings(append(diags, tdiags...)); len(w) > 0 {
+				if format == "json" {
+					printDiagnostics(e, w)
+				} else {
+					printDiags(w)
+				}
+			}
 			cases = compiler.FilterTests(cases, re)
 			results := compiler.RunTestsAt(eng, cases, when)
 			failed := 0
@@ -126,6 +135,17 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 			return nil
 		},
 	}
+}
+
+// warnings keeps the warnings of ds.
+func warnings(ds schema.Diagnostics) schema.Diagnostics {
+	var w schema.Diagnostics
+	for _, d := range ds {
+		if d.Severity == schema.SeverityWarning {
+			w = append(w, d)
+		}
+	}
+	return w
 }
 
 // testConfigPath is the config file to test: the argument (a file, or a
