@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -20,10 +21,16 @@ const maxHookBody = 25 << 20
 // anything else is 401. A push to the watched branch triggers a pass without
 // waiting for it; pings answer 200.
 type Webhook struct {
-	Secret  []byte
-	Branch  string
-	Trigger func()
-	Logger  *slog.Logger
+	Secret []byte
+	Branch string
+	// Repository is the "owner/name" the source is (see GitHubRepository);
+	// when set, a push whose repository.full_name differs is refused (403),
+	// as is one that does not say: a secret shared by several repositories'
+	// hooks, or an organization hook, must not trigger this source. Empty
+	// when the source's URL does not name a GitHub repository.
+	Repository string
+	Trigger    func()
+	Logger     *slog.Logger
 }
 
 // ServeHTTP implements http.Handler.
@@ -57,8 +64,11 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "pong\n")
 	case "push", "":
 		var p struct {
-			Ref   string `json:"ref"`
-			After string `json:"after"`
+			Ref        string `json:"ref"`
+			After      string `json:"after"`
+			Repository *struct {
+				FullName string `json:"full_name"`
+			} `json:"repository"`
 		}
 		payload := body
 		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
@@ -74,6 +84,20 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err := json.Unmarshal(payload, &p); err != nil {
 			http.Error(w, "undecodable push event", http.StatusBadRequest)
 			return
+		}
+		if h.Repository != "" {
+			got := ""
+			if p.Repository != nil {
+				got = p.Repository.FullName
+			}
+			if !strings.EqualFold(got, h.Repository) {
+				log.Warn("webhook: push for another repository refused", "repository", got, "watched", h.Repository, "ref", p.Ref)
+				if got == "" {
+					got = "no repository"
+				}
+				http.Error(w, fmt.Sprintf("refused: the push is for %s, this reconciler watches %s", got, h.Repository), http.StatusForbidden)
+				return
+			}
 		}
 		if p.Ref != "refs/heads/"+h.Branch {
 			log.Info("webhook: push to another branch ignored", "ref", p.Ref)
@@ -115,4 +139,45 @@ func Sign(secret, body []byte) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// GitHubRepository returns the "owner/name" a git URL names, for the
+// webhook's check: https://HOST/owner/name(.git), ssh://git@HOST/owner/name,
+// git@HOST:owner/name.git. GitHub Enterprise hosts are recognised by the
+// shape of the path. It reports false for anything else (a local path, a
+// nested group path), where no check is possible.
+func GitHubRepository(rawURL string) (string, bool) {
+	var path string
+	switch {
+	case strings.Contains(rawURL, "://"):
+		u, err := url.Parse(rawURL)
+		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "ssh") {
+			return "", false
+		}
+		path = u.Path
+	default:
+		// scp-like: [user@]host:owner/name.git
+		at := strings.LastIndex(rawURL, "@")
+		host, rest, ok := strings.Cut(rawURL[at+1:], ":")
+		if !ok || host == "" || strings.Contains(host, "/") {
+			return "", false
+		}
+		path = rest
+	}
+	path = strings.TrimSuffix(strings.Trim(path, "/"), ".git")
+	owner, name, ok := strings.Cut(path, "/")
+	if !ok || owner == "" || name == "" || strings.Contains(name, "/") || !repoPart(owner) || !repoPart(name) {
+		return "", false
+	}
+	return owner + "/" + name, true
+}
+
+// repoPart reports whether s can be a GitHub owner or repository name.
+func repoPart(s string) bool {
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return s != "." && s != ".."
 }

@@ -283,8 +283,17 @@ func reconcileServers(o *reconcileOptions, rec *reconciler.Reconciler, report fu
 		return muxes[addr]
 	}
 	if o.webhookAddr != "" {
+		// Pushes are checked against the repository the source URL names,
+		// else the one statuses are reported to.
+		repo, ok := reconciler.GitHubRepository(o.source)
+		if !ok {
+			repo = o.githubRepo
+		}
+		if repo == "" {
+			log.Warn("webhook: the source names no GitHub repository (and no --github-repo is set): pushes are not checked against one")
+		}
 		mux(o.webhookAddr).Handle("POST /hook", &reconciler.Webhook{
-			Secret: []byte(o.webhookSecret), Branch: rec.Branch(), Trigger: rec.Trigger, Logger: log,
+			Secret: []byte(o.webhookSecret), Branch: rec.Branch(), Repository: repo, Trigger: rec.Trigger, Logger: log,
 		})
 	}
 	if o.statusAddr != "" {
