@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
@@ -58,6 +60,11 @@ type gatewayOptions struct {
 	maxBundleBody     byteSize
 	maxBatch          int
 	maxPerKey         int
+
+	// flags are the parsed flags and cli the names given on the command
+	// line, for re-reading the settings file on SIGHUP.
+	flags *pflag.FlagSet
+	cli   map[string]bool
 }
 
 func gatewayCommand() *command {
@@ -92,37 +99,12 @@ the rest from a YAML map of flag names to values (lists for --trust-key).`,
   armoriq gateway --store postgres://armoriq@db/armoriq --trust-key ci-signing.key.pub`,
 		Flags: func(fs *pflag.FlagSet) {
 			flags = fs
-			fs.StringVar(&o.settings, "settings", "", "YAML file of settings: flag names to values (flags and ARMORIQ_* variables win)")
-			fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address to listen on (HOST:PORT)")
-			fs.StringVar(&o.data, "data", ".armoriq-data", "data directory: SQLite store, admin.key, local signing key")
-			fs.StringVar(&o.storeDSN, "store", "", "database: postgres://... for PostgreSQL (default: SQLite in --data)")
-			fs.StringSliceVar(&o.trustKeys, "trust-key", nil, "bundle-signing public key file to trust (repeatable)")
-			fs.StringVar(&o.config, "config", "", "armoriq.yaml to compile, sign with the local key and activate at start")
-			fs.StringVar(&o.localKey, "local-key", "", "local signing key for --config and --register (default DATA/local-signing.key)")
-			fs.BoolVar(&o.register, "register", false, "serve POST /iap/sdk/register, signing registered configs with the local key")
-			fs.DurationVar(&o.maxTTL, "max-token-ttl", time.Hour, "longest validity an intent token may be issued with")
-			fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "time limit of one forwarded tool call")
-			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-			fs.DurationVar(&o.shutdown, "shutdown-timeout", 30*time.Second, "how long to let in-flight calls finish on SIGTERM")
-			fs.DurationVar(&o.adapterTimeout, "adapter-timeout", 60*time.Second, "time limit of one call inside an upstream server's adapter")
-			fs.IntVar(&o.adapterConc, "adapter-concurrency", 64, "calls in flight per upstream server's adapter")
-			fs.StringVar(&o.sqliteSync, "sqlite-sync", "full", "SQLite commit durability: full (fsync each commit: survives power loss) or normal (survives a gateway crash, not a power loss; faster)")
-			fs.StringVar(&o.adminAddr, "admin-addr", "", "serve /metrics and /debug/pprof/ without authentication on this separate address (HOST:PORT; off by default)")
-			fs.StringVar(&o.adminKey, "admin-key-file", "", "file holding an admin API key (armoriq keygen --api-key) that the gateway makes sure exists, instead of creating DATA/admin.key")
-			fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", gateway.DefaultReadHeaderTimeout, "time a client has to send a request's headers (idle and slow clients are cut off)")
-			fs.DurationVar(&o.readTimeout, "read-timeout", gateway.DefaultReadTimeout, "time a client has to send a whole request, body included")
-			fs.DurationVar(&o.writeTimeout, "write-timeout", 0, "time from a request's headers to the end of its answer (default --call-timeout + 30s; must exceed --call-timeout)")
-			fs.DurationVar(&o.idleTimeout, "idle-timeout", gateway.DefaultIdleTimeout, "how long a keep-alive connection may wait for its next request")
-			o.maxHeader, o.maxBody, o.maxBundleBody = gateway.DefaultMaxHeaderBytes, gateway.DefaultMaxBody, gateway.DefaultMaxBundleBody
-			fs.Var(&o.maxHeader, "max-header", "largest request header block (bytes, or with KiB/MiB)")
-			fs.Var(&o.maxBody, "max-body", "largest request body, refused with 413 before it is decoded (bytes, or with KiB/MiB)")
-			fs.Var(&o.maxBundleBody, "max-bundle-body", "largest body of PUT /v1/bundle and POST /iap/sdk/register (bytes, or with KiB/MiB)")
-			fs.IntVar(&o.maxBatch, "max-batch", gateway.DefaultMaxBatch, "most requests in one JSON-RPC batch on /mcp")
-			fs.IntVar(&o.maxPerKey, "max-concurrent-per-key", gateway.DefaultMaxConcurrentPerKey, "most requests one API key may have running at once (one more gets 429)")
-			fs.StringVar(&o.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves, and the --admin-addr URL on a second line (for scripts and supervisors)")
+			o.define(fs)
 		},
 		MaxArgs: 0,
 		Run: func(ctx context.Context, e *env, args []string) error {
+			o.flags, o.cli = flags, map[string]bool{}
+			flags.Visit(func(f *pflag.Flag) { o.cli[f.Name] = true })
 			if err := flagsFromEnv(flags, e.Getenv); err != nil {
 				return err
 			}
@@ -137,6 +119,38 @@ the rest from a YAML map of flag names to values (lists for --trust-key).`,
 			return runGateway(ctx, e, &o)
 		},
 	}
+}
+
+// define defines the gateway's flags on fs, bound to o.
+func (o *gatewayOptions) define(fs *pflag.FlagSet) {
+	fs.StringVar(&o.settings, "settings", "", "YAML file of settings: flag names to values (flags and ARMORIQ_* variables win)")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address to listen on (HOST:PORT)")
+	fs.StringVar(&o.data, "data", ".armoriq-data", "data directory: SQLite store, admin.key, local signing key")
+	fs.StringVar(&o.storeDSN, "store", "", "database: postgres://... for PostgreSQL (default: SQLite in --data)")
+	fs.StringSliceVar(&o.trustKeys, "trust-key", nil, "bundle-signing public key file to trust (repeatable)")
+	fs.StringVar(&o.config, "config", "", "armoriq.yaml to compile, sign with the local key and activate at start")
+	fs.StringVar(&o.localKey, "local-key", "", "local signing key for --config and --register (default DATA/local-signing.key)")
+	fs.BoolVar(&o.register, "register", false, "serve POST /iap/sdk/register, signing registered configs with the local key")
+	fs.DurationVar(&o.maxTTL, "max-token-ttl", time.Hour, "longest validity an intent token may be issued with")
+	fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "time limit of one forwarded tool call")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&o.shutdown, "shutdown-timeout", 30*time.Second, "how long to let in-flight calls finish on SIGTERM")
+	fs.DurationVar(&o.adapterTimeout, "adapter-timeout", 60*time.Second, "time limit of one call inside an upstream server's adapter")
+	fs.IntVar(&o.adapterConc, "adapter-concurrency", 64, "calls in flight per upstream server's adapter")
+	fs.StringVar(&o.sqliteSync, "sqlite-sync", "full", "SQLite commit durability: full (fsync each commit: survives power loss) or normal (survives a gateway crash, not a power loss; faster)")
+	fs.StringVar(&o.adminAddr, "admin-addr", "", "serve /metrics and /debug/pprof/ without authentication on this separate address (HOST:PORT; off by default)")
+	fs.StringVar(&o.adminKey, "admin-key-file", "", "file holding an admin API key (armoriq keygen --api-key) that the gateway makes sure exists, instead of creating DATA/admin.key")
+	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", gateway.DefaultReadHeaderTimeout, "time a client has to send a request's headers (idle and slow clients are cut off)")
+	fs.DurationVar(&o.readTimeout, "read-timeout", gateway.DefaultReadTimeout, "time a client has to send a whole request, body included")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", 0, "time from a request's headers to the end of its answer (default --call-timeout + 30s; must exceed --call-timeout)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", gateway.DefaultIdleTimeout, "how long a keep-alive connection may wait for its next request")
+	o.maxHeader, o.maxBody, o.maxBundleBody = gateway.DefaultMaxHeaderBytes, gateway.DefaultMaxBody, gateway.DefaultMaxBundleBody
+	fs.Var(&o.maxHeader, "max-header", "largest request header block (bytes, or with KiB/MiB)")
+	fs.Var(&o.maxBody, "max-body", "largest request body, refused with 413 before it is decoded (bytes, or with KiB/MiB)")
+	fs.Var(&o.maxBundleBody, "max-bundle-body", "largest body of PUT /v1/bundle and POST /iap/sdk/register (bytes, or with KiB/MiB)")
+	fs.IntVar(&o.maxBatch, "max-batch", gateway.DefaultMaxBatch, "most requests in one JSON-RPC batch on /mcp")
+	fs.IntVar(&o.maxPerKey, "max-concurrent-per-key", gateway.DefaultMaxConcurrentPerKey, "most requests one API key may have running at once (one more gets 429)")
+	fs.StringVar(&o.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves, and the --admin-addr URL on a second line (for scripts and supervisors)")
 }
 
 // envNames are the environment variables of flags whose name does not
@@ -258,14 +272,13 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	if err := os.MkdirAll(o.data, 0o700); err != nil {
 		return usageErrorf("cannot create data directory %s: %v", o.data, err)
 	}
-	trusted := make(map[string]ed25519.PublicKey)
-	for _, path := range o.trustKeys {
-		pub, id, err := bundle.LoadPublicKey(strings.TrimSpace(path))
-		if err != nil {
-			return usageErrorf("--trust-key %s: %v", path, err)
-		}
-		trusted[id] = pub
+	trusted, err := loadTrustKeys(o.trustKeys)
+	if err != nil {
+		return err
 	}
+	// local holds the local signing key the gateway trusts besides the
+	// --trust-keys (with --config or --register); a reload keeps it.
+	local := make(map[string]ed25519.PublicKey)
 	// The server is created below; the registrar reads its active bundle
 	// through this indirection.
 	var srv *gateway.Server
@@ -281,7 +294,7 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		}
 		reg = r
 		id, pub := r.publicKey()
-		trusted[id] = pub
+		trusted[id], local[id] = pub, pub
 	}
 	if len(trusted) == 0 {
 		log.Warn("no trusted bundle-signing key: every bundle will be refused and every call denied; pass --trust-key or --config")
@@ -421,10 +434,20 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 			log.Warn("cannot write the ready file", "file", o.readyFile, "error", err)
 		}
 	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serving: %v", err)
-	case <-ctx.Done():
+	// SIGHUP re-reads the settings file (gateway_reload.go).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serving: %v", err)
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			reloadGateway(ctx, e, o, srv, local, log)
+		}
 	}
 	log.Info("shutting down: finishing in-flight calls", "timeout", o.shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdown)

@@ -16,7 +16,7 @@ import (
 
 // compileBundle verifies data against the trusted keys and compiles its policy.
 func (s *Server) compileBundle(data []byte) (*activeBundle, error) {
-	b, err := bundle.Verify(data, s.cfg.TrustedKeys)
+	b, err := bundle.Verify(data, s.live.Load().TrustedKeys)
 	if err != nil {
 		return nil, &Error{Kind: KindVerification, Message: "bundle refused: " + err.Error()}
 	}

@@ -232,7 +232,7 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	// 6. Forward.
 	rec.Decision = store.Allowed
 	srv := ab.servers[req.MCP]
-	cctx, ccancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	cctx, ccancel := context.WithTimeout(ctx, s.callTimeout())
 	defer ccancel()
 	res, err := s.cfg.Upstream.CallTool(cctx, srv, action, args)
 	if err != nil {
@@ -241,7 +241,7 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 		case context.Cause(ctx) == errRevokedInFlight:
 			return nil, errorf(KindRevoked, "the API key or intent token was revoked while the call was in flight")
 		case errors.Is(cctx.Err(), context.DeadlineExceeded):
-			return nil, errorf(KindUpstreamTimeout, "MCP server %q did not answer within %s", req.MCP, s.cfg.CallTimeout)
+			return nil, errorf(KindUpstreamTimeout, "MCP server %q did not answer within %s", req.MCP, s.callTimeout())
 		}
 		var e *Error
 		if errors.As(err, &e) {

@@ -195,7 +195,7 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 		log:      tc.log,
 		request:  tc.request,
 	})
-	cctx, ccancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	cctx, ccancel := context.WithTimeout(ctx, s.callTimeout())
 	defer ccancel()
 	raw, err := s.cfg.Upstream.CallTool(cctx, rt.server, rt.name, args)
 	if err != nil {
@@ -204,7 +204,7 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 		case context.Cause(ctx) == errRevokedInFlight:
 			return nil, errorf(KindRevoked, "the API key or intent token was revoked while the call was in flight")
 		case errors.Is(cctx.Err(), context.DeadlineExceeded):
-			return nil, &Error{Kind: KindUpstreamTimeout, Message: fmt.Sprintf("MCP server %q did not answer within %s", rt.server.ID, s.cfg.CallTimeout)}
+			return nil, &Error{Kind: KindUpstreamTimeout, Message: fmt.Sprintf("MCP server %q did not answer within %s", rt.server.ID, s.callTimeout())}
 		}
 		var e *Error
 		if errors.As(err, &e) {

@@ -361,7 +361,7 @@ func (ep *mcpEndpoint) readResource(ctx context.Context, c *catalog, req *mcp.Re
 		return nil, &jsonrpc.Error{Code: mcp.CodeResourceNotFound, Message: "resource not found", Data: mustJSON(map[string]string{"uri": req.Params.URI})}
 	}
 	raw, err := ep.audited(ctx, sv.ID, "resources/read", map[string]any{"uri": req.Params.URI}, func() (json.RawMessage, error) {
-		cctx, cancel := context.WithTimeout(ctx, ep.s.cfg.CallTimeout)
+		cctx, cancel := context.WithTimeout(ctx, ep.s.callTimeout())
 		defer cancel()
 		cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
 		return ep.s.cfg.Upstream.ReadResource(cctx, sv, req.Params.URI)
@@ -386,7 +386,7 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 		pargs[k] = v
 	}
 	raw, err := ep.audited(ctx, rt.server.ID, "prompts/get", map[string]any{"name": rt.name, "arguments": pargs}, func() (json.RawMessage, error) {
-		cctx, cancel := context.WithTimeout(ctx, ep.s.cfg.CallTimeout)
+		cctx, cancel := context.WithTimeout(ctx, ep.s.callTimeout())
 		defer cancel()
 		cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
 		return ep.s.cfg.Upstream.GetPrompt(cctx, rt.server, rt.name, req.Params.Arguments)

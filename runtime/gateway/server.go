@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -94,8 +95,9 @@ type Server struct {
 
 	mcpMetrics *mcpMetrics
 	metrics    *telemetry.Metrics
-	tools      toolLabels // bounds the tool label of the metrics
-	human      human      // approvals, device logins, console (human.go)
+	live       atomic.Pointer[Settings] // what Reload may change
+	tools      toolLabels               // bounds the tool label of the metrics
+	human      human                    // approvals, device logins, console (human.go)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -145,6 +147,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now, mcpMetrics: newMCPMetrics(), metrics: cfg.Metrics}
 	s.cfg.Upstream = meteredUpstream{Upstream: cfg.Upstream, s: s}
+	s.live.Store(&Settings{TrustedKeys: maps.Clone(cfg.TrustedKeys), MaxTokenTTL: cfg.MaxTokenTTL, CallTimeout: cfg.CallTimeout})
 	if err := s.metrics.Register(stateCollector{s}); err != nil {
 		return nil, fmt.Errorf("gateway: registering metrics (one Metrics serves one Server): %w", err)
 	}

@@ -283,8 +283,8 @@ func (s *Server) tokenTTL(expiresIn *json.Number) (time.Duration, error) {
 		}
 		ttl = time.Duration(f * float64(time.Second))
 	}
-	if ttl > s.cfg.MaxTokenTTL {
-		ttl = s.cfg.MaxTokenTTL
+	if ttl > s.live.Load().MaxTokenTTL {
+		ttl = s.live.Load().MaxTokenTTL
 	}
 	return ttl, nil
 }
