@@ -65,6 +65,11 @@ type gatewayOptions struct {
 	// line, for re-reading the settings file on SIGHUP.
 	flags *pflag.FlagSet
 	cli   map[string]bool
+	// The human side: approvals of held calls, device logins, the console.
+	approvalTTL     time.Duration
+	approvalsHook   string
+	approvalsSecret string
+	publicURL       string
 }
 
 func gatewayCommand() *command {
@@ -150,6 +155,10 @@ func (o *gatewayOptions) define(fs *pflag.FlagSet) {
 	fs.Var(&o.maxBundleBody, "max-bundle-body", "largest body of PUT /v1/bundle and POST /iap/sdk/register (bytes, or with KiB/MiB)")
 	fs.IntVar(&o.maxBatch, "max-batch", gateway.DefaultMaxBatch, "most requests in one JSON-RPC batch on /mcp")
 	fs.IntVar(&o.maxPerKey, "max-concurrent-per-key", gateway.DefaultMaxConcurrentPerKey, "most requests one API key may have running at once (one more gets 429)")
+	fs.DurationVar(&o.approvalTTL, "approval-ttl", time.Hour, "how long an approval of a held call stays open")
+	fs.StringVar(&o.approvalsHook, "approvals-webhook", "", "URL to POST approval events to (JSON with a Slack-compatible text)")
+	fs.StringVar(&o.approvalsSecret, "approvals-webhook-secret", "", "HMAC-SHA256 key signing webhook bodies (X-Armoriq-Signature); prefer ARMORIQ_APPROVALS_WEBHOOK_SECRET")
+	fs.StringVar(&o.publicURL, "public-url", "", "the gateway's URL as people reach it, for console links in logins and notices (default: from each request)")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves, and the --admin-addr URL on a second line (for scripts and supervisors)")
 }
 
@@ -238,6 +247,14 @@ func flagEnvName(flag string) string {
 func (o *gatewayOptions) check() error {
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return usageErrorf("--log-format must be text or json, got %q", o.logFormat)
+	}
+	if o.approvalTTL <= 0 {
+		return usageErrorf("--approval-ttl must be positive")
+	}
+	for name, u := range map[string]string{"--approvals-webhook": o.approvalsHook, "--public-url": o.publicURL} {
+		if u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return usageErrorf("%s %q must be an http:// or https:// URL", name, u)
+		}
 	}
 	if o.maxTTL <= 0 || o.callTimeout <= 0 {
 		return usageErrorf("--max-token-ttl and --call-timeout must be positive")
@@ -343,6 +360,9 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 			WriteTimeout: o.writeTimeout, IdleTimeout: o.idleTimeout,
 			MaxHeaderBytes: int(o.maxHeader), MaxBody: int64(o.maxBody), MaxBundleBody: int64(o.maxBundleBody),
 			MaxBatch: o.maxBatch, MaxConcurrentPerKey: o.maxPerKey,
+		},
+		Human: gateway.HumanConfig{
+			ApprovalTTL: o.approvalTTL, ApprovalsWebhook: o.approvalsHook, WebhookSecret: o.approvalsSecret, PublicURL: o.publicURL,
 		},
 	}
 	if o.register {

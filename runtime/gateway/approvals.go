@@ -66,11 +66,15 @@ func (s *Server) auditApproval(ctx context.Context, a store.Approval) error {
 	if ab := s.active.Load(); ab != nil {
 		rev = ab.b.Manifest.Revision
 	}
+	d := store.Blocked
+	if a.State == store.ApprovalApproved {
+		d = store.Allowed
+	}
 	return s.audit(ctx, store.AuditRecord{
 		Time: a.DecidedAt, RequestID: a.RequestID, APIKeyID: a.DecidedByKeyID, Service: a.DecidedBy,
 		User: a.User, Agent: a.Agent, Server: a.Server, Tool: a.Tool, Arguments: a.Arguments,
-		Decision: store.Held, Rule: a.Rule, BundleRevision: rev, PlanHash: a.PlanHash, Step: a.Step,
-		Outcome: "approval " + a.ID + " " + outcome,
+		Decision: d, Rule: a.Rule, BundleRevision: rev, PlanHash: a.PlanHash, Step: a.Step,
+		Outcome: outcome, Phase: store.PhaseApproval, ApprovalID: a.ID,
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/runtime/approval"
 	"github.com/armoriq/controlplane/runtime/store"
 )
@@ -181,4 +182,33 @@ func (s *Server) anyRole(h handlerFunc) handlerFunc {
 		}
 		return h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
 	}
+}
+
+// approverIn reports whether email is named as an approver (directly, by
+// domain or through a group) by any hold rule.
+func approverIn(rules []bundle.Rule, groups []bundle.Group, email string) bool {
+	members := map[string][]string{}
+	for _, g := range groups {
+		members[g.Name] = g.Members
+	}
+	match := func(entry string) bool {
+		entry = strings.ToLower(strings.TrimSpace(entry))
+		return entry == "*" || entry == email || strings.HasPrefix(entry, "*@") && strings.HasSuffix(email, entry[1:])
+	}
+	for _, r := range rules {
+		if r.Effect != bundle.Hold {
+			continue
+		}
+		for _, a := range r.Approvers {
+			if match(a) {
+				return true
+			}
+			for _, m := range members[a] {
+				if match(m) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

@@ -82,7 +82,7 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if params == nil {
 		params = req.Arguments
 	}
-	args := intent.StripInjected(params)
+	args, approvalID := takeApprovalID(intent.StripInjected(params))
 	rec.Arguments = auditArgs(args)
 
 	// 0. The edge: every name and identity the call carries is usable
@@ -217,10 +217,12 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 			Action: "block", Reason: d.Reason, Metadata: map[string]any{"rule": d.RuleID, "server": req.MCP, "tool": action, "request_id": rec.RequestID},
 		}}
 	case policy.Hold:
-		return nil, &Error{Kind: KindPolicyHold, Message: d.Reason, Enforcement: &Enforcement{
-			Action: "hold", Reason: d.Reason, Metadata: map[string]any{"rule": d.RuleID},
-			DelegationContext: map[string]any{"request_id": rec.RequestID, "intent_reference": ref, "plan_hash": tok.PlanHash, "step": step, "server": req.MCP, "tool": action, "user": user},
-		}}
+		// Held: runs only under an approval of exactly this call (held.go).
+		root, _ := tok.Policy["merkle_root"].(string)
+		if err := s.hold(ctx, inv, d, heldCall{tokenID: ref, planHash: tok.PlanHash, merkleRoot: root, step: int64(step),
+			server: req.MCP, tool: action, args: args, user: user, approvalID: approvalID}); err != nil {
+			return nil, err
+		}
 	}
 
 	// 5. No audit, no action: the request record is durable before the

@@ -139,6 +139,10 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 			return nil, errorf(KindInvalid, "arguments must be a JSON object: %v", err)
 		}
 	}
+	args, approvalID := takeApprovalID(args)
+	if id, ok := tc.meta[metaApproval].(string); ok && approvalID == "" {
+		approvalID = id
+	}
 	rec.Arguments = auditArgs(args)
 	ab := s.active.Load()
 	if ab != nil {
@@ -173,7 +177,15 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 	case policy.Deny:
 		return nil, &Error{Kind: KindPolicyBlocked, Message: d.Reason}
 	case policy.Hold:
-		return nil, &Error{Kind: KindPolicyHold, Message: d.Reason}
+		// Held: runs only under an approval of exactly this call (held.go);
+		// without an intent token the call is bound to the key instead.
+		h := heldCall{tokenID: tokenRef, planHash: rec.PlanHash, step: rec.Step, server: rt.server.ID, tool: rt.name, args: args, user: user, approvalID: approvalID}
+		if tokenRef == "" {
+			h.tokenID, h.step = "key:"+rec.APIKeyID, 0
+		}
+		if err := s.hold(ctx, inv, d, h); err != nil {
+			return nil, err
+		}
 	}
 
 	// 4. No audit, no action: the request record is durable before the
@@ -352,6 +364,9 @@ func rpcError(err error) *jsonrpc.Error {
 	}
 	_, name := statusOf(e.Kind)
 	data := mustJSON(map[string]string{"code": name})
+	if e.Enforcement != nil {
+		data = mustJSON(map[string]any{"code": name, "enforcement": e.Enforcement})
+	}
 	switch e.Kind {
 	case KindPolicyBlocked:
 		return &jsonrpc.Error{Code: codeBlocked, Message: "blocked by policy: " + msg, Data: data}

@@ -41,6 +41,11 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /v1/approvals/{id}", viewer(s.handleGetApproval))
 	mux.Handle("POST /v1/approvals/{id}/approve", viewer(s.handleDecideApproval(true)))
 	mux.Handle("POST /v1/approvals/{id}/deny", viewer(s.handleDecideApproval(false)))
+	mux.Handle("POST /delegation/request", agent(s.handleDelegationRequest))
+	mux.Handle("GET /delegation/check-approved", agent(s.handleCheckApproved))
+	mux.Handle("POST /delegation/mark-executed", agent(s.handleMarkExecuted))
+	mux.Handle("GET /delegation/my-role", s.handle(s.anyRole(s.handleMyRole)))
+	mux.Handle("POST /delegation/create", agent(s.handleDelegationCreate))
 	mux.Handle("POST /auth/device/code", s.handle(s.handleDeviceCode))
 	mux.Handle("POST /auth/device/token", s.handle(s.handleDeviceToken))
 	if c := s.consoleHandler(); c != nil {
