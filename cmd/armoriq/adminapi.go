@@ -23,7 +23,7 @@ type gatewayFlags struct {
 
 func (g *gatewayFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&g.url, "gateway", "", "gateway URL (default $ARMORIQ_GATEWAY or http://127.0.0.1:8080)")
-	fs.StringVar(&g.apiKey, "api-key", "", "admin API key (default $ARMORIQ_API_KEY)")
+	fs.StringVar(&g.apiKey, "api-key", "", "API key (default $ARMORIQ_API_KEY, then ~/.armoriq/credentials.json)")
 	fs.StringVar(&g.apiKeyFile, "api-key-file", "", "file holding the API key, e.g. DATA/admin.key")
 }
 
@@ -35,9 +35,15 @@ type adminClient struct {
 }
 
 func (g *gatewayFlags) client(e *env) (*adminClient, error) {
+	// The credentials file (armoriq login) comes after the flags and the
+	// environment, for the key and for the gateway it was issued by.
+	creds, _, haveCreds, credErr := readCredentials(e)
 	base := g.url
 	if base == "" {
 		base = e.Getenv("ARMORIQ_GATEWAY")
+	}
+	if base == "" && haveCreds {
+		base = creds.Gateway
 	}
 	if base == "" {
 		base = "http://127.0.0.1:8080"
@@ -56,8 +62,14 @@ func (g *gatewayFlags) client(e *env) (*adminClient, error) {
 	if key == "" {
 		key = e.Getenv("ARMORIQ_API_KEY")
 	}
+	if key == "" && credErr != nil {
+		return nil, usageErrorf("%v", credErr)
+	}
+	if key == "" && haveCreds {
+		key = creds.APIKey
+	}
 	if key == "" {
-		return nil, usageErrorf("an API key is required: --api-key, --api-key-file or ARMORIQ_API_KEY")
+		return nil, usageErrorf("an API key is required: --api-key, --api-key-file, ARMORIQ_API_KEY or armoriq login")
 	}
 	return &adminClient{base: strings.TrimRight(base, "/"), key: key, http: &http.Client{Timeout: 60 * time.Second}}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/armoriq/controlplane/runtime/store"
@@ -314,4 +315,45 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) error {
 	}[c.Role]
 	writeJSON(w, http.StatusOK, map[string]any{"valid": true, "key_id": c.KeyID, "name": c.Name, "role": c.Role, "may": may})
 	return nil
+}
+
+// handleListDevices is GET /v1/devices: device logins of the last day,
+// pending first.
+func (s *Server) handleListDevices(w http.ResponseWriter, r *http.Request) error {
+	list, err := s.store.ListDeviceLogins(r.Context(), s.now().Add(-24*time.Hour))
+	if err != nil {
+		return &Error{Kind: KindUnavailable, Message: "cannot list device logins", Err: err}
+	}
+	if list == nil {
+		list = []store.DeviceLogin{}
+	}
+	now := s.now()
+	for i := range list {
+		if list[i].State == store.DevicePending && list[i].Expired(now) {
+			list[i].State = "expired"
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"devices": list})
+	return nil
+}
+
+// handleDecideDevice is POST /v1/devices/{code}/approve|deny {role, email}.
+func (s *Server) handleDecideDevice(approve bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var req struct {
+			Role  store.Role `json:"role"`
+			Email string     `json:"email"`
+		}
+		if r.ContentLength != 0 {
+			if err := decodeJSON(r, &req); err != nil {
+				return err
+			}
+		}
+		d, err := s.decideDevice(r.Context(), callerFrom(r.Context()), r.PathValue("code"), approve, req.Role, req.Email)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, d)
+		return nil
+	}
 }

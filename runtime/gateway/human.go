@@ -212,3 +212,15 @@ func approverIn(rules []bundle.Rule, groups []bundle.Group, email string) bool {
 	}
 	return false
 }
+
+// handleRevokeSelf is DELETE /v1/keys/self: any key may revoke itself
+// (armoriq logout --revoke; a console sign-out by code).
+func (s *Server) handleRevokeSelf(w http.ResponseWriter, r *http.Request) error {
+	c := callerFrom(r.Context())
+	at, err := s.revokeKey(r.Context(), c, c.KeyID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": c.KeyID, "revoked_at": at.UTC()})
+	return nil
+}

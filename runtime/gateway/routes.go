@@ -37,6 +37,7 @@ func (s *Server) routes() http.Handler {
 
 	// The human side (human.go): approvals, device logins, the console.
 	mux.Handle("GET /v1/whoami", s.handle(s.anyRole(s.handleWhoami)))
+	mux.Handle("DELETE /v1/keys/self", s.handle(s.anyRole(s.handleRevokeSelf)))
 	mux.Handle("GET /v1/approvals", viewer(s.handleListApprovals))
 	mux.Handle("GET /v1/approvals/{id}", viewer(s.handleGetApproval))
 	mux.Handle("POST /v1/approvals/{id}/approve", viewer(s.handleDecideApproval(true)))
@@ -46,6 +47,9 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /delegation/mark-executed", agent(s.handleMarkExecuted))
 	mux.Handle("GET /delegation/my-role", s.handle(s.anyRole(s.handleMyRole)))
 	mux.Handle("POST /delegation/create", agent(s.handleDelegationCreate))
+	mux.Handle("GET /v1/devices", viewer(s.handleListDevices))
+	mux.Handle("POST /v1/devices/{code}/approve", viewer(s.handleDecideDevice(true)))
+	mux.Handle("POST /v1/devices/{code}/deny", viewer(s.handleDecideDevice(false)))
 	mux.Handle("POST /auth/device/code", s.handle(s.handleDeviceCode))
 	mux.Handle("POST /auth/device/token", s.handle(s.handleDeviceToken))
 	if c := s.consoleHandler(); c != nil {
