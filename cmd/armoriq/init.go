@@ -28,10 +28,16 @@ func initCommand() *command {
 
 On a terminal it asks for the agent id, the user id, the environment and the
 MCP servers, offering defaults. Otherwise (or with --no-input) it uses the
-flags only. Each server is probed (MCP initialize + tools/list) and its tools
-are written into policy.allow; a server that does not answer gets a warning
-and a placeholder comment. An existing file is never overwritten without
---force.`,
+flags only. Each server is probed (MCP initialize + tools/list). Only the
+tools the server marks read-only (the MCP annotation readOnlyHint) are
+written into policy.allow; the others are written there commented out, each
+with what its annotations say it may do (destructive, open world), and
+listed on stderr: review them and uncomment what the agent needs. The
+annotations are the server's own claims. A server that does not answer gets
+a warning and a placeholder comment. The file starts with the
+yaml-language-server line naming the JSON Schema of armoriq.yaml (see
+armoriq schema), so editors complete and check it. An existing file is
+never overwritten without --force.`,
 		Example: `  armoriq init
   armoriq init --server github=https://api.githubcopilot.com/mcp/ --agent-id support-bot
   armoriq init --server local=http://127.0.0.1:3000/mcp --output - `,
@@ -64,7 +70,7 @@ type initOptions struct {
 
 type initServer struct {
 	ID, URL string
-	Tools   []string
+	Tools   []probe.Tool
 	Err     error // probe failure
 }
 
@@ -105,7 +111,8 @@ func runInit(ctx context.Context, e *env, o initOptions) error {
 			fmt.Fprintf(e.Stderr, "armoriq: warning: server %q at %s did not answer (%v); its tools are left as a placeholder\n", s.ID, s.URL, err)
 			continue
 		}
-		s.Tools = res.Tools
+		s.Tools = res.Details
+		reportWithheld(e.Stderr, *s)
 	}
 
 	out := renderInit(o, servers)
@@ -141,10 +148,37 @@ func runInit(ctx context.Context, e *env, o initOptions) error {
 	}
 	tools := 0
 	for _, s := range servers {
-		tools += len(s.Tools)
+		for _, t := range s.Tools {
+			if t.ReadOnly {
+				tools++
+			}
+		}
 	}
 	fmt.Fprintf(e.Stderr, "Wrote %s: %s, %s allowed. Check it with: armoriq validate %s\n", o.output, plural(len(servers), "server"), plural(tools, "tool"), o.output)
 	return nil
+}
+
+// reportWithheld says on stderr which of s's tools init did not allow.
+func reportWithheld(w io.Writer, s initServer) {
+	var withheld []string
+	readOnly := 0
+	for _, t := range s.Tools {
+		if t.ReadOnly {
+			readOnly++
+			continue
+		}
+		withheld = append(withheld, fmt.Sprintf("%s (%s)", t.Name, t.Effects()))
+	}
+	if len(withheld) == 0 {
+		return
+	}
+	const shown = 10
+	list := strings.Join(withheld[:min(len(withheld), shown)], ", ")
+	if len(withheld) > shown {
+		list += fmt.Sprintf(" and %d more", len(withheld)-shown)
+	}
+	fmt.Fprintf(w, "armoriq: server %q: %s allowed; %s not marked read-only left commented out in policy.allow, to review: %s\n",
+		s.ID, plural(readOnly, "read-only tool"), plural(len(withheld), "tool"), list)
 }
 
 func parseServerFlag(s string) (initServer, error) {
@@ -270,6 +304,7 @@ func prompt(e *env, o *initOptions, servers []initServer) ([]initServer, error) 
 func renderInit(o initOptions, servers []initServer) []byte {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# yaml-language-server: $schema=%s\n", schema.JSONSchemaURL(buildVersion()))
 	w("# armoriq.yaml: the MCP servers this agent may use, and who may call which tool.\n")
 	w("# Written by `armoriq init`. Check it with `armoriq validate`; the keys are\n")
 	w("# described in docs/config.md. Keep secrets out of this file: write $VAR\n")
@@ -300,8 +335,13 @@ func renderInit(o initOptions, servers []initServer) []byte {
 	w("# groups:\n#   engineering: [\"*@example.com\"]\n\n")
 	w("policy:\n")
 	w("  # Tools the agent may call, as server/tool; * and ? match many.\n")
-	var allow []string
-	var placeholders []string
+	var allow, withheld, placeholders []string
+	width := 0
+	for _, s := range servers {
+		for _, t := range s.Tools {
+			width = max(width, len(yamlString(s.ID+"/"+t.Name)))
+		}
+	}
 	for _, s := range servers {
 		if s.Err != nil {
 			placeholders = append(placeholders, fmt.Sprintf("    # - %s/TOOL_NAME   # %s did not answer at init time: list its tools here", s.ID, s.ID))
@@ -311,12 +351,21 @@ func renderInit(o initOptions, servers []initServer) []byte {
 			placeholders = append(placeholders, fmt.Sprintf("    # %s offers no tools", s.ID))
 		}
 		for _, t := range s.Tools {
-			if _, _, ok := schema.ParseRef(s.ID + "/" + t); !ok {
-				placeholders = append(placeholders, fmt.Sprintf("    # %s offers %q, a name policy references cannot express", s.ID, t))
+			if _, _, ok := schema.ParseRef(s.ID + "/" + t.Name); !ok {
+				placeholders = append(placeholders, fmt.Sprintf("    # %s offers %q, a name policy references cannot express", s.ID, t.Name))
 				continue
 			}
-			allow = append(allow, "    - "+yamlString(s.ID+"/"+t))
+			ref := fmt.Sprintf("%-*s", width, yamlString(s.ID+"/"+t.Name))
+			if t.ReadOnly {
+				allow = append(allow, "    - "+ref+"   # read-only")
+			} else {
+				withheld = append(withheld, "    # - "+ref+"   # "+t.Effects())
+			}
 		}
+	}
+	withheldNote := []string{
+		"    # Not allowed by init: their server does not mark them read-only. Review",
+		"    # each and uncomment those the agent needs (the marks are the server's own).",
 	}
 	if len(allow) == 0 {
 		// Placeholders go above an empty list, so that uncommenting one
@@ -329,11 +378,25 @@ func renderInit(o initOptions, servers []initServer) []byte {
 				w("  # %s offers no tools\n", s.ID)
 			}
 		}
+		if len(withheld) > 0 {
+			w("%s\n", strings.TrimPrefix(withheldNote[0], "  "))
+			w("%s\n", strings.TrimPrefix(withheldNote[1], "  "))
+			w("  # To allow some, replace \"allow: []\" with \"allow:\" and these lines, uncommented:\n")
+			for _, l := range withheld {
+				w("  #   - %s\n", strings.TrimPrefix(l, "    # - "))
+			}
+		}
 		w("  allow: []\n")
 	} else {
 		w("  allow:\n")
 		for _, a := range allow {
 			w("%s\n", a)
+		}
+		if len(withheld) > 0 {
+			w("%s\n%s\n", withheldNote[0], withheldNote[1])
+			for _, l := range withheld {
+				w("%s\n", l)
+			}
 		}
 		for _, p := range placeholders {
 			w("%s\n", p)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/armoriq/controlplane/cmd/armoriq/internal/probe"
 	"github.com/armoriq/controlplane/schema"
 )
 
@@ -60,7 +61,7 @@ func TestInitTemplateValidates(t *testing.T) {
 		{agentID: "yes", userID: "123", environment: "sandbox"},
 		{agentID: "a: b", userID: "\"quoted\" #hash", environment: "production"},
 	} {
-		servers := []initServer{{ID: "s1", URL: "https://x.example.com/mcp?a=b#c", Tools: []string{"get", "weird: name"}}, {ID: "s2", URL: "http://y.example.com", Err: os.ErrDeadlineExceeded}}
+		servers := []initServer{{ID: "s1", URL: "https://x.example.com/mcp?a=b#c", Tools: []probe.Tool{{Name: "get", ReadOnly: true}, {Name: "weird: name"}}}, {ID: "s2", URL: "http://y.example.com", Err: os.ErrDeadlineExceeded}}
 		data := renderInit(o, servers)
 		c, ds := schema.Parse("armoriq.yaml", data)
 		if len(ds) > 0 {
@@ -70,5 +71,80 @@ func TestInitTemplateValidates(t *testing.T) {
 		if c.Identity.AgentID != o.agentID || c.Identity.UserID != o.userID {
 			t.Errorf("options %+v: read back identity %+v", o, c.Identity)
 		}
+	}
+}
+
+// TestInitAllowsOnlyReadOnly renders servers whose tools are read-only or
+// not: only read-only tools are allowed; the rest are commented out with
+// their effects, and uncommenting them as the file says gives a valid
+// config that allows them.
+func TestInitAllowsOnlyReadOnly(t *testing.T) {
+	mixed := []initServer{{ID: "gh", URL: "https://gh.example.com/mcp", Tools: []probe.Tool{
+		{Name: "list_issues", ReadOnly: true, Annotated: true},
+		{Name: "delete_repo", Destructive: true, OpenWorld: true, Annotated: true},
+		{Name: "dump_env", Destructive: true, OpenWorld: true},
+	}}}
+	writesOnly := []initServer{{ID: "fs", URL: "https://fs.example.com/mcp", Tools: []probe.Tool{
+		{Name: "write_file", OpenWorld: false, Annotated: true},
+	}}}
+	for _, tc := range []struct {
+		name      string
+		servers   []initServer
+		allowed   []string
+		commented []string
+		uncomment func(string) string
+	}{
+		{"some read-only", mixed, []string{"gh/list_issues"},
+			[]string{"    # - gh/delete_repo   # destructive, open world", "    # - gh/dump_env      # no annotations: destructive, open world (the MCP defaults)"},
+			func(s string) string { return strings.ReplaceAll(s, "\n    # - ", "\n    - ") }},
+		{"none read-only", writesOnly, nil,
+			[]string{"  #   - fs/write_file   # writes, not destructive, closed world"},
+			func(s string) string {
+				s = strings.Replace(s, "  allow: []\n", "  allow:\n", 1)
+				// The commented lines sit above allow:, so move them below.
+				var keep, items []string
+				for _, l := range strings.Split(s, "\n") {
+					if strings.HasPrefix(l, "  #   - ") && strings.Contains(l, "/") {
+						items = append(items, "    - "+strings.TrimPrefix(l, "  #   - "))
+						continue
+					}
+					keep = append(keep, l)
+					if l == "  allow:" {
+						keep = append(keep, "<items>")
+					}
+				}
+				return strings.Replace(strings.Join(keep, "\n"), "<items>", strings.Join(items, "\n"), 1)
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := string(renderInit(initOptions{agentID: "a", userID: "u", environment: "sandbox"}, tc.servers))
+			c, ds := schema.Parse("armoriq.yaml", []byte(data))
+			if len(ds) > 0 {
+				t.Fatalf("diagnostics\n%s\nfor\n%s", ds, data)
+			}
+			var got []string
+			for _, r := range c.Policy.Allow {
+				got = append(got, r.String())
+			}
+			if strings.Join(got, ",") != strings.Join(tc.allowed, ",") {
+				t.Errorf("allowed %v, want %v; file:\n%s", got, tc.allowed, data)
+			}
+			for _, line := range tc.commented {
+				if !strings.Contains(data, line+"\n") {
+					t.Errorf("file lacks the line %q:\n%s", line, data)
+				}
+			}
+			if !strings.HasPrefix(data, "# yaml-language-server: $schema=https://raw.githubusercontent.com/armoriq/controlplane/") {
+				t.Errorf("file starts %q, want the yaml-language-server line", data[:80])
+			}
+			un := tc.uncomment(data)
+			c, ds = schema.Parse("armoriq.yaml", []byte(un))
+			if len(ds) > 0 {
+				t.Fatalf("uncommented as the file says: diagnostics\n%s\nfor\n%s", ds, un)
+			}
+			if len(c.Policy.Allow) != len(tc.allowed)+len(tc.commented) {
+				t.Errorf("uncommented: %d allowed, want %d:\n%s", len(c.Policy.Allow), len(tc.allowed)+len(tc.commented), un)
+			}
+		})
 	}
 }

@@ -26,6 +26,45 @@ type Result struct {
 	Name      string   // the server's self-reported name
 	Transport string   // "streamable" or "sse"
 	Tools     []string // tool names, sorted
+	// Details are the tools with what their MCP annotations say, in the
+	// order of Tools.
+	Details []Tool
+}
+
+// Tool is one tool and its MCP annotations: hints the server gives about
+// what a call may do, with the spec's defaults where it gives none (a tool
+// may write, may destroy, and reaches an open world unless it says
+// otherwise). They are the server's claims, not guarantees.
+type Tool struct {
+	Name        string
+	ReadOnly    bool // readOnlyHint: the tool does not modify its environment
+	Destructive bool // destructiveHint (default true): it may delete or overwrite; meaningful when not read-only
+	OpenWorld   bool // openWorldHint (default true): it reaches beyond the server (the web, other systems)
+	Annotated   bool // the server sent annotations at all
+}
+
+// Effects describes t in a few words for a comment: "read-only", or what
+// it may do ("destructive, open world").
+func (t Tool) Effects() string {
+	if t.ReadOnly {
+		return "read-only"
+	}
+	var parts []string
+	if t.Destructive {
+		parts = append(parts, "destructive")
+	} else {
+		parts = append(parts, "writes, not destructive")
+	}
+	if t.OpenWorld {
+		parts = append(parts, "open world")
+	} else {
+		parts = append(parts, "closed world")
+	}
+	s := strings.Join(parts, ", ")
+	if !t.Annotated {
+		s = "no annotations: " + s + " (the MCP defaults)"
+	}
+	return s
 }
 
 // Tools connects to s, lists its tools and disconnects. The whole exchange
@@ -89,10 +128,28 @@ func list(ctx context.Context, client *mcp.Client, t mcp.Transport) (*Result, er
 		if err != nil {
 			return nil, err
 		}
-		res.Tools = append(res.Tools, tool.Name)
+		res.Details = append(res.Details, toolOf(tool))
 	}
-	sort.Strings(res.Tools)
+	sort.Slice(res.Details, func(i, j int) bool { return res.Details[i].Name < res.Details[j].Name })
+	for _, t := range res.Details {
+		res.Tools = append(res.Tools, t.Name)
+	}
 	return res, nil
+}
+
+func toolOf(t *mcp.Tool) Tool {
+	out := Tool{Name: t.Name, Destructive: true, OpenWorld: true}
+	if a := t.Annotations; a != nil {
+		out.Annotated = true
+		out.ReadOnly = a.ReadOnlyHint
+		if a.DestructiveHint != nil {
+			out.Destructive = *a.DestructiveHint
+		}
+		if a.OpenWorldHint != nil {
+			out.OpenWorld = *a.OpenWorldHint
+		}
+	}
+	return out
 }
 
 // shorten keeps an error readable on one line, without the SDK's layers.

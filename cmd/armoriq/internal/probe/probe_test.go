@@ -83,3 +83,49 @@ func TestToolsTimeout(t *testing.T) {
 		t.Errorf("Tools(silent server) took %s, want about 300ms", d)
 	}
 }
+
+// TestToolAnnotations probes a real go-sdk server whose tools carry MCP
+// annotations, and one that sends none: the hints come through, with the
+// spec's defaults where absent.
+func TestToolAnnotations(t *testing.T) {
+	no, yes := false, true
+	srv := mcp.NewServer(&mcp.Implementation{Name: "annotated", Version: "v1"}, nil)
+	for _, tool := range []*mcp.Tool{
+		{Name: "read", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: &no}},
+		{Name: "delete", Annotations: &mcp.ToolAnnotations{DestructiveHint: &yes, OpenWorldHint: &yes}},
+		{Name: "append", Annotations: &mcp.ToolAnnotations{DestructiveHint: &no, OpenWorldHint: &no}},
+		{Name: "plain"},
+	} {
+		tool.InputSchema = map[string]any{"type": "object"}
+		srv.AddTool(tool, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{}, nil
+		})
+	}
+	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	defer hs.Close()
+	res, err := Tools(context.Background(), Server{URL: hs.URL}, 5*time.Second, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Tool{
+		{Name: "append", Destructive: false, OpenWorld: false, Annotated: true},
+		{Name: "delete", Destructive: true, OpenWorld: true, Annotated: true},
+		{Name: "plain", Destructive: true, OpenWorld: true},
+		{Name: "read", ReadOnly: true, Destructive: true, OpenWorld: false, Annotated: true},
+	}
+	if diff := cmp.Diff(want, res.Details); diff != "" {
+		t.Errorf("tool details (-want +got):\n%s", diff)
+	}
+	effects := map[string]string{}
+	for _, d := range res.Details {
+		effects[d.Name] = d.Effects()
+	}
+	for name, want := range map[string]string{
+		"read": "read-only", "delete": "destructive, open world", "append": "writes, not destructive, closed world",
+		"plain": "no annotations: destructive, open world (the MCP defaults)",
+	} {
+		if effects[name] != want {
+			t.Errorf("Effects of %s: got %q, want %q", name, effects[name], want)
+		}
+	}
+}
