@@ -28,6 +28,10 @@ type Options struct {
 	CreatedAt time.Time
 	// CompilerVersion is the armoriq version, recorded in the manifest.
 	CompilerVersion string
+	// Sequence, when not 0, is the manifest's sequence (rollback
+	// protection); otherwise it is CreatedAt in Unix seconds, or 0 when
+	// CreatedAt is zero. Outside git, LocalSequence gives one.
+	Sequence int64
 }
 
 // Compile builds the bundle for cfg. The config must have passed schema
@@ -77,6 +81,9 @@ func (c *compilation) manifest(opts Options) bundle.Manifest {
 	if !opts.CreatedAt.IsZero() {
 		m.CreatedAt = opts.CreatedAt.UTC().Truncate(time.Second)
 		m.Sequence = m.CreatedAt.Unix()
+	}
+	if opts.Sequence != 0 {
+		m.Sequence = opts.Sequence
 	}
 	for _, s := range c.cfg.Sources {
 		m.Sources = append(m.Sources, bundle.Source{Path: filepath.ToSlash(s.Path), SHA256: s.SHA256})

@@ -18,6 +18,10 @@ type Builder struct {
 	Key             ed25519.PrivateKey
 	KeyID           string
 	CompilerVersion string
+	// Sequence, when not 0, is every bundle's sequence instead of its
+	// commit time (compiler.Options.Sequence): for 'armoriq register'
+	// outside git.
+	Sequence int64
 }
 
 // Build is a BuildFunc.
@@ -46,7 +50,7 @@ func (b *Builder) Compile(filename string, data []byte, revision string, created
 	if diags.HasErrors() || cfg == nil {
 		return nil, invalid(ReasonInvalidConfig, diags)
 	}
-	bn, err := compiler.Compile(cfg, compiler.Options{Revision: revision, CreatedAt: createdAt, CompilerVersion: b.CompilerVersion})
+	bn, err := compiler.Compile(cfg, compiler.Options{Revision: revision, CreatedAt: createdAt, CompilerVersion: b.CompilerVersion, Sequence: b.Sequence})
 	if err != nil {
 		var ds schema.Diagnostics
 		if errors.As(err, &ds) {

@@ -18,9 +18,10 @@ import (
 func compileCommand() *command {
 	var (
 		out, keyFile, revision string
+		sequence               int64
 	)
 	return &command{
-		Use:   "compile [PATH] --key FILE [-o bundle.tar.gz] [--revision REV]",
+		Use:   "compile [PATH] --key FILE [-o bundle.tar.gz] [--revision REV] [--sequence N]",
 		Short: "Compile armoriq.yaml into a signed policy bundle",
 		Long: `compile validates PATH (default: armoriq.yaml, armoriq.yml or armoriq.hcl in
 the current directory), compiles it and writes a bundle signed with the
@@ -30,8 +31,13 @@ The bundle's revision is the HEAD commit when PATH is committed and
 unchanged in its git repository, with the commit time as its creation time;
 otherwise it is the file's content hash (sha256:...) and compile says why.
 With --revision, PATH is compiled as committed at REV (a branch, tag or
-commit) rather than as it is on disk. The same input and key always give a
-byte-identical bundle.
+commit) rather than as it is on disk.
+
+The bundle's sequence orders bundles for rollback protection (a gateway
+refuses one lower than the bundle it runs): the commit time in git; outside
+git (or with uncommitted changes) $SOURCE_DATE_EPOCH when set, else the
+config file's modification time, in Unix seconds. --sequence N sets it.
+The same input, key and sequence always give a byte-identical bundle.
 
 Exit status: 0 compiled, 1 invalid config (errors printed as
 file:line:col: path: message), 2 usage error or unreadable input.`,
@@ -43,10 +49,14 @@ file:line:col: path: message), 2 usage error or unreadable input.`,
 			fs.StringVarP(&out, "output", "o", "bundle.tar.gz", "bundle file to write")
 			fs.StringVar(&keyFile, "key", "", "Ed25519 private key file (PEM) to sign with, from 'armoriq keygen'")
 			fs.StringVar(&revision, "revision", "", "compile the file as committed at this git revision")
+			fs.Int64Var(&sequence, "sequence", 0, "the bundle's rollback-protection sequence (a positive integer, by convention Unix seconds); default: the commit time, else $SOURCE_DATE_EPOCH, else the file's modification time")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
 			if keyFile == "" {
 				return usageErrorf("compile needs --key FILE, the signing key (create one with 'armoriq keygen -o FILE')")
+			}
+			if sequence < 0 {
+				return usageErrorf("--sequence must be a positive integer, got %d", sequence)
 			}
 			path, err := configPath(args)
 			if err != nil {
@@ -75,6 +85,15 @@ file:line:col: path: message), 2 usage error or unreadable input.`,
 				if err != nil {
 					why = strings.TrimPrefix(err.Error(), compiler.ErrUncommitted.Error()+": ")
 					opts.Revision, opts.CreatedAt = "", time.Time{}
+				}
+			}
+			seqFrom := "commit time"
+			switch {
+			case sequence > 0:
+				opts.Sequence, seqFrom = sequence, "--sequence"
+			case opts.CreatedAt.IsZero():
+				if opts.Sequence, seqFrom, err = compiler.LocalSequence(e.Getenv, path); err != nil {
+					return usageErrorf("bundle sequence: %v", err)
 				}
 			}
 
@@ -106,6 +125,7 @@ file:line:col: path: message), 2 usage error or unreadable input.`,
 			default:
 				fmt.Fprintf(e.Stdout, "revision: %s (git commit of %s)\n", b.Manifest.Revision, b.Manifest.CreatedAt.Format(time.RFC3339))
 			}
+			fmt.Fprintf(e.Stdout, "sequence: %d (%s)\n", b.Manifest.Sequence, seqFrom)
 			fmt.Fprintf(e.Stdout, "key id: %s\n", kid)
 			fmt.Fprintf(e.Stdout, "rules: %d, servers: %d\n", len(b.Policy.Rules), len(b.Servers))
 			return nil

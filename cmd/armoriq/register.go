@@ -20,12 +20,13 @@ import (
 
 func registerCommand() *command {
 	var (
-		g       gatewayFlags
-		keyFile string
-		dryRun  bool
+		g        gatewayFlags
+		keyFile  string
+		dryRun   bool
+		sequence int64
 	)
 	return &command{
-		Use:   "register [PATH] --key FILE [--gateway URL] [--dry-run]",
+		Use:   "register [PATH] --key FILE [--gateway URL] [--dry-run] [--sequence N]",
 		Short: "Validate, compile, sign and push armoriq.yaml to a gateway in one step",
 		Long: `register is for teams without a reconciler: it validates PATH (default:
 armoriq.yaml, armoriq.yml or armoriq.hcl here), compiles it, signs the bundle
@@ -34,7 +35,9 @@ pushes it (PUT /v1/bundle). With --dry-run it stops after showing the
 changes.
 
 The bundle's revision is the HEAD commit when PATH is committed and
-unchanged, else the file's content hash stamped with the current time. The
+unchanged, else the file's content hash. Its sequence (rollback protection:
+the gateway refuses a bundle older than the one it runs) is the commit time,
+else $SOURCE_DATE_EPOCH, else the file's modification time, or --sequence. The
 changes are listed rule by rule when the gateway's revision is a commit of
 PATH's repository (or nothing is active); otherwise only the revision and
 rule count are compared, and register says so.
@@ -48,10 +51,14 @@ refused the bundle, 2 usage error, 3 the gateway could not be reached.`,
 			g.register(fs)
 			fs.StringVar(&keyFile, "key", "", "Ed25519 private key file (PEM) to sign with, from 'armoriq keygen'")
 			fs.BoolVar(&dryRun, "dry-run", false, "show what would change; push nothing")
+			fs.Int64Var(&sequence, "sequence", 0, "the bundle's rollback-protection sequence (a positive integer, by convention Unix seconds); default: the commit time, else $SOURCE_DATE_EPOCH, else the file's modification time")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
 			if keyFile == "" {
 				return usageErrorf("register needs --key FILE, the signing key (create one with 'armoriq keygen -o FILE')")
+			}
+			if sequence < 0 {
+				return usageErrorf("--sequence must be a positive integer, got %d", sequence)
 			}
 			path, err := configPath(args)
 			if err != nil {
@@ -71,9 +78,14 @@ refused the bundle, 2 usage error, 3 the gateway could not be reached.`,
 			}
 			rev, at, err := compiler.GitRevision(path)
 			if err != nil {
-				rev, at = "", time.Now().UTC()
+				rev, at = "", time.Time{}
 			}
-			b := &reconciler.Builder{Key: key, KeyID: kid, CompilerVersion: "armoriq " + buildVersion()}
+			if sequence == 0 && at.IsZero() {
+				if sequence, _, err = compiler.LocalSequence(e.Getenv, path); err != nil {
+					return usageErrorf("bundle sequence: %v", err)
+				}
+			}
+			b := &reconciler.Builder{Key: key, KeyID: kid, CompilerVersion: "armoriq " + buildVersion(), Sequence: sequence}
 			art, newBundle, o := b.BuildBundle(displayPath(path), data, rev, at)
 			for _, d := range o.Diagnostics {
 				fmt.Fprintln(e.Stderr, d.String())

@@ -15,5 +15,6 @@ func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []st
 		"auditfixture":   cmdAuditFixture,   // auditfixture_test.go
 		"devicecode":     cmdDeviceCode,     // login_script_test.go
 		"filemode":       cmdFileMode,       // login_script_test.go
+		"chtime":         cmdChtime,         // chtime_test.go
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -236,4 +237,60 @@ func rawTarGz(t *testing.T, entries ...entry) []byte {
 func newTarGz(buf *bytes.Buffer) (*gzip.Writer, *tar.Writer) {
 	zw := gzip.NewWriter(buf)
 	return zw, tar.NewWriter(zw)
+}
+
+// TestSequence: the sequence is signed into the manifest and read back; the
+// same bundle with the same sequence gives the same bytes, another sequence
+// other bytes; a negative one is neither written nor read.
+func TestSequence(t *testing.T) {
+	key := testKey("a")
+	at := func(seq int64) []byte {
+		b := sampleBundle()
+		b.Manifest.CreatedAt, b.Manifest.Sequence = time.Time{}, seq // a content-hash revision
+		return writeBundle(t, b, key)
+	}
+	tests := []struct {
+		name string
+		seq  int64
+	}{
+		{"unsequenced", 0},
+		{"modification time", 1790000000},
+		{"user given", 42},
+		{"largest", 1<<63 - 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := at(tt.seq)
+			if again := at(tt.seq); !bytes.Equal(data, again) {
+				t.Errorf("sequence %d: two writes gave different bytes", tt.seq)
+			}
+			if other := at(tt.seq ^ 1); bytes.Equal(data, other) {
+				t.Errorf("sequence %d and %d gave the same bytes", tt.seq, tt.seq^1)
+			}
+			b, err := Verify(data, pinned(key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Manifest.Sequence != tt.seq {
+				t.Errorf("read back sequence %d, want %d", b.Manifest.Sequence, tt.seq)
+			}
+		})
+	}
+
+	b := sampleBundle()
+	b.Manifest.Sequence = -1
+	var buf bytes.Buffer
+	if err := Write(&buf, b, key, ""); err == nil || !strings.Contains(err.Error(), "sequence -1 is negative") {
+		t.Errorf("Write with sequence -1: %v, want an error", err)
+	}
+	// A signed manifest with a negative sequence (not from Write) is malformed.
+	files := sampleFiles(t)
+	m := sampleBundle().Manifest
+	m.FormatVersion, m.Sequence = FormatVersion, -5
+	md, _ := marshalFile(m)
+	files = replace(files, ManifestFile, md)
+	data := archive(t, withSig(t, files, files, key, KeyID(pubOf(key)), m.Revision))
+	if _, err := Verify(data, pinned(key)); !errors.Is(err, &VerifyError{Reason: Malformed}) || !strings.Contains(err.Error(), "sequence -5 is negative") {
+		t.Errorf("Verify of a signed manifest with sequence -5: %v, want a malformed error", err)
+	}
 }

@@ -96,6 +96,9 @@ func decode(files []file) (*Bundle, error) {
 	if b.Manifest.FormatVersion != FormatVersion {
 		return nil, verifyErrorf(UnsupportedFormat, "bundle format version %d is not supported (this build reads version %d)", b.Manifest.FormatVersion, FormatVersion)
 	}
+	if b.Manifest.Sequence < 0 {
+		return nil, malformedf("%s: sequence %d is negative", ManifestFile, b.Manifest.Sequence)
+	}
 	b.Servers = s.Servers
 	return &b, nil
 }

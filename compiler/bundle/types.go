@@ -22,8 +22,12 @@ type Manifest struct {
 	Compiler  string    `json:"compiler"` // armoriq version that compiled it
 	Sources   []Source  `json:"sources"`
 	// Sequence orders bundles for rollback protection: the commit time in
-	// Unix seconds for git revisions. A gateway refuses a bundle whose
-	// Sequence is lower than the active one's.
+	// Unix seconds for git revisions; outside git, SOURCE_DATE_EPOCH or the
+	// newest source file's modification time, or what the user gave
+	// (compiler.Options.Sequence). A gateway refuses a bundle whose
+	// Sequence is lower than the active one's, and so a bundle of
+	// sequence 0 (written before every bundle had one) once a sequenced
+	// one is active. Never negative.
 	Sequence int64 `json:"sequence"`
 }
 

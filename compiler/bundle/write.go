@@ -52,6 +52,9 @@ func encode(b *Bundle) ([]file, time.Time, error) {
 	default:
 		return nil, time.Time{}, fmt.Errorf("format version %d: this build writes version %d", m.FormatVersion, FormatVersion)
 	}
+	if m.Sequence < 0 {
+		return nil, time.Time{}, fmt.Errorf("sequence %d is negative", m.Sequence)
+	}
 	m.CreatedAt = m.CreatedAt.UTC().Truncate(time.Second)
 	if m.Sources == nil {
 		m.Sources = []Source{}

@@ -119,9 +119,15 @@ func (s *Server) Activate(ctx context.Context, data []byte, rollback bool) (acti
 			res.ActivatedAt, res.Sequence = cur.activatedAt, cur.b.Manifest.Sequence
 			return res, nil
 		}
-		if ab.b.Manifest.Sequence < cur.b.Manifest.Sequence && !rollback {
+		if nm, cm := ab.b.Manifest, cur.b.Manifest; nm.Sequence < cm.Sequence && !rollback {
 			e := errorf(KindStale, "bundle revision %s (sequence %d) is older than the active revision %s (sequence %d); push with ?force=rollback to roll back",
-				ab.b.Manifest.Revision, ab.b.Manifest.Sequence, cur.b.Manifest.Revision, cur.b.Manifest.Sequence)
+				nm.Revision, nm.Sequence, cm.Revision, cm.Sequence)
+			if nm.Sequence == 0 {
+				// Compiled outside git by an armoriq without sequences:
+				// it cannot be ordered, so it is never taken for newer.
+				e = errorf(KindStale, "bundle revision %s has no sequence (0) and cannot be ordered after the active revision %s (sequence %d): recompile it with this armoriq (outside git its sequence is SOURCE_DATE_EPOCH or the file's modification time, or --sequence), or push with ?force=rollback",
+					nm.Revision, cm.Revision, cm.Sequence)
+			}
 			s.recordBundleError(ctx, e)
 			return activateResult{}, e
 		}
