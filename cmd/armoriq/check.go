@@ -143,3 +143,14 @@ func appendStepSummary(path, text string) error {
 	}
 	return f.Close()
 }
+
+// annotationFile is p as GitHub attaches annotations to it: a clean path
+// relative to the repository root (root, default the working directory),
+// so "./armoriq.yaml" is "armoriq.yaml". A path outside the root is shown
+// as displayPath shows it.
+func annotationFile(root, p string) string {
+	if rel, ok := reconciler.RepoPath(root, p); ok {
+		return rel
+	}
+	return displayPath(p)
+}

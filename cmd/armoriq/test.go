@@ -82,8 +82,7 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 					return
 				}
 				for _, d := range ds {
-					d.Pos.File = displayPath(d.Pos.File)
-					fmt.Fprintln(e.Stdout, githubAnnotation(d))
+					fmt.Fprintln(e.Stdout, githubAnnotation(d, e.Getenv("GITHUB_WORKSPACE")))
 				}
 			}
 			cfg, diags := schema.LoadFile(path)
@@ -126,7 +125,7 @@ Exit status: 0 all cases pass, 1 a case failed or the config is invalid,
 					failed++
 				}
 			}
-			if err := printTestResults(e.Stdout, format, results, failed, verbose); err != nil {
+			if err := printTestResults(e.Stdout, format, results, failed, verbose, e.Getenv("GITHUB_WORKSPACE")); err != nil {
 				return err
 			}
 			if failed > 0 {
@@ -159,7 +158,7 @@ func testConfigPath(args []string) (string, error) {
 	return configPath(args)
 }
 
-func printTestResults(w io.Writer, format string, results []compiler.TestResult, failed int, verbose bool) error {
+func printTestResults(w io.Writer, format string, results []compiler.TestResult, failed int, verbose bool, root string) error {
 	switch format {
 	case "json":
 		type jresult struct {
@@ -205,7 +204,7 @@ func printTestResults(w io.Writer, format string, results []compiler.TestResult,
 			if r.Passed() {
 				continue
 			}
-			props := []string{"file=" + ghProp(displayPath(r.Test.Pos.File))}
+			props := []string{"file=" + ghProp(annotationFile(root, r.Test.Pos.File))}
 			if r.Test.Pos.Line > 0 {
 				props = append(props, fmt.Sprintf("line=%d", r.Test.Pos.Line), fmt.Sprintf("col=%d", r.Test.Pos.Col))
 			}

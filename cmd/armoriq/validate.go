@@ -76,7 +76,7 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error or unreadable 
 				}
 				paths = []string{p}
 			}
-			rep := &report{}
+			rep := &report{root: e.Getenv("GITHUB_WORKSPACE")}
 			unreadable := false
 			discovered := map[string][]string{}
 			for _, p := range paths {
@@ -125,6 +125,7 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error or unreadable 
 
 // report collects the outcome of validating one or more files.
 type report struct {
+	root     string // the repository root for annotation paths ($GITHUB_WORKSPACE)
 	files    []fileResult
 	diags    schema.Diagnostics
 	errors   int
@@ -217,7 +218,7 @@ func (r *report) print(w io.Writer, format string) error {
 		return enc.Encode(out)
 	case "github":
 		for _, d := range r.diags {
-			fmt.Fprintln(w, githubAnnotation(d))
+			fmt.Fprintln(w, githubAnnotation(d, r.root))
 		}
 		return nil
 	}
@@ -227,14 +228,15 @@ func (r *report) print(w io.Writer, format string) error {
 	return nil
 }
 
-// githubAnnotation formats d as a GitHub Actions workflow command. Data is
-// escaped for %, CR and LF; property values also for : and ,.
-func githubAnnotation(d schema.Diagnostic) string {
+// githubAnnotation formats d as a GitHub Actions workflow command, its file
+// relative to the repository root (see annotationFile). Data is escaped for
+// %, CR and LF; property values also for : and ,.
+func githubAnnotation(d schema.Diagnostic, root string) string {
 	cmd := "error"
 	if d.Severity == schema.SeverityWarning {
 		cmd = "warning"
 	}
-	props := []string{"file=" + ghProp(d.Pos.File)}
+	props := []string{"file=" + ghProp(annotationFile(root, d.Pos.File))}
 	if d.Pos.Line > 0 {
 		props = append(props, fmt.Sprintf("line=%d", d.Pos.Line))
 		if d.Pos.Col > 0 {
