@@ -16,7 +16,7 @@ func auditArgs(args map[string]any) json.RawMessage {
 	if args == nil {
 		return nil
 	}
-	b, err := json.Marshal(redact(args))
+	b, err := redactedJSON(args)
 	if err != nil {
 		return json.RawMessage(`"[unencodable arguments]"`)
 	}

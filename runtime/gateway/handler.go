@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,6 +100,57 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+}
+
+// readBody reads a request body whole (bounded by limitBodies). With a
+// declared length it reads into one buffer of that size, allocated after
+// the first 64 KiB arrived, so a large body costs its size once and a
+// client that declares a length and sends nothing costs little.
+func readBody(r *http.Request) ([]byte, error) {
+	n := r.ContentLength
+	if n <= 0 {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, bodyError(err, "the request body")
+		}
+		return b, nil
+	}
+	const first = 64 << 10
+	buf := make([]byte, min(n, first))
+	got, err := io.ReadFull(r.Body, buf)
+	if err == nil && n > first {
+		whole := make([]byte, n)
+		copy(whole, buf)
+		buf = whole
+		var more int
+		more, err = io.ReadFull(r.Body, buf[got:])
+		got += more
+	}
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, errorf(KindInvalid, "request body ended after %d of its %d bytes", got, n)
+		}
+		return nil, bodyError(err, "the request body")
+	}
+	return buf, nil
+}
+
+// unmarshalBody reads a JSON request body into v with json.Unmarshal, which
+// decodes in place: unlike a json.Decoder it keeps no second, growing copy
+// of the body. It does not keep numbers as json.Number, so v must hold no
+// interface value but behind a numberObject or a lazyObject field.
+func unmarshalBody(r *http.Request, v any) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errorf(KindInvalid, "request body is empty: a JSON object is required")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return errorf(KindInvalid, "request body is not valid JSON: %v", err)
+	}
+	return nil
 }
 
 // decodeJSON reads a JSON request body into v, strict about trailing

@@ -18,11 +18,12 @@ import (
 // invokeRequest is the SDK's POST /invoke body. The SDKs send the token and
 // plan in several places; the first present one is used.
 type invokeRequest struct {
-	MCP         string          `json:"mcp"`
-	Action      string          `json:"action"`
-	Tool        string          `json:"tool"`
-	Params      map[string]any  `json:"params"`
-	Arguments   map[string]any  `json:"arguments"`
+	MCP       string       `json:"mcp"`
+	Action    string       `json:"action"`
+	Tool      string       `json:"tool"`
+	Params    numberObject `json:"params"`
+	Arguments lazyObject   `json:"arguments"` // read only without params
+
 	IntentToken *sdkIntentToken `json:"intent_token"`
 	MerkleProof json.RawMessage `json:"merkle_proof"`
 	Plan        json.RawMessage `json:"plan"`
@@ -71,16 +72,19 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	c := callerFrom(ctx)
 	rec := &inv.rec
 	var req invokeRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := unmarshalBody(r, &req); err != nil {
 		return nil, err
 	}
 	action := req.Action
 	if action == "" {
 		action = req.Tool
 	}
-	params := req.Params
+	params := map[string]any(req.Params)
 	if params == nil {
-		params = req.Arguments
+		var err error
+		if params, err = req.Arguments.object(); err != nil {
+			return nil, errorf(KindInvalid, "arguments is not a JSON object: %v", err)
+		}
 	}
 	args, approvalID := takeApprovalID(intent.StripInjected(params))
 	rec.Arguments = auditArgs(args)

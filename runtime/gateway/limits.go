@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/armoriq/controlplane/runtime/intent"
 )
 
 // Limits bound what one client can make the gateway hold: connections
@@ -262,4 +265,50 @@ func batchTooLarge(w http.ResponseWriter, n, limit int) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadRequest)
 	fmt.Fprintf(w, `{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"a JSON-RPC batch of %d requests exceeds the limit of %d (--max-batch)"}}`+"\n", n, limit)
+}
+
+// numberObject is a JSON object decoded as a json.Decoder with UseNumber
+// does (numbers stay json.Number, so an integer is hashed and forwarded as
+// one), for bodies read with unmarshalBody. null leaves it nil.
+type numberObject map[string]any
+
+func (m *numberObject) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		*m = nil
+		return nil
+	}
+	v, err := intent.DecodeJSON(b)
+	if err != nil {
+		return err
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return errors.New("not a JSON object")
+	}
+	*m = obj
+	return nil
+}
+
+// lazyObject is a JSON value kept undecoded until it is needed, if ever: the
+// SDKs send the arguments of a call twice (params and arguments), and the
+// second copy is decoded only when the first is absent. It refers to the
+// body buffer rather than copying it: unmarshalBody's buffer is never
+// reused, which json.Unmarshal's contract asks of a retained slice.
+type lazyObject struct{ raw []byte }
+
+func (l *lazyObject) UnmarshalJSON(b []byte) error {
+	l.raw = b
+	return nil
+}
+
+// object decodes the value as a numberObject; absent or null is nil.
+func (l lazyObject) object() (map[string]any, error) {
+	if len(l.raw) == 0 {
+		return nil, nil
+	}
+	var m numberObject
+	if err := m.UnmarshalJSON(l.raw); err != nil {
+		return nil, err
+	}
+	return m, nil
 }

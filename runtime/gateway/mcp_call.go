@@ -133,11 +133,12 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 	rt := tc.rt
 	var args map[string]any
 	if raw := bytes.TrimSpace(tc.args); len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
-		if err := dec.Decode(&args); err != nil {
-			return nil, errorf(KindInvalid, "arguments must be a JSON object: %v", err)
+		v, err := intent.DecodeJSON(raw) // in place: no second copy of large arguments
+		m, ok := v.(map[string]any)
+		if err != nil || !ok {
+			return nil, errorf(KindInvalid, "arguments must be a JSON object")
 		}
+		args = m
 	}
 	args, approvalID := takeApprovalID(args)
 	if id, ok := tc.meta[metaApproval].(string); ok && approvalID == "" {

@@ -183,6 +183,7 @@ func TestRedact(t *testing.T) {
 		{"AWS secret elsewhere is kept", `{"blob":"` + testAWSKey + `"}`, `{"blob":"` + testAWSKey + `"}`},
 		{"an API key as a name", `{"` + testAPIKey + `":"v"}`, `{"[REDACTED]":"v"}`},
 		{"top-level list", `["` + testJWT + `"]`, `["[REDACTED]"]`},
+		{"escaping", `{"h":"<a&b>\u2028\u0001\t\"\\","n":-1.5e3,"e":[],"o":{}}`, `{"e":[],"h":"\u003ca\u0026b\u003e\u2028\u0001\t\"\\","n":-1.5e3,"o":{}}`},
 	}
 	for _, tt := range tests {
 		var in any
@@ -198,6 +199,12 @@ func TestRedact(t *testing.T) {
 		}
 		if got := string(b); got != tt.want {
 			t.Errorf("%s: redact(%s) = %s, want %s", tt.name, tt.in, got, tt.want)
+		}
+		if m, ok := in.(map[string]any); ok {
+			fast, err := redactedJSON(m)
+			if err != nil || string(fast) != tt.want {
+				t.Errorf("%s: redactedJSON(%s) = %s, %v; want %s", tt.name, tt.in, fast, err, tt.want)
+			}
 		}
 		if after, _ := json.Marshal(in); string(after) != string(before) {
 			t.Errorf("%s: redact modified its input: %s, was %s", tt.name, after, before)
@@ -232,6 +239,9 @@ func FuzzRedact(f *testing.F) {
 		enc, err := json.Marshal(out)
 		if err != nil {
 			return // invalid UTF-8 round trips as replacement chars; nothing to check
+		}
+		if fast, err := redactedJSON(in); err != nil || string(fast) != string(enc) {
+			t.Errorf("redactedJSON(%q) = %s, %v; json.Marshal(redact) = %s", in, fast, err, enc)
 		}
 		if liveKey.Match(enc) {
 			t.Errorf("redact(%q) = %s: still holds an API key", in, enc)

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/big"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -210,18 +210,7 @@ func appendReflect(b []byte, v any, depth int) ([]byte, error) {
 }
 
 // decodeJSON decodes one JSON value with UseNumber and refuses trailing data.
-func decodeJSON(data []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("trailing data after JSON value")
-	}
-	return v, nil
-}
+func decodeJSON(data []byte) (any, error) { return DecodeJSON(data) }
 
 // appendNumber writes a json.Number the way Python prints what json.loads made
 // of the same text: an int when the text is an integer, else a float.
@@ -332,6 +321,10 @@ const hexDigits = "0123456789abcdef"
 
 // appendPyString writes s as Python's json.dumps does with ensure_ascii=True.
 func appendPyString(b []byte, s string) ([]byte, error) {
+	// One allocation for a long string, rather than append doubling the
+	// buffer byte by byte: large arguments are canonicalized several times
+	// per call (docs/gateway.md, "Limits").
+	b = slices.Grow(b, len(s)+2)
 	b = append(b, '"')
 	for i := 0; i < len(s); {
 		c := s[i]

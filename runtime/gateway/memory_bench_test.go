@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// BenchmarkRequestMemory reports the bytes allocated to serve one request
+// with a large body, as a multiple of the body's size (x-body): the
+// memory one client can make the gateway take per request. Client, gateway
+// and upstream share the process, so the figures include the test client
+// (small: it sends from one buffer) and, when the call is forwarded, the
+// in-process upstream MCP server.
+//
+//	go test ./runtime/gateway -run XXX -bench RequestMemory -benchtime 20x
+//
+// Shapes: "text" is one long string argument; "rows" is a list of small
+// objects (the worst case for decoding JSON into Go values).
+func BenchmarkRequestMemory(b *testing.B) {
+	shapes := []struct {
+		name   string
+		params func(n int) map[string]any
+	}{
+		{"text", func(n int) map[string]any { return map[string]any{"text": strings.Repeat("a", n)} }},
+		{"rows", func(n int) map[string]any {
+			rows := make([]any, n/40)
+			for i := range rows {
+				rows[i] = map[string]any{"id": i, "name": fmt.Sprint("row ", i), "ok": true}
+			}
+			return map[string]any{"text": "rows", "rows": rows}
+		}},
+	}
+	const size = 1 << 20 // of the params; the SDK's body carries them 4 times
+	for _, sh := range shapes {
+		params := sh.params(size)
+		b.Run("invoke/bad-token/"+sh.name, func(b *testing.B) {
+			g := benchGateway(b)
+			tok := g.issue("alice@example.com", step("tools", "echo", params))
+			bad := map[string]any{}
+			for k, v := range tok["token"].(map[string]any) {
+				bad[k] = v
+			}
+			bad["signature"] = strings.Repeat("00", 64)
+			tok["token"] = bad
+			body, hdr := invokeRequestFor(tok, "tools", "echo", params)
+			measureRequests(b, len(body), func() int { return benchStatus(b, g.http.URL+"/invoke", g.agentKey, body, hdr) }, http.StatusUnauthorized)
+		})
+		b.Run("invoke/enforce-only/"+sh.name, func(b *testing.B) {
+			g := benchGateway(b)
+			tok := g.issue("alice@example.com", step("tools", "echo", params))
+			body, hdr := invokeRequestFor(tok, "tools", "echo", params)
+			body = withField(body, "enforce_only", true)
+			measureRequests(b, len(body), func() int { return benchStatus(b, g.http.URL+"/invoke", g.agentKey, body, hdr) }, http.StatusOK)
+		})
+		if sh.name == "text" { // the echo tool takes only text
+			b.Run("invoke/forwarded/"+sh.name, func(b *testing.B) {
+				g := benchGateway(b)
+				tok := g.issue("alice@example.com", step("tools", "echo", params))
+				body, hdr := invokeRequestFor(tok, "tools", "echo", params)
+				measureRequests(b, len(body), func() int { return benchStatus(b, g.http.URL+"/invoke", g.agentKey, body, hdr) }, http.StatusOK)
+			})
+		}
+		b.Run("mcp-tools-call/"+sh.name, func(b *testing.B) {
+			g := benchGateway(b)
+			body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": map[string]any{
+				"name": "tools_echo", "arguments": params,
+				"_meta": map[string]any{"io.modelcontextprotocol/protocolVersion": firstStatelessVersion, "io.modelcontextprotocol/clientCapabilities": map[string]any{}},
+			}})
+			hdr := map[string]string{"Accept": "application/json, text/event-stream", headerProtocol: firstStatelessVersion, "Mcp-Method": "tools/call", "Mcp-Name": "tools_echo"}
+			measureRequests(b, len(body), func() int { return benchStatus(b, g.http.URL+"/mcp", g.agentKey, body, hdr) }, http.StatusOK)
+		})
+	}
+}
+
+func benchGateway(b *testing.B) *testGateway {
+	g := newTestGateway(b, nil, withLimits(Limits{MaxBody: 64 << 20}))
+	g.pushBundle("rev1", 100, testPolicy())
+	return g
+}
+
+// measureRequests runs do b.N times and reports the bytes allocated per
+// request and their ratio to the body size.
+func measureRequests(b *testing.B, bodySize int, do func() int, want int) {
+	b.Helper()
+	if got := do(); got != want { // warm up, and check the path
+		b.Fatalf("status %d, want %d", got, want)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if got := do(); got != want {
+			b.Fatalf("status %d, want %d", got, want)
+		}
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	per := float64(after.TotalAlloc-before.TotalAlloc) / float64(b.N)
+	b.ReportMetric(float64(bodySize)/(1<<20), "body-MiB")
+	b.ReportMetric(per/(1<<20), "alloc-MiB/req")
+	b.ReportMetric(per/float64(bodySize), "x-body")
+}
+
+// benchStatus posts body and returns the status, draining the answer.
+func benchStatus(b *testing.B, url, key string, body []byte, hdr map[string]string) int {
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("X-API-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusUnauthorized && len(msg) < 600 {
+		b.Logf("%s: %d %s", url, resp.StatusCode, msg)
+	}
+	return resp.StatusCode
+}
+
+// withField adds a top-level field to a JSON object.
+func withField(body []byte, k string, v any) []byte {
+	var m map[string]json.RawMessage
+	json.Unmarshal(body, &m)
+	m[k], _ = json.Marshal(v)
+	out, _ := json.Marshal(m)
+	return out
+}
