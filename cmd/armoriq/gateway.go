@@ -23,6 +23,7 @@ import (
 	"github.com/armoriq/controlplane/reconciler"
 	"github.com/armoriq/controlplane/runtime/gateway"
 	"github.com/armoriq/controlplane/runtime/store"
+	"github.com/armoriq/controlplane/runtime/telemetry"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 )
@@ -60,6 +61,11 @@ type gatewayOptions struct {
 	maxBundleBody     byteSize
 	maxBatch          int
 	maxPerKey         int
+
+	// The audit stream (--audit-sink).
+	auditSink     string
+	auditFileMax  byteSize
+	auditFileKeep int
 
 	// flags are the parsed flags and cli the names given on the command
 	// line, for re-reading the settings file on SIGHUP.
@@ -143,6 +149,10 @@ func (o *gatewayOptions) define(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.adapterTimeout, "adapter-timeout", 60*time.Second, "time limit of one call inside an upstream server's adapter")
 	fs.IntVar(&o.adapterConc, "adapter-concurrency", 64, "calls in flight per upstream server's adapter")
 	fs.StringVar(&o.sqliteSync, "sqlite-sync", "full", "SQLite commit durability: full (fsync each commit: survives power loss) or normal (survives a gateway crash, not a power loss; faster)")
+	fs.StringVar(&o.auditSink, "audit-sink", "", "also stream every committed audit record, in order and at least once, to stdout, file:PATH (JSON lines, rotated by size), otlp (OTLP/HTTP logs to OTEL_EXPORTER_OTLP_ENDPOINT) or otlp:URL")
+	o.auditFileMax = 100 << 20
+	fs.Var(&o.auditFileMax, "audit-file-max-size", "size past which a file:PATH audit sink is rotated (bytes, or with KiB/MiB)")
+	fs.IntVar(&o.auditFileKeep, "audit-file-keep", 5, "rotated files a file:PATH audit sink keeps (PATH.1 newest)")
 	fs.StringVar(&o.adminAddr, "admin-addr", "", "serve /metrics and /debug/pprof/ without authentication on this separate address (HOST:PORT; off by default)")
 	fs.StringVar(&o.adminKey, "admin-key-file", "", "file holding an admin API key (armoriq keygen --api-key) that the gateway makes sure exists, instead of creating DATA/admin.key")
 	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", gateway.DefaultReadHeaderTimeout, "time a client has to send a request's headers (idle and slow clients are cut off)")
@@ -256,6 +266,14 @@ func (o *gatewayOptions) check() error {
 			return usageErrorf("%s %q must be an http:// or https:// URL", name, u)
 		}
 	}
+	if o.auditSink != "" {
+		if err := telemetry.CheckSink(o.auditSink); err != nil {
+			return usageErrorf("--audit-sink: %v", err)
+		}
+		if o.auditFileKeep < 1 || o.auditFileMax < 1024 {
+			return usageErrorf("--audit-file-keep must be at least 1 and --audit-file-max-size at least 1KiB")
+		}
+	}
 	if o.maxTTL <= 0 || o.callTimeout <= 0 {
 		return usageErrorf("--max-token-ttl and --call-timeout must be positive")
 	}
@@ -353,7 +371,8 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		}
 	}()
 	cfg := gateway.Config{
-		Store: st, TrustedKeys: trusted, Upstream: upstream, Logger: log,
+		Metrics: telemetry.NewMetrics(),
+		Store:   st, TrustedKeys: trusted, Upstream: upstream, Logger: log,
 		MaxTokenTTL: o.maxTTL, CallTimeout: o.callTimeout,
 		Limits: gateway.Limits{
 			ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout,
@@ -373,6 +392,13 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		return err
 	}
 	defer srv.Close()
+	if o.auditSink != "" {
+		stop, err := startAuditStream(ctx, e, o, st, cfg.Metrics, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	if o.adminKey != "" {
 		data, err := os.ReadFile(o.adminKey)
@@ -423,7 +449,11 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	}
 	hs := srv.NewHTTPServer()
 	log.Info("gateway listening", "addr", ln.Addr().String(), "store", storeKind(dsn))
-	fmt.Fprintf(e.Stdout, "armoriq gateway listening on http://%s\n", ln.Addr())
+	banner := e.Stdout
+	if o.auditSink == "stdout" {
+		banner = e.Stderr // standard output carries only audit records
+	}
+	fmt.Fprintf(banner, "armoriq gateway listening on http://%s\n", ln.Addr())
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
 	var adminURL string

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +20,8 @@ const Other = "other"
 // Its methods are safe for concurrent use and cheap (a label lookup and an
 // atomic add). docs/operations.md lists every metric.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg  *prometheus.Registry
+	head atomic.Int64 // the highest audit sequence seen (AuditHead)
 
 	requests       *prometheus.CounterVec
 	toolCalls      *prometheus.CounterVec
@@ -33,6 +35,7 @@ type Metrics struct {
 	// The audit stream (stream.go).
 	sinkAcked   prometheus.Gauge
 	sinkLag     prometheus.Gauge
+	sinkLagAge  prometheus.Gauge
 	sinkErrors  prometheus.Counter
 	sinkRecords prometheus.Counter
 }
@@ -92,6 +95,10 @@ func NewMetrics() *Metrics {
 		Name: "armoriq_audit_stream_lag_records",
 		Help: "Committed audit records the audit sink has not acknowledged yet.",
 	})
+	m.sinkLagAge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "armoriq_audit_stream_lag_seconds",
+		Help: "Age of the oldest committed audit record the audit sink has not acknowledged (0 when it is caught up).",
+	})
 	m.sinkErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "armoriq_audit_stream_errors_total",
 		Help: "Failed attempts to read or deliver audit records to the audit sink (each is retried).",
@@ -101,7 +108,7 @@ func NewMetrics() *Metrics {
 		Help: "Audit records delivered to the audit sink (a record delivered again after a failure counts again).",
 	})
 	m.reg.MustRegister(m.requests, m.toolCalls, m.added, m.policyDecision, m.auditCommit, m.upstreamCall,
-		m.tokens, m.auditHead, m.sinkAcked, m.sinkLag, m.sinkErrors, m.sinkRecords,
+		m.tokens, m.auditHead, m.sinkAcked, m.sinkLag, m.sinkLagAge, m.sinkErrors, m.sinkRecords,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -149,10 +156,15 @@ func (m *Metrics) AuditCommit(phase string, d time.Duration, seq int64) {
 
 // AuditHead notes that the chain has at least seq records.
 func (m *Metrics) AuditHead(seq int64) {
-	// A gauge has no compare-and-swap; a stale lower value from a racing
-	// commit is corrected by the next one.
-	if seq > 0 {
-		m.auditHead.Set(float64(seq))
+	for {
+		h := m.head.Load()
+		if seq <= h {
+			return
+		}
+		if m.head.CompareAndSwap(h, seq) {
+			m.auditHead.Set(float64(seq))
+			return
+		}
 	}
 }
 
