@@ -54,8 +54,8 @@ type StreamConfig struct {
 	// Backoff bounds the wait after a failure: it doubles from Min to Max
 	// (default 100ms to 30s).
 	BackoffMin, BackoffMax time.Duration
-	Metrics *Metrics // optional
-	Logger  *slog.Logger
+	Metrics                *Metrics // optional
+	Logger                 *slog.Logger
 }
 
 // AuditStream copies every committed audit record, in sequence order and at
