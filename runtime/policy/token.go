@@ -57,9 +57,9 @@ const (
 // and the entry. An empty list is kept as written: allow: [] allows
 // nothing.
 func ParseTokenPolicy(v any) (*TokenPolicy, error) {
-	p := &TokenPolicy{Allow: []string{"*"}, Deny: []string{}}
+	p := &TokenPolicy{Allow: []string{"*"}, Deny: []string{}, allow: []tokenGlob{{raw: "*", all: true}}}
 	if v == nil {
-		return p.compile()
+		return p, nil
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
@@ -78,11 +78,11 @@ func ParseTokenPolicy(v any) (*TokenPolicy, error) {
 		var err error
 		switch k {
 		case "allow":
-			p.Allow, err = tokenPatterns("policy.allow", val, false)
+			p.Allow, p.allow, err = tokenPatterns("policy.allow", val, false)
 		case "deny":
-			p.Deny, err = tokenPatterns("policy.deny", val, false)
+			p.Deny, p.deny, err = tokenPatterns("policy.deny", val, false)
 		case "allowed_tools":
-			p.AllowedTools, err = tokenPatterns("policy.allowed_tools", val, true)
+			p.AllowedTools, p.allowed, err = tokenPatterns("policy.allowed_tools", val, true)
 		default:
 			return nil, fmt.Errorf("policy: unknown key %q (want allow, deny or allowed_tools)", k)
 		}
@@ -90,11 +90,11 @@ func ParseTokenPolicy(v any) (*TokenPolicy, error) {
 			return nil, err
 		}
 	}
-	return p.compile()
+	return p, nil
 }
 
-// tokenPatterns checks and normalises one list of patterns.
-func tokenPatterns(field string, v any, bare bool) ([]string, error) {
+// tokenPatterns checks, normalises and compiles one list of patterns.
+func tokenPatterns(field string, v any, bare bool) ([]string, []tokenGlob, error) {
 	var items []any
 	switch l := v.(type) {
 	case []any:
@@ -104,24 +104,26 @@ func tokenPatterns(field string, v any, bare bool) ([]string, error) {
 			items = append(items, s)
 		}
 	default:
-		return nil, fmt.Errorf("%s must be a list of strings, got %s", field, jsonKind(v))
+		return nil, nil, fmt.Errorf("%s must be a list of strings, got %s", field, jsonKind(v))
 	}
 	if len(items) > maxTokenPatterns {
-		return nil, fmt.Errorf("%s has %d entries, more than %d", field, len(items), maxTokenPatterns)
+		return nil, nil, fmt.Errorf("%s has %d entries, more than %d", field, len(items), maxTokenPatterns)
 	}
 	out := make([]string, 0, len(items))
+	globs := make([]tokenGlob, 0, len(items))
 	for i, it := range items {
 		s, ok := it.(string)
 		if !ok {
-			return nil, fmt.Errorf("%s[%d] must be a string, got %s", field, i, jsonKind(it))
+			return nil, nil, fmt.Errorf("%s[%d] must be a string, got %s", field, i, jsonKind(it))
 		}
 		g, err := parseTokenGlob(s, bare)
 		if err != nil {
-			return nil, fmt.Errorf("%s[%d]: %v", field, i, err)
+			return nil, nil, fmt.Errorf("%s[%d]: %v", field, i, err)
 		}
 		out = append(out, g.raw)
+		globs = append(globs, g)
 	}
-	return out, nil
+	return out, globs, nil
 }
 
 // parseTokenGlob parses one pattern: "*", "server/tool", "server.tool"
@@ -173,31 +175,11 @@ func splitTokenGlob(s string, i int) (tokenGlob, error) {
 	if strings.Contains(tool, "/") {
 		return tokenGlob{}, fmt.Errorf("pattern %q: a tool name holds no '/'", s)
 	}
-	return tokenGlob{raw: server + "/" + tool, server: server, tool: tool}, nil
-}
-
-// compile builds the matchers from the normalised lists.
-func (p *TokenPolicy) compile() (*TokenPolicy, error) {
-	var err error
-	build := func(l []string, bare bool) []tokenGlob {
-		out := make([]tokenGlob, 0, len(l))
-		for _, s := range l {
-			g, e := parseTokenGlob(s, bare)
-			if e != nil && err == nil {
-				err = e
-			}
-			out = append(out, g)
-		}
-		return out
+	raw := s
+	if s[i] != '/' {
+		raw = server + "/" + tool
 	}
-	p.allow, p.deny = build(p.Allow, false), build(p.Deny, false)
-	if p.AllowedTools != nil {
-		p.allowed = build(p.AllowedTools, true)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
+	return tokenGlob{raw: raw, server: server, tool: tool}, nil
 }
 
 func (g *tokenGlob) match(server, tool string) bool {
@@ -215,10 +197,10 @@ func (g *tokenGlob) match(server, tool string) bool {
 // deny first, then allow, then allowed_tools. When it does not, reason
 // says which pattern decided, in words fit for the caller.
 func (p *TokenPolicy) Allows(server, tool string) (ok bool, reason string) {
-	call := server + "/" + tool
+	call := func() string { return server + "/" + tool }
 	for _, g := range p.deny {
 		if g.match(server, tool) {
-			return false, fmt.Sprintf("%s is denied by the token's policy (deny %q)", call, g.raw)
+			return false, fmt.Sprintf("%s is denied by the token's policy (deny %q)", call(), g.raw)
 		}
 	}
 	allowed := false
@@ -229,7 +211,7 @@ func (p *TokenPolicy) Allows(server, tool string) (ok bool, reason string) {
 		}
 	}
 	if !allowed {
-		return false, fmt.Sprintf("%s is not allowed by the token's policy (allow %s)", call, patternList(p.Allow))
+		return false, fmt.Sprintf("%s is not allowed by the token's policy (allow %s)", call(), patternList(p.Allow))
 	}
 	if p.AllowedTools != nil {
 		for _, g := range p.allowed {
@@ -237,7 +219,7 @@ func (p *TokenPolicy) Allows(server, tool string) (ok bool, reason string) {
 				return true, ""
 			}
 		}
-		return false, fmt.Sprintf("%s is not in the token's allowed_tools %s", call, patternList(p.AllowedTools))
+		return false, fmt.Sprintf("%s is not in the token's allowed_tools %s", call(), patternList(p.AllowedTools))
 	}
 	return true, ""
 }

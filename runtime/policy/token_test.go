@@ -189,3 +189,29 @@ func FuzzTokenPolicy(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkTokenPolicy is what the gateway adds to a call: reading the
+// policy signed into the token (as decoded JSON) and checking the call.
+func BenchmarkTokenPolicy(b *testing.B) {
+	for _, tc := range []struct{ name, js string }{
+		{"default", `{"allow": ["*"], "deny": []}`},
+		{"globs", `{"allow": ["weather-mcp/get_*", "data-mcp/fetch_*", "analytics-mcp/*"], "deny": ["data-mcp/delete_*", "*/admin_*"], "allowed_tools": ["get_forecast", "fetch_rows", "analytics-mcp/run"]}`},
+	} {
+		var v any
+		if err := json.Unmarshal([]byte(tc.js), &v); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				p, err := ParseTokenPolicy(v)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if ok, _ := p.Allows("data-mcp", "fetch_rows"); !ok {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
