@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/armoriq/controlplane/reconciler"
 	"github.com/armoriq/controlplane/reconciler/githubtest"
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -107,4 +111,29 @@ func sortedKeys(m map[string]any) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// cmdGitHook posts a GitHub push event for refs/heads/main of repository
+// REPO (owner/name), signed with SECRET, to URL/hook, and checks the
+// answer's status: githook URL SECRET REPO STATUS. The answer's body goes
+// to stdout.
+func cmdGitHook(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 4 {
+		ts.Fatalf("usage: githook URL SECRET REPO STATUS")
+	}
+	owner, name, _ := strings.Cut(args[2], "/")
+	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","after":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","repository":{"name":%q,"full_name":%q,"owner":{"login":%q}},"sender":{"login":"octocat"}}`, name, args[2], owner))
+	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(args[0], "/")+"/hook", bytes.NewReader(body))
+	ts.Check(err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", reconciler.Sign([]byte(args[1]), body))
+	resp, err := http.DefaultClient.Do(req)
+	ts.Check(err)
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	ts.Stdout().Write(out)
+	if got := fmt.Sprint(resp.StatusCode); got != args[3] {
+		ts.Fatalf("githook %s: status %s, want %s (%s)", args[2], got, args[3], bytes.TrimSpace(out))
+	}
 }

@@ -62,7 +62,8 @@ The source is a local repository path, an https:// URL (--git-token, or
 ARMORIQ_GIT_TOKEN / GITHUB_TOKEN) or an SSH URL (--ssh-key). The branch head
 is polled every --interval with a cheap ls-remote; a GitHub push webhook on
 --webhook-addr (POST /hook, HMAC-checked with --webhook-secret or
-ARMORIQ_WEBHOOK_SECRET) starts a pass at once. --status-addr serves
+ARMORIQ_WEBHOOK_SECRET) starts a pass at once; a push for another repository
+than the source's (or --github-repo's) is refused with 403. --status-addr serves
 GET /status as JSON; 'armoriq reconcile status' prints it.
 
 With --once it does one pass and exits: 0 every gateway runs the head

@@ -12,6 +12,7 @@ func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []st
 		"httpget":        cmdHTTPGet,        // gateway_script_test.go
 		"fakegithub":     cmdFakeGitHub,     // github_script_test.go
 		"githubrequests": cmdGitHubRequests, // github_script_test.go
+		"githook":        cmdGitHook,        // github_script_test.go
 		"auditfixture":   cmdAuditFixture,   // auditfixture_test.go
 		"devicecode":     cmdDeviceCode,     // login_script_test.go
 		"filemode":       cmdFileMode,       // login_script_test.go
