@@ -64,9 +64,9 @@ type Console struct {
 }
 
 type verifyResult struct {
-	at     time.Time
-	report store.VerifyReport
-	err    error
+	At     time.Time
+	Report store.VerifyReport
+	Err    error
 }
 
 // New returns the console handler. Mount it at Options.Prefix + "/".
@@ -149,7 +149,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin") // "no-referrer" makes browsers send Origin: null on our own forms
 	h.Set("Cache-Control", "no-store")
 	if r.URL.Path == c.prefix {
 		http.Redirect(w, r, c.prefix+"/", http.StatusSeeOther)

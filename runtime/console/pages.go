@@ -47,7 +47,14 @@ func (c *Console) funcs() template.FuncMap {
 			out, _ := json.MarshalIndent(v, "", "  ")
 			return string(out)
 		},
-		"join":    strings.Join,
+		"join": strings.Join,
+		"phase": func(p store.AuditPhase) string {
+			if p == store.PhaseDecision {
+				return "decision"
+			}
+			return string(p)
+		},
+		"count":   func(m map[store.Decision]int, d string) int { return m[store.Decision(d)] },
 		"isAdmin": func(s *session) bool { return s != nil && s.Role == store.RoleAdmin },
 		"mayDecide": func(s *session, a store.Approval) bool {
 			return s != nil && a.State == store.ApprovalPending && approval.MayDecide(a, approval.Approver{KeyID: s.KeyID, Name: s.Name, Role: s.Role}) == nil
@@ -113,7 +120,21 @@ func (c *Console) approvalPage(w http.ResponseWriter, r *http.Request, s *sessio
 		c.failErr(w, r, s, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "approval", page{Title: "Approval " + a.ID, Nav: "approvals", S: s, Data: a})
+	// The audit trail of this approval: the held call, the decision, the
+	// execution, linked by the approval id.
+	var trail []store.AuditRecord
+	f := store.AuditFilter{Server: a.Server, Tool: a.Tool, Since: a.CreatedAt.Add(-time.Second)}
+	err = c.b.ExportAudit(r.Context(), f, func(rec store.AuditRecord) error {
+		if rec.ApprovalID == a.ID {
+			trail = append(trail, rec)
+		}
+		return nil
+	})
+	if err != nil {
+		c.failErr(w, r, s, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "approval", page{Title: "Approval " + a.ID, Nav: "approvals", S: s, Data: map[string]any{"A": a, "Trail": trail}})
 }
 
 func (c *Console) decideApproval(w http.ResponseWriter, r *http.Request, s *session) {
@@ -243,9 +264,9 @@ func parseAuditForm(q url.Values) (auditForm, store.AuditFilter, error) {
 func (c *Console) verify(r *http.Request) verifyResult {
 	c.verifyMu.Lock()
 	defer c.verifyMu.Unlock()
-	if c.verified.at.IsZero() || c.now().Sub(c.verified.at) > 30*time.Second || r.URL.Query().Get("verify") == "1" {
+	if c.verified.At.IsZero() || c.now().Sub(c.verified.At) > 30*time.Second || r.URL.Query().Get("verify") == "1" {
 		rep, err := c.b.VerifyAudit(r.Context())
-		c.verified = verifyResult{at: c.now().UTC(), report: rep, err: err}
+		c.verified = verifyResult{At: c.now().UTC(), Report: rep, Err: err}
 	}
 	return c.verified
 }

@@ -1,0 +1,343 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath finds Debian's chromium (installed by .ci/run), or
+// $ARMORIQ_CHROMIUM.
+func chromiumPath(t *testing.T) string {
+	if p := os.Getenv("ARMORIQ_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no chromium on this machine: skipping the console's browser tests (apt-get install chromium; .ci/run does)")
+	return ""
+}
+
+// browser is a headless Chromium driven over the DevTools protocol, with
+// a fresh profile and nothing that reaches the network on its own.
+type browser struct {
+	t     *testing.T
+	ctx   context.Context
+	base  string
+	shots string
+}
+
+func newBrowser(t *testing.T, base string) *browser {
+	path := chromiumPath(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.NoFirstRun,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 900),
+	)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelC(); cancelA() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("starting chromium: %v", err)
+	}
+	shots := os.Getenv("ARMORIQ_SCREENSHOT_DIR")
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	return &browser{t: t, ctx: ctx, base: base, shots: shots}
+}
+
+// step bounds one interaction.
+func (b *browser) step() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(b.ctx, 30*time.Second)
+}
+
+func (b *browser) fail(what string, err error) {
+	b.t.Helper()
+	loc, _ := chromedp.Run(b.ctx, chromedp.Location())
+	b.t.Fatalf("%s: %v (at %s)", what, err, loc)
+}
+
+// do runs steps that do not load a page.
+func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.fail(what, err)
+	}
+}
+
+// load runs steps that load a page and waits for it.
+func (b *browser) load(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	if _, err := chromedp.RunResponse(ctx, steps...); err != nil {
+		b.fail(what, err)
+	}
+}
+
+func (b *browser) open(path string) {
+	b.t.Helper()
+	b.load("open "+path, chromedp.Navigate(b.base+path))
+}
+
+// text returns the visible text of the page's main element.
+func (b *browser) text() string {
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	// innerText of the page's main element (or of the body, on a page
+	// that is not the console's, so a failure shows what came instead).
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector('main') || document.body).innerText`))
+	if err != nil {
+		b.fail("read the page", err)
+	}
+	return s
+}
+
+func (b *browser) mustSee(what string, want ...string) {
+	b.t.Helper()
+	got := b.text()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			b.t.Fatalf("%s: the page does not say %q; it says:\n%s", what, w, got)
+		}
+	}
+}
+
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.fail("screenshot "+name, err)
+	}
+	p := filepath.Join(b.shots, name+".png")
+	if err := os.WriteFile(p, buf, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Logf("screenshot %s", p)
+}
+
+// submit fills fields (CSS selector → value) and clicks button, which
+// loads the answer.
+func (b *browser) submit(what string, fields map[string]string, button string) {
+	b.t.Helper()
+	for sel, v := range fields {
+		b.do(what+": fill "+sel, chromedp.SetValue(chromedp.CSS(sel), v))
+	}
+	b.load(what, chromedp.Click(chromedp.CSS(button)))
+}
+
+// evaluate runs a script in the page.
+func evaluate[T any](b *browser, script string) T {
+	b.t.Helper()
+	ctx, cancel := b.step()
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](script))
+	if err != nil {
+		b.fail("evaluate", err)
+	}
+	return v
+}
+
+// forge posts a form the page does not offer, as a script or a crafted
+// page would: to path, with fields, from the current page.
+func (b *browser) forge(path string, fields map[string]string) {
+	b.t.Helper()
+	js, _ := json.Marshal(fields)
+	script := fmt.Sprintf(`(() => { const f = document.createElement('form'); f.method = 'post'; f.action = %q;
+		for (const [k, v] of Object.entries(%s)) { const i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i); }
+		document.body.appendChild(f); f.submit(); return true; })()`, path, js)
+	b.load("forge a form to "+path, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](script)(ctx, t)
+		return err
+	}))
+}
+
+func (b *browser) csrf() string {
+	b.t.Helper()
+	return evaluate[string](b, `document.querySelector('form[action$="/logout"] input[name=csrf]').value`)
+}
+
+// TestConsoleInBrowser drives the console in a real headless Chromium: sign
+// in, keys, a device login, an approval of a held call that then runs
+// once, the audit filter, the policy; a viewer cannot act; a form without
+// its CSRF token is refused; a session ends with its key.
+func TestConsoleInBrowser(t *testing.T) {
+	g := newTestGateway(t, nil)
+	pol := testPolicy()
+	pol.Rules[3].Reason = "payments by eve need a second person"
+	g.pushBundle("rev-2026-05-01", 7, pol)
+	b := newBrowser(t, g.http.URL)
+
+	// Sign in.
+	b.open("/console/")
+	b.mustSee("sign-in page", "Sign in", "With an API key", "With a code")
+	b.shot("01-login")
+	b.submit("wrong key", map[string]string{"#key": "ak_live_nope"}, `form[action$="/login"] button`)
+	b.mustSee("a wrong key", "that API key is not valid")
+	b.submit("sign in", map[string]string{"#key": g.adminKey}, `form[action$="/login"] button`)
+	b.mustSee("overview", "Overview", "rev-2026-05-01", "Upstream servers", "tools")
+
+	// A held call, before anything else, so the overview counts it.
+	params := map[string]any{"text": "pay 5000 to acct-9"}
+	tok := g.issue("eve@example.com", step("tools", "echo", params))
+	resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", params, nil)
+	_, dc, _ := enforcementOf(out)
+	approvalID, _ := dc["delegationId"].(string)
+	if resp.StatusCode != 403 || approvalID == "" {
+		t.Fatalf("held call: %d %v", resp.StatusCode, out)
+	}
+	b.open("/console/")
+	b.mustSee("overview with a pending approval", "1 approval(s) pending")
+	b.shot("02-overview")
+
+	// API keys: create an agent key with its agent identity, shown once; revoke it.
+	b.open("/console/keys")
+	b.submit("create a key", map[string]string{`input[name=name]`: "ci-agent", `select[name=role]`: "agent", `input[name=agent]`: "support-bot"}, `form[action$="/keys"] button`)
+	b.mustSee("the new key", "Copy it now", "ak_live_", "ci-agent")
+	secret := evaluate[string](b, `document.getElementById('new-key').textContent`)
+	if !strings.HasPrefix(strings.TrimSpace(secret), "ak_live_") {
+		t.Fatalf("new key = %q", secret)
+	}
+	b.shot("03-keys-created")
+	newID := strings.Split(strings.TrimPrefix(strings.TrimSpace(secret), "ak_live_"), "_")[0]
+	g.do("GET", "/v1/whoami", strings.TrimSpace(secret), nil, 200, nil)
+	b.open("/console/keys") // the secret is not shown again
+	if strings.Contains(b.text(), strings.TrimSpace(secret)) {
+		t.Fatal("the key's secret is shown a second time")
+	}
+	b.submit("revoke the key", nil, fmt.Sprintf(`form[action$="/keys/%s/revoke"] button`, newID))
+	b.mustSee("revoked", "key "+newID+" revoked")
+	g.do("GET", "/v1/whoami", strings.TrimSpace(secret), nil, 401, nil)
+	b.shot("04-keys")
+
+	// A device login (armoriq login) approved in the console as a viewer key for vera.
+	var st DeviceStart
+	g.do("POST", "/auth/device/code", "", map[string]any{"client": "armoriq CLI on vera-laptop"}, 200, &st)
+	b.open("/console/device?code=" + st.UserCode)
+	b.mustSee("device page", "Approve a code", "armoriq CLI on vera-laptop")
+	b.submit("approve the device", map[string]string{`select[name=role]`: "viewer", `input[name=email]`: "vera@example.com"}, `form[action$="/device"] button[value=approve]`)
+	b.mustSee("device approved", "approved as viewer")
+	b.shot("05-device-logins")
+	g.clock.advance(6 * time.Second)
+	status, grant := pollCode(g, st.DeviceCode)
+	viewerKey, _ := grant["apiKey"].(string)
+	if status != 200 || viewerKey == "" {
+		t.Fatalf("device poll after approval: %d %v", status, grant)
+	}
+
+	// The approval: pending first; approve with a comment; the call runs once.
+	b.open("/console/approvals")
+	b.mustSee("approvals", "pending", "tools/echo", "eve@example.com", "hold-eve")
+	b.shot("06-approvals")
+	b.open("/console/approvals/" + approvalID)
+	b.mustSee("approval page", "payments by eve need a second person", "any admin", "pay 5000 to acct-9")
+	b.submit("approve", map[string]string{"#comment": "invoice 42 checked with eve"}, `button[value=approve]`)
+	b.mustSee("approved", "approved", "invoice 42 checked with eve")
+	b.shot("07-approval-decided")
+	retry := map[string]any{"text": "pay 5000 to acct-9", "_delegation_id": approvalID}
+	if resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", retry, nil); resp.StatusCode != 200 {
+		t.Fatalf("the approved call: %d %v", resp.StatusCode, out)
+	}
+	if resp, _ := g.sdkInvoke(g.agentKey, tok, "tools", "echo", retry, nil); resp.StatusCode != 403 {
+		t.Fatalf("the approved call a second time: %d, want 403", resp.StatusCode)
+	}
+	b.open("/console/approvals/" + approvalID)
+	b.mustSee("executed, with its audit trail", "executed", "Audit trail",
+		"approved by bootstrap admin: invoice 42 checked with eve", "forwarded", "outcome")
+	if n := evaluate[int](b, `document.querySelectorAll('table.list tbody tr').length`); n < 4 {
+		t.Errorf("the approval's audit trail has %d records, want held, approval, request and outcome", n)
+	}
+	b.shot("07b-approval-executed")
+
+	// The audit: filter by user and decision; a record's details; the chain.
+	b.open("/console/audit")
+	b.mustSee("audit", "chain verified")
+	b.submit("filter the audit", map[string]string{`input[name=user]`: "eve@example.com", `select[name=decision]`: "held"}, `.filters-form button`)
+	b.mustSee("filtered audit", "held", "eve@example.com")
+	rows := evaluate[int](b, `document.querySelectorAll('table.list tbody tr').length`)
+	decisions := evaluate[string](b, `[...document.querySelectorAll('table.list tbody td:nth-child(4)')].map(e => e.textContent.trim()).join(',')`)
+	if rows < 1 || strings.Trim(strings.ReplaceAll(decisions, "held", ""), ",") != "" {
+		t.Fatalf("filtered audit: %d rows, decisions %q; want only held", rows, decisions)
+	}
+	b.shot("08-audit-filtered")
+	b.open("/console/audit")
+	b.load("open the newest record", chromedp.Click(chromedp.CSS(`table.list tbody tr:first-child td a`)))
+	b.mustSee("record", "Previous hash", "Hash")
+	b.shot("09-audit-record")
+
+	// The policy, with source positions and approvers.
+	b.open("/console/policy")
+	b.mustSee("policy", "rev-2026-05-01", "no-big-sums", "armoriq.yaml:20", "hold-eve", "any admin")
+	b.shot("10-policy")
+
+	// A form without its CSRF token is refused.
+	b.open("/console/keys")
+	b.forge("/console/keys", map[string]string{"name": "sneaky", "role": "admin"})
+	b.mustSee("no CSRF token", "CSRF token is missing or wrong")
+	b.forge("/console/keys", map[string]string{"name": "sneaky", "role": "admin", "csrf": "guess"})
+	b.mustSee("a wrong CSRF token", "CSRF token is missing or wrong")
+	b.open("/console/keys")
+	if strings.Contains(b.text(), "sneaky") {
+		t.Fatal("a key was created without a valid CSRF token")
+	}
+
+	// A viewer sees but does not act.
+	b.open("/console/")
+	b.submit("sign out", nil, `form[action$="/logout"] button`)
+	b.mustSee("signed out", "signed out")
+	b.submit("sign in as viewer", map[string]string{"#key": viewerKey}, `form[action$="/login"] button`)
+	b.mustSee("viewer overview", "Overview")
+	b.open("/console/keys")
+	b.mustSee("viewer keys page", "you can see keys but not create or revoke them")
+	b.shot("11-viewer-keys")
+	csrf := b.csrf()
+	b.forge("/console/keys", map[string]string{"name": "by-viewer", "role": "admin", "csrf": csrf})
+	b.mustSee("viewer creating a key", "only an admin creates keys")
+	adminID := g.caller(g.adminKey).KeyID
+	b.open("/console/keys")
+	b.forge("/console/keys/"+adminID+"/revoke", map[string]string{"csrf": csrf})
+	b.mustSee("viewer revoking a key", "only an admin revokes keys")
+	g.do("GET", "/v1/whoami", g.adminKey, nil, 200, nil)
+	tok2 := g.issue("eve@example.com", step("tools", "echo", map[string]any{"text": "another"}))
+	_, out = g.sdkInvoke(g.agentKey, tok2, "tools", "echo", map[string]any{"text": "another"}, nil)
+	_, dc, _ = enforcementOf(out)
+	second := dc["delegationId"].(string)
+	b.open("/console/approvals/" + second)
+	b.mustSee("viewer on a pending approval", "You cannot decide this approval", "only an admin decides")
+	b.open("/console/approvals/" + second)
+	b.forge("/console/approvals/"+second, map[string]string{"csrf": csrf, "decision": "approve"})
+	b.mustSee("viewer approving", "only an admin decides")
+	if a, _ := g.srv.human.approvals.Get(context.Background(), second); a.State != "pending" {
+		t.Fatalf("a viewer's forged approval changed the state to %s", a.State)
+	}
+
+	// A session ends when its key is revoked.
+	vid := g.caller(viewerKey).KeyID
+	g.do("DELETE", "/v1/keys/"+vid, g.adminKey, nil, 200, nil)
+	b.open("/console/approvals")
+	b.mustSee("after revocation", "Sign in")
+}
