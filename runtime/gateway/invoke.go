@@ -191,6 +191,7 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	}
 	rec.Step = int64(step)
 	if err := s.checkTokenPolicy(&tok, req.MCP, action); err != nil {
+		inv.decision = policy.Decision{Effect: policy.Deny, RuleID: tokenPolicyRule, Reason: err.Error()}
 		return nil, err
 	}
 

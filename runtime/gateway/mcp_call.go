@@ -309,6 +309,7 @@ func (ep *mcpEndpoint) checkIntent(ctx context.Context, raw any, rt route, args 
 	}
 	rec.Step = int64(step)
 	if err := s.checkTokenPolicy(&tok, rt.server.ID, rt.name); err != nil {
+		inv.decision = policy.Decision{Effect: policy.Deny, RuleID: tokenPolicyRule, Reason: err.Error()}
 		return "", "", err
 	}
 	return user, ref, nil

@@ -3,9 +3,15 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/runtime/intent"
 	"github.com/armoriq/controlplane/runtime/store"
 )
@@ -176,8 +182,8 @@ func TestTokenPolicyAtInvoke(t *testing.T) {
 		t.Errorf("enforcement metadata = %v, want rule %q", enf["metadata"], tokenPolicyRule)
 	}
 	recs, _ := g.store.ListAudit(context.Background(), store.AuditFilter{Decision: store.Blocked, Tool: "add"})
-	if len(recs) == 0 {
-		t.Errorf("no blocked audit record for the call outside the token's policy")
+	if len(recs) == 0 || recs[len(recs)-1].Rule != tokenPolicyRule {
+		t.Errorf("audit of the call outside the token's policy = %+v; want a blocked record naming rule %q", recs, tokenPolicyRule)
 	}
 }
 
@@ -192,4 +198,39 @@ func cloneJSON(t *testing.T, m map[string]any) map[string]any {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestTokenPolicyOnMCP: on /mcp, a call carrying an intent token is checked
+// against the token's own policy too, and refused with the blocked code.
+func TestTokenPolicyOnMCP(t *testing.T) {
+	g := adapterGateway(t, "1", nil)
+	pol := bundle.Policy{RequireCSRG: true, Rules: []bundle.Rule{{ID: "ann", Effect: bundle.Allow, Tools: []string{"web/*"}, Users: []string{"ann@example.com"}}}}
+	g.pushServers("tp1", 1, pol, bundle.Server{ID: "web", Transport: "http", URL: g.upstream + "/", ToolPrefix: "never"})
+	cs := g.mcpClient(g.agentKey, map[string]string{headerUser: "ann@example.com"})
+
+	tok := g.issue("ann@example.com", step("web", "echo", map[string]any{"text": "hi"}), step("web", "add", map[string]any{"a": 1, "b": 2}))
+	var rt intent.Token
+	raw, _ := json.Marshal(tok["token"])
+	if err := json.Unmarshal(raw, &rt); err != nil {
+		t.Fatal(err)
+	}
+	rt.Policy["token_policy"] = map[string]any{"allow": []any{"web/ech*"}, "deny": []any{}}
+	if err := intent.SignToken(&rt, g.srv.signingKey().PrivateKey); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]any{"token": rt, "plan": tok["plan_echo"], "intent_reference": tok["intent_reference"]}
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Meta: mcp.Meta{metaIntent: meta}, Name: "echo", Arguments: map[string]any{"text": "hi"}})
+	if err != nil || res.Content[0].(*mcp.TextContent).Text != "echo: hi" {
+		t.Fatalf("echo within the token's policy: %v %v", res, err)
+	}
+	_, err = cs.CallTool(context.Background(), &mcp.CallToolParams{Meta: mcp.Meta{metaIntent: meta}, Name: "add", Arguments: map[string]any{"a": 1, "b": 2}})
+	var werr *jsonrpc.Error
+	if !errors.As(err, &werr) || werr.Code != codeBlocked || !strings.Contains(werr.Message, `web/add is not allowed by the token's policy (allow ["web/ech*"])`) {
+		t.Fatalf("add outside the token's policy: %v; want code %d naming the token's policy", err, codeBlocked)
+	}
+	g.srv.waitOutcomes(5 * time.Second) // echo's outcome is appended after the answer
+	recs, _ := g.store.ListAudit(context.Background(), store.AuditFilter{Tool: "add"})
+	if len(recs) != 1 || recs[0].Decision != store.Blocked || recs[0].Rule != tokenPolicyRule {
+		t.Errorf("audit of add = %+v; want one record, blocked by %q", recs, tokenPolicyRule)
+	}
 }
