@@ -273,6 +273,9 @@ func WorkflowCommand(d Diagnostic) string {
 	if d.Detail != "" {
 		msg += "\n" + d.Detail
 	}
+	if len("armoriq: "+d.Path) > MaxAnnotationTitle {
+		msg = "at " + d.Path + ":\n" + msg // the title holds only its start
+	}
 	cmd := "::" + level
 	if len(props) > 0 {
 		cmd += " " + strings.Join(props, ",")
@@ -309,12 +312,16 @@ func annotations(rep CheckReport) ([]*github.CheckRunAnnotation, []int) {
 			level = "warning"
 		}
 		line = max(line, 1) // GitHub requires a line
+		msg := strings.TrimSpace(d.Summary + "\n" + d.Detail)
+		if len(d.Path) > MaxAnnotationTitle {
+			msg = "at " + d.Path + ":\n" + msg // the title holds only its start
+		}
 		a := &github.CheckRunAnnotation{
 			Path:            github.String(file),
 			StartLine:       github.Int(line),
 			EndLine:         github.Int(line),
 			AnnotationLevel: github.String(level),
-			Message:         github.String(fitPlain(strings.TrimSpace(d.Summary+"\n"+d.Detail), MaxAnnotationMessage, rep.Where)),
+			Message:         github.String(fitPlain(msg, MaxAnnotationMessage, rep.Where)),
 		}
 		if d.Path != "" {
 			a.Title = github.String(cutBytes(d.Path, MaxAnnotationTitle, "…"))
