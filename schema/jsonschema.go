@@ -77,6 +77,10 @@ func JSONSchema() ([]byte, error) {
 //     dropped. Written out: type, the per-type required key.
 //   - #Test's args, an open struct ({...}), is encoded as `const: {}`,
 //     rejecting any argument. Any object.
+//   - #Rule's tools ([_, ...string] & [...string]) is encoded with
+//     prefixItems, a 2020-12 keyword the YAML language server does not
+//     fully read yet. Written as a non-empty list of strings, which every
+//     draft since 4 reads the same.
 //
 // It also adds the $id, a title and descriptions for completion.
 func jsonSchemaFixes(s map[string]any) error {
@@ -144,6 +148,16 @@ func jsonSchemaFixes(s map[string]any) error {
 		return fmt.Errorf("$defs.Test.properties.args is %s, expected the encoder's {\"const\":{}}", args)
 	}
 	tprops["args"] = map[string]any{"type": "object", "description": "The call's arguments, as the tool takes them."}
+
+	_, rprops, err := def("Rule")
+	if err != nil {
+		return err
+	}
+	if tools, _ := json.Marshal(rprops["tools"]); !bytes.Contains(tools, []byte(`"prefixItems"`)) {
+		return fmt.Errorf("$defs.Rule.properties.tools is %s, expected the encoder's prefixItems", tools)
+	}
+	rprops["tools"] = map[string]any{"type": "array", "items": map[string]any{"type": "string"}, "minItems": 1,
+		"description": "The tools the rule applies to, as server/tool; * and ? match many."}
 
 	props, ok := s["properties"].(map[string]any)
 	if !ok {

@@ -38,6 +38,21 @@ func TestJSONSchemaFile(t *testing.T) {
 	}
 }
 
+// TestJSONSchemaDraft7Readable checks that the schema uses no keyword a
+// draft-07 reader ignores (the YAML language server reads 2020-12 only in
+// part), so editors judge files as the schema says.
+func TestJSONSchemaDraft7Readable(t *testing.T) {
+	data, err := JSONSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kw := range []string{"prefixItems", "$dynamicRef", "$dynamicAnchor", "unevaluatedProperties", "unevaluatedItems", "dependentRequired", "dependentSchemas", "minContains", "maxContains"} {
+		if bytes.Contains(data, []byte(`"`+kw+`"`)) {
+			t.Errorf("the JSON Schema uses %s, which draft-07 readers ignore", kw)
+		}
+	}
+}
+
 // compiledJSONSchema resolves the committed schema with an independent
 // validator (google/jsonschema-go, draft 2020-12).
 func compiledJSONSchema(t *testing.T) *jsonschema.Resolved {
@@ -96,6 +111,9 @@ func TestJSONSchemaFixes(t *testing.T) {
 		{"auth with an unknown key", head + "  - id: a\n    url: https://a.example.com\n    auth: {type: bearer, token: x, tokn: y}\n", false},
 		{"test with args", "version: v1\ntests:\n  - user: a@example.com\n    tool: a/read\n    args: {path: /etc, n: 3}\n    expect: deny\n", true},
 		{"no version", "mcp_servers: []\n", false},
+		{"rule", "version: v1\npolicy:\n  rules:\n    - {effect: deny, tools: [a/b, a/c]}\n", true},
+		{"rule with no tools", "version: v1\npolicy:\n  rules:\n    - {effect: deny, tools: []}\n", false},
+		{"rule with a number for a tool", "version: v1\npolicy:\n  rules:\n    - {effect: deny, tools: [3]}\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			inst, err := asJSON([]byte(tc.src))
