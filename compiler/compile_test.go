@@ -263,8 +263,8 @@ f.yaml:40:5: policy.rules[3].tools: a rule needs at least one tool pattern`
 func TestExamples(t *testing.T) {
 	var paths []string
 	filepath.WalkDir(filepath.Join("..", "examples"), func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() && d.Name() == "github-workflow" {
-			return filepath.SkipDir // CI workflows, not configs
+		if err == nil && d.IsDir() && (d.Name() == "github-workflow" || d.Name() == "node_modules") {
+			return filepath.SkipDir // CI workflows and npm packages, not configs
 		}
 		if err == nil && !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml") || strings.HasSuffix(p, ".hcl")) {
 			paths = append(paths, p)

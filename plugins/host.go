@@ -1,9 +1,11 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -307,6 +309,7 @@ func (h *Host) adapterEnv() []string {
 			env = append(env, k+"="+v)
 		}
 	}
+	env = append(env, LogLevelEnv+"="+strings.ToLower(h.opts.logLevel.String()))
 	return append(env, h.opts.env...)
 }
 
@@ -322,17 +325,21 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 	if err != nil {
 		return nil, &configError{fmt.Errorf("adapter %q: %w", cfg.ID, err)}
 	}
+	if cfg.Transport == TransportStdio && cfg.Command == SelfCommand {
+		// The gateway's own binary, wherever it is installed (or built by
+		// go run): the demo servers it ships ("armoriq demo-server").
+		if resolved.Command, err = h.self(); err != nil {
+			return nil, fmt.Errorf("adapter %q: %w", cfg.ID, err)
+		}
+	}
 	var (
 		path string
 		args []string
 	)
 	switch cfg.Transport {
 	case TransportHTTP, TransportStdio:
-		path = h.opts.exe
-		if path == "" {
-			if path, err = os.Executable(); err != nil {
-				return nil, fmt.Errorf("adapter %q: finding the armoriq executable: %w", cfg.ID, err)
-			}
+		if path, err = h.self(); err != nil {
+			return nil, fmt.Errorf("adapter %q: %w", cfg.ID, err)
 		}
 		args = append(append(args, h.opts.exeArgs...), cfg.Transport)
 	case TransportPlugin:
@@ -345,7 +352,17 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 	}
 
 	var r *procRunner
+	stderr := &stderrTail{}
+	fail := func(err error) error {
+		// What the adapter printed that was not a log line (a panic, a
+		// custom adapter's own messages) explains the failure: log it.
+		for _, line := range stderr.lines() {
+			h.logger().Named(cfg.ID).Warn("adapter stderr", "line", line)
+		}
+		return err
+	}
 	client := plugin.NewClient(&plugin.ClientConfig{
+		Stderr:           stderr,
 		HandshakeConfig:  handshake(),
 		VersionedPlugins: pluginSets(nil),
 		SkipHostEnv:      true,
@@ -367,7 +384,7 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 	rpc, err := client.Client()
 	if err != nil {
 		client.Kill()
-		return nil, fmt.Errorf("adapter %q: starting %s: %w", cfg.ID, path, err)
+		return nil, fail(fmt.Errorf("adapter %q: starting %s: %w", cfg.ID, path, err))
 	}
 	if v := client.NegotiatedVersion(); v < 1 || v > ProtocolVersion {
 		client.Kill()
@@ -383,9 +400,27 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 	defer cancel()
 	if err := a.Configure(ctx, resolved); err != nil {
 		client.Kill()
-		return nil, fmt.Errorf("adapter %q: configure: %w", cfg.ID, err)
+		return nil, fail(fmt.Errorf("adapter %q: configure: %w", cfg.ID, err))
 	}
 	return &proc{client: client, adapter: a, runner: r, version: client.NegotiatedVersion()}, nil
+}
+
+// SelfCommand is the stdio command that names the host's own binary: a
+// server configured with command "armoriq" runs the armoriq executable the
+// gateway itself runs from, not whatever "armoriq" PATH finds.
+const SelfCommand = "armoriq"
+
+// self is the program of the built-in adapters: WithExecutable's, else the
+// running executable.
+func (h *Host) self() (string, error) {
+	if h.opts.exe != "" {
+		return h.opts.exe, nil
+	}
+	path, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding the armoriq executable: %w", err)
+	}
+	return path, nil
 }
 
 // checkPinned refuses a custom adapter whose file does not have the pinned
@@ -460,4 +495,46 @@ func resolve(cfg ServerConfig, getenv func(string) string) (ServerConfig, error)
 		return cfg, fmt.Errorf("$%s is not set", strings.Join(missing, ", $"))
 	}
 	return cfg, nil
+}
+
+// stderrTail keeps the last lines an adapter process wrote on stderr that
+// are not JSON log lines (those reach the host's log at their own level).
+type stderrTail struct {
+	mu   sync.Mutex
+	buf  []byte
+	last []string
+}
+
+func (t *stderrTail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	for {
+		i := bytes.IndexByte(t.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimSpace(string(t.buf[:i]))
+		t.buf = t.buf[i+1:]
+		if line == "" || (strings.HasPrefix(line, "{") && json.Valid([]byte(line))) {
+			continue
+		}
+		if len(line) > 1000 {
+			line = line[:1000] + "…"
+		}
+		t.last = append(t.last, line)
+		if len(t.last) > 20 {
+			t.last = t.last[1:]
+		}
+	}
+	if len(t.buf) > 64<<10 {
+		t.buf = t.buf[:0]
+	}
+	return len(p), nil
+}
+
+func (t *stderrTail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.last...)
 }

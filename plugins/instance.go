@@ -91,10 +91,12 @@ func (in *instance) run() {
 			var cerr *configError
 			if errors.As(err, &cerr) {
 				in.setState(StateFailed, nil, err)
+				in.h.logger().Named(in.cfg.ID).Error("adapter cannot start; not retried until its configuration changes", "error", err)
 				<-in.quit
 				return
 			}
 			in.setState(StateDown, nil, err)
+			in.logDown(err, backoff)
 		} else {
 			in.setState(StateUp, p, nil)
 			started := time.Now()
@@ -112,6 +114,7 @@ func (in *instance) run() {
 			if time.Since(started) > stableAfter {
 				backoff = in.h.opts.minBackoff
 			}
+			in.logDown(fmt.Errorf("adapter %q exited: %v", in.cfg.ID, p.runner.exitErr()), backoff)
 		}
 		select {
 		case <-in.quit:
@@ -125,6 +128,16 @@ func (in *instance) run() {
 		in.since = time.Now()
 		in.mu.Unlock()
 	}
+}
+
+// logDown says that the adapter is down, why, and when it is restarted:
+// restarts back off (doubling up to the host's maximum), so a server that
+// cannot start logs one line per attempt, ever less often.
+func (in *instance) logDown(err error, backoff time.Duration) {
+	in.mu.Lock()
+	n := in.restarts + 1
+	in.mu.Unlock()
+	in.h.logger().Named(in.cfg.ID).Warn("adapter down; restarting", "error", err, "restart", n, "in", backoff.String())
 }
 
 // drain waits for the calls in flight to finish, for at most the host's

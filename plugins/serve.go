@@ -84,13 +84,25 @@ func (p *AdapterPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn
 // from the Linux parent-death signal the host sets), or on SIGTERM/SIGHUP.
 // Before exiting it calls impl.Close if impl is an io.Closer, so an adapter
 // can stop what it spawned.
+//
+// It logs at the level the host asks for in the environment
+// (LogLevelEnv: debug, info, warn or error; info when unset), so that the
+// gateway's --log-level reaches into its adapters.
 func Serve(impl Adapter) {
 	serve(impl, pluginSets(impl))
 }
 
+// LogLevelEnv is the variable the host sets in every adapter's environment
+// to the level it logs at.
+const LogLevelEnv = "ARMORIQ_LOG_LEVEL"
+
 // serve is Serve with the contract versions to offer.
 func serve(impl Adapter, sets map[int]plugin.PluginSet) {
-	slog.SetDefault(slog.New(newPluginLogHandler(os.Stderr)))
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv(LogLevelEnv))); err != nil {
+		level = slog.LevelInfo
+	}
+	slog.SetDefault(slog.New(newPluginLogHandler(os.Stderr, level)))
 	cleanup := func() {
 		if c, ok := impl.(io.Closer); ok {
 			_ = c.Close()
@@ -135,8 +147,9 @@ func exitWithParent(cleanup func()) {
 // newPluginLogHandler writes JSON lines with the keys go-plugin's host
 // recognises (@level, @message, @timestamp), so adapter logs reach the
 // host's log at their own level instead of as raw debug lines.
-func newPluginLogHandler(w io.Writer) slog.Handler {
+func newPluginLogHandler(w io.Writer, level slog.Leveler) slog.Handler {
 	return slog.NewJSONHandler(w, &slog.HandlerOptions{
+		Level: level,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if len(groups) > 0 {
 				return a

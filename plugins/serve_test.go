@@ -13,7 +13,7 @@ import (
 // level instead of as raw debug text.
 func TestPluginLogFormat(t *testing.T) {
 	var buf bytes.Buffer
-	slog.New(newPluginLogHandler(&buf)).Warn("upstream slow", "server", "github")
+	slog.New(newPluginLogHandler(&buf, slog.LevelInfo)).Warn("upstream slow", "server", "github")
 	var entry map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &entry); err != nil {
 		t.Fatalf("log line %q: %v", buf.String(), err)

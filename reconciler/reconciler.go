@@ -351,6 +351,7 @@ func (r *Reconciler) setSource(head string, now time.Time, o Outcome, attempted 
 	if head != "" {
 		r.status.Head = head
 	}
+	r.status.Branch = r.opts.Source.Options().Branch // resolved at the first Head
 	r.status.Time = now
 	r.status.Outcome = o
 	if attempted {

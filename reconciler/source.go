@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,8 +25,11 @@ import (
 type SourceOptions struct {
 	// URL is a local repository path, an https:// URL or an SSH URL
 	// (ssh://… or git@host:owner/repo).
-	URL    string
-	Branch string // default "main"
+	URL string
+	// Branch is the branch to follow; empty means the source's own HEAD
+	// branch (the branch a local repository has checked out, the default
+	// branch a remote advertises), resolved at the first Head.
+	Branch string
 	Path   string // config file in the tree; default "armoriq.yaml"
 
 	// Token authenticates HTTPS (sent as basic auth, the way GitHub and
@@ -47,7 +51,9 @@ type SourceOptions struct {
 // Source is a git branch the reconciler watches. It never checks out a
 // worktree: the config is read from the commit's tree.
 type Source struct {
-	opts   SourceOptions
+	opts SourceOptions
+	// bmu guards opts.Branch, resolved from the source's HEAD when empty.
+	bmu    sync.Mutex
 	auth   transport.AuthMethod
 	mu     sync.Mutex // serializes fetches against the storage
 	repo   *git.Repository
@@ -56,6 +62,8 @@ type Source struct {
 	// reopened on every call so new commits and packs are seen, with no
 	// transport and no git binary involved.
 	local string
+	// file is set for a plain config file, not in git (NewFileSource).
+	file string
 }
 
 // Commit is one commit of the watched branch with the config file it holds.
@@ -75,9 +83,6 @@ type Commit struct {
 func NewSource(opts SourceOptions) (*Source, error) {
 	if opts.URL == "" {
 		return nil, errors.New("source: no URL")
-	}
-	if opts.Branch == "" {
-		opts.Branch = "main"
 	}
 	if opts.Path == "" {
 		opts.Path = "armoriq.yaml"
@@ -194,23 +199,128 @@ func sshUser(u string) string {
 	return "git"
 }
 
-// Options returns the source's options with defaults applied.
-func (s *Source) Options() SourceOptions { return s.opts }
+// Options returns the source's options with defaults applied. Branch is
+// empty until the source's HEAD branch is resolved (ResolveBranch, Head).
+func (s *Source) Options() SourceOptions {
+	o := s.opts
+	o.Branch = s.branch()
+	return o
+}
+
+func (s *Source) branch() string {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	return s.opts.Branch
+}
 
 // String names the source in logs and status without credentials.
-func (s *Source) String() string { return redactURL(s.opts.URL) + "@" + s.opts.Branch }
+func (s *Source) String() string {
+	if s.file != "" {
+		return s.file
+	}
+	b := s.branch()
+	if b == "" {
+		b = "HEAD"
+	}
+	return redactURL(s.opts.URL) + "@" + b
+}
 
-// Head asks the remote for the branch's head commit: a cheap ls-remote,
-// done before any fetch.
-func (s *Source) Head(ctx context.Context) (string, error) {
+// ResolveBranch makes sure the branch to follow is known: with no Branch
+// option, it is the branch the source's HEAD names (a local repository's
+// checked-out branch, a remote's default branch). It returns the branch.
+func (s *Source) ResolveBranch(ctx context.Context) (string, error) {
+	if b := s.branch(); b != "" || s.file != "" {
+		return b, nil
+	}
+	var (
+		head *plumbing.Reference
+		refs []*plumbing.Reference
+		err  error
+	)
 	if s.local != "" {
 		repo, err := s.openLocal()
 		if err != nil {
 			return "", err
 		}
-		ref, err := repo.Reference(plumbing.NewBranchReferenceName(s.opts.Branch), true)
+		if head, err = repo.Reference(plumbing.HEAD, false); err != nil {
+			return "", fmt.Errorf("%s: reading HEAD: %v", s.local, err)
+		}
+		if head.Type() != plumbing.SymbolicReference {
+			return "", fmt.Errorf("%s: HEAD is detached (not on a branch): give the branch to follow", s.local)
+		}
+	} else {
+		if refs, err = s.remote.ListContext(ctx, &git.ListOptions{Auth: s.auth}); err != nil {
+			return "", fmt.Errorf("ls-remote %s: %v", redactURL(s.opts.URL), err)
+		}
+		head = headOf(refs)
+		if head == nil {
+			return "", fmt.Errorf("ls-remote %s: the remote names no HEAD branch: give the branch to follow", redactURL(s.opts.URL))
+		}
+	}
+	name := head.Target()
+	if !name.IsBranch() {
+		return "", fmt.Errorf("%s: HEAD points at %s, not a branch: give the branch to follow", redactURL(s.opts.URL), name)
+	}
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	if s.opts.Branch == "" {
+		s.opts.Branch = name.Short()
+	}
+	return s.opts.Branch, nil
+}
+
+// headOf finds the remote's HEAD branch among its advertised refs: the
+// symbolic HEAD when the server sends it, else the one branch at HEAD's
+// commit (main, then master, when several are).
+func headOf(refs []*plumbing.Reference) *plumbing.Reference {
+	var head *plumbing.Reference
+	for _, r := range refs {
+		if r.Name() == plumbing.HEAD {
+			head = r
+		}
+	}
+	switch {
+	case head == nil:
+		return nil
+	case head.Type() == plumbing.SymbolicReference:
+		return head
+	}
+	var at []plumbing.ReferenceName
+	for _, r := range refs {
+		if r.Name().IsBranch() && r.Type() == plumbing.HashReference && r.Hash() == head.Hash() {
+			at = append(at, r.Name())
+		}
+	}
+	for _, pref := range []plumbing.ReferenceName{"refs/heads/main", "refs/heads/master"} {
+		if slices.Contains(at, pref) {
+			return plumbing.NewSymbolicReference(plumbing.HEAD, pref)
+		}
+	}
+	if len(at) == 1 {
+		return plumbing.NewSymbolicReference(plumbing.HEAD, at[0])
+	}
+	return nil
+}
+
+// Head asks the remote for the branch's head commit: a cheap ls-remote,
+// done before any fetch. For a file source it is the file's content hash.
+func (s *Source) Head(ctx context.Context) (string, error) {
+	if s.file != "" {
+		_, rev, err := s.readFile()
+		return rev, err
+	}
+	branch, err := s.ResolveBranch(ctx)
+	if err != nil {
+		return "", err
+	}
+	if s.local != "" {
+		repo, err := s.openLocal()
 		if err != nil {
-			return "", fmt.Errorf("%s: no branch %q: %v", s.local, s.opts.Branch, err)
+			return "", err
+		}
+		ref, err := repo.Reference(plumbing.NewBranchReferenceName(branch), true)
+		if err != nil {
+			return "", fmt.Errorf("%s: no branch %q: %v", s.local, branch, err)
 		}
 		return ref.Hash().String(), nil
 	}
@@ -218,18 +328,25 @@ func (s *Source) Head(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("ls-remote %s: %v", redactURL(s.opts.URL), err)
 	}
-	want := plumbing.NewBranchReferenceName(s.opts.Branch)
+	want := plumbing.NewBranchReferenceName(branch)
 	for _, r := range refs {
 		if r.Name() == want {
 			return r.Hash().String(), nil
 		}
 	}
-	return "", fmt.Errorf("ls-remote %s: no branch %q", redactURL(s.opts.URL), s.opts.Branch)
+	return "", fmt.Errorf("ls-remote %s: no branch %q", redactURL(s.opts.URL), branch)
 }
 
 // Fetch makes sure hash is in the local storage, fetching the branch with
 // force when it is not (a force-pushed branch is followed, not merged).
 func (s *Source) Fetch(ctx context.Context, hash string) (*Commit, error) {
+	if s.file != "" {
+		return s.fetchFile(hash)
+	}
+	branch, err := s.ResolveBranch(ctx)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := plumbing.NewHash(hash)
@@ -240,7 +357,7 @@ func (s *Source) Fetch(ctx context.Context, hash string) (*Commit, error) {
 			return nil, err
 		}
 	} else if _, err := repo.CommitObject(h); err != nil {
-		spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/remotes/origin/%s", s.opts.Branch, s.opts.Branch))
+		spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/remotes/origin/%s", branch, branch))
 		err := s.repo.FetchContext(ctx, &git.FetchOptions{
 			RemoteName: "origin",
 			RefSpecs:   []config.RefSpec{spec},

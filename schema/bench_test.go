@@ -76,10 +76,10 @@ func BenchmarkParseLarge(b *testing.B) {
 	b.ReportMetric(float64(len(data))/(1<<20), "file-MB")
 }
 
-// BenchmarkParseQuickstart loads the quickstart example: the latency of a
+// BenchmarkParseQuickstart loads the complete example: the latency of a
 // typical file in CI or at each reconcile.
 func BenchmarkParseQuickstart(b *testing.B) {
-	data, err := os.ReadFile("../examples/quickstart/armoriq.yaml")
+	data, err := os.ReadFile("../examples/complete/armoriq.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -54,11 +54,11 @@ func exampleFiles(t testing.TB) []string {
 	return files
 }
 
-// TestHCLMatchesYAML loads the quickstart in both forms: the typed Configs
+// TestHCLMatchesYAML loads the complete example in both forms: the typed Configs
 // must be equal apart from positions and sources.
 func TestHCLMatchesYAML(t *testing.T) {
-	y, yd := LoadFile("../examples/quickstart/armoriq.yaml")
-	h, hd := LoadFile("../examples/quickstart/armoriq.hcl")
+	y, yd := LoadFile("../examples/complete/armoriq.yaml")
+	h, hd := LoadFile("../examples/complete/armoriq.hcl")
 	if len(yd)+len(hd) > 0 {
 		t.Fatalf("diagnostics: yaml\n%s\nhcl\n%s", yd, hd)
 	}
@@ -75,7 +75,7 @@ func TestHCLMatchesYAML(t *testing.T) {
 
 // TestDecoded checks defaults, positions and order of the typed Config.
 func TestDecoded(t *testing.T) {
-	c, ds := LoadFile("../examples/quickstart/armoriq.yaml")
+	c, ds := LoadFile("../examples/complete/armoriq.yaml")
 	if ds.HasErrors() {
 		t.Fatal(ds)
 	}
@@ -95,7 +95,7 @@ func TestDecoded(t *testing.T) {
 	if want := []string{"engineering", "support", "admins"}; !cmp.Equal(names, want) {
 		t.Errorf("groups order: got %v, want file order %v", names, want)
 	}
-	if got, want := c.Servers[2].Pos, (Pos{File: "../examples/quickstart/armoriq.yaml", Line: 34, Col: 5}); got != want {
+	if got, want := c.Servers[2].Pos, (Pos{File: "../examples/complete/armoriq.yaml", Line: 34, Col: 5}); got != want {
 		t.Errorf("files server Pos: got %v, want %v", got, want)
 	}
 	r := c.Policy.Rules[1]

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -23,7 +25,7 @@ type gatewayFlags struct {
 
 func (g *gatewayFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&g.url, "gateway", "", "gateway URL (default $ARMORIQ_GATEWAY or http://127.0.0.1:8080)")
-	fs.StringVar(&g.apiKey, "api-key", "", "API key (default $ARMORIQ_API_KEY, then ~/.armoriq/credentials.json)")
+	fs.StringVar(&g.apiKey, "api-key", "", "admin API key (default: .armoriq/admin.key for a local gateway, else $ARMORIQ_API_KEY, then ~/.armoriq/credentials.json)")
 	fs.StringVar(&g.apiKeyFile, "api-key-file", "", "file holding the API key, e.g. DATA/admin.key")
 }
 
@@ -31,8 +33,14 @@ func (g *gatewayFlags) register(fs *pflag.FlagSet) {
 type adminClient struct {
 	base string
 	key  string
-	http *http.Client
+	// keySource says where the key came from, for an error about its role.
+	keySource string
+	http      *http.Client
 }
+
+// localAdminKeys are the admin key files of a gateway run from the current
+// directory: armoriq up's, then armoriq gateway's default data directory.
+var localAdminKeys = []string{upDefaultData + "/admin.key", ".armoriq-data/admin.key"}
 
 func (g *gatewayFlags) client(e *env) (*adminClient, error) {
 	// The credentials file (armoriq login) comes after the flags and the
@@ -51,27 +59,61 @@ func (g *gatewayFlags) client(e *env) (*adminClient, error) {
 	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
 		return nil, usageErrorf("--gateway %q must be an http:// or https:// URL", base)
 	}
-	key := g.apiKey
-	if key == "" && g.apiKeyFile != "" {
+	key, source, err := g.resolveKey(e, base, creds.APIKey, haveCreds, credErr)
+	if err != nil {
+		return nil, err
+	}
+	return &adminClient{base: strings.TrimRight(base, "/"), key: key, keySource: source, http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// resolveKey picks the API key of an admin command: --api-key,
+// --api-key-file, then, for a gateway on this machine, the admin key file
+// of a gateway started in this directory (so that the agent key an SDK
+// reads from ARMORIQ_API_KEY is not used by mistake), then ARMORIQ_API_KEY,
+// then the credentials file of armoriq login. A local admin key file is
+// never sent to a remote gateway.
+func (g *gatewayFlags) resolveKey(e *env, base, credsKey string, haveCreds bool, credErr error) (key, source string, err error) {
+	switch {
+	case g.apiKey != "":
+		return g.apiKey, "--api-key", nil
+	case g.apiKeyFile != "":
 		b, err := os.ReadFile(g.apiKeyFile)
 		if err != nil {
-			return nil, usageErrorf("--api-key-file: %v", err)
+			return "", "", usageErrorf("--api-key-file: %v", err)
 		}
-		key = strings.TrimSpace(string(b))
+		return strings.TrimSpace(string(b)), g.apiKeyFile, nil
 	}
-	if key == "" {
-		key = e.Getenv("ARMORIQ_API_KEY")
+	if loopbackURL(base) {
+		for _, path := range localAdminKeys {
+			if k, err := readKeyFile(path); err == nil {
+				return k, path, nil
+			}
+		}
 	}
-	if key == "" && credErr != nil {
-		return nil, usageErrorf("%v", credErr)
+	if k := e.Getenv("ARMORIQ_API_KEY"); k != "" {
+		return k, "$ARMORIQ_API_KEY", nil
 	}
-	if key == "" && haveCreds {
-		key = creds.APIKey
+	if credErr != nil {
+		return "", "", usageErrorf("%v", credErr)
 	}
-	if key == "" {
-		return nil, usageErrorf("an API key is required: --api-key, --api-key-file, ARMORIQ_API_KEY or armoriq login")
+	if haveCreds && credsKey != "" {
+		return credsKey, "~/.armoriq/credentials.json (armoriq login)", nil
 	}
-	return &adminClient{base: strings.TrimRight(base, "/"), key: key, http: &http.Client{Timeout: 60 * time.Second}}, nil
+	return "", "", usageErrorf("an API key is required: --api-key, --api-key-file, ARMORIQ_API_KEY or armoriq login (a gateway started here keeps its admin key in %s)", localAdminKeys[0])
+}
+
+// loopbackURL reports whether u's host is this machine.
+func loopbackURL(u string) bool {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	h := pu.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // apiError is an error answer from the gateway.
@@ -103,6 +145,10 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 		}
 		if json.Unmarshal(data, &eb) != nil || eb.Error.Message == "" {
 			eb.Error.Message = strings.TrimSpace(string(data))
+		}
+		if resp.StatusCode == http.StatusForbidden && eb.Error.Code == "forbidden" {
+			// The key's role is not enough: say which key it was.
+			eb.Error.Message += fmt.Sprintf(" (the key came from %s; use an admin key: --api-key-file DATA/admin.key)", c.keySource)
 		}
 		return &apiError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 	}

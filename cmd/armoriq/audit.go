@@ -52,7 +52,9 @@ type auditFlags struct {
 	limit    int
 }
 
-func (a *auditFlags) register(fs *pflag.FlagSet, filters bool) {
+// register declares the flags; with filters, the record filters, with
+// --limit defaulting to limit (0: every record).
+func (a *auditFlags) register(fs *pflag.FlagSet, filters bool, limit int) {
 	a.gw.register(fs)
 	fs.StringVar(&a.data, "data", "", "read a gateway's data directory directly (its SQLite store)")
 	fs.StringVar(&a.storeDSN, "store", "", "read a store directly: postgres://... or a SQLite file")
@@ -64,7 +66,11 @@ func (a *auditFlags) register(fs *pflag.FlagSet, filters bool) {
 		fs.StringVar(&a.phase, "phase", "", "only records of this phase: request, outcome, approval")
 		fs.StringVar(&a.request, "request-id", "", "only the records of this request id (a call's request and outcome)")
 		fs.StringVar(&a.since, "since", "", "only records at or after this time (RFC 3339, or a duration like 1h)")
-		fs.IntVar(&a.limit, "limit", 100, "at most this many records (list only; 0 for the default)")
+		help := "at most this many records, oldest first (1 to 1000)"
+		if limit == 0 {
+			help = "at most this many records, oldest first (1 to 1000; 0: all of them)"
+		}
+		fs.IntVar(&a.limit, "limit", limit, help)
 	}
 }
 
@@ -147,7 +153,7 @@ func auditListCommand() *command {
 		Example: `  armoriq audit list --data .armoriq-data --decision blocked
   armoriq audit list --gateway https://gw.example.com --since 1h --json`,
 		Flags: func(fs *pflag.FlagSet) {
-			a.register(fs, true)
+			a.register(fs, true, 100)
 			fs.BoolVar(&asJSON, "json", false, "print JSON Lines")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
@@ -236,7 +242,7 @@ func auditVerifyCommand() *command {
 	return &command{
 		Use:   "verify",
 		Short: "Check the hash chain; exit 1 naming the first edited, inserted or deleted record",
-		Flags: func(fs *pflag.FlagSet) { a.register(fs, false) },
+		Flags: func(fs *pflag.FlagSet) { a.register(fs, false, 0) },
 		Run: func(ctx context.Context, e *env, args []string) error {
 			st, err := a.localStore(ctx)
 			if err != nil {
@@ -303,11 +309,10 @@ func auditExportCommand() *command {
 		Use:   "export",
 		Short: "Export audit records as JSON Lines",
 		Flags: func(fs *pflag.FlagSet) {
-			a.register(fs, true)
+			a.register(fs, true, 0)
 			fs.StringVarP(&output, "output", "o", "-", "file to write, - for stdout")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
-			a.limit = 0
 			f, err := a.filter(time.Now())
 			if err != nil {
 				return err

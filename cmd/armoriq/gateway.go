@@ -41,6 +41,7 @@ type gatewayOptions struct {
 	maxTTL      time.Duration
 	callTimeout time.Duration
 	logFormat   string
+	logLevel    string
 	shutdown    time.Duration
 	readyFile   string
 	sqliteSync  string
@@ -76,6 +77,9 @@ type gatewayOptions struct {
 	approvalsHook   string
 	approvalsSecret string
 	publicURL       string
+	// local trusts the local signing key without --config or --register
+	// (armoriq up).
+	local bool
 }
 
 func gatewayCommand() *command {
@@ -145,6 +149,7 @@ func (o *gatewayOptions) define(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.maxTTL, "max-token-ttl", time.Hour, "longest validity an intent token may be issued with")
 	fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "time limit of one forwarded tool call")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (adapters' and upstream servers' too)")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 30*time.Second, "how long to let in-flight calls finish on SIGTERM")
 	fs.DurationVar(&o.adapterTimeout, "adapter-timeout", 60*time.Second, "time limit of one call inside an upstream server's adapter")
 	fs.IntVar(&o.adapterConc, "adapter-concurrency", 64, "calls in flight per upstream server's adapter")
@@ -255,8 +260,8 @@ func flagEnvName(flag string) string {
 
 // check validates the options once flags and environment are applied.
 func (o *gatewayOptions) check() error {
-	if o.logFormat != "text" && o.logFormat != "json" {
-		return usageErrorf("--log-format must be text or json, got %q", o.logFormat)
+	if err := checkLogFlags(o.logFormat, o.logLevel); err != nil {
+		return err
 	}
 	if o.approvalTTL <= 0 {
 		return usageErrorf("--approval-ttl must be positive")
@@ -295,41 +300,95 @@ func (o *gatewayOptions) check() error {
 	return nil
 }
 
-func newLogger(w io.Writer, format string) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
+// logLevels are the values of --log-level.
+var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+
+// checkLogFlags checks --log-format and --log-level.
+func checkLogFlags(format, level string) error {
+	if format != "text" && format != "json" {
+		return usageErrorf("--log-format must be text or json, got %q", format)
 	}
-	return slog.New(slog.NewTextHandler(w, nil))
+	if _, ok := logLevels[level]; !ok {
+		return usageErrorf("--log-level must be debug, info, warn or error, got %q", level)
+	}
+	return nil
+}
+
+// newLogger returns the logger of a long-running command: text or JSON on
+// w, at level (debug, info, warn, error; "" is info).
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: logLevels[level]}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
-	log := newLogger(e.Stderr, o.logFormat)
-	if err := os.MkdirAll(o.data, 0o700); err != nil {
-		return usageErrorf("cannot create data directory %s: %v", o.data, err)
-	}
-	trusted, err := loadTrustKeys(o.trustKeys)
+	g, err := openGateway(ctx, e, o)
 	if err != nil {
 		return err
 	}
-	// local holds the local signing key the gateway trusts besides the
-	// --trust-keys (with --config or --register); a reload keeps it.
-	local := make(map[string]ed25519.PublicKey)
-	// The server is created below; the registrar reads its active bundle
-	// through this indirection.
-	var srv *gateway.Server
-	var reg *registrar
-	if o.config != "" || o.register {
-		keyPath := o.localKey
-		if keyPath == "" {
-			keyPath = filepath.Join(o.data, "local-signing.key")
-		}
-		r, err := newRegistrar(keyPath, func() *bundle.Bundle { return srv.ActiveBundle() })
+	defer g.close()
+	banner := e.Stdout
+	if o.auditSink == "stdout" {
+		banner = e.Stderr // standard output carries only audit records
+	}
+	printUpstreams(banner, g.upstream.Status())
+	fmt.Fprintf(banner, "armoriq gateway listening on %s\n", g.url)
+	g.writeReadyFile(o.readyFile)
+	// SIGHUP re-reads the settings file (gateway_reload.go).
+	return g.wait(ctx, o, func() { reloadGateway(ctx, e, o, g.srv, g.local, g.log) })
+}
+
+// gatewayRun is an open gateway: its store, adapters and server, serving
+// on its listener. `armoriq gateway` and `armoriq up` share it.
+type gatewayRun struct {
+	log      *slog.Logger
+	store    store.Store
+	upstream gateway.Upstream
+	srv      *gateway.Server
+	reg      *registrar                   // the local signing key's, with --config, --register or local
+	local    map[string]ed25519.PublicKey // that key, trusted besides the --trust-keys; a reload keeps it
+	hs       *http.Server
+	url      string       // http://HOST:PORT
+	admin    *http.Server // --admin-addr, if set
+	adminURL string
+	errc     chan error
+	// stopStream stops the --audit-sink stream, if any.
+	stopStream func()
+}
+
+// openGateway opens the store, starts the adapter host and the server,
+// creates the admin key on first start (DATA/admin.key), activates
+// --config, and serves on --addr (and --admin-addr). With o.local the local
+// signing key is trusted even without --config or --register (armoriq up
+// pushes bundles signed with it). The caller must close the result.
+func openGateway(ctx context.Context, e *env, o *gatewayOptions) (_ *gatewayRun, err error) {
+	log := newLogger(e.Stderr, o.logFormat, o.logLevel)
+	g := &gatewayRun{log: log, local: make(map[string]ed25519.PublicKey), errc: make(chan error, 2)}
+	defer func() {
 		if err != nil {
-			return err
+			g.close()
 		}
-		reg = r
+	}()
+	if err := os.MkdirAll(o.data, 0o700); err != nil {
+		return nil, usageErrorf("cannot create data directory %s: %v", o.data, err)
+	}
+	trusted, err := loadTrustKeys(o.trustKeys)
+	if err != nil {
+		return nil, err
+	}
+	if o.config != "" || o.register || o.local {
+		// The server is created below; the registrar reads its active
+		// bundle through g.
+		r, err := newRegistrar(o.localKeyPath(), func() *bundle.Bundle { return g.srv.ActiveBundle() })
+		if err != nil {
+			return nil, err
+		}
+		g.reg = r
 		id, pub := r.publicKey()
-		trusted[id], local[id] = pub, pub
+		trusted[id], g.local[id] = pub, pub
 	}
 	if len(trusted) == 0 {
 		log.Warn("no trusted bundle-signing key: every bundle will be refused and every call denied; pass --trust-key or --config")
@@ -340,9 +399,8 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 	if dsn == "" {
 		dsn = "sqlite:" + dbPath + "?synchronous=" + o.sqliteSync
 	}
-	st, err := store.Open(ctx, dsn)
-	if err != nil {
-		return fmt.Errorf("opening the store: %v", err)
+	if g.store, err = store.Open(ctx, dsn); err != nil {
+		return nil, fmt.Errorf("opening the store: %v", err)
 	}
 	if o.storeDSN == "" {
 		// The database holds the token-signing keys: owner only.
@@ -350,29 +408,19 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 			_ = os.Chmod(dbPath+suffix, 0o600)
 		}
 	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			log.Error("closing the store", "error", err)
-		}
-	}()
 
 	// Every upstream server is reached through an adapter process: this
 	// binary re-executed as "armoriq adapter http|stdio", or a pinned
 	// custom adapter. Closing the upstream stops them all.
-	upstream := gateway.NewAdapterUpstream(plugins.NewHost(
+	g.upstream = gateway.NewAdapterUpstream(plugins.NewHost(
 		plugins.WithGetenv(e.Getenv),
 		plugins.WithCallTimeout(o.adapterTimeout),
 		plugins.WithMaxConcurrent(o.adapterConc),
-		plugins.WithLog(e.Stderr, "warn"),
+		plugins.WithLog(e.Stderr, o.logLevel),
 	))
-	defer func() {
-		if err := upstream.Close(); err != nil {
-			log.Error("stopping the adapters", "error", err)
-		}
-	}()
 	cfg := gateway.Config{
 		Metrics: telemetry.NewMetrics(),
-		Store:   st, TrustedKeys: trusted, Upstream: upstream, Logger: log,
+		Store:   g.store, TrustedKeys: trusted, Upstream: g.upstream, Logger: log,
 		MaxTokenTTL: o.maxTTL, CallTimeout: o.callTimeout,
 		Limits: gateway.Limits{
 			ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout,
@@ -385,129 +433,184 @@ func runGateway(ctx context.Context, e *env, o *gatewayOptions) error {
 		},
 	}
 	if o.register {
-		cfg.Registrar = reg
+		cfg.Registrar = g.reg
 	}
-	srv, err = gateway.NewServer(ctx, cfg)
-	if err != nil {
-		return err
+	if g.srv, err = gateway.NewServer(ctx, cfg); err != nil {
+		return nil, err
 	}
-	defer srv.Close()
 	if o.auditSink != "" {
-		stop, err := startAuditStream(ctx, e, o, st, cfg.Metrics, log)
+		stop, err := startAuditStream(ctx, e, o, g.store, cfg.Metrics, log)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer stop()
+		g.stopStream = stop
 	}
 
 	if o.adminKey != "" {
 		data, err := os.ReadFile(o.adminKey)
 		if err != nil {
-			return usageErrorf("--admin-key-file: %v", err)
+			return nil, usageErrorf("--admin-key-file: %v", err)
 		}
-		created, err := srv.EnsureAdminKey(ctx, strings.TrimSpace(string(data)))
+		created, err := g.srv.EnsureAdminKey(ctx, strings.TrimSpace(string(data)))
 		if err != nil {
-			return usageErrorf("--admin-key-file %s: %v", o.adminKey, err)
+			return nil, usageErrorf("--admin-key-file %s: %v", o.adminKey, err)
 		}
 		if created {
 			log.Info("created the admin API key of the key file", "file", o.adminKey)
 		}
-	} else if key, created, err := srv.Bootstrap(ctx); err != nil {
-		return fmt.Errorf("creating the admin key: %v", err)
+	} else if key, created, err := g.srv.Bootstrap(ctx); err != nil {
+		return nil, fmt.Errorf("creating the admin key: %v", err)
 	} else if created {
 		path := filepath.Join(o.data, "admin.key")
 		if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
-			return fmt.Errorf("writing %s: %v", path, err)
+			return nil, fmt.Errorf("writing %s: %v", path, err)
 		}
 		log.Info("created the admin API key", "file", path)
 	}
 	if o.config != "" {
 		data, err := os.ReadFile(o.config)
 		if err != nil {
-			return usageErrorf("--config: %v", err)
+			return nil, usageErrorf("--config: %v", err)
 		}
-		res, err := reg.Register(ctx, o.config, data)
+		res, err := g.reg.Register(ctx, o.config, data)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if res.Bundle == nil {
 			for _, d := range res.Diagnostics {
 				fmt.Fprintln(e.Stderr, d)
 			}
-			return &exitError{Code: exitFailure, Err: fmt.Errorf("%s is invalid: not starting", o.config)}
+			return nil, &exitError{Code: exitFailure, Err: fmt.Errorf("%s is invalid: not starting", o.config)}
 		}
-		act, err := srv.Activate(ctx, res.Bundle, false)
+		act, err := g.srv.Activate(ctx, res.Bundle, false)
 		if err != nil {
-			return fmt.Errorf("activating %s: %v", o.config, err)
+			return nil, fmt.Errorf("activating %s: %v", o.config, err)
 		}
 		log.Info("config activated", "file", o.config, "revision", act.Revision)
 	}
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
-		return usageErrorf("cannot listen on %s: %v", o.addr, err)
+		return nil, usageErrorf("cannot listen on %s: %v", o.addr, err)
 	}
-	hs := srv.NewHTTPServer()
+	g.hs = g.srv.NewHTTPServer()
+	g.url = "http://" + ln.Addr().String()
 	log.Info("gateway listening", "addr", ln.Addr().String(), "store", storeKind(dsn))
-	banner := e.Stdout
-	if o.auditSink == "stdout" {
-		banner = e.Stderr // standard output carries only audit records
-	}
-	fmt.Fprintf(banner, "armoriq gateway listening on http://%s\n", ln.Addr())
-	errc := make(chan error, 2)
-	go func() { errc <- hs.Serve(ln) }()
-	var adminURL string
+	go func() { g.errc <- g.hs.Serve(ln) }()
 	if o.adminAddr != "" {
 		aln, err := net.Listen("tcp", o.adminAddr)
 		if err != nil {
-			hs.Close()
-			return usageErrorf("cannot listen on --admin-addr %s: %v", o.adminAddr, err)
+			return nil, usageErrorf("cannot listen on --admin-addr %s: %v", o.adminAddr, err)
 		}
-		as := &http.Server{Handler: adminHandler(srv), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		defer as.Close()
+		g.admin = &http.Server{Handler: adminHandler(g.srv), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		go func() {
-			if err := as.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("admin listener: %v", err)
+			if err := g.admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				g.errc <- fmt.Errorf("admin listener: %v", err)
 			}
 		}()
 		log.Info("admin listener: metrics and pprof", "addr", aln.Addr().String())
-		adminURL = "http://" + aln.Addr().String()
+		g.adminURL = "http://" + aln.Addr().String()
 	}
-	if o.readyFile != "" {
-		if err := writeFileAtomic(o.readyFile, func(f *os.File) error {
-			_, err := fmt.Fprintf(f, "http://%s\n", ln.Addr())
-			if err == nil && adminURL != "" {
-				_, err = fmt.Fprintln(f, adminURL)
-			}
-			return err
-		}); err != nil {
-			log.Warn("cannot write the ready file", "file", o.readyFile, "error", err)
+	return g, nil
+}
+
+func (o *gatewayOptions) localKeyPath() string {
+	if o.localKey != "" {
+		return o.localKey
+	}
+	return filepath.Join(o.data, "local-signing.key")
+}
+
+// writeReadyFile writes the gateway's URL to path, if set, once it serves,
+// and the --admin-addr URL on a second line.
+func (g *gatewayRun) writeReadyFile(path string) {
+	if path == "" {
+		return
+	}
+	if err := writeFileAtomic(path, func(f *os.File) error {
+		_, err := fmt.Fprintf(f, "%s\n", g.url)
+		if err == nil && g.adminURL != "" {
+			_, err = fmt.Fprintln(f, g.adminURL)
 		}
+		return err
+	}); err != nil {
+		g.log.Warn("cannot write the ready file", "file", path, "error", err)
 	}
-	// SIGHUP re-reads the settings file (gateway_reload.go).
+}
+
+// wait serves until ctx is done, calling onHUP (if not nil) on each
+// SIGHUP, then lets in-flight calls finish within --shutdown-timeout.
+func (g *gatewayRun) wait(ctx context.Context, o *gatewayOptions, onHUP func()) error {
 	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	if onHUP != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 wait:
 	for {
 		select {
-		case err := <-errc:
+		case err := <-g.errc:
 			return fmt.Errorf("serving: %v", err)
 		case <-ctx.Done():
 			break wait
 		case <-hup:
-			reloadGateway(ctx, e, o, srv, local, log)
+			onHUP()
 		}
 	}
-	log.Info("shutting down: finishing in-flight calls", "timeout", o.shutdown)
+	g.log.Info("shutting down: finishing in-flight calls", "timeout", o.shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdown)
 	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("shutdown timed out; closing remaining connections", "error", err)
-		hs.Close()
+	if err := g.hs.Shutdown(sctx); err != nil {
+		g.log.Warn("shutdown timed out; closing remaining connections", "error", err)
+		g.hs.Close()
 	}
-	log.Info("gateway stopped")
 	return nil
+}
+
+// close stops what openGateway started, in order: the listeners, the
+// server, the adapter processes (waiting for them to exit), the store.
+func (g *gatewayRun) close() {
+	if g.hs != nil {
+		g.hs.Close()
+	}
+	if g.admin != nil {
+		g.admin.Close()
+	}
+	if g.stopStream != nil {
+		g.stopStream()
+	}
+	if g.srv != nil {
+		g.srv.Close()
+	}
+	if g.upstream != nil {
+		if err := g.upstream.Close(); err != nil {
+			g.log.Error("stopping the adapters", "error", err)
+		}
+	}
+	if g.store != nil {
+		if err := g.store.Close(); err != nil {
+			g.log.Error("closing the store", "error", err)
+		}
+		g.log.Info("gateway stopped")
+	}
+}
+
+// printUpstreams prints one line per upstream server: up, or down and why.
+func printUpstreams(w io.Writer, sts []gateway.UpstreamStatus) {
+	for _, st := range sts {
+		why := st.LastError
+		if why == "" {
+			why = "no error recorded yet"
+		}
+		switch st.State {
+		case "up":
+			fmt.Fprintf(w, "upstream %s (%s): up\n", st.ID, st.Transport)
+		case "failed":
+			fmt.Fprintf(w, "upstream %s (%s): FAILED, not retried until its config changes: %s\n", st.ID, st.Transport, why)
+		default:
+			fmt.Fprintf(w, "upstream %s (%s): %s, restarting with backoff (restarts: %d): %s\n", st.ID, st.Transport, strings.ToUpper(st.State), st.Restarts, why)
+		}
+	}
 }
 
 // adminHandler serves the operator's endpoints of --admin-addr: the

@@ -40,7 +40,7 @@ type reconcileOptions struct {
 	githubRepo                 string
 	githubAppID                int64
 	githubAppKey               string
-	logFormat                  string
+	logFormat, logLevel        string
 	readyFile                  string
 	backoffMax                 time.Duration
 }
@@ -75,7 +75,7 @@ gateway could not be reached, 2 usage error.`,
       --webhook-addr :9000 --status-addr :9001 --github-repo acme/policy`,
 		Flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&o.source, "source", "", "git repository: a local path, an https:// URL or an SSH URL")
-			fs.StringVar(&o.branch, "branch", "main", "branch to follow")
+			fs.StringVar(&o.branch, "branch", "", "branch to follow (default: the source's HEAD branch: a local repository's checked-out branch, a remote's default branch)")
 			fs.StringVar(&o.path, "path", "armoriq.yaml", "config file within the repository")
 			fs.StringArrayVar(&o.gateways, "gateway", nil, "gateway URL to push to; repeat for several (default: the config's gateways[])")
 			fs.StringVar(&o.apiKey, "api-key", "", "admin API key for --gateway targets (default $ARMORIQ_API_KEY)")
@@ -97,6 +97,7 @@ gateway could not be reached, 2 usage error.`,
 			fs.StringVar(&o.githubAppKey, "github-app-key", "", "the GitHub App's private key (PEM)")
 			fs.DurationVar(&o.backoffMax, "max-backoff", 5*time.Minute, "longest wait between retries of a failing gateway")
 			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+			fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 			fs.StringVar(&o.readyFile, "ready-file", "", "once listening, write the status (else webhook) server's URL to this file")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
@@ -114,8 +115,9 @@ func runReconcile(ctx context.Context, e *env, o *reconcileOptions) error {
 		return usageErrorf("reconcile needs --key FILE, the bundle signing key (create one with 'armoriq keygen -o FILE')")
 	case o.interval < 100*time.Millisecond:
 		return usageErrorf("--interval %s is too short", o.interval)
-	case o.logFormat != "text" && o.logFormat != "json":
-		return usageErrorf("--log-format must be text or json")
+	}
+	if err := checkLogFlags(o.logFormat, o.logLevel); err != nil {
+		return err
 	}
 	if o.webhookSecret == "" {
 		o.webhookSecret = e.Getenv("ARMORIQ_WEBHOOK_SECRET")
@@ -123,7 +125,7 @@ func runReconcile(ctx context.Context, e *env, o *reconcileOptions) error {
 	if o.webhookAddr != "" && o.webhookSecret == "" && !o.once {
 		return usageErrorf("--webhook-addr needs a secret: --webhook-secret or ARMORIQ_WEBHOOK_SECRET")
 	}
-	log := newLogger(e.Stderr, o.logFormat)
+	log := newLogger(e.Stderr, o.logFormat, o.logLevel)
 	key, kid, err := bundle.LoadPrivateKey(o.keyFile)
 	if err != nil {
 		return usageErrorf("signing key: %v", err)
@@ -134,6 +136,12 @@ func runReconcile(ctx context.Context, e *env, o *reconcileOptions) error {
 	})
 	if err != nil {
 		return usageErrorf("%v", err)
+	}
+	if o.webhookAddr != "" && !o.once {
+		// The webhook matches pushes against the branch: know it now.
+		if _, err := src.ResolveBranch(ctx); err != nil {
+			return &exitError{Code: exitUnreachable, Err: fmt.Errorf("%v (or give --branch)", err)}
+		}
 	}
 	targets, err := reconcileTargets(ctx, e, o, src)
 	if err != nil {

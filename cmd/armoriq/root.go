@@ -9,6 +9,7 @@ func rootCommand() *command {
 runs the gateway that enforces them, and reconciles policy from git.`,
 		Sub: []*command{
 			versionCommand(),
+			upCommand(), demoCommand(), demoServerCommand(),
 			adapterCommand(),
 			gatewayCommand(),
 			keysCommand(),

@@ -10,6 +10,10 @@ func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []st
 		"deadurl":        cmdDeadURL,        // mcpserver_test.go
 		"waitready":      cmdWaitReady,      // gateway_script_test.go
 		"httpget":        cmdHTTPGet,        // gateway_script_test.go
+		"eventually":     cmdEventually,     // up_script_test.go
+		"envfile":        cmdEnvFile,        // up_script_test.go
+		"perm":           cmdPerm,           // up_script_test.go
+		"sleep":          cmdSleep,          // up_script_test.go
 		"fakegithub":     cmdFakeGitHub,     // github_script_test.go
 		"githubrequests": cmdGitHubRequests, // github_script_test.go
 		"githook":        cmdGitHook,        // github_script_test.go

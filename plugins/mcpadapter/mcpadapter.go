@@ -135,8 +135,9 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 		return a.session, nil
 	}
 	var (
-		t     mcp.Transport
-		child *exec.Cmd
+		t      mcp.Transport
+		child  *exec.Cmd
+		stderr *lineLogger
 	)
 	switch a.transport {
 	case plugins.TransportHTTP:
@@ -148,7 +149,7 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 			DisableStandaloneSSE: true,
 		}
 	case plugins.TransportStdio:
-		child = a.command()
+		child, stderr = a.command()
 		t = &tapTransport{Transport: &mcp.CommandTransport{Command: child, TerminateDuration: 2 * time.Second}, server: a.cfg.ID}
 	default:
 		return nil, fmt.Errorf("unknown transport %q", a.transport)
@@ -157,6 +158,9 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 	if err != nil {
 		if child != nil && child.Process != nil {
 			killGroup(child.Process.Pid)
+		}
+		if stderr != nil {
+			return nil, a.startFailure(child, stderr, err)
 		}
 		return nil, fmt.Errorf("connecting to %s: %w", a.upstream(), err)
 	}
@@ -187,9 +191,34 @@ func (a *Adapter) upstream() string {
 	return a.cfg.Command
 }
 
+// startFailure explains why a stdio server did not complete the MCP
+// handshake: the SDK only sees its stdout close ("connection closed: EOF"),
+// the reason is in what the server wrote on stderr. Its last lines are
+// logged at WARN with the server id, and the last one ends the error.
+func (a *Adapter) startFailure(child *exec.Cmd, stderr *lineLogger, err error) error {
+	if child.Process == nil { // it never ran: exec's error says why (not found, not executable)
+		return fmt.Errorf("stdio server %q: %w", a.cfg.Command, err)
+	}
+	why := err.Error()
+	if st := child.ProcessState; st != nil {
+		why = "it exited (" + st.String() + ") during the MCP handshake"
+	} else if errors.Is(err, mcp.ErrConnectionClosed) || errors.Is(err, io.EOF) {
+		why = "it closed its stdout during the MCP handshake"
+	}
+	lines := stderr.tail()
+	for _, line := range lines {
+		slog.Warn("stdio server stderr", "server", a.cfg.ID, "line", line)
+	}
+	if len(lines) == 0 {
+		return fmt.Errorf("stdio server %q did not start: %s, writing nothing on stderr", a.cfg.Command, why)
+	}
+	return fmt.Errorf("stdio server %q did not start: %s; its stderr ends with: %s", a.cfg.Command, why, lines[len(lines)-1])
+}
+
 // command builds the stdio server's command: the adapter's environment plus
-// the configured one, its own process group, output to the adapter's log.
-func (a *Adapter) command() *exec.Cmd {
+// the configured one, its own process group, output to the adapter's log
+// (also kept, the last lines, to explain a failed start).
+func (a *Adapter) command() (*exec.Cmd, *lineLogger) {
 	cmd := exec.Command(a.cfg.Command, a.cfg.Args...)
 	for _, kv := range os.Environ() {
 		// go-plugin's variables are the adapter's business, not the server's.
@@ -205,12 +234,13 @@ func (a *Adapter) command() *exec.Cmd {
 	// stderr, so a server that outlives the adapter cannot hold the host's
 	// end open; WaitDelay bounds a grandchild holding the pipe.
 	id := a.cfg.ID
-	cmd.Stderr = &lineLogger{log: func(line string) {
+	stderr := &lineLogger{log: func(line string) {
 		slog.Info("stdio server stderr", "server", id, "line", line)
 	}}
+	cmd.Stderr = stderr
 	cmd.WaitDelay = 2 * time.Second
 	setChildProcAttr(cmd)
-	return cmd
+	return cmd, stderr
 }
 
 // session returns the current session, connecting if needed.
@@ -567,11 +597,39 @@ func (a *Adapter) Health(ctx context.Context) error {
 	return err
 }
 
-// lineLogger logs what is written to it, one call per line.
+// tailLines is how many of a stdio server's last stderr lines are kept.
+const tailLines = 20
+
+// lineLogger logs what is written to it, one call per line, and keeps the
+// last tailLines lines.
 type lineLogger struct {
-	mu  sync.Mutex
-	buf []byte
-	log func(string)
+	mu   sync.Mutex
+	buf  []byte
+	log  func(string)
+	last []string
+}
+
+// tail returns the last lines written, oldest first, with a partial last
+// line if there is one.
+func (w *lineLogger) tail() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := append([]string(nil), w.last...)
+	if rest := strings.TrimSpace(string(w.buf)); rest != "" {
+		out = append(out, rest)
+	}
+	return out
+}
+
+func (w *lineLogger) emit(line string) {
+	if len(line) > 1000 {
+		line = line[:1000] + "…"
+	}
+	w.last = append(w.last, line)
+	if len(w.last) > tailLines {
+		w.last = w.last[1:]
+	}
+	w.log(line)
 }
 
 func (w *lineLogger) Write(p []byte) (int, error) {
@@ -584,12 +642,12 @@ func (w *lineLogger) Write(p []byte) (int, error) {
 			break
 		}
 		if line := strings.TrimRight(string(w.buf[:i]), "\r"); line != "" {
-			w.log(line)
+			w.emit(line)
 		}
 		w.buf = w.buf[i+1:]
 	}
 	if len(w.buf) > 64<<10 { // a very long line: log it in pieces
-		w.log(string(w.buf))
+		w.emit(string(w.buf))
 		w.buf = w.buf[:0]
 	}
 	return len(p), nil
