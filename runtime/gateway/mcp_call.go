@@ -156,7 +156,9 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 	var tokenRef string
 	if raw, ok := tc.meta[metaIntent]; ok || (ab != nil && ab.b.Policy.RequireCSRG) {
 		if !ok {
-			return nil, errorf(KindUnauthenticated, "this gateway requires an intent token: send it in _meta[%q] with the plan", metaIntent)
+			// A plain MCP client meets require_csrg here: say what it
+			// demands and where the token goes.
+			return nil, errorf(KindUnauthenticated, "this gateway requires an intent token on every tools/call (intent.require_csrg in its config): send the token and plan of POST /iap/sdk/token in params._meta[%q] (see docs/mcp.md)", metaIntent)
 		}
 		u, ref, err := ep.checkIntent(ctx, raw, rt, args, inv)
 		if err != nil {

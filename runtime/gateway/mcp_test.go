@@ -393,8 +393,8 @@ func TestMCPUserHeaderAndIntent(t *testing.T) {
 	// require_csrg: a call without an intent is refused.
 	_, err := callText(t, cs, "echo", map[string]any{"text": "hi"})
 	var werr *jsonrpc.Error
-	if !errors.As(err, &werr) || werr.Code != codeUnauthenticated {
-		t.Fatalf("call without intent: %v", err)
+	if !errors.As(err, &werr) || werr.Code != codeUnauthenticated || !strings.Contains(werr.Message, "intent.require_csrg") || !strings.Contains(werr.Message, `params._meta["armoriq/intent"]`) {
+		t.Fatalf("call without intent: got %v, want -32030 naming intent.require_csrg and where the token goes", err)
 	}
 	// With the SDK's token and plan in _meta it goes through.
 	tok := g.issue("ann@example.com", step("web", "echo", map[string]any{"text": "hi"}))
