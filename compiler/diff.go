@@ -32,7 +32,9 @@ func (a Access) Conditional() bool {
 // conditionalAccess names a conditional access. A hold whose condition
 // cannot be evaluated denies (fail closed), so a conditional hold over an
 // allow says so: "hold if when (deny if it fails), else allow". A
-// conditional deny needs no such note: it denies either way.
+// conditional deny needs no such note: it denies either way. A conditional
+// hold over a hold shows only for that: "hold if when (deny if it fails),
+// else hold".
 func conditionalAccess(cond, otherwise policy.Effect) Access {
 	if cond == policy.Hold && otherwise != policy.Deny {
 		return Access(fmt.Sprintf("%s if when (deny if it fails), else %s", cond, otherwise))

@@ -150,3 +150,51 @@ func TestExampleFormatsAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessOfFailClosed: a conditional hold shows that it denies when its
+// condition cannot be evaluated, over an allow and over another hold.
+func TestAccessOfFailClosed(t *testing.T) {
+	cfg, ds := schema.Parse("armoriq.yaml", []byte(`version: v1
+mcp_servers:
+  - id: pay
+    url: https://example.com/mcp
+policy:
+  allow: [pay/send]
+  rules:
+    - name: review-refunds
+      effect: hold
+      tools: [pay/refund]
+    - name: big-refunds
+      effect: hold
+      tools: [pay/refund]
+      when: args.amount > 1000
+    - name: big-payments
+      effect: hold
+      tools: [pay/send]
+      when: args.amount > 1000
+    - name: no-weekend
+      effect: deny
+      tools: [pay/send]
+      when: time.weekday == "sunday"
+`))
+	if ds.HasErrors() {
+		t.Fatal(ds)
+	}
+	e, err := Engine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		tool       string
+		want, rule string
+	}{
+		{"send", "deny if when, else allow", "no-weekend if when, else policy.allow[0]"},
+		{"refund", "hold if when (deny if it fails), else hold", "big-refunds if when, else review-refunds"},
+	}
+	for _, tt := range tests {
+		a, rule := AccessOf(e, Subject{Kind: SubjectAnyone}, "pay", tt.tool)
+		if string(a) != tt.want || rule != tt.rule {
+			t.Errorf("AccessOf(pay/%s) = %q (%s), want %q (%s)", tt.tool, a, rule, tt.want, tt.rule)
+		}
+	}
+}

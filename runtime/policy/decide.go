@@ -19,7 +19,8 @@ func (e *Engine) Decide(req *Request) Decision {
 // Static decides req without evaluating when conditions: rules that have
 // one are left out. conditional is the decision of the strongest such rule
 // that applies to the request (user, agent and tool match) and would change
-// the decision if its condition held; its Effect is "" if there is none.
+// the decision if its condition held, or, for a hold over a hold, if it
+// failed (a failed hold denies); its Effect is "" if there is none.
 // `armoriq diff` reports those pairs as conditional.
 func (e *Engine) Static(req *Request) (d, conditional Decision) {
 	s := search{e: e, req: req, mode: skipWhen}
@@ -40,7 +41,15 @@ func (e *Engine) Static(req *Request) (d, conditional Decision) {
 // conditional deny over the default deny changes nothing.
 func (s *search) changingCond() *rule {
 	r := s.condRule
-	if r == nil || r.rank <= s.bestRank || r.rank == rankDeny && s.best == nil {
+	if r == nil {
+		return nil
+	}
+	if r.rank == rankHold && s.bestRank == rankHold {
+		// Over a hold, a conditional hold changes nothing if its
+		// condition holds, but denies if it fails (fail closed).
+		return r
+	}
+	if r.rank <= s.bestRank || r.rank == rankDeny && s.best == nil {
 		return nil
 	}
 	return r
@@ -117,10 +126,10 @@ func (s *search) scan(list []entry, checkTool, checkServer bool) {
 		}
 		failOnly := false // r cannot name the decision, only fail closed
 		if s.best != nil && r.rank == s.bestRank && r.index > s.best.index {
-			if r.rank != rankHold || r.when == nil || s.mode != evalWhen {
+			if r.rank != rankHold || r.when == nil {
 				continue
 			}
-			failOnly = true
+			failOnly = true // or, without evaluation, noted as conditional
 		}
 		if checkServer && !globMatch(en.server, s.req.Server) {
 			continue

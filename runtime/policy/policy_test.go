@@ -179,6 +179,8 @@ func TestStaticAndVisible(t *testing.T) {
 		when(r("cond-deny-only", "deny", "d/x"), `args.no`),
 		r("deny-e", "deny", "e/x"),
 		when(r("cond-allow-e", "allow", "e/x"), `true`),
+		r("hold-g", "hold", "g/x"),
+		when(r("cond-hold-g", "hold", "g/x"), `args.no`),
 	}}
 	e := mustCompile(t, p)
 	tests := []struct {
@@ -194,6 +196,9 @@ func TestStaticAndVisible(t *testing.T) {
 		{"d/x", Deny, "", "", false},
 		{"e/x", Deny, "", "", false},
 		{"f/x", Deny, "", "", false},
+		// A conditional hold over a hold matters only if it fails: it
+		// then denies.
+		{"g/x", Hold, Hold, "cond-hold-g", true},
 	}
 	for _, tt := range tests {
 		server, tool, _ := strings.Cut(tt.tool, "/")
