@@ -2,6 +2,7 @@ package console
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -48,4 +49,19 @@ func TestTemplatesRender(t *testing.T) {
 	if len(pages) != len(c.pages) {
 		t.Errorf("rendered %d pages, the console has %d", len(pages), len(c.pages))
 	}
+}
+
+func FuzzParseAuditForm(f *testing.F) {
+	f.Add("eve@example.com", "held", "2026-05-01T10:00", "2026-05-01T10:00:00Z", "12")
+	f.Add("", "maybe", "yesterday", "", "-1")
+	f.Fuzz(func(t *testing.T, user, decision, since, until, after string) {
+		q := url.Values{"user": {user}, "decision": {decision}, "since": {since}, "until": {until}, "after": {after}}
+		form, af, err := parseAuditForm(q)
+		if err != nil {
+			return
+		}
+		if af.Decision != "" && !af.Decision.Valid() || af.AfterSeq < 0 || form.Decision != decision {
+			t.Fatalf("parseAuditForm accepted %v as %+v", q, af)
+		}
+	})
 }

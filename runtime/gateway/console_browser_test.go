@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/chromedp/chromedp"
 )
 
@@ -340,4 +342,128 @@ func TestConsoleInBrowser(t *testing.T) {
 	g.do("DELETE", "/v1/keys/"+vid, g.adminKey, nil, 200, nil)
 	b.open("/console/approvals")
 	b.mustSee("after revocation", "Sign in")
+}
+
+// TestOfficialSDKHeldPaymentApprovedInConsole: a payment through the real
+// @armoriq/sdk is held; the SDK's delegation calls find its approval; a
+// person approves it in the console (headless Chromium); the SDK retries
+// and the payment runs exactly once; the audit chain links the hold, the
+// approval and the execution by the approval id.
+func TestOfficialSDKHeldPaymentApprovedInConsole(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed: this test needs Node.js and @armoriq/sdk (.ci/run installs them)")
+	}
+	dir, _ := filepath.Abs("testdata/sdk-e2e")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@armoriq", "sdk")); err != nil {
+		t.Skip("@armoriq/sdk is not installed: run `npm install` in runtime/gateway/testdata/sdk-e2e (.ci/run does)")
+	}
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, bundle.Policy{Rules: []bundle.Rule{
+		{ID: "payments", Effect: bundle.Allow, Tools: []string{"tools/pay"}},
+		{ID: "big-payments", Effect: bundle.Hold, Tools: []string{"tools/pay"}, When: "args.amount > 1000", Reason: "payments over 1000 need a human",
+			Pos: bundle.Pos{File: "armoriq.yaml", Line: 12, Col: 7}},
+	}})
+	b := newBrowser(t, g.http.URL)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "approval.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GATEWAY="+g.http.URL, "ARMORIQ_API_KEY="+g.agentKey)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	// A person sees the pending approval in the console and approves it.
+	var id string
+	for deadline := time.Now().Add(60 * time.Second); id == "" && time.Now().Before(deadline); {
+		var list struct {
+			Approvals []struct {
+				ID string `json:"id"`
+			} `json:"approvals"`
+		}
+		g.do("GET", "/v1/approvals?state=pending", g.adminKey, nil, 200, &list)
+		if len(list.Approvals) > 0 {
+			id = list.Approvals[0].ID
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if id == "" {
+		t.Fatalf("no pending approval appeared; node stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	}
+	b.open("/console/login")
+	b.submit("sign in", map[string]string{"#key": g.adminKey}, `form[action$="/login"] button`)
+	b.open("/console/approvals")
+	b.mustSee("pending payment", "tools/pay", "alice@customer.com", "payments over 1000 need a human")
+	b.load("review", chromedp.Click(chromedp.CSS(`a[href$="/approvals/`+id+`"]`)))
+	b.mustSee("the payment", `"amount": 5000`, `"to": "acme"`)
+	b.submit("approve", map[string]string{"#comment": "invoice 42 matches"}, `button[value=approve]`)
+	b.mustSee("approved", "approved")
+
+	if err := <-done; err != nil || !strings.Contains(stdout.String(), "\nDONE") {
+		t.Fatalf("node approval.js: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	res := map[string]map[string]any{}
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		if l, ok := strings.CutPrefix(line, "RESULT "); ok {
+			var r map[string]any
+			if err := json.Unmarshal([]byte(l), &r); err != nil {
+				t.Fatalf("bad result line %q: %v", l, err)
+			}
+			res[r["scenario"].(string)] = r
+		}
+	}
+	if r := res["held"]; r["ok"] != false || !strings.Contains(fmt.Sprint(r["message"]), "HTTP 403") {
+		t.Errorf("held: %v, want the SDK to raise on HTTP 403", r)
+	}
+	if r := res["requested"]; r["status"] != float64(200) || r["delegationId"] != id || r["state"] != "pending" {
+		t.Errorf("/delegation/request: %v, want %s pending", r, id)
+	}
+	if r := res["approved"]; r["approved"] != true || r["approverEmail"] != "bootstrap admin" {
+		t.Errorf("check-approved: %v", r)
+	}
+	if r := res["retried"]; r["ok"] != true || !strings.Contains(fmt.Sprint(r["value"]), "paid 5000") {
+		t.Errorf("the retried payment: %v, want it paid", r)
+	}
+	if r := res["retried-again"]; r["ok"] != false || !strings.Contains(fmt.Sprint(r["message"]), "HTTP 403") {
+		t.Errorf("the payment retried a second time: %v, want refused", r)
+	}
+	if r := res["mark-executed"]; r["status"] != float64(200) {
+		t.Errorf("mark-executed: %v", r)
+	}
+	if n := g.execs.Load(); n != 1 {
+		t.Errorf("the upstream ran %d payments, want exactly 1", n)
+	}
+
+	// The chain: held → approved (who, why) → request → outcome, all naming
+	// the approval; it verifies.
+	var phases []string
+	for _, r := range g.records(store.AuditFilter{}) {
+		if r.ApprovalID != id {
+			continue
+		}
+		p := string(r.Phase)
+		if p == "" {
+			p = "decision"
+		}
+		phases = append(phases, p+":"+string(r.Decision))
+		if r.Phase == store.PhaseApproval && (r.Service != "bootstrap admin" || !strings.Contains(r.Outcome, "invoice 42 matches")) {
+			t.Errorf("approval record %d: %+v", r.Seq, r)
+		}
+	}
+	got := strings.Join(phases, " ")
+	for _, want := range []string{"decision:held", "approval:allowed", "request:allowed", "outcome:allowed"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("records of %s: %s; missing %s", id, got, want)
+		}
+	}
+	if strings.Count(got, "request:") != 1 {
+		t.Errorf("records of %s: %s; want exactly one request", id, got)
+	}
+	g.checkNoUnauditedExecution()
 }

@@ -249,3 +249,26 @@ func TestWebhookNeverBlocks(t *testing.T) {
 		t.Errorf("a decision took %s with a hanging webhook", d)
 	}
 }
+
+func FuzzNormalizeUserCode(f *testing.F) {
+	for _, s := range []string{"BCDF-GHJK", "bcdf ghjk", "", "AEIO-UUUU", "BCDF-GHJK-", "ßßßß-ßßßß", "bcdfghjk\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, ok := NormalizeUserCode(s)
+		if !ok {
+			return
+		}
+		if len(c) != 9 || c[4] != '-' {
+			t.Fatalf("NormalizeUserCode(%q) = %q", s, c)
+		}
+		for i, r := range c {
+			if i != 4 && !strings.ContainsRune(userCodeAlphabet, r) {
+				t.Fatalf("NormalizeUserCode(%q) = %q has %q", s, c, r)
+			}
+		}
+		if again, ok := NormalizeUserCode(c); !ok || again != c {
+			t.Fatalf("not idempotent: %q → %q → %q", s, c, again)
+		}
+	})
+}
