@@ -26,7 +26,7 @@ type invokeRequest struct {
 
 	IntentToken *sdkIntentToken `json:"intent_token"`
 	MerkleProof json.RawMessage `json:"merkle_proof"`
-	Plan        json.RawMessage `json:"plan"`
+	Plan        bodyJSON        `json:"plan"`
 	Token       json.RawMessage `json:"token"`
 	CSRGToken   json.RawMessage `json:"csrg_token"`
 	UserEmail   string          `json:"user_email"`
@@ -35,14 +35,14 @@ type invokeRequest struct {
 
 // sdkIntentToken is the SDK's raw token as it echoes it back.
 type sdkIntentToken struct {
-	Plan            json.RawMessage `json:"plan"`
+	Plan            bodyJSON        `json:"plan"`
 	Token           json.RawMessage `json:"token"`
 	PlanHash        string          `json:"plan_hash"`
 	MerkleRoot      string          `json:"merkle_root"`
 	IntentReference string          `json:"intent_reference"`
 }
 
-func firstJSON(vals ...json.RawMessage) json.RawMessage {
+func firstJSON[T ~[]byte](vals ...T) json.RawMessage {
 	for _, v := range vals {
 		if t := bytes.TrimSpace(v); len(t) > 0 && !bytes.Equal(t, []byte("null")) && !bytes.Equal(t, []byte("{}")) {
 			return t

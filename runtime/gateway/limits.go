@@ -312,3 +312,14 @@ func (l lazyObject) object() (map[string]any, error) {
 	}
 	return m, nil
 }
+
+// bodyJSON is a JSON value kept as the bytes of the request body it came
+// in, where json.RawMessage would copy them (a plan, sent twice by the
+// SDKs). unmarshalBody's buffer is never reused, which json.Unmarshal's
+// contract asks of a retained slice.
+type bodyJSON []byte
+
+func (b *bodyJSON) UnmarshalJSON(data []byte) error {
+	*b = data
+	return nil
+}

@@ -153,10 +153,10 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var body []byte
 	if r.Method == http.MethodPost {
-		body, err = io.ReadAll(r.Body) // bounded by limitBodies
+		body, err = readBody(r) // bounded by limitBodies, read into one buffer
 		r.Body.Close()
 		if err != nil {
-			writeError(w, bodyError(err, "the request body"))
+			writeError(w, asError(err))
 			return
 		}
 		if n := batchSize(body); n > s.cfg.Limits.MaxBatch {

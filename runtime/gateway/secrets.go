@@ -33,17 +33,24 @@ var secretNames = []string{
 	"client_secret", "bearer", "x-api-key", "set-cookie",
 }
 
-// looksSecret reports whether an argument name is one the gateway refuses.
-func looksSecret(name string) bool {
-	n := strings.ToLower(name)
-	n = strings.ReplaceAll(n, "-", "_")
+// secretNamesNorm are secretNames with '-' as '_', and secretNamesJoined
+// without separators, computed once.
+var secretNamesNorm, secretNamesJoined = func() (norm, joined []string) {
 	for _, s := range secretNames {
 		s = strings.ReplaceAll(s, "-", "_")
-		if strings.Contains(n, s) {
-			return true
-		}
-		// camelCase and run-together forms: "apiKey" → "apikey".
-		if strings.Contains(strings.ReplaceAll(n, "_", ""), strings.ReplaceAll(s, "_", "")) {
+		norm = append(norm, s)
+		joined = append(joined, strings.ReplaceAll(s, "_", ""))
+	}
+	return norm, joined
+}()
+
+// looksSecret reports whether an argument name is one the gateway refuses.
+func looksSecret(name string) bool {
+	n := strings.ReplaceAll(strings.ToLower(name), "-", "_")
+	// camelCase and run-together forms: "apiKey" → "apikey".
+	joined := strings.ReplaceAll(n, "_", "")
+	for i, s := range secretNamesNorm {
+		if strings.Contains(n, s) || strings.Contains(joined, secretNamesJoined[i]) {
 			return true
 		}
 	}
@@ -53,6 +60,61 @@ func looksSecret(name string) bool {
 // findSecretArg returns the path of the first argument (at any depth, in
 // sorted key order) whose name the gateway refuses, or "".
 func findSecretArg(v any, path string) string {
+	f := secretArgFinder{seen: make(map[string]bool)}
+	if !f.has(v) {
+		return ""
+	}
+	segs := f.find(v)
+	var b strings.Builder
+	b.WriteString(path)
+	for i := len(segs) - 1; i >= 0; i-- {
+		seg := segs[i]
+		if b.Len() == 0 {
+			seg = strings.TrimPrefix(seg, ".")
+		}
+		b.WriteString(seg)
+	}
+	return b.String()
+}
+
+// secretArgFinder caches looksSecret: the same keys repeat in every row of
+// a list.
+type secretArgFinder struct{ seen map[string]bool }
+
+func (f secretArgFinder) looks(k string) bool {
+	s, ok := f.seen[k]
+	if !ok {
+		s = looksSecret(k)
+		if len(f.seen) < 4096 {
+			f.seen[k] = s
+		}
+	}
+	return s
+}
+
+// has reports whether any name in v looks secret, in any order and
+// without allocating per value.
+func (f secretArgFinder) has(v any) bool {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if f.looks(k) || f.has(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if f.has(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// find returns the path to the first secret-looking name in sorted key
+// order, as segments (".key", "[i]") from the innermost out, or nil.
+func (f secretArgFinder) find(v any) []string {
 	switch x := v.(type) {
 	case map[string]any:
 		keys := make([]string, 0, len(x))
@@ -61,25 +123,27 @@ func findSecretArg(v any, path string) string {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			p := k
-			if path != "" {
-				p = path + "." + k
+			if f.looks(k) {
+				return []string{"." + k}
 			}
-			if looksSecret(k) {
-				return p
+			if !f.has(x[k]) {
+				continue
 			}
-			if q := findSecretArg(x[k], p); q != "" {
-				return q
+			if q := f.find(x[k]); q != nil {
+				return append(q, "."+k)
 			}
 		}
 	case []any:
 		for i, e := range x {
-			if q := findSecretArg(e, path+"["+strconv.Itoa(i)+"]"); q != "" {
-				return q
+			if !f.has(e) {
+				continue
+			}
+			if q := f.find(e); q != nil {
+				return append(q, "["+strconv.Itoa(i)+"]")
 			}
 		}
 	}
-	return ""
+	return nil
 }
 
 // redacted is what replaces a secret in audit records.
@@ -489,6 +553,7 @@ func lower(c byte) byte {
 // can take (docs/gateway.md, "Limits").
 func redactedJSON(args map[string]any) (json.RawMessage, error) {
 	e := redactEncoder{classes: make(map[string]nameClass)}
+	e.buf = make([]byte, 0, encodedSize(args))
 	if err := e.value(args, false); err != nil {
 		return nil, err
 	}
@@ -500,8 +565,39 @@ type encEntry struct {
 	val  any
 }
 
+// encodedSize estimates the JSON size of v (exact without escapes or
+// redactions), so the encoder allocates its buffer once.
+func encodedSize(v any) int {
+	switch x := v.(type) {
+	case string:
+		return len(x) + 2
+	case json.Number:
+		return len(x)
+	case bool:
+		return 5
+	case map[string]any:
+		n := 2
+		for k, e := range x {
+			n += len(k) + 4 + encodedSize(e)
+		}
+		return n
+	case []any:
+		n := 2
+		for _, e := range x {
+			n += 1 + encodedSize(e)
+		}
+		return n
+	default:
+		return 4
+	}
+}
+
 type redactEncoder struct {
 	buf []byte
+	// scratch holds, per depth, the entries of the map being encoded,
+	// reused by its siblings.
+	scratch [][]encEntry
+	depth   int
 	// classes caches classifyName: the same keys repeat in every row of a
 	// list.
 	classes map[string]nameClass
@@ -539,12 +635,11 @@ func (e *redactEncoder) value(v any, aws bool) error {
 		e.buf = append(e.buf, x...)
 	case map[string]any:
 		// Keys are sorted as encoded (json.Marshal sorts the map's keys).
-		// Small maps, the rows of a list, sort on the stack.
-		var small [8]encEntry
-		entries := small[:0]
-		if len(x) > len(small) {
-			entries = make([]encEntry, 0, len(x))
+		for len(e.scratch) <= e.depth {
+			e.scratch = append(e.scratch, nil)
 		}
+		entries := e.scratch[e.depth][:0]
+		defer func() { e.scratch[e.depth] = entries[:0] }()
 		for k, v := range x {
 			if scrubText(k) != k {
 				// Rare: a key that holds a secret. redact renames it
@@ -571,7 +666,10 @@ func (e *redactEncoder) value(v any, aws bool) error {
 				e.buf = appendJSONString(e.buf, redacted)
 				continue
 			}
-			if err := e.value(en.val, aws || c.aws); err != nil {
+			e.depth++
+			err := e.value(en.val, aws || c.aws)
+			e.depth--
+			if err != nil {
 				return err
 			}
 		}
@@ -582,7 +680,10 @@ func (e *redactEncoder) value(v any, aws bool) error {
 			if i > 0 {
 				e.buf = append(e.buf, ',')
 			}
-			if err := e.value(el, aws); err != nil {
+			e.depth++
+			err := e.value(el, aws)
+			e.depth--
+			if err != nil {
 				return err
 			}
 		}

@@ -179,6 +179,7 @@ func TestRedact(t *testing.T) {
 		{"values under any name", `{"note":"` + testAPIKey + `","q":"Bearer abcdefgh12345","url":"https://u:pw@h/"}`,
 			`{"note":"[REDACTED]","q":"Bearer [REDACTED]","url":"https://u:[REDACTED]@h/"}`},
 		{"values in lists", `{"l":["ok","` + testJWT + `"]}`, `{"l":["ok","[REDACTED]"]}`},
+		{"maps in lists in lists", `{"l":[[{"b":1,"a":{"pwd":"x","c":[{"z":1,"y":2}]}}],{"k":"v"}]}`, `{"l":[[{"a":{"c":[{"y":2,"z":1}],"pwd":"[REDACTED]"},"b":1}],{"k":"v"}]}`},
 		{"AWS secret under an aws name", `{"aws":{"value":"` + testAWSKey + `"}}`, `{"aws":{"value":"[REDACTED]"}}`},
 		{"AWS secret elsewhere is kept", `{"blob":"` + testAWSKey + `"}`, `{"blob":"` + testAWSKey + `"}`},
 		{"an API key as a name", `{"` + testAPIKey + `":"v"}`, `{"[REDACTED]":"v"}`},

@@ -57,7 +57,38 @@ var ErrNotCanonicalizable = errors.New("value has no canonical JSON form")
 // hold integral values come out as integers: build plain values when that
 // matters.
 func Canonical(v any) ([]byte, error) {
-	return appendCanonical(make([]byte, 0, 256), v, 0)
+	// Sized once: growing by append from a small buffer allocates about
+	// five times a large output (large slices grow by a quarter).
+	n := canonicalSize(v, 0)
+	return appendCanonical(make([]byte, 0, n+n/16+64), v, 0)
+}
+
+// canonicalSize estimates the canonical size of v (exact for ASCII text
+// without escapes).
+func canonicalSize(v any, depth int) int {
+	if depth > maxDepth {
+		return 0
+	}
+	switch x := v.(type) {
+	case string:
+		return len(x) + 2
+	case json.Number:
+		return len(x)
+	case map[string]any:
+		n := 2
+		for k, e := range x {
+			n += len(k) + 4 + canonicalSize(e, depth+1)
+		}
+		return n
+	case []any:
+		n := 2
+		for _, e := range x {
+			n += 1 + canonicalSize(e, depth+1)
+		}
+		return n
+	default:
+		return 8
+	}
 }
 
 func appendCanonical(b []byte, v any, depth int) ([]byte, error) {
