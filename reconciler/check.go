@@ -213,10 +213,7 @@ func (r *CheckResult) StepSummary() string {
 // annotation paths are made repository-relative. Reporting is best effort:
 // what GitHub refused is in the Delivery's Problems, never an error.
 func PublishCheck(ctx context.Context, checks *Checks, ev *GitHubEvent, r *CheckResult, root string) Delivery {
-	ds := FromSchema(r.Diagnostics)
-	for i := range ds {
-		ds[i].File, _ = RepoPath(root, ds[i].File)
-	}
+	ds := repoDiagnostics(r, root)
 	config, _ := RepoPath(root, r.Path)
 	where := ev.Where()
 	d := checks.Publish(ctx, ev.SHA, CheckReport{
@@ -237,6 +234,22 @@ func PublishCheck(ctx context.Context, checks *Checks, ev *GitHubEvent, r *Check
 		d.Comment = "updated"
 	}
 	return d
+}
+
+// PublishCommands reports r through workflow commands on stdout only, for
+// a run that cannot use GitHub's API (no token): the runner annotates them
+// without any permission. It returns how many it printed.
+func PublishCommands(stdout io.Writer, r *CheckResult, root string) int {
+	return (&Checks{Stdout: stdout}).commands(repoDiagnostics(r, root))
+}
+
+// repoDiagnostics are r's diagnostics with repository-relative files.
+func repoDiagnostics(r *CheckResult, root string) []Diagnostic {
+	ds := FromSchema(r.Diagnostics)
+	for i := range ds {
+		ds[i].File, _ = RepoPath(root, ds[i].File)
+	}
+	return ds
 }
 
 // PrintCheck writes the findings for a terminal: diagnostics on stderr

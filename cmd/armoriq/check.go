@@ -106,7 +106,15 @@ func publishCheck(ctx context.Context, e *env, ev *reconciler.GitHubEvent, r *re
 	}
 	client, err := reconciler.NewGitHubClient(ctx, auth, ev.Owner, ev.Repo)
 	if err != nil {
-		return usageErrorf("--github: %v (set GITHUB_TOKEN, or --github-app-id and --github-app-key)", err)
+		// Best effort here too: without a token the problems still reach
+		// the runner as workflow commands, and the verdict stands.
+		p := fmt.Sprintf("no GitHub API access: %v (set GITHUB_TOKEN, or --github-app-id and --github-app-key)", err)
+		fmt.Fprintf(e.Stderr, "warning: %s\n", p)
+		fmt.Fprintf(e.Stdout, "::warning title=armoriq could not report to GitHub::%s\n", reconciler.EscapeData(p))
+		if n := reconciler.PublishCommands(e.Stdout, r, e.Getenv("GITHUB_WORKSPACE")); n > 0 {
+			fmt.Fprintf(e.Stderr, "printed %d problems as workflow commands for the runner to annotate\n", n)
+		}
+		return nil
 	}
 	checks := &reconciler.Checks{Client: client, Owner: ev.Owner, Repo: ev.Repo, Stdout: e.Stdout}
 	d := reconciler.PublishCheck(ctx, checks, ev, r, e.Getenv("GITHUB_WORKSPACE"))
