@@ -63,6 +63,11 @@ type gatewayOptions struct {
 	maxBatch          int
 	maxPerKey         int
 
+	// Tracing.
+	trace         string
+	traceEndpoint string
+	traceEndUser  bool
+
 	// The audit stream (--audit-sink).
 	auditSink     string
 	auditFileMax  byteSize
@@ -154,6 +159,9 @@ func (o *gatewayOptions) define(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.adapterTimeout, "adapter-timeout", 60*time.Second, "time limit of one call inside an upstream server's adapter")
 	fs.IntVar(&o.adapterConc, "adapter-concurrency", 64, "calls in flight per upstream server's adapter")
 	fs.StringVar(&o.sqliteSync, "sqlite-sync", "full", "SQLite commit durability: full (fsync each commit: survives power loss) or normal (survives a gateway crash, not a power loss; faster)")
+	fs.StringVar(&o.trace, "trace", "", "send OpenTelemetry traces: otlp-grpc, otlp-http or off (default: OTEL_TRACES_EXPORTER=otlp with OTEL_EXPORTER_OTLP_PROTOCOL, else off)")
+	fs.StringVar(&o.traceEndpoint, "trace-endpoint", "", "OTLP traces endpoint URL (default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT)")
+	fs.BoolVar(&o.traceEndUser, "trace-end-user", false, "record the end user on spans (enduser.id)")
 	fs.StringVar(&o.auditSink, "audit-sink", "", "also stream every committed audit record, in order and at least once, to stdout, file:PATH (JSON lines, rotated by size), otlp (OTLP/HTTP logs to OTEL_EXPORTER_OTLP_ENDPOINT) or otlp:URL")
 	o.auditFileMax = 100 << 20
 	fs.Var(&o.auditFileMax, "audit-file-max-size", "size past which a file:PATH audit sink is rotated (bytes, or with KiB/MiB)")
@@ -271,6 +279,9 @@ func (o *gatewayOptions) check() error {
 			return usageErrorf("%s %q must be an http:// or https:// URL", name, u)
 		}
 	}
+	if err := telemetry.CheckTraceExporter(o.trace); err != nil {
+		return usageErrorf("%v", err)
+	}
 	if o.auditSink != "" {
 		if err := telemetry.CheckSink(o.auditSink); err != nil {
 			return usageErrorf("--audit-sink: %v", err)
@@ -357,6 +368,7 @@ type gatewayRun struct {
 	errc     chan error
 	// stopStream stops the --audit-sink stream, if any.
 	stopStream func()
+	tracing    *telemetry.Tracing
 }
 
 // openGateway opens the store, starts the adapter host and the server,
@@ -418,7 +430,18 @@ func openGateway(ctx context.Context, e *env, o *gatewayOptions) (_ *gatewayRun,
 		plugins.WithMaxConcurrent(o.adapterConc),
 		plugins.WithLog(e.Stderr, o.logLevel),
 	))
+	tcfg, err := telemetry.TracingFromEnv(telemetry.TracingConfig{Exporter: o.trace, Endpoint: o.traceEndpoint, ServiceVersion: buildVersion()}, e.Getenv)
+	if err != nil {
+		return nil, usageErrorf("tracing: %v", err)
+	}
+	if g.tracing, err = telemetry.NewTracing(ctx, tcfg); err != nil {
+		return nil, usageErrorf("tracing: %v", err)
+	}
+	if g.tracing.On() {
+		log.Info("tracing on", "exporter", tcfg.Exporter)
+	}
 	cfg := gateway.Config{
+		Tracing: g.tracing, TraceEndUser: o.traceEndUser,
 		Metrics: telemetry.NewMetrics(),
 		Store:   g.store, TrustedKeys: trusted, Upstream: g.upstream, Logger: log,
 		MaxTokenTTL: o.maxTTL, CallTimeout: o.callTimeout,
@@ -581,6 +604,13 @@ func (g *gatewayRun) close() {
 	}
 	if g.srv != nil {
 		g.srv.Close()
+	}
+	if g.tracing != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := g.tracing.Shutdown(sctx); err != nil {
+			g.log.Warn("exporting the last spans failed", "error", err)
+		}
+		cancel()
 	}
 	if g.upstream != nil {
 		if err := g.upstream.Close(); err != nil {

@@ -378,7 +378,7 @@ func (a *Adapter) CallToolV2(ctx context.Context, call *plugins.ToolCall, ev *pl
 		if token != "" {
 			p.SetProgressToken(token)
 		}
-		return cs.CallTool(ctx, &p)
+		return cs.CallTool(withTraceContext(ctx, p.Meta), &p)
 	})
 }
 
@@ -661,10 +661,19 @@ type headerTransport struct {
 }
 
 func (t *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if len(t.headers) > 0 {
+	tc, _ := req.Context().Value(traceKey{}).(traceContext)
+	if len(t.headers) > 0 || tc.parent != "" {
 		req = req.Clone(req.Context())
 		for k, v := range t.headers {
 			req.Header.Set(k, v)
+		}
+		if tc.parent != "" {
+			// W3C trace context of the call, from its _meta: an HTTP
+			// upstream continues the gateway's trace.
+			req.Header.Set("traceparent", tc.parent)
+			if tc.state != "" {
+				req.Header.Set("tracestate", tc.state)
+			}
 		}
 	}
 	resp, err := t.base.RoundTrip(req)
@@ -674,4 +683,41 @@ func (t *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return resp, err
+}
+
+// traceContext is the W3C trace context a call's _meta carries
+// (traceparent, tracestate), as the MCP semantic conventions place it.
+type traceContext struct{ parent, state string }
+
+type traceKey struct{}
+
+// withTraceContext puts the trace context of meta on ctx, for the HTTP
+// request that carries the call; a malformed traceparent is left out.
+func withTraceContext(ctx context.Context, meta mcp.Meta) context.Context {
+	parent, _ := meta["traceparent"].(string)
+	if !validTraceparent(parent) {
+		return ctx
+	}
+	state, _ := meta["tracestate"].(string)
+	if len(state) > 512 || strings.ContainsAny(state, "\r\n") {
+		state = ""
+	}
+	return context.WithValue(ctx, traceKey{}, traceContext{parent: parent, state: state})
+}
+
+// validTraceparent checks the W3C form 00-<32 hex>-<16 hex>-<2 hex>, so a
+// client's _meta cannot put arbitrary text in an upstream request header.
+func validTraceparent(s string) bool {
+	if len(s) != 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return false
+	}
+	for i, c := range s {
+		if i == 2 || i == 35 || i == 52 {
+			continue
+		}
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return s[:2] != "ff"
 }

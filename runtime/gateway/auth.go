@@ -79,9 +79,9 @@ func presentedKey(r *http.Request) string {
 	return ""
 }
 
-// authenticate checks the request's API key. The key never appears in an
+// authenticateKey checks the request's API key. The key never appears in an
 // error or a log line.
-func (s *Server) authenticate(ctx context.Context, r *http.Request) (caller, error) {
+func (s *Server) authenticateKey(ctx context.Context, r *http.Request) (caller, error) {
 	full := presentedKey(r)
 	if full == "" {
 		return caller{}, errorf(KindUnauthenticated, "an API key is required (X-API-Key or Authorization: Bearer)")

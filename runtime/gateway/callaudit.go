@@ -9,6 +9,7 @@ import (
 
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
+	"go.opentelemetry.io/otel/codes"
 )
 
 // No audit, no action. A call that may reach an upstream is recorded in two
@@ -91,7 +92,10 @@ func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
 	if inv.requestSeq > 0 && final != store.Failed {
 		final = store.Allowed
 	}
-	s.countCall(ctx, inv.rec.Server, inv.rec.Tool, string(final))
+	if inv.rec.TraceID == "" {
+		inv.rec.TraceID = traceIDOf(ctx)
+	}
+	s.callDone(ctx, &inv.rec, final)
 	if inv.requestSeq == 0 {
 		aerr := s.audit(ctx, inv.rec)
 		if aerr != nil && err != nil && asError(err).Kind == KindUnavailable {
@@ -151,12 +155,27 @@ func (s *Server) audit(ctx context.Context, rec store.AuditRecord) error {
 func (s *Server) appendAudit(ctx context.Context, rec store.AuditRecord) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	if rec.TraceID == "" {
+		rec.TraceID = traceIDOf(ctx)
+	}
 	cleanRecord(&rec)
+	ctx, span := s.tracing.Tracer.Start(ctx, "armoriq.audit.commit")
 	start := time.Now()
 	seq, err := s.store.AppendAudit(ctx, rec)
 	if err == nil {
 		s.metrics.AuditCommit(string(rec.Phase), time.Since(start), seq)
 	}
+	if span.IsRecording() {
+		phase := string(rec.Phase)
+		if phase == "" {
+			phase = "decision"
+		}
+		span.SetAttributes(attrAuditPhase.String(phase), attrAuditSeq.Int64(seq), attrDecision.String(string(rec.Decision)))
+		if err != nil {
+			span.SetStatus(codes.Error, "the audit record was not committed")
+		}
+	}
+	span.End()
 	return seq, err
 }
 

@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/armoriq/controlplane/runtime/telemetry"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The route label of a request: a fixed set, never the raw path.
@@ -67,7 +70,14 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		start := time.Now()
 		rt := &reqTiming{route: routeOf(r.URL.Path)}
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqTimingKey{}, rt)))
+		ctx := context.WithValue(r.Context(), reqTimingKey{}, rt)
+		switch rt.route {
+		case routeInvoke, routeMCP, routeToken:
+			var span trace.Span
+			ctx, span = s.startServerSpan(r.WithContext(ctx), rt.route)
+			defer func() { endServerSpan(span, sw.code) }()
+		}
+		next.ServeHTTP(sw, r.WithContext(ctx))
 		m := s.metrics
 		m.Request(rt.route, sw.code)
 		switch rt.route {
@@ -180,6 +190,13 @@ func exactRefs(b *bundle.Bundle) map[string]bool {
 	return out
 }
 
+// callDone counts a call's final decision with bounded labels and puts it
+// on the request's span.
+func (s *Server) callDone(ctx context.Context, rec *store.AuditRecord, decision store.Decision) {
+	s.traceCall(ctx, rec, decision)
+	s.countCall(ctx, rec.Server, rec.Tool, string(decision))
+}
+
 // countCall counts a call's final decision with bounded labels.
 func (s *Server) countCall(ctx context.Context, server, tool, decision string) {
 	route := routeOther
@@ -212,7 +229,12 @@ func (u meteredUpstream) observe(ctx context.Context, srv bundle.Server, start t
 
 func (u meteredUpstream) CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (json.RawMessage, error) {
 	start := time.Now()
-	res, err := u.Upstream.CallTool(ctx, srv, tool, args)
+	sctx, span := u.s.startUpstreamSpan(ctx, srv, tool)
+	res, err := u.Upstream.CallTool(sctx, srv, tool, args)
+	if err != nil && span.IsRecording() {
+		span.SetStatus(codes.Error, "the upstream call failed")
+	}
+	span.End()
 	u.observe(ctx, srv, start, err)
 	return res, err
 }

@@ -210,7 +210,7 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if ab != nil {
 		rec.BundleRevision = ab.b.Manifest.Revision
 	}
-	d := s.decide(ab, &policy.Request{User: user, Agent: trec.Agent, Server: req.MCP, Tool: action, Args: args, Time: inv.start})
+	d := s.decide(ctx, ab, &policy.Request{User: user, Agent: trec.Agent, Server: req.MCP, Tool: action, Args: args, Time: inv.start})
 	inv.decision = d
 	if req.EnforceOnly {
 		rec.Decision, rec.Outcome = decisionOf(d.Effect), "enforce_only"

@@ -174,7 +174,7 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 	}
 
 	// 3. The policy, for this user and the key's agent.
-	d := s.decide(ab, &policy.Request{User: user, Agent: rec.Agent, Server: rt.server.ID, Tool: rt.name, Args: args, Time: inv.start})
+	d := s.decide(ctx, ab, &policy.Request{User: user, Agent: rec.Agent, Server: rt.server.ID, Tool: rt.name, Args: args, Time: inv.start})
 	inv.decision = d
 	switch d.Effect {
 	case policy.Deny:

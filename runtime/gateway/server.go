@@ -43,6 +43,11 @@ type Config struct {
 	// activated in the shared store (default 5s; 0 keeps the default,
 	// negative disables).
 	BundlePoll time.Duration
+	// Tracing is where spans go (default: off, a no-op tracer).
+	Tracing *telemetry.Tracing
+	// TraceEndUser records the end user on spans (enduser.id); off by
+	// default, as traces often leave the security boundary of the audit log.
+	TraceEndUser bool
 	// Metrics receives the gateway's metrics (default: a registry of its
 	// own, served at GET /metrics either way). One Metrics serves one Server.
 	Metrics *telemetry.Metrics
@@ -95,6 +100,7 @@ type Server struct {
 
 	mcpMetrics *mcpMetrics
 	metrics    *telemetry.Metrics
+	tracing    *telemetry.Tracing
 	live       atomic.Pointer[Settings] // what Reload may change
 	tools      toolLabels               // bounds the tool label of the metrics
 	human      human                    // approvals, device logins, console (human.go)
@@ -145,7 +151,10 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = telemetry.NewMetrics()
 	}
-	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now, mcpMetrics: newMCPMetrics(), metrics: cfg.Metrics}
+	if cfg.Tracing == nil {
+		cfg.Tracing, _ = telemetry.NewTracing(ctx, telemetry.TracingConfig{})
+	}
+	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now, mcpMetrics: newMCPMetrics(), metrics: cfg.Metrics, tracing: cfg.Tracing}
 	s.cfg.Upstream = meteredUpstream{Upstream: cfg.Upstream, s: s}
 	s.live.Store(&Settings{TrustedKeys: maps.Clone(cfg.TrustedKeys), MaxTokenTTL: cfg.MaxTokenTTL, CallTimeout: cfg.CallTimeout})
 	if err := s.metrics.Register(stateCollector{s}); err != nil {

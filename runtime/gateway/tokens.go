@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -134,7 +135,7 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 		}
 		// An unbound token's calls name their own end users: the step is
 		// refused here only if no user could be allowed it.
-		d := s.decide(ab, &policy.Request{User: user, AnyUser: email == "", Agent: c.Agent, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
+		d := s.decide(ctx, ab, &policy.Request{User: user, AnyUser: email == "", Agent: c.Agent, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
 		// The token's own policy narrows the bundle's, never widens it.
 		if d.Effect != policy.Deny {
 			if ok, reason := tp.Allows(st.MCP, st.Action); !ok {
@@ -290,16 +291,21 @@ func (s *Server) tokenTTL(expiresIn *json.Number) (time.Duration, error) {
 }
 
 // decide runs the active policy; with no bundle everything is denied.
-func (s *Server) decide(ab *activeBundle, req *policy.Request) policy.Decision {
+func (s *Server) decide(ctx context.Context, ab *activeBundle, req *policy.Request) policy.Decision {
 	if ab == nil {
 		return policy.Decision{Effect: policy.Deny, Reason: "no policy bundle is active on this gateway"}
 	}
 	if _, ok := ab.servers[req.Server]; !ok {
 		return policy.Decision{Effect: policy.Deny, Reason: "server " + quote(req.Server) + " is not in the active bundle " + ab.b.Manifest.Revision}
 	}
+	_, span := s.tracing.Tracer.Start(ctx, "armoriq.policy.decide")
 	start := time.Now()
 	d := ab.engine.Decide(req)
 	s.metrics.PolicyDecision(time.Since(start))
+	if span.IsRecording() {
+		span.SetAttributes(attrPolicyEffect.String(string(d.Effect)), attrRule.String(d.RuleID), attrBundleRevision.String(ab.b.Manifest.Revision))
+	}
+	span.End()
 	return d
 }
 

@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/armoriq/controlplane/runtime/store"
+	"github.com/armoriq/controlplane/runtime/telemetry"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// discardExporter drops spans: the benchmark measures what tracing costs
+// the gateway (spans, attributes, the batch processor), not a network.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkInvokeTracing is one /invoke call through the gateway (SQLite
+// with synchronous=normal, so the fsync does not drown the difference),
+// with tracing off (the default no-op tracer) and on (the SDK, every call
+// sampled, spans batched to an exporter that drops them).
+func BenchmarkInvokeTracing(b *testing.B) {
+	for _, mode := range []string{"off", "on"} {
+		b.Run("tracing="+mode, func(b *testing.B) {
+			st, err := store.OpenSQLiteSync(context.Background(), filepath.Join(b.TempDir(), "armoriq.db"), store.SyncNormal)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			var opts []gatewayOpt
+			if mode == "on" {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+				defer tp.Shutdown(context.Background())
+				opts = append(opts, func(c *Config) { c.Tracing = telemetry.NewTracingWith(tp) })
+			}
+			g := newTestGateway(b, st, opts...)
+			g.pushBundle("rev1", 100, testPolicy())
+			tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
+			body, hdr := invokeRequestFor(tok, "tools", "echo", map[string]any{"text": "hi"})
+			hdr["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+			hc := benchClient()
+			for i := 0; i < 50; i++ {
+				benchPost(b, hc, g.http.URL+"/invoke", g.agentKey, body, hdr)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				benchPost(b, hc, g.http.URL+"/invoke", g.agentKey, body, hdr)
+			}
+		})
+	}
+}
