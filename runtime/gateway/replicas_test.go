@@ -55,6 +55,7 @@ func TestReplicasSharePostgres(t *testing.T) {
 		return r.StatusCode == 401 && r.Header.Get("X-Armoriq-Revoked") == "true"
 	})
 
+	b.srv.waitOutcomes(5 * time.Second) // b appends the call's outcome after answering
 	rep, err := a.store.VerifyAudit(ctx)
 	// One call: its request record and its outcome record.
 	if err != nil || !rep.OK() || rep.Records != 2 || rep.PendingOutcomes != 0 {
