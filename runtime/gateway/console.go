@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
@@ -98,7 +97,9 @@ func (b consoleBackend) Overview(ctx context.Context) (console.Overview, error) 
 // countsAsDecision reports whether an audit record is a call's decision
 // (not an approval event) for the overview's counts.
 func countsAsDecision(r store.AuditRecord) bool {
-	return !strings.HasPrefix(r.Outcome, "approval ")
+	// A forwarded call is a request and an outcome record: count its
+	// request; approval events are not calls.
+	return r.Phase == store.PhaseDecision || r.Phase == store.PhaseRequest
 }
 
 func (b consoleBackend) Approvals(ctx context.Context, f store.ApprovalFilter) ([]store.Approval, error) {

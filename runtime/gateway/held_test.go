@@ -10,6 +10,7 @@ import (
 	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 func enforcementOf(out map[string]any) (action string, dc map[string]any, reason string) {
@@ -170,6 +171,18 @@ func TestMCPHeldCallApproved(t *testing.T) {
 	}
 	if _, err := callText(t, cs, "add", map[string]any{"a": 5000, "b": 1, "_delegation_id": id}); !errors.As(err, &werr) || werr.Code != codeBlocked {
 		t.Fatalf("second retry: %v, want blocked (used)", err)
+	}
+	// The approval id in _meta instead of the arguments.
+	_, err = callText(t, cs, "add", map[string]any{"a": 7000, "b": 1})
+	if !errors.As(err, &werr) || werr.Code != codeHeld {
+		t.Fatalf("second held call: %v", err)
+	}
+	g.do("GET", "/v1/approvals?state=pending", g.adminKey, nil, 200, &list)
+	id2 := list.Approvals[0].ID
+	g.do("POST", "/v1/approvals/"+id2+"/approve", g.adminKey, nil, 200, nil)
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "add", Arguments: map[string]any{"a": 7000, "b": 1}, Meta: mcp.Meta{metaApproval: id2}})
+	if err != nil || res.Content[0].(*mcp.TextContent).Text != "7001" {
+		t.Fatalf("approved retry with _meta: %v, %v", res, err)
 	}
 	// Other arguments are another call: a new approval.
 	if _, err := callText(t, cs, "add", map[string]any{"a": 6000, "b": 1, "_delegation_id": id}); !errors.As(err, &werr) || werr.Code != codeBlocked || !strings.Contains(werr.Message, "other arguments") {
