@@ -32,6 +32,25 @@ var releaseTag = regexp.MustCompile(`^v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$`)
 // sections, `when` expressions, URLs, $VAR syntax, literal secrets) only
 // "armoriq validate" reports.
 func JSONSchema() ([]byte, error) {
+	s, err := generatedJSONSchema()
+	if err != nil {
+		return nil, err
+	}
+	if err := jsonSchemaFixes(s); err != nil {
+		return nil, fmt.Errorf("correcting the generated JSON Schema (has armoriq.cue changed?): %v", err)
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// generatedJSONSchema is CUE's own JSON Schema of #Config, uncorrected.
+func generatedJSONSchema() (map[string]any, error) {
 	ctx := cuecontext.New()
 	v := ctx.CompileBytes(cueSource, cue.Filename("armoriq.cue"))
 	if err := v.Err(); err != nil {
@@ -53,17 +72,7 @@ func JSONSchema() ([]byte, error) {
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return nil, err
 	}
-	if err := jsonSchemaFixes(s); err != nil {
-		return nil, fmt.Errorf("correcting the generated JSON Schema (has armoriq.cue changed?): %v", err)
-	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(s); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return s, nil
 }
 
 // jsonSchemaFixes corrects what CUE's encoder (experimental in CUE v0.17)

@@ -53,6 +53,46 @@ func TestJSONSchemaDraft7Readable(t *testing.T) {
 	}
 }
 
+// TestGeneratedJSONSchemaFallsShort pins why the corrections exist: CUE's
+// own export rejects the quickstart example and valid stdio and plugin
+// servers, which the corrected schema accepts.
+func TestGeneratedJSONSchemaFallsShort(t *testing.T) {
+	raw, err := generatedJSONSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(raw)
+	var s jsonschema.Schema
+	if err := json.Unmarshal(data, &s); err != nil {
+		t.Fatal(err)
+	}
+	rawRS, err := s.Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := compiledJSONSchema(t)
+	quickstart, err := os.ReadFile("../examples/quickstart/armoriq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, src string }{
+		{"the quickstart example", string(quickstart)},
+		{"a stdio server", "version: v1\nmcp_servers:\n  - {id: a, transport: stdio, command: npx}\n"},
+		{"a plugin server", "version: v1\nmcp_servers:\n  - {id: a, transport: plugin, path: ./p, sha256: " + strings.Repeat("ab", 32) + "}\n"},
+	} {
+		inst, err := asJSON([]byte(tc.src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rawRS.Validate(inst); err == nil {
+			t.Errorf("%s: CUE's export now accepts it: are the corrections still needed?", tc.name)
+		}
+		if err := fixed.Validate(inst); err != nil {
+			t.Errorf("%s: the corrected schema rejects it: %v", tc.name, err)
+		}
+	}
+}
+
 // compiledJSONSchema resolves the committed schema with an independent
 // validator (google/jsonschema-go, draft 2020-12).
 func compiledJSONSchema(t *testing.T) *jsonschema.Resolved {
