@@ -1,7 +1,11 @@
 package reconciler
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -231,4 +235,55 @@ func TestPublishCheckCutsToGitHubLimits(t *testing.T) {
 	if len(body) > MaxCommentBody || !strings.Contains(body, "Cut to fit GitHub's limit") {
 		t.Errorf("comment of %d bytes ending %q: want at most %d with a note", len(body), body[len(body)-200:], MaxCommentBody)
 	}
+}
+
+func FuzzRepoPath(f *testing.F) {
+	for _, s := range []string{"./armoriq.yaml", "../x", "/abs/a.yaml", "a/../../b", "sub//x.yaml", ""} {
+		f.Add(s)
+	}
+	root := f.TempDir()
+	f.Fuzz(func(t *testing.T, file string) {
+		got, ok := RepoPath(root, file)
+		if !ok {
+			return
+		}
+		if got == "" || strings.HasPrefix(got, "/") || strings.HasPrefix(got, "./") || got == ".." || strings.HasPrefix(got, "../") || strings.Contains("/"+got+"/", "/../") || strings.Contains(got, "//") {
+			t.Fatalf("RepoPath(%q) = %q: not a clean repository-relative path", file, got)
+		}
+	})
+}
+
+// FuzzWebhookPush sends arbitrary signed bodies as push events: the
+// webhook never fails with a 5xx, and triggers a pass only for a push to
+// the watched branch of the watched repository.
+func FuzzWebhookPush(f *testing.F) {
+	f.Add([]byte(`{"ref":"refs/heads/main","repository":{"full_name":"acme/policy"}}`))
+	f.Add([]byte(`{"ref":"refs/heads/main","repository":{"full_name":"acme/other"}}`))
+	f.Add([]byte(`{"ref":"refs/heads/main"}`))
+	f.Add([]byte(`{"ref":"refs/heads/main","repository":null}`))
+	f.Add([]byte(`[]`))
+	secret := []byte("s")
+	f.Fuzz(func(t *testing.T, body []byte) {
+		triggered := false
+		h := &Webhook{Secret: secret, Branch: "main", Repository: "acme/policy", Trigger: func() { triggered = true }}
+		req := httptest.NewRequest(http.MethodPost, "/hook", bytes.NewReader(body))
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("X-Hub-Signature-256", Sign(secret, body))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code >= 500 {
+			t.Fatalf("status %d for %q", w.Code, body)
+		}
+		if triggered {
+			var p struct {
+				Ref        string
+				Repository struct {
+					FullName string `json:"full_name"`
+				}
+			}
+			if json.Unmarshal(body, &p) != nil || p.Ref != "refs/heads/main" || !strings.EqualFold(p.Repository.FullName, "acme/policy") {
+				t.Fatalf("triggered by %q", body)
+			}
+		}
+	})
 }
