@@ -111,7 +111,7 @@ type Checks struct {
 // the verdict, which is the check's own.
 type Delivery struct {
 	How      string   // "check-run", "status", or "" when GitHub took neither
-	Comment  string   // "created", "updated", "unchanged", or "" for none
+	Comment  string   // "created", "updated" (or left as it was), or "" for none
 	Commands int      // diagnostics printed as workflow commands instead of check run annotations
 	Problems []string // one line per refused or failed request
 }
