@@ -194,7 +194,7 @@ func TestJSONSchemaAgreesWithValidate(t *testing.T) {
 		}
 		configs = append(configs, config{name, data})
 	}
-	for _, pattern := range []string{"../examples/*.yaml", "../examples/*/*.yaml", "testdata/diag/*.yaml"} {
+	for _, pattern := range []string{"../examples/*.yaml", "../examples/*/*.yaml", "testdata/diag/*.yaml", "../cmd/armoriq/*.yaml"} {
 		files, _ := filepath.Glob(pattern)
 		for _, f := range files {
 			data, err := os.ReadFile(f)
