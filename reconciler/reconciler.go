@@ -371,6 +371,9 @@ func (r *Reconciler) targetSteps(ctx context.Context, t *targetState, desired *A
 	for attempt := 0; ; attempt++ {
 		o, pushed := r.targetOnce(ctx, t, desired, suspended)
 		r.recordTarget(t, desired, o, pushed)
+		if pushed {
+			r.reportTo(ctx, t, desired, o)
+		}
 		if o.Condition == Waiting && pushed {
 			log.Warn("target waiting", "reason", o.Reason, "message", o.Message, "attempt", t.status.Attempts)
 		} else if o.Condition == Stalled && pushed {

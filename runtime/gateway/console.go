@@ -55,6 +55,7 @@ func (b consoleBackend) Overview(ctx context.Context) (console.Overview, error) 
 		return o, &Error{Kind: KindUnavailable, Message: "cannot read the bundle status", Err: err}
 	}
 	o.BundleError, o.BundleErrorAt = st.LastError, st.LastErrorAt
+	o.Reconciler = s.human.reconciler.Load()
 	if ab := s.active.Load(); ab != nil {
 		m := ab.b.Manifest
 		o.Revision, o.Sequence, o.CreatedAt, o.ActivatedAt = m.Revision, m.Sequence, m.CreatedAt, ab.activatedAt

@@ -212,8 +212,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	if resp.StatusCode != 403 || approvalID == "" {
 		t.Fatalf("held call: %d %v", resp.StatusCode, out)
 	}
+	g.do("PUT", "/v1/reconciler/status", g.adminKey, map[string]any{"source": "https://github.com/acme/policy@main", "revision": "rev-2026-05-01", "state": "Ready", "reason": "Applied"}, 200, nil)
+	g.do("PUT", "/v1/reconciler/status", g.adminKey, map[string]any{"state": "Fine"}, 400, nil)
+	g.do("PUT", "/v1/reconciler/status", g.agentKey, map[string]any{"state": "Ready"}, 403, nil)
 	b.open("/console/")
-	b.mustSee("overview with a pending approval", "1 approval(s) pending")
+	b.mustSee("overview with a pending approval and the reconciler", "1 approval(s) pending", "https://github.com/acme/policy@main", "Ready")
 	b.shot("02-overview")
 
 	// API keys: create an agent key with its agent identity, shown once; revoke it.

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/runtime/approval"
+	"github.com/armoriq/controlplane/runtime/console"
 	"github.com/armoriq/controlplane/runtime/store"
 )
 
@@ -40,6 +42,8 @@ type human struct {
 	cfg       HumanConfig
 	approvals *approval.Service
 	notify    *notifier
+	// reconciler is the last report of a reconciler (reconcilerstatus.go).
+	reconciler atomic.Pointer[console.ReconcilerStatus]
 }
 
 func (s *Server) initHuman(ctx context.Context) {
@@ -54,7 +58,7 @@ func (s *Server) initHuman(ctx context.Context) {
 		c.SessionTTL = 12 * time.Hour
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
-	s.human = human{cfg: c, approvals: approval.New(s.store, c.ApprovalTTL, s.now)}
+	s.human.cfg, s.human.approvals = c, approval.New(s.store, c.ApprovalTTL, s.now)
 	if c.ApprovalsWebhook != "" {
 		s.human.notify = newNotifier(c.ApprovalsWebhook, c.WebhookSecret, s.log)
 		s.wg.Add(1)

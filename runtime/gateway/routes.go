@@ -47,6 +47,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /delegation/mark-executed", agent(s.handleMarkExecuted))
 	mux.Handle("GET /delegation/my-role", s.handle(s.anyRole(s.handleMyRole)))
 	mux.Handle("POST /delegation/create", agent(s.handleDelegationCreate))
+	mux.Handle("PUT /v1/reconciler/status", admin(s.handleReconcilerStatus))
 	mux.Handle("GET /v1/devices", viewer(s.handleListDevices))
 	mux.Handle("POST /v1/devices/{code}/approve", viewer(s.handleDecideDevice(true)))
 	mux.Handle("POST /v1/devices/{code}/deny", viewer(s.handleDecideDevice(false)))
