@@ -21,6 +21,7 @@ const (
 	attrMCPMethod        = attribute.Key("mcp.method.name")
 	attrMCPSession       = attribute.Key("mcp.session.id")
 	attrMCPProtocol      = attribute.Key("mcp.protocol.version")
+	attrNetTransport     = attribute.Key("network.transport")
 	attrGenAIOperation   = attribute.Key("gen_ai.operation.name")
 	attrGenAITool        = attribute.Key("gen_ai.tool.name")
 	attrHTTPMethod       = attribute.Key("http.request.method")
@@ -60,6 +61,7 @@ func (s *Server) startServerSpan(r *http.Request, route string) (context.Context
 	if span.IsRecording() {
 		span.SetAttributes(attrHTTPMethod.String(r.Method), attrHTTPRoute.String(r.URL.Path))
 		if route == routeMCP {
+			span.SetAttributes(attrNetTransport.String("tcp"))
 			if id := r.Header.Get("Mcp-Session-Id"); id != "" {
 				span.SetAttributes(attrMCPSession.String(id))
 			}

@@ -269,8 +269,37 @@ func testTracing(t *testing.T, j *jaeger, tr *telemetry.Tracing) {
 			t.Errorf("audit record %d (%s) trace_id = %q, want the client's %s", r.Seq, r.Phase, r.TraceID, clientTrace)
 		}
 	}
+
+	// The SDK's token request and /invoke, each continuing a trace.
+	const tokenTrace, invokeTrace = "5bf92f3577b34da6a3ce929d0e0e4736", "6bf92f3577b34da6a3ce929d0e0e4736"
+	planSteps := []any{map[string]any{"action": "echo", "mcp": "web", "params": map[string]any{"text": "hi"}}}
+	resp, data = g.send("POST", "/iap/sdk/token", g.agentKey, map[string]any{
+		"user_id": "alice@example.com", "agent_id": "agent-1", "plan": map[string]any{"goal": "test", "steps": planSteps}, "expires_in": 60.0,
+	}, map[string]string{"traceparent": "00-" + tokenTrace + "-" + clientSpan + "-01"})
+	var tok map[string]any
+	if err := json.Unmarshal(data, &tok); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("token: %d %s", resp.StatusCode, data)
+	}
+	tok["plan_echo"] = map[string]any{"goal": "test", "steps": planSteps}
+	ibody, ihdr := invokeRequestFor(tok, "web", "echo", map[string]any{"text": "hi"})
+	ihdr["traceparent"] = "00-" + invokeTrace + "-" + clientSpan + "-01"
+	if resp, data := g.send("POST", "/invoke", g.agentKey, ibody, ihdr); resp.StatusCode != 200 {
+		t.Fatalf("invoke: %d %s", resp.StatusCode, data)
+	}
+	for _, r := range g.records(store.AuditFilter{Phase: store.PhaseRequest}) {
+		if r.RequestID != recs[0].RequestID && r.TraceID != invokeTrace {
+			t.Errorf("/invoke's request record trace_id = %q, want %s", r.TraceID, invokeTrace)
+		}
+	}
 	if err := tr.Shutdown(context.Background()); err != nil {
 		t.Fatalf("flushing spans: %v", err)
+	}
+	checkSpans(t, j.trace(t, tokenTrace, 3), "POST /iap/sdk/token", clientSpan, "armoriq.authenticate", "armoriq.policy.decide")
+	inv := checkSpans(t, j.trace(t, invokeTrace, 6), "POST /invoke", clientSpan, "armoriq.authenticate", "armoriq.policy.decide", "armoriq.audit.commit", "tools/call echo")
+	for k, want := range map[string]string{"gen_ai.tool.name": "echo", "armoriq.decision": "allowed", "armoriq.rule": "allow-web", "mcp.method.name": "tools/call"} {
+		if got := inv.tag(k); got != want {
+			t.Errorf("/invoke span %s = %q, want %q", k, got, want)
+		}
 	}
 
 	spans := j.trace(t, clientTrace, 6)
@@ -333,12 +362,39 @@ func testTracing(t *testing.T, j *jaeger, tr *telemetry.Tracing) {
 	up.mu.Lock()
 	header, meta := up.header, up.meta
 	up.mu.Unlock()
-	if len(header) != 1 || header[0] != wantTP {
-		t.Errorf("upstream traceparent headers = %q, want [%s]", header, wantTP)
+	if len(header) != 2 || header[0] != wantTP || !strings.Contains(header[1], invokeTrace) {
+		t.Errorf("upstream traceparent headers = %q, want [%s, one of trace %s]", header, wantTP, invokeTrace)
 	}
-	if len(meta) != 1 || meta[0] != wantTP {
-		t.Errorf("upstream _meta.traceparent = %q, want [%s]", meta, wantTP)
+	if len(meta) != 2 || meta[0] != wantTP || !strings.Contains(meta[1], invokeTrace) {
+		t.Errorf("upstream _meta.traceparent = %q, want [%s, one of trace %s]", meta, wantTP, invokeTrace)
 	}
+}
+
+// checkSpans finds the server span called name, under the client's span,
+// with a child of each of the given names, and returns it.
+func checkSpans(t *testing.T, spans []jaegerSpan, name, parent string, children ...string) jaegerSpan {
+	t.Helper()
+	var server jaegerSpan
+	for _, s := range spans {
+		if s.OperationName == name && s.tag("span.kind") == "server" {
+			server = s
+		}
+	}
+	if server.SpanID == "" || server.parent() != parent {
+		t.Fatalf("no server span %q under the client's span %s: %v", name, parent, names(spans))
+	}
+	for _, c := range children {
+		found := false
+		for _, s := range spans {
+			if s.OperationName == c && s.parent() == server.SpanID {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: no %s child span: %v", name, c, names(spans))
+		}
+	}
+	return server
 }
 
 func names(spans []jaegerSpan) []string {
@@ -348,5 +404,3 @@ func names(spans []jaegerSpan) []string {
 	}
 	return out
 }
-
-var _ = strings.Contains
