@@ -57,7 +57,8 @@ type Backend interface {
 	StartDevice(ctx context.Context, base, client string) (deviceCode, userCode string, interval time.Duration, err error)
 	// PollDevice answers a device login's poll: the key id once approved
 	// (its secret is not needed: the session acts as the key), else a
-	// state of pending, slow_down, access_denied or expired_token.
+	// RFC 8628 state: authorization_pending, slow_down, access_denied,
+	// expired_token or invalid_grant.
 	PollDevice(ctx context.Context, deviceCode string) (id Identity, state string, err error)
 }
 

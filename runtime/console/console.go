@@ -469,7 +469,7 @@ func (c *Console) getLoginDevice(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		http.Redirect(w, r, c.prefix+"/", http.StatusSeeOther)
-	case "pending", "slow_down":
+	case "authorization_pending", "slow_down":
 		c.render(w, r, http.StatusOK, "login_wait", page{Title: "Waiting for approval", Data: map[string]string{"UserCode": user}})
 	default:
 		c.setCookie(w, r, deviceCookie, "", c.prefix+"/login", -1)

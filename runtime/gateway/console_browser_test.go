@@ -254,6 +254,37 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("device poll after approval: %d %v", status, grant)
 	}
 
+	// Another browser signs in with a code, which the admin approves; its
+	// sign-out revokes the key made for it.
+	b2 := newBrowser(t, g.http.URL)
+	b2.open("/console/login")
+	b2.load("ask for a code", chromedp.Click(chromedp.CSS(`form[action$="/login/device"] button`)))
+	b2.mustSee("waiting page", "Waiting for approval")
+	code := strings.TrimSpace(evaluate[string](b2, `document.querySelector('.usercode').textContent`))
+	b2.shot("05b-sign-in-with-a-code")
+	b.open("/console/device")
+	b.mustSee("the console sign-in request", code, "console sign-in")
+	b.submit("approve the console sign-in", map[string]string{`input[name=code]`: code, `select[name=role]`: "viewer", `input[name=email]`: "wes@example.com"}, `form[action$="/device"] button[value=approve]`)
+	g.clock.advance(6 * time.Second)
+	b2.open("/console/login/device")
+	b2.mustSee("signed in by code", "Overview")
+	if who := evaluate[string](b2, `document.querySelector('.who .mono').textContent`); who != "wes@example.com" {
+		t.Errorf("signed in by code as %q, want wes@example.com", who)
+	}
+	b2.load("sign out", chromedp.Click(chromedp.CSS(`form[action$="/logout"] button`)))
+	var keys struct {
+		Keys []struct {
+			Name      string  `json:"name"`
+			RevokedAt *string `json:"revoked_at"`
+		} `json:"keys"`
+	}
+	g.do("GET", "/v1/keys", g.adminKey, nil, 200, &keys)
+	for _, k := range keys.Keys {
+		if k.Name == "wes@example.com" && k.RevokedAt == nil {
+			t.Error("signing out of a session made by code did not revoke its key")
+		}
+	}
+
 	// The approval: pending first; approve with a comment; the call runs once.
 	b.open("/console/approvals")
 	b.mustSee("approvals", "pending", "tools/echo", "eve@example.com", "hold-eve")
