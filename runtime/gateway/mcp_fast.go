@@ -34,7 +34,7 @@ type fastRequest struct {
 	Method  string          `json:"method"`
 	Params  *struct {
 		Name           string          `json:"name"`
-		Arguments      json.RawMessage `json:"arguments"`
+		Arguments      bodyJSON        `json:"arguments"` // a slice of the body, not a copy
 		Meta           map[string]any  `json:"_meta"`
 		InputResponses json.RawMessage `json:"inputResponses"`
 		RequestState   json.RawMessage `json:"requestState"`
@@ -94,7 +94,7 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 	if modern {
 		sw.level, _ = p.Meta["io.modelcontextprotocol/logLevel"].(string)
 	}
-	tc := &toolCall{rt: rt, args: p.Arguments, meta: p.Meta}
+	tc := &toolCall{rt: rt, args: json.RawMessage(p.Arguments), meta: p.Meta}
 	if sw.level != "" {
 		tc.log = sw.log
 	}
@@ -104,6 +104,9 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 		tc.request = sw.request
 	}
 	raw, err := ep.callTool(r.Context(), tc)
+	if err == nil && modern {
+		raw = annotateModern(raw)
+	}
 	var out bytes.Buffer
 	out.Grow(len(raw) + 128)
 	out.WriteString(`{"jsonrpc":"2.0","id":`)
@@ -119,9 +122,6 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 		}
 	} else {
 		out.WriteString(`,"result":`)
-		if modern {
-			raw = annotateModern(raw)
-		}
 		out.Write(raw)
 	}
 	out.WriteString("}\n")
@@ -299,13 +299,15 @@ func errorStatus(code int64) int {
 
 // annotateModern adds what a 2026-07-28 result carries and an older
 // upstream did not set: resultType, and the gateway's serverInfo in _meta.
+// The result's values are copied once, as they are, into an output sized
+// for them (a large tool answer is not decoded and re-encoded).
 func annotateModern(raw json.RawMessage) json.RawMessage {
-	var m map[string]json.RawMessage
+	var m map[string]bodyJSON // slices of raw, not copies
 	if json.Unmarshal(raw, &m) != nil || m == nil {
 		return raw
 	}
 	if _, ok := m["resultType"]; !ok {
-		m["resultType"] = json.RawMessage(`"complete"`)
+		m["resultType"] = bodyJSON(`"complete"`)
 	}
 	var meta map[string]json.RawMessage
 	if mr, ok := m["_meta"]; ok {
@@ -317,12 +319,31 @@ func annotateModern(raw json.RawMessage) json.RawMessage {
 	if _, ok := meta["io.modelcontextprotocol/serverInfo"]; !ok {
 		meta["io.modelcontextprotocol/serverInfo"] = serverInfoMeta
 	}
-	m["_meta"], _ = json.Marshal(meta)
-	out, err := json.Marshal(m)
+	mb, err := json.Marshal(meta)
 	if err != nil {
 		return raw
 	}
-	return out
+	m["_meta"] = mb
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := make([]byte, 0, len(raw)+len(mb)+64)
+	out = append(out, '{')
+	for i, k := range keys {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = appendJSONString(out, k)
+		out = append(out, ':')
+		if v := m[k]; len(v) > 0 {
+			out = append(out, v...)
+		} else {
+			out = append(out, "null"...)
+		}
+	}
+	return append(out, '}')
 }
 
 // acceptsBoth reports whether the client accepts JSON and SSE, as the
