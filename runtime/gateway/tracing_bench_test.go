@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"net/http/httptest"
+
 	"context"
+	"github.com/armoriq/controlplane/compiler/bundle"
 	"path/filepath"
 	"testing"
 
@@ -48,6 +51,50 @@ func BenchmarkInvokeTracing(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				benchPost(b, hc, g.http.URL+"/invoke", g.agentKey, body, hdr)
+			}
+		})
+	}
+}
+
+// BenchmarkCallSpans is the tracing work of one allowed call alone, without
+// the HTTP, policy or store work around it: the server span continuing a
+// traceparent, the authentication, policy and two audit commit spans, the
+// upstream span with its trace context put into _meta, and the call's
+// attributes. Off is the default no-op tracer, with and without a
+// traceparent from the client (which is carried on even when off).
+func BenchmarkCallSpans(b *testing.B) {
+	for _, mode := range []string{"off/no-traceparent", "off", "on"} {
+		b.Run("tracing="+mode, func(b *testing.B) {
+			tr, _ := telemetry.NewTracing(context.Background(), telemetry.TracingConfig{})
+			if mode == "on" {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+				defer tp.Shutdown(context.Background())
+				tr = telemetry.NewTracingWith(tp)
+			}
+			s := &Server{tracing: tr, cfg: Config{}}
+			req := httptest.NewRequest("POST", "/mcp", nil)
+			if mode != "off/no-traceparent" {
+				req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+			}
+			req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+			req = req.WithContext(context.WithValue(req.Context(), reqTimingKey{}, &reqTiming{route: routeMCP}))
+			rec := &store.AuditRecord{Server: "tools", Tool: "echo", Rule: "allow", BundleRevision: "rev1"}
+			srv := bundle.Server{ID: "tools"}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				ctx, span := s.startServerSpan(req, routeMCP)
+				for _, name := range []string{"armoriq.authenticate", "armoriq.policy.decide", "armoriq.audit.commit"} {
+					_, c := s.tracing.Tracer.Start(ctx, name)
+					c.End()
+				}
+				uctx, us := s.startUpstreamSpan(ctx, srv, "echo")
+				_ = traceIDOf(uctx)
+				us.End()
+				_, c := s.tracing.Tracer.Start(ctx, "armoriq.audit.commit")
+				c.End()
+				s.traceCall(ctx, rec, store.Allowed)
+				endServerSpan(span, 200)
 			}
 		})
 	}
