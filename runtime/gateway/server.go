@@ -337,7 +337,11 @@ func (s *Server) watchRevocations(ctx context.Context, revs <-chan store.Revocat
 		go func() {
 			defer s.wg.Done()
 			for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-				missed, err := s.store.RevokedSince(ctx, since)
+				// Bounded: a pool connection that went silent with the
+				// listener's would hang the read; the next try gets a new one.
+				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				missed, err := s.store.RevokedSince(actx, since)
+				cancel()
 				if err == nil {
 					for _, m := range missed {
 						apply(m)

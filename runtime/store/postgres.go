@@ -109,6 +109,7 @@ type pgListener struct {
 	channel   string
 	hub       *hub
 	heartbeat time.Duration
+	pingLimit time.Duration
 	// aliveAt (Unix ns) is the last moment the connection was known to be
 	// listening: when LISTEN returned, a notification arrived, or a ping
 	// was answered. Every revocation committed before it was heard.
@@ -124,7 +125,7 @@ type pgListener struct {
 
 func newPGListener(cfg *pgx.ConnConfig, channel string, h *hub) *pgListener {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pgListener{cfg: cfg, channel: channel, hub: h, heartbeat: listenHeartbeat, ctx: ctx, cancel: cancel}
+	return &pgListener{cfg: cfg, channel: channel, hub: h, heartbeat: listenHeartbeat, pingLimit: listenPingLimit, ctx: ctx, cancel: cancel}
 }
 
 // start connects and LISTENs before returning, so a revocation committed
@@ -196,7 +197,7 @@ func (l *pgListener) run(conn *pgx.Conn) {
 
 // ping checks an idle connection; a timed-out wait leaves it usable.
 func (l *pgListener) ping(conn *pgx.Conn) bool {
-	ctx, cancel := context.WithTimeout(l.ctx, listenPingLimit)
+	ctx, cancel := context.WithTimeout(l.ctx, l.pingLimit)
 	defer cancel()
 	if conn.Ping(ctx) != nil {
 		return false

@@ -1,7 +1,11 @@
 package store
 
 import (
+	"context"
+	"net"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -114,4 +118,134 @@ func TestChannelFor(t *testing.T) {
 	if len(a) > 63 || !strings.HasPrefix(a, "armoriq_revocations_") || a == b {
 		t.Errorf("channelFor of two 61-byte schemas = %q and %q, want distinct names of at most 63 bytes", a, b)
 	}
+}
+
+// A LISTEN connection that goes silent without being reset (a partition: the
+// packets stop, no FIN, no RST) is found by the idle pings, replaced, and the
+// Resync says the listener may have missed what was revoked meanwhile.
+func TestPostgresListenerFindsSilentConnection(t *testing.T) {
+	ctx := ctxT(t)
+	dsn := postgresEngine.newDB(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newBlackholeProxy(t, u.Host)
+	u.Host = p.addr
+	s, other := open(t, u.String()), open(t, dsn)
+	l := s.(*sqlStore).listener
+	l.heartbeat, l.pingLimit = 50*time.Millisecond, 200*time.Millisecond
+	ch, err := s.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := other.PutToken(ctx, Token{ID: "t1", IssuedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	silenced := time.Now()
+	p.silence() // every connection open now stops passing bytes
+	if _, err := other.RevokeToken(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ch:
+		if r.Kind != Resync || r.At.After(silenced) {
+			t.Fatalf("after the connection went silent at %v: got %+v, want a resync from before then", silenced, r)
+		}
+		// The pool's connections went silent too: a read with a deadline
+		// fails, drops its connection, and the next try gets a new one
+		// (as the gateway's catch-up does).
+		var missed []Revocation
+		for try := 0; try < 10; try++ {
+			actx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			missed, err = s.RevokedSince(actx, r.At.Add(-time.Minute))
+			cancel()
+			if err == nil {
+				break
+			}
+		}
+		if err != nil || len(missed) != 1 || missed[0].ID != "t1" {
+			t.Errorf("RevokedSince(resync - 1m) = %v, %v; want the revocation made while silent", missed, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no event within 15s of the connection going silent")
+	}
+}
+
+// blackholeProxy forwards TCP to target until silence, after which the
+// connections it has stop passing bytes in either direction while staying
+// open; new connections are forwarded normally.
+type blackholeProxy struct {
+	addr string
+	mu   sync.Mutex
+	live []chan struct{} // closed to silence a connection
+}
+
+func newBlackholeProxy(t *testing.T, target string) *blackholeProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &blackholeProxy{addr: ln.Addr().String()}
+	var conns []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			quiet := make(chan struct{})
+			p.mu.Lock()
+			p.live = append(p.live, quiet)
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if err != nil {
+						dst.Close()
+						return
+					}
+					select {
+					case <-quiet:
+						continue // swallowed
+					default:
+					}
+					if _, err := dst.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	return p
+}
+
+func (p *blackholeProxy) silence() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, q := range p.live {
+		close(q)
+	}
+	p.live = nil
 }
