@@ -112,17 +112,19 @@ func (s *Server) NewHTTPServer() *http.Server {
 }
 
 // extendWrites returns a function that a handler streaming a long answer
-// (the audit export) calls as it writes: it moves the connection's write
-// deadline to WriteTimeout from now, every 256 calls, so a long export is
-// not cut while a client that stops reading still is.
+// (the audit export) calls before each write: once half the write timeout
+// has passed since the last move, it moves the connection's write deadline
+// to WriteTimeout from now. A long export is not cut while it progresses;
+// a client that stops reading still is, WriteTimeout after its last move.
 func (s *Server) extendWrites(w http.ResponseWriter) func() {
 	rc := http.NewResponseController(w)
-	n := 0
+	d := s.cfg.Limits.WriteTimeout
+	var last time.Time
 	return func() {
-		if n%256 == 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout))
+		if now := time.Now(); now.Sub(last) >= d/2 {
+			last = now
+			_ = rc.SetWriteDeadline(now.Add(d))
 		}
-		n++
 	}
 }
 

@@ -388,3 +388,45 @@ func TestConcurrentCallsPerKey(t *testing.T) {
 		t.Errorf("after the slow calls ended: status %d: %v", resp.StatusCode, out)
 	}
 }
+
+// TestLongAnswersExtendTheWriteDeadline streams an answer for longer than
+// the write timeout: with extendWrites (as the audit export does) it
+// arrives whole, without it the server cuts it.
+func TestLongAnswersExtendTheWriteDeadline(t *testing.T) {
+	const writeTimeout = 300 * time.Millisecond
+	g := newTestGateway(t, nil, withLimits(Limits{WriteTimeout: writeTimeout}))
+	stream := func(extend bool) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			keep := g.srv.extendWrites(w)
+			for i := 0; i < 8; i++ {
+				if extend {
+					keep()
+				}
+				fmt.Fprintf(w, "chunk %d\n", i)
+				http.NewResponseController(w).Flush()
+				time.Sleep(writeTimeout / 3)
+			}
+			fmt.Fprintln(w, "end")
+		})
+	}
+	for _, extend := range []bool{true, false} {
+		hs := g.srv.NewHTTPServer()
+		hs.Handler = stream(extend)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go hs.Serve(ln)
+		resp, err := http.Get("http://" + ln.Addr().String() + "/")
+		var body []byte
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		hs.Close()
+		whole := strings.HasSuffix(string(body), "end\n")
+		if whole != extend {
+			t.Errorf("extend=%v: the answer arrived whole: %v (%q)", extend, whole, body)
+		}
+	}
+}
