@@ -112,18 +112,34 @@ func (s *Service) Request(ctx context.Context, c Call) (a store.Approval, create
 		return store.Approval{}, false, fmt.Errorf("%w: a held call needs its token, step, server and tool", ErrInvalid)
 	}
 	hash := HashArgs(c.Args)
+	for attempt := 0; ; attempt++ {
+		a, created, err = s.request(ctx, c, hash)
+		if !errors.Is(err, store.ErrConflict) || attempt == 2 {
+			return a, created, err
+		}
+		// Another request of the same call won the race, or an open
+		// approval past its expiry was not swept yet: sweep, look again.
+		if _, err := s.Expire(ctx); err != nil {
+			return store.Approval{}, false, err
+		}
+	}
+}
+
+func (s *Service) request(ctx context.Context, c Call, hash string) (store.Approval, bool, error) {
 	now := s.now().UTC()
 	open, err := s.store.ListApprovals(ctx, store.ApprovalFilter{TokenID: c.TokenID, Step: c.Step, ArgsHash: hash, Limit: 20})
 	if err != nil {
 		return store.Approval{}, false, err
 	}
 	for _, o := range open {
-		if (o.State == store.ApprovalPending || o.State == store.ApprovalApproved) && now.Before(o.ExpiresAt) &&
-			o.Server == c.Server && o.Tool == c.Tool {
+		if (o.State == store.ApprovalPending || o.State == store.ApprovalApproved) && now.Before(o.ExpiresAt) {
+			if o.Server != c.Server || o.Tool != c.Tool {
+				return store.Approval{}, false, fmt.Errorf("%w: token %s step %d is already held for %s/%s", ErrInvalid, c.TokenID, c.Step, o.Server, o.Tool)
+			}
 			return o, false, nil
 		}
 	}
-	a = store.Approval{
+	a := store.Approval{
 		ID: newID(), State: store.ApprovalPending, CreatedAt: now, ExpiresAt: now.Add(s.ttl),
 		TokenID: c.TokenID, PlanHash: c.PlanHash, Step: c.Step, Server: c.Server, Tool: c.Tool,
 		ArgsHash: hash, Arguments: c.Redacted, User: c.User, Agent: c.Agent,

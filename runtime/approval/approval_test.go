@@ -197,3 +197,37 @@ func FuzzValidID(f *testing.F) {
 		}
 	})
 }
+
+// TestRequestRace: replicas holding the same call at once make one approval.
+func TestRequestRace(t *testing.T) {
+	s, _ := newService(t)
+	var wg sync.WaitGroup
+	ids := make([]string, 8)
+	for i := range ids {
+		wg.Go(func() {
+			a, _, err := s.Request(context.Background(), payment())
+			if err != nil {
+				t.Errorf("Request: %v", err)
+			}
+			ids[i] = a.ID
+		})
+	}
+	wg.Wait()
+	for _, id := range ids[1:] {
+		if id != ids[0] {
+			t.Fatalf("concurrent requests of one call made several approvals: %v", ids)
+		}
+	}
+}
+
+// TestExpiredThenHeldAgain: a call held again after its approval expired
+// (not yet swept) gets a new approval.
+func TestExpiredThenHeldAgain(t *testing.T) {
+	s, clk := newService(t)
+	a, _, _ := s.Request(context.Background(), payment())
+	clk.t = clk.t.Add(2 * time.Hour)
+	b, created, err := s.Request(context.Background(), payment())
+	if err != nil || !created || b.ID == a.ID {
+		t.Fatalf("held again after expiry: %s created %v, %v; want a new approval", b.ID, created, err)
+	}
+}

@@ -13,7 +13,9 @@ import (
 // Store.
 type HumanStore interface {
 	// CreateApproval records a new pending approval. ErrConflict if the id
-	// exists, ErrInvalid if a required field is missing.
+	// exists or the same call (token, step, arguments hash) already has an
+	// open one (pending or approved, expired or not); ErrInvalid if a
+	// required field is missing.
 	CreateApproval(ctx context.Context, a Approval) error
 	// GetApproval returns the approval with this id.
 	GetApproval(ctx context.Context, id string) (Approval, error)
@@ -253,6 +255,13 @@ var humanTables = []string{
 		revoke_key_on_end BIGINT NOT NULL
 	)`,
 	`CREATE INDEX console_sessions_expires_at ON console_sessions (expires_at)`,
+}
+
+// oneOpenApproval makes a second open (pending or approved) approval of
+// the same call a conflict, so two replicas holding the same call at once
+// create one approval between them.
+var oneOpenApproval = []string{
+	`CREATE UNIQUE INDEX approvals_open_call ON approvals (token_id, step, args_hash) WHERE state IN ('pending', 'approved')`,
 }
 
 // ---- approvals

@@ -102,6 +102,7 @@ func testApprovalLifecycle(t *testing.T, e engine) {
 	}
 	// Pending first, then newest.
 	c := approvalN("ap3")
+	c.ArgsHash = "third"
 	c.CreatedAt = t0.Add(-time.Minute)
 	if err := s.CreateApproval(ctx, c); err != nil {
 		t.Fatal(err)
@@ -138,6 +139,12 @@ func testApprovalExecutedOnce(t *testing.T, e engine) {
 	if _, err := s.DecideApproval(ctx, "ap1", ApprovalDecision{Approve: true, ByKeyID: "k", At: t0.Add(time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
+	// One open approval per call: a second one of the same call conflicts
+	// while this one is approved and unused.
+	dup := approvalN("ap1-dup")
+	if err := s.CreateApproval(ctx, dup); !errors.Is(err, ErrConflict) {
+		t.Errorf("a second open approval of the same call: got %v, want ErrConflict", err)
+	}
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	for range 8 {
@@ -157,13 +164,18 @@ func testApprovalExecutedOnce(t *testing.T, e engine) {
 	if got.State != ApprovalExecuted || got.ExecutedAt.IsZero() {
 		t.Errorf("after execution: state %s, executed_at %v", got.State, got.ExecutedAt)
 	}
+	if err := s.CreateApproval(ctx, dup); err != nil {
+		t.Errorf("a new approval of the call once the first was used: %v", err)
+	}
 }
 
 func testApprovalExpiry(t *testing.T, e engine) {
 	ctx := ctxT(t)
 	s := open(t, e.newDB(t))
 	for _, id := range []string{"pending", "approved", "late"} {
-		if err := s.CreateApproval(ctx, approvalN(id)); err != nil {
+		a := approvalN(id)
+		a.ArgsHash = "ah-" + id
+		if err := s.CreateApproval(ctx, a); err != nil {
 			t.Fatal(err)
 		}
 	}

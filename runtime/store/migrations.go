@@ -110,6 +110,7 @@ var migrations = []migration{
 		`ALTER TABLE api_keys ADD COLUMN agent TEXT NOT NULL DEFAULT ''`,
 	}},
 	{4, "approvals, device logins, console sessions", humanTables},
+	{5, "one open approval per call", oneOpenApproval},
 }
 
 // migrate applies the steps the database lacks (all of migrations, but
