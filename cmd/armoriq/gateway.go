@@ -105,8 +105,8 @@ creates an admin API key and writes it to DATA/admin.key (mode 0600).
 
 Bundles are accepted only when signed by a --trust-key. With --config the
 gateway compiles that armoriq.yaml at start, signs it with a local key
-(DATA/local-signing.key, created on first use and trusted) and activates it:
-the quickest way to run a gateway on one machine. --register also lets the
+(DATA/local-signing.key, created on first use and trusted) and activates it
+(armoriq up does the same for the current directory, and follows its edits). --register also lets the
 SDK's POST /iap/sdk/register activate configs signed with that local key.
 
 Every flag not given on the command line can be set by an environment
