@@ -57,7 +57,8 @@ SDK (runtime/client), and prints each step with what the gateway answered:
 It exits 0 only when every step behaved as expected, 1 otherwise.
 
 The agent key comes from --api-key-file (default DATA/agent.key) or
-ARMORIQ_API_KEY; the audit is read with DATA/admin.key.`,
+ARMORIQ_API_KEY; the audit is read with DATA/admin.key. The key files of
+DATA are used only for a gateway on this machine (a loopback address).`,
 		Example: `  armoriq up &      # or in another terminal
   armoriq demo`,
 		Flags: func(fs *pflag.FlagSet) {
@@ -90,9 +91,14 @@ func runDemo(ctx context.Context, e *env, o *demoOptions) error {
 		return usageErrorf("--gateway %q must be an http:// or https:// URL", base)
 	}
 	base = strings.TrimRight(base, "/")
-	agentKey, keySource, err := demoAgentKey(e, o)
+	// The key files of a local up are never sent to another machine.
+	local := loopbackURL(base)
+	agentKey, keySource, err := demoAgentKey(e, o, local)
 	if err != nil {
 		return err
+	}
+	if o.adminKey == "" && !local {
+		return usageErrorf("--gateway %s is not on this machine: give the key to read its audit with --admin-key-file (the keys in %s are only used for a local gateway)", base, o.data)
 	}
 	adminPath := firstNonEmpty(o.adminKey, filepath.Join(o.data, "admin.key"))
 	adminKey, err := readKeyFile(adminPath)
@@ -344,7 +350,7 @@ func toolText(raw json.RawMessage) string {
 }
 
 // demoAgentKey is the agent key the demo calls with, and where it came from.
-func demoAgentKey(e *env, o *demoOptions) (key, source string, err error) {
+func demoAgentKey(e *env, o *demoOptions, local bool) (key, source string, err error) {
 	if o.agentKeyFile != "" {
 		k, err := readKeyFile(o.agentKeyFile)
 		if err != nil {
@@ -354,6 +360,9 @@ func demoAgentKey(e *env, o *demoOptions) (key, source string, err error) {
 	}
 	if k := e.Getenv("ARMORIQ_API_KEY"); k != "" {
 		return k, "$ARMORIQ_API_KEY", nil
+	}
+	if !local {
+		return "", "", usageErrorf("no agent key for a gateway on another machine: set ARMORIQ_API_KEY or give --api-key-file (the keys in %s are only used for a local gateway)", o.data)
 	}
 	path := filepath.Join(o.data, "agent.key")
 	k, err := readKeyFile(path)
