@@ -76,7 +76,8 @@ policy {
     groups = ["support"]
     agents = ["support-agent"]
     when   = "try(args.priority, 0) == 1" # or a string
-    reason = "urgent tickets are triaged by the on-call lead"
+    reason    = "urgent tickets are triaged by the on-call lead"
+    approvers = ["oncall-lead@example.com"]
   }
 }
 
