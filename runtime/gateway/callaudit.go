@@ -10,6 +10,7 @@ import (
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // No audit, no action. A call that may reach an upstream is recorded in two
@@ -109,9 +110,12 @@ func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
 		out.Decision = store.Allowed
 	}
 	s.outcomes.Add(1)
+	// The outcome's commit belongs to the call's trace (its span), not to
+	// the request's lifetime.
+	octx := trace.ContextWithSpan(context.Background(), trace.SpanFromContext(ctx))
 	go func() {
 		defer s.outcomes.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(octx, 30*time.Second)
 		defer cancel()
 		var err error
 		// A reset connection is usually back at the next try.

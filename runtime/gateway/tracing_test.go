@@ -229,7 +229,7 @@ func newTracedUpstream(t *testing.T) *tracedUpstream {
 // traceparent header and in _meta.
 func TestTracingToJaeger(t *testing.T) {
 	j := startJaeger(t)
-	for _, exporter := range []string{telemetry.TraceOTLPGRPC, telemetry.TraceOTLPHTTP} {
+	for i, exporter := range []string{telemetry.TraceOTLPGRPC, telemetry.TraceOTLPHTTP} {
 		t.Run(exporter, func(t *testing.T) {
 			endpoint := "http://" + j.otlpGRPC
 			if exporter == telemetry.TraceOTLPHTTP {
@@ -239,19 +239,21 @@ func TestTracingToJaeger(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			testTracing(t, j, tr)
+			testTracing(t, j, tr, fmt.Sprint(i+1))
 		})
 	}
 }
 
-func testTracing(t *testing.T, j *jaeger, tr *telemetry.Tracing) {
+// testTracing runs the calls; tag (one hex digit) keeps each run's trace
+// ids apart in the one Jaeger.
+func testTracing(t *testing.T, j *jaeger, tr *telemetry.Tracing, tag string) {
 	up := newTracedUpstream(t)
 	g := adapterGateway(t, "1", nil, func(c *Config) { c.Tracing = tr; c.TraceEndUser = false })
 	g.pushServers("rev-traced", 1, bundle.Policy{Rules: []bundle.Rule{{ID: "allow-web", Effect: bundle.Allow, Tools: []string{"web/*"}}}},
 		bundle.Server{ID: "web", Transport: "http", URL: up.url, ToolPrefix: "never"})
 
 	// A client's trace: the gateway continues it.
-	const clientTrace, clientSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	clientTrace, clientSpan := tag+"bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`
 	resp, data := g.send("POST", "/mcp", g.agentKey, []byte(body), map[string]string{
 		"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-06-18",
@@ -271,7 +273,7 @@ func testTracing(t *testing.T, j *jaeger, tr *telemetry.Tracing) {
 	}
 
 	// The SDK's token request and /invoke, each continuing a trace.
-	const tokenTrace, invokeTrace = "5bf92f3577b34da6a3ce929d0e0e4736", "6bf92f3577b34da6a3ce929d0e0e4736"
+	tokenTrace, invokeTrace := tag+"cf92f3577b34da6a3ce929d0e0e4736", tag+"df92f3577b34da6a3ce929d0e0e4736"
 	planSteps := []any{map[string]any{"action": "echo", "mcp": "web", "params": map[string]any{"text": "hi"}}}
 	resp, data = g.send("POST", "/iap/sdk/token", g.agentKey, map[string]any{
 		"user_id": "alice@example.com", "agent_id": "agent-1", "plan": map[string]any{"goal": "test", "steps": planSteps}, "expires_in": 60.0,
@@ -303,6 +305,7 @@ func testTracing(t *testing.T, j *jaeger, tr *telemetry.Tracing) {
 	}
 
 	spans := j.trace(t, clientTrace, 6)
+	t.Logf("trace %s in Jaeger: %v", clientTrace, names(spans))
 	byName := map[string][]jaegerSpan{}
 	for _, s := range spans {
 		byName[s.OperationName] = append(byName[s.OperationName], s)
