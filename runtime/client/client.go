@@ -35,8 +35,10 @@ type Options struct {
 	// Endpoint is one gateway URL serving the backend, proxy and IAP APIs.
 	// BackendEndpoint and ProxyEndpoint override it for one API each. When
 	// all are empty: BACKEND_ENDPOINT, PROXY_ENDPOINT, IAP_ENDPOINT, then
-	// ARMORIQ_ENDPOINT, each API taking the first that is set. There is no default: a client never silently talks
-	// to a hosted service or to localhost.
+	// ARMORIQ_ENDPOINT, each API taking the first that is set, then the
+	// gateway of the credentials file when its key is the one in use. There
+	// is no default: a client never silently talks to a hosted service or to
+	// localhost.
 	Endpoint, BackendEndpoint, ProxyEndpoint string
 	// IAPEndpoint (else IAP_ENDPOINT, else Endpoint, else the backend) is
 	// the SDKs' third service (delegation); kept for parity, unused so far.
@@ -66,6 +68,8 @@ type credentials struct {
 	APIKey string `json:"apiKey"`
 	UserID string `json:"userId"`
 	Email  string `json:"email"`
+	// Gateway is written by armoriq login (the SDKs ignore it).
+	Gateway string `json:"gateway"`
 }
 
 // New resolves the configuration; it makes no request (call Health to check
@@ -99,6 +103,10 @@ func New(opts Options) (*Client, error) {
 		return nil, newError(KindConfiguration, 0, "agent id is required: set Options.AgentID or AGENT_ID")
 	}
 	general := first(opts.Endpoint, getenv("ARMORIQ_ENDPOINT"))
+	if general == "" && c.apiKey == creds.APIKey {
+		// The gateway armoriq login saved, only with the key it issued.
+		general = creds.Gateway
+	}
 	c.backend = first(opts.BackendEndpoint, opts.Endpoint, getenv("BACKEND_ENDPOINT"), general)
 	c.proxy = first(opts.ProxyEndpoint, opts.Endpoint, getenv("PROXY_ENDPOINT"), general)
 	c.iap = first(opts.IAPEndpoint, opts.Endpoint, getenv("IAP_ENDPOINT"), general, c.backend)

@@ -216,6 +216,10 @@ func TestNew(t *testing.T) {
 		[]byte(`{"apiKey":"ak_live_file","email":"f@x","userId":"file-user","orgId":"o","savedAt":"now"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	loginHome := t.TempDir() // as armoriq login writes it
+	_ = os.MkdirAll(filepath.Join(loginHome, ".armoriq"), 0o700)
+	_ = os.WriteFile(filepath.Join(loginHome, ".armoriq", "credentials.json"),
+		[]byte(`{"apiKey":"ak_live_login","email":"vera@example.com","userId":"vera@example.com","gateway":"https://gw.login.example"}`), 0o600)
 	badHome := t.TempDir()
 	_ = os.MkdirAll(filepath.Join(badHome, ".armoriq"), 0o700)
 	_ = os.WriteFile(filepath.Join(badHome, ".armoriq", "credentials.json"), []byte(`{`), 0o600)
@@ -248,6 +252,14 @@ func TestNew(t *testing.T) {
 			}
 			return ""
 		}},
+		{name: "credentials of armoriq login name the gateway", home: loginHome, env: map[string]string{"AGENT_ID": "a"}, check: func(c *Client) string {
+			if c.apiKey != "ak_live_login" || c.proxy != "https://gw.login.example" || c.backend != "https://gw.login.example" {
+				return "the login's gateway not used"
+			}
+			return ""
+		}},
+		{name: "another key does not take the login's gateway", home: loginHome, env: map[string]string{"ARMORIQ_API_KEY": "ak_test_other", "AGENT_ID": "a"},
+			wantErr: "gateway endpoint is required"},
 		{name: "split endpoints", env: map[string]string{"ARMORIQ_API_KEY": "ak_test_x", "USER_ID": "u", "AGENT_ID": "a",
 			"BACKEND_ENDPOINT": "https://api.example", "PROXY_ENDPOINT": "https://proxy.example", "IAP_ENDPOINT": "https://iap.example", "CONTEXT_ID": "ctx"},
 			check: func(c *Client) string {

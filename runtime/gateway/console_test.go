@@ -104,6 +104,20 @@ func TestConsoleCookiesOverTLS(t *testing.T) {
 	if resp, body := post("/console/keys", url.Values{"name": {"ok"}, "role": {"viewer"}, "csrf": {csrf}}, ts.URL); resp.StatusCode != 201 || !strings.Contains(body, "ak_live_") {
 		t.Errorf("creating a key with the token: %d", resp.StatusCode)
 	}
+	// The audit export of the filtered records.
+	g.pushBundle("rev1", 1, testPolicy())
+	params := map[string]any{"text": "hi"}
+	tok := g.issue("alice@example.com", step("tools", "echo", params))
+	g.sdkInvoke(g.agentKey, tok, "tools", "echo", params, nil)
+	g.srv.waitOutcomes(readWait)
+	resp, body := get("/console/audit/export?user=alice%40example.com&decision=allowed")
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") || strings.Count(body, "\n") != 2 || !strings.Contains(body, `"user":"alice@example.com"`) {
+		t.Errorf("audit export: %d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Disposition"), body)
+	}
+	if resp, _ := get("/console/audit?decision=maybe"); resp.StatusCode != 400 {
+		t.Errorf("a bad audit filter: %d, want 400", resp.StatusCode)
+	}
+
 	// No secret in a URL, ever: the key is only in the answer to the form.
 	if resp, _ := get("/console/keys"); strings.Contains(resp.Request.URL.String(), "ak_live_") {
 		t.Error("a key reached a URL")
