@@ -13,12 +13,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/armoriq/controlplane/runtime/client"
 )
 
+// bearer sends the API key as MCP clients do.
+type bearer struct{ key string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.key)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
 // TestQuickstart runs each quickstart program of this directory, as the
 // README does, against a real `armoriq up` enforcing this directory's
-// armoriq.yaml: the Go one (runtime/client) and the Node one (the official
+// armoriq.yaml: the Go one (runtime/client), a plain MCP client with the
+// agent key on /mcp, and the Node one (the official
 // @armoriq/sdk 0.2.6; skipped, saying why, without Node or the package).
 func TestQuickstart(t *testing.T) {
 	if testing.Short() {
@@ -42,6 +54,33 @@ func TestQuickstart(t *testing.T) {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("output: got\n%s\nwant it to contain %q", out.String(), want)
 			}
+		}
+	})
+
+	// A plain MCP client, with nothing but the agent key: the quickstart
+	// leaves intent.require_csrg off, so it lists and calls tools.
+	t.Run("mcp", func(t *testing.T) {
+		ctx := context.Background()
+		tr := &mcp.StreamableClientTransport{Endpoint: gw + "/mcp", HTTPClient: &http.Client{Transport: bearer{agentKey}}}
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "plain-client", Version: "1"}, nil).Connect(ctx, tr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+		lt, err := cs.ListTools(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, tl := range lt.Tools {
+			names = append(names, tl.Name)
+		}
+		if got := strings.Join(names, ","); got != "get_forecast,get_weather" {
+			t.Errorf("tools/list: got %s, want get_forecast,get_weather", got)
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_weather", Arguments: map[string]any{"city": "Boston"}})
+		if err != nil || res.IsError || !strings.HasPrefix(res.Content[0].(*mcp.TextContent).Text, "Weather in Boston: ") {
+			t.Fatalf("tools/call get_weather: %+v, %v", res, err)
 		}
 	})
 
