@@ -201,7 +201,10 @@ func who(r bundle.Rule) string {
 		parts = append(parts, "agents="+strings.Join(r.Agents, ","))
 	}
 	if len(parts) == 0 {
-		return "anyone"
+		parts = append(parts, "anyone")
+	}
+	if len(r.Approvers) > 0 {
+		parts = append(parts, "approvers="+strings.Join(r.Approvers, ","))
 	}
 	return strings.Join(parts, " ")
 }
