@@ -30,6 +30,13 @@ func TestMetrics(t *testing.T) {
 	if resp, _ := g.sdkInvoke(g.agentKey, tok, "no-such-server", "x", nil, nil); resp.StatusCode < 400 {
 		t.Fatalf("invoke on an unknown server: %d, want refused", resp.StatusCode)
 	}
+	// And one through /mcp.
+	mcpBody := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tools_echo","arguments":{"text":"hi"}}}`
+	if resp, data := g.send("POST", "/mcp", g.agentKey, []byte(mcpBody), map[string]string{
+		"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-06-18",
+	}); resp.StatusCode != 200 || !strings.Contains(string(data), "echo: hi") {
+		t.Fatalf("tools/call through /mcp: %d %q", resp.StatusCode, data)
+	}
 	g.srv.waitOutcomes(readWait)
 
 	problems, err := testutil.CollectAndLint(m.Registry())
@@ -45,6 +52,9 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{
 		`armoriq_tool_calls_total{decision="allowed",route="invoke",server="tools",tool="echo"} 1`,
 		`armoriq_tool_calls_total{decision="allowed",route="invoke",server="tools",tool="add"} 1`,
+		`armoriq_tool_calls_total{decision="allowed",route="mcp",server="tools",tool="echo"} 1`,
+		`armoriq_mcp_tool_calls_total{decision="allowed"} 1`,
+		`armoriq_mcp_requests_total 1`,
 		`armoriq_tool_calls_total{decision="blocked",route="invoke",server="tools",tool="other"} 1`,
 		`armoriq_tool_calls_total{decision="blocked",route="invoke",server="other",tool="other"} 1`,
 		`armoriq_tokens_issued_total{result="issued"} 1`,
@@ -52,15 +62,15 @@ func TestMetrics(t *testing.T) {
 		`armoriq_http_requests_total{code="2xx",route="invoke"} 2`,
 		`armoriq_http_requests_total{code="4xx",route="invoke"} 2`,
 		`armoriq_bundle_info{revision="rev1",sequence="100"} 1`,
-		`armoriq_audit_commit_seconds_count{phase="request"} 2`,
-		`armoriq_audit_commit_seconds_count{phase="outcome"} 2`,
+		`armoriq_audit_commit_seconds_count{phase="request"} 3`,
+		`armoriq_audit_commit_seconds_count{phase="outcome"} 3`,
 		`armoriq_audit_commit_seconds_count{phase="decision"} 3`,
-		`armoriq_upstream_call_seconds_count{result="ok",server="tools"} 2`,
+		`armoriq_upstream_call_seconds_count{result="ok",server="tools"} 3`,
+		`armoriq_added_latency_seconds_count{route="mcp"} 1`,
 		`armoriq_added_latency_seconds_count{route="invoke"} 4`,
 		`armoriq_added_latency_seconds_count{route="token"} 2`,
 		`armoriq_policy_decision_seconds_count `,
-		`armoriq_audit_chain_length 7`,
-		`armoriq_mcp_requests_total 0`,
+		`armoriq_audit_chain_length 9`,
 		`go_goroutines `,
 	} {
 		if !strings.Contains(text, want) {
@@ -70,7 +80,7 @@ func TestMetrics(t *testing.T) {
 	if strings.Contains(text, "made-up") || strings.Contains(text, "alice") {
 		t.Errorf("a caller-chosen value became a label:\n%s", text)
 	}
-	if rep, err := g.store.VerifyAudit(context.Background()); err != nil || rep.Records != 7 {
-		t.Fatalf("VerifyAudit = %+v, %v; the chain length metric says 7", rep, err)
+	if rep, err := g.store.VerifyAudit(context.Background()); err != nil || rep.Records != 9 {
+		t.Fatalf("VerifyAudit = %+v, %v; the chain length metric says 9", rep, err)
 	}
 }
