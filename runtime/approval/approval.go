@@ -136,6 +136,13 @@ func (s *Service) request(ctx context.Context, c Call, hash string) (store.Appro
 			if o.Server != c.Server || o.Tool != c.Tool {
 				return store.Approval{}, false, fmt.Errorf("%w: token %s step %d is already held for %s/%s", ErrInvalid, c.TokenID, c.Step, o.Server, o.Tool)
 			}
+			// A service key names its end users: an approval open for
+			// one of them is not this call's, and there is one open
+			// approval per token, step and arguments (the store's unique
+			// index), so this call waits until that one is settled.
+			if o.User != c.User || o.Agent != c.Agent {
+				return store.Approval{}, false, fmt.Errorf("%w: token %s step %d with these arguments is already held for another end user or agent (approval %s); retry once it is decided and used, or expired", ErrInvalid, c.TokenID, c.Step, o.ID)
+			}
 			return o, false, nil
 		}
 	}
@@ -270,6 +277,11 @@ func (s *Service) Claim(ctx context.Context, id string, c Call) (store.Approval,
 	if a.TokenID != c.TokenID || a.Step != c.Step || a.Server != c.Server || a.Tool != c.Tool || a.ArgsHash != HashArgs(c.Args) {
 		return a, fmt.Errorf("%w: approval %s was given for %s/%s step %d of another token or with other arguments",
 			ErrMismatch, id, a.Server, a.Tool, a.Step)
+	}
+	// A service key names its end users: what a person approved for one
+	// of them does not run for another (nor under another agent).
+	if a.User != c.User || a.Agent != c.Agent {
+		return a, fmt.Errorf("%w: approval %s was given for a call made for another end user or agent", ErrMismatch, id)
 	}
 	if err := stateError(a); err != nil {
 		return a, err
