@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/armoriq/controlplane/runtime/store"
 )
@@ -238,9 +240,15 @@ func (s *Service) Decide(ctx context.Context, id string, who Approver, approve b
 	if len(comment) > 1000 {
 		return store.Approval{}, fmt.Errorf("%w: the comment is longer than 1000 characters", ErrInvalid)
 	}
+	if !utf8.ValidString(comment) {
+		return store.Approval{}, fmt.Errorf("%w: the comment is not valid UTF-8", ErrInvalid)
+	}
 	for _, r := range comment {
-		if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
-			return store.Approval{}, fmt.Errorf("%w: the comment holds a control character", ErrInvalid)
+		// Controls, and format characters that reorder or hide text from
+		// whoever reads the decision (bidirectional overrides, zero-width
+		// characters), as identities refuse them.
+		if unicode.IsControl(r) && r != '\n' && r != '\t' || unicode.In(r, unicode.Cf, unicode.Co) {
+			return store.Approval{}, fmt.Errorf("%w: the comment holds the control or formatting character %U", ErrInvalid, r)
 		}
 	}
 	a, err := s.Get(ctx, id)

@@ -35,7 +35,10 @@ func approvalError(err error) error {
 // decideApproval approves or denies approval id as c, records the decision
 // in the audit log and notifies the webhook.
 func (s *Server) decideApproval(ctx context.Context, c caller, id string, approve bool, comment string, link string) (store.Approval, error) {
-	a, err := s.human.approvals.Decide(ctx, id, callerIdentity(c), approve, comment)
+	// A credential pasted into the comment is redacted before it is
+	// stored (docs/gateway.md, "Redaction"): the approvals table, the
+	// audit log and the webhook see "[REDACTED]".
+	a, err := s.human.approvals.Decide(ctx, id, callerIdentity(c), approve, scrubText(comment))
 	if err != nil {
 		return a, approvalError(err)
 	}

@@ -80,6 +80,7 @@ type testGateway struct {
 	clock    *fakeClock
 	upstream string
 	release  chan struct{}
+	dbPath   string       // the SQLite file, when the harness opened the store
 	execs    atomic.Int64 // tool executions the upstream saw
 }
 
@@ -105,9 +106,11 @@ type gatewayOpt func(*Config)
 func newTestGateway(t testing.TB, st store.Store, opts ...gatewayOpt) *testGateway {
 	t.Helper()
 	ctx := context.Background()
+	var dbPath string
 	if st == nil {
 		var err error
-		st, err = store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "armoriq.db"))
+		dbPath = filepath.Join(t.TempDir(), "armoriq.db")
+		st, err = store.OpenSQLite(ctx, dbPath)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +118,7 @@ func newTestGateway(t testing.TB, st store.Store, opts ...gatewayOpt) *testGatew
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	id := bundle.KeyID(pub)
-	g := &testGateway{t: t, store: st, signKey: priv, signID: id, clock: &fakeClock{}}
+	g := &testGateway{t: t, store: st, signKey: priv, signID: id, clock: &fakeClock{}, dbPath: dbPath}
 	g.upstream, g.release = upstreamServer(t, &g.execs)
 	cfg := Config{
 		Store:       st,

@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"context"
+	"database/sql"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
 )
@@ -66,4 +69,114 @@ func TestApprovalIsForOneEndUser(t *testing.T) {
 		t.Errorf("alice's approved retry: %d %v, want 200", resp.StatusCode, out)
 	}
 	g.checkNoUnauditedExecution()
+}
+
+// TestApprovalCommentIsClean: an approver's comment is stored in the
+// approvals table and the audit log; a credential pasted into it is
+// redacted, and text that could hide or reorder what a reader sees is
+// refused.
+func TestApprovalCommentIsClean(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 1, redteamPolicy())
+	params := map[string]any{"amount": 5000}
+	held := func(email string) string {
+		t.Helper()
+		tok := g.issue("svc", step("tools", "pay", params)) // one open approval per token and step
+		resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "pay", sdkUser(params, email), nil)
+		_, dc, _ := enforcementOf(out)
+		id, _ := dc["delegationId"].(string)
+		if resp.StatusCode != 403 || id == "" {
+			t.Fatalf("payment for %s: %d %v, want held", email, resp.StatusCode, out)
+		}
+		return id
+	}
+	for _, tc := range []struct {
+		name, comment string
+		status        int
+	}{
+		{"right-to-left override", "ok \u202egnp.exe", 400},
+		{"zero-width space", "o\u200bk", 400},
+		{"C1 control", "o\u0085k", 400},
+		{"escape", "ok \x1b[2J", 400},
+	} {
+		id := held(tc.name[:1] + "x@customer.com")
+		resp, data := g.send("POST", "/v1/approvals/"+id+"/approve", g.adminKey, map[string]any{"comment": tc.comment}, nil)
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: status %d, want %d: %s", tc.name, resp.StatusCode, tc.status, data)
+		}
+	}
+	id := held("key@customer.com")
+	g.do("POST", "/v1/approvals/"+id+"/approve", g.adminKey, map[string]any{"comment": "approved, use " + g.agentKey + " and Authorization: Bearer abcdefgh.ijkl-mnop"}, 200, nil)
+	a, err := g.srv.human.approvals.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(a.Comment, "ak_live_") || strings.Contains(a.Comment, "abcdefgh.ijkl") || !strings.Contains(a.Comment, "approved, use") {
+		t.Errorf("stored comment %q, want the credentials redacted and the rest kept", a.Comment)
+	}
+	g.checkNoCredentialStored()
+}
+
+// checkNoCredentialStored dumps every text column of every table of the
+// gateway's SQLite file and fails on anything that looks like one of our
+// API keys.
+func (g *testGateway) checkNoCredentialStored() {
+	g.t.Helper()
+	g.srv.waitOutcomes(5 * time.Second)
+	db := g.sqliteDB()
+	rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'table'`)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		tables = append(tables, n)
+	}
+	rows.Close()
+	for _, tbl := range tables {
+		rows, err := db.Query(`SELECT * FROM "` + tbl + `"`)
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				g.t.Fatal(err)
+			}
+			for i, v := range vals {
+				var s string
+				switch x := v.(type) {
+				case string:
+					s = x
+				case []byte:
+					s = string(x)
+				}
+				if strings.Contains(strings.ToLower(s), "ak_live_") {
+					g.t.Errorf("table %s column %s holds an API key: %.200q", tbl, cols[i], s)
+				}
+			}
+		}
+		rows.Close()
+	}
+}
+
+// sqliteDB opens the gateway's SQLite file for reading.
+func (g *testGateway) sqliteDB() *sql.DB {
+	g.t.Helper()
+	if g.dbPath == "" {
+		g.t.Fatal("the store is not the harness's SQLite file")
+	}
+	db, err := sql.Open("sqlite", "file:"+g.dbPath+"?mode=ro")
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.t.Cleanup(func() { db.Close() })
+	return db
 }
