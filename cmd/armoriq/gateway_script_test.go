@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -38,20 +39,43 @@ func cmdWaitReady(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// cmdHTTPGet fetches a URL and writes the body to stdout: httpget URL.
-// It fails on a status other than 200; with ! it expects one.
+// cmdHTTPGet fetches a URL and writes the body to stdout: httpget
+// [-until REGEXP] URL. It fails on a status other than 200; with ! it
+// expects one. With -until it fetches again, for up to 10 s, until the
+// body matches REGEXP (a state the gateway reaches in its own time, such
+// as an adapter's restart loop settling on "down"), and fails if it never
+// does.
 func cmdHTTPGet(ts *testscript.TestScript, neg bool, args []string) {
+	var until *regexp.Regexp
+	if len(args) == 3 && args[0] == "-until" {
+		re, err := regexp.Compile(args[1])
+		if err != nil {
+			ts.Fatalf("httpget -until: %v", err)
+		}
+		until, args = re, args[2:]
+	}
 	if len(args) != 1 {
-		ts.Fatalf("usage: httpget URL")
+		ts.Fatalf("usage: httpget [-until REGEXP] URL")
 	}
-	resp, err := http.Get(args[0])
-	if err != nil {
-		ts.Fatalf("httpget: %v", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	ts.Stdout().Write(body)
-	if (resp.StatusCode == http.StatusOK) == neg {
-		ts.Fatalf("httpget %s: status %d", args[0], resp.StatusCode)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(args[0])
+		if err != nil {
+			ts.Fatalf("httpget: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if until != nil && !until.Match(body) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		ts.Stdout().Write(body)
+		if (resp.StatusCode == http.StatusOK) == neg {
+			ts.Fatalf("httpget %s: status %d", args[0], resp.StatusCode)
+		}
+		if until != nil && !until.Match(body) {
+			ts.Fatalf("httpget %s: the body never matched %q in 10s; last: %s", args[0], until, body)
+		}
+		return
 	}
 }
