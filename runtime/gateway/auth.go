@@ -141,7 +141,7 @@ func (s *Server) authed(need store.Role, h handlerFunc) handlerFunc {
 		}
 		ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), callerKey{}, c))
 		defer cancel(nil)
-		done, ok := s.inflight.acquire(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey, cancel)
+		done, ok := s.inflight.acquire(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey, 1, cancel)
 		if !ok {
 			return tooManyCalls(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey)
 		}

@@ -179,26 +179,33 @@ func tooManyCalls(keyID string, limit int) *Error {
 	return errorf(KindTooManyRequests, "API key %s already has %d requests running, the limit per key (--max-concurrent-per-key): retry when one ends", keyID, limit)
 }
 
-// acquire registers a running request of keyID, as add does, unless the key
-// already has limit requests running: then ok is false and nothing is
-// registered.
-func (f *inflightSet) acquire(keyID string, limit int, cancel context.CancelCauseFunc) (done func(), ok bool) {
+// acquire registers a running request of keyID taking slots of the key's
+// limit (a JSON-RPC batch takes one per request in it), as add does,
+// unless the key would then have more than limit running: then ok is false
+// and nothing is registered.
+func (f *inflightSet) acquire(keyID string, limit, slots int, cancel context.CancelCauseFunc) (done func(), ok bool) {
+	slots = max(slots, 1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	running := f.byKey[keyID]
-	if limit > 0 && len(running) >= limit {
+	if limit > 0 && len(running)+slots > limit {
 		return nil, false
 	}
 	if running == nil {
 		running = make(map[uint64]context.CancelCauseFunc)
 		f.byKey[keyID] = running
 	}
-	f.next++
-	n := f.next
-	running[n] = cancel
+	ids := make([]uint64, slots)
+	for i := range ids {
+		f.next++
+		ids[i] = f.next
+		running[f.next] = cancel
+	}
 	return func() {
 		f.mu.Lock()
-		delete(f.byKey[keyID], n)
+		for _, n := range ids {
+			delete(f.byKey[keyID], n)
+		}
 		if len(f.byKey[keyID]) == 0 {
 			delete(f.byKey, keyID)
 		}

@@ -152,6 +152,7 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var body []byte
+	batch := 0 // the number of requests of a JSON-RPC batch
 	if r.Method == http.MethodPost {
 		body, err = readBody(r) // bounded by limitBodies, read into one buffer
 		r.Body.Close()
@@ -159,8 +160,9 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, asError(err))
 			return
 		}
-		if n := batchSize(body); n > s.cfg.Limits.MaxBatch {
-			batchTooLarge(w, n, s.cfg.Limits.MaxBatch)
+		batch = batchSize(body)
+		if batch > s.cfg.Limits.MaxBatch {
+			batchTooLarge(w, batch, s.cfg.Limits.MaxBatch)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -197,7 +199,9 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithValue(r.Context(), callerKey{}, c), mcpCallKey{}, mc))
 	defer cancel(nil)
-	done, ok := s.inflight.acquire(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey, cancel)
+	// Each request of a batch runs, so each takes a slot of the key's
+	// concurrency limit: a batch cannot multiply what one key runs.
+	done, ok := s.inflight.acquire(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey, batch, cancel)
 	if !ok {
 		writeError(w, tooManyCalls(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey))
 		return

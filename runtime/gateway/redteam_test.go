@@ -3,6 +3,9 @@ package gateway
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -179,4 +182,60 @@ func (g *testGateway) sqliteDB() *sql.DB {
 	}
 	g.t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// TestBatchCountsEveryCall: a JSON-RPC batch is one HTTP request but runs
+// each of its calls; each takes one of the key's --max-concurrent-per-key
+// slots, so a batch cannot multiply what one key runs at once.
+func TestBatchCountsEveryCall(t *testing.T) {
+	g := newTestGateway(t, nil, withLimits(Limits{MaxConcurrentPerKey: 2, MaxBatch: 32}))
+	g.pushBundle("rev1", 100, testPolicy())
+	post := func(ctx context.Context, body string, hdr map[string]string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, "POST", g.http.URL+"/mcp", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+g.agentKey)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	status, msg := post(context.Background(), `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, nil)
+	if status != 200 {
+		t.Fatalf("initialize: %d %s", status, msg)
+	}
+	resp, _ := g.send("POST", "/mcp", g.agentKey, []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`),
+		map[string]string{"Accept": "application/json, text/event-stream", "Content-Type": "application/json"})
+	hdr := map[string]string{headerSessionID: resp.Header.Get(headerSessionID), headerProtocol: "2025-03-26"}
+	batch := func(n int, tool string) string {
+		var b strings.Builder
+		b.WriteString("[")
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":{}}}`, i+1, tool)
+		}
+		return b.String() + "]"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	status, msg = post(ctx, batch(5, "tools_slow"), hdr)
+	if status != http.StatusTooManyRequests {
+		t.Errorf("a batch of 5 slow calls with a limit of 2: status %d: %.300s; want 429", status, msg)
+	}
+	if n := g.execs.Load(); n > 2 {
+		t.Errorf("the upstream ran %d calls of one key at once, over its limit of 2", n)
+	}
+	cancel()
+	// A batch within the limit runs.
+	if status, msg := post(context.Background(), `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]`, hdr); status != 200 {
+		t.Errorf("a batch of 2 pings: status %d: %s", status, msg)
+	}
 }
