@@ -137,7 +137,23 @@ func (b consoleBackend) RevokeKey(ctx context.Context, who console.Identity, id 
 	if who.Role != store.RoleAdmin && who.KeyID != id {
 		return errorf(KindForbidden, "only an admin revokes keys")
 	}
-	_, err := b.s.revokeKey(ctx, callerOf(who), id)
+	// The console never locks everyone out: the last active admin key
+	// stays (revoke it with the API once another exists).
+	keys, err := b.s.store.ListAPIKeys(ctx)
+	if err != nil {
+		return &Error{Kind: KindUnavailable, Message: "cannot list keys", Err: err}
+	}
+	admins, target := 0, false
+	for _, k := range keys {
+		if k.Role == store.RoleAdmin && !k.Revoked() {
+			admins++
+			target = target || k.ID == id
+		}
+	}
+	if target && admins == 1 {
+		return errorf(KindConflict, "key %s is the last active admin key: create another admin key first", id)
+	}
+	_, err = b.s.revokeKey(ctx, callerOf(who), id)
 	return err
 }
 

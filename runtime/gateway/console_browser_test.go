@@ -234,6 +234,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	if strings.Contains(b.text(), strings.TrimSpace(secret)) {
 		t.Fatal("the key's secret is shown a second time")
 	}
+	adminKeyID := g.caller(g.adminKey).KeyID
+	b.submit("revoke the last admin key", nil, fmt.Sprintf(`form[action$="/keys/%s/revoke"] button`, adminKeyID))
+	b.mustSee("the last admin key stays", "the last active admin key")
+	b.open("/console/keys")
 	b.submit("revoke the key", nil, fmt.Sprintf(`form[action$="/keys/%s/revoke"] button`, newID))
 	b.mustSee("revoked", "key "+newID+" revoked")
 	g.do("GET", "/v1/whoami", strings.TrimSpace(secret), nil, 401, nil)
