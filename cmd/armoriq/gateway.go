@@ -113,7 +113,13 @@ Every flag not given on the command line can be set by an environment
 variable: ARMORIQ_ and the flag's name in upper case, - as _ (ARMORIQ_ADDR,
 ARMORIQ_DATA, ARMORIQ_STORE, ARMORIQ_MAX_TOKEN_TTL, ...), except --trust-key:
 ARMORIQ_TRUST_KEYS, comma-separated files. Flags win. --settings FILE reads
-the rest from a YAML map of flag names to values (lists for --trust-key).`,
+the rest from a YAML map of flag names to values (lists for --trust-key);
+SIGHUP re-reads it and applies trust-key, max-token-ttl, call-timeout,
+shutdown-timeout and admin-key-file.
+
+Operations (docs/operations.md): /healthz and /readyz probes; --admin-addr
+serves /metrics and pprof apart; --trace sends OpenTelemetry traces;
+--audit-sink streams every committed audit record to stdout, a file or OTLP.`,
 		Example: `  armoriq gateway --config examples/quickstart/armoriq.yaml
   armoriq gateway --addr :8080 --data /var/lib/armoriq --trust-key ci-signing.key.pub
   armoriq gateway --store postgres://armoriq@db/armoriq --trust-key ci-signing.key.pub`,
