@@ -209,7 +209,11 @@ func runDemo(ctx context.Context, e *env, o *demoOptions) error {
 	_, err = c.Invoke(ctx, demoServer, "get_forecast", tok, forecastArgs, client.UserEmail(demoAlice))
 	d.check(demoServer+"/get_forecast days=14 for "+demoAlice+": held for a person", errors.Is(err, client.ErrPolicyHold), func() string {
 		if errors.As(err, &ce) && ce.Kind == client.KindPolicyHold {
-			return fmt.Sprintf("%q%s", ce.Reason, d.ruleAt(metaRule(ce.Metadata)))
+			out := fmt.Sprintf("%q%s", ce.Reason, d.ruleAt(metaRule(ce.Metadata)))
+			if id, _ := ce.Metadata["approval_id"].(string); id != "" {
+				out += fmt.Sprintf("\napproval %s is pending: %s approvals approve %s, then the same call runs once", id, commandPrefix(), id)
+			}
+			return out
 		}
 		return outcomeOf(err, "a hold")
 	})
