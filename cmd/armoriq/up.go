@@ -66,7 +66,7 @@ in-flight calls finish, the adapters and their servers exit.`,
 			fs.DurationVar(&o.interval, "watch-interval", 500*time.Millisecond, "how often to look for a change of the config")
 			fs.StringVar(&o.gw.logFormat, "log-format", "text", "log format: text or json")
 			fs.StringVar(&o.gw.logLevel, "log-level", "warn", "log level: debug, info, warn or error (adapters' and upstream servers' too)")
-			fs.StringVar(&o.gw.readyFile, "ready-file", "", "write the gateway's URL to this file once the config is enforced (for scripts)")
+			fs.StringVar(&o.gw.readyFile, "ready-file", "", "write the gateway's URL to this file once it serves and the config has been read (enforced, or its problems printed)")
 		},
 		MaxArgs: 0,
 		Run: func(ctx context.Context, e *env, args []string) error {
