@@ -361,71 +361,474 @@ func keepUnderSecretName(v any, measure bool) bool {
 // argument's name.
 type valuePattern struct {
 	name string
-	// anchors: the pattern is only run when the string contains one of
-	// them (ignoring ASCII case), which keeps large clean strings cheap.
+	// anchors: the pattern is only looked for when the string contains
+	// one of them (case-sensitively; scanners that ignore case check for
+	// themselves), which keeps large clean strings cheap.
 	anchors []string
-	re      *regexp.Regexp
-	// group is the submatch that is replaced (0: the whole match), so that
-	// "postgres://u:pw@h" keeps everything but "pw".
-	group int
-	// keep, when set, spares a match that is not a secret after all.
-	keep func(s string, m []int) bool
+	// spans returns the parts of s to replace, in order, not overlapping.
+	spans func(s string) []span
+}
+
+// span is a part of a string to replace, [start, end).
+type span struct{ start, end int }
+
+// reSpans returns the spans function of a regular expression whose
+// submatch group is replaced (0: the whole match), unless keep spares the
+// match. Only patterns with a literal start are regular expressions: the
+// others are scanned by hand, in time linear in the string (a regular
+// expression without a literal prefix runs at a few MB/s, and a 1 MiB
+// argument full of '=' is something a caller can send).
+func reSpans(re *regexp.Regexp, group int, keep func(s string, m []int) bool) func(string) []span {
+	return func(s string) []span {
+		var out []span
+		for _, m := range re.FindAllStringSubmatchIndex(s, -1) {
+			if m[2*group] < 0 || (keep != nil && keep(s, m)) {
+				continue
+			}
+			out = append(out, span{m[2*group], m[2*group+1]})
+		}
+		return out
+	}
 }
 
 // valuePatterns are the secret-looking values scrubText replaces, in this
-// order; docs/gateway.md ("Redaction") lists them.
+// order; docs/gateway.md ("Redaction") lists them. Each hand-written
+// scanner matches what the regular expression in its comment would (for
+// ASCII text), as FuzzScrubText checks.
 var valuePatterns = []valuePattern{
-	{name: "armoriq API key", anchors: []string{"ak_live_", "ak_test_"},
-		re: regexp.MustCompile(`(?i)ak_(?:live|test)_[A-Za-z0-9_\-]*`)},
+	// (?i)ak_(?:live|test)_[A-Za-z0-9_\-]*
+	{name: "armoriq API key", spans: apiKeySpans},
 	{name: "PEM private key", anchors: []string{"PRIVATE KEY"},
-		re: regexp.MustCompile(`(?s)-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\z)`)},
-	{name: "JWT", anchors: []string{"eyJ"},
-		re: regexp.MustCompile(`eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*`)},
-	{name: "Authorization value", anchors: []string{"bearer", "basic"},
-		re:    regexp.MustCompile(`(?i)\b(?:bearer|basic)[ \t]+([A-Za-z0-9._~+/\-]{8,}=*)`),
-		group: 1, keep: plainWord},
-	{name: "password in a URL", anchors: []string{"://"},
-		re:    regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:([^@\s/]+)@`),
-		group: 1},
-	{name: "secret name=value", anchors: []string{"="},
-		re:    regexp.MustCompile(`([A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*=[ \t]*("[^"]*"|'[^']*'|[^\s;&,"']+)`),
-		group: 2, keep: innocentName},
-	{name: "secret \"name\": \"value\"", anchors: []string{`"`},
-		re:    regexp.MustCompile(`"([A-Za-z_][A-Za-z0-9_.\-]{0,63})"[ \t]*:[ \t]*("(?:[^"\\]|\\.)*")`),
-		group: 2, keep: innocentName},
-	{name: "AWS access key id", anchors: []string{"AKIA", "ASIA", "ABIA", "ACCA"},
-		re: awsKeyID},
-	{name: "GitHub token", anchors: []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"},
-		re: regexp.MustCompile(`\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})`)},
-	{name: "Slack token", anchors: []string{"xox"},
-		re: regexp.MustCompile(`\bxox[abposre]-[A-Za-z0-9\-]{10,}`)},
-	{name: "OpenAI, Anthropic or Stripe secret key", anchors: []string{"sk-", "sk_", "rk_"},
-		re: regexp.MustCompile(`\b(?:sk-[A-Za-z0-9_\-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,})`)},
-	{name: "Google API key", anchors: []string{"AIza"},
-		re: regexp.MustCompile(`\bAIza[0-9A-Za-z_\-]{35}`)},
+		spans: reSpans(regexp.MustCompile(`(?s)-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\z)`), 0, nil)},
+	// eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*
+	{name: "JWT", anchors: []string{"eyJ"}, spans: jwtSpans},
+	// (?i)\b(?:bearer|basic)[ \t]+([A-Za-z0-9._~+/\-]{8,}=*), group 1,
+	// unless plainWord
+	{name: "Authorization value", spans: authSpans},
+	// [A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:([^@\s/]+)@, group 1
+	{name: "password in a URL", anchors: []string{"://"}, spans: urlPasswordSpans},
+	// ([A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*=[ \t]*("[^"]*"|'[^']*'|[^\s;&,"']+),
+	// group 2, when group 1 is a secret name
+	{name: "secret name=value", anchors: []string{"="}, spans: keyValueSpans},
+	// "([A-Za-z_][A-Za-z0-9_.\-]{0,63})"[ \t]*:[ \t]*("(?:[^"\\]|\\.)*"),
+	// group 2, when group 1 is a secret name
+	{name: "secret \"name\": \"value\"", anchors: []string{":"}, spans: jsonPairSpans},
+	// \b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b
+	{name: "AWS access key id", anchors: awsKeyIDAnchors, spans: awsKeyIDSpans},
+	// \b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})
+	{name: "GitHub token", anchors: []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"}, spans: tokenSpans(
+		tokenRule{prefixes: []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_"}, class: isAlnum, min: 20},
+		tokenRule{prefixes: []string{"github_pat_"}, class: isWordByte, min: 20})},
+	// \bxox[abposre]-[A-Za-z0-9\-]{10,}
+	{name: "Slack token", anchors: []string{"xox"}, spans: tokenSpans(tokenRule{
+		prefixes: []string{"xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-", "xoxe-"}, class: isAlnumDash, min: 10})},
+	// \b(?:sk-[A-Za-z0-9_\-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,})
+	{name: "OpenAI, Anthropic or Stripe secret key", anchors: []string{"sk-", "sk_", "rk_"}, spans: tokenSpans(
+		tokenRule{prefixes: []string{"sk-"}, class: isWordDash, min: 20},
+		tokenRule{prefixes: []string{"sk_live_", "sk_test_", "rk_live_", "rk_test_"}, class: isAlnum, min: 10})},
+	// \bAIza[0-9A-Za-z_\-]{35}
+	{name: "Google API key", anchors: []string{"AIza"}, spans: tokenSpans(tokenRule{
+		prefixes: []string{"AIza"}, class: isWordDash, min: 35, max: 35})},
+}
+
+// tokenRule is a credential with a known prefix: the prefix at a word
+// boundary, then characters of class, at least min of them (and at most
+// max, if set, the match stopping there); with boundaryAfter, what follows
+// must not be a word character.
+type tokenRule struct {
+	prefixes      []string
+	class         func(byte) bool
+	min, max      int
+	boundaryAfter bool
+}
+
+// tokenSpans returns the spans function of credentials with known
+// prefixes, the leftmost first, as the regular expression alternation of
+// the rules would find them, in time linear in the string.
+func tokenSpans(rules ...tokenRule) func(string) []span {
+	type prefix struct {
+		text string
+		rule int
+	}
+	var prefixes []prefix
+	for ri, r := range rules {
+		for _, p := range r.prefixes {
+			prefixes = append(prefixes, prefix{p, ri})
+		}
+	}
+	return func(s string) []span {
+		var out []span
+		// next[j]: the next occurrence of prefix j at or after where it
+		// was last looked for, -1 when there is none: each prefix's
+		// occurrences are searched for once in all.
+		next := make([]int, len(prefixes))
+		for j := range next {
+			next[j] = -2 // not looked for yet
+		}
+		i := 0
+		for {
+			// The leftmost occurrence of any prefix at or after i.
+			best, bestRule, bestLen := -1, -1, 0
+			for j, p := range prefixes {
+				if next[j] == -2 || (next[j] >= 0 && next[j] < i) {
+					next[j] = -1
+					if k := strings.Index(s[i:], p.text); k >= 0 {
+						next[j] = i + k
+					}
+				}
+				if n := next[j]; n >= 0 && (best < 0 || n < best) {
+					best, bestRule, bestLen = n, p.rule, len(p.text)
+				}
+			}
+			if best < 0 {
+				return out
+			}
+			i = best + 1
+			if best > 0 && isWordByte(s[best-1]) {
+				continue
+			}
+			r := rules[bestRule]
+			t := best + bestLen
+			e := t
+			for e < len(s) && r.class(s[e]) && (r.max == 0 || e-t < r.max) {
+				e++
+			}
+			if e-t < r.min || (r.boundaryAfter && e < len(s) && isWordByte(s[e])) {
+				continue
+			}
+			out = append(out, span{best, e})
+			i = e
+		}
+	}
+}
+
+// jwtSpans finds JSON Web Tokens: eyJ, then three dot-separated parts of
+// base64url characters (the last may be empty).
+func jwtSpans(s string) []span {
+	var out []span
+	run := func(j int) int {
+		for j < len(s) && isWordDash(s[j]) {
+			j++
+		}
+		return j
+	}
+	for i := 0; ; {
+		k := strings.Index(s[i:], "eyJ")
+		if k < 0 {
+			return out
+		}
+		p := i + k
+		i = p + 1
+		a := run(p + 3)
+		if a == p+3 || a == len(s) || s[a] != '.' {
+			continue
+		}
+		b := run(a + 1)
+		if b == a+1 || b == len(s) || s[b] != '.' {
+			continue
+		}
+		e := run(b + 1)
+		out = append(out, span{p, e})
+		i = e
+	}
+}
+
+// Byte classes of the scanners.
+func isAlpha(c byte) bool     { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+func isDigit(c byte) bool     { return c >= '0' && c <= '9' }
+func isWordByte(c byte) bool  { return isAlpha(c) || isDigit(c) || c == '_' }
+func isREspace(c byte) bool   { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
+func isNameByte(c byte) bool  { return isWordByte(c) || c == '.' || c == '-' }
+func isTokenByte(c byte) bool { return isAlpha(c) || isDigit(c) || strings.IndexByte("._~+/-", c) >= 0 }
+func isAlnum(c byte) bool     { return isAlpha(c) || isDigit(c) }
+func isAlnumDash(c byte) bool { return isAlnum(c) || c == '-' }
+func isWordDash(c byte) bool  { return isWordByte(c) || c == '-' }
+func isUpperOrDigit(c byte) bool {
+	return c >= 'A' && c <= 'Z' || isDigit(c)
+}
+
+// foldAt reports whether s[i:] starts with the lower-case ASCII word w,
+// ignoring ASCII case.
+func foldAt(s string, i int, w string) bool {
+	if i < 0 || i+len(w) > len(s) {
+		return false
+	}
+	for j := 0; j < len(w); j++ {
+		if lower(s[i+j]) != w[j] {
+			return false
+		}
+	}
+	return true
+}
+
+// apiKeySpans finds our API keys in any case: ak_live_ or ak_test_ and the
+// key characters after it.
+func apiKeySpans(s string) []span {
+	var out []span
+	last := 0
+	for i := 0; i+8 <= len(s); {
+		k := strings.IndexByte(s[i+2:], '_')
+		if k < 0 {
+			break
+		}
+		p := i + 2 + k - 2 // where "ak_" would start
+		if p >= last && foldAt(s, p, "ak_") && (foldAt(s, p+3, "live_") || foldAt(s, p+3, "test_")) {
+			e := p + 8
+			for e < len(s) && (isWordByte(s[e]) || s[e] == '-') {
+				e++
+			}
+			out = append(out, span{p, e})
+			last, i = e, e
+			continue
+		}
+		i = p + 1
+	}
+	return out
+}
+
+// authSpans finds Bearer and Basic credentials, in any case.
+func authSpans(s string) []span {
+	var out []span
+	for i := 0; i < len(s); {
+		k := strings.IndexAny(s[i:], "bB")
+		if k < 0 {
+			break
+		}
+		p := i + k
+		i = p + 1
+		if p > 0 && isWordByte(s[p-1]) {
+			continue
+		}
+		var w int
+		switch {
+		case foldAt(s, p, "bearer"):
+			w = p + 6
+		case foldAt(s, p, "basic"):
+			w = p + 5
+		default:
+			continue
+		}
+		t := w
+		for t < len(s) && (s[t] == ' ' || s[t] == '\t') {
+			t++
+		}
+		if t == w {
+			continue
+		}
+		e := t
+		for e < len(s) && isTokenByte(s[e]) {
+			e++
+		}
+		if e-t < 8 {
+			continue
+		}
+		for e < len(s) && s[e] == '=' {
+			e++
+		}
+		i = e
+		if !plainWord(s[t:e]) {
+			out = append(out, span{t, e})
+		}
+	}
+	return out
+}
+
+// urlPasswordSpans finds the password of scheme://user:password@ URLs.
+func urlPasswordSpans(s string) []span {
+	var out []span
+	last := 0 // the end of the last whole match, after its '@'
+	for i := 0; ; {
+		k := strings.Index(s[i:], "://")
+		if k < 0 {
+			return out
+		}
+		c := i + k
+		i = c + 1
+		// A scheme: a letter, then letters, digits, + . - up to "://".
+		st := c
+		for st > last && (isAlpha(s[st-1]) || isDigit(s[st-1]) || strings.IndexByte("+.-", s[st-1]) >= 0) {
+			st--
+		}
+		for st < c && !isAlpha(s[st]) {
+			st++
+		}
+		if st == c {
+			continue
+		}
+		u := c + 3
+		for u < len(s) && s[u] != '/' && s[u] != ':' && s[u] != '@' && !isREspace(s[u]) {
+			u++
+		}
+		if u == len(s) || s[u] != ':' {
+			continue
+		}
+		e := u + 1
+		for e < len(s) && s[e] != '@' && s[e] != '/' && !isREspace(s[e]) {
+			e++
+		}
+		if e == u+1 || e == len(s) || s[e] != '@' {
+			continue
+		}
+		out = append(out, span{u + 1, e})
+		last, i = e+1, e+1
+	}
+}
+
+// nameStart returns where the name that ends at end begins: the first
+// letter or underscore of the run of name characters before end that is at
+// or after min, or -1.
+func nameStart(s string, end, min int) int {
+	r := end
+	for r > min && isNameByte(s[r-1]) {
+		r--
+	}
+	for r < end && !(isAlpha(s[r]) || s[r] == '_') {
+		r++
+	}
+	if r == end {
+		return -1
+	}
+	return r
+}
+
+// keyValueSpans finds the values of secret names in name=value text
+// (query strings, connection strings, environment lines).
+func keyValueSpans(s string) []span {
+	var out []span
+	var names nameCache
+	last := 0
+	for i := 0; ; {
+		k := strings.IndexByte(s[i:], '=')
+		if k < 0 {
+			return out
+		}
+		eq := i + k
+		i = eq + 1
+		n := eq
+		for n > last && (s[n-1] == ' ' || s[n-1] == '\t') {
+			n--
+		}
+		st := nameStart(s, n, last)
+		if st < 0 {
+			continue
+		}
+		v := eq + 1
+		for v < len(s) && (s[v] == ' ' || s[v] == '\t') {
+			v++
+		}
+		e := -1
+		if v < len(s) && (s[v] == '"' || s[v] == '\'') {
+			if q := strings.IndexByte(s[v+1:], s[v]); q >= 0 {
+				e = v + 1 + q + 1
+			}
+		} else {
+			e = v
+			for e < len(s) && !isREspace(s[e]) && strings.IndexByte(`;&,"'`, s[e]) < 0 {
+				e++
+			}
+			if e == v {
+				e = -1
+			}
+		}
+		if e < 0 {
+			continue
+		}
+		if names.secret(s[st:n]) {
+			out = append(out, span{v, e})
+		}
+		last, i = e, e
+	}
+}
+
+// jsonPairSpans finds the string values of secret names in JSON text held
+// in a string ({"password": "x"} sent as text).
+func jsonPairSpans(s string) []span {
+	var out []span
+	var names nameCache
+	last := 0
+	for i := 0; ; {
+		k := strings.IndexByte(s[i:], ':')
+		if k < 0 {
+			return out
+		}
+		colon := i + k
+		i = colon + 1
+		q := colon
+		for q > last && (s[q-1] == ' ' || s[q-1] == '\t') {
+			q--
+		}
+		if q == last || s[q-1] != '"' {
+			continue
+		}
+		q-- // the closing quote of the name
+		st := q
+		for st > last && isNameByte(s[st-1]) {
+			st--
+		}
+		if st == last || s[st-1] != '"' || st == q || q-st > 64 || !(isAlpha(s[st]) || s[st] == '_') {
+			continue
+		}
+		v := colon + 1
+		for v < len(s) && (s[v] == ' ' || s[v] == '\t') {
+			v++
+		}
+		if v == len(s) || s[v] != '"' {
+			continue
+		}
+		e := -1
+		for j := v + 1; j < len(s); j++ {
+			if s[j] == '"' {
+				e = j + 1
+				break
+			}
+			if s[j] == '\\' {
+				if j+1 == len(s) || s[j+1] == '\n' {
+					break
+				}
+				j++
+			}
+		}
+		if e < 0 {
+			continue
+		}
+		if names.secret(s[st:q]) {
+			out = append(out, span{v, e})
+		}
+		last, i = e, e
+	}
+}
+
+// nameCache caches secretName for the names of one string, which repeat
+// ("a=1&a=2&...").
+type nameCache map[string]bool
+
+func (c *nameCache) secret(name string) bool {
+	if v, ok := (*c)[name]; ok {
+		return v
+	}
+	v := secretName(name)
+	if *c == nil {
+		*c = make(nameCache)
+	}
+	if len(*c) < 256 {
+		(*c)[name] = v
+	}
+	return v
 }
 
 // plainWord spares "Bearer authentication" and "basic Settings": a
 // credential is long, or has a digit, a symbol or an upper-case letter
 // after its first character.
-func plainWord(s string, m []int) bool {
-	v := s[m[2]:m[3]]
+func plainWord(v string) bool {
 	return len(v) < 20 && !strings.ContainsAny(v, "0123456789._~+/=-") &&
 		!strings.ContainsAny(v[1:], "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 }
 
-// innocentName spares name=value pairs whose name is not a secret name.
-func innocentName(s string, m []int) bool {
-	return !secretName(s[m[2]:m[3]])
-}
+// awsKeyIDSpans finds AWS access key ids. Next to one, a 40-character
+// base64 string is taken for its secret access key.
+var awsKeyIDSpans = tokenSpans(tokenRule{prefixes: awsKeyIDAnchors, class: isUpperOrDigit, min: 16, max: 16, boundaryAfter: true})
 
-// awsKeyID is an AWS access key id. Next to one, a 40-character base64
-// string is taken for its secret access key.
-var awsKeyID = regexp.MustCompile(`\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b`)
-
-// awsSecretKey is a candidate AWS secret access key: 40 base64 characters
-// standing alone.
-var awsSecretKey = regexp.MustCompile(`(?:^|[^A-Za-z0-9/+=])([A-Za-z0-9/+]{39}[A-Za-z0-9/+=])(?:$|[^A-Za-z0-9/+=])`)
+var awsKeyIDAnchors = []string{"AKIA", "ASIA", "ABIA", "ACCA"}
 
 // scrubText returns s with every secret-looking part replaced by
 // [REDACTED]: our API keys anywhere in it, Authorization values, JWTs, PEM
@@ -434,18 +837,18 @@ var awsSecretKey = regexp.MustCompile(`(?:^|[^A-Za-z0-9/+=])([A-Za-z0-9/+]{39}[A
 // Google tokens. It is applied to every string argument in an audit record,
 // and is what free-text audit fields (request id, user, agent, messages) go
 // through. s is returned as is, with no allocation, when nothing in it
-// looks secret.
+// looks secret. It takes time linear in len(s).
 func scrubText(s string) string {
 	if len(s) < 8 {
 		return s
 	}
-	aws := containsAnyFold(s, []string{"AKIA", "ASIA", "ABIA", "ACCA"}) && awsKeyID.MatchString(s)
+	aws := containsAny(s, awsKeyIDAnchors) && len(awsKeyIDSpans(s)) > 0
 	for i := range valuePatterns {
 		p := &valuePatterns[i]
-		if !containsAnyFold(s, p.anchors) {
+		if p.anchors != nil && !containsAny(s, p.anchors) {
 			continue
 		}
-		s = replaceGroup(p, s)
+		s = replaceSpans(s, p.spans(s))
 	}
 	if aws {
 		s = scrubAWSSecret(s)
@@ -453,90 +856,62 @@ func scrubText(s string) string {
 	return s
 }
 
-// scrubAWSSecret replaces 40-character base64 strings with both upper and
-// lower case letters (an AWS secret access key; a git hash is lower case).
-func scrubAWSSecret(s string) string {
-	if len(s) < 40 {
-		return s
-	}
-	ms := awsSecretKey.FindAllStringSubmatchIndex(s, -1)
-	if ms == nil {
-		return s
-	}
-	var b strings.Builder
-	last := 0
-	for _, m := range ms {
-		cand := s[m[2]:m[3]]
-		if !strings.ContainsAny(cand, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") || !strings.ContainsAny(cand, "abcdefghijklmnopqrstuvwxyz") {
-			continue
-		}
-		b.WriteString(s[last:m[2]])
-		b.WriteString(redacted)
-		last = m[3]
-	}
-	if last == 0 {
-		return s
-	}
-	b.WriteString(s[last:])
-	return b.String()
-}
-
-// replaceGroup replaces submatch p.group of every match of p.re in s with
-// [REDACTED], returning s itself when nothing is replaced.
-func replaceGroup(p *valuePattern, s string) string {
-	ms := p.re.FindAllStringSubmatchIndex(s, -1)
-	if ms == nil {
-		return s
-	}
-	var b strings.Builder
-	last := 0
-	for _, m := range ms {
-		start, end := m[2*p.group], m[2*p.group+1]
-		if start < last || (p.keep != nil && p.keep(s, m)) {
-			continue
-		}
-		if b.Len() == 0 {
-			b.Grow(len(s))
-		}
-		b.WriteString(s[last:start])
-		b.WriteString(redacted)
-		last = end
-	}
-	if last == 0 && b.Len() == 0 {
-		return s
-	}
-	b.WriteString(s[last:])
-	return b.String()
-}
-
-// containsAnyFold reports whether s contains one of the ASCII anchors,
-// ignoring ASCII case, without allocating.
-func containsAnyFold(s string, anchors []string) bool {
+// containsAny reports whether s contains one of the anchors.
+func containsAny(s string, anchors []string) bool {
 	for _, a := range anchors {
-		if indexFold(s, a) >= 0 {
+		if strings.Contains(s, a) {
 			return true
 		}
 	}
 	return false
 }
 
-// indexFold is strings.Index ignoring ASCII case; sub must be non-empty.
-func indexFold(s, sub string) int {
-	n := len(sub)
-	first := lower(sub[0])
-	for i := 0; i+n <= len(s); i++ {
-		if lower(s[i]) != first {
+// scrubAWSSecret replaces 40-character base64 strings standing alone, with
+// both upper and lower case letters (an AWS secret access key; a git hash
+// is lower case).
+func scrubAWSSecret(s string) string {
+	if len(s) < 40 {
+		return s
+	}
+	isB64 := func(c byte) bool { return isAlpha(c) || isDigit(c) || c == '/' || c == '+' || c == '=' }
+	var out []span
+	for i := 0; i < len(s); {
+		if !isB64(s[i]) {
+			i++
 			continue
 		}
-		j := 1
-		for j < n && lower(s[i+j]) == lower(sub[j]) {
+		j := i
+		for j < len(s) && isB64(s[j]) {
 			j++
 		}
-		if j == n {
-			return i
+		if cand := s[i:j]; len(cand) == 40 && !strings.Contains(cand[:39], "=") &&
+			strings.ContainsAny(cand, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") && strings.ContainsAny(cand, "abcdefghijklmnopqrstuvwxyz") {
+			out = append(out, span{i, j})
 		}
+		i = j
 	}
-	return -1
+	return replaceSpans(s, out)
+}
+
+// replaceSpans replaces the spans of s with [REDACTED], returning s itself
+// when there are none.
+func replaceSpans(s string, spans []span) string {
+	if len(spans) == 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + len(spans)*len(redacted))
+	last := 0
+	for _, sp := range spans {
+		if sp.start < last {
+			continue
+		}
+		b.WriteString(s[last:sp.start])
+		b.WriteString(redacted)
+		last = sp.end
+	}
+	b.WriteString(s[last:])
+	return b.String()
 }
 
 func lower(c byte) byte {

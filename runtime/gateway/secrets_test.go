@@ -281,3 +281,96 @@ func TestAuditRedactsEndToEnd(t *testing.T) {
 		t.Errorf("audit arguments lost the URL around its password: %s", args)
 	}
 }
+
+// refPatterns are the regular expressions the hand-written scanners of
+// valuePatterns implement (their comments name them).
+var refPatterns = map[string]func(string) []span{
+	"armoriq API key": reSpans(regexp.MustCompile(`(?i)ak_(?:live|test)_[A-Za-z0-9_\-]*`), 0, nil),
+	"Authorization value": reSpans(regexp.MustCompile(`(?i)\b(?:bearer|basic)[ \t]+([A-Za-z0-9._~+/\-]{8,}=*)`), 1,
+		func(s string, m []int) bool { return plainWord(s[m[2]:m[3]]) }),
+	"password in a URL": reSpans(regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:([^@\s/]+)@`), 1, nil),
+	"secret name=value": reSpans(regexp.MustCompile(`([A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*=[ \t]*("[^"]*"|'[^']*'|[^\s;&,"']+)`), 2,
+		func(s string, m []int) bool { return !secretName(s[m[2]:m[3]]) }),
+	"JWT":                                    reSpans(regexp.MustCompile(`eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*`), 0, nil),
+	"AWS access key id":                      reSpans(regexp.MustCompile(`\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b`), 0, nil),
+	"GitHub token":                           reSpans(regexp.MustCompile(`\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})`), 0, nil),
+	"Slack token":                            reSpans(regexp.MustCompile(`\bxox[abposre]-[A-Za-z0-9\-]{10,}`), 0, nil),
+	"OpenAI, Anthropic or Stripe secret key": reSpans(regexp.MustCompile(`\b(?:sk-[A-Za-z0-9_\-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,})`), 0, nil),
+	"Google API key":                         reSpans(regexp.MustCompile(`\bAIza[0-9A-Za-z_\-]{35}`), 0, nil),
+	`secret "name": "value"`: reSpans(regexp.MustCompile(`"([A-Za-z_][A-Za-z0-9_.\-]{0,63})"[ \t]*:[ \t]*("(?:[^"\\]|\\.)*")`), 2,
+		func(s string, m []int) bool { return !secretName(s[m[2]:m[3]]) }),
+}
+
+func checkScanners(t *testing.T, s string) {
+	t.Helper()
+	for _, p := range valuePatterns {
+		ref, ok := refPatterns[p.name]
+		if !ok {
+			continue
+		}
+		got, want := p.spans(s), ref(s)
+		if len(got) == 0 && len(want) == 0 {
+			continue
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: spans(%q) = %v, the regular expression gives %v", p.name, s, got, want)
+		}
+	}
+}
+
+func TestScannersMatchTheirRegexps(t *testing.T) {
+	for _, s := range []string{
+		"use " + testAPIKey + " or AK_TEST_x-y_z, not ak_lives_ nor xak_live_",
+		"Authorization: Bearer abc.def-123 basic dXNlcjpwYXNz xbearer 12345678 Bearer\tshort Basic authentication",
+		"a https://u:p1@h/ b ftp://v:p2@k/ 1http://x:y@z 9a+b.c-d://u:pw@h http://u@h http://:x@h http://u:@h",
+		"Server=db;User Id=sa;Password=Pa55w0rd; token = 'a b' pwd=\"x\" a= b key= 1.x=2 _pw=3 pass=\"open",
+		`{"password":"hunter2","a":"b","token" : "x\"y","pwd":"a\` + "\n" + `b","key":1} "1bad": "x" "ok.key-x_1": "v"`,
+		"eyJa.b.c eyJ.b.c eyJa..c xeyJa.b. eyJhbGci.eyJzdWIi.sig.more",
+		"AKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLEX xAKIAIOSFODNN7EXAMPLE ASIA0123456789ABCDEF-",
+		"ghp_0123456789abcdefghijABCDEFGHIJ github_pat_11ABCDEFG0123456789_abcdefghij xghp_0123456789abcdefghij ghp_short",
+		"xoxb-1234567890-abcdefghij xoxz-1234567890 sk-proj-abcdefghijklmnopqrstuvwx sk_live_abcdefghij0123 rk_test_0123456789",
+		"AIzaSyA-0123456789abcdefghijklmnopqrstuvwxyz AIzaShort",
+	} {
+		checkScanners(t, s)
+	}
+}
+
+func FuzzScrubText(f *testing.F) {
+	f.Add("Bearer abcdefgh12 a=b&password=x " + testAPIKey)
+	f.Add(`{"secret": "s\"x", "n": "v"} postgres://u:p@h/db`)
+	f.Add("1.x=2 _pw=3 bearer  ABCDEFGHIJ== basic x")
+	f.Add("eyJa.b.c AKIAIOSFODNN7EXAMPLE ghp_0123456789abcdefghij xoxb-1234567890 sk-abcdefghijklmnopqrst AIzaSyA-0123456789abcdefghijklmnopqrstu")
+	f.Fuzz(func(t *testing.T, s string) {
+		out := scrubText(s)
+		if liveKey.MatchString(out) {
+			t.Errorf("scrubText(%q) = %q: still holds an API key", s, out)
+		}
+		for i := 0; i < len(s); i++ {
+			if s[i] >= 0x80 {
+				return // the regular expressions fold case beyond ASCII
+			}
+		}
+		checkScanners(t, s)
+	})
+}
+
+// BenchmarkScrubText measures scrubText over 1 MiB strings, clean and
+// full of what makes its scanners look closer: every shape must stay linear
+// (go test ./runtime/gateway -run XXX -bench ScrubText).
+func BenchmarkScrubText(b *testing.B) {
+	for _, c := range []struct{ name, s string }{
+		{"clean", strings.Repeat("abcdefgh ", 1<<17)},
+		{"name=value", strings.Repeat("a=b&c=d ", 1<<17)},
+		{"json-pairs", strings.Repeat(`"a": "b", `, 1<<17)},
+		{"urls", strings.Repeat(`http://x:y@h/ `, 1<<16)},
+		{"bearer", strings.Repeat(`bearer abcdefghijkl `, 1<<16)},
+		{"prefixes", strings.Repeat(`sk- ghp_ xox AIza eyJ AKIA ak_ `, 1<<15)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.s)))
+			for b.Loop() {
+				scrubText(c.s)
+			}
+		})
+	}
+}
