@@ -239,3 +239,50 @@ func TestBatchCountsEveryCall(t *testing.T) {
 		t.Errorf("a batch of 2 pings: status %d: %s", status, msg)
 	}
 }
+
+// TestLookalikeUsersDoNotEscapeADeny: bob written with a fullwidth @,
+// fullwidth letters, a trailing dot or in capitals is bob; bob written with
+// a Cyrillic о or a lookalike domain is refused. On /invoke (the SDK's
+// params) and on /mcp (X-Armoriq-User).
+func TestLookalikeUsersDoNotEscapeADeny(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 1, redteamPolicy())
+	echo := map[string]any{"text": "hi"}
+	tok := g.issue("svc", step("tools", "echo", echo))
+	cs := func(user string) (int, string) {
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tools_echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+		resp, data := g.send("POST", "/mcp", g.agentKey, []byte(body), map[string]string{
+			"Accept": "application/json, text/event-stream", "Content-Type": "application/json", headerProtocol: firstStatelessVersion,
+			"Mcp-Method": "tools/call", "Mcp-Name": "tools_echo", headerUser: user,
+		})
+		return resp.StatusCode, string(data)
+	}
+	for _, tc := range []struct {
+		name, user string
+		status     int // on /invoke; /mcp answers 400 with it, or a JSON-RPC block for 403
+	}{
+		{"bob", "bob@customer.com", 403},
+		{"fullwidth at sign", "bob\uff20customer.com", 403},
+		{"fullwidth letters", "\uff42\uff4f\uff42@customer.com", 403},
+		{"trailing dot", "Bob@Customer.com.", 403},
+		{"Cyrillic o", "b\u043eb@customer.com", 400},
+		{"Cyrillic s in the domain", "bob@cu\u0455tomer.com", 400},
+		{"two at signs", "bob@customer.com@x.com", 400},
+	} {
+		resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", sdkUser(echo, tc.user), nil)
+		if resp.StatusCode != tc.status {
+			t.Errorf("/invoke for %s (%q): status %d, want %d: %v", tc.name, tc.user, resp.StatusCode, tc.status, out)
+		}
+		status, body := cs(tc.user)
+		switch {
+		case tc.status == 400 && status != 400:
+			t.Errorf("/mcp for %s (%q): status %d, want 400: %s", tc.name, tc.user, status, body)
+		case tc.status == 403 && !strings.Contains(body, "bob may not use tools"):
+			t.Errorf("/mcp for %s (%q): %d %s, want blocked by no-bob", tc.name, tc.user, status, body)
+		}
+	}
+	if n := g.execs.Load(); n != 0 {
+		t.Errorf("the upstream ran %d of bob's calls", n)
+	}
+	g.checkNoUnauditedExecution()
+}

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Length bounds of the identity strings a call may carry, in bytes.
@@ -89,13 +91,17 @@ func LooksLikeCredential(s string) bool {
 	return false
 }
 
-// NormalizeUser is the form a user is compared and recorded in: trimmed,
-// and lower-cased when it is an email (it holds an @). Other user ids keep
-// their case.
+// NormalizeUser is the form a user is compared and recorded in: NFKC
+// (compatibility forms folded: a fullwidth ＠ or ｂ is @ or b), trimmed,
+// and, when it is an email (it holds an @), lower-cased with the domain's
+// trailing dots removed. Other user ids keep their case.
 func NormalizeUser(s string) string {
+	if !isASCII(s) {
+		s = norm.NFKC.String(s)
+	}
 	s = strings.TrimSpace(s)
 	if strings.Contains(s, "@") {
-		s = strings.ToLower(s)
+		s = strings.TrimRightFunc(strings.ToLower(s), func(r rune) bool { return r == '.' || unicode.IsSpace(r) })
 	}
 	return s
 }
@@ -104,7 +110,10 @@ func NormalizeUser(s string) string {
 func SameUser(a, b string) bool { return NormalizeUser(a) == NormalizeUser(b) }
 
 // User checks a user named in field and returns its normal form. An empty
-// or all-space value gives "".
+// or all-space value gives "". An email must look like one that cannot
+// pass for another: one @ with text on both sides, an ASCII domain
+// (internationalised domains in their xn-- form), and a local part whose
+// letters are of one script (no Cyrillic о inside a Latin name).
 func User(field, s string) (string, error) {
 	if err := Check(field, s, MaxUser); err != nil {
 		return "", err
@@ -113,7 +122,73 @@ func User(field, s string) (string, error) {
 	if strings.ContainsFunc(u, unicode.IsSpace) {
 		return "", &Problem{field, "contains white space inside it"}
 	}
+	if err := checkEmail(field, u); err != nil {
+		return "", err
+	}
+	// Folding may have made characters Check refuses (rare, but NFKC is
+	// not closed under it): check the form that is used.
+	if u != s {
+		if err := Check(field, u, MaxUser); err != nil {
+			return "", err
+		}
+	}
 	return u, nil
+}
+
+// checkEmail refuses a normalised email that could pass for another one.
+// A string without @ is a user id, not an email, and passes.
+func checkEmail(field, u string) error {
+	at := strings.IndexByte(u, '@')
+	if at < 0 {
+		return nil
+	}
+	local, domain := u[:at], u[at+1:]
+	switch {
+	case strings.IndexByte(domain, '@') >= 0:
+		return &Problem{field, "holds more than one @"}
+	case local == "" || domain == "":
+		return &Problem{field, "is not an email address: text is needed on both sides of the @"}
+	case !isASCII(domain):
+		return &Problem{field, "has a domain with non-ASCII characters: write an internationalised domain in its xn-- (A-label) form"}
+	}
+	if isASCII(local) {
+		return nil
+	}
+	var first *unicode.RangeTable
+	for _, r := range local {
+		if !unicode.IsLetter(r) {
+			continue
+		}
+		sc := scriptOf(r)
+		if first == nil {
+			first = sc
+		} else if sc != first {
+			return &Problem{field, fmt.Sprintf("mixes the letters of two scripts (%U at %q), which is how a name is made to look like another", r, local)}
+		}
+	}
+	return nil
+}
+
+// scriptOf returns the Unicode script table of the letter r (nil if none).
+func scriptOf(r rune) *unicode.RangeTable {
+	if r < 0x80 {
+		return unicode.Latin
+	}
+	for _, t := range unicode.Scripts {
+		if t != unicode.Common && t != unicode.Inherited && unicode.Is(t, r) {
+			return t
+		}
+	}
+	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // RequestID returns h when it is a usable request id (1 to MaxRequestID

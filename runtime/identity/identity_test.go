@@ -153,3 +153,58 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
+
+// TestUserLookalikes: a user written to look like another is either the
+// same user once normalised or refused, never a third identity that
+// escapes a rule naming the first.
+func TestUserLookalikes(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     string // "" means refused
+	}{
+		{"plain", "bob@customer.com", "bob@customer.com"},
+		{"case and space", " Bob@Customer.COM ", "bob@customer.com"},
+		{"fullwidth at sign", "bob\uff20customer.com", "bob@customer.com"},
+		{"fullwidth letters", "\uff42\uff4f\uff42@customer.com", "bob@customer.com"},
+		{"Kelvin sign", "\u212aate@customer.com", "kate@customer.com"},
+		{"trailing dot of the domain", "bob@customer.com.", "bob@customer.com"},
+		{"Cyrillic o in the local part", "b\u043eb@customer.com", ""},
+		{"Cyrillic s in the domain", "bob@cu\u0455tomer.com", ""},
+		{"non-ASCII domain (IDN not in A-labels)", "bob@b\u00fccher.de", ""},
+		{"IDN in A-labels", "bob@xn--bcher-kva.de", "bob@xn--bcher-kva.de"},
+		{"two at signs", "bob@customer.com@evil.com", ""},
+		{"empty domain", "bob@", ""},
+		{"empty local part", "@customer.com", ""},
+		{"one script, not Latin", "\u0432\u043e\u0432@customer.com", "\u0432\u043e\u0432@customer.com"},
+		{"accented Latin", "zo\u00eb@example.com", "zo\u00eb@example.com"},
+		{"decomposed accent composes", "zoe\u0308@example.com", "zo\u00eb@example.com"},
+		{"a user id, not an email", "weather-service", "weather-service"},
+	} {
+		got, err := User("user_email", tc.in)
+		switch {
+		case tc.want == "" && err == nil:
+			t.Errorf("%s: User(%q) = %q, want it refused", tc.name, tc.in, got)
+		case tc.want != "" && err != nil:
+			t.Errorf("%s: User(%q): %v, want %q", tc.name, tc.in, err, tc.want)
+		case tc.want != "" && got != tc.want:
+			t.Errorf("%s: User(%q) = %q, want %q", tc.name, tc.in, got, tc.want)
+		}
+	}
+}
+
+func FuzzUser(f *testing.F) {
+	for _, s := range []string{"bob@customer.com", "bob\uff20customer.com", " B\u043eb@X.com. .", "zoe\u0308@example.com", "svc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := User("user", s)
+		if err != nil {
+			return
+		}
+		// What is accepted is accepted again, unchanged: the stored form
+		// is the compared form.
+		if again, err := User("user", u); err != nil || again != u {
+			t.Fatalf("User(%q) = %q, but User(%q) = %q, %v", s, u, u, again, err)
+		}
+	})
+}
