@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -283,6 +284,73 @@ func TestLookalikeUsersDoNotEscapeADeny(t *testing.T) {
 	}
 	if n := g.execs.Load(); n != 0 {
 		t.Errorf("the upstream ran %d of bob's calls", n)
+	}
+	g.checkNoUnauditedExecution()
+}
+
+// TestHoldConditionOnOddNumbers: `when: args.amount > 1000` on a hold rule
+// is never skipped by writing the amount another way: every form either
+// holds (it is over 1000), or fails the condition and is denied (fail
+// closed). Through /invoke and /mcp, as the gateway decodes them.
+func TestHoldConditionOnOddNumbers(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 1, redteamPolicy())
+	amounts := []struct {
+		name string
+		raw  string // the JSON of the amount
+		// mcpOnly: no plan can hold it (no canonical JSON form: the token
+		// is refused), so only a token-less /mcp call can send it.
+		mcpOnly bool
+	}{
+		{"thousands separator", `"5,000"`, false},
+		{"padded", `" 5000 "`, false},
+		{"exponent string", `"5e3"`, false},
+		{"hex string", `"0x1388"`, false},
+		{"Infinity", `"Infinity"`, false},
+		{"inf", `"inf"`, false},
+		{"+Inf", `"+Inf"`, false},
+		{"NaN", `"NaN"`, false},
+		{"overflowing number", `1e309`, true},
+		{"overflowing negative number", `-1e309`, true},
+		{"huge integer string", `"1` + strings.Repeat("0", 400) + `"`, false},
+		{"huge integer", `1` + strings.Repeat("0", 400), false},
+		{"object", `{"value":5000}`, false},
+		{"array", `[5000]`, false},
+		{"boolean", `true`, false},
+		{"null", `null`, false},
+		{"empty string", `""`, false},
+		{"fullwidth digits", `"\uff15\uff10\uff10\uff10"`, false},
+		{"underscores", `"5_000"`, false},
+	}
+	for _, a := range amounts {
+		short := a.raw[:min(len(a.raw), 20)]
+		// /invoke: the token's issue-time check may refuse the step
+		// already (its condition fails there too); else the call must not
+		// run unapproved.
+		plan := `{"goal":"pay","steps":[{"action":"pay","mcp":"tools","params":{"amount":` + a.raw + `}}]}`
+		resp, data := g.send("POST", "/iap/sdk/token", g.agentKey, []byte(`{"user_id":"svc","agent_id":"a","plan":`+plan+`,"expires_in":60}`), nil)
+		switch {
+		case resp.StatusCode == 200:
+			var tok map[string]any
+			json.Unmarshal(data, &tok)
+			body := `{"mcp":"tools","action":"pay","params":{"amount":` + a.raw + `},"plan":` + plan + `,"token":` + string(mustJSON(tok["token"])) + `}`
+			if resp, data := g.send("POST", "/invoke", g.agentKey, []byte(body), nil); resp.StatusCode == 200 {
+				t.Errorf("/invoke amount %s (%s): 200, ran without approval: %s", short, a.name, data)
+			}
+		case resp.StatusCode != 403 && resp.StatusCode != 400:
+			t.Errorf("token for amount %s (%s): %d %s, want 200, 400 or 403", short, a.name, resp.StatusCode, data)
+		}
+		mbody := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tools_pay","arguments":{"amount":` + a.raw + `},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+		_, mdata := g.send("POST", "/mcp", g.agentKey, []byte(mbody), map[string]string{
+			"Accept": "application/json, text/event-stream", "Content-Type": "application/json", headerProtocol: firstStatelessVersion,
+			"Mcp-Method": "tools/call", "Mcp-Name": "tools_pay",
+		})
+		if !strings.Contains(string(mdata), `"error"`) {
+			t.Errorf("/mcp amount %s (%s): ran without approval: %s", short, a.name, mdata)
+		}
+	}
+	if n := g.execs.Load(); n != 0 {
+		t.Errorf("the upstream ran %d payments without approval", n)
 	}
 	g.checkNoUnauditedExecution()
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -31,6 +32,11 @@ var amountInputs = []struct {
 	{name: `"Inf"`, val: "Inf", err: `infinite number`},
 	{name: `"-Inf"`, val: "-Inf", err: `infinite number`},
 	{name: `""`, val: "", err: `a number is required`},
+	{name: `"Infinity"`, val: "Infinity", err: `infinite number`},
+	{name: `"-1e309"`, val: "-1e309", err: `infinite number`},
+	{name: "-1e309 (a JSON number beyond float64)", val: json.Number("-1e309"), err: `beyond the range of a 64-bit float`},
+	{name: "1e309 (a JSON number beyond float64)", val: json.Number("1e309"), err: `beyond the range of a 64-bit float`},
+	{name: "1e308 (json.Number)", val: json.Number("1e308"), converts: true, more: true},
 	{name: `"5000"`, val: "5000", converts: true, more: true},
 	{name: `"1e4"`, val: "1e4", converts: true, more: true},
 	{name: `"500"`, val: "500", converts: true, more: false},

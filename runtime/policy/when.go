@@ -6,6 +6,7 @@ import (
 	"math"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -146,7 +147,7 @@ func (s *search) evalHCL(r *rule) (ok bool, err error) {
 	v, _ = v.Unmark()
 	switch {
 	case !v.IsKnown():
-		return false, fmt.Errorf("condition has no known value (an argument it reads is \"inf\" or \"Inf\", which would compare as an infinite number)")
+		return false, fmt.Errorf("condition has no known value (an argument it reads is \"inf\", \"Infinity\" or a number beyond a 64-bit float, which would compare as an infinite number)")
 	case v.IsNull():
 		return false, fmt.Errorf("condition is null, not a bool")
 	case v.Type() != cty.Bool:
@@ -303,6 +304,9 @@ func toCty(v any, depth int) (cty.Value, error) {
 	case uint64:
 		return cty.NumberUIntVal(v), nil
 	case json.Number:
+		if infinite(string(v)) {
+			return cty.NilVal, fmt.Errorf("number %.40s is beyond the range of a 64-bit float", string(v))
+		}
 		n, err := cty.ParseNumberVal(string(v))
 		if err != nil {
 			return cty.NilVal, fmt.Errorf("invalid number %q", string(v))
@@ -350,15 +354,19 @@ func toCty(v any, depth int) (cty.Value, error) {
 	return cty.NilVal, fmt.Errorf("unsupported argument type %T", v)
 }
 
-// infinite reports whether s is a string HCL would convert to an infinite
-// number ("inf" or "Inf", with an optional sign). A condition that reads
-// such an argument fails: "-Inf" > 1000 is false, and a hold on large
-// amounts must not be skipped with it.
+// infinite reports whether s reads as an infinite number to a float64
+// upstream: "inf", "Infinity" (any case and sign), or a number beyond the
+// range of a 64-bit float ("1e309", "-1e309"), which such an upstream
+// reads as ±Inf. A condition that reads such an argument fails: "-Inf" >
+// 1000 is false, and a hold on large amounts must not be skipped with it,
+// nor with a number that HCL (arbitrary precision) reads as finite and the
+// upstream does not.
 func infinite(s string) bool {
-	if len(s) == 4 && (s[0] == '-' || s[0] == '+') {
-		s = s[1:]
+	if len(s) < 3 {
+		return false
 	}
-	return s == "inf" || s == "Inf"
+	f, _ := strconv.ParseFloat(s, 64)
+	return math.IsInf(f, 0)
 }
 
 type funcTable = map[string]function.Function
