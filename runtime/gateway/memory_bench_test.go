@@ -69,6 +69,14 @@ func BenchmarkRequestMemory(b *testing.B) {
 				measureForwarded(b, g, len(body), params, func() int { return benchStatus(b, g.http.URL+"/invoke", g.agentKey, body, hdr) })
 			})
 		}
+		b.Run("token/"+sh.name, func(b *testing.B) {
+			g := benchGateway(b)
+			body, _ := json.Marshal(map[string]any{
+				"user_id": "alice@example.com", "agent_id": "bench", "context_id": "default", "expires_in": 60,
+				"plan": map[string]any{"goal": "bench", "steps": []any{step("tools", "echo", params)}},
+			})
+			measureRequests(b, len(body), func() int { return benchStatus(b, g.http.URL+"/iap/sdk/token", g.agentKey, body, nil) }, http.StatusOK)
+		})
 		b.Run("mcp-tools-call/"+sh.name, func(b *testing.B) {
 			g := benchGateway(b)
 			body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": map[string]any{

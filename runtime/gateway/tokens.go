@@ -68,7 +68,7 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c := callerFrom(ctx)
 	var req tokenRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := unmarshalBody(r, &req); err != nil { // no interface values: decoded in place
 		return err
 	}
 	// The edge: identities are usable before anything is decided or
