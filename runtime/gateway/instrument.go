@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,28 +229,47 @@ func (u meteredUpstream) observe(ctx context.Context, srv bundle.Server, start t
 	u.s.metrics.UpstreamCall(label, err != nil, d)
 }
 
-func (u meteredUpstream) CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (json.RawMessage, error) {
+// recoverCall turns a panic of an upstream call (an adapter's code in this
+// process) into the call's error, so that the call ends as failed, with
+// its outcome recorded after its request record, instead of taking the
+// connection, or, on a goroutine of the MCP SDK, the process with it.
+func (u meteredUpstream) recoverCall(srv bundle.Server, what string, err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler {
+		panic(p)
+	}
+	u.s.log.Error("upstream call panicked", "server", srv.ID, "call", what, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	*err = &Error{Kind: KindInternal, Message: fmt.Sprintf("the call to MCP server %q failed inside the gateway", srv.ID), Err: fmt.Errorf("panic: %v", p)}
+}
+
+func (u meteredUpstream) CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (res json.RawMessage, err error) {
+	defer u.recoverCall(srv, "tools/call "+tool, &err)
 	start := time.Now()
 	sctx, span := u.s.startUpstreamSpan(ctx, srv, tool)
-	res, err := u.Upstream.CallTool(sctx, srv, tool, args)
+	defer span.End()
+	res, err = u.Upstream.CallTool(sctx, srv, tool, args)
 	if err != nil && span.IsRecording() {
 		span.SetStatus(codes.Error, "the upstream call failed")
 	}
-	span.End()
 	u.observe(ctx, srv, start, err)
 	return res, err
 }
 
-func (u meteredUpstream) ReadResource(ctx context.Context, srv bundle.Server, uri string) (json.RawMessage, error) {
+func (u meteredUpstream) ReadResource(ctx context.Context, srv bundle.Server, uri string) (res json.RawMessage, err error) {
+	defer u.recoverCall(srv, "resources/read", &err)
 	start := time.Now()
-	res, err := u.Upstream.ReadResource(ctx, srv, uri)
+	res, err = u.Upstream.ReadResource(ctx, srv, uri)
 	u.observe(ctx, srv, start, err)
 	return res, err
 }
 
-func (u meteredUpstream) GetPrompt(ctx context.Context, srv bundle.Server, name string, args map[string]string) (json.RawMessage, error) {
+func (u meteredUpstream) GetPrompt(ctx context.Context, srv bundle.Server, name string, args map[string]string) (res json.RawMessage, err error) {
+	defer u.recoverCall(srv, "prompts/get", &err)
 	start := time.Now()
-	res, err := u.Upstream.GetPrompt(ctx, srv, name, args)
+	res, err = u.Upstream.GetPrompt(ctx, srv, name, args)
 	u.observe(ctx, srv, start, err)
 	return res, err
 }

@@ -8,10 +8,12 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/store"
 )
 
 // redteamPolicy holds every large payment for approval, for anyone; bob's
@@ -353,4 +355,66 @@ func TestHoldConditionOnOddNumbers(t *testing.T) {
 		t.Errorf("the upstream ran %d payments without approval", n)
 	}
 	g.checkNoUnauditedExecution()
+}
+
+// panickyUpstream panics on the tool "pay" after counting it as executed:
+// an upstream client (an adapter's code in this process) that crashes
+// mid-call.
+type panickyUpstream struct {
+	Upstream
+	execs *atomic.Int64
+}
+
+func (u panickyUpstream) CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (json.RawMessage, error) {
+	if tool == "pay" {
+		u.execs.Add(1)
+		panic("adapter bug")
+	}
+	return u.Upstream.CallTool(ctx, srv, tool, args)
+}
+
+// TestUpstreamPanicKeepsTheRecord: an upstream call that panics, on
+// /invoke, the /mcp fast path and the SDK's path (a legacy batch), ends as
+// a failed call: its request record was committed before, its outcome says
+// it failed, the caller gets an error, and the gateway keeps serving.
+func TestUpstreamPanicKeepsTheRecord(t *testing.T) {
+	var paid atomic.Int64
+	g := newTestGateway(t, nil, func(c *Config) { c.Upstream = panickyUpstream{Upstream: c.Upstream, execs: &paid} })
+	g.pushBundle("rev1", 1, bundle.Policy{Rules: []bundle.Rule{{ID: "all", Effect: bundle.Allow, Tools: []string{"*/*"}}}})
+	pay := map[string]any{"amount": 5}
+	tok := g.issue("alice@customer.com", step("tools", "pay", pay))
+	if resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "pay", pay, nil); resp.StatusCode != 500 {
+		t.Errorf("/invoke of a panicking call: %d %v, want 500", resp.StatusCode, out)
+	}
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tools_pay","arguments":{"amount":5},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+	resp, data := g.send("POST", "/mcp", g.agentKey, []byte(call), map[string]string{
+		"Accept": "application/json, text/event-stream", "Content-Type": "application/json", headerProtocol: firstStatelessVersion,
+		"Mcp-Method": "tools/call", "Mcp-Name": "tools_pay",
+	})
+	if !strings.Contains(string(data), `"error"`) {
+		t.Errorf("/mcp (fast path) of a panicking call: %d %s, want a JSON-RPC error", resp.StatusCode, data)
+	}
+	mh := map[string]string{"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+	resp, _ = g.send("POST", "/mcp", g.agentKey, []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`), mh)
+	mh[headerSessionID], mh[headerProtocol] = resp.Header.Get(headerSessionID), "2025-03-26"
+	_, data = g.send("POST", "/mcp", g.agentKey, []byte(`[{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"tools_pay","arguments":{"amount":5}}}]`), mh)
+	if !strings.Contains(string(data), `"error"`) {
+		t.Errorf("/mcp (SDK path, batch) of a panicking call: %s, want a JSON-RPC error", data)
+	}
+	// Still serving.
+	if resp, out := g.sdkInvoke(g.agentKey, g.issue("alice@customer.com", step("tools", "echo", map[string]any{"text": "x"})), "tools", "echo", map[string]any{"text": "x"}, nil); resp.StatusCode != 200 {
+		t.Errorf("a call after the panics: %d %v", resp.StatusCode, out)
+	}
+	if got := paid.Load(); got != 3 {
+		t.Errorf("panicking calls reached = %d, want 3", got)
+	}
+	reqs := g.records(store.AuditFilter{Phase: store.PhaseRequest, Tool: "pay"})
+	if int64(len(reqs)) != paid.Load() {
+		t.Errorf("request records of pay = %d, want %d", len(reqs), paid.Load())
+	}
+	for _, r := range reqs {
+		if r.OutcomeMissing {
+			t.Errorf("request %d (%s) has no outcome: the panic skipped it", r.Seq, r.RequestID)
+		}
+	}
 }
