@@ -14,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/armoriq/controlplane/runtime/client"
+	"github.com/armoriq/controlplane/runtime/intent"
 )
 
 func withLimits(l Limits) gatewayOpt {
@@ -372,6 +375,18 @@ func TestConcurrentCallsPerKey(t *testing.T) {
 	mresp, mbody := g.send("POST", "/mcp", g.agentKey, []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), map[string]string{"Accept": "application/json, text/event-stream", "Content-Type": "application/json"})
 	if mresp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("/mcp while the key is at its limit: status %d: %s", mresp.StatusCode, mbody)
+	}
+	// The Go SDK sees the refusal as an error, never as a result.
+	gc, err := client.New(client.Options{APIKey: g.agentKey, UserID: "alice@example.com", AgentID: "agent-1", Endpoint: g.http.URL, Getenv: func(string) string { return "" }, HomeDir: t.TempDir(), Now: g.clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := gc.CapturePlan("echo", []intent.Step{{Action: "echo", MCP: "tools", Params: map[string]any{"text": "hi"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := gc.GetIntentToken(context.Background(), plan, client.Validity(time.Minute)); err == nil || !strings.Contains(err.Error(), "--max-concurrent-per-key") {
+		t.Errorf("Go SDK at the key's limit: token %v, err %v; want an error naming the limit", tok, err)
 	}
 	// Another key is not affected.
 	other := g.createKey("other", "agent")
