@@ -531,7 +531,10 @@ func openGateway(ctx context.Context, e *env, o *gatewayOptions) (_ *gatewayRun,
 		if err != nil {
 			return nil, usageErrorf("cannot listen on --admin-addr %s: %v", o.adminAddr, err)
 		}
-		g.admin = &http.Server{Handler: adminHandler(g.srv), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		// The gateway's connection limits, but no write timeout:
+		// /debug/pprof/profile and trace answer after their duration.
+		g.admin = &http.Server{Handler: adminHandler(g.srv), ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout,
+			IdleTimeout: o.idleTimeout, MaxHeaderBytes: int(o.maxHeader), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		go func() {
 			if err := g.admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				g.errc <- fmt.Errorf("admin listener: %v", err)
