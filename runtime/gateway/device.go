@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/armoriq/controlplane/runtime/identity"
 	"github.com/armoriq/controlplane/runtime/store"
 )
 
@@ -78,12 +79,14 @@ func deviceCodeHash(code string) []byte {
 // one line, bounded.
 func cleanLabel(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == unicode.ReplacementChar {
+		// Controls, and format characters that reorder or hide what the
+		// approver reads (a bidi override makes "nigol.exe" read "exe.login").
+		if unicode.IsControl(r) || r == unicode.ReplacementChar || unicode.In(r, unicode.Cf, unicode.Co) {
 			return ' '
 		}
 		return r
 	}, s)
-	s = strings.Join(strings.Fields(s), " ")
+	s = strings.Join(strings.Fields(scrubText(s)), " ")
 	if len(s) > max {
 		s = strings.ToValidUTF8(s[:max], "")
 	}
@@ -268,7 +271,6 @@ func (s *Server) decideDevice(ctx context.Context, c caller, userCode string, ap
 	if !ok {
 		return store.DeviceLogin{}, errorf(KindInvalid, "%q is not a user code (8 letters, XXXX-XXXX)", userCode)
 	}
-	email = strings.ToLower(strings.TrimSpace(email))
 	if c.Role != store.RoleAdmin && c.Role != store.RoleViewer {
 		return store.DeviceLogin{}, errorf(KindForbidden, "a %s key cannot decide device logins", c.Role)
 	}
@@ -280,11 +282,19 @@ func (s *Server) decideDevice(ctx context.Context, c caller, userCode string, ap
 			return store.DeviceLogin{}, errorf(KindForbidden, "a %s key cannot grant the %s role", c.Role, role)
 		}
 		if c.Role != store.RoleAdmin {
-			email = strings.ToLower(c.Name)
+			email = c.Name
 		}
-		if email != "" && (len(email) > 200 || strings.ContainsFunc(email, unicode.IsControl) || strings.ContainsAny(email, " \t")) {
-			return store.DeviceLogin{}, errorf(KindInvalid, "%q is not an email address", email)
+		// It becomes the new key's name: the identity rules of a user
+		// apply (no credential, no control or bidi character, no
+		// lookalike), as for X-Armoriq-User.
+		u, err := identity.User("email", email)
+		if err == nil && len(u) > 200 {
+			err = errors.New("email is longer than 200 bytes")
 		}
+		if err != nil {
+			return store.DeviceLogin{}, errorf(KindInvalid, "%v", err) // never echoes the value: it may be a key
+		}
+		email = u
 	}
 	d, err := s.store.DecideDeviceLogin(ctx, code, store.DeviceDecision{
 		Approve: approve, Role: role, Email: email, ByKeyID: c.KeyID, By: c.Name, At: s.now().UTC(),

@@ -418,3 +418,30 @@ func TestUpstreamPanicKeepsTheRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestDeviceLoginLabelsAreClean: the client label of a device login comes
+// from an unauthenticated request and is shown to the person who approves
+// it; the email an admin grants becomes a key's name. A credential in
+// either is never stored, and text that reorders what the approver reads
+// (a bidi override) never reaches the console.
+func TestDeviceLoginLabelsAreClean(t *testing.T) {
+	g := newTestGateway(t, nil)
+	var st DeviceStart
+	g.do("POST", "/auth/device/code", "", map[string]any{"client": "armoriq CLI \u202eexe.nigol\u202c " + g.agentKey}, 200, &st)
+	var list struct {
+		Devices []store.DeviceLogin `json:"devices"`
+	}
+	g.do("GET", "/v1/devices", g.adminKey, nil, 200, &list)
+	for _, d := range list.Devices {
+		if strings.Contains(d.Client, "ak_live_") || strings.ContainsRune(d.Client, '\u202e') {
+			t.Errorf("device login client label stored as %q", d.Client)
+		}
+	}
+	for _, email := range []string{g.agentKey, "bob\u202e@example.com", "b\u043eb@example.com", "bob@example.com\xff"} {
+		resp, data := g.send("POST", "/v1/devices/"+st.UserCode+"/approve", g.adminKey, []byte(`{"role":"agent","email":`+string(mustJSON(email))+`}`), nil)
+		if resp.StatusCode != 400 {
+			t.Errorf("approving a device login as %q: %d %s, want 400", email, resp.StatusCode, data)
+		}
+	}
+	g.checkNoCredentialStored()
+}
