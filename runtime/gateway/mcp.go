@@ -121,6 +121,14 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errorf(KindInvalid, "%v", err))
 			return
 		}
+		// Two headers naming two users: refused, as two users in one
+		// /invoke call are (a proxy may read the other one).
+		for _, v := range r.Header.Values(headerUser)[1:] {
+			if u2, err := identity.User(headerUser, v); err != nil || u2 != u {
+				writeError(w, errorf(KindInvalid, "%s is sent more than once, naming different users", headerUser))
+				return
+			}
+		}
 		if c.Role != store.RoleAgent {
 			writeError(w, errorf(KindForbidden, "%s is accepted from agent keys only", headerUser))
 			return

@@ -445,3 +445,23 @@ func TestDeviceLoginLabelsAreClean(t *testing.T) {
 	}
 	g.checkNoCredentialStored()
 }
+
+// TestTwoUserHeaders: a request that names two end users in two
+// X-Armoriq-User headers is refused, as two users in one /invoke call are:
+// a proxy in front of the gateway may read the other one.
+func TestTwoUserHeaders(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 1, redteamPolicy())
+	hdr := [][2]string{{"Authorization", "Bearer " + g.agentKey}, {"Accept", "application/json, text/event-stream"},
+		{headerProtocol, firstStatelessVersion}, {"Mcp-Method", "tools/call"}, {"Mcp-Name", "tools_echo"}}
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tools_echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+	if got := g.rawRequest("POST", "/mcp", append(hdr, [2]string{headerUser, "alice@customer.com"}, [2]string{headerUser, "bob@customer.com"}), call); got != 400 {
+		t.Errorf("two X-Armoriq-User headers: status %d, want 400", got)
+	}
+	if got := g.rawRequest("POST", "/mcp", append(hdr, [2]string{headerUser, "Alice@customer.com"}, [2]string{headerUser, "alice@customer.com "}), call); got != 200 {
+		t.Errorf("the same user twice: status %d, want 200", got)
+	}
+	if n := g.execs.Load(); n != 1 {
+		t.Errorf("upstream executions %d, want 1", n)
+	}
+}
