@@ -445,3 +445,25 @@ func TestLongAnswersExtendTheWriteDeadline(t *testing.T) {
 		}
 	}
 }
+
+// FuzzBatchSize checks the batch counter against encoding/json on every
+// valid JSON body: the number of elements of an array, 0 for anything else.
+func FuzzBatchSize(f *testing.F) {
+	for _, s := range []string{`[]`, `[1,2]`, ` [{"a":"],["}, [1,[2,3]], "x\"y,"] `, `{"a":[1,2]}`, `"[1,2]"`, `[[],[]]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := batchSize([]byte(s)) // never panics, valid or not
+		if !json.Valid([]byte(s)) {
+			return
+		}
+		var arr []json.RawMessage
+		want := 0
+		if json.Unmarshal([]byte(s), &arr) == nil {
+			want = len(arr)
+		}
+		if got != want {
+			t.Errorf("batchSize(%q) = %d, want %d", s, got, want)
+		}
+	})
+}
