@@ -465,3 +465,55 @@ func TestTwoUserHeaders(t *testing.T) {
 		t.Errorf("upstream executions %d, want 1", n)
 	}
 }
+
+// TestKeyPastedEverywhere sends an API key in every field a caller
+// controls, on every route that may store something, then dumps every
+// table of the SQLite file: no API key may be found in any of them.
+func TestKeyPastedEverywhere(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 1, redteamPolicy())
+	k := g.agentKey
+	upper := strings.ToUpper(k[:8]) + k[8:]
+	echo := map[string]any{"text": "hi"}
+	tok := g.issue("svc", step("tools", "echo", echo), step("tools", "pay", map[string]any{"amount": 5000, "memo": "use " + k}))
+	hdr := map[string]string{"X-Request-ID": k}
+	// Identities (refused or replaced), arguments and their names (redacted).
+	g.sdkInvoke(k, tok, "tools", "echo", sdkUser(echo, k), nil)
+	g.sdkInvoke(k, tok, "tools", "echo", echo, map[string]any{"user_email": upper})
+	g.sdkInvoke(k, tok, "tools", "pay", sdkUser(map[string]any{"amount": 5000, "memo": "use " + k}, "alice@customer.com"), nil)
+	g.sdkInvoke(k, tok, "tools", "echo", map[string]any{"text": k, k: 1}, nil)
+	g.sdkInvoke(k, tok, "tools", "echo", echo, map[string]any{"intent_token": map[string]any{"intent_reference": k}})
+	g.sdkInvoke(k, tok, "tools", "echo", map[string]any{"text": "hi", "_delegation_id": k}, nil)
+	g.send("POST", "/invoke", k, []byte(`{"mcp":"`+k+`","action":"echo"}`), hdr)
+	g.send("POST", "/invoke", k, []byte(`{"mcp":"tools","action":"`+k+`"}`), hdr)
+	g.send("POST", "/iap/sdk/token", k, map[string]any{"user_id": "svc", "agent_id": k, "plan": map[string]any{"goal": k, "steps": []any{step("tools", "echo", map[string]any{"text": k})}}}, hdr)
+	g.send("POST", "/iap/sdk/token", k, map[string]any{"user_id": "svc", "agent_id": "a", "context_id": k, "plan": map[string]any{"goal": k, "steps": []any{step("tools", "delete_all", map[string]any{"why": k})}}}, hdr)
+	g.send("POST", "/delegation/request", k, map[string]any{"tool": k, "intentReference": k, "arguments": map[string]any{"x": k}}, hdr)
+	g.send("GET", "/delegation/check-approved?tool="+k, k, nil, hdr)
+	g.send("POST", "/delegation/mark-executed", k, map[string]any{"delegationId": k}, hdr)
+	g.send("POST", "/v1/keys", g.adminKey, map[string]any{"name": "ci " + k, "role": "agent"}, hdr)
+	g.send("POST", "/v1/keys", g.adminKey, map[string]any{"name": "ci", "role": "agent", "agent": k}, hdr)
+	g.send("POST", "/auth/device/code", "", map[string]any{"client": k}, map[string]string{"User-Agent": k})
+	// /mcp: identity headers, client names, tool arguments, resources.
+	mh := map[string]string{"Accept": "application/json, text/event-stream", "Content-Type": "application/json", "X-Request-ID": k}
+	g.send("POST", "/mcp", k, []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"`+k+`","version":"1"}}}`), mh)
+	modern := map[string]string{"Accept": "application/json, text/event-stream", "Content-Type": "application/json", headerProtocol: firstStatelessVersion, "Mcp-Method": "tools/call", "Mcp-Name": "tools_echo", headerUser: k}
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tools_echo","arguments":{"text":"` + k + `"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"` + k + `","version":"1"}}}}`
+	g.send("POST", "/mcp", k, []byte(call), modern)
+	delete(modern, headerUser)
+	g.send("POST", "/mcp", k, []byte(call), modern)
+	call = strings.Replace(call, `"name":"`+k+`"`, `"name":"c"`, 1)
+	g.send("POST", "/mcp", k, []byte(call), modern)
+	for _, m := range []string{`{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"test://` + k + `"}}`, `{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"p","arguments":{"a":"` + k + `"}}}`} {
+		g.send("POST", "/mcp", k, []byte(m), map[string]string{"Accept": "application/json, text/event-stream", "Content-Type": "application/json", headerProtocol: firstStatelessVersion})
+	}
+	// An approval with the key in its comment, and the device email.
+	resp, out := g.sdkInvoke(k, tok, "tools", "pay", sdkUser(map[string]any{"amount": 5000, "memo": "use " + k}, "alice@customer.com"), nil)
+	if _, dc, _ := enforcementOf(out); resp.StatusCode == 403 && dc["delegationId"] != nil {
+		g.send("POST", "/v1/approvals/"+dc["delegationId"].(string)+"/approve", g.adminKey, map[string]any{"comment": k}, nil)
+	}
+	if got := len(g.records(store.AuditFilter{})); got < 10 {
+		t.Fatalf("only %d audit records: the attack run did not reach the gateway", got)
+	}
+	g.checkNoCredentialStored()
+}
