@@ -360,7 +360,7 @@ func (ep *mcpEndpoint) readResource(ctx context.Context, c *catalog, req *mcp.Re
 	if !ok {
 		return nil, &jsonrpc.Error{Code: mcp.CodeResourceNotFound, Message: "resource not found", Data: mustJSON(map[string]string{"uri": req.Params.URI})}
 	}
-	raw, err := ep.audited(ctx, sv.ID, "resources/read", map[string]any{"uri": req.Params.URI}, func() (json.RawMessage, error) {
+	raw, err := ep.audited(ctx, c, sv.ID, "resources/read", map[string]any{"uri": req.Params.URI}, func() (json.RawMessage, error) {
 		cctx, cancel := context.WithTimeout(ctx, ep.s.callTimeout())
 		defer cancel()
 		cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
@@ -385,7 +385,7 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 	for k, v := range req.Params.Arguments {
 		pargs[k] = v
 	}
-	raw, err := ep.audited(ctx, rt.server.ID, "prompts/get", map[string]any{"name": rt.name, "arguments": pargs}, func() (json.RawMessage, error) {
+	raw, err := ep.audited(ctx, c, rt.server.ID, "prompts/get", map[string]any{"name": rt.name, "arguments": pargs}, func() (json.RawMessage, error) {
 		cctx, cancel := context.WithTimeout(ctx, ep.s.callTimeout())
 		defer cancel()
 		cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
@@ -403,8 +403,9 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 
 // audited runs a resource or prompt read, call, under the audit rule of
 // tool calls: its request record (method as the tool, what it reads as the
-// arguments) is durable before call runs, and its outcome follows.
-func (ep *mcpEndpoint) audited(ctx context.Context, server, method string, args map[string]any, call func() (json.RawMessage, error)) (json.RawMessage, error) {
+// arguments) is durable before call runs, and its outcome follows. A
+// caller that may call no tool of the server is refused (mayUseServer).
+func (ep *mcpEndpoint) audited(ctx context.Context, c *catalog, server, method string, args map[string]any, call func() (json.RawMessage, error)) (json.RawMessage, error) {
 	s := ep.s
 	mc := mcpCallFrom(ctx)
 	if mc == nil {
@@ -417,7 +418,15 @@ func (ep *mcpEndpoint) audited(ctx context.Context, server, method string, args 
 		rec.BundleRevision = ab.b.Manifest.Revision
 	}
 	var raw json.RawMessage
-	err := s.commitRequest(ctx, inv)
+	var err error
+	if !ep.mayUseServer(c, mc, server) {
+		reason := fmt.Sprintf("the policy lets %s (agent %s) call no tool of server %q, so its resources and prompts are refused too", mc.user, mc.caller.Agent, server)
+		inv.decision = policy.Decision{Effect: policy.Deny, Reason: reason}
+		err = &Error{Kind: KindPolicyBlocked, Message: reason}
+	}
+	if err == nil {
+		err = s.commitRequest(ctx, inv)
+	}
 	if err == nil {
 		raw, err = call()
 	}
@@ -425,6 +434,31 @@ func (ep *mcpEndpoint) audited(ctx context.Context, server, method string, args 
 		return nil, aerr
 	}
 	return raw, err
+}
+
+// mayUseServer reports whether the caller may call some tool of server:
+// resources and prompts have no rules of their own, and a caller the
+// policy shuts out of every tool of a server (a suspended agent, a denied
+// user) must not read them either. Conditions are not evaluated, as for
+// tools/list: a conditional allow counts.
+func (ep *mcpEndpoint) mayUseServer(c *catalog, mc *mcpCallCtx, server string) bool {
+	ab := ep.s.active.Load()
+	if ab == nil {
+		return false
+	}
+	req := policy.Request{User: mc.user, Agent: mc.caller.Agent, Server: server, Tool: "*"}
+	if ab.engine.Visible(&req) {
+		return true
+	}
+	for _, rt := range c.tools {
+		if rt.server.ID == server {
+			req.Tool = rt.name
+			if ab.engine.Visible(&req) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // requestExtra is what a prompts/get or resources/read passes on to its

@@ -14,6 +14,7 @@ import (
 
 	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/runtime/store"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // redteamPolicy holds every large payment for approval, for anyone; bob's
@@ -516,4 +517,40 @@ func TestKeyPastedEverywhere(t *testing.T) {
 		t.Fatalf("only %d audit records: the attack run did not reach the gateway", got)
 	}
 	g.checkNoCredentialStored()
+}
+
+// TestSuspendedCallerReadsNoResources: resources and prompts have no
+// rules of their own, but a caller that may call no tool of a server (an
+// agent suspended by `agents: [bad-bot]` on */*, a user denied the
+// server's tools) may not read its resources or get its prompts either.
+func TestSuspendedCallerReadsNoResources(t *testing.T) {
+	g := adapterGateway(t, "1", nil)
+	pol := bundle.Policy{Rules: []bundle.Rule{
+		{ID: "all", Effect: bundle.Allow, Tools: []string{"*/*"}},
+		{ID: "no-bad-bot", Effect: bundle.Deny, Tools: []string{"*/*"}, Agents: []string{"bad-bot"}, Reason: "bad-bot is suspended"},
+		{ID: "no-bob", Effect: bundle.Deny, Tools: []string{"local/*"}, Users: []string{"bob@customer.com"}, Reason: "bob may not use local"},
+	}}
+	g.pushServers("r1", 1, pol, stdioServer("local", "conditional"))
+	var out struct {
+		Key string `json:"key"`
+	}
+	g.do("POST", "/v1/keys", g.adminKey, map[string]any{"name": "ci", "role": "agent", "agent": "bad-bot"}, 201, &out)
+	read := func(cs *mcp.ClientSession) error {
+		_, err := cs.ReadResource(context.Background(), &mcp.ReadResourceParams{URI: "test://stdio-upstream/readme"})
+		if err != nil {
+			return err
+		}
+		_, err = cs.GetPrompt(context.Background(), &mcp.GetPromptParams{Name: "greet", Arguments: map[string]string{"who": "ann"}})
+		return err
+	}
+	if err := read(g.mcpClient(g.agentKey, nil)); err != nil {
+		t.Fatalf("the agent key reading a resource and a prompt: %v", err)
+	}
+	if err := read(g.mcpClient(out.Key, nil)); err == nil || !strings.Contains(err.Error(), "blocked") {
+		t.Errorf("bad-bot reading a resource: %v, want blocked", err)
+	}
+	if err := read(g.mcpClient(g.agentKey, map[string]string{headerUser: "bob@customer.com"})); err == nil || !strings.Contains(err.Error(), "blocked") {
+		t.Errorf("bob reading a resource of local: %v, want blocked", err)
+	}
+	g.checkNoUnauditedExecution()
 }
