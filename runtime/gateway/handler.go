@@ -57,10 +57,12 @@ func (s *Server) handle(h handlerFunc) http.Handler {
 		if status >= 500 {
 			level = slog.LevelError
 		}
+		// Messages quote what callers sent (ids, references, paths): a
+		// credential among them is redacted before the line is written.
 		s.log.LogAttrs(r.Context(), level, "request failed",
-			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("method", r.Method), slog.String("path", scrubText(r.URL.Path)),
 			slog.Int("status", status), slog.String("code", code),
-			slog.String("error", e.Error()), slog.Duration("duration", time.Since(start)))
+			slog.String("error", scrubText(e.Error())), slog.Duration("duration", time.Since(start)))
 		writeError(w, e)
 	})
 }

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -553,4 +555,50 @@ func TestSuspendedCallerReadsNoResources(t *testing.T) {
 		t.Errorf("bob reading a resource of local: %v, want blocked", err)
 	}
 	g.checkNoUnauditedExecution()
+}
+
+// lockedBuffer is a log sink safe for the gateway's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestNoKeyInLogs: an API key a caller puts where an error message or a
+// log line quotes it (an approval id, an intent reference, a path) never
+// reaches the log.
+func TestNoKeyInLogs(t *testing.T) {
+	var logs lockedBuffer
+	g := newTestGateway(t, nil, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	g.pushBundle("rev1", 1, redteamPolicy())
+	k := g.agentKey
+	echo := map[string]any{"text": "hi"}
+	tok := g.issue("svc", step("tools", "echo", echo))
+	g.sdkInvoke(k, tok, "tools", "echo", map[string]any{"text": "hi", "_delegation_id": k}, nil)
+	g.sdkInvoke(k, tok, "tools", "echo", echo, map[string]any{"intent_token": map[string]any{"intent_reference": k}})
+	g.send("POST", "/delegation/request", k, map[string]any{"tool": "echo", "intentReference": k}, nil)
+	g.send("GET", "/v1/approvals/"+k, g.adminKey, nil, nil)
+	g.send("POST", "/v1/approvals/"+k+"/approve", g.adminKey, nil, nil)
+	g.send("POST", "/v1/devices/"+k+"/approve", g.adminKey, map[string]any{"role": "agent"}, nil)
+	g.send("DELETE", "/v1/tokens/"+k, g.adminKey, nil, nil)
+	g.send("GET", "/v1/audit?decision="+k, g.adminKey, nil, nil)
+	if strings.Count(logs.String(), "request failed") < 4 {
+		t.Fatalf("the attacks were not logged as failed requests: %s", logs.String())
+	}
+	if i := strings.Index(strings.ToLower(logs.String()), "ak_live_"); i >= 0 {
+		t.Errorf("an API key reached the log: …%s…", logs.String()[max(0, i-200):min(len(logs.String()), i+80)])
+	}
 }
