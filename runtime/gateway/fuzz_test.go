@@ -33,11 +33,17 @@ func FuzzEntryPoints(f *testing.F) {
 		[]byte(`{"plan":{"steps":[]}}`), []byte(`{"name":"k","role":"agent"}`), []byte("\x1f\x8b\x08"),
 		[]byte(`{"mcp":"tools","action":"echo","token":{"plan_hash":"x","expires_at":1e308}}`),
 		bytes.Replace(good, []byte(`"params":{"text":"hi"}`), []byte(`"params":{"text":"hi","user_email":"b\u0000b@x.com"}`), 1),
+		// The red team's: lookalike users, numbers beyond float64, a batch.
+		bytes.Replace(good, []byte(`"params":{"text":"hi"}`), []byte(`"params":{"text":"hi","user_email":"b\u043eb@x.com"}`), 1),
+		bytes.Replace(good, []byte(`"params":{"text":"hi"}`), []byte(`"params":{"text":"hi","user_email":"bob\uff20x.com."}`), 1),
+		[]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tools_add","arguments":{"a":-1e309,"b":1}}}`),
+		[]byte(`[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"tools_echo","arguments":{"text":"a"}}},{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"test://x"}}]`),
 	}
 	headerSeeds := []struct{ name, value string }{
 		{"X-Request-ID", "req-1"}, {"X-Request-ID", "\xff"}, {"X-Armoriq-User", "bob@example.com"},
 		{"X-Armoriq-User", "b\xffob"}, {"X-CSRG-Proof", hdr["X-CSRG-Proof"]}, {"Mcp-Session-Id", "x"},
 		{"Mcp-Protocol-Version", "2026-07-28"}, {"Content-Type", "text/plain"}, {"X-Request-ID", g.agentKey},
+		{"X-Armoriq-User", "b\u043eb@example.com"}, {"X-Armoriq-User", "bob\uff20example.com"},
 	}
 	for i, s := range seeds {
 		for route := 0; route < 6; route++ {
