@@ -10,20 +10,8 @@ const { ArmorIQClient } = require('@armoriq/sdk');
 const gw = process.env.GATEWAY;
 const key = process.env.ARMORIQ_API_KEY;
 const user = 'alice@customer.com';
-const result = (scenario, fields) => console.log('RESULT ' + JSON.stringify({ scenario, ...fields }));
-const errName = (e) => (e && e.constructor && e.constructor.name) || String(e);
+const { result, attempt } = require('./results');
 const headers = { 'X-API-Key': key, 'X-User-Email': user, 'Content-Type': 'application/json' };
-
-async function attempt(scenario, fn) {
-  try {
-    const r = await fn();
-    result(scenario, { ok: true, value: r });
-    return r;
-  } catch (e) {
-    result(scenario, { ok: false, error: errName(e), message: String(e.message || e) });
-    return undefined;
-  }
-}
 
 async function main() {
   const client = new ArmorIQClient({ apiKey: key, userId: user, agentId: 'payments-agent', backendEndpoint: gw, proxyEndpoint: gw, iapEndpoint: gw });

@@ -5,17 +5,7 @@
 const { ArmorIQClient } = require('@armoriq/sdk');
 
 const gw = process.env.GATEWAY;
-const result = (scenario, fields) => console.log('RESULT ' + JSON.stringify({ scenario, ...fields }));
-const errName = (e) => (e && e.constructor && e.constructor.name) || String(e);
-
-async function expectError(scenario, fn) {
-  try {
-    const r = await fn();
-    result(scenario, { ok: true, value: r });
-  } catch (e) {
-    result(scenario, { ok: false, error: errName(e), message: String(e.message || e) });
-  }
-}
+const { result, attempt: expectError } = require('./results');
 
 async function main() {
   const client = new ArmorIQClient({
