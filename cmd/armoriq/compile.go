@@ -188,6 +188,13 @@ func printDiagnostics(e *env, ds schema.Diagnostics) {
 // writeFileAtomic writes path through a temporary file in the same
 // directory, so a failed write never leaves half a bundle behind.
 func writeFileAtomic(path string, write func(*os.File) error) error {
+	return writeFileAtomicMode(path, 0o644, write)
+}
+
+// writeFileAtomicMode is writeFileAtomic with the file's mode. The
+// temporary file is 0600 while it is written, so a secret is never
+// readable by others, even half-written.
+func writeFileAtomicMode(path string, mode os.FileMode, write func(*os.File) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -198,7 +205,7 @@ func writeFileAtomic(path string, write func(*os.File) error) error {
 		os.Remove(tmp)
 		return err
 	}
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return err

@@ -213,25 +213,10 @@ func ensureAgentKey(ctx context.Context, st store.Store, path string) error {
 // writeSecretFile replaces path with content, readable by its owner only
 // from the first byte on.
 func writeSecretFile(path, content string) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*") // mode 0600
-	if err != nil {
+	return writeFileAtomicMode(path, 0o600, func(f *os.File) error {
+		_, err := f.WriteString(content)
 		return err
-	}
-	tmp := f.Name()
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	})
 }
 
 // upSource is the reconciler's source for the config at path: the git
