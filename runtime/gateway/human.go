@@ -64,33 +64,22 @@ func (s *Server) initHuman(ctx context.Context) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.human.notify.run(ctx) }()
 	}
-	s.wg.Add(1)
-	go s.sweepHuman(ctx)
+	s.every(ctx, time.Minute, s.sweepHuman)
 }
 
 // sweepHuman expires open approvals past their time (so they read as
 // expired everywhere and the webhook hears of it) and prunes old sessions
 // and device logins.
 func (s *Server) sweepHuman(ctx context.Context) {
-	defer s.wg.Done()
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		exp, err := s.human.approvals.Expire(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("expiring approvals failed", "error", err)
-		}
-		for _, a := range exp {
-			s.notifyApproval("expired", a, "")
-		}
-		if _, err := s.store.PruneHuman(ctx, s.now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
-			s.log.Warn("pruning sessions and device logins failed", "error", err)
-		}
+	exp, err := s.human.approvals.Expire(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("expiring approvals failed", "error", err)
+	}
+	for _, a := range exp {
+		s.notifyApproval("expired", a, "")
+	}
+	if _, err := s.store.PruneHuman(ctx, s.now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
+		s.log.Warn("pruning sessions and device logins failed", "error", err)
 	}
 }
 

@@ -182,8 +182,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		s.wg.Add(1)
 		go s.pollBundle(bg, cfg.BundlePoll)
 	}
-	s.wg.Add(1)
-	go s.pruneTokens(bg)
+	s.every(bg, time.Hour, s.pruneTokens)
 	s.initHuman(bg)
 	return s, nil
 }
@@ -360,24 +359,32 @@ func (s *Server) watchRevocations(ctx context.Context, revs <-chan store.Revocat
 	}
 }
 
-// pruneTokens deletes token records a day after they expired, hourly, so
-// the tokens table does not grow without bound.
-func (s *Server) pruneTokens(ctx context.Context) {
-	defer s.wg.Done()
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := s.store.PruneTokens(ctx, s.now().Add(-24*time.Hour))
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("pruning expired tokens failed", "error", err)
-			} else if n > 0 {
-				s.log.Info("pruned expired tokens", "count", n)
+// every runs fn every d until ctx ends, in a goroutine Close waits for.
+func (s *Server) every(ctx context.Context, d time.Duration, fn func(context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fn(ctx)
 			}
 		}
+	}()
+}
+
+// pruneTokens deletes token records a day after they expired, so the
+// tokens table does not grow without bound. It runs hourly.
+func (s *Server) pruneTokens(ctx context.Context) {
+	n, err := s.store.PruneTokens(ctx, s.now().Add(-24*time.Hour))
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("pruning expired tokens failed", "error", err)
+	} else if n > 0 {
+		s.log.Info("pruned expired tokens", "count", n)
 	}
 }
 
