@@ -270,7 +270,7 @@ const approvalCols = `id, state, created_at, expires_at, token_id, plan_hash, st
 	arguments, end_user, agent, rule, reason, approvers, requester_key_id, requester, request_id,
 	decided_by_key_id, decided_by, decided_at, comment, executed_at`
 
-func scanApproval(sc interface{ Scan(...any) error }) (Approval, error) {
+func scanApproval(sc rowScanner) (Approval, error) {
 	var a Approval
 	var created, expires int64
 	var decided, executed sql.NullInt64
@@ -341,20 +341,7 @@ func (s *sqlStore) ListApprovals(ctx context.Context, f ApprovalFilter) ([]Appro
 	limit = min(limit, 1000)
 	q += ` ORDER BY CASE WHEN state = 'pending' THEN 0 ELSE 1 END, created_at DESC, id LIMIT ?`
 	args = append(args, limit)
-	rows, err := s.r.QueryContext(ctx, s.q(q), args...)
-	if err != nil {
-		return nil, dbError(op, err)
-	}
-	defer rows.Close()
-	var out []Approval
-	for rows.Next() {
-		a, err := scanApproval(rows)
-		if err != nil {
-			return nil, dbError(op, err)
-		}
-		out = append(out, a)
-	}
-	return out, dbError(op, rows.Err())
+	return queryAll(ctx, s, op, q, args, scanApproval)
 }
 
 // transition runs update (which must match only rows in the wanted state)
@@ -454,7 +441,7 @@ func (s *sqlStore) ExpireApprovals(ctx context.Context, at time.Time) ([]Approva
 const deviceCols = `code_hash, user_code, state, client, created_at, expires_at, last_poll_at,
 	role, email, by_key_id, by_name, decided_at, key_id`
 
-func scanDevice(sc interface{ Scan(...any) error }) (DeviceLogin, error) {
+func scanDevice(sc rowScanner) (DeviceLogin, error) {
 	var d DeviceLogin
 	var created, expires int64
 	var polled, decided sql.NullInt64
@@ -487,22 +474,8 @@ func (s *sqlStore) DeviceLoginByUserCode(ctx context.Context, userCode string) (
 }
 
 func (s *sqlStore) ListDeviceLogins(ctx context.Context, since time.Time) ([]DeviceLogin, error) {
-	const op = "list device logins"
-	rows, err := s.r.QueryContext(ctx, s.q(`SELECT `+deviceCols+` FROM device_logins WHERE created_at >= ?
-		ORDER BY CASE WHEN state = 'pending' THEN 0 ELSE 1 END, created_at DESC LIMIT 200`), since.UnixNano())
-	if err != nil {
-		return nil, dbError(op, err)
-	}
-	defer rows.Close()
-	var out []DeviceLogin
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, dbError(op, err)
-		}
-		out = append(out, d)
-	}
-	return out, dbError(op, rows.Err())
+	return queryAll(ctx, s, "list device logins", `SELECT `+deviceCols+` FROM device_logins WHERE created_at >= ?
+		ORDER BY CASE WHEN state = 'pending' THEN 0 ELSE 1 END, created_at DESC LIMIT 200`, []any{since.UnixNano()}, scanDevice)
 }
 
 func (s *sqlStore) CountPendingDeviceLogins(ctx context.Context, at time.Time) (int, error) {

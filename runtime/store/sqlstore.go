@@ -116,7 +116,7 @@ func (s *sqlStore) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx) e
 
 const apiKeyCols = `id, name, role, secret_hash, last4, created_at, revoked_at, agent`
 
-func scanAPIKey(sc interface{ Scan(...any) error }) (APIKey, error) {
+func scanAPIKey(sc rowScanner) (APIKey, error) {
 	var k APIKey
 	var created int64
 	var revoked sql.NullInt64
@@ -148,22 +148,30 @@ func (s *sqlStore) GetAPIKey(ctx context.Context, id string) (APIKey, error) {
 	return k, dbError("get api key", err)
 }
 
-func (s *sqlStore) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
-	const op = "list api keys"
-	rows, err := s.r.QueryContext(ctx, `SELECT `+apiKeyCols+` FROM api_keys ORDER BY created_at, id`)
+// rowScanner is what the scan functions read a row from.
+type rowScanner interface{ Scan(...any) error }
+
+// queryAll runs query on the reader and scans every row with scan; errors
+// are reported under op.
+func queryAll[T any](ctx context.Context, s *sqlStore, op, query string, args []any, scan func(rowScanner) (T, error)) ([]T, error) {
+	rows, err := s.r.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
 		return nil, dbError(op, err)
 	}
 	defer rows.Close()
-	var keys []APIKey
+	var out []T
 	for rows.Next() {
-		k, err := scanAPIKey(rows)
+		v, err := scan(rows)
 		if err != nil {
 			return nil, dbError(op, err)
 		}
-		keys = append(keys, k)
+		out = append(out, v)
 	}
-	return keys, dbError(op, rows.Err())
+	return out, dbError(op, rows.Err())
+}
+
+func (s *sqlStore) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
+	return queryAll(ctx, s, "list api keys", `SELECT `+apiKeyCols+` FROM api_keys ORDER BY created_at, id`, nil, scanAPIKey)
 }
 
 func (s *sqlStore) RevokeAPIKey(ctx context.Context, id string) (time.Time, error) {
@@ -200,7 +208,7 @@ func (s *sqlStore) revoke(ctx context.Context, op, table string, r Revocation) (
 
 const signingKeyCols = `kid, private_key, created_at, retired_at`
 
-func scanSigningKey(sc interface{ Scan(...any) error }) (SigningKey, error) {
+func scanSigningKey(sc rowScanner) (SigningKey, error) {
 	var k SigningKey
 	var priv []byte
 	var created int64
@@ -257,21 +265,7 @@ func (s *sqlStore) RetireSigningKey(ctx context.Context, kid string) (time.Time,
 }
 
 func (s *sqlStore) SigningKeys(ctx context.Context) ([]SigningKey, error) {
-	const op = "signing keys"
-	rows, err := s.r.QueryContext(ctx, `SELECT `+signingKeyCols+` FROM signing_keys ORDER BY created_at, kid`)
-	if err != nil {
-		return nil, dbError(op, err)
-	}
-	defer rows.Close()
-	var keys []SigningKey
-	for rows.Next() {
-		k, err := scanSigningKey(rows)
-		if err != nil {
-			return nil, dbError(op, err)
-		}
-		keys = append(keys, k)
-	}
-	return keys, dbError(op, rows.Err())
+	return queryAll(ctx, s, "signing keys", `SELECT `+signingKeyCols+` FROM signing_keys ORDER BY created_at, kid`, nil, scanSigningKey)
 }
 
 // BootstrapSigningKey checks for an active key and inserts the candidate
