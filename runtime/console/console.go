@@ -1,7 +1,6 @@
 package console
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -168,13 +167,6 @@ type session struct {
 	RevokeKeyOnEnd bool
 }
 
-type sessionKey struct{}
-
-func sessionFrom(ctx context.Context) *session {
-	s, _ := ctx.Value(sessionKey{}).(*session)
-	return s
-}
-
 func randomToken() string {
 	var b [32]byte
 	rand.Read(b[:])
@@ -226,7 +218,7 @@ func (c *Console) authed(h func(w http.ResponseWriter, r *http.Request, s *sessi
 				return
 			}
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, s)), s)
+		h(w, r, s)
 	}
 }
 

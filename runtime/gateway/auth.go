@@ -197,10 +197,6 @@ func (f *inflightSet) register(m map[string]map[uint64]context.CancelCauseFunc, 
 	}
 }
 
-func (f *inflightSet) add(keyID string, cancel context.CancelCauseFunc) func() {
-	return f.register(f.byKey, keyID, cancel)
-}
-
 func (f *inflightSet) addToken(tokenID string, cancel context.CancelCauseFunc) func() {
 	return f.register(f.byToken, tokenID, cancel)
 }

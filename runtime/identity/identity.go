@@ -106,9 +106,6 @@ func NormalizeUser(s string) string {
 	return s
 }
 
-// SameUser reports whether a and b name the same user.
-func SameUser(a, b string) bool { return NormalizeUser(a) == NormalizeUser(b) }
-
 // User checks a user named in field and returns its normal form. An empty
 // or all-space value gives "". An email must look like one that cannot
 // pass for another: one @ with text on both sides, an ASCII domain
