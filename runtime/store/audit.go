@@ -79,12 +79,21 @@ type AuditRecord struct {
 	Client         string          `json:"client,omitempty"`      // the client name the caller sent (recorded, never trusted)
 	TraceID        string          `json:"trace_id,omitempty"`    // the call's trace
 	ApprovalID     string          `json:"approval_id,omitempty"` // the approval the call used or decided
-	PrevHash       []byte          `json:"prev_hash"`
-	Hash           []byte          `json:"hash"`
+	// UserSource says where the end user came from: "token user_email",
+	// a field of the call ("params.user_email", …), "X-Armoriq-User"
+	// (asserted by a key allowed to), "access token" (an identity
+	// provider's token), "token user_id" or "api key".
+	UserSource string `json:"user_source,omitempty"`
+	// AuthIssuer and AuthSubject name the OAuth access token a call was
+	// made with: its issuer and subject (empty for an API key).
+	AuthIssuer  string `json:"auth_issuer,omitempty"`
+	AuthSubject string `json:"auth_subject,omitempty"`
+	PrevHash    []byte `json:"prev_hash"`
+	Hash        []byte `json:"hash"`
 	// HashVersion is the encoding Hash was computed with: 1 (or 0, in an
-	// export written before versions were recorded) or 2. The store sets
-	// it; a version-1 record has none of the fields from Phase to
-	// ApprovalID.
+	// export written before versions were recorded), 2 or 3. The store
+	// sets it; a version-1 record has none of the fields from Phase to
+	// AuthSubject, a version-2 record none from UserSource on.
 	HashVersion int `json:"hash_version,omitempty"`
 
 	// OutcomeMissing (not hashed, set when read): a request record that no
@@ -157,7 +166,8 @@ func (p *AuditProblem) String() string {
 const (
 	auditHashLabelV1 = "armoriq audit v1"
 	auditHashLabelV2 = "armoriq audit v2"
-	auditHashVersion = 2
+	auditHashLabelV3 = "armoriq audit v3"
+	auditHashVersion = 3
 )
 
 // zeroHash is the PrevHash of the first record.
@@ -166,20 +176,27 @@ var zeroHash = make([]byte, sha256.Size)
 // AuditHash returns the hash of rec: SHA-256 over the canonical encoding of
 // every hashed field, PrevHash included, in the encoding rec.HashVersion
 // names (see docs/store.md). It returns nil, which matches no stored hash,
-// when the version is unknown or a version-1 record carries a field that
-// version 1 did not have.
+// when the version is unknown or a record carries a field that its version
+// did not have.
 func AuditHash(rec *AuditRecord) []byte {
-	v2 := false
+	label := auditHashLabelV1
+	v3fields := rec.UserSource != "" || rec.AuthIssuer != "" || rec.AuthSubject != ""
 	switch rec.HashVersion {
 	case 0, 1:
-		if rec.Phase != "" || rec.Concludes != 0 || rec.Client != "" || rec.TraceID != "" || rec.ApprovalID != "" {
+		if rec.Phase != "" || rec.Concludes != 0 || rec.Client != "" || rec.TraceID != "" || rec.ApprovalID != "" || v3fields {
 			return nil
 		}
 	case 2:
-		v2 = true
+		if v3fields {
+			return nil
+		}
+		label = auditHashLabelV2
+	case 3:
+		label = auditHashLabelV3
 	default:
 		return nil
 	}
+	v2 := label != auditHashLabelV1
 	h := sha256.New()
 	var buf [8]byte
 	str := func(s []byte) {
@@ -191,11 +208,7 @@ func AuditHash(rec *AuditRecord) []byte {
 		binary.BigEndian.PutUint64(buf[:], uint64(n))
 		h.Write(buf[:])
 	}
-	if v2 {
-		str([]byte(auditHashLabelV2))
-	} else {
-		str([]byte(auditHashLabelV1))
-	}
+	str([]byte(label))
 	num(rec.Seq)
 	num(rec.Time.UnixNano())
 	str([]byte(rec.RequestID))
@@ -219,6 +232,11 @@ func AuditHash(rec *AuditRecord) []byte {
 		str([]byte(rec.Client))
 		str([]byte(rec.TraceID))
 		str([]byte(rec.ApprovalID))
+	}
+	if label == auditHashLabelV3 {
+		str([]byte(rec.UserSource))
+		str([]byte(rec.AuthIssuer))
+		str([]byte(rec.AuthSubject))
 	}
 	str(rec.PrevHash)
 	return h.Sum(nil)
@@ -259,7 +277,7 @@ func (v *verifier) next(rec *AuditRecord) bool {
 		v.fail(rec.Seq, Inserted, "past the chain head (seq %d)", v.report.HeadSeq)
 	case rec.Seq != v.expected:
 		v.fail(v.expected, Deleted, "records %d to %d are missing", v.expected, rec.Seq-1)
-	case rec.HashVersion != 1 && rec.HashVersion != auditHashVersion:
+	case rec.HashVersion < 1 || rec.HashVersion > auditHashVersion:
 		v.fail(rec.Seq, Edited, "unknown hash version %d", rec.HashVersion)
 	case !bytes.Equal(AuditHash(rec), rec.Hash):
 		v.fail(rec.Seq, Edited, "its fields do not match its hash")

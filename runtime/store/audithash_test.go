@@ -106,7 +106,11 @@ func TestAuditHashVersions(t *testing.T) {
 		{"v0 with a client", func(r *AuditRecord) { r.Client = "x" }, true},
 		{"v1 with a trace", func(r *AuditRecord) { r.HashVersion, r.TraceID = 1, "t" }, true},
 		{"v1 with an approval", func(r *AuditRecord) { r.HashVersion, r.ApprovalID = 1, "a" }, true},
-		{"v3", func(r *AuditRecord) { r.HashVersion = 3 }, true},
+		{"v3 plain", func(r *AuditRecord) { r.HashVersion = 3 }, false},
+		{"v3 with an issuer", func(r *AuditRecord) { r.HashVersion, r.AuthIssuer = 3, "https://idp" }, false},
+		{"v2 with a user source", func(r *AuditRecord) { r.HashVersion, r.UserSource = 2, "access token" }, true},
+		{"v1 with a subject", func(r *AuditRecord) { r.HashVersion, r.AuthSubject = 1, "s" }, true},
+		{"v4", func(r *AuditRecord) { r.HashVersion = 4 }, true},
 		{"v-1", func(r *AuditRecord) { r.HashVersion = -1 }, true},
 	} {
 		r := base
@@ -115,9 +119,55 @@ func TestAuditHashVersions(t *testing.T) {
 			t.Errorf("AuditHash(%s) = %x, want nil: %v", tt.name, got, tt.wantNil)
 		}
 	}
-	v1, v2 := base, base
-	v1.HashVersion, v2.HashVersion = 1, 2
-	if bytes.Equal(AuditHash(&v1), AuditHash(&v2)) {
-		t.Errorf("the same record hashes alike under v1 and v2")
+	v1, v2, v3 := base, base, base
+	v1.HashVersion, v2.HashVersion, v3.HashVersion = 1, 2, 3
+	if bytes.Equal(AuditHash(&v1), AuditHash(&v2)) || bytes.Equal(AuditHash(&v2), AuditHash(&v3)) {
+		t.Errorf("the same record hashes alike under two versions")
+	}
+	// Each v3 field is hashed: changing one changes the hash.
+	for _, edit := range []func(r *AuditRecord){
+		func(r *AuditRecord) { r.UserSource = "X-Armoriq-User" },
+		func(r *AuditRecord) { r.AuthIssuer = "https://idp" },
+		func(r *AuditRecord) { r.AuthSubject = "sub" },
+	} {
+		r := v3
+		edit(&r)
+		if bytes.Equal(AuditHash(&r), AuditHash(&v3)) {
+			t.Errorf("a v3 field is not hashed: %+v", r)
+		}
+	}
+}
+
+// TestAuditHashVectorV3 pins encoding v3, which every new record uses: v2
+// plus who the call's identity came from (docs/store.md, "Version 3").
+// The expected hash was computed from the table in the docs, not from
+// AuditHash.
+func TestAuditHashVectorV3(t *testing.T) {
+	rec := AuditRecord{
+		Seq: 2, Time: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC),
+		RequestID: "req-1", APIKeyID: "abcdefghij12", Service: "svc", User: "ann@example.com",
+		Agent: "agent-1", Server: "github", Tool: "create_issue", Arguments: json.RawMessage(`null`),
+		Decision: Allowed, Rule: "allow-github", BundleRevision: "rev1", Outcome: "ok", DurationMS: 12,
+		Phase: PhaseOutcome, Concludes: 1, Client: "claude-code", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
+		ApprovalID: "apr-1", UserSource: "access token", AuthIssuer: "https://idp.example.com", AuthSubject: "00u1abc",
+		PrevHash: bytes.Repeat([]byte{0xab}, 32), HashVersion: 3,
+	}
+	const want = "901321bc1ceefc755a7f923d50792652575131fe14f24cd537c6aa512763ba8c"
+	if got := hex.EncodeToString(AuditHash(&rec)); got != want {
+		t.Errorf("AuditHash(v3 vector) = %s, want %s", got, want)
+	}
+	for name, edit := range map[string]func(r *AuditRecord){
+		"user_source":  func(r *AuditRecord) { r.UserSource = "X-Armoriq-User" },
+		"auth_issuer":  func(r *AuditRecord) { r.AuthIssuer = "https://idp.example.co" },
+		"auth_subject": func(r *AuditRecord) { r.AuthSubject = "" },
+		"issuer/subject boundary": func(r *AuditRecord) {
+			r.AuthIssuer, r.AuthSubject = r.AuthIssuer+"0", r.AuthSubject[1:]
+		},
+	} {
+		r := rec
+		edit(&r)
+		if got := hex.EncodeToString(AuditHash(&r)); got == want {
+			t.Errorf("AuditHash ignores an edit of %s", name)
+		}
 	}
 }

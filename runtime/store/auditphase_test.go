@@ -272,8 +272,8 @@ func testAuditMigrateV1(t *testing.T, e engine) {
 	if err != nil || len(all) != 7 {
 		t.Fatalf("ListAudit = %d, %v", len(all), err)
 	}
-	if all[4].HashVersion != 1 || all[5].HashVersion != 2 || !bytes.Equal(all[5].PrevHash, all[4].Hash) {
-		t.Errorf("versions %d, %d; record 6 links to 5: %v; want 1, 2, true", all[4].HashVersion, all[5].HashVersion, bytes.Equal(all[5].PrevHash, all[4].Hash))
+	if all[4].HashVersion != 1 || all[5].HashVersion != auditHashVersion || !bytes.Equal(all[5].PrevHash, all[4].Hash) {
+		t.Errorf("versions %d, %d; record 6 links to 5: %v; want 1, 3, true", all[4].HashVersion, all[5].HashVersion, bytes.Equal(all[5].PrevHash, all[4].Hash))
 	}
 
 	// Giving an old record a field v1 did not hash is an edit, as is
@@ -284,7 +284,10 @@ func testAuditMigrateV1(t *testing.T, e engine) {
 	}{
 		{"a v1 record made a request", `UPDATE audit_log SET phase = 'request' WHERE seq = 3`, 3},
 		{"a v1 record given a client", `UPDATE audit_log SET client = 'x' WHERE seq = 2`, 2},
-		{"a v2 record relabelled v1", `UPDATE audit_log SET hash_version = 1 WHERE seq = 6`, 6},
+		{"a v3 record relabelled v1", `UPDATE audit_log SET hash_version = 1 WHERE seq = 6`, 6},
+		{"a v3 record relabelled v2", `UPDATE audit_log SET hash_version = 2 WHERE seq = 6`, 6},
+		{"a v1 record given a user source", `UPDATE audit_log SET user_source = 'X-Armoriq-User' WHERE seq = 2`, 2},
+		{"a v3 record's issuer edited", `UPDATE audit_log SET auth_issuer = 'https://evil' WHERE seq = 6`, 6},
 		{"a v1 record relabelled v2", `UPDATE audit_log SET hash_version = 2 WHERE seq = 1`, 1},
 		{"an unknown version", `UPDATE audit_log SET hash_version = 7 WHERE seq = 4`, 4},
 		{"an outcome moved to another request", `UPDATE audit_log SET concludes = 2 WHERE seq = 7`, 7},

@@ -13,9 +13,9 @@ import (
 // auditCols are the stored columns, in scanAudit's order.
 const auditCols = `seq, recorded_at, request_id, api_key_id, service, end_user, agent, server, tool,
 	arguments, decision, rule, bundle_revision, plan_hash, step, outcome, duration_ms, prev_hash, hash,
-	hash_version, phase, concludes, client, trace_id, approval_id`
+	hash_version, phase, concludes, client, trace_id, approval_id, user_source, auth_issuer, auth_subject`
 
-const auditNumCols = 25
+const auditNumCols = 28
 
 // auditPlaceholders is one row of auditCols' placeholders.
 var auditPlaceholders = "(" + strings.TrimSuffix(strings.Repeat("?, ", auditNumCols), ", ") + ")"
@@ -66,6 +66,7 @@ func checkAudit(rec *AuditRecord) error {
 		{"user", rec.User}, {"agent", rec.Agent}, {"server", rec.Server}, {"tool", rec.Tool},
 		{"rule", rec.Rule}, {"bundle_revision", rec.BundleRevision}, {"plan_hash", rec.PlanHash},
 		{"outcome", rec.Outcome}, {"client", rec.Client}, {"trace_id", rec.TraceID}, {"approval_id", rec.ApprovalID},
+		{"user_source", rec.UserSource}, {"auth_issuer", rec.AuthIssuer}, {"auth_subject", rec.AuthSubject},
 	} {
 		if !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
 			return fmt.Errorf("%s is not valid UTF-8 or contains NUL", f.name)
@@ -118,7 +119,8 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 		args = append(args, rec.Seq, rec.Time.UnixNano(), rec.RequestID, rec.APIKeyID, rec.Service, rec.User,
 			rec.Agent, rec.Server, rec.Tool, string(rec.Arguments), string(rec.Decision), rec.Rule,
 			rec.BundleRevision, rec.PlanHash, rec.Step, rec.Outcome, rec.DurationMS, rec.PrevHash, rec.Hash,
-			rec.HashVersion, string(rec.Phase), rec.Concludes, rec.Client, rec.TraceID, rec.ApprovalID)
+			rec.HashVersion, string(rec.Phase), rec.Concludes, rec.Client, rec.TraceID, rec.ApprovalID,
+			rec.UserSource, rec.AuthIssuer, rec.AuthSubject)
 	}
 	if n == 0 {
 		return nil
@@ -204,7 +206,8 @@ func scanAudit(sc interface{ Scan(...any) error }, withConcluded bool) (AuditRec
 	var by sql.NullInt64
 	dst := []any{&r.Seq, &at, &r.RequestID, &r.APIKeyID, &r.Service, &r.User, &r.Agent, &r.Server, &r.Tool,
 		&args, &decision, &r.Rule, &r.BundleRevision, &r.PlanHash, &r.Step, &r.Outcome, &r.DurationMS,
-		&r.PrevHash, &r.Hash, &r.HashVersion, &phase, &r.Concludes, &r.Client, &r.TraceID, &r.ApprovalID}
+		&r.PrevHash, &r.Hash, &r.HashVersion, &phase, &r.Concludes, &r.Client, &r.TraceID, &r.ApprovalID,
+		&r.UserSource, &r.AuthIssuer, &r.AuthSubject}
 	if withConcluded {
 		dst = append(dst, &by)
 	}

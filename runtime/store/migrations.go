@@ -111,6 +111,12 @@ var migrations = []migration{
 	}},
 	{4, "approvals, device logins, console sessions", humanTables},
 	{5, "one open approval per call", oneOpenApproval},
+	{6, "who is calling: OAuth access tokens, keys that assert end users", []string{
+		`ALTER TABLE audit_log ADD COLUMN user_source TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE audit_log ADD COLUMN auth_issuer TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE audit_log ADD COLUMN auth_subject TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE api_keys ADD COLUMN assert_users INTEGER NOT NULL DEFAULT 0`,
+	}},
 }
 
 // migrate applies the steps the database lacks (all of migrations, but

@@ -114,14 +114,15 @@ func (s *sqlStore) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx) e
 
 // ---- API keys
 
-const apiKeyCols = `id, name, role, secret_hash, last4, created_at, revoked_at, agent`
+const apiKeyCols = `id, name, role, secret_hash, last4, created_at, revoked_at, agent, assert_users`
 
 func scanAPIKey(sc rowScanner) (APIKey, error) {
 	var k APIKey
 	var created int64
 	var revoked sql.NullInt64
-	err := sc.Scan(&k.ID, &k.Name, &k.Role, &k.SecretHash, &k.Last4, &created, &revoked, &k.Agent)
-	k.CreatedAt, k.RevokedAt = time.Unix(0, created).UTC(), fromNS(revoked)
+	var assert int64
+	err := sc.Scan(&k.ID, &k.Name, &k.Role, &k.SecretHash, &k.Last4, &created, &revoked, &k.Agent, &assert)
+	k.CreatedAt, k.RevokedAt, k.AssertUsers = time.Unix(0, created).UTC(), fromNS(revoked), assert != 0
 	return k, err
 }
 
@@ -138,8 +139,8 @@ func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = now()
 	}
-	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-		k.ID, k.Name, string(k.Role), k.SecretHash, k.Last4, k.CreatedAt.UnixNano(), nsOrNull(k.RevokedAt), k.Agent)
+	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		k.ID, k.Name, string(k.Role), k.SecretHash, k.Last4, k.CreatedAt.UnixNano(), nsOrNull(k.RevokedAt), k.Agent, boolInt(k.AssertUsers))
 	return dbError(op, err)
 }
 
@@ -458,4 +459,12 @@ func (s *sqlStore) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// boolInt stores a flag as the INTEGER both engines read back.
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }

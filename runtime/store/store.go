@@ -132,11 +132,15 @@ type APIKey struct {
 	// Agent is the agent identity calls made with this key act as, for
 	// policy rules' agents: set by an admin when the key is created, never
 	// by the caller. Empty: the key's Name.
-	Agent      string
-	SecretHash []byte // HashAPISecret(ID, secret)
-	Last4      string // last four characters of the full key, for display
-	CreatedAt  time.Time
-	RevokedAt  time.Time // zero while the key is valid
+	Agent string
+	// AssertUsers: calls made with this key may name their end user in
+	// the X-Armoriq-User header (a service acting for its users). Set by
+	// an admin; without it the header is refused.
+	AssertUsers bool
+	SecretHash  []byte // HashAPISecret(ID, secret)
+	Last4       string // last four characters of the full key, for display
+	CreatedAt   time.Time
+	RevokedAt   time.Time // zero while the key is valid
 }
 
 // AgentID is the agent identity of calls made with k: Agent, else Name.

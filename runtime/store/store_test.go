@@ -95,7 +95,7 @@ func testAPIKeys(t *testing.T, e engine) {
 	s := open(t, e.newDB(t))
 
 	full, id, hash := GenerateAPIKey()
-	k := APIKey{ID: id, Name: "ci bot", Role: RoleAgent, SecretHash: hash, Last4: APIKeyLast4(full)}
+	k := APIKey{ID: id, Name: "ci bot", Role: RoleAgent, SecretHash: hash, Last4: APIKeyLast4(full), AssertUsers: true}
 	if err := s.CreateAPIKey(ctx, k); err != nil {
 		t.Fatalf("CreateAPIKey: %v", err)
 	}
@@ -113,7 +113,7 @@ func testAPIKeys(t *testing.T, e engine) {
 		t.Fatalf("GetAPIKey: %v", err)
 	}
 	if got.ID != id || got.Name != "ci bot" || got.Role != RoleAgent || !bytes.Equal(got.SecretHash, hash) ||
-		got.Last4 != full[len(full)-4:] || got.CreatedAt.IsZero() || got.Revoked() {
+		got.Last4 != full[len(full)-4:] || got.CreatedAt.IsZero() || got.Revoked() || !got.AssertUsers {
 		t.Errorf("GetAPIKey = %+v, want the key as created", got)
 	}
 	_, secret, err := ParseAPIKey(full)
@@ -135,7 +135,7 @@ func testAPIKeys(t *testing.T, e engine) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) != 2 || keys[0].ID != id || keys[1].ID != id2 {
+	if len(keys) != 2 || keys[0].ID != id || keys[1].ID != id2 || !keys[0].AssertUsers || keys[1].AssertUsers {
 		t.Errorf("ListAPIKeys = %v, want [%s %s]", keys, id, id2)
 	}
 
@@ -506,7 +506,8 @@ func insertRaw(t *testing.T, s Store, r AuditRecord) {
 	raw(t, s, `INSERT INTO audit_log (`+auditCols+`) VALUES `+auditPlaceholders,
 		r.Seq, r.Time.UnixNano(), r.RequestID, r.APIKeyID, r.Service, r.User, r.Agent, r.Server, r.Tool,
 		string(r.Arguments), string(r.Decision), r.Rule, r.BundleRevision, r.PlanHash, r.Step, r.Outcome,
-		r.DurationMS, r.PrevHash, r.Hash, r.HashVersion, string(r.Phase), r.Concludes, r.Client, r.TraceID, r.ApprovalID)
+		r.DurationMS, r.PrevHash, r.Hash, r.HashVersion, string(r.Phase), r.Concludes, r.Client, r.TraceID, r.ApprovalID,
+		r.UserSource, r.AuthIssuer, r.AuthSubject)
 }
 
 func testAuditListExport(t *testing.T, e engine) {
