@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -187,8 +188,12 @@ func keyTTL(h http.Header) time.Duration {
 		case d == "no-store" || d == "no-cache":
 			return minKeyTTL
 		case strings.HasPrefix(d, "max-age="):
-			if n, err := strconv.ParseInt(strings.Trim(d[len("max-age="):], `"`), 10, 64); err == nil && n >= 0 {
-				ttl = time.Duration(min(n, int64(maxKeyTTL/time.Second))) * time.Second
+			n, err := strconv.ParseUint(strings.Trim(d[len("max-age="):], `"`), 10, 64)
+			if errors.Is(err, strconv.ErrRange) {
+				n, err = math.MaxUint64, nil
+			}
+			if err == nil {
+				ttl = time.Duration(min(n, uint64(maxKeyTTL/time.Second))) * time.Second
 			}
 		}
 	}
