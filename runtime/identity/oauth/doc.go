@@ -28,13 +28,20 @@
 //     case. ID tokens usually say "JWT" too; they are kept out by the
 //     audience, which must be this gateway's resource URI (RFC 8707), not a
 //     client id.
+//   - "aud" (a string or an array) must hold Provider.Audience exactly,
+//     byte for byte: no trailing-slash or case folding.
 //   - "exp" is required; "exp", "nbf" and "iat" are judged with a small
 //     clock skew (Options.Skew, 60 s by default). "sub" is required.
 //   - The user claim (Provider.UserClaim, "email" by default) is checked with
 //     identity.User: a malformed or look-alike email makes the token invalid,
 //     it never becomes a different user. A token without the user claim
 //     (client credentials) names no user. Groups and scopes are checked
-//     like every identity string before they reach a decision or a record.
+//     like every identity string before they reach a decision or a record;
+//     a groups claim that is not there but distributed (_claim_names, Entra
+//     ID's overage) makes the token invalid, since reading it as "no groups"
+//     would slip past deny rules on groups. An element of a wrong type in
+//     groups, scope or aud makes the token invalid rather than being
+//     dropped.
 //
 // # Keys
 //

@@ -300,6 +300,15 @@ func (v *Verifier) claims(p Provider, t *token, now time.Time) (*Principal, *Err
 	}
 	// groups
 	if p.GroupsClaim != "" {
+		// A provider with too many groups for a token (Entra ID's
+		// "overage") moves them to a distributed claim. Taking that as
+		// "no groups" would slip past every deny rule on a group: refuse.
+		if raw, ok := c["_claim_names"]; ok {
+			var names map[string]json.RawMessage
+			if json.Unmarshal(raw, &names) == nil && names[p.GroupsClaim] != nil {
+				return nil, invalid("the token's %s claim is distributed (_claim_names), which this gateway does not fetch; configure the provider to put the groups in the token", quoteShort(p.GroupsClaim))
+			}
+		}
 		groups, e := stringsClaim(c, p.GroupsClaim, false)
 		if e != nil {
 			return nil, e

@@ -83,9 +83,9 @@ const (
 	defaultKeyTTL   = time.Hour
 )
 
-// DefaultAlgorithms are the algorithms a provider allows when its config
-// names none.
-var DefaultAlgorithms = []string{"RS256", "ES256", "PS256", "EdDSA"}
+// DefaultAlgorithms returns the algorithms a provider allows when its
+// config names none.
+func DefaultAlgorithms() []string { return []string{"RS256", "ES256", "PS256", "EdDSA"} }
 
 // Error codes of RFC 6750, section 3.1.
 const (
@@ -279,7 +279,7 @@ func Normalize(p Provider) (Provider, error) {
 		}
 	}
 	if len(p.AllowedAlgorithms) == 0 {
-		p.AllowedAlgorithms = slices.Clone(DefaultAlgorithms)
+		p.AllowedAlgorithms = DefaultAlgorithms()
 	} else {
 		p.AllowedAlgorithms = slices.Clone(p.AllowedAlgorithms)
 	}

@@ -148,6 +148,7 @@ func TestVerifyRefuses(t *testing.T) {
 		{"groups with a number", tok(map[string]any{"groups": []any{"eng", 3}}), CodeInvalidToken, "groups", ""},
 		{"groups an object", tok(map[string]any{"groups": map[string]any{"eng": true}}), CodeInvalidToken, "groups", ""},
 		{"group with a control character", tok(map[string]any{"groups": []string{"eng\x00admin"}}), CodeInvalidToken, "group", ""},
+		{"groups overage (distributed claim)", tok(map[string]any{"groups": nil, "_claim_names": map[string]any{"groups": "src1"}, "_claim_sources": map[string]any{"src1": map[string]any{"endpoint": "https://graph.example.com"}}}), CodeInvalidToken, "distributed", ""},
 		{"scope not a string", tok(map[string]any{"scope": 1}), CodeInvalidToken, "scope", ""},
 		{"required scope missing", tok(map[string]any{"scope": "openid profile"}), CodeInsufficientScope, "lacks the scope mcp:tools", "mcp:tools"},
 		{"no scope at all", tok(map[string]any{"scope": nil}), CodeInsufficientScope, "mcp:tools", "mcp:tools"},
@@ -302,10 +303,10 @@ func TestProvidersDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Provider{
-		{Name: "a", Issuer: "https://idp.example.com/tenant", Audience: audience, UserClaim: "email", AllowedAlgorithms: DefaultAlgorithms},
+		{Name: "a", Issuer: "https://idp.example.com/tenant", Audience: audience, UserClaim: "email", AllowedAlgorithms: DefaultAlgorithms()},
 		{Name: "local", Issuer: "http://127.0.0.1:9000", Audience: audience, UserClaim: "upn", AllowedAlgorithms: []string{"ES384"}},
-		{Name: "local6", Issuer: "http://[::1]:9000", Audience: audience, UserClaim: "email", AllowedAlgorithms: DefaultAlgorithms},
-		{Name: "localhost", Issuer: "http://localhost:9000", Audience: audience, UserClaim: "email", AllowedAlgorithms: DefaultAlgorithms},
+		{Name: "local6", Issuer: "http://[::1]:9000", Audience: audience, UserClaim: "email", AllowedAlgorithms: DefaultAlgorithms()},
+		{Name: "localhost", Issuer: "http://localhost:9000", Audience: audience, UserClaim: "email", AllowedAlgorithms: DefaultAlgorithms()},
 	}
 	got := v.Providers()
 	if diff := cmp.Diff(want, got); diff != "" {
