@@ -71,7 +71,11 @@ func check(root *node, c *Config) Diagnostics {
 	if id := root.get("identity"); id != nil {
 		checkSecret(id.get("api_key"), "identity.api_key", &ds)
 	}
+	checkIdentityProviders(root, &ds)
 	walkStrings(root, nil, func(n *node, labels []string) {
+		if len(labels) > 0 && labels[0] == "identity_providers" {
+			return // written out, never $VAR references (checkIdentityProviders)
+		}
 		if len(labels) > 0 {
 			switch labels[len(labels)-1] {
 			case "when", "description", "reason":

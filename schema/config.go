@@ -21,6 +21,9 @@ type Config struct {
 	Intent      *Intent   `json:"intent,omitempty"`
 	Tests       []Test    `json:"tests,omitempty"`
 	Gateways    []Gateway `json:"gateways,omitempty"`
+	// IdentityProviders are the OAuth issuers whose access tokens the
+	// gateway accepts, with their defaults applied.
+	IdentityProviders []IdentityProvider `json:"identity_providers,omitempty"`
 
 	// Sources are the files the config was loaded from, in load order.
 	Sources []Source `json:"-"`
@@ -168,4 +171,33 @@ type Gateway struct {
 	URL    string `json:"url"`
 	APIKey string `json:"api_key,omitempty"` // a $VAR reference
 	Pos    Pos    `json:"-"`
+}
+
+// DefaultUserClaim is the claim an identity provider's tokens name the end
+// user by when the config gives no user_claim.
+const DefaultUserClaim = "email"
+
+// Algorithms are the JWS algorithms an identity provider may allow:
+// asymmetric signatures only. "none" and the HMAC algorithms (HS256, ...)
+// are never accepted: an HMAC "signature" checked with a public key is
+// forgeable by anyone who has the key.
+var Algorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// DefaultAlgorithms returns the algorithms an identity provider allows when
+// the config gives no allowed_algorithms (a new slice each call).
+func DefaultAlgorithms() []string { return []string{"RS256", "ES256", "PS256", "EdDSA"} }
+
+// IdentityProvider is one entry of identity_providers: an OAuth 2.0 /
+// OpenID Connect issuer whose JWT access tokens the gateway accepts.
+// UserClaim and AllowedAlgorithms hold their defaults when the file leaves
+// them out.
+type IdentityProvider struct {
+	Name              string   `json:"name"`
+	Issuer            string   `json:"issuer"`
+	Audience          string   `json:"audience"`
+	UserClaim         string   `json:"user_claim"`
+	GroupsClaim       string   `json:"groups_claim,omitempty"`
+	RequiredScopes    []string `json:"required_scopes,omitempty"`
+	AllowedAlgorithms []string `json:"allowed_algorithms"`
+	Pos               Pos      `json:"-"` // position of the entry
 }

@@ -35,6 +35,8 @@ var entryDefs = map[string]string{
 	"test":    "#Test",
 	"gateway": "#Gateway",
 	"auth":    "#Auth",
+
+	"identity_provider": "#IdentityProvider",
 }
 
 type validator struct {
@@ -88,7 +90,7 @@ func (v *validator) release() {
 // so that one error cannot hide another (CUE reports a struct's closedness
 // error and drops the other errors of the same value).
 type unit struct {
-	entry  string   // config, server, rule, test, gateway
+	entry  string   // config, server, rule, test, gateway, identity_provider
 	labels []string // where the unit sits in the file
 	data   *node
 }
@@ -115,6 +117,9 @@ func checkSchema(root *node) Diagnostics {
 			f = field{key: f.key, keyPos: f.keyPos, val: &node{kind: kList, pos: f.val.pos}}
 		case f.key == "gateways" && f.val.kind == kList:
 			units = append(units, listUnits("gateway", []string{"gateways"}, f.val)...)
+			f = field{key: f.key, keyPos: f.keyPos, val: &node{kind: kList, pos: f.val.pos}}
+		case f.key == "identity_providers" && f.val.kind == kList:
+			units = append(units, listUnits("identity_provider", []string{"identity_providers"}, f.val)...)
 			f = field{key: f.key, keyPos: f.keyPos, val: &node{kind: kList, pos: f.val.pos}}
 		case f.key == "policy" && f.val.kind == kMap:
 			pol := &node{kind: kMap, pos: f.val.pos}

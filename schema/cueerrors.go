@@ -95,7 +95,10 @@ func describe(root *node, labels []string, errs []cueErr) Diagnostics {
 		}
 		others = append(others, e)
 	}
-	if len(alts) > 0 {
+	switch {
+	case len(alts) > 0 && isAlgorithm(labels) && present && n.kind == kString:
+		diags.errorf(pos, path, "%s", algorithmHint(n.str))
+	case len(alts) > 0:
 		diags.errorf(pos, path, "must be %s, got %s", joinAlts(alts), got)
 	}
 	for _, e := range others {
@@ -114,7 +117,7 @@ func describe(root *node, labels []string, errs []cueErr) Diagnostics {
 		case strings.HasPrefix(e.format, "invalid value") && len(e.args) >= 2:
 			bound := fmt.Sprint(e.args[1])
 			if m := boundRE.FindStringSubmatch(bound); m != nil {
-				diags.errorf(pos, path, "invalid value %s: %s", got, patternHint(labels, m[1]))
+				diags.errorf(pos, path, "invalid value %s: %s", got, patternHint(labels, m[1], n))
 			} else {
 				diags.errorf(pos, path, "invalid value %s: must be %s", got, bound)
 			}
@@ -190,8 +193,13 @@ func containsStr(l []string, s string) bool {
 	return false
 }
 
-func patternHint(labels []string, re string) string {
+func patternHint(labels []string, re string, n *node) string {
 	last := labels[len(labels)-1]
+	if len(labels) >= 3 && labels[0] == "identity_providers" {
+		if h := providerHint(labels[2], n); h != "" {
+			return h
+		}
+	}
 	switch {
 	case last == "id" && len(labels) == 3 && labels[0] == "mcp_servers":
 		return "a server id may contain only letters, digits, '-' and '_'"
@@ -223,7 +231,7 @@ func requiredWhy(root *node, labels []string) string {
 
 // knownKeys lists the keys each part of the file accepts, for suggestions.
 var knownKeys = map[string][]string{
-	"":            {"version", "identity", "environment", "proxy", "mcp_servers", "groups", "policy", "intent", "tests", "gateways"},
+	"":            {"version", "identity", "environment", "proxy", "mcp_servers", "groups", "policy", "intent", "tests", "gateways", "identity_providers"},
 	"identity":    {"api_key", "user_id", "agent_id"},
 	"proxy":       {"url", "timeout", "max_retries"},
 	"mcp_servers": {"id", "url", "description", "auth", "transport", "tool_prefix", "command", "args", "env", "path", "sha256"},
@@ -233,6 +241,8 @@ var knownKeys = map[string][]string{
 	"intent":      {"ttl_seconds", "require_csrg"},
 	"tests":       {"name", "user", "groups", "agent", "tool", "args", "expect", "approvers"},
 	"gateways":    {"name", "url", "api_key"},
+
+	"identity_providers": {"name", "issuer", "audience", "user_claim", "groups_claim", "required_scopes", "allowed_algorithms"},
 }
 
 // suggest proposes a known key close to an unknown one.

@@ -58,7 +58,30 @@ func decode(root *node) *Config {
 	for _, it := range items(root.get("gateways")) {
 		c.Gateways = append(c.Gateways, Gateway{Name: str(it.get("name")), URL: str(it.get("url")), APIKey: str(it.get("api_key")), Pos: it.pos})
 	}
+	for _, it := range items(root.get("identity_providers")) {
+		c.IdentityProviders = append(c.IdentityProviders, decodeIdentityProvider(it))
+	}
 	return c
+}
+
+func decodeIdentityProvider(n *node) IdentityProvider {
+	p := IdentityProvider{
+		Name:              str(n.get("name")),
+		Issuer:            str(n.get("issuer")),
+		Audience:          str(n.get("audience")),
+		UserClaim:         str(n.get("user_claim")),
+		GroupsClaim:       str(n.get("groups_claim")),
+		RequiredScopes:    strs(n.get("required_scopes")),
+		AllowedAlgorithms: strs(n.get("allowed_algorithms")),
+		Pos:               n.pos,
+	}
+	if p.UserClaim == "" {
+		p.UserClaim = DefaultUserClaim
+	}
+	if n.get("allowed_algorithms") == nil {
+		p.AllowedAlgorithms = DefaultAlgorithms()
+	}
+	return p
 }
 
 func decodeServer(n *node) Server {

@@ -11,7 +11,7 @@ import (
 
 // schemaLeak matches what a diagnostic must never show: the schema's
 // definitions or file.
-var schemaLeak = regexp.MustCompile(`#(Config|Identity|Proxy|Server|Auth|Policy|Rule|Intent|Test|Gateway)\b|armoriq\.cue|_\|_`)
+var schemaLeak = regexp.MustCompile(`#(Config|Identity|Proxy|Server|Auth|Policy|Rule|Intent|Test|Gateway|IdentityProvider|Algorithm)\b|armoriq\.cue|_\|_`)
 
 var update = flag.Bool("update", false, "rewrite testdata/diag/*.golden")
 

@@ -19,12 +19,14 @@ import (
 //	policy { rule "name" { ... } }        -> policy.rules: [{name: ..., ...}]
 //	test "name" { ... }                   -> tests: [...]
 //	gateway "name" { ... }                -> gateways: [...]
+//	identity_provider "okta" { ... }      -> identity_providers: [{name: okta, ...}]
 //
 // A rule's when may be written as a bare HCL expression (when = args.x > 1)
 // or as a string; either way the Config holds its source text.
 
 // listBlocks maps a repeated block type to the list it builds and the key
-// its label fills. A label is required for mcp_server and group.
+// its label fills. A label is required for mcp_server, identity_provider
+// and group.
 var listBlocks = map[string]struct {
 	list, label string
 	required    bool
@@ -33,6 +35,8 @@ var listBlocks = map[string]struct {
 	"rule":       {"rules", "name", false},
 	"test":       {"tests", "name", false},
 	"gateway":    {"gateways", "name", false},
+
+	"identity_provider": {"identity_providers", "name", true},
 }
 
 // blockPlace says where a repeated block type belongs: "policy" or ""
@@ -41,7 +45,7 @@ func blockPlace(typ string) (where string, ok bool) {
 	switch typ {
 	case "rule":
 		return "policy", true
-	case "mcp_server", "test", "gateway", "group":
+	case "mcp_server", "test", "gateway", "group", "identity_provider":
 		return "", true
 	}
 	return "", false
@@ -136,7 +140,7 @@ func (c *hclConv) body(b *hclsyntax.Body, labels []string) *node {
 		}
 		if lb, ok := listBlocks[bl.Type]; ok {
 			if len(bl.Labels) > 1 || lb.required && len(bl.Labels) != 1 {
-				c.diags.errorf(kpos, pathString(append(labels, lb.list)), "a %s block takes one label: %s \"%s\" { ... }", bl.Type, bl.Type, lb.label)
+				c.diags.errorf(kpos, pathString(append(labels, lb.list)), "%s %s block takes one label: %s \"%s\" { ... }", article(bl.Type), bl.Type, bl.Type, lb.label)
 				continue
 			}
 			l := lists[lb.list]
@@ -315,6 +319,14 @@ func fromCty(v cty.Value, p Pos) *node {
 		}
 	}
 	return n
+}
+
+// article is "an" before a word starting with a vowel, else "a".
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 func itoa(i int) string { return big.NewInt(int64(i)).String() }

@@ -184,6 +184,7 @@ func jsonSchemaFixes(s map[string]any) error {
 	describeProp(props, "intent", "Intent token settings.")
 	describeProp(props, "tests", "Policy tests run by `armoriq test` and `armoriq check`.")
 	describeProp(props, "gateways", "Gateways the reconciler pushes bundles to.")
+	describeProp(props, "identity_providers", "OAuth 2.0 / OpenID Connect issuers whose JWT access tokens the gateway accepts: the end user is the token's user claim.")
 	return nil
 }
 

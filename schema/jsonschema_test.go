@@ -266,3 +266,58 @@ func diagsOrValid(ds Diagnostics) string {
 	}
 	return ds.Error()
 }
+
+// TestJSONSchemaIdentityProviders judges identity_providers with the JSON
+// Schema as armoriq validate's schema step does: a valid provider is
+// accepted, alg none, HMAC, plain http off loopback, a missing or empty
+// audience and the rest are rejected by both. What only Go checks
+// (duplicates, an empty algorithm list) passes the JSON Schema and fails
+// Parse.
+func TestJSONSchemaIdentityProviders(t *testing.T) {
+	rs := compiledJSONSchema(t)
+	const head = "version: v1\nidentity_providers:\n"
+	const okta = "  - name: okta\n    issuer: https://example.okta.com/oauth2/default\n    audience: api://armoriq\n"
+	for _, tc := range []struct {
+		name, src   string
+		schemaValid bool // the JSON Schema and armoriq's schema step
+		goValid     bool // Parse, with the Go checks
+	}{
+		{"minimal provider", head + okta, true, true},
+		{"full provider", head + okta + "    user_claim: preferred_username\n    groups_claim: groups\n    required_scopes: [mcp:tools, openid]\n    allowed_algorithms: [RS256, PS384, ES512, EdDSA]\n", true, true},
+		{"two providers", head + okta + "  - name: kc\n    issuer: http://localhost:8080/realms/acme\n    audience: https://gw.example.com/mcp\n", true, true},
+		{"http on ::1", head + "  - name: a\n    issuer: http://[::1]:4444\n    audience: api://a\n", true, true},
+		{"alg none", head + okta + "    allowed_algorithms: [none]\n", false, false},
+		{"alg HS256", head + okta + "    allowed_algorithms: [RS256, HS256]\n", false, false},
+		{"alg in lower case", head + okta + "    allowed_algorithms: [rs256]\n", false, false},
+		{"http issuer off loopback", head + "  - name: a\n    issuer: http://idp.example.com\n    audience: api://a\n", false, false},
+		{"issuer with a query", head + "  - name: a\n    issuer: https://idp.example.com/?x=1\n    audience: api://a\n", false, false},
+		{"issuer with a fragment", head + "  - name: a\n    issuer: \"https://idp.example.com/#x\"\n    audience: api://a\n", false, false},
+		{"issuer as a $VAR", head + "  - name: a\n    issuer: $ISSUER\n    audience: api://a\n", false, false},
+		{"missing audience", head + "  - name: a\n    issuer: https://idp.example.com\n", false, false},
+		{"empty audience", head + "  - name: a\n    issuer: https://idp.example.com\n    audience: \"\"\n", false, false},
+		{"audience not a URI", head + "  - name: a\n    issuer: https://idp.example.com\n    audience: armoriq\n", false, false},
+		{"missing name", head + "  - issuer: https://idp.example.com\n    audience: api://a\n", false, false},
+		{"name with a space", head + "  - name: a b\n    issuer: https://idp.example.com\n    audience: api://a\n", false, false},
+		{"scope with a space", head + okta + "    required_scopes: [\"a b\"]\n", false, false},
+		{"unknown key", head + okta + "    jwks_uri: https://example.okta.com/keys\n", false, false},
+		{"duplicate name", head + okta + "  - name: okta\n    issuer: https://other.example.com\n    audience: api://a\n", true, false},
+		{"duplicate issuer", head + okta + "  - name: other\n    issuer: https://example.okta.com/oauth2/default\n    audience: api://a\n", true, false},
+		{"duplicate scope", head + okta + "    required_scopes: [a, a]\n", true, false},
+		{"no algorithm", head + okta + "    allowed_algorithms: []\n", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inst, err := asJSON([]byte(tc.src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			jsErr := rs.Validate(inst)
+			root, _ := parseYAML("a.yaml", []byte(tc.src))
+			schemaDiags := checkSchema(root)
+			_, ds := Parse("a.yaml", []byte(tc.src))
+			if (jsErr == nil) != tc.schemaValid || !schemaDiags.HasErrors() != tc.schemaValid || !ds.HasErrors() != tc.goValid {
+				t.Errorf("input:\n%s\nJSON Schema: %v\nschema step: %v\nParse: %v\nwant schema-valid %v, valid %v",
+					tc.src, errOrValid(jsErr), diagsOrValid(schemaDiags), diagsOrValid(ds), tc.schemaValid, tc.goValid)
+			}
+		})
+	}
+}

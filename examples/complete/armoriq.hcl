@@ -123,3 +123,12 @@ gateway "prod-us" {
   url     = "https://gw-us.example.com"
   api_key = "$${GATEWAY_US_KEY}"
 }
+
+identity_provider "okta" {
+  issuer             = "https://example.okta.com/oauth2/default"
+  audience           = "https://gateway.example.com/mcp"
+  user_claim         = "email"
+  groups_claim       = "groups"
+  required_scopes    = ["mcp:tools"]
+  allowed_algorithms = ["RS256", "ES256"]
+}
