@@ -131,6 +131,7 @@ func (c *compilation) policy() bundle.Policy {
 	for _, g := range cfg.Groups {
 		p.Groups = append(p.Groups, bundle.Group{Name: g.Name, Members: normalizeEmails(g.Members)})
 	}
+	p.IdentityProviders = identityProviders(cfg.IdentityProviders)
 	if cfg.Intent != nil {
 		p.DefaultTTLSeconds = cfg.Intent.TTLSeconds
 		p.RequireCSRG = cfg.Intent.RequireCSRG
@@ -200,6 +201,47 @@ func (c *compilation) policy() bundle.Policy {
 		})
 	}
 	return p
+}
+
+// identityProviders compiles identity_providers with every default filled
+// in (the gateway applies none), sorted by name, scopes and algorithms
+// sorted: the bundle shows exactly who may sign in, and equal configs give
+// equal bundles.
+func identityProviders(ps []schema.IdentityProvider) []bundle.IdentityProvider {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]bundle.IdentityProvider, 0, len(ps))
+	for _, p := range ps {
+		bp := bundle.IdentityProvider{
+			Name:              p.Name,
+			Issuer:            p.Issuer,
+			Audience:          p.Audience,
+			UserClaim:         p.UserClaim,
+			GroupsClaim:       p.GroupsClaim,
+			RequiredScopes:    sortedSet(p.RequiredScopes),
+			AllowedAlgorithms: sortedSet(p.AllowedAlgorithms),
+		}
+		if bp.UserClaim == "" {
+			bp.UserClaim = schema.DefaultUserClaim
+		}
+		if p.AllowedAlgorithms == nil {
+			bp.AllowedAlgorithms = sortedSet(schema.DefaultAlgorithms())
+		}
+		out = append(out, bp)
+	}
+	slices.SortFunc(out, func(a, b bundle.IdentityProvider) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// sortedSet returns l sorted without duplicates, nil if empty.
+func sortedSet(l []string) []string {
+	if len(l) == 0 {
+		return nil
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return slices.Compact(s)
 }
 
 func (c *compilation) servers() []bundle.Server {

@@ -293,3 +293,51 @@ func TestExamples(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentityProvidersDeterministic: the same providers written in
+// another order, their lists too, compile to the same bundle bytes; a
+// Config built in code without defaults gets them filled in.
+func TestIdentityProvidersDeterministic(t *testing.T) {
+	const a = `version: v1
+identity_providers:
+  - {name: b, issuer: "https://b.example.com", audience: "api://x", required_scopes: [s2, s1]}
+  - {name: a, issuer: "https://a.example.com", audience: "api://x", allowed_algorithms: [RS256, ES256]}
+`
+	const b = `version: v1
+identity_providers:
+  - {name: a, issuer: "https://a.example.com", audience: "api://x", allowed_algorithms: [ES256, RS256]}
+  - {name: b, issuer: "https://b.example.com", audience: "api://x", required_scopes: [s1, s2]}
+`
+	var outs [][]byte
+	for _, src := range []string{a, b} {
+		cfg := parse(t, "armoriq.yaml", []byte(src))
+		cfg.Sources = nil // the revision would differ with the bytes
+		bd, err := Compile(cfg, Options{Revision: "r", CreatedAt: goldenOpts.CreatedAt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, data := bundleFiles(t, bd)
+		outs = append(outs, data)
+	}
+	if !bytes.Equal(outs[0], outs[1]) {
+		t.Errorf("the same providers in another order compiled to different bundles")
+	}
+
+	cfg := &schema.Config{Version: "v1", IdentityProviders: []schema.IdentityProvider{{Name: "x", Issuer: "https://x.example.com", Audience: "api://x"}}}
+	bd, err := Compile(cfg, goldenOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bundle.IdentityProvider{{Name: "x", Issuer: "https://x.example.com", Audience: "api://x", UserClaim: "email", AllowedAlgorithms: []string{"ES256", "EdDSA", "PS256", "RS256"}}}
+	if d := cmp.Diff(want, bd.Policy.IdentityProviders); d != "" {
+		t.Errorf("defaults of a provider built in code (-want +got):\n%s", d)
+	}
+}
+
+// TestAlgorithmsAgree: the schema accepts exactly the algorithms a bundle
+// may carry.
+func TestAlgorithmsAgree(t *testing.T) {
+	if d := cmp.Diff(schema.Algorithms, bundle.Algorithms); d != "" {
+		t.Errorf("schema.Algorithms and bundle.Algorithms differ (-schema +bundle):\n%s", d)
+	}
+}

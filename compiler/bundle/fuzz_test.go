@@ -12,6 +12,7 @@ func fuzzSeeds(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"))
 	f.Add(writeBundle(&testing.T{}, &Bundle{}, testKey("a")))
+	f.Add(writeBundle(&testing.T{}, providersBundle(), testKey("a")))
 }
 
 func FuzzRead(f *testing.F) {

@@ -99,6 +99,9 @@ func decode(files []file) (*Bundle, error) {
 	if b.Manifest.Sequence < 0 {
 		return nil, malformedf("%s: sequence %d is negative", ManifestFile, b.Manifest.Sequence)
 	}
+	if err := checkIdentityProviders(b.Policy.IdentityProviders); err != nil {
+		return nil, malformedf("%s: %v", PolicyFile, err)
+	}
 	b.Servers = s.Servers
 	return &b, nil
 }

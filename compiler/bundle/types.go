@@ -48,7 +48,11 @@ type Pos struct {
 // one form.
 type Policy struct {
 	Groups []Group `json:"groups,omitempty"`
-	Rules  []Rule  `json:"rules"`
+	// IdentityProviders are the OAuth issuers whose access tokens the
+	// gateway accepts, sorted by name, every default filled in. Absent in
+	// bundles written before they existed (and when the config has none).
+	IdentityProviders []IdentityProvider `json:"identity_providers,omitempty"`
+	Rules             []Rule             `json:"rules"`
 	// DefaultTTLSeconds is intent.ttl_seconds (0: the gateway's default).
 	DefaultTTLSeconds int  `json:"default_ttl_seconds,omitempty"`
 	RequireCSRG       bool `json:"require_csrg,omitempty"`
@@ -59,6 +63,30 @@ type Group struct {
 	Name    string   `json:"name"`
 	Members []string `json:"members"`
 }
+
+// IdentityProvider is an OAuth 2.0 / OpenID Connect issuer whose JWT
+// access tokens the gateway accepts. The compiler fills in every default,
+// so a gateway applies none: a bundle whose provider lacks a user claim or
+// algorithms is malformed.
+type IdentityProvider struct {
+	Name     string `json:"name"`
+	Issuer   string `json:"issuer"`   // exactly the tokens' iss
+	Audience string `json:"audience"` // the aud the tokens must carry
+	// UserClaim names the end user (an email, normalised like every email).
+	UserClaim string `json:"user_claim"`
+	// GroupsClaim lists the user's groups, joined with Policy.Groups by
+	// name; "" when the provider's groups are not used.
+	GroupsClaim string `json:"groups_claim,omitempty"`
+	// RequiredScopes must all be in a token's scope; sorted.
+	RequiredScopes []string `json:"required_scopes,omitempty"`
+	// AllowedAlgorithms are the JWS algorithms accepted, a non-empty subset
+	// of Algorithms; sorted.
+	AllowedAlgorithms []string `json:"allowed_algorithms"`
+}
+
+// Algorithms are the JWS algorithms a provider may allow: asymmetric
+// signatures only, never "none" or HMAC.
+var Algorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // Effects a rule can have.
 const (

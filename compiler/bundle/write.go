@@ -18,7 +18,8 @@ type serversFile struct {
 // on b, key and keyID: the same inputs give the same bytes on any machine
 // with the same Go release. Manifest.FormatVersion 0 means FormatVersion;
 // Manifest.CreatedAt is written in UTC to the second and is also every
-// archive entry's modification time.
+// archive entry's modification time. Identity providers are written sorted
+// by name, their scopes and algorithms sorted (their order means nothing).
 func Write(w io.Writer, b *Bundle, key ed25519.PrivateKey, keyID string) error {
 	if b == nil {
 		return errors.New("writing bundle: nil bundle")
@@ -60,6 +61,10 @@ func encode(b *Bundle) ([]file, time.Time, error) {
 		m.Sources = []Source{}
 	}
 	p := b.Policy
+	if err := checkIdentityProviders(p.IdentityProviders); err != nil {
+		return nil, time.Time{}, err
+	}
+	p.IdentityProviders = sortedProviders(p.IdentityProviders)
 	if p.Rules == nil {
 		p.Rules = []Rule{}
 	}
