@@ -23,6 +23,13 @@ var issuerPattern = regexp.MustCompile(`^(https://[^/?#@$\s]+|http://(localhost|
 // audiencePattern is the audience's pattern in armoriq.cue.
 var audiencePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:[^\s$]+$`)
 
+// Bounds the gateway's token verifier puts on a provider's claim names and
+// scopes: what validate accepts, the gateway runs.
+const (
+	maxClaimName = 128
+	maxScope     = 256
+)
+
 // IsLoopbackHost reports whether host (a URL's Hostname) is one on which
 // an issuer may use plain http: localhost, 127.0.0.1 or ::1.
 func IsLoopbackHost(host string) bool {
@@ -161,6 +168,16 @@ func checkIdentityProviders(root *node, ds *Diagnostics) {
 		if n := p.get("audience"); n != nil && n.kind == kString && audiencePattern.MatchString(n.str) {
 			if msg := AudienceProblem(n.str); msg != "" {
 				ds.errorf(n.pos, path+".audience", "invalid value %q: %s", n.str, msg)
+			}
+		}
+		for _, k := range []string{"user_claim", "groups_claim"} {
+			if n := p.get(k); n != nil && n.kind == kString && len(n.str) > maxClaimName {
+				ds.errorf(n.pos, path+"."+k, "a claim name is at most %d bytes, this one is %d", maxClaimName, len(n.str))
+			}
+		}
+		for j, n := range items(p.get("required_scopes")) {
+			if n.kind == kString && len(n.str) > maxScope {
+				ds.errorf(n.pos, fmt.Sprintf("%s.required_scopes[%d]", path, j), "a scope is at most %d bytes, this one is %d", maxScope, len(n.str))
 			}
 		}
 		uniqueStrings(p.get("required_scopes"), path+".required_scopes", "scope", ds)
