@@ -25,22 +25,23 @@ next request, and calls in flight with it are cancelled.`,
 }
 
 type keyInfo struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Role      string     `json:"role"`
-	Agent     string     `json:"agent,omitempty"`
-	Last4     string     `json:"last4"`
-	CreatedAt time.Time  `json:"created_at"`
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
-	Key       string     `json:"key,omitempty"`
+	ID          string     `json:"id"`
+	Name        string     `json:"name"`
+	Role        string     `json:"role"`
+	Agent       string     `json:"agent,omitempty"`
+	AssertUsers bool       `json:"assert_users,omitempty"`
+	Last4       string     `json:"last4"`
+	CreatedAt   time.Time  `json:"created_at"`
+	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
+	Key         string     `json:"key,omitempty"`
 }
 
 func keysCreateCommand() *command {
 	var g gatewayFlags
 	var name, role, agent string
-	var asJSON bool
+	var asJSON, assertUsers bool
 	return &command{
-		Use:     "create --name NAME --role admin|agent|viewer [--agent AGENT]",
+		Use:     "create --name NAME --role admin|agent|viewer [--agent AGENT] [--assert-users]",
 		Short:   "Create an API key (shown once)",
 		Example: "  armoriq keys create --name ci-agent --role agent --api-key-file .armoriq-data/admin.key",
 		Flags: func(fs *pflag.FlagSet) {
@@ -48,6 +49,7 @@ func keysCreateCommand() *command {
 			fs.StringVar(&name, "name", "", "a name for the key (who or what uses it)")
 			fs.StringVar(&role, "role", "agent", "role: admin, agent or viewer")
 			fs.StringVar(&agent, "agent", "", "the agent identity policy rules' agents: match for calls with this key (default: the key's name); callers cannot choose it")
+			fs.BoolVar(&assertUsers, "assert-users", false, "let calls with this agent key name their end user in the X-Armoriq-User header (a service acting for its users); without it the header is refused")
 			fs.BoolVar(&asJSON, "json", false, "print the answer as JSON")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
@@ -57,12 +59,16 @@ func keysCreateCommand() *command {
 			if role != "admin" && role != "agent" && role != "viewer" {
 				return usageErrorf("--role must be admin, agent or viewer, got %q", role)
 			}
+			if assertUsers && role != "agent" {
+				return usageErrorf("--assert-users is for agent keys, not %s keys", role)
+			}
 			c, err := g.client(e)
 			if err != nil {
 				return err
 			}
 			var k keyInfo
-			if err := c.do(ctx, "POST", "/v1/keys", map[string]string{"name": name, "role": role, "agent": agent}, &k); err != nil {
+			body := map[string]any{"name": name, "role": role, "agent": agent, "assert_users": assertUsers}
+			if err := c.do(ctx, "POST", "/v1/keys", body, &k); err != nil {
 				return err
 			}
 			if asJSON {
@@ -100,7 +106,7 @@ func keysListCommand() *command {
 				return json.NewEncoder(e.Stdout).Encode(out)
 			}
 			tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tROLE\tAGENT\tKEY\tCREATED\tREVOKED")
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tAGENT\tASSERTS USERS\tKEY\tCREATED\tREVOKED")
 			for _, k := range out.Keys {
 				rev := "-"
 				if k.RevokedAt != nil {
@@ -110,7 +116,11 @@ func keysListCommand() *command {
 				if agent == "" {
 					agent = k.Name
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t…%s\t%s\t%s\n", k.ID, k.Name, k.Role, agent, k.Last4, k.CreatedAt.Format(time.RFC3339), rev)
+				asserts := "no"
+				if k.AssertUsers {
+					asserts = "yes"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t…%s\t%s\t%s\n", k.ID, k.Name, k.Role, agent, asserts, k.Last4, k.CreatedAt.Format(time.RFC3339), rev)
 			}
 			return tw.Flush()
 		},

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/armoriq/controlplane/runtime/identity/oauth"
 	"github.com/armoriq/controlplane/runtime/store"
 )
 
@@ -21,6 +22,11 @@ type caller struct {
 	// AgentPinned: the admin set Agent explicitly; a token request must
 	// then name that agent.
 	AgentPinned bool
+	// AssertUsers: the key may name its calls' end user in X-Armoriq-User.
+	AssertUsers bool
+	// Principal is the access token the request was made with (oauth.go);
+	// nil for an API key.
+	Principal *oauth.Principal
 }
 
 type callerKey struct{}
@@ -107,7 +113,7 @@ func (s *Server) authenticateKey(ctx context.Context, r *http.Request) (caller, 
 	if k.Revoked() {
 		return caller{}, errorf(KindRevoked, "API key %s was revoked", id)
 	}
-	return caller{KeyID: k.ID, Name: k.Name, Role: k.Role, Agent: k.AgentID(), AgentPinned: k.Agent != ""}, nil
+	return caller{KeyID: k.ID, Name: k.Name, Role: k.Role, Agent: k.AgentID(), AgentPinned: k.Agent != "", AssertUsers: k.AssertUsers}, nil
 }
 
 // roleAllows reports whether role may act at level need.
@@ -148,7 +154,7 @@ func (s *Server) authed(need store.Role, h handlerFunc) handlerFunc {
 		defer done()
 		// Re-check after registering: a revocation that landed between the
 		// key check and registration would otherwise be missed.
-		if k, ok := s.keys.get(c.KeyID); !ok || k.Revoked() {
+		if k, ok := s.keys.get(c.KeyID); c.Principal == nil && (!ok || k.Revoked()) {
 			if k2, err := s.store.GetAPIKey(ctx, c.KeyID); err == nil && k2.Revoked() {
 				return errorf(KindRevoked, "API key %s was revoked", c.KeyID)
 			}

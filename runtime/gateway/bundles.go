@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/identity/oauth"
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
 )
@@ -23,6 +24,13 @@ func (s *Server) compileBundle(data []byte) (*activeBundle, error) {
 	eng, err := policy.Compile(&b.Policy)
 	if err != nil {
 		return nil, &Error{Kind: KindVerification, Message: "bundle refused: its policy does not compile: " + err.Error()}
+	}
+	for _, p := range providersOf(b) {
+		// The compiler checked them; a gateway still runs none it
+		// cannot use, rather than accept tokens it cannot judge.
+		if _, err := oauth.Normalize(p); err != nil {
+			return nil, &Error{Kind: KindVerification, Message: fmt.Sprintf("bundle refused: identity provider %q: %v", p.Name, err)}
+		}
 	}
 	servers := make(map[string]bundle.Server, len(b.Servers))
 	for _, sv := range b.Servers {
@@ -55,6 +63,11 @@ func (s *Server) loadActiveBundle(ctx context.Context) error {
 	ab.storeSeq, ab.activatedAt = sb.Sequence, sb.ActivatedAt
 	if err := s.cfg.Upstream.Sync(ctx, ab.b.Servers); err != nil {
 		s.log.Warn("upstream sync failed", "revision", sb.Revision, "error", err)
+	}
+	if err := s.useProviders(ab); err != nil {
+		s.log.Error("bundle not loaded", "revision", sb.Revision, "error", err)
+		_ = s.store.SetBundleError(ctx, fmt.Sprintf("stored bundle %s: identity providers: %v", sb.Revision, err))
+		return nil
 	}
 	s.active.Store(ab)
 	s.log.Info("bundle loaded", "revision", ab.b.Manifest.Revision, "rules", len(ab.b.Policy.Rules))
@@ -146,6 +159,9 @@ func (s *Server) Activate(ctx context.Context, data []byte, rollback bool) (acti
 	ab.storeSeq, ab.activatedAt = st.Active.Sequence, st.Active.ActivatedAt
 	if err := s.cfg.Upstream.Sync(ctx, ab.b.Servers); err != nil {
 		s.log.Warn("upstream sync failed", "revision", res.Revision, "error", err)
+	}
+	if err := s.useProviders(ab); err != nil {
+		return activateResult{}, internal(err, "configuring the bundle's identity providers")
 	}
 	s.active.Store(ab)
 	res.ActivatedAt, res.Changed = ab.activatedAt, true

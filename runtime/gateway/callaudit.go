@@ -31,9 +31,11 @@ type invocation struct {
 // newInvocation starts the record of a call from its HTTP request and caller.
 func (s *Server) newInvocation(reqID string, c caller) *invocation {
 	start := s.now()
-	return &invocation{start: start, rec: store.AuditRecord{
+	inv := &invocation{start: start, rec: store.AuditRecord{
 		Time: start.UTC(), RequestID: reqID, APIKeyID: c.KeyID, Service: c.Name, Agent: c.Agent, Step: -1,
 	}}
+	c.stamp(&inv.rec)
+	return inv
 }
 
 // conclude completes the record of a call that ended with err (nil:

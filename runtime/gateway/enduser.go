@@ -32,7 +32,7 @@ const tokenUserEmail = "user_email"
 // endUserOf resolves the end user of a call made with tok, whose stored
 // user is tokenUser, naming claims. The user is the token's bound email,
 // else the one user the call names, else the token's user_id.
-func endUserOf(tok *intent.Token, tokenUser string, claims []identity.Claim) (string, error) {
+func endUserOf(tok *intent.Token, tokenUser string, claims []identity.Claim) (identity.Resolution, error) {
 	bound, _ := tok.Policy[tokenUserEmail].(string)
 	var res identity.Resolution
 	var err error
@@ -44,13 +44,13 @@ func endUserOf(tok *intent.Token, tokenUser string, claims []identity.Claim) (st
 	var p *identity.Problem
 	switch {
 	case err == nil:
-		return res.User, nil
+		return res, nil
 	case errors.As(err, &p), errors.Is(err, identity.ErrConflict):
-		return "", errorf(KindInvalid, "%v", err)
+		return identity.Resolution{}, errorf(KindInvalid, "%v", err)
 	case errors.Is(err, identity.ErrNotTokenUser):
-		return "", errorf(KindUnauthenticated, "%v: a token issued with user_email acts only for that user", err)
+		return identity.Resolution{}, errorf(KindUnauthenticated, "%v: a token issued with user_email acts only for that user", err)
 	default:
-		return "", internal(err, "resolving the end user")
+		return identity.Resolution{}, internal(err, "resolving the end user")
 	}
 }
 

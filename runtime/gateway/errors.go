@@ -42,6 +42,9 @@ type Error struct {
 	Err     error
 	// Enforcement is set for policy decisions the SDK must see as such.
 	Enforcement *Enforcement
+	// Challenge is the WWW-Authenticate value of a refused access token
+	// (RFC 6750), sent with its 401 or 403.
+	Challenge string
 }
 
 func (e *Error) Error() string {

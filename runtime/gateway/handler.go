@@ -73,7 +73,10 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.Kind == KindRevoked {
 		w.Header().Set("X-Armoriq-Revoked", "true")
 	}
-	if status == http.StatusUnauthorized {
+	switch {
+	case e.Challenge != "":
+		w.Header().Set("WWW-Authenticate", e.Challenge)
+	case status == http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="armoriq"`)
 	}
 	if e.Kind == KindTooManyRequests {

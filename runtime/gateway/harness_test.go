@@ -158,16 +158,24 @@ func newTestGateway(t testing.TB, st store.Store, opts ...gatewayOpt) *testGatew
 		}
 		g.adminKey = full
 	}
-	g.agentKey = g.createKey("agent", "agent")
+	// The tests' agent key acts for many users on /mcp: it may assert
+	// them in X-Armoriq-User.
+	g.agentKey = g.createKeyWith(map[string]any{"name": "agent", "role": "agent", "assert_users": true})
 	return g
 }
 
 func (g *testGateway) createKey(name, role string) string {
 	g.t.Helper()
+	return g.createKeyWith(map[string]any{"name": name, "role": role})
+}
+
+// createKeyWith creates a key with the admin API's body req.
+func (g *testGateway) createKeyWith(req map[string]any) string {
+	g.t.Helper()
 	var out struct {
 		Key string `json:"key"`
 	}
-	g.do("POST", "/v1/keys", g.adminKey, map[string]any{"name": name, "role": role}, 201, &out)
+	g.do("POST", "/v1/keys", g.adminKey, req, 201, &out)
 	return out.Key
 }
 
@@ -278,6 +286,12 @@ func (g *testGateway) sdkToken(key, user string, steps ...map[string]any) (int, 
 // sdkInvoke calls /invoke exactly as @armoriq/sdk 0.2.6 builds the request.
 func (g *testGateway) sdkInvoke(key string, tok map[string]any, mcpName, action string, params map[string]any, extra map[string]any) (*http.Response, map[string]any) {
 	g.t.Helper()
+	return g.sdkInvokeWith(map[string]string{"X-API-Key": key}, tok, mcpName, action, params, extra)
+}
+
+// sdkInvokeWith is sdkInvoke with the credentials in auth (headers).
+func (g *testGateway) sdkInvokeWith(auth map[string]string, tok map[string]any, mcpName, action string, params map[string]any, extra map[string]any) (*http.Response, map[string]any) {
+	g.t.Helper()
 	plan := tok["plan_echo"]
 	raw := map[string]any{
 		"plan": plan, "token": tok["token"], "plan_hash": tok["plan_hash"], "merkle_root": tok["merkle_root"],
@@ -309,7 +323,10 @@ func (g *testGateway) sdkInvoke(key string, tok map[string]any, mcpName, action 
 		hdr["X-CSRG-Proof"] = string(p)
 		hdr["X-CSRG-Path"] = fmt.Sprintf("/steps/[%d]/action", idx)
 	}
-	resp, data := g.send("POST", "/invoke", key, body, hdr)
+	for k, v := range auth {
+		hdr[k] = v
+	}
+	resp, data := g.send("POST", "/invoke", "", body, hdr)
 	var out map[string]any
 	if err := json.Unmarshal(data, &out); err != nil {
 		g.t.Fatalf("invoke answer %s: %v", data, err)

@@ -166,7 +166,9 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 
 	// Who the call is for: the user the token is bound to, else the one
 	// the call names, else the token's user_id (docs/gateway.md).
-	user, err := endUserOf(&tok, trec.User, claims)
+	who, err := endUserOf(&tok, trec.User, append(claims, c.endUserClaims()...))
+	user := who.User
+	rec.UserSource = who.Source
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +212,7 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if ab != nil {
 		rec.BundleRevision = ab.b.Manifest.Revision
 	}
-	d := s.decide(ctx, ab, &policy.Request{User: user, Agent: trec.Agent, Server: req.MCP, Tool: action, Args: args, Time: inv.start})
+	d := s.decide(ctx, ab, &policy.Request{User: user, Groups: c.groupsFor(user), Agent: trec.Agent, Server: req.MCP, Tool: action, Args: args, Time: inv.start})
 	inv.decision = d
 	if req.EnforceOnly {
 		rec.Decision, rec.Outcome = decisionOf(d.Effect), "enforce_only"

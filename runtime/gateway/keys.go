@@ -11,18 +11,21 @@ import (
 )
 
 type keyView struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Role      store.Role `json:"role"`
-	Agent     string     `json:"agent,omitempty"`
-	Last4     string     `json:"last4"`
-	CreatedAt time.Time  `json:"created_at"`
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
-	Key       string     `json:"key,omitempty"` // only in the answer to create
+	ID    string     `json:"id"`
+	Name  string     `json:"name"`
+	Role  store.Role `json:"role"`
+	Agent string     `json:"agent,omitempty"`
+	// AssertUsers: calls with the key may name their end user in
+	// X-Armoriq-User.
+	AssertUsers bool       `json:"assert_users,omitempty"`
+	Last4       string     `json:"last4"`
+	CreatedAt   time.Time  `json:"created_at"`
+	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
+	Key         string     `json:"key,omitempty"` // only in the answer to create
 }
 
 func viewKey(k store.APIKey) keyView {
-	v := keyView{ID: k.ID, Name: k.Name, Role: k.Role, Agent: k.Agent, Last4: k.Last4, CreatedAt: k.CreatedAt.UTC()}
+	v := keyView{ID: k.ID, Name: k.Name, Role: k.Role, Agent: k.Agent, AssertUsers: k.AssertUsers, Last4: k.Last4, CreatedAt: k.CreatedAt.UTC()}
 	if k.Revoked() {
 		t := k.RevokedAt.UTC()
 		v.RevokedAt = &t
@@ -35,6 +38,9 @@ func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) error {
 		Name  string     `json:"name"`
 		Role  store.Role `json:"role"`
 		Agent string     `json:"agent"`
+		// AssertUsers lets an agent key name its calls' end user in
+		// X-Armoriq-User (a service acting for its users).
+		AssertUsers bool `json:"assert_users"`
 	}
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -56,14 +62,17 @@ func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) error {
 	if err := identity.Check("agent", req.Agent, identity.MaxAgent); err != nil {
 		return errorf(KindInvalid, "%v", err)
 	}
+	if req.AssertUsers && req.Role != store.RoleAgent {
+		return errorf(KindInvalid, "assert_users is for agent keys: a %s key makes no tool calls", req.Role)
+	}
 	full, id, hash := store.GenerateAPIKey()
-	k := store.APIKey{ID: id, Name: req.Name, Role: req.Role, Agent: req.Agent, SecretHash: hash, Last4: store.APIKeyLast4(full), CreatedAt: s.now().UTC()}
+	k := store.APIKey{ID: id, Name: req.Name, Role: req.Role, Agent: req.Agent, AssertUsers: req.AssertUsers, SecretHash: hash, Last4: store.APIKeyLast4(full), CreatedAt: s.now().UTC()}
 	if err := s.store.CreateAPIKey(r.Context(), k); err != nil {
 		return internal(err, "creating the key")
 	}
 	v := viewKey(k)
 	v.Key = full
-	s.log.Info("api key created", "id", id, "role", req.Role, "by", callerFrom(r.Context()).KeyID)
+	s.log.Info("api key created", "id", id, "role", req.Role, "assert_users", req.AssertUsers, "by", callerFrom(r.Context()).KeyID)
 	writeJSON(w, http.StatusCreated, v)
 	return nil
 }

@@ -77,6 +77,7 @@ type mcpCallCtx struct {
 	caller caller
 	user   string // the end user policies are decided for
 	named  bool   // user came from the X-Armoriq-User header, not the key
+	source string // where user came from (store.AuditRecord.UserSource)
 	client string // the MCP client's own name (clientInfo.name): recorded, never trusted
 	reqID  string
 	asks   string // sessionState.Asks of a legacy session
@@ -113,7 +114,13 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(KindForbidden, "API key %s has role %s; /mcp needs agent or admin", c.KeyID, c.Role))
 		return
 	}
-	mc := &mcpCallCtx{caller: c, user: c.Name, reqID: requestID(r)}
+	mc := &mcpCallCtx{caller: c, user: c.Name, source: sourceAPIKey, reqID: requestID(r)}
+	if p := c.Principal; p != nil {
+		mc.source = sourceAccessToken
+		if p.User != "" {
+			mc.user = p.User
+		}
+	}
 	w.Header().Set("X-Request-ID", mc.reqID)
 	if h := r.Header.Get(headerUser); h != "" {
 		u, err := identity.User(headerUser, h)
@@ -129,12 +136,25 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		if c.Role != store.RoleAgent {
+		switch {
+		case c.Principal != nil && c.Principal.User != "":
+			// The identity provider said who the user is; a header
+			// cannot say otherwise.
+			if u != "" && u != c.Principal.User {
+				writeError(w, errorf(KindForbidden, "%s names %q, but the access token is %q's: the end user is the token's", headerUser, u, c.Principal.User))
+				return
+			}
+		case c.Principal != nil:
+			writeError(w, errorf(KindForbidden, "%s is not accepted with an access token: the end user is the token's user claim", headerUser))
+			return
+		case c.Role != store.RoleAgent:
 			writeError(w, errorf(KindForbidden, "%s is accepted from agent keys only", headerUser))
 			return
-		}
-		if u != "" {
-			mc.user, mc.named = u, true
+		case !c.AssertUsers:
+			writeError(w, errorf(KindForbidden, "API key %s may not assert end users: %s is accepted only from keys created with --assert-users (a service acting for its users)", c.KeyID, headerUser))
+			return
+		case u != "":
+			mc.user, mc.named, mc.source = u, true, headerUser
 		}
 	}
 
@@ -251,31 +271,45 @@ func isLoopback(addr string) bool {
 // unauthorized answers a request without a valid key, pointing the client
 // at the protected-resource metadata (RFC 9728) as MCP authorization asks.
 func (ep *mcpEndpoint) unauthorized(w http.ResponseWriter, r *http.Request, e *Error) {
-	v := `Bearer resource_metadata="` + baseURL(r) + `/.well-known/oauth-protected-resource"`
-	if presentedKey(r) != "" {
-		v += `, error="invalid_token"`
+	v := e.Challenge
+	if v == "" && presentedKey(r) != "" {
+		v = `Bearer error="invalid_token"`
 	}
 	if e.Kind == KindRevoked {
 		w.Header().Set("X-Armoriq-Revoked", "true")
 	}
 	status, code := statusOf(e.Kind)
-	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", v)
+	if status == http.StatusUnauthorized || e.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", withResourceMetadata(r, v))
 	}
 	writeJSON(w, status, errorBody{Message: e.Message, Error: errorDetail{Code: code, Message: e.Message}})
 }
 
 // handleResourceMetadata serves the RFC 9728 protected-resource metadata
-// of /mcp. API keys are issued by the gateway's admin API, not by an OAuth
-// server, so authorization_servers is empty.
+// of /mcp: the authorization servers are the issuers of the active
+// bundle's identity providers, and the scopes those providers require, so
+// a client following the MCP authorization spec finds where to sign in.
+// With none configured the list is empty: API keys come from the gateway's
+// admin API, not from an OAuth server.
 func (s *Server) handleResourceMetadata(w http.ResponseWriter, r *http.Request) error {
-	w.Header().Set("Access-Control-Allow-Origin", "*")
-	writeJSON(w, http.StatusOK, map[string]any{
+	servers, scopes := []string{}, []string{}
+	for _, p := range s.oauth.Providers() {
+		servers = appendUnique(servers, p.Issuer)
+		for _, sc := range p.RequiredScopes {
+			scopes = appendUnique(scopes, sc)
+		}
+	}
+	md := map[string]any{
 		"resource":                 baseURL(r) + "/mcp",
-		"authorization_servers":    []string{},
+		"authorization_servers":    servers,
 		"bearer_methods_supported": []string{"header"},
 		"resource_name":            "armoriq gateway MCP endpoint",
-	})
+	}
+	if len(scopes) > 0 {
+		md["scopes_supported"] = scopes
+	}
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	writeJSON(w, http.StatusOK, md)
 	return nil
 }
 

@@ -107,7 +107,7 @@ func (ep *mcpEndpoint) callTool(ctx context.Context, tc *toolCall) (json.RawMess
 	inv := s.newInvocation(mc.reqID, mc.caller)
 	inv.start = start
 	rec := &inv.rec
-	rec.User, rec.Client, rec.Server, rec.Tool = mc.user, client, tc.rt.server.ID, tc.rt.name
+	rec.User, rec.UserSource, rec.Client, rec.Server, rec.Tool = mc.user, mc.source, client, tc.rt.server.ID, tc.rt.name
 	var err error
 	if cerr := identity.Check("clientInfo.name", client, identity.MaxClient); cerr != nil {
 		rec.Client, err = "", errorf(KindInvalid, "%v", cerr)
@@ -174,7 +174,7 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 	}
 
 	// 3. The policy, for this user and the key's agent.
-	d := s.decide(ctx, ab, &policy.Request{User: user, Agent: rec.Agent, Server: rt.server.ID, Tool: rt.name, Args: args, Time: inv.start})
+	d := s.decide(ctx, ab, &policy.Request{User: user, Groups: callerFrom(ctx).groupsFor(user), Agent: rec.Agent, Server: rt.server.ID, Tool: rt.name, Args: args, Time: inv.start})
 	inv.decision = d
 	switch d.Effect {
 	case policy.Deny:
@@ -290,10 +290,12 @@ func (ep *mcpEndpoint) checkIntent(ctx context.Context, raw any, rt route, args 
 	if mc.named {
 		claims = append(claims, identity.Claim{Field: headerUser, Value: mc.user})
 	}
-	user, err := endUserOf(&tok, trec.User, claims)
+	res, err := endUserOf(&tok, trec.User, append(claims, mc.caller.endUserClaims()...))
 	if err != nil {
 		return "", "", err
 	}
+	user := res.User
+	inv.rec.UserSource = res.Source
 	if firstJSON(in.Plan) == nil {
 		return "", "", errorf(KindInvalid, "_meta[%q].plan is required", metaIntent)
 	}

@@ -315,7 +315,7 @@ func (ep *mcpEndpoint) visibleTools(ctx context.Context, c *catalog, tools []*mc
 		if _, ok := ab.servers[rt.server.ID]; !ok {
 			continue
 		}
-		if ab.engine.Visible(&policy.Request{User: mc.user, Agent: mc.caller.Agent, Server: rt.server.ID, Tool: rt.name}) {
+		if ab.engine.Visible(&policy.Request{User: mc.user, Groups: mc.caller.groupsFor(mc.user), Agent: mc.caller.Agent, Server: rt.server.ID, Tool: rt.name}) {
 			out = append(out, t)
 		}
 	}
@@ -413,7 +413,7 @@ func (ep *mcpEndpoint) audited(ctx context.Context, c *catalog, server, method s
 	}
 	inv := s.newInvocation(mc.reqID, mc.caller)
 	rec := &inv.rec
-	rec.User, rec.Client, rec.Server, rec.Tool, rec.Arguments = mc.user, mc.client, server, method, auditArgs(args)
+	rec.User, rec.UserSource, rec.Client, rec.Server, rec.Tool, rec.Arguments = mc.user, mc.source, mc.client, server, method, auditArgs(args)
 	if ab := s.active.Load(); ab != nil {
 		rec.BundleRevision = ab.b.Manifest.Revision
 	}
@@ -446,7 +446,7 @@ func (ep *mcpEndpoint) mayUseServer(c *catalog, mc *mcpCallCtx, server string) b
 	if ab == nil {
 		return false
 	}
-	req := policy.Request{User: mc.user, Agent: mc.caller.Agent, Server: server, Tool: "*"}
+	req := policy.Request{User: mc.user, Groups: mc.caller.groupsFor(mc.user), Agent: mc.caller.Agent, Server: server, Tool: "*"}
 	if ab.engine.Visible(&req) {
 		return true
 	}

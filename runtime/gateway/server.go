@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/runtime/identity/oauth"
 	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/armoriq/controlplane/runtime/telemetry"
@@ -58,6 +59,10 @@ type Config struct {
 	// Limits bound connections, bodies and concurrent calls (limits.go);
 	// zero fields take their defaults.
 	Limits Limits
+	// OAuth configures how access tokens of the bundle's identity
+	// providers are checked (the HTTP client that fetches their keys,
+	// the clock skew); the providers themselves come from the bundle.
+	OAuth oauth.Options
 }
 
 // Registrar validates, compiles and signs a whole armoriq.yaml sent by the
@@ -84,6 +89,9 @@ type Server struct {
 	now   func() time.Time
 
 	active atomic.Pointer[activeBundle]
+	// oauth verifies access tokens of the active bundle's identity
+	// providers (oauth.go).
+	oauth *oauth.Verifier
 	// activateMu serializes bundle activations in this process.
 	activateMu sync.Mutex
 
@@ -155,10 +163,21 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Tracing, _ = telemetry.NewTracing(ctx, telemetry.TracingConfig{})
 	}
 	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, now: cfg.Now, mcpMetrics: newMCPMetrics(), metrics: cfg.Metrics, tracing: cfg.Tracing}
+	var err error
 	s.cfg.Upstream = meteredUpstream{Upstream: cfg.Upstream, s: s}
 	s.live.Store(&Settings{TrustedKeys: maps.Clone(cfg.TrustedKeys), MaxTokenTTL: cfg.MaxTokenTTL, CallTimeout: cfg.CallTimeout})
 	if err := s.metrics.Register(stateCollector{s}); err != nil {
 		return nil, fmt.Errorf("gateway: registering metrics (one Metrics serves one Server): %w", err)
+	}
+	oo := cfg.OAuth
+	if oo.Logger == nil {
+		oo.Logger = cfg.Logger
+	}
+	if oo.Now == nil {
+		oo.Now = cfg.Now
+	}
+	if s.oauth, err = oauth.NewVerifier(nil, oo); err != nil {
+		return nil, fmt.Errorf("gateway: the access-token verifier: %w", err)
 	}
 	s.keys.init()
 	s.tokens.init()

@@ -81,6 +81,17 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errorf(KindInvalid, "%v", err)
 	}
+	if p := c.Principal; p != nil && p.User != "" {
+		// A token asked for with a user's access token is that user's:
+		// bound to them as user_email binds it.
+		if email != "" && email != p.User {
+			return errorf(KindForbidden, "user_email %q is not the user of the access token (%q): a token asked for with a user's access token is that user's", email, p.User)
+		}
+		email = p.User
+		if userID == "" {
+			userID = p.User
+		}
+	}
 	if userID == "" && email == "" {
 		return errorf(KindInvalid, "user_id is required")
 	}
@@ -135,7 +146,7 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 		}
 		// An unbound token's calls name their own end users: the step is
 		// refused here only if no user could be allowed it.
-		d := s.decide(ctx, ab, &policy.Request{User: user, AnyUser: email == "", Agent: c.Agent, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
+		d := s.decide(ctx, ab, &policy.Request{User: user, Groups: c.groupsFor(user), AnyUser: email == "", Agent: c.Agent, Server: st.MCP, Tool: st.Action, Args: st.Params, Time: now})
 		// The token's own policy narrows the bundle's, never widens it.
 		if d.Effect != policy.Deny {
 			if ok, reason := tp.Allows(st.MCP, st.Action); !ok {
@@ -161,11 +172,14 @@ func (s *Server) handleSDKToken(w http.ResponseWriter, r *http.Request) error {
 	planHash := intent.PlanHash(plan)
 	if len(pv.DeniedTools) > 0 {
 		first := firstDenied
-		err := s.audit(ctx, store.AuditRecord{
+		rec := store.AuditRecord{
 			Time: now.UTC(), RequestID: requestID(r), APIKeyID: c.KeyID, Service: c.Name, User: user, Agent: c.Agent, Client: agentID,
 			Server: first.MCP, Tool: first.Action, Arguments: auditArgs(first.Params), Decision: store.Blocked, Rule: firstDenial.RuleID,
 			BundleRevision: pv.BundleRevision, PlanHash: planHash, Outcome: "token refused: " + strings.Join(pv.DeniedReasons, "; "),
-		})
+		}
+		c.stamp(&rec)
+		rec.UserSource = userSource(email, c)
+		err := s.audit(ctx, rec)
 		if err != nil {
 			return err
 		}
@@ -379,4 +393,15 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) error
 	s.log.Info("intent token revoked", "id", id, "by", callerFrom(r.Context()).KeyID)
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked_at": at.UTC()})
 	return nil
+}
+
+// userSource is where the end user of a token request came from.
+func userSource(email string, c caller) string {
+	switch {
+	case c.Principal != nil && c.Principal.User != "":
+		return sourceAccessToken
+	case email != "":
+		return "user_email"
+	}
+	return "user_id"
 }

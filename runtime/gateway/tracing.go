@@ -118,7 +118,13 @@ func traceIDOf(ctx context.Context) string {
 // authenticate checks the request's API key, in a span of its own.
 func (s *Server) authenticate(ctx context.Context, r *http.Request) (caller, error) {
 	ctx, span := s.tracing.Tracer.Start(ctx, "armoriq.authenticate")
-	c, err := s.authenticateKey(ctx, r)
+	var c caller
+	var err error
+	if raw := bearerJWT(r); raw != "" {
+		c, err = s.authenticateAccessToken(ctx, raw)
+	} else {
+		c, err = s.authenticateKey(ctx, r)
+	}
 	if span.IsRecording() {
 		if err != nil {
 			span.SetStatus(codes.Error, "not authenticated")
