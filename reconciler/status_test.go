@@ -86,8 +86,9 @@ func TestTriggersCoalesce(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	// Each pass reads the (up to date) gateway's status once. Triggers
 	// arriving while a pass runs coalesce into one more pass; on a loaded
-	// machine the goroutines spread over a few passes, never one each.
-	if n := f.gws[0].statusReads() - before; n < 1 || n > 5 {
-		t.Errorf("100 triggers ran %d passes, want 1 to 5 (coalesced)", n)
+	// machine the goroutines spread over a few passes (6 seen under a
+	// load average of 20 on 2 cores), never one each.
+	if n := f.gws[0].statusReads() - before; n < 1 || n > 20 {
+		t.Errorf("100 triggers ran %d passes, want 1 to 20 (coalesced)", n)
 	}
 }
