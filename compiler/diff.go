@@ -119,12 +119,22 @@ type Change struct {
 	ToRule   string  `json:"to_rule,omitempty"`
 }
 
-// AccessDiff is the change in effective access between two configs.
+// AccessDiff is the change in effective access between two configs: who
+// may call which tool, and who can sign in as whom.
 type AccessDiff struct {
 	Subjects []Subject
 	Tools    []string // server/tool, sorted
 	Changes  []Change // gained, then lost, then changed; by subject and tool
+	// Identity lists the changes to identity providers, by provider.
+	Identity []IdentityChange
 }
+
+// Changed reports whether access changed: a tool's decision for a
+// subject, or an identity provider.
+func (d *AccessDiff) Changed() bool { return len(d.Changes) > 0 || len(d.Identity) > 0 }
+
+// count is the number of changes of both kinds.
+func (d *AccessDiff) count() int { return len(d.Changes) + len(d.Identity) }
 
 // Universe lists the subjects and tools a diff decides for: every user,
 // domain, group and agent named in either config (in rules, group members
@@ -342,7 +352,8 @@ func changeKind(from, to Access) string {
 	return ChangeChanged
 }
 
-// DiffConfigs compiles both configs and diffs their effective access.
+// DiffConfigs compiles both configs and diffs their effective access,
+// identity providers included.
 func DiffConfigs(base, head *schema.Config, extraTools map[string][]string) (*AccessDiff, error) {
 	be, err := Engine(base)
 	if err != nil {
@@ -353,7 +364,9 @@ func DiffConfigs(base, head *schema.Config, extraTools map[string][]string) (*Ac
 		return nil, fmt.Errorf("head: %w", err)
 	}
 	subjects, tools := Universe(base, head, extraTools)
-	return Diff(be, he, subjects, tools), nil
+	d := Diff(be, he, subjects, tools)
+	d.Identity = DiffIdentityProviders(base, head)
+	return d, nil
 }
 
 // MaxMarkdown bounds the Markdown report, under GitHub's 65,536-character
@@ -382,13 +395,16 @@ func (d *AccessDiff) Markdown(base, head string, limit int) string {
 }
 
 func (d *AccessDiff) writeText(w io.Writer, base, head string) error {
-	if len(d.Changes) == 0 {
+	if !d.Changed() {
 		_, err := fmt.Fprintln(w, "no change in effective access")
 		return err
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s in effective access from %s to %s (%s, %s)\n",
-		plural(len(d.Changes), "change"), base, head, plural(len(d.Subjects), "subject"), plural(len(d.Tools), "tool"))
+		plural(d.count(), "change"), base, head, plural(len(d.Subjects), "subject"), plural(len(d.Tools), "tool"))
+	for _, c := range d.Identity {
+		b.WriteString(c.String() + "\n")
+	}
 	marks := map[string]string{ChangeGained: "+", ChangeLost: "-", ChangeChanged: "~"}
 	for _, c := range d.Changes {
 		fmt.Fprintf(&b, "%s %s %s: %s -> %s (%s -> %s)\n", marks[c.Kind], c.Subject, c.Tool, c.From, c.To, ruleOrNone(c.FromRule), ruleOrNone(c.ToRule))
@@ -428,7 +444,12 @@ func (d *AccessDiff) writeJSON(w io.Writer, base, head string) error {
 		Subjects []string  `json:"subjects"`
 		Tools    []string  `json:"tools"`
 		Changes  []jchange `json:"changes"`
-	}{Base: base, Head: head, Changed: len(d.Changes) > 0, Subjects: []string{}, Tools: d.Tools, Changes: []jchange{}}
+		// IdentityProviders are the changes to identity providers.
+		IdentityProviders []IdentityChange `json:"identity_providers"`
+	}{Base: base, Head: head, Changed: d.Changed(), Subjects: []string{}, Tools: d.Tools, Changes: []jchange{}, IdentityProviders: d.Identity}
+	if out.IdentityProviders == nil {
+		out.IdentityProviders = []IdentityChange{}
+	}
 	if out.Tools == nil {
 		out.Tools = []string{}
 	}
@@ -453,13 +474,24 @@ var sectionTitles = []struct{ kind, title string }{
 func (d *AccessDiff) markdown(base, head string, limit int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### armoriq: effective access %s → %s\n\n", mdCode(base), mdCode(head))
-	if len(d.Changes) == 0 {
+	if !d.Changed() {
 		fmt.Fprintf(&b, "No change in effective access (%s, %s checked).\n", plural(len(d.Subjects), "subject"), plural(len(d.Tools), "tool"))
 		return b.String()
 	}
-	fmt.Fprintf(&b, "**%s** in effective access (%s, %s checked).\n", plural(len(d.Changes), "change"), plural(len(d.Subjects), "subject"), plural(len(d.Tools), "tool"))
+	fmt.Fprintf(&b, "**%s** in effective access (%s, %s checked).\n", plural(d.count(), "change"), plural(len(d.Subjects), "subject"), plural(len(d.Tools), "tool"))
 	const noteRoom = 300 // kept free for the truncation note
 	dropped := 0
+	if len(d.Identity) > 0 {
+		// First, and never dropped: a few rows that change who anyone is.
+		fmt.Fprintf(&b, "\n#### Identity providers (%d)\n\nWho can sign in as whom: a token of these issuers names the end user.\n\n| Provider | Change | Before | After |\n| --- | --- | --- | --- |\n", len(d.Identity))
+		for _, c := range d.Identity {
+			change := map[string]string{ChangeGained: "added", ChangeLost: "removed"}[c.Kind]
+			if c.Field != "" {
+				change = mdCode(c.Field)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", mdCode(c.Provider), change, mdCell(c.From), mdCell(c.To))
+		}
+	}
 	for _, sec := range sectionTitles {
 		var rows []Change
 		for _, c := range d.Changes {
@@ -503,6 +535,14 @@ func mdRule(id string) string {
 		return "no rule"
 	}
 	return mdCode(id)
+}
+
+// mdCell is mdCode, or a dash for an empty cell.
+func mdCell(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return mdCode(s)
 }
 
 // mdCode formats s as inline code that is safe inside a table cell.

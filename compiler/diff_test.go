@@ -143,7 +143,7 @@ func TestExampleFormatsAgree(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(d.Changes) > 0 || len(d.Tools) == 0 {
+		if d.Changed() || len(d.Tools) == 0 {
 			var buf bytes.Buffer
 			d.Write(&buf, "text", y, h)
 			t.Errorf("%s and %s differ (%d tools compared):\n%s", y, h, len(d.Tools), buf.String())

@@ -133,7 +133,7 @@ func (r *CheckResult) Title() string {
 		parts = append(parts, fmt.Sprintf("%d/%d tests passed", r.Tests-r.Failures, r.Tests))
 	}
 	if r.Access != nil {
-		parts = append(parts, plural(len(r.Access.Changes), "access change"))
+		parts = append(parts, plural(len(r.Access.Changes)+len(r.Access.Identity), "access change"))
 	}
 	return r.Path + ": " + strings.Join(parts, ", ")
 }

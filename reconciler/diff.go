@@ -6,13 +6,14 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/armoriq/controlplane/compiler"
 	"github.com/armoriq/controlplane/compiler/bundle"
 )
 
 // Change is one difference between two bundles' policy or catalogue.
 type Change struct {
 	Kind    string `json:"kind"`   // added | removed | changed
-	Object  string `json:"object"` // rule | server | group | setting
+	Object  string `json:"object"` // rule | server | group | identity provider | setting
 	ID      string `json:"id"`
 	Summary string `json:"summary"` // what it is (or was → is)
 }
@@ -36,6 +37,7 @@ func DiffBundles(old, new *bundle.Bundle) []Change {
 	out = append(out, diffRules(old.Policy.Rules, new.Policy.Rules)...)
 	out = append(out, diffKeyed("server", servers(old.Servers), servers(new.Servers))...)
 	out = append(out, diffKeyed("group", groups(old.Policy.Groups), groups(new.Policy.Groups))...)
+	out = append(out, diffKeyed("identity provider", providers(old.Policy.IdentityProviders), providers(new.Policy.IdentityProviders))...)
 	if a, b := old.Policy.DefaultTTLSeconds, new.Policy.DefaultTTLSeconds; a != b {
 		out = append(out, Change{Kind: "changed", Object: "setting", ID: "intent.ttl_seconds", Summary: fmt.Sprintf("%d → %d", a, b)})
 	}
@@ -128,6 +130,14 @@ func summarizeServer(s bundle.Server) string {
 		return "plugin " + s.Path
 	}
 	return s.Transport + " " + s.URL
+}
+
+func providers(ps []bundle.IdentityProvider) []keyed {
+	out := make([]keyed, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, keyed{p.Name, compiler.ProviderSummary(p)})
+	}
+	return out
 }
 
 func groups(gs []bundle.Group) []keyed {

@@ -136,4 +136,24 @@ func TestDiffBundles(t *testing.T) {
 	if d := DiffBundles(old, old); len(d) != 0 {
 		t.Errorf("DiffBundles(old, old) = %v, want none", d)
 	}
+
+	// A bundle that changes only an identity provider is a change: the
+	// gateway must take it (who can sign in as whom changes).
+	idp := bundle.IdentityProvider{Name: "okta", Issuer: "https://a.example.com", Audience: "api://x", UserClaim: "email", AllowedAlgorithms: []string{"RS256"}}
+	withIdP := *old
+	withIdP.Policy.IdentityProviders = []bundle.IdentityProvider{idp}
+	moved := withIdP
+	idp.Issuer = "https://b.example.com"
+	moved.Policy.IdentityProviders = []bundle.IdentityProvider{idp}
+	got.Reset()
+	for _, c := range append(DiffBundles(old, &withIdP), append(DiffBundles(&withIdP, &moved), DiffBundles(&moved, old)...)...) {
+		got.WriteString(c.String() + "\n")
+	}
+	want = `+ identity provider okta: issuer https://a.example.com, audience api://x, user_claim email, groups_claim none, required_scopes none, allowed_algorithms RS256
+~ identity provider okta: issuer https://a.example.com, audience api://x, user_claim email, groups_claim none, required_scopes none, allowed_algorithms RS256 → issuer https://b.example.com, audience api://x, user_claim email, groups_claim none, required_scopes none, allowed_algorithms RS256
+- identity provider okta: issuer https://b.example.com, audience api://x, user_claim email, groups_claim none, required_scopes none, allowed_algorithms RS256
+`
+	if got.String() != want {
+		t.Errorf("DiffBundles of identity providers:\n%s\nwant:\n%s", got.String(), want)
+	}
 }

@@ -39,6 +39,10 @@ access is "conditional": diff does not guess arguments.
 
 Changes are reported as gained (deny to allow or hold), lost (allow or hold
 to deny) and changed (allow to hold and back, to or from conditional).
+Identity providers are access too: one added (+) or removed (-), or a
+change (~) of its issuer, audience, user_claim, groups_claim,
+required_scopes or allowed_algorithms, changes who can sign in as whom and
+is reported first, compared with defaults filled in.
 --format markdown writes a pull request comment (kept under 60,000
 characters).
 
@@ -94,7 +98,7 @@ changed), 1 an invalid config, 2 usage error or unreadable input.`,
 			if err := d.Write(e.Stdout, format, labels[0], labels[1]); err != nil {
 				return err
 			}
-			if exitCode && len(d.Changes) > 0 {
+			if exitCode && d.Changed() {
 				return silentExit(exitFailure)
 			}
 			return nil
