@@ -219,6 +219,18 @@ func TestOAuthAccessTokens(t *testing.T) {
 		t.Errorf("tools_echo with an API key: %d %s", st, body)
 	}
 
+	// A checked token is remembered, but only until it expires: alice's
+	// token (already used above) is refused once the clock passes its exp.
+	short := iss.token(map[string]any{"exp": time.Now().Add(90 * time.Second).Unix()})
+	if st, _, body := g.mcpCall(bearer(short), "tools_echo", map[string]any{"text": "x"}); st != 200 || strings.Contains(body, `"error"`) {
+		t.Fatalf("a token valid for 90s: %d %s", st, body)
+	}
+	g.clock.advance(3 * time.Minute)
+	if st, wa, _ := g.mcpCall(bearer(short), "tools_echo", map[string]any{"text": "x"}); st != 401 || !strings.Contains(wa, "invalid_token") {
+		t.Errorf("the same token once expired (it was checked before): %d %q; want 401", st, wa)
+	}
+	g.clock.advance(-3 * time.Minute)
+
 	// A bundle without the provider: its tokens are refused at once.
 	g.pushBundle("rev2", 2, testPolicy())
 	if st, wa, _ := g.mcpCall(bearer(alice), "tools_echo", map[string]any{"text": "x"}); st != 401 || !strings.Contains(wa, "invalid_token") {

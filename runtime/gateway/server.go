@@ -91,7 +91,8 @@ type Server struct {
 	active atomic.Pointer[activeBundle]
 	// oauth verifies access tokens of the active bundle's identity
 	// providers (oauth.go).
-	oauth *oauth.Verifier
+	oauth    *oauth.Verifier
+	verified verifiedTokens // access tokens already checked (oauth.go)
 	// activateMu serializes bundle activations in this process.
 	activateMu sync.Mutex
 
