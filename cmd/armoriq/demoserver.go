@@ -4,7 +4,9 @@ import (
 	"context"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/pflag"
 
+	"github.com/armoriq/controlplane/cmd/armoriq/internal/loadbench"
 	"github.com/armoriq/controlplane/cmd/armoriq/internal/weather"
 )
 
@@ -20,7 +22,8 @@ func demoServerCommand() *command {
 stdout, for the quickstart: nothing to install, nothing from the network.
 
   weather   get_weather and get_forecast, deterministic data derived from
-            the city's name`,
+            the city's name
+  bench     echo, the upstream of armoriq bench (also over HTTP: --http)`,
 		Sub: []*command{{
 			Use:     "weather",
 			Short:   "The quickstart's weather-mcp: get_weather and get_forecast, offline",
@@ -28,6 +31,40 @@ stdout, for the quickstart: nothing to install, nothing from the network.
 			Run: func(ctx context.Context, e *env, args []string) error {
 				return weather.NewServer(buildVersion()).Run(ctx, &mcp.StdioTransport{})
 			},
-		}},
+		}, demoBenchServerCommand()},
+	}
+}
+
+// demoBenchServerCommand serves the upstream of armoriq bench: one tool,
+// echo, over stdio or, with --http, over Streamable HTTP.
+func demoBenchServerCommand() *command {
+	var addr, ready string
+	return &command{
+		Use:   "bench",
+		Short: "The upstream of armoriq bench: echo, over stdio or Streamable HTTP",
+		Long: `bench serves one tool, echo, which answers its text: the upstream armoriq
+bench measures against. Over stdio by default; with --http it serves
+Streamable HTTP (stateless) on that address, at /, until interrupted.`,
+		MaxArgs: 0,
+		Flags: func(fs *pflag.FlagSet) {
+			fs.StringVar(&addr, "http", "", "serve Streamable HTTP on this address (HOST:PORT; port 0 picks a free one) instead of stdio")
+			fs.StringVar(&ready, "ready-file", "", "with --http: write the server's URL to this file once it listens")
+		},
+		Run: func(ctx context.Context, e *env, args []string) error {
+			if addr == "" {
+				if ready != "" {
+					return usageErrorf("--ready-file needs --http")
+				}
+				err := loadbench.NewEchoServer(buildVersion()).Run(ctx, &mcp.StdioTransport{})
+				if ctx.Err() != nil {
+					return nil // stopped (SIGTERM, Ctrl-C): not a failure
+				}
+				return err
+			}
+			if err := loadbench.ServeHTTP(ctx, addr, "/", ready, loadbench.EchoHandler(buildVersion())); err != nil {
+				return usageErrorf("--http %s: %v", addr, err)
+			}
+			return nil
+		},
 	}
 }

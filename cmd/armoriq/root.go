@@ -23,6 +23,7 @@ runs the gateway that enforces them, and reconciles policy from git.`,
 			reconcileCommand(), registerCommand(), checkCommand(),
 			testCommand(),
 			diffCommand(),
+			benchCommand(),
 		},
 	}
 }

@@ -21,5 +21,6 @@ func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []st
 		"devicecode":     cmdDeviceCode,     // login_script_test.go
 		"filemode":       cmdFileMode,       // login_script_test.go
 		"chtime":         cmdChtime,         // chtime_test.go
+		"procsgone":      cmdProcsGone,      // bench_test.go
 	}
 }

@@ -1,0 +1,285 @@
+package loadbench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// workers are a target's callers at one concurrency.
+type workers struct {
+	t       *target
+	callers []caller
+}
+
+// measure runs every concurrency level: workers and warmup, then the
+// rounds, each target in turn within a round.
+func (b *bench) measure(ctx context.Context) (*Report, error) {
+	rep := &Report{
+		Version: b.cfg.Version, Machine: machine(),
+		Settings: Settings{
+			Concurrency: b.cfg.Concurrency, Rounds: b.cfg.Rounds,
+			RoundMs: b.cfg.Round.Milliseconds(), WarmupMs: b.cfg.Warmup.Milliseconds(),
+			SQLiteSync: b.cfg.SQLiteSync, MCPVersion: b.cfg.MCPVersion, ProcStats: procSupported(),
+		},
+	}
+	for _, conc := range b.cfg.Concurrency {
+		ws := make([]*workers, len(b.targets))
+		for i, t := range b.targets {
+			w := &workers{t: t}
+			for j := 0; j < conc; j++ {
+				c, err := t.newCaller(ctx, j)
+				if err != nil {
+					return nil, fmt.Errorf("%s (%s upstream), worker %d: %v", t.name, t.upstream, j, err)
+				}
+				w.callers = append(w.callers, c)
+			}
+			ws[i] = w
+		}
+		b.logf("concurrency %d: warming up (%s per target)", conc, b.cfg.Warmup)
+		for _, w := range ws {
+			if b.cfg.Warmup > 0 {
+				if _, err := b.round(ctx, w, b.cfg.Warmup, ""); err != nil {
+					return nil, err
+				}
+			}
+		}
+		b.discover() // an adapter may have restarted
+		sums := make([]sample, len(ws))
+		for r := 0; r < b.cfg.Rounds; r++ {
+			b.logf("concurrency %d: round %d of %d", conc, r+1, b.cfg.Rounds)
+			for i, w := range ws {
+				profile := ""
+				if r == 0 && w.t.gateway && b.cfg.CPUProfileDir != "" {
+					profile = filepath.Join(b.cfg.CPUProfileDir, fmt.Sprintf("gateway-%s-%s-c%d.pprof", w.t.upstream, w.t.name, conc))
+				}
+				s, err := b.round(ctx, w, b.cfg.Round, profile)
+				if err != nil {
+					return nil, err
+				}
+				sums[i].add(s)
+			}
+		}
+		rep.Results = append(rep.Results, results(b.targets, conc, sums)...)
+	}
+	rep.Processes = b.processes()
+	rep.Machine.LoadAvgEnd = machine().LoadAvg
+	return rep, nil
+}
+
+// round runs w's callers for d and measures them. With profile set it
+// takes a CPU profile of the gateway meanwhile and writes it there.
+func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile string) (*sample, error) {
+	procs := w.t.procs()
+	procs = append(procs, procRef{role: roleClient, pid: os.Getpid()})
+	cpu0 := readCPU(procs)
+	stopRSS := sampleRSS(procs)
+
+	var prof chan error
+	if profile != "" {
+		prof = make(chan error, 1)
+		go func() { prof <- b.cpuProfile(ctx, d, profile) }()
+	}
+	s := &sample{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for _, c := range w.callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 1024)
+			var errs int
+			var firstErr string
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := c.call(ctx); err != nil {
+					if ctx.Err() != nil {
+						break
+					}
+					errs++
+					if firstErr == "" {
+						firstErr = err.Error()
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			s.lat = append(s.lat, lat...)
+			s.errs += errs
+			if s.firstErr == "" {
+				s.firstErr = firstErr
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	s.elapsed = time.Since(start)
+	s.calls = len(s.lat)
+	s.rss = stopRSS()
+	cpu1 := readCPU(procs)
+	s.cpu, s.cpuKnown = cpuDelta(cpu0, cpu1)
+	if prof != nil {
+		if err := <-prof; err != nil {
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// cpuProfile fetches a CPU profile of the gateway over d (rounded up to
+// whole seconds, the unit of /debug/pprof/profile) and writes it to path.
+func (b *bench) cpuProfile(ctx context.Context, d time.Duration, path string) error {
+	secs := int(math.Ceil(d.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", b.adminURL, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("profiling the gateway: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profiling the gateway: status %d", resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--cpuprofile: %v", err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %v", path, err)
+	}
+	b.logf("wrote %s", path)
+	return f.Close()
+}
+
+// cpuReading is the CPU time of each role's processes at one moment.
+type cpuReading struct {
+	cpu map[string]time.Duration
+	ok  bool
+}
+
+// readCPU reads the CPU time used so far by procs, summed per role. A
+// process that is gone (or replaced) counts as 0.
+func readCPU(procs []procRef) cpuReading {
+	if !procSupported() {
+		return cpuReading{}
+	}
+	r := cpuReading{cpu: map[string]time.Duration{}, ok: true}
+	for _, p := range procs {
+		if p.pid <= 0 {
+			continue
+		}
+		st, err := readStat(p.pid)
+		if err != nil || (p.start != 0 && st.startTime != p.start) {
+			continue
+		}
+		r.cpu[p.role] += st.cpu
+		if p.tree {
+			for _, d := range descendants(p.pid) {
+				r.cpu[p.role] += d.cpu
+			}
+		}
+	}
+	return r
+}
+
+// cpuDelta is the CPU time each role used between two readings; a role
+// whose reading went down (a process restarted) counts what is known
+// after it: nothing.
+func cpuDelta(a, b cpuReading) (map[string]time.Duration, bool) {
+	if !a.ok || !b.ok {
+		return nil, false
+	}
+	out := map[string]time.Duration{}
+	for role, v := range b.cpu {
+		out[role] = max(v-a.cpu[role], 0)
+	}
+	return out, true
+}
+
+// sampleRSS samples the resident set of procs every 50 ms (and once at
+// the end) until the function it returns is called, which returns the
+// highest total per role.
+func sampleRSS(procs []procRef) func() map[string]int64 {
+	peak := map[string]int64{}
+	if !procSupported() {
+		return func() map[string]int64 { return nil }
+	}
+	take := func() {
+		now := map[string]int64{}
+		for _, p := range procs {
+			if rss, _, err := readRSS(p.pid); err == nil {
+				now[p.role] += rss
+			}
+		}
+		if gw, ok := now[roleGateway]; ok {
+			now[roleGatewayAdapter] = gw + now[roleAdapter]
+		}
+		for role, v := range now {
+			peak[role] = max(peak[role], v)
+		}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			take()
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() map[string]int64 {
+		close(done)
+		<-finished
+		take()
+		return peak
+	}
+}
+
+// processes lists the processes of the run with their peak resident set
+// (VmHWM) so far.
+func (b *bench) processes() []Process {
+	var out []Process
+	addProc := func(role string, pid int) {
+		p := Process{Role: role, PID: pid}
+		if procSupported() {
+			if _, hwm, err := readRSS(pid); err == nil {
+				p.PeakRSSMiB = mib(hwm)
+			}
+		}
+		out = append(out, p)
+	}
+	for _, c := range b.children {
+		addProc(c.role, c.pid())
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, name := range []string{"adapter-http", "adapter-stdio", "upstream-stdio"} {
+		if p, ok := b.gwProcs[name]; ok {
+			addProc(map[string]string{"adapter-http": "HTTP adapter", "adapter-stdio": "stdio adapter", "upstream-stdio": "stdio upstream (under the adapter)"}[name], p.pid)
+		}
+	}
+	return out
+}
+
+func mib(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }

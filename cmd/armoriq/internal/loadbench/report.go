@@ -1,0 +1,202 @@
+package loadbench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the outcome of a bench run; its JSON form is --json's output.
+type Report struct {
+	Version   string    `json:"version"`
+	Settings  Settings  `json:"settings"`
+	Machine   Machine   `json:"machine"`
+	Processes []Process `json:"processes"`
+	Results   []Result  `json:"results"`
+}
+
+// Settings are the run's parameters.
+type Settings struct {
+	Concurrency []int  `json:"concurrency"`
+	Rounds      int    `json:"rounds"`
+	RoundMs     int64  `json:"round_ms"`
+	WarmupMs    int64  `json:"warmup_ms"`
+	SQLiteSync  string `json:"sqlite_sync"`
+	MCPVersion  string `json:"mcp_version"`
+	// ProcStats says whether CPU and memory were read (Linux's /proc).
+	ProcStats bool `json:"proc_stats"`
+}
+
+// Machine is where the run took place: figures from a loaded machine are
+// worth less.
+type Machine struct {
+	OS      string `json:"os"`
+	Arch    string `json:"arch"`
+	CPUs    int    `json:"cpus"`
+	LoadAvg string `json:"loadavg_start,omitempty"`
+	// LoadAvgEnd is the load average when the run ended.
+	LoadAvgEnd string `json:"loadavg_end,omitempty"`
+}
+
+// Process is one process of the run.
+type Process struct {
+	Role       string  `json:"role"`
+	PID        int     `json:"pid"`
+	PeakRSSMiB float64 `json:"peak_rss_mib,omitempty"` // VmHWM at the end of the run
+}
+
+// Result is one target at one concurrency, over all rounds.
+type Result struct {
+	Upstream    string `json:"upstream"` // http or stdio
+	Target      string `json:"target"`   // direct, proxy, armoriq-mcp, armoriq-invoke or a peer's name
+	Concurrency int    `json:"concurrency"`
+	Calls       int    `json:"calls"`  // successful
+	Errors      int    `json:"errors"` // failed
+	FirstError  string `json:"first_error,omitempty"`
+	// CallsPerSec is the throughput of successful calls, and
+	// ThroughputShare its ratio to direct's in the same run.
+	CallsPerSec     float64 `json:"calls_per_sec"`
+	ThroughputShare float64 `json:"throughput_share"`
+	P50Ms           float64 `json:"p50_ms"`
+	P99Ms           float64 `json:"p99_ms"`
+	// P50AddedMs and P99AddedMs are the latency added over direct.
+	P50AddedMs float64 `json:"p50_added_ms"`
+	P99AddedMs float64 `json:"p99_added_ms"`
+	// CPUPerCallMs is the CPU time per call of each process role (gateway,
+	// adapter, upstream, proxy, peer, client); absent where /proc is not
+	// readable.
+	CPUPerCallMs map[string]float64 `json:"cpu_per_call_ms,omitempty"`
+	// PeakRSSMiB is the highest resident set sampled per role during the
+	// target's rounds (gateway+adapter: both at the same moment).
+	PeakRSSMiB map[string]float64 `json:"peak_rss_mib,omitempty"`
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+
+// results turns the sums of a concurrency level into results, each
+// compared with the direct target of its upstream.
+func results(targets []*target, conc int, sums []sample) []Result {
+	type base struct {
+		p50, p99 time.Duration
+		tput     float64
+	}
+	direct := map[string]base{}
+	for i, t := range targets {
+		if t.name == targetDirect {
+			s := &sums[i]
+			p50, p99 := s.percentiles()
+			direct[t.upstream] = base{p50, p99, s.throughput()}
+		}
+	}
+	var out []Result
+	for i, t := range targets {
+		s := &sums[i]
+		p50, p99 := s.percentiles()
+		d := direct[t.upstream]
+		r := Result{
+			Upstream: t.upstream, Target: t.name, Concurrency: conc,
+			Calls: s.calls, Errors: s.errs, FirstError: s.firstErr,
+			CallsPerSec:     math.Round(s.throughput()*10) / 10,
+			ThroughputShare: math.Round(Share(s.throughput(), d.tput)*1000) / 1000,
+			P50Ms:           ms(p50), P99Ms: ms(p99),
+			P50AddedMs: ms(p50 - d.p50), P99AddedMs: ms(p99 - d.p99),
+		}
+		if s.cpuKnown {
+			r.CPUPerCallMs = map[string]float64{}
+			for role, cpu := range s.cpu {
+				r.CPUPerCallMs[role] = ms(CPUPerCall(cpu, s.calls+s.errs))
+			}
+			r.PeakRSSMiB = map[string]float64{}
+			for role, v := range s.rss {
+				r.PeakRSSMiB[role] = mib(v)
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// Errors is the number of failed calls over the run.
+func (r *Report) Errors() int {
+	n := 0
+	for _, res := range r.Results {
+		n += res.Errors
+	}
+	return n
+}
+
+// WriteTable writes the report for people: a table per concurrency and
+// upstream, each target beside direct.
+func (r *Report) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "armoriq bench %s: %d round(s) of %s per target, alternating; audit --sqlite-sync %s; MCP %s\n",
+		r.Version, r.Settings.Rounds, time.Duration(r.Settings.RoundMs)*time.Millisecond, r.Settings.SQLiteSync, r.Settings.MCPVersion)
+	fmt.Fprintf(w, "machine: %s/%s, %d CPUs", r.Machine.OS, r.Machine.Arch, r.Machine.CPUs)
+	if r.Machine.LoadAvg != "" {
+		fmt.Fprintf(w, ", load average %s at the start, %s at the end", r.Machine.LoadAvg, r.Machine.LoadAvgEnd)
+	}
+	fmt.Fprintln(w)
+	if !r.Settings.ProcStats {
+		fmt.Fprintln(w, "CPU and memory: n/a (read from /proc, on Linux only)")
+	}
+	key := func(res Result) string { return fmt.Sprintf("%d/%s", res.Concurrency, res.Upstream) }
+	for i := 0; i < len(r.Results); {
+		k := key(r.Results[i])
+		fmt.Fprintf(w, "\nconcurrency %d, %s upstream (latency and CPU in ms; CPU per call of each process)\n", r.Results[i].Concurrency, r.Results[i].Upstream)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "target\tcalls/s\tshare\tp50\tp99\t+p50\t+p99\terrors\tgateway\tadapter\tupstream\tproxy/peer\tclient\tgw+ad MiB\t")
+		for ; i < len(r.Results) && key(r.Results[i]) == k; i++ {
+			res := r.Results[i]
+			cpu := func(role string) string {
+				if res.CPUPerCallMs == nil {
+					return "n/a"
+				}
+				v, ok := res.CPUPerCallMs[role]
+				if !ok {
+					return "-"
+				}
+				return fmt.Sprintf("%.3f", v)
+			}
+			hop := cpu(roleProxy)
+			if hop == "-" {
+				hop = cpu(rolePeer)
+			}
+			rss := "-"
+			if res.PeakRSSMiB == nil {
+				rss = "n/a"
+			} else if v, ok := res.PeakRSSMiB[roleGatewayAdapter]; ok {
+				rss = fmt.Sprintf("%.1f", v)
+			}
+			added := func(v float64) string {
+				if res.Target == targetDirect {
+					return ""
+				}
+				return fmt.Sprintf("%+.3f", v)
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.3f\t%.3f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+				res.Target, res.CallsPerSec, res.ThroughputShare, res.P50Ms, res.P99Ms, added(res.P50AddedMs), added(res.P99AddedMs),
+				res.Errors, cpu(roleGateway), cpu(roleAdapter), cpu(roleUpstream), hop, cpu(roleClient), rss)
+		}
+		tw.Flush()
+	}
+	var errs []string
+	for _, res := range r.Results {
+		if res.FirstError != "" {
+			errs = append(errs, fmt.Sprintf("  %s (%s upstream, concurrency %d): %d failed, first: %s", res.Target, res.Upstream, res.Concurrency, res.Errors, res.FirstError))
+		}
+	}
+	if len(errs) > 0 {
+		fmt.Fprintf(w, "\nfailed calls:\n%s\n", strings.Join(errs, "\n"))
+	}
+	fmt.Fprintln(w, "\nprocesses (peak resident set over the run, VmHWM):")
+	for _, p := range r.Processes {
+		rss := "n/a"
+		if p.PeakRSSMiB > 0 {
+			rss = fmt.Sprintf("%.1f MiB", p.PeakRSSMiB)
+		}
+		fmt.Fprintf(w, "  %-36s pid %-8d %s\n", p.Role, p.PID, rss)
+	}
+	return nil
+}
