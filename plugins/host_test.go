@@ -52,6 +52,9 @@ func TestMain(m *testing.M) {
 	case "adapter-asker":
 		plugins.Serve(asker{})
 		os.Exit(0)
+	case "adapter-echo":
+		plugins.Serve(echoAdapter{}) // bench_test.go
+		os.Exit(0)
 	case "mcp-stdio":
 		if err := serveStdio(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
