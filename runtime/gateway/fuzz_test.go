@@ -44,9 +44,14 @@ func FuzzEntryPoints(f *testing.F) {
 		{"X-Armoriq-User", "b\xffob"}, {"X-CSRG-Proof", hdr["X-CSRG-Proof"]}, {"Mcp-Session-Id", "x"},
 		{"Mcp-Protocol-Version", "2026-07-28"}, {"Content-Type", "text/plain"}, {"X-Request-ID", g.agentKey},
 		{"X-Armoriq-User", "b\u043eb@example.com"}, {"X-Armoriq-User", "bob\uff20example.com"},
+		// Access tokens (the last routes send no API key): JWT-shaped,
+		// unsigned, truncated, an API key as a bearer.
+		{"Authorization", "Bearer eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwOi8vMTI3LjAuMC4xIn0."},
+		{"Authorization", "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.e30.AAAA"},
+		{"Authorization", "bearer " + g.agentKey}, {"Authorization", "Bearer a.b.c"},
 	}
 	for i, s := range seeds {
-		for route := 0; route < 6; route++ {
+		for route := 0; route < 8; route++ {
 			h := headerSeeds[(i+route)%len(headerSeeds)]
 			f.Add(route, s, hdr["X-CSRG-Proof"], h.name, h.value)
 		}
@@ -58,6 +63,8 @@ func FuzzEntryPoints(f *testing.F) {
 		{"POST", "/v1/keys", g.adminKey},
 		{"POST", "/iap/sdk/register", g.adminKey},
 		{"POST", "/mcp", g.agentKey},
+		{"POST", "/mcp", ""},
+		{"POST", "/iap/sdk/token", ""},
 	}
 	h := g.srv.Handler()
 	f.Fuzz(func(t *testing.T, route int, body []byte, proof, hname, hvalue string) {
@@ -66,7 +73,9 @@ func FuzzEntryPoints(f *testing.F) {
 		}
 		r := routes[route%len(routes)]
 		req := httptest.NewRequest(r.method, r.path, bytes.NewReader(body))
-		req.Header.Set("X-API-Key", r.key)
+		if r.key != "" {
+			req.Header.Set("X-API-Key", r.key)
+		}
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-CSRG-Proof", proof)
@@ -85,7 +94,7 @@ func FuzzEntryPoints(f *testing.F) {
 		if w.Code == http.StatusServiceUnavailable && !strings.Contains(w.Body.String(), "unavailable") {
 			t.Fatalf("%s %s: 503 that is not the documented store-unavailable answer: %s", r.method, r.path, w.Body.String())
 		}
-		if bytes.Contains(w.Body.Bytes(), []byte(r.key)) {
+		if r.key != "" && bytes.Contains(w.Body.Bytes(), []byte(r.key)) {
 			t.Fatalf("%s %s: the answer contains the API key", r.method, r.path)
 		}
 		// No execution without a committed request record.
