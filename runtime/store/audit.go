@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -179,67 +180,91 @@ var zeroHash = make([]byte, sha256.Size)
 // when the version is unknown or a record carries a field that its version
 // did not have.
 func AuditHash(rec *AuditRecord) []byte {
+	bp := encodingPool.Get().(*[]byte)
+	defer putEncoding(bp)
+	enc, ok := appendAuditEncoding((*bp)[:0], rec)
+	*bp = enc
+	if !ok {
+		return nil
+	}
+	sum := sha256.Sum256(enc)
+	return sum[:]
+}
+
+// encodingPool holds the buffers AuditHash encodes records into: the group
+// writer and VerifyAudit hash one record after another.
+var encodingPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// putEncoding returns a buffer to the pool unless a huge record (arguments
+// of megabytes) grew it: the pool should not pin that memory.
+func putEncoding(bp *[]byte) {
+	if cap(*bp) <= 64<<10 {
+		encodingPool.Put(bp)
+	}
+}
+
+// appendAuditEncoding appends to b the canonical encoding of rec that
+// AuditHash hashes: the version's label, then every hashed field in a fixed
+// order, numbers as 8 bytes big-endian, bytes and strings as a 4-byte
+// big-endian length and the bytes. It reports false, appending nothing,
+// when the version is unknown or a record carries a field that its version
+// did not have. The bytes must never change: every stored hash is over
+// them (TestAuditEncodingGolden pins them).
+func appendAuditEncoding(b []byte, rec *AuditRecord) ([]byte, bool) {
 	label := auditHashLabelV1
 	v3fields := rec.UserSource != "" || rec.AuthIssuer != "" || rec.AuthSubject != ""
 	switch rec.HashVersion {
 	case 0, 1:
 		if rec.Phase != "" || rec.Concludes != 0 || rec.Client != "" || rec.TraceID != "" || rec.ApprovalID != "" || v3fields {
-			return nil
+			return b, false
 		}
 	case 2:
 		if v3fields {
-			return nil
+			return b, false
 		}
 		label = auditHashLabelV2
 	case 3:
 		label = auditHashLabelV3
 	default:
-		return nil
+		return b, false
 	}
-	v2 := label != auditHashLabelV1
-	h := sha256.New()
-	var buf [8]byte
-	str := func(s []byte) {
-		binary.BigEndian.PutUint32(buf[:4], uint32(len(s)))
-		h.Write(buf[:4])
-		h.Write(s)
-	}
-	num := func(n int64) {
-		binary.BigEndian.PutUint64(buf[:], uint64(n))
-		h.Write(buf[:])
-	}
-	str([]byte(label))
-	num(rec.Seq)
-	num(rec.Time.UnixNano())
-	str([]byte(rec.RequestID))
-	str([]byte(rec.APIKeyID))
-	str([]byte(rec.Service))
-	str([]byte(rec.User))
-	str([]byte(rec.Agent))
-	str([]byte(rec.Server))
-	str([]byte(rec.Tool))
-	str(rec.Arguments)
-	str([]byte(rec.Decision))
-	str([]byte(rec.Rule))
-	str([]byte(rec.BundleRevision))
-	str([]byte(rec.PlanHash))
-	num(rec.Step)
-	str([]byte(rec.Outcome))
-	num(rec.DurationMS)
-	if v2 {
-		str([]byte(rec.Phase))
-		num(rec.Concludes)
-		str([]byte(rec.Client))
-		str([]byte(rec.TraceID))
-		str([]byte(rec.ApprovalID))
+	b = appendField(b, label)
+	b = binary.BigEndian.AppendUint64(b, uint64(rec.Seq))
+	b = binary.BigEndian.AppendUint64(b, uint64(rec.Time.UnixNano()))
+	b = appendField(b, rec.RequestID)
+	b = appendField(b, rec.APIKeyID)
+	b = appendField(b, rec.Service)
+	b = appendField(b, rec.User)
+	b = appendField(b, rec.Agent)
+	b = appendField(b, rec.Server)
+	b = appendField(b, rec.Tool)
+	b = appendField(b, rec.Arguments)
+	b = appendField(b, rec.Decision)
+	b = appendField(b, rec.Rule)
+	b = appendField(b, rec.BundleRevision)
+	b = appendField(b, rec.PlanHash)
+	b = binary.BigEndian.AppendUint64(b, uint64(rec.Step))
+	b = appendField(b, rec.Outcome)
+	b = binary.BigEndian.AppendUint64(b, uint64(rec.DurationMS))
+	if label != auditHashLabelV1 {
+		b = appendField(b, rec.Phase)
+		b = binary.BigEndian.AppendUint64(b, uint64(rec.Concludes))
+		b = appendField(b, rec.Client)
+		b = appendField(b, rec.TraceID)
+		b = appendField(b, rec.ApprovalID)
 	}
 	if label == auditHashLabelV3 {
-		str([]byte(rec.UserSource))
-		str([]byte(rec.AuthIssuer))
-		str([]byte(rec.AuthSubject))
+		b = appendField(b, rec.UserSource)
+		b = appendField(b, rec.AuthIssuer)
+		b = appendField(b, rec.AuthSubject)
 	}
-	str(rec.PrevHash)
-	return h.Sum(nil)
+	return appendField(b, rec.PrevHash), true
+}
+
+// appendField appends s with its length, as 4 bytes big-endian.
+func appendField[S ~string | ~[]byte](b []byte, s S) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
 }
 
 // verifier walks records in sequence order and remembers the first problem.
