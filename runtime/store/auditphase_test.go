@@ -345,22 +345,7 @@ func testAuditCloseCommitsQueuedOutcomes(t *testing.T, e engine) {
 		}
 	}
 	// Hold the write lock from outside so the outcomes stay queued.
-	db, d := rawDB(t, dsn)
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if d.name == "sqlite" {
-		_, err = conn.ExecContext(ctx, `BEGIN IMMEDIATE`)
-	} else {
-		if _, err = conn.ExecContext(ctx, `BEGIN`); err == nil {
-			_, err = conn.ExecContext(ctx, `SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE`)
-		}
-	}
-	if err != nil {
-		t.Fatalf("locking the database: %v", err)
-	}
+	release := holdWriteLock(t, dsn)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -377,9 +362,7 @@ func testAuditCloseCommitsQueuedOutcomes(t *testing.T, e engine) {
 	closed := make(chan error)
 	go func() { closed <- s.Close() }()
 	time.Sleep(100 * time.Millisecond) // Close is waiting for the writer
-	if _, err := conn.ExecContext(ctx, `COMMIT`); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	if err := <-closed; err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -394,6 +377,41 @@ func testAuditCloseCommitsQueuedOutcomes(t *testing.T, e engine) {
 	if err != nil || !rep.OK() || rep.Records != 2*n || rep.PendingOutcomes != 0 {
 		t.Errorf("after Close and reopen: VerifyAudit = %+v (problem %v), %v; want %d records, none pending", rep, rep.Problem, err, 2*n)
 	}
+}
+
+// holdWriteLock takes, from a connection of its own, the lock the store's
+// writer needs for a batch (the write lock on SQLite, the chain head's row
+// on PostgreSQL), so that appends queue up behind it; release lets them go.
+func holdWriteLock(t *testing.T, dsn string) (release func()) {
+	t.Helper()
+	ctx := ctxT(t)
+	db, d := rawDB(t, dsn)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.name == "sqlite" {
+		_, err = conn.ExecContext(ctx, `BEGIN IMMEDIATE`)
+	} else {
+		if _, err = conn.ExecContext(ctx, `BEGIN`); err == nil {
+			_, err = conn.ExecContext(ctx, `SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE`)
+		}
+	}
+	if err != nil {
+		conn.Close()
+		t.Fatalf("locking the database: %v", err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			defer conn.Close()
+			if _, err := conn.ExecContext(ctx, `COMMIT`); err != nil {
+				t.Errorf("releasing the lock: %v", err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
 }
 
 func testRevokedSince(t *testing.T, e engine) {

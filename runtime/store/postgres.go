@@ -51,6 +51,9 @@ func postgresDialect(channel string) *dialect {
 			return err
 		},
 		snapshot: &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+		arrays:   true,
+		seqIn:    `= ANY(?::bigint[])`,
+		seqList:  func(seqs []int64) any { return seqs },
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,17 @@ var sqliteDialect = &dialect{
 	blob:     "BLOB",
 	zeroHash: "X'" + strings.Repeat("00", 32) + "'",
 	lock:     func(context.Context, *sql.Tx, int64) error { return nil },
+	seqIn:    `IN (SELECT value FROM json_each(?))`,
+	seqList: func(seqs []int64) any {
+		b := []byte{'['}
+		for i, seq := range seqs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, seq, 10)
+		}
+		return string(append(b, ']'))
+	},
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and

@@ -27,6 +27,14 @@ type dialect struct {
 	// snapshot are the options of a read transaction that sees one
 	// consistent state.
 	snapshot *sql.TxOptions
+	// arrays: the group writer inserts a batch in one statement of one
+	// array per column (PostgreSQL), not one row at a time (SQLite).
+	arrays bool
+	// seqIn is the condition "in the list of sequence numbers given as one
+	// parameter", and seqList makes that parameter: one statement text for
+	// any number of sequence numbers.
+	seqIn   string
+	seqList func(seqs []int64) any
 }
 
 // Advisory lock keys (PostgreSQL). Arbitrary, but fixed forever.
@@ -62,6 +70,7 @@ type sqlStore struct {
 	r     *sql.DB // reads; may be w
 	hub   *hub
 	audit *auditWriter
+	as    *auditStmts // the audit writer's prepared statements, on w
 	// listener hears other replicas' revocations (PostgreSQL only).
 	listener *pgListener
 
@@ -75,7 +84,11 @@ func newSQLStore(ctx context.Context, d *dialect, w, r *sql.DB) (*sqlStore, erro
 	if err := migrate(ctx, w, d, migrations); err != nil {
 		return nil, err
 	}
-	s := &sqlStore{d: d, w: w, r: r, hub: newHub()}
+	as, err := prepareAudit(ctx, w, d)
+	if err != nil {
+		return nil, err
+	}
+	s := &sqlStore{d: d, w: w, r: r, hub: newHub(), as: as}
 	s.audit = newAuditWriter(s.writeAuditBatch)
 	return s, nil
 }
@@ -446,6 +459,7 @@ func (s *sqlStore) RevokedSince(ctx context.Context, t time.Time) ([]Revocation,
 func (s *sqlStore) Close() error {
 	s.closeOnce.Do(func() {
 		s.audit.close()
+		s.as.close()
 		if s.listener != nil {
 			s.listener.stop()
 		}

@@ -36,6 +36,7 @@ func testStore(t *testing.T, e engine) {
 		{"AuditRefusesUnstorable", testAuditRefusesUnstorable},
 		{"AuditMigrateV1", testAuditMigrateV1},
 		{"AuditCloseCommitsQueuedOutcomes", testAuditCloseCommitsQueuedOutcomes},
+		{"AuditBatchFailure", testAuditBatchFailure},
 		{"RevokedSince", testRevokedSince},
 	}
 	for _, tt := range tests {
