@@ -79,9 +79,9 @@ func checkAudit(rec *AuditRecord) error {
 // A batch runs them through tx.StmtContext, which reuses the statement
 // already prepared on the transaction's connection: the pure-Go SQLite
 // driver keeps no statement cache, and parsing every statement again in
-// every transaction (a multi-row INSERT of 25 columns a row most of all)
-// was the largest share of a commit's CPU after the fsync. Every text is
-// fixed, whatever the batch's size.
+// every transaction (a multi-row INSERT of one placeholder per column per
+// row most of all) was the largest share of a commit's CPU after the WAL
+// writes and the fsync. Every text is fixed, whatever the batch's size.
 type auditStmts struct {
 	head      *sql.Stmt // the chain head, locked (FOR UPDATE on PostgreSQL)
 	concludes *sql.Stmt // the records a batch's outcomes name, and their outcome if any

@@ -13,7 +13,7 @@ import (
 // SQLite, one round of WAL flush on PostgreSQL); alone, a record is written
 // at once.
 const (
-	maxAuditBatch = 128 // 128 rows × 25 columns stays far below both engines' parameter limits
+	maxAuditBatch = 128
 	auditQueue    = 1024
 )
 
