@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -23,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -44,9 +46,11 @@ const Version = "v2.3.0"
 // EnvBinary names the environment variable giving the hydra binary's path.
 const EnvBinary = "ARMORIQ_TEST_HYDRA"
 
-// AccessTokenKeySet is the JSON Web Key Set Hydra signs JWT access tokens
-// with.
-const AccessTokenKeySet = "hydra.jwt.access-token"
+// The JSON Web Key Sets Hydra signs JWT access tokens and ID tokens with.
+const (
+	AccessTokenKeySet = "hydra.jwt.access-token"
+	IDTokenKeySet     = "hydra.openid.id-token"
+)
 
 // Claims Hydra is configured to put at the top level of an access token
 // (oauth2.allowed_top_level_claims): the login app sets them from the
@@ -231,6 +235,21 @@ func (s *Server) run(t testing.TB, bin string, opts Options) error {
 			t.Logf("Ory Hydra's output:\n%s", out.tail())
 		}
 	})
+
+	// Hydra makes its signing keys on first use: RSA 4096, which on a
+	// loaded machine takes longer than its 10 s write timeout, so the
+	// request that made it fails (and the client retries it, using a
+	// login or consent verifier twice). Give it RSA 2048 keys now.
+	for _, set := range []string{IDTokenKeySet, AccessTokenKeySet} {
+		jwk, err := newRSAKey(set + "-" + randomString(6))
+		if err != nil {
+			return err
+		}
+		body := map[string]any{"keys": []any{jwk}}
+		if err := s.adminJSON(http.MethodPut, "/admin/keys/"+set, body, nil); err != nil {
+			return fmt.Errorf("setting Hydra's key set %s: %w", set, err)
+		}
+	}
 
 	var discovery struct {
 		Issuer string `json:"issuer"`
@@ -429,8 +448,20 @@ func (s *Server) AddUser(email string, groups []string) User {
 // requested scopes and audience and puts email and groups into the
 // access token), the redirect to the app's loopback URI with the code,
 // and the code exchanged with the verifier. The user is added to the
-// directory with the groups first.
+// directory with the groups first. It returns the access token.
 func (s *Server) UserToken(t testing.TB, email string, groups, scopes []string, audience string) string {
+	t.Helper()
+	return s.SignIn(t, email, groups, scopes, audience).Access
+}
+
+// Tokens are what the token endpoint answers a sign-in with.
+type Tokens struct {
+	Access string // the JWT access token
+	ID     string // the OpenID Connect ID token, when "openid" was asked
+}
+
+// SignIn is UserToken returning the ID token too.
+func (s *Server) SignIn(t testing.TB, email string, groups, scopes []string, audience string) Tokens {
 	t.Helper()
 	s.AddUser(email, groups)
 	tok, err := s.userToken(t, email, scopes, audience)
@@ -440,7 +471,7 @@ func (s *Server) UserToken(t testing.TB, email string, groups, scopes []string, 
 	return tok
 }
 
-func (s *Server) userToken(t testing.TB, email string, scopes []string, audience string) (string, error) {
+func (s *Server) userToken(t testing.TB, email string, scopes []string, audience string) (Tokens, error) {
 	t.Helper()
 	s.allow(t, s.native, scopes, audience)
 	verifier := randomString(32)
@@ -465,24 +496,24 @@ func (s *Server) userToken(t testing.TB, email string, scopes []string, audience
 	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
 	resp, err := browser.Get(s.public + "/oauth2/auth?" + q.Encode())
 	if err != nil {
-		return "", fmt.Errorf("authorization request: %w", err)
+		return Tokens{}, fmt.Errorf("authorization request: %w", err)
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	landed := resp.Request.URL
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(landed.String(), s.RedirectURI()) {
-		return "", fmt.Errorf("the sign-in ended at %s with status %d, not at the redirect URI: %s", landed.Redacted(), resp.StatusCode, body)
+		return Tokens{}, fmt.Errorf("the sign-in ended at %s with status %d, not at the redirect URI: %s", landed.Redacted(), resp.StatusCode, body)
 	}
 	got := landed.Query()
 	if e := got.Get("error"); e != "" {
-		return "", fmt.Errorf("the authorization server answered %s: %s", e, got.Get("error_description"))
+		return Tokens{}, fmt.Errorf("the authorization server answered %s: %s", e, got.Get("error_description"))
 	}
 	if got.Get("state") != state {
-		return "", fmt.Errorf("the redirect carries state %q, not the one sent", got.Get("state"))
+		return Tokens{}, fmt.Errorf("the redirect carries state %q, not the one sent", got.Get("state"))
 	}
 	code := got.Get("code")
 	if code == "" {
-		return "", errors.New("the redirect carries no code")
+		return Tokens{}, errors.New("the redirect carries no code")
 	}
 
 	form := url.Values{
@@ -494,37 +525,44 @@ func (s *Server) userToken(t testing.TB, email string, scopes []string, audience
 	}
 	req, err := http.NewRequest(http.MethodPost, s.public+"/oauth2/token", strings.NewReader(form.Encode()))
 	if err != nil {
-		return "", err
+		return Tokens{}, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return s.token(req)
+	return s.tokens(req)
 }
 
 // token posts a token request and returns the access token.
 func (s *Server) token(req *http.Request) (string, error) {
+	tok, err := s.tokens(req)
+	return tok.Access, err
+}
+
+// tokens posts a token request and returns the tokens.
+func (s *Server) tokens(req *http.Request) (Tokens, error) {
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return "", err
+		return Tokens{}, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("token endpoint answered %s: %s", resp.Status, body)
+		return Tokens{}, fmt.Errorf("token endpoint answered %s: %s", resp.Status, body)
 	}
 	var tr struct {
 		AccessToken string `json:"access_token"`
+		IDToken     string `json:"id_token"`
 		TokenType   string `json:"token_type"`
 	}
 	if err := json.Unmarshal(body, &tr); err != nil {
-		return "", fmt.Errorf("decoding the token response: %w", err)
+		return Tokens{}, fmt.Errorf("decoding the token response: %w", err)
 	}
 	if tr.AccessToken == "" || !strings.EqualFold(tr.TokenType, "bearer") {
-		return "", fmt.Errorf("the token response has no bearer access token: %s", body)
+		return Tokens{}, fmt.Errorf("the token response has no bearer access token: %s", body)
 	}
-	return tr.AccessToken, nil
+	return Tokens{Access: tr.AccessToken, ID: tr.IDToken}, nil
 }
 
-// RotateKeys adds a new RS256 key to the set Hydra signs access tokens
+// RotateKeys adds a new RSA key to the set Hydra signs access tokens
 // with; tokens issued from now on name it in their "kid", and the JWKS
 // keeps the old keys (tokens already issued stay valid). It returns the
 // new key's id.
@@ -534,22 +572,35 @@ func (s *Server) RotateKeys(t testing.TB) string {
 	s.kids++
 	kid := fmt.Sprintf("rotated-%d-%s", s.kids, randomString(6))
 	s.mu.Unlock()
-	// Hydra signs with the newest key by creation time; make sure the new
-	// one is not in the same instant as the last.
+	jwk, err := newRSAKey(kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hydra signs with the newest key by creation time (kept to the
+	// nanosecond); make sure the new one is not in the same instant.
 	time.Sleep(10 * time.Millisecond)
-	var set struct {
-		Keys []struct {
-			Kid string `json:"kid"`
-		} `json:"keys"`
-	}
-	body := map[string]string{"alg": "RS256", "use": "sig", "kid": kid}
-	if err := s.adminJSON(http.MethodPost, "/admin/keys/"+AccessTokenKeySet, body, &set); err != nil {
-		t.Fatalf("creating a new access token key: %v", err)
-	}
-	if len(set.Keys) == 0 || set.Keys[0].Kid != kid {
-		t.Fatalf("Hydra created keys %+v, want one with kid %q", set.Keys, kid)
+	path := "/admin/keys/" + AccessTokenKeySet + "/" + url.PathEscape(kid)
+	if err := s.adminJSON(http.MethodPut, path, jwk, nil); err != nil {
+		t.Fatalf("adding a new access token key: %v", err)
 	}
 	return kid
+}
+
+// newRSAKey makes an RSA 2048 signing key as a private JWK (RFC 7518
+// section 6.3), for Hydra's admin API.
+func newRSAKey(kid string) (map[string]any, error) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	k.Precompute()
+	b := func(n *big.Int) string { return base64.RawURLEncoding.EncodeToString(n.Bytes()) }
+	return map[string]any{
+		"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+		"n": b(k.N), "e": b(big.NewInt(int64(k.E))), "d": b(k.D),
+		"p": b(k.Primes[0]), "q": b(k.Primes[1]),
+		"dp": b(k.Precomputed.Dp), "dq": b(k.Precomputed.Dq), "qi": b(k.Precomputed.Qinv),
+	}, nil
 }
 
 // serveApp is the login and consent app: Hydra sends the browser here
