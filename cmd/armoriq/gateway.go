@@ -430,12 +430,19 @@ func openGateway(ctx context.Context, e *env, o *gatewayOptions) (_ *gatewayRun,
 	// Every upstream server is reached through an adapter process: this
 	// binary re-executed as "armoriq adapter http|stdio", or a pinned
 	// custom adapter. Closing the upstream stops them all.
-	g.upstream = gateway.NewAdapterUpstream(plugins.NewHost(
+	hostOpts := []plugins.HostOption{
 		plugins.WithGetenv(e.Getenv),
 		plugins.WithCallTimeout(o.adapterTimeout),
 		plugins.WithMaxConcurrent(o.adapterConc),
 		plugins.WithLog(e.Stderr, o.logLevel),
-	))
+	}
+	if dir := e.Getenv(adapterPprofEnv); dir != "" {
+		// Profiling the adapters (armoriq bench --cpuprofile): adapters
+		// do not inherit the gateway's environment, this one is passed.
+		hostOpts = append(hostOpts, plugins.WithEnv(adapterPprofEnv+"="+dir))
+		log.Warn("adapters serve the Go profiler on loopback ports", "urls_in", dir)
+	}
+	g.upstream = gateway.NewAdapterUpstream(plugins.NewHost(hostOpts...))
 	tcfg, err := telemetry.TracingFromEnv(telemetry.TracingConfig{Exporter: o.trace, Endpoint: o.traceEndpoint, ServiceVersion: buildVersion()}, e.Getenv)
 	if err != nil {
 		return nil, usageErrorf("tracing: %v", err)

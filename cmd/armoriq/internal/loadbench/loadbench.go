@@ -57,8 +57,9 @@ type Config struct {
 	// UpstreamAddr is where the HTTP upstream listens (default
 	// 127.0.0.1:0); a fixed one lets a peer be configured to reach it.
 	UpstreamAddr string
-	// CPUProfileDir, if set, receives CPU profiles of the gateway taken
-	// during its first round at each concurrency.
+	// CPUProfileDir, if set, receives CPU profiles of the gateway and of
+	// the adapter, taken during the first round of each gateway target at
+	// each concurrency.
 	CPUProfileDir string
 	// ReadyFile, if set, is written once every process runs: one line per
 	// process, its role and pid.
@@ -213,6 +214,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if b.progress == nil {
 		b.progress = io.Discard
 	}
+	if err := os.Mkdir(b.pprofDir(), 0o700); err != nil {
+		return nil, err
+	}
 	defer b.stopAll()
 	if err := b.start(ctx); err != nil {
 		return nil, err
@@ -238,7 +242,11 @@ func childEnv() []string {
 }
 
 func (b *bench) startChild(role string, setup func(*exec.Cmd) error, args ...string) (*child, error) {
-	c, err := startChild(role, b.cfg.Exe, args, childEnv(), b.cfg.ChildLog, setup)
+	env := childEnv()
+	if role == roleGateway && b.cfg.CPUProfileDir != "" {
+		env = append(env, adapterPprofEnv+"="+b.pprofDir())
+	}
+	c, err := startChild(role, b.cfg.Exe, args, env, b.cfg.ChildLog, setup)
 	if err != nil {
 		return nil, err
 	}
@@ -324,6 +332,14 @@ func (b *bench) start(ctx context.Context) error {
 }
 
 func (b *bench) add(t *target) { b.targets = append(b.targets, t) }
+
+// adapterPprofEnv makes the gateway's built-in adapters serve the Go
+// profiler on loopback ports and write their URLs, one file per adapter
+// (adapter-PID.url), to the directory it names.
+const adapterPprofEnv = "ARMORIQ_ADAPTER_PPROF_DIR"
+
+// pprofDir is where the adapters write their profiler's URL.
+func (b *bench) pprofDir() string { return filepath.Join(b.dir, "pprof") }
 
 func fixed(refs ...procRef) func() []procRef {
 	for i := range refs {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -57,7 +58,7 @@ func (b *bench) measure(ctx context.Context) (*Report, error) {
 			for i, w := range ws {
 				profile := ""
 				if r == 0 && w.t.gateway && b.cfg.CPUProfileDir != "" {
-					profile = filepath.Join(b.cfg.CPUProfileDir, fmt.Sprintf("gateway-%s-%s-c%d.pprof", w.t.upstream, w.t.name, conc))
+					profile = fmt.Sprintf("%s-%s-c%d.pprof", w.t.upstream, w.t.name, conc)
 				}
 				s, err := b.round(ctx, w, b.cfg.Round, profile)
 				if err != nil {
@@ -74,7 +75,8 @@ func (b *bench) measure(ctx context.Context) (*Report, error) {
 }
 
 // round runs w's callers for d and measures them. With profile set it
-// takes a CPU profile of the gateway meanwhile and writes it there.
+// takes CPU profiles of the gateway and its adapter meanwhile, and writes
+// them to CPUProfileDir as gateway-PROFILE and adapter-PROFILE.
 func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile string) (*sample, error) {
 	procs := w.t.procs()
 	procs = append(procs, procRef{role: roleClient, pid: os.Getpid()})
@@ -83,8 +85,22 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 
 	var prof chan error
 	if profile != "" {
-		prof = make(chan error, 1)
-		go func() { prof <- b.cpuProfile(ctx, d, profile) }()
+		prof = make(chan error, 2)
+		go func() {
+			prof <- b.cpuProfile(ctx, b.adminURL, d, filepath.Join(b.cfg.CPUProfileDir, "gateway-"+profile))
+		}()
+		go func() {
+			for _, p := range procs {
+				if p.role == roleAdapter {
+					if u, err := os.ReadFile(filepath.Join(b.pprofDir(), fmt.Sprintf("adapter-%d.url", p.pid))); err == nil {
+						prof <- b.cpuProfile(ctx, strings.TrimSpace(string(u)), d, filepath.Join(b.cfg.CPUProfileDir, "adapter-"+profile))
+						return
+					}
+				}
+			}
+			b.logf("no profiler URL from the adapter: no adapter profile")
+			prof <- nil
+		}()
 	}
 	s := &sample{}
 	var mu sync.Mutex
@@ -128,8 +144,10 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 	cpu1 := readCPU(procs)
 	s.cpu, s.cpuKnown = cpuDelta(cpu0, cpu1)
 	if prof != nil {
-		if err := <-prof; err != nil {
-			return nil, err
+		for range 2 {
+			if err := <-prof; err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -138,21 +156,22 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 	return s, nil
 }
 
-// cpuProfile fetches a CPU profile of the gateway over d (rounded up to
-// whole seconds, the unit of /debug/pprof/profile) and writes it to path.
-func (b *bench) cpuProfile(ctx context.Context, d time.Duration, path string) error {
+// cpuProfile fetches a CPU profile from the profiler at base over d
+// (rounded up to whole seconds, the unit of /debug/pprof/profile) and
+// writes it to path.
+func (b *bench) cpuProfile(ctx context.Context, base string, d time.Duration, path string) error {
 	secs := int(math.Ceil(d.Seconds()))
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", b.adminURL, secs), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
 	if err != nil {
 		return err
 	}
 	resp, err := b.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("profiling the gateway: %v", err)
+		return fmt.Errorf("profiling %s: %v", filepath.Base(path), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profiling the gateway: status %d", resp.StatusCode)
+		return fmt.Errorf("profiling %s: status %d", filepath.Base(path), resp.StatusCode)
 	}
 	f, err := os.Create(path)
 	if err != nil {
