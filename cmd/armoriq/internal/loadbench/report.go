@@ -146,7 +146,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		k := key(r.Results[i])
 		fmt.Fprintf(w, "\nconcurrency %d, %s upstream (latency and CPU in ms; CPU per call of each process)\n", r.Results[i].Concurrency, r.Results[i].Upstream)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "target\tcalls/s\tshare\tp50\tp99\t+p50\t+p99\terrors\tgateway\tadapter\tupstream\tproxy/peer\tclient\tgw+ad MiB\t")
+		fmt.Fprintln(tw, "target        \tcalls/s\tshare\tp50\tp99\t+p50\t+p99\terrors\tgateway\tadapter\tupstream\tproxy/peer\tclient\tgw+ad MiB\t")
 		for ; i < len(r.Results) && key(r.Results[i]) == k; i++ {
 			res := r.Results[i]
 			cpu := func(role string) string {
@@ -175,7 +175,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 				}
 				return fmt.Sprintf("%+.3f", v)
 			}
-			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.3f\t%.3f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%-14s\t%.0f\t%.2f\t%.3f\t%.3f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 				res.Target, res.CallsPerSec, res.ThroughputShare, res.P50Ms, res.P99Ms, added(res.P50AddedMs), added(res.P99AddedMs),
 				res.Errors, cpu(roleGateway), cpu(roleAdapter), cpu(roleUpstream), hop, cpu(roleClient), rss)
 		}
