@@ -85,48 +85,46 @@ func checkAudit(rec *AuditRecord) error {
 type auditStmts struct {
 	head      *sql.Stmt // the chain head, locked (FOR UPDATE on PostgreSQL)
 	concludes *sql.Stmt // the records a batch's outcomes name, and their outcome if any
-	insert    *sql.Stmt // SQLite: one row; PostgreSQL: the whole batch, and the head moved
+	insertRow *sql.Stmt // one row; on PostgreSQL the head is moved in the same statement
 	moveHead  *sql.Stmt // SQLite: the head moved to the batch's last record
+	// insertBatch (PostgreSQL) inserts the whole batch, one array per
+	// column, and moves the head.
+	insertBatch *sql.Stmt
 }
 
 // SQLite inserts a batch one row at a time with one prepared statement: no
-// round trips to save, and a statement of fixed text. PostgreSQL inserts it
-// in one statement, one array per column (unnest), which also moves the
-// head: one round trip for the batch, whatever its size.
+// round trips to save. PostgreSQL inserts a batch in one statement that
+// also moves the head (a data-modifying WITH): one round trip for the
+// batch, whatever its size; a batch of one (a lone caller's) with scalar
+// parameters, a larger one with one array parameter per column (unnest),
+// which costs more to encode for one row but the same text for any size.
 var (
-	sqliteAuditInsert   = `INSERT INTO audit_log (` + auditCols + `) VALUES ` + auditPlaceholders
-	postgresAuditInsert = `WITH ins AS (INSERT INTO audit_log (` + auditCols + `)
-		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-			$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[],
-			$16::text[], $17::bigint[], $18::bytea[], $19::bytea[], $20::bigint[], $21::text[], $22::bigint[],
-			$23::text[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[]))
-		UPDATE audit_head SET seq = $29, hash = $30 WHERE id = 1`
+	auditInsertRow         = `INSERT INTO audit_log (` + auditCols + `) VALUES ` + auditPlaceholders
+	postgresAuditInsertRow = `WITH ins AS (` + auditInsertRow + `) UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`
+	postgresAuditInsertAll = `WITH ins AS (INSERT INTO audit_log (` + auditCols + `)
+		SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
+			?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[],
+			?::text[], ?::bigint[], ?::bytea[], ?::bytea[], ?::bigint[], ?::text[], ?::bigint[],
+			?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[]))
+		UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`
 )
 
 // prepareAudit prepares the group writer's statements on db.
 func prepareAudit(ctx context.Context, db *sql.DB, d *dialect) (*auditStmts, error) {
 	const op = "prepare audit statements"
 	st := &auditStmts{}
-	texts := []struct {
+	type text struct {
 		dst  **sql.Stmt
 		text string
-	}{
+	}
+	texts := []text{
 		{&st.head, `SELECT seq, hash FROM audit_head WHERE id = 1` + d.forUpdate},
 		{&st.concludes, `SELECT a.seq, a.phase, ` + concludedBy + ` FROM audit_log a WHERE a.seq ` + d.seqIn},
 	}
 	if d.arrays {
-		texts = append(texts, struct {
-			dst  **sql.Stmt
-			text string
-		}{&st.insert, postgresAuditInsert})
+		texts = append(texts, text{&st.insertRow, postgresAuditInsertRow}, text{&st.insertBatch, postgresAuditInsertAll})
 	} else {
-		texts = append(texts, []struct {
-			dst  **sql.Stmt
-			text string
-		}{
-			{&st.insert, sqliteAuditInsert},
-			{&st.moveHead, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`},
-		}...)
+		texts = append(texts, text{&st.insertRow, auditInsertRow}, text{&st.moveHead, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`})
 	}
 	for _, t := range texts {
 		stmt, err := db.PrepareContext(ctx, d.rebind(t.text))
@@ -140,7 +138,7 @@ func prepareAudit(ctx context.Context, db *sql.DB, d *dialect) (*auditStmts, err
 }
 
 func (st *auditStmts) close() {
-	for _, stmt := range []*sql.Stmt{st.head, st.concludes, st.insert, st.moveHead} {
+	for _, stmt := range []*sql.Stmt{st.head, st.concludes, st.insertRow, st.moveHead, st.insertBatch} {
 		if stmt != nil {
 			stmt.Close()
 		}
@@ -194,11 +192,13 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	insert := tx.StmtContext(sctx, s.as.insert)
-	if s.d.arrays {
-		_, err = insert.ExecContext(sctx, auditColumns(recs, seq, prev)...)
-	} else {
-		err = s.insertRows(sctx, tx, insert, recs, seq, prev)
+	switch {
+	case !s.d.arrays:
+		err = s.insertRows(sctx, tx, recs, seq, prev)
+	case len(recs) == 1:
+		_, err = tx.StmtContext(sctx, s.as.insertRow).ExecContext(sctx, append(auditRow(recs[0]), seq, prev)...)
+	default:
+		_, err = tx.StmtContext(sctx, s.as.insertBatch).ExecContext(sctx, auditColumns(recs, seq, prev)...)
 	}
 	if err != nil {
 		return dbError(op, err)
@@ -216,15 +216,10 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 
 // insertRows inserts recs one row at a time and moves the head to seq and
 // hash (SQLite).
-func (s *sqlStore) insertRows(ctx context.Context, tx *sql.Tx, insert *sql.Stmt, recs []*AuditRecord, seq int64, hash []byte) error {
-	args := make([]any, auditNumCols)
+func (s *sqlStore) insertRows(ctx context.Context, tx *sql.Tx, recs []*AuditRecord, seq int64, hash []byte) error {
+	insert := tx.StmtContext(ctx, s.as.insertRow)
 	for _, rec := range recs {
-		args = append(args[:0], rec.Seq, rec.Time.UnixNano(), rec.RequestID, rec.APIKeyID, rec.Service, rec.User,
-			rec.Agent, rec.Server, rec.Tool, string(rec.Arguments), string(rec.Decision), rec.Rule,
-			rec.BundleRevision, rec.PlanHash, rec.Step, rec.Outcome, rec.DurationMS, rec.PrevHash, rec.Hash,
-			rec.HashVersion, string(rec.Phase), rec.Concludes, rec.Client, rec.TraceID, rec.ApprovalID,
-			rec.UserSource, rec.AuthIssuer, rec.AuthSubject)
-		if _, err := insert.ExecContext(ctx, args...); err != nil {
+		if _, err := insert.ExecContext(ctx, auditRow(rec)...); err != nil {
 			return err
 		}
 	}
@@ -232,7 +227,18 @@ func (s *sqlStore) insertRows(ctx context.Context, tx *sql.Tx, insert *sql.Stmt,
 	return err
 }
 
-// auditColumns returns the arguments of postgresAuditInsert: recs column
+// auditRow returns rec's columns in auditCols' order, with room for two
+// more arguments.
+func auditRow(rec *AuditRecord) []any {
+	row := make([]any, 0, auditNumCols+2)
+	return append(row, rec.Seq, rec.Time.UnixNano(), rec.RequestID, rec.APIKeyID, rec.Service, rec.User,
+		rec.Agent, rec.Server, rec.Tool, string(rec.Arguments), string(rec.Decision), rec.Rule,
+		rec.BundleRevision, rec.PlanHash, rec.Step, rec.Outcome, rec.DurationMS, rec.PrevHash, rec.Hash,
+		rec.HashVersion, string(rec.Phase), rec.Concludes, rec.Client, rec.TraceID, rec.ApprovalID,
+		rec.UserSource, rec.AuthIssuer, rec.AuthSubject)
+}
+
+// auditColumns returns the arguments of postgresAuditInsertAll: recs column
 // by column, in auditCols' order, then the new head.
 func auditColumns(recs []*AuditRecord, seq int64, hash []byte) []any {
 	return []any{
