@@ -103,54 +103,99 @@ func (s *grpcServerV2) CallTool(stream protov2.Adapter_CallToolServer) error {
 		return toStatus(errors.New("the first message of CallTool must be the call"))
 	}
 	ctx := stream.Context()
+	ev, finish := adapterEvents(func(e callEvent) error {
+		out := &protov2.CallToolEvent{}
+		switch {
+		case e.progress != nil:
+			out.Event = &protov2.CallToolEvent_Progress{Progress: e.progress}
+		case e.log != nil:
+			out.Event = &protov2.CallToolEvent_Log{Log: e.log}
+		default:
+			out.Event = &protov2.CallToolEvent_Request{Request: e.request}
+		}
+		return stream.Send(out)
+	}, func() (*protov2.ClientResponse, error) {
+		in, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		return in.GetResponse(), nil
+	})
+	var res json.RawMessage
+	if s.v2 != nil {
+		call := &ToolCall{Name: req.GetName(), Arguments: req.GetArguments()}
+		if x := extraFromProto(req.GetExtra()); x != nil {
+			call.RequestExtra = *x
+		}
+		res, err = s.v2.CallToolV2(ctx, call, ev)
+	} else {
+		res, err = s.impl.CallTool(ctx, req.GetName(), req.GetArguments(), ev.Progress)
+	}
+	finish()
+	r, err := jsonResultV2(res, err)
+	if err != nil {
+		return err
+	}
+	return stream.Send(&protov2.CallToolEvent{Event: &protov2.CallToolEvent_Result{Result: r}})
+}
+
+// callEvent is one event of a call's stream, in either contract version:
+// exactly one field is set.
+type callEvent struct {
+	progress *protov2.Progress
+	log      *protov2.LogMessage
+	request  *protov2.ServerRequest
+}
+
+// adapterEvents is the adapter's side of a call's bidirectional stream: the
+// hooks an adapter calls during the call, which send events with send, and
+// relay server requests, whose answers recv reads from the stream (from the
+// first request on: most calls make none). finish must be called when the
+// call returns, before its result is sent.
+func adapterEvents(send func(callEvent) error, recv func() (*protov2.ClientResponse, error)) (*CallEvents, func()) {
 	var (
-		mu      sync.Mutex // a gRPC stream is not safe for concurrent Send
-		done    bool
-		sendErr error
-		nextID  int64
-		waiting = map[int64]chan *protov2.JSONResult{}
+		mu       sync.Mutex // a gRPC stream is not safe for concurrent Send
+		done     bool
+		sendErr  error
+		nextID   int64
+		waiting  = map[int64]chan *protov2.JSONResult{}
+		readOnce sync.Once
 	)
-	send := func(ev *protov2.CallToolEvent) error {
+	emit := func(e callEvent) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if done || sendErr != nil {
 			return errors.New("call finished")
 		}
-		sendErr = stream.Send(ev)
+		sendErr = send(e)
 		return sendErr
 	}
-	// The host's answers to our server requests come on the stream; it is
-	// read from the first request on (most calls make none).
-	var readOnce sync.Once
 	readAnswers := func() {
 		go func() {
 			for {
-				in, err := stream.Recv()
+				r, err := recv()
 				if err != nil {
 					return
 				}
-				if r := in.GetResponse(); r != nil {
-					mu.Lock()
-					ch := waiting[r.GetId()]
-					delete(waiting, r.GetId())
-					mu.Unlock()
-					if ch != nil {
-						ch <- r.GetResult()
-					}
+				if r == nil {
+					continue
+				}
+				mu.Lock()
+				ch := waiting[r.GetId()]
+				delete(waiting, r.GetId())
+				mu.Unlock()
+				if ch != nil {
+					ch <- r.GetResult()
 				}
 			}
 		}()
 	}
 	ev := &CallEvents{
 		Progress: func(p Progress) {
-			_ = send(&protov2.CallToolEvent{Event: &protov2.CallToolEvent_Progress{Progress: &protov2.Progress{
-				Progress: p.Progress, Total: p.Total, Message: p.Message,
-			}}})
+			_ = emit(callEvent{progress: &protov2.Progress{Progress: p.Progress, Total: p.Total, Message: p.Message}})
 		},
 		Log: func(m LogMessage) {
-			_ = send(&protov2.CallToolEvent{Event: &protov2.CallToolEvent_Log{Log: &protov2.LogMessage{
-				Level: m.Level, Logger: m.Logger, Data: m.Data,
-			}}})
+			_ = emit(callEvent{log: &protov2.LogMessage{Level: m.Level, Logger: m.Logger, Data: m.Data}})
 		},
 		Request: func(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
 			readOnce.Do(readAnswers)
@@ -165,9 +210,7 @@ func (s *grpcServerV2) CallTool(stream protov2.Adapter_CallToolServer) error {
 				delete(waiting, id)
 				mu.Unlock()
 			}()
-			if err := send(&protov2.CallToolEvent{Event: &protov2.CallToolEvent_Request{Request: &protov2.ServerRequest{
-				Id: id, Method: method, Params: params,
-			}}}); err != nil {
+			if err := emit(callEvent{request: &protov2.ServerRequest{Id: id, Method: method, Params: params}}); err != nil {
 				return nil, err
 			}
 			select {
@@ -178,24 +221,11 @@ func (s *grpcServerV2) CallTool(stream protov2.Adapter_CallToolServer) error {
 			}
 		},
 	}
-	var res json.RawMessage
-	if s.v2 != nil {
-		call := &ToolCall{Name: req.GetName(), Arguments: req.GetArguments()}
-		if x := extraFromProto(req.GetExtra()); x != nil {
-			call.RequestExtra = *x
-		}
-		res, err = s.v2.CallToolV2(ctx, call, ev)
-	} else {
-		res, err = s.impl.CallTool(ctx, req.GetName(), req.GetArguments(), ev.Progress)
+	return ev, func() {
+		mu.Lock()
+		done = true
+		mu.Unlock()
 	}
-	mu.Lock()
-	done = true
-	mu.Unlock()
-	r, err := jsonResultV2(res, err)
-	if err != nil {
-		return err
-	}
-	return stream.Send(&protov2.CallToolEvent{Event: &protov2.CallToolEvent_Result{Result: r}})
 }
 
 func extraFromProto(x *protov2.RequestExtra) *RequestExtra {
@@ -322,8 +352,10 @@ func (c *grpcClientV2) CallToolV2(ctx context.Context, call *ToolCall, ev *CallE
 	}}}); err != nil && err != io.EOF {
 		return nil, fromStatus(err)
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	h := hostEvents{ctx: ctx, ev: ev, send: func(r *protov2.ClientResponse) error {
+		return send(&protov2.CallToolInput{Input: &protov2.CallToolInput_Response{Response: r}})
+	}}
+	defer h.wg.Wait()
 	defer cancel() // before wg.Wait: ends the answers still being computed
 	for {
 		e, err := stream.Recv()
@@ -335,33 +367,55 @@ func (c *grpcClientV2) CallToolV2(ctx context.Context, call *ToolCall, ev *CallE
 		}
 		switch e := e.GetEvent().(type) {
 		case *protov2.CallToolEvent_Progress:
-			if ev.Progress != nil {
-				ev.Progress(Progress{Progress: e.Progress.GetProgress(), Total: e.Progress.GetTotal(), Message: e.Progress.GetMessage()})
-			}
+			h.handle(callEvent{progress: e.Progress})
 		case *protov2.CallToolEvent_Log:
-			if ev.Log != nil {
-				ev.Log(LogMessage{Level: e.Log.GetLevel(), Logger: e.Log.GetLogger(), Data: e.Log.GetData()})
-			}
+			h.handle(callEvent{log: e.Log})
 		case *protov2.CallToolEvent_Request:
-			req := e.Request
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var (
-					res json.RawMessage
-					err error = errNoClient
-				)
-				if ev.Request != nil {
-					res, err = ev.Request(ctx, req.GetMethod(), req.GetParams())
-				}
-				r, serr := jsonResultV2(res, err)
-				if serr != nil {
-					r = &protov2.JSONResult{Error: &protov2.RPCError{Code: -32603, Message: err.Error()}}
-				}
-				_ = send(&protov2.CallToolInput{Input: &protov2.CallToolInput_Response{Response: &protov2.ClientResponse{Id: req.GetId(), Result: r}}})
-			}()
+			h.handle(callEvent{request: e.Request})
 		case *protov2.CallToolEvent_Result:
 			return fromResultV2(e.Result, nil)
 		}
+	}
+}
+
+// hostEvents is the host's side of a call's stream: it hands the events to
+// the caller's hooks and answers server requests with send, each on a
+// goroutine of its own (wg), under ctx.
+type hostEvents struct {
+	ctx  context.Context
+	ev   *CallEvents
+	send func(*protov2.ClientResponse) error
+	wg   sync.WaitGroup
+}
+
+func (h *hostEvents) handle(e callEvent) {
+	ev := h.ev
+	switch {
+	case e.progress != nil:
+		if ev.Progress != nil {
+			ev.Progress(Progress{Progress: e.progress.GetProgress(), Total: e.progress.GetTotal(), Message: e.progress.GetMessage()})
+		}
+	case e.log != nil:
+		if ev.Log != nil {
+			ev.Log(LogMessage{Level: e.log.GetLevel(), Logger: e.log.GetLogger(), Data: e.log.GetData()})
+		}
+	case e.request != nil:
+		req := e.request
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			var (
+				res json.RawMessage
+				err error = errNoClient
+			)
+			if ev.Request != nil {
+				res, err = ev.Request(h.ctx, req.GetMethod(), req.GetParams())
+			}
+			r, serr := jsonResultV2(res, err)
+			if serr != nil {
+				r = &protov2.JSONResult{Error: &protov2.RPCError{Code: -32603, Message: err.Error()}}
+			}
+			_ = h.send(&protov2.ClientResponse{Id: req.GetId(), Result: r})
+		}()
 	}
 }

@@ -233,10 +233,15 @@ type Status struct {
 	Transport string
 	State     State
 	PID       int       // of the adapter process while it runs
-	Contract  int       // the contract version it speaks while it runs (1 or 2)
+	Contract  int       // the contract version it speaks while it runs (1 to 3)
 	Restarts  int       // restarts after a crash or a failed start
 	LastError string    // why it last went down, empty if it never did
 	Since     time.Time // when State last changed
+	// RawCalls and SDKCalls count the tools/calls of this server by the
+	// path they took in its adapter (RawResult.Path): forwarded as bytes,
+	// or through the adapter's MCP client (contract 2 and older count
+	// there).
+	RawCalls, SDKCalls int64
 }
 
 // Status returns every adapter's status, ordered by server id.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -21,6 +22,11 @@ type proc struct {
 	adapter Adapter // an AdapterV2 when version is 2
 	runner  *procRunner
 	version int // the contract version negotiated with the process
+
+	// upstreamVersion is the protocol version of the adapter's upstream
+	// session, as its last raw call reported it (contract 3): the next
+	// call's _meta is built for it.
+	upstreamVersion atomic.Pointer[string]
 }
 
 // instance supervises the adapter of one server: it (re)starts processes
@@ -41,6 +47,8 @@ type instance struct {
 	restarts int
 	lastErr  error
 	since    time.Time
+
+	rawCalls, sdkCalls atomic.Int64 // tools/calls by the path they took in the adapter
 }
 
 func newInstance(h *Host, cfg ServerConfig) *instance {
@@ -199,6 +207,8 @@ func (in *instance) status() Status {
 		State:     in.state,
 		Restarts:  in.restarts,
 		Since:     in.since,
+		RawCalls:  in.rawCalls.Load(),
+		SDKCalls:  in.sdkCalls.Load(),
 	}
 	if in.cur != nil {
 		st.PID = in.cur.runner.pid()
@@ -300,7 +310,7 @@ type hostAdapter struct {
 	id string
 }
 
-var _ AdapterV2 = (*hostAdapter)(nil)
+var _ AdapterRaw = (*hostAdapter)(nil)
 
 func (a *hostAdapter) do(ctx context.Context, op string, f func(context.Context, Adapter) error) error {
 	in, err := a.h.instance(a.id)
@@ -347,6 +357,88 @@ func (a *hostAdapter) CallToolV2(ctx context.Context, call *ToolCall, ev *CallEv
 		return err
 	})
 	return res, err
+}
+
+// UpstreamProtocol returns the protocol version of the upstream session of
+// the process serving the adapter, as its last raw call reported it, and
+// whether that process forwards raw calls (contract 3). A caller builds a
+// RawCall's _meta for that version; "" means not known yet.
+func (a *hostAdapter) UpstreamProtocol() (version string, raw bool) {
+	in, err := a.h.instance(a.id)
+	if err != nil {
+		return "", false
+	}
+	in.mu.Lock()
+	p := in.cur
+	in.mu.Unlock()
+	if p == nil {
+		// Not up: the call will wait for a process. CallRaw serves it
+		// whatever contract that one speaks.
+		return "", true
+	}
+	if v := p.upstreamVersion.Load(); v != nil {
+		version = *v
+	}
+	return version, p.version >= 3
+}
+
+// CallRaw implements AdapterRaw. With an adapter process that speaks
+// contract version 2 or older, the params are decoded and the call goes
+// through CallToolV2 (Path "sdk").
+func (a *hostAdapter) CallRaw(ctx context.Context, call *RawCall, ev *CallEvents) (*RawResult, error) {
+	in, err := a.h.instance(a.id)
+	if err != nil {
+		return nil, err
+	}
+	var res *RawResult
+	err = in.call(ctx, "tools/call "+call.Name, func(ctx context.Context, ad Adapter) (err error) {
+		if r, ok := ad.(AdapterRaw); ok {
+			res, err = r.CallRaw(ctx, call, ev)
+			if res != nil && res.ProtocolVersion != "" {
+				in.noteUpstreamVersion(ad, res.ProtocolVersion)
+			}
+			return err
+		}
+		tc, err := ToolCallOf(call)
+		if err != nil {
+			return err
+		}
+		res = &RawResult{Path: PathSDK}
+		if v2, ok := ad.(AdapterV2); ok {
+			res.Result, err = v2.CallToolV2(ctx, tc, ev)
+			return err
+		}
+		var progress func(Progress)
+		if ev != nil {
+			progress = ev.Progress
+		}
+		res.Result, err = ad.CallTool(ctx, tc.Name, tc.Arguments, progress)
+		return err
+	})
+	if res != nil && res.Path == PathRaw {
+		in.rawCalls.Add(1)
+	} else {
+		in.sdkCalls.Add(1)
+	}
+	var rpcErr *RPCError
+	if err != nil && !errors.As(err, &rpcErr) {
+		return nil, err
+	}
+	return res, err
+}
+
+// noteUpstreamVersion records the upstream protocol version the process
+// serving ad reported.
+func (in *instance) noteUpstreamVersion(ad Adapter, v string) {
+	in.mu.Lock()
+	p := in.cur
+	in.mu.Unlock()
+	if p == nil || p.adapter != ad {
+		return
+	}
+	if old := p.upstreamVersion.Load(); old == nil || *old != v {
+		p.upstreamVersion.Store(&v)
+	}
 }
 
 // GetPromptV2 implements AdapterV2 (without the extras under contract 1).

@@ -18,12 +18,12 @@ import (
 
 // The go-plugin handshake. A host and an adapter must agree on the cookie;
 // the protocol version selects the contract: 1 is proto/adapter.proto, 2 is
-// proto/v2/adapter.proto. Both sides declare every version they speak in
+// proto/v2/adapter.proto, 3 is version 2 plus proto/v3/adapter.proto. Both sides declare every version they speak in
 // pluginSets and go-plugin picks the highest they share, so a host runs
 // adapters built against either, and an adapter built against both runs
 // under an older host.
 const (
-	ProtocolVersion  = 2 // the newest contract version this build speaks
+	ProtocolVersion  = 3 // the newest contract version this build speaks
 	MagicCookieKey   = "ARMORIQ_PLUGIN"
 	MagicCookieValue = "7d3c1a8e-armoriq-adapter"
 )
@@ -45,12 +45,17 @@ func handshake() plugin.HandshakeConfig {
 }
 
 // pluginSets lists the contract versions this build speaks. impl is nil on
-// the host side.
+// the host side, which speaks all three; an adapter offers version 3 only
+// when it implements AdapterRaw.
 func pluginSets(impl Adapter) map[int]plugin.PluginSet {
-	return map[int]plugin.PluginSet{
+	sets := map[int]plugin.PluginSet{
 		1: {pluginName: &AdapterPlugin{Impl: impl}},
 		2: {pluginName: &AdapterPluginV2{Impl: impl}},
 	}
+	if _, raw := impl.(AdapterRaw); raw || impl == nil {
+		sets[3] = plugin.PluginSet{pluginName: &AdapterPluginV3{Impl: impl}}
+	}
+	return sets
 }
 
 // AdapterPlugin is the go-plugin glue of contract version 1: on the adapter

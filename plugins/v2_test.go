@@ -54,8 +54,10 @@ func TestContractV2(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHost(t)
 			a := v2(t, startAdapter(t, h, tc.cfg(t)))
-			if got := contract(h, "up"); got != 2 {
-				t.Errorf("negotiated contract: got %d, want 2", got)
+			// The built-in adapters speak version 3, which serves
+			// version 2's methods unchanged.
+			if got := contract(h, "up"); got != plugins.ProtocolVersion {
+				t.Errorf("negotiated contract: got %d, want %d", got, plugins.ProtocolVersion)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -222,6 +224,9 @@ func (asker) CallToolV2(ctx context.Context, call *plugins.ToolCall, ev *plugins
 func TestServerRequestRelay(t *testing.T) {
 	h := newHost(t, plugins.WithEnv("ARMORIQ_TEST_ROLE=adapter-asker"))
 	a := v2(t, startAdapter(t, h, plugins.ServerConfig{ID: "asker", Transport: plugins.TransportHTTP, URL: "http://127.0.0.1:1"}))
+	if got := contract(h, "asker"); got != 2 {
+		t.Errorf("an adapter implementing AdapterV2 but not AdapterRaw negotiated contract %d, want 2", got)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var asked string

@@ -51,11 +51,30 @@ type Adapter struct {
 
 	callsMu sync.Mutex
 	calls   map[int64]*plugins.CallEvents // tools/calls in flight, for server requests
+
+	// rawClient sends the raw path's requests (raw.go) on the transport the
+	// SDK client uses too: one pool of keep-alive connections.
+	rawClient *http.Client
+	maxAnswer int // bounds one raw answer; 0: plugins.MaxMessageSize
+
+	toolsMu     sync.Mutex
+	headerTools map[string]bool // tools with x-mcp-header parameters
+}
+
+// newHTTPTransport is the adapter's connection pool to its upstream: as
+// many idle keep-alive connections as calls may be in flight, so that no
+// call dials at the concurrency the host allows (64 by default).
+func newHTTPTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 512
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	return t
 }
 
 var (
-	_ plugins.AdapterV2 = (*Adapter)(nil)
-	_ io.Closer         = (*Adapter)(nil)
+	_ plugins.AdapterRaw = (*Adapter)(nil)
+	_ io.Closer          = (*Adapter)(nil)
 )
 
 // NewHTTP returns an adapter for a Streamable HTTP server at
@@ -89,6 +108,9 @@ func (a *Adapter) Configure(ctx context.Context, cfg plugins.ServerConfig) error
 		return errors.New("adapter already configured")
 	}
 	a.cfg = cfg
+	if a.transport == plugins.TransportHTTP {
+		a.rawClient = &http.Client{Transport: newHTTPTransport()}
+	}
 	a.client = mcp.NewClient(&mcp.Implementation{Name: "armoriq-adapter", Version: "1"}, &mcp.ClientOptions{
 		ProgressNotificationHandler: a.onProgress,
 		Capabilities:                &mcp.ClientCapabilities{},
@@ -143,7 +165,7 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 	case plugins.TransportHTTP:
 		t = &mcp.StreamableClientTransport{
 			Endpoint:   a.cfg.URL,
-			HTTPClient: &http.Client{Transport: &headerTransport{base: http.DefaultTransport, headers: a.cfg.Headers}},
+			HTTPClient: &http.Client{Transport: &headerTransport{base: a.rawClient.Transport, headers: a.cfg.Headers}},
 			// The adapter answers requests; it does not relay
 			// server-initiated messages, so it keeps no GET stream open.
 			DisableStandaloneSSE: true,
@@ -340,9 +362,13 @@ func (a *Adapter) do(ctx context.Context, log func(plugins.LogMessage), f func(c
 
 // ListTools implements plugins.Adapter.
 func (a *Adapter) ListTools(ctx context.Context, cursor string) (json.RawMessage, error) {
-	return a.do(ctx, nil, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
+	res, err := a.do(ctx, nil, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
 		return cs.ListTools(ctx, &mcp.ListToolsParams{Cursor: cursor})
 	})
+	if err == nil {
+		a.noteHeaderTools(res, cursor == "")
+	}
+	return res, err
 }
 
 // CallTool implements plugins.Adapter. A call is retried only when the
@@ -449,15 +475,6 @@ func (a *Adapter) onElicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.El
 	return res, nil
 }
 
-// Keys of a 2026-07-28 request's _meta that describe the protocol
-// envelope of one hop (SEP-2575).
-const (
-	metaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
-	metaClientInfo         = "io.modelcontextprotocol/clientInfo"
-	metaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
-	metaLogLevel           = "io.modelcontextprotocol/logLevel"
-)
-
 // modern reports whether cs speaks the stateless 2026-07-28 protocol.
 func modern(cs *mcp.ClientSession) bool {
 	res := cs.InitializeResult()
@@ -465,42 +482,16 @@ func modern(cs *mcp.ClientSession) bool {
 }
 
 // requestMeta is the _meta the adapter sends upstream for a request whose
-// client sent raw. Keys pass unchanged, but for the protocol envelope: the
-// protocol version is this session's, not the client's. Under 2026-07-28
-// the client's capabilities and name pass through, since the client is the
-// one that answers an input_required result, and when the client asked for
-// no log level the adapter asks for all (the gateway filters). Under the
-// initialize handshake the envelope keys are dropped: they would describe
-// a client this hop does not speak for.
+// client sent raw: plugins.UpstreamMeta for this session's protocol
+// version, as the gateway builds it for the raw path.
 func requestMeta(cs *mcp.ClientSession, raw json.RawMessage) mcp.Meta {
-	var m mcp.Meta
+	var m map[string]any
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &m); err != nil {
 			m = nil
 		}
 	}
-	if !modern(cs) {
-		for _, k := range []string{metaProtocolVersion, metaClientInfo, metaClientCapabilities, metaLogLevel} {
-			delete(m, k)
-		}
-		if len(m) == 0 {
-			return nil
-		}
-		return m
-	}
-	if m == nil {
-		m = mcp.Meta{}
-	}
-	m[metaProtocolVersion] = cs.InitializeResult().ProtocolVersion
-	if _, ok := m[metaClientCapabilities]; !ok {
-		// The client declared none, and the adapter cannot answer an
-		// input_required result itself.
-		m[metaClientCapabilities] = map[string]any{}
-	}
-	if _, ok := m[metaLogLevel]; !ok {
-		m[metaLogLevel] = "debug"
-	}
-	return m
+	return plugins.UpstreamMeta(m, protocolVersion(cs))
 }
 
 // inputResponses decodes a retry's inputResponses into dst.

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
@@ -121,6 +124,9 @@ func (u *adapterUpstream) CallTool(ctx context.Context, srv bundle.Server, tool 
 	if err != nil {
 		return nil, err
 	}
+	// The arguments the upstream gets are the ones the checks decided on,
+	// encoded from the decoded object: duplicate keys or invalid UTF-8 in
+	// what the client sent cannot make it read something else.
 	var raw json.RawMessage
 	if args != nil {
 		if raw, err = json.Marshal(args); err != nil {
@@ -128,13 +134,73 @@ func (u *adapterUpstream) CallTool(ctx context.Context, srv bundle.Server, tool 
 		}
 	}
 	r := upstreamRequestFrom(ctx)
-	res, err := a.CallToolV2(ctx, &plugins.ToolCall{Name: tool, Arguments: raw, RequestExtra: r.extra},
-		&plugins.CallEvents{Progress: r.progress, Log: r.log, Request: r.request})
+	ev := &plugins.CallEvents{Progress: r.progress, Log: r.log, Request: r.request}
+	if ra, ok := a.(rawAdapter); ok {
+		if pv, ok := ra.UpstreamProtocol(); ok {
+			res, err := u.callRaw(ctx, ra, pv, tool, raw, r, ev)
+			if err != nil {
+				return nil, adapterError(srv.ID, err)
+			}
+			return res, nil
+		}
+	}
+	res, err := a.CallToolV2(ctx, &plugins.ToolCall{Name: tool, Arguments: raw, RequestExtra: r.requestExtra()}, ev)
 	if err != nil {
 		return nil, adapterError(srv.ID, err)
 	}
 	return res, nil
 }
+
+// rawAdapter is what Host.Get returns: an adapter that forwards a
+// tools/call as bytes when its process speaks contract version 3.
+type rawAdapter interface {
+	plugins.AdapterRaw
+	UpstreamProtocol() (version string, raw bool)
+}
+
+// progressTokens numbers the progress tokens the gateway sets in a raw
+// call's _meta ("armoriq-g<n>": the adapters' own are "armoriq-<n>").
+var progressTokens atomic.Int64
+
+// callRaw forwards a tools/call as bytes: the params object built here,
+// once, with the _meta the upstream session of protocol version pv must
+// see (plugins.UpstreamMeta; "" when not known yet: the client's, which
+// the adapter adjusts).
+func (u *adapterUpstream) callRaw(ctx context.Context, a rawAdapter, pv, tool string, args json.RawMessage, r *upstreamRequest, ev *plugins.CallEvents) (json.RawMessage, error) {
+	meta := r.metaMap()
+	if pv != "" {
+		meta = plugins.UpstreamMeta(meta, pv)
+	}
+	call := &plugins.RawCall{Method: "tools/call", Name: tool, ProtocolVersion: pv, Traceparent: r.traceparent, Tracestate: r.tracestate}
+	if ev.Progress != nil {
+		if meta == nil {
+			meta = map[string]any{}
+		}
+		call.ProgressToken = "armoriq-g" + strconv.FormatInt(progressTokens.Add(1), 10)
+		meta["progressToken"] = call.ProgressToken
+	}
+	buf := paramsPool.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= 64<<10 {
+			paramsPool.Put(buf)
+		}
+	}()
+	params, err := plugins.AppendToolCallParams((*buf)[:0], tool, args, meta, r.extra.InputResponses, r.extra.RequestState)
+	if err != nil {
+		return nil, errorf(KindInvalid, "the call's _meta does not encode as JSON: %v", err)
+	}
+	*buf = params
+	call.Params = params
+	res, err := a.CallRaw(ctx, call, ev)
+	if err != nil {
+		return nil, err
+	}
+	return res.Result, nil
+}
+
+// paramsPool recycles the buffers raw calls' params are built in (the
+// host's gRPC client encodes them before CallRaw returns).
+var paramsPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // listAll pages through one list method.
 func listAll[T any](ctx context.Context, id string, list func(context.Context, string) (json.RawMessage, error), items func(*T) ([]json.RawMessage, string)) ([]json.RawMessage, error) {
@@ -243,7 +309,8 @@ func (u *adapterUpstream) Status() []UpstreamStatus {
 	st := u.host.Status()
 	out := make([]UpstreamStatus, len(st))
 	for i, s := range st {
-		out[i] = UpstreamStatus{ID: s.ID, Transport: s.Transport, State: string(s.State), LastError: s.LastError, Restarts: s.Restarts, PID: s.PID, Contract: s.Contract}
+		out[i] = UpstreamStatus{ID: s.ID, Transport: s.Transport, State: string(s.State), LastError: s.LastError, Restarts: s.Restarts, PID: s.PID, Contract: s.Contract,
+			RawCalls: s.RawCalls, SDKCalls: s.SDKCalls}
 	}
 	return out
 }

@@ -60,15 +60,28 @@ type UpstreamStatus struct {
 	Restarts  int
 	PID       int // of the adapter process, when there is one
 	Contract  int // the adapter contract version it speaks while up (0: no adapter)
+	// RawCalls and SDKCalls count tools/calls by the path they took in the
+	// adapter: forwarded as bytes (contract 3), or through its MCP client.
+	RawCalls, SDKCalls int64
 }
 
 // upstreamRequest is what an MCP client's request carries to the upstream
 // besides its name and arguments (its _meta, a multi-round-trip retry's
 // answers), and the hooks that receive what the upstream sends during a
 // tool call. The MCP endpoint puts it on the context of the Upstream call;
-// the adapter upstream passes it on under contract version 2.
+// the adapter upstream passes it on under contract versions 2 and 3.
 type upstreamRequest struct {
-	extra    plugins.RequestExtra
+	// meta is a tools/call's _meta as the client sent it, with the
+	// gateway's own keys (dropped on the way); nil for none. It is shared:
+	// never modified.
+	meta map[string]any
+	// extra: for a tools/call its retry's answers and state; for the
+	// other requests the _meta too, as the upstream gets it.
+	extra plugins.RequestExtra
+	// traceparent and tracestate: the call's W3C trace context, which the
+	// upstream gets in _meta (and an HTTP one as headers).
+	traceparent, tracestate string
+
 	progress func(plugins.Progress)
 	log      func(plugins.LogMessage)
 	// request relays the upstream's server-to-client requests to the
@@ -82,6 +95,40 @@ type upstreamRequestKey struct{}
 // with it.
 func withUpstreamRequest(ctx context.Context, r *upstreamRequest) context.Context {
 	return context.WithValue(ctx, upstreamRequestKey{}, r)
+}
+
+// metaMap is the _meta a tools/call passes on: the client's, less the
+// gateway's own keys (forwardMeta), plus the trace context; a new map, nil
+// for none.
+func (r *upstreamRequest) metaMap() map[string]any {
+	m := make(map[string]any, len(r.meta)+2)
+	for k, v := range r.meta {
+		if k != metaIntent && k != "progressToken" {
+			m[k] = v
+		}
+	}
+	if r.traceparent != "" {
+		m["traceparent"] = r.traceparent
+		if r.tracestate != "" {
+			m["tracestate"] = r.tracestate
+		}
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// requestExtra is the extras of the request for contract version 2: its
+// _meta as JSON (a tools/call's built by metaMap).
+func (r *upstreamRequest) requestExtra() plugins.RequestExtra {
+	x := r.extra
+	if x.Meta == nil {
+		if m := r.metaMap(); m != nil {
+			x.Meta, _ = json.Marshal(m)
+		}
+	}
+	return x
 }
 
 // upstreamRequestFrom returns the request set on ctx, or an empty one.

@@ -292,6 +292,7 @@ var (
 	descState    = prometheus.NewDesc("armoriq_upstream_state", "The upstream adapter's state: 1 for the state it is in (starting, up, down, failed).", []string{"server", "state"}, nil)
 	descRestarts = prometheus.NewDesc("armoriq_upstream_restarts_total", "Adapter restarts after a crash or failed start.", []string{"server"}, nil)
 	descContract = prometheus.NewDesc("armoriq_upstream_contract", "The adapter contract version the upstream's adapter speaks (0 while it is not up).", []string{"server"}, nil)
+	descPath     = prometheus.NewDesc("armoriq_upstream_calls_total", "tools/call forwarded through the upstream's adapter, by the path they took in it: raw (bytes, contract 3) or sdk (its MCP client).", []string{"server", "path"}, nil)
 	descBundle   = prometheus.NewDesc("armoriq_bundle_info", "The active policy bundle: always 1, its revision and sequence as labels.", []string{"revision", "sequence"}, nil)
 	descBundleAt = prometheus.NewDesc("armoriq_bundle_activated_timestamp_seconds", "When the active bundle was activated on this replica.", nil, nil)
 	descMCPReqs  = prometheus.NewDesc("armoriq_mcp_requests_total", "HTTP requests to /mcp.", nil, nil)
@@ -300,7 +301,7 @@ var (
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descState, descRestarts, descContract, descBundle, descBundleAt, descMCPReqs, descMCPCalls, descMCPSecs} {
+	for _, d := range []*prometheus.Desc{descUp, descState, descRestarts, descContract, descPath, descBundle, descBundleAt, descMCPReqs, descMCPCalls, descMCPSecs} {
 		ch <- d
 	}
 }
@@ -321,6 +322,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(st.Restarts), st.ID)
 		ch <- prometheus.MustNewConstMetric(descContract, prometheus.GaugeValue, float64(st.Contract), st.ID)
+		ch <- prometheus.MustNewConstMetric(descPath, prometheus.CounterValue, float64(st.RawCalls), st.ID, "raw")
+		ch <- prometheus.MustNewConstMetric(descPath, prometheus.CounterValue, float64(st.SDKCalls), st.ID, "sdk")
 	}
 	if ab := c.s.active.Load(); ab != nil {
 		ch <- prometheus.MustNewConstMetric(descBundle, prometheus.GaugeValue, 1, ab.b.Manifest.Revision, strconv.FormatInt(ab.b.Manifest.Sequence, 10))

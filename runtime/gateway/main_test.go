@@ -88,6 +88,15 @@ func (c crashyAdapter) CallToolV2(ctx context.Context, call *plugins.ToolCall, e
 	return c.Adapter.CallToolV2(ctx, call, ev)
 }
 
+// CallRaw overrides the embedded adapter's as well: the host calls it
+// under contract version 3.
+func (c crashyAdapter) CallRaw(ctx context.Context, call *plugins.RawCall, ev *plugins.CallEvents) (*plugins.RawResult, error) {
+	if call.Name == "crash" {
+		os.Exit(3)
+	}
+	return c.Adapter.CallRaw(ctx, call, ev)
+}
+
 // testMCPServer is the upstream MCP server of the adapter tests: echo,
 // add, a "crash" tool (harmless upstream, fatal in crashyAdapter), a
 // resource and a prompt.

@@ -205,7 +205,8 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 		defer s.inflight.addToken(tokenRef, cancel)()
 	}
 	ctx = withUpstreamRequest(ctx, &upstreamRequest{
-		extra:    plugins.RequestExtra{Meta: forwardMeta(tc.meta), InputResponses: tc.inputResponses, RequestState: tc.requestState},
+		meta:     tc.meta,
+		extra:    plugins.RequestExtra{InputResponses: tc.inputResponses, RequestState: tc.requestState},
 		progress: tc.progress,
 		log:      tc.log,
 		request:  tc.request,

@@ -15,6 +15,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/plugins"
 )
 
 // v2Upstream is an MCP server (stateless, both protocol eras) with the
@@ -105,10 +106,10 @@ func TestMCPRelaysLogMessages(t *testing.T) {
 	g.pushServers("l1", 1, allowAll(), bundle.Server{ID: "v2", Transport: "http", URL: v2Upstream(t), ToolPrefix: "never"})
 	url := g.http.URL + "/mcp"
 	const want = "message 1; message 2; message 3; result"
-	if st := g.srv.serverStates()["v2"]; st.Contract != 2 {
-		t.Errorf("server state %+v, want contract 2", st)
+	if st := g.srv.serverStates()["v2"]; st.Contract != plugins.ProtocolVersion {
+		t.Errorf("server state %+v, want contract %d", st, plugins.ProtocolVersion)
 	}
-	if _, body := g.send("GET", "/metrics", g.adminKey, nil, nil); !strings.Contains(string(body), `armoriq_upstream_contract{server="v2"} 2`) {
+	if _, body := g.send("GET", "/metrics", g.adminKey, nil, nil); !strings.Contains(string(body), fmt.Sprintf(`armoriq_upstream_contract{server="v2"} %d`, plugins.ProtocolVersion)) {
 		t.Errorf("metrics lack the contract version:\n%s", body)
 	}
 
@@ -146,6 +147,15 @@ func TestMCPRelaysLogMessages(t *testing.T) {
 	msgs, ct = sseMessages(t, url, g.agentKey, hdr, modern("error"))
 	if got := logLines(msgs); got != "result" || !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("2026-07-28 tools/call logs at error: got %q (%s), want the result alone, as JSON", got, ct)
+	}
+
+	// Every one of these calls took the raw path of contract 3 in the
+	// adapter (the metric says which path a call took).
+	if st := g.srv.cfg.Upstream.Status(); len(st) != 1 || st[0].RawCalls != 4 || st[0].SDKCalls != 0 {
+		t.Errorf("upstream status %+v, want 4 raw calls and no sdk one", st)
+	}
+	if _, body := g.send("GET", "/metrics", g.adminKey, nil, nil); !strings.Contains(string(body), `armoriq_upstream_calls_total{path="raw",server="v2"} 4`) {
+		t.Errorf("metrics lack the raw path's count:\n%s", body)
 	}
 }
 

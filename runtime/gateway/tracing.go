@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
@@ -152,20 +151,6 @@ func (s *Server) startUpstreamSpan(ctx context.Context, srv bundle.Server, tool 
 	carrier := propagation.MapCarrier{}
 	s.tracing.Propagator.Inject(ctx, carrier)
 	r := *upstreamRequestFrom(ctx)
-	meta := map[string]json.RawMessage{}
-	if len(r.extra.Meta) > 0 {
-		if err := json.Unmarshal(r.extra.Meta, &meta); err != nil {
-			return ctx, span // not an object: leave it as the client sent it
-		}
-	}
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v, ok := carrier[k]; ok {
-			b, _ := json.Marshal(v)
-			meta[k] = b
-		}
-	}
-	if b, err := json.Marshal(meta); err == nil {
-		r.extra.Meta = b
-	}
+	r.traceparent, r.tracestate = carrier["traceparent"], carrier["tracestate"]
 	return withUpstreamRequest(ctx, &r), span
 }
