@@ -40,7 +40,11 @@ it), checks it against the schema and the rules between its sections, and
 prints every problem as file:line:col.
 
 With --online it also connects to each http MCP server (initialize and
-tools/list) and reports policy references to tools the server does not offer.
+tools/list) and reports policy references to tools the server does not offer,
+and checks each identity provider against its issuer: the discovery document
+is reachable and names exactly the configured issuer, and its JWKS holds a
+signing key for an allowed algorithm (an error if not: a gateway could not
+verify the provider's tokens).
 
 Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error or unreadable file.`,
 		Example: `  armoriq validate
@@ -50,8 +54,8 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error or unreadable 
 		MaxArgs: -1,
 		Flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&format, "format", "text", "output format: text, json or github (workflow annotations)")
-			fs.BoolVar(&online, "online", false, "probe each http MCP server and check that referenced tools exist")
-			fs.DurationVar(&timeout, "timeout", 10*time.Second, "time allowed to each server probe with --online")
+			fs.BoolVar(&online, "online", false, "probe each http MCP server and check that referenced tools exist; check each identity provider's discovery document and keys")
+			fs.DurationVar(&timeout, "timeout", 10*time.Second, "time allowed to each server probe with --online (an issuer's fetches are bounded to 5s each)")
 			fs.StringVar(&saveTools, "save-tools", "", "with --online, write the discovered tools as JSON {server: [tools]} to this file")
 		},
 		Run: func(ctx context.Context, e *env, args []string) error {
@@ -95,6 +99,7 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error or unreadable 
 				if online && c != nil {
 					tools, ods := checkOnline(ctx, c, e.Getenv, timeout)
 					ds = append(ds, ods...)
+					ds = append(ds, checkProvidersOnline(ctx, c, ds, timeout)...)
 					ds.Sort()
 					for k, v := range tools {
 						discovered[k] = v
