@@ -21,7 +21,10 @@ import (
 var issuerPattern = regexp.MustCompile(`^(https://[^/?#@$\s]+|http://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?)(/[^?#$\s]*)?$`)
 
 // audiencePattern is the audience's pattern in armoriq.cue.
-var audiencePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:[^\s$]+$`)
+var audiencePattern = regexp.MustCompile(`^[^\s$]+$`)
+
+// uriShape is an absolute URI's start: a scheme and a colon (RFC 3986).
+var uriShape = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:.`)
 
 // Bounds the gateway's token verifier puts on a provider's claim names and
 // scopes: what validate accepts, the gateway runs.
@@ -86,21 +89,28 @@ func IssuerProblem(s string) string {
 }
 
 // AudienceProblem explains why s is not a valid audience, or returns "".
+// An audience that is not a URI is valid (Entra ID's v2 tokens carry the
+// API's client id) but earns a warning: see AudienceNotURI.
 func AudienceProblem(s string) string {
-	const want = "a URI such as https://gateway.example.com/mcp or api://armoriq: the aud claim the provider puts in tokens for this gateway (RFC 8707)"
+	const want = "the aud claim the provider puts in tokens for this gateway, such as https://gateway.example.com/mcp (RFC 8707)"
 	switch {
 	case s == "":
 		return "must not be empty: want " + want
 	case strings.Contains(s, "$"):
 		return "write the audience out: a $VAR reference is not resolved here (who may sign in is reviewed with the config)"
 	case !audiencePattern.MatchString(s):
-		return "want " + want
+		return "an audience contains no white space: want " + want
 	}
-	if _, err := url.Parse(s); err != nil {
-		return strings.TrimPrefix(err.Error(), "parse "+strconv.Quote(s)+": ")
+	if uriShape.MatchString(s) {
+		if _, err := url.Parse(s); err != nil {
+			return strings.TrimPrefix(err.Error(), "parse "+strconv.Quote(s)+": ")
+		}
 	}
 	return ""
 }
+
+// AudienceNotURI is the warning for an audience that is not a URI.
+const AudienceNotURI = "not a URI: the MCP authorization spec has tokens name the gateway's resource URI (RFC 8707), such as https://gateway.example.com/mcp; keep it if your provider's tokens carry exactly this aud (Entra ID v2 tokens carry the API's client id)"
 
 // providerHint is the message for a value of an identity provider that
 // does not match its pattern in armoriq.cue; "" for the generic one.
@@ -168,6 +178,8 @@ func checkIdentityProviders(root *node, ds *Diagnostics) {
 		if n := p.get("audience"); n != nil && n.kind == kString && audiencePattern.MatchString(n.str) {
 			if msg := AudienceProblem(n.str); msg != "" {
 				ds.errorf(n.pos, path+".audience", "invalid value %q: %s", n.str, msg)
+			} else if !uriShape.MatchString(n.str) {
+				ds.warnf(n.pos, path+".audience", "audience %q is %s", n.str, AudienceNotURI)
 			}
 		}
 		for _, k := range []string{"user_claim", "groups_claim"} {
