@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,7 @@ type benchOptions struct {
 	peerTool    string
 	upstream    string
 	cpuprofile  string
+	gatewayExe  string
 	jsonOut     bool
 	verbose     bool
 	readyFile   string
@@ -88,6 +90,7 @@ flags. Ctrl-C stops every process the bench started.`,
 			fs.StringVar(&o.peerTool, "peer-tool", loadbench.EchoTool, "the name under which peers expose the echo tool")
 			fs.StringVar(&o.upstream, "upstream-addr", "127.0.0.1:0", "address of the HTTP upstream (HOST:PORT), fixed so that a peer can be set up to reach it")
 			fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory to write CPU profiles of the gateway to, taken during its first round at each concurrency")
+			fs.StringVar(&o.gatewayExe, "gateway-exe", "", "run the gateway (and its adapters) from this armoriq executable instead of this one: measure another build, e.g. before and after a change, with everything else the same")
 			fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 			fs.BoolVar(&o.verbose, "verbose", false, "print progress, and the children's logs, on standard error")
 			fs.StringVar(&o.readyFile, "ready-file", "", "write the role and pid of every process to this file once all run (for scripts and profilers)")
@@ -192,6 +195,15 @@ func (o *benchOptions) config() (loadbench.Config, error) {
 		return cfg, fmt.Errorf("finding the armoriq executable: %v", err)
 	}
 	cfg.Exe = exe
+	if o.gatewayExe != "" {
+		st, err := os.Stat(o.gatewayExe)
+		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return cfg, usageErrorf("--gateway-exe %q: not an executable file", o.gatewayExe)
+		}
+		if cfg.GatewayExe, err = filepath.Abs(o.gatewayExe); err != nil {
+			return cfg, usageErrorf("--gateway-exe: %v", err)
+		}
+	}
 	return cfg, nil
 }
 

@@ -28,6 +28,8 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"--warmup", "-2s"}, "--warmup must not be negative"},
 		{[]string{"--sqlite-sync", "off"}, `--sqlite-sync must be full or normal, got "off"`},
 		{[]string{"--mcp-version", "2024-01-01"}, "--mcp-version must be 2025-11-25 or 2026-07-28"},
+		{[]string{"--gateway-exe", "/nonexistent/armoriq"}, `--gateway-exe "/nonexistent/armoriq": not an executable file`},
+		{[]string{"--gateway-exe", "."}, `--gateway-exe ".": not an executable file`},
 		{[]string{"--peer", "p"}, `--peer "p": want NAME=URL`},
 		{[]string{"--peer", "p=ftp://x"}, "the URL must be http:// or https://"},
 		{[]string{"--peer", "a b=http://x"}, `peer name "a b" must be`},

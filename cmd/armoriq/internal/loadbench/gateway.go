@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -19,7 +20,7 @@ const benchAgent = "bench-agent"
 
 // gatewayConfig is the armoriq.yaml of the bench's gateway: the two
 // upstreams, and a policy that allows their echo tool.
-func gatewayConfig(upstreamURL string) string {
+func gatewayConfig(upstreamURL, stdioCommand string) string {
 	return fmt.Sprintf(`# armoriq bench: the gateway's config.
 version: v1
 identity:
@@ -32,21 +33,28 @@ mcp_servers:
     tool_prefix: always
   - id: %[2]s
     transport: stdio
-    command: armoriq
+    command: %[6]s
     args: [demo-server, bench]
     tool_prefix: always
 policy:
   allow:
     - %[1]s/%[5]s
     - %[2]s/%[5]s
-`, serverHTTP, serverStdio, benchAgent, upstreamURL, EchoTool)
+`, serverHTTP, serverStdio, benchAgent, upstreamURL, EchoTool, stdioCommand)
 }
 
 // startGateway runs `armoriq gateway` on the bench's config, in a data
 // directory of its own, and creates the agent key the calls use.
 func (b *bench) startGateway(ctx context.Context, upstreamURL string) error {
 	cfgPath := filepath.Join(b.dir, "armoriq.yaml")
-	if err := os.WriteFile(cfgPath, []byte(gatewayConfig(upstreamURL)), 0o600); err != nil {
+	// The stdio server is the gateway's own executable ("armoriq"), but
+	// when the gateway is another build: then it is this one's, so both
+	// builds forward to the same server.
+	stdioCommand := "armoriq"
+	if b.cfg.GatewayExe != "" {
+		stdioCommand = strconv.Quote(b.cfg.Exe)
+	}
+	if err := os.WriteFile(cfgPath, []byte(gatewayConfig(upstreamURL, stdioCommand)), 0o600); err != nil {
 		return err
 	}
 	data := filepath.Join(b.dir, "data")

@@ -40,8 +40,12 @@ type Peer struct {
 type Config struct {
 	// Exe is the armoriq executable the children run (gateway, adapters,
 	// upstreams, proxy).
-	Exe     string
-	Version string
+	Exe string
+	// GatewayExe, if set, is the armoriq executable the gateway and its
+	// adapters run from (another build, to compare two); the upstreams,
+	// the proxy and the stdio server stay Exe's.
+	GatewayExe string
+	Version    string
 	// Concurrency lists the numbers of workers, each calling in a loop.
 	Concurrency []int
 	// Rounds of Round each, per target and concurrency, after a Warmup.
@@ -246,7 +250,11 @@ func (b *bench) startChild(role string, setup func(*exec.Cmd) error, args ...str
 	if role == roleGateway && b.cfg.CPUProfileDir != "" {
 		env = append(env, adapterPprofEnv+"="+b.pprofDir())
 	}
-	c, err := startChild(role, b.cfg.Exe, args, env, b.cfg.ChildLog, setup)
+	exe := b.cfg.Exe
+	if role == roleGateway && b.cfg.GatewayExe != "" {
+		exe = b.cfg.GatewayExe
+	}
+	c, err := startChild(role, exe, args, env, b.cfg.ChildLog, setup)
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ func (b *bench) measure(ctx context.Context) (*Report, error) {
 		Settings: Settings{
 			Concurrency: b.cfg.Concurrency, Rounds: b.cfg.Rounds,
 			RoundMs: b.cfg.Round.Milliseconds(), WarmupMs: b.cfg.Warmup.Milliseconds(),
-			SQLiteSync: b.cfg.SQLiteSync, MCPVersion: b.cfg.MCPVersion, ProcStats: procSupported(),
+			SQLiteSync: b.cfg.SQLiteSync, MCPVersion: b.cfg.MCPVersion, ProcStats: procSupported(), GatewayExe: b.cfg.GatewayExe,
 		},
 	}
 	for _, conc := range b.cfg.Concurrency {

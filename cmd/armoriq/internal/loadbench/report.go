@@ -26,6 +26,9 @@ type Settings struct {
 	WarmupMs    int64  `json:"warmup_ms"`
 	SQLiteSync  string `json:"sqlite_sync"`
 	MCPVersion  string `json:"mcp_version"`
+	// GatewayExe is the other build the gateway ran from (--gateway-exe);
+	// empty: the bench's own.
+	GatewayExe string `json:"gateway_exe,omitempty"`
 	// ProcStats says whether CPU and memory were read (Linux's /proc).
 	ProcStats bool `json:"proc_stats"`
 }
@@ -133,6 +136,9 @@ func (r *Report) Errors() int {
 func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "armoriq bench %s: %d round(s) of %s per target, alternating; audit --sqlite-sync %s; MCP %s\n",
 		r.Version, r.Settings.Rounds, time.Duration(r.Settings.RoundMs)*time.Millisecond, r.Settings.SQLiteSync, r.Settings.MCPVersion)
+	if r.Settings.GatewayExe != "" {
+		fmt.Fprintf(w, "the gateway ran from another build: %s\n", r.Settings.GatewayExe)
+	}
 	fmt.Fprintf(w, "machine: %s/%s, %d CPUs", r.Machine.OS, r.Machine.Arch, r.Machine.CPUs)
 	if r.Machine.LoadAvg != "" {
 		fmt.Fprintf(w, ", load average %s at the start, %s at the end", r.Machine.LoadAvg, r.Machine.LoadAvgEnd)
