@@ -196,7 +196,8 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 	case !s.d.arrays:
 		err = s.insertRows(sctx, tx, recs, seq, prev)
 	case len(recs) == 1:
-		_, err = tx.StmtContext(sctx, s.as.insertRow).ExecContext(sctx, append(auditRow(recs[0]), seq, prev)...)
+		args := appendAuditRow(make([]any, 0, auditNumCols+2), recs[0])
+		_, err = tx.StmtContext(sctx, s.as.insertRow).ExecContext(sctx, append(args, seq, prev)...)
 	default:
 		_, err = tx.StmtContext(sctx, s.as.insertBatch).ExecContext(sctx, auditColumns(recs, seq, prev)...)
 	}
@@ -218,8 +219,10 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 // hash (SQLite).
 func (s *sqlStore) insertRows(ctx context.Context, tx *sql.Tx, recs []*AuditRecord, seq int64, hash []byte) error {
 	insert := tx.StmtContext(ctx, s.as.insertRow)
+	args := make([]any, 0, auditNumCols)
 	for _, rec := range recs {
-		if _, err := insert.ExecContext(ctx, auditRow(rec)...); err != nil {
+		args = appendAuditRow(args[:0], rec)
+		if _, err := insert.ExecContext(ctx, args...); err != nil {
 			return err
 		}
 	}
@@ -227,11 +230,9 @@ func (s *sqlStore) insertRows(ctx context.Context, tx *sql.Tx, recs []*AuditReco
 	return err
 }
 
-// auditRow returns rec's columns in auditCols' order, with room for two
-// more arguments.
-func auditRow(rec *AuditRecord) []any {
-	row := make([]any, 0, auditNumCols+2)
-	return append(row, rec.Seq, rec.Time.UnixNano(), rec.RequestID, rec.APIKeyID, rec.Service, rec.User,
+// appendAuditRow appends rec's columns to args, in auditCols' order.
+func appendAuditRow(args []any, rec *AuditRecord) []any {
+	return append(args, rec.Seq, rec.Time.UnixNano(), rec.RequestID, rec.APIKeyID, rec.Service, rec.User,
 		rec.Agent, rec.Server, rec.Tool, string(rec.Arguments), string(rec.Decision), rec.Rule,
 		rec.BundleRevision, rec.PlanHash, rec.Step, rec.Outcome, rec.DurationMS, rec.PrevHash, rec.Hash,
 		rec.HashVersion, string(rec.Phase), rec.Concludes, rec.Client, rec.TraceID, rec.ApprovalID,
