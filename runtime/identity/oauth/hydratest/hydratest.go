@@ -359,6 +359,30 @@ func (s *Server) createClient(t testing.TB, body map[string]any) *client {
 	return &client{ID: got.ID, Secret: got.Secret}
 }
 
+// AddMachineClient registers another confidential client for the client
+// credentials grant, authenticating with authMethod at the token endpoint
+// ("client_secret_basic" or "client_secret_post": Hydra holds a client to
+// one), allowed the scopes and the audience. It returns its id and secret.
+func (s *Server) AddMachineClient(t testing.TB, authMethod string, scopes []string, audience string) (id, secret string) {
+	t.Helper()
+	c := s.createClient(t, map[string]any{
+		"client_name":                "armoriq test machine client (" + authMethod + ")",
+		"grant_types":                []string{"client_credentials"},
+		"response_types":             []string{},
+		"token_endpoint_auth_method": authMethod,
+	})
+	s.allow(t, c, scopes, audience)
+	return c.ID, c.Secret
+}
+
+// Allow lets both clients ask for the scopes and the audience, for a
+// client that runs the grant itself (an MCP SDK's OAuth support).
+func (s *Server) Allow(t testing.TB, scopes []string, audience string) {
+	t.Helper()
+	s.allow(t, s.machine, scopes, audience)
+	s.allow(t, s.native, scopes, audience)
+}
+
 // allow makes sure c may ask for the scopes and the audience.
 func (s *Server) allow(t testing.TB, c *client, scopes []string, audience string) {
 	t.Helper()
@@ -491,20 +515,10 @@ func (s *Server) userToken(t testing.TB, email string, scopes []string, audience
 		q.Set("audience", audience)
 	}
 
-	// A browser: it keeps Hydra's CSRF cookies and follows redirects.
-	jar, _ := cookiejar.New(nil)
-	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	resp, err := browser.Get(s.public + "/oauth2/auth?" + q.Encode())
+	got, err := s.Browse(context.Background(), s.public+"/oauth2/auth?"+q.Encode())
 	if err != nil {
-		return Tokens{}, fmt.Errorf("authorization request: %w", err)
+		return Tokens{}, err
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	landed := resp.Request.URL
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(landed.String(), s.RedirectURI()) {
-		return Tokens{}, fmt.Errorf("the sign-in ended at %s with status %d, not at the redirect URI: %s", landed.Redacted(), resp.StatusCode, body)
-	}
-	got := landed.Query()
 	if e := got.Get("error"); e != "" {
 		return Tokens{}, fmt.Errorf("the authorization server answered %s: %s", e, got.Get("error_description"))
 	}
@@ -529,6 +543,31 @@ func (s *Server) userToken(t testing.TB, email string, scopes []string, audience
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return s.tokens(req)
+}
+
+// Browse is the user's browser sent to an authorization URL (as a client
+// built it, with login_hint naming the user): it keeps Hydra's cookies
+// and follows the redirects through the login and consent app until the
+// one to the native client's redirect URI, and returns that redirect's
+// query (code, state and iss, or error and error_description).
+func (s *Server) Browse(ctx context.Context, authURL string) (url.Values, error) {
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := browser.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("authorization request: %w", err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	landed := resp.Request.URL
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(landed.String(), s.RedirectURI()) {
+		return nil, fmt.Errorf("the sign-in ended at %s with status %d, not at the redirect URI: %s", landed.Redacted(), resp.StatusCode, body)
+	}
+	return landed.Query(), nil
 }
 
 // token posts a token request and returns the access token.
