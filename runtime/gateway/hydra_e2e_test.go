@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/hmac"
@@ -17,6 +19,9 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -431,4 +436,149 @@ func mustQuery(t *testing.T, raw string) url.Values {
 		t.Fatalf("parsing %q: %v", raw, err)
 	}
 	return u.Query()
+}
+
+// tsScenario is one thing testdata/mcp-sdk-e2e/oauth.js does.
+type tsScenario struct {
+	Name  string   `json:"name"`
+	Kind  string   `json:"kind"` // user, machine or bearer
+	Email string   `json:"email,omitempty"`
+	Token string   `json:"token,omitempty"`
+	Calls []tsCall `json:"calls,omitempty"`
+}
+
+type tsCall struct {
+	Tool string         `json:"tool"`
+	Args map[string]any `json:"args"`
+}
+
+// runTS runs oauth.js with the official MCP TypeScript SDK and returns its
+// RESULT lines by scenario. It skips without Node or the installed SDK.
+func (e *oauthE2E) runTS(scenarios ...tsScenario) map[string]map[string]any {
+	t := e.t
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed: the MCP TypeScript SDK test needs Node.js (.ci/run installs it)")
+	}
+	dir, _ := filepath.Abs("testdata/mcp-sdk-e2e")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk")); err != nil {
+		t.Skip("@modelcontextprotocol/sdk is not installed: run `npm install` in runtime/gateway/testdata/mcp-sdk-e2e (.ci/run does)")
+	}
+	js, _ := json.Marshal(scenarios)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "oauth.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"GATEWAY_URL="+e.g.http.URL, "ISSUER="+e.h.Issuer(), "SCENARIOS="+string(js),
+		"NATIVE_CLIENT_ID="+e.h.NativeClientID(), "REDIRECT_URI="+e.h.RedirectURI(),
+		"MACHINE_CLIENT_ID="+e.h.MachineClientID(), "MACHINE_CLIENT_SECRET="+e.h.MachineClientSecret())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || !bytes.Contains(out, []byte("\nDONE")) {
+		t.Fatalf("node oauth.js: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
+	}
+	results := map[string]map[string]any{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "RESULT ")
+		if !ok {
+			continue
+		}
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("bad result line %q: %v", line, err)
+		}
+		results[r["scenario"].(string)] = r
+	}
+	return results
+}
+
+// TestHydraTypeScriptSDK: the official MCP TypeScript SDK client signs a
+// person in (authorization code with PKCE, found through the gateway's
+// protected-resource metadata) and a machine (client credentials) at
+// Hydra, and calls tools through /mcp: allowed and blocked by the token's
+// groups; tokens for another audience, without the scope, forged or
+// expired are refused; after a key rotation at Hydra a new sign-in works
+// against the same gateway.
+func TestHydraTypeScriptSDK(t *testing.T) {
+	e := newOAuthE2E(t)
+	h := e.h
+	h.Allow(t, []string{"mcp"}, e.resource)
+	echo := tsCall{"tools_echo", map[string]any{"text": "ts"}}
+	pay := tsCall{"tools_pay", map[string]any{"amount": 3}}
+	add := tsCall{"tools_add", map[string]any{"a": 2, "b": 3}}
+	h.AddUser("alice@example.com", []string{"finance"})
+	h.AddUser("bob@example.com", []string{"eng"})
+	h.AddUser("carl@example.com", []string{"contractors"})
+	realTok := h.UserToken(t, "alice@example.com", []string{"finance"}, []string{"mcp"}, e.resource)
+	forged := forgeTokens(t, h, realTok)
+
+	res := e.runTS(
+		tsScenario{Name: "alice", Kind: "user", Email: "alice@example.com", Calls: []tsCall{echo, pay}},
+		tsScenario{Name: "bob", Kind: "user", Email: "bob@example.com", Calls: []tsCall{pay, add}},
+		tsScenario{Name: "carl", Kind: "user", Email: "carl@example.com", Calls: []tsCall{add}},
+		tsScenario{Name: "machine", Kind: "machine", Calls: []tsCall{echo, pay}},
+		tsScenario{Name: "other-audience", Kind: "bearer", Token: h.UserToken(t, "alice@example.com", []string{"finance"}, []string{"mcp"}, "https://other.example.test/mcp")},
+		tsScenario{Name: "no-scope", Kind: "bearer", Token: h.ClientCredentialsToken(t, []string{"read"}, e.resource)},
+		tsScenario{Name: "alg-none", Kind: "bearer", Token: forged.none},
+		tsScenario{Name: "hs256-public-key", Kind: "bearer", Token: forged.hs256},
+		tsScenario{Name: "other-key", Kind: "bearer", Token: forged.otherKey},
+		tsScenario{Name: "real-bearer", Kind: "bearer", Token: realTok, Calls: []tsCall{pay}},
+	)
+	if r := res["alice"]; r["ok"] != true || r["authorizationEndpoint"] != h.PublicURL()+"/oauth2/auth" || r["resource"] != e.resource || r["scope"] != "mcp" || r["codeChallengeMethod"] != "S256" {
+		t.Errorf("alice's sign-in through the TypeScript SDK: %v; want Hydra's authorization endpoint found by discovery, resource %s, scope mcp, PKCE S256", r, e.resource)
+	}
+	okText := func(scenario, want string) {
+		t.Helper()
+		if r := res[scenario]; r["ok"] != true || r["text"] != want {
+			t.Errorf("%s: %v; want %q", scenario, r, want)
+		}
+	}
+	blocked := func(scenario, reason string) {
+		t.Helper()
+		if r := res[scenario]; r["ok"] != false || r["code"] != float64(codeBlocked) || !strings.Contains(fmt.Sprint(r["message"]), reason) {
+			t.Errorf("%s: %v; want blocked by policy (%d): %s", scenario, r, codeBlocked, reason)
+		}
+	}
+	refused := func(scenario string, status int, why string) {
+		t.Helper()
+		if r := res[scenario]; r["ok"] != false || r["code"] != float64(status) || !strings.Contains(fmt.Sprint(r["message"]), why) {
+			t.Errorf("%s: %v; want the connection refused with HTTP %d: %s", scenario, r, status, why)
+		}
+	}
+	okText("alice/tools_echo", "echo: ts")
+	okText("alice/tools_pay", "paid 3")
+	blocked("bob/tools_pay", "blocked by policy")
+	okText("bob/tools_add", "5")
+	blocked("carl/tools_add", "contractors may not add")
+	okText("machine/tools_echo", "echo: ts")
+	blocked("machine/tools_pay", "blocked by policy")
+	okText("real-bearer/tools_pay", "paid 3")
+	refused("other-audience", 401, "audience")
+	refused("no-scope", 403, "lacks the scope mcp")
+	refused("alg-none", 401, "algorithm")
+	refused("hs256-public-key", 401, "algorithm")
+	refused("other-key", 401, "signature")
+
+	// A key rotated at Hydra: a new sign-in gets a token under it, and
+	// the gateway (not restarted) takes it.
+	kid := h.RotateKeys(t)
+	time.Sleep(e2eMinRefresh)
+	h.SetTokenLifespan(t, 3*time.Second)
+	short := h.UserToken(t, "alice@example.com", []string{"finance"}, []string{"mcp"}, e.resource)
+	h.SetTokenLifespan(t, time.Hour)
+	res = e.runTS(tsScenario{Name: "alice-after-rotation", Kind: "user", Email: "alice@example.com", Calls: []tsCall{pay}})
+	if r := res["alice-after-rotation"]; r["ok"] != true || r["kid"] != kid {
+		t.Errorf("alice signing in after the rotation: %v; want a token under the new kid %s", r, kid)
+	}
+	okText("alice-after-rotation/tools_pay", "paid 3")
+
+	// An expired token (past exp and the gateway's skew) is refused.
+	_, claims := hydratest.Decode(t, short)
+	time.Sleep(time.Until(time.Unix(int64(claims["exp"].(float64)), 0).Add(e2eSkew + 1100*time.Millisecond)))
+	res = e.runTS(tsScenario{Name: "expired", Kind: "bearer", Token: short, Calls: []tsCall{echo}})
+	refused("expired", 401, "expired")
 }
