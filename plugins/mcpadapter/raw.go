@@ -238,6 +238,7 @@ func (a *Adapter) postRaw(ctx context.Context, cs *mcp.ClientSession, pv string,
 	}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(resp.Body)
+	rr := &rawReader{a: a, ctx: ctx, id: id, call: call, ev: ev, pv: pv, sid: sid, limit: a.rawLimit()}
 	done := func(drain bool) {
 		// Called once the answer is in (or the call failed): the rest of
 		// the body is read, bounded, then everything goes back to its
@@ -258,7 +259,7 @@ func (a *Adapter) postRaw(ctx context.Context, cs *mcp.ClientSession, pv string,
 			readerPool.Put(br)
 			bufPool.Put(buf)
 		}
-		if !drain || br.Buffered() == 0 && resp.ContentLength == 0 {
+		if !drain || rr.eof {
 			end()
 			return
 		}
@@ -274,7 +275,6 @@ func (a *Adapter) postRaw(ctx context.Context, cs *mcp.ClientSession, pv string,
 		}
 		t.Stop()
 	}
-	rr := &rawReader{a: a, ctx: ctx, id: id, call: call, ev: ev, pv: pv, sid: sid, limit: a.rawLimit()}
 	res, err := rr.read(resp, br)
 	rr.wait()
 	var rpcErr *plugins.RPCError
@@ -348,6 +348,7 @@ type rawReader struct {
 	pv    string
 	sid   string
 	limit int
+	eof   bool // the body was read to its end
 
 	wg sync.WaitGroup // server requests being answered
 }
@@ -378,6 +379,7 @@ func (r *rawReader) read(resp *http.Response, br *bufio.Reader) (*plugins.RawRes
 		if err != nil {
 			return nil, fmt.Errorf("reading the answer of %s: %w", r.a.upstream(), err)
 		}
+		r.eof = true
 		res, ok, err := r.message(body)
 		if err != nil || ok {
 			return res, err
