@@ -52,8 +52,8 @@ type Adapter struct {
 	callsMu sync.Mutex
 	calls   map[int64]*plugins.CallEvents // tools/calls in flight, for server requests
 
-	// rawClient sends the raw path's requests (raw.go) on the transport the
-	// SDK client uses too: one pool of keep-alive connections.
+	// rawClient sends the raw path's requests (raw.go) on a pool of
+	// keep-alive connections of its own.
 	rawClient *http.Client
 	maxAnswer int // bounds one raw answer; 0: plugins.MaxMessageSize
 
@@ -165,7 +165,7 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 	case plugins.TransportHTTP:
 		t = &mcp.StreamableClientTransport{
 			Endpoint:   a.cfg.URL,
-			HTTPClient: &http.Client{Transport: &headerTransport{base: a.rawClient.Transport, headers: a.cfg.Headers}},
+			HTTPClient: &http.Client{Transport: &headerTransport{base: http.DefaultTransport, headers: a.cfg.Headers}},
 			// The adapter answers requests; it does not relay
 			// server-initiated messages, so it keeps no GET stream open.
 			DisableStandaloneSSE: true,
