@@ -329,8 +329,11 @@ func TestRawHTTPKeepsConnections(t *testing.T) {
 		}
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := up.conns.Load() - base; n > 1 {
-		t.Errorf("50 sequential calls opened %d connections, want at most 1", n)
+	// A call's connection goes back to the pool once its answer is
+	// drained, a moment after the call returns: on a loaded machine the
+	// next call may dial before that, rarely.
+	if n := up.conns.Load() - base; n > 3 {
+		t.Errorf("50 sequential calls opened %d connections, want at most 3 (one each would be 50)", n)
 	}
 	var wg sync.WaitGroup
 	for range 16 {
@@ -346,8 +349,10 @@ func TestRawHTTPKeepsConnections(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := up.conns.Load() - base; n > 20 {
-		t.Errorf("160 calls 16 at a time opened %d connections, want at most 20", n)
+	// 16 at a time need 16; a few more when a worker's next call races
+	// its last connection's return to the pool (21 seen under load 17).
+	if n := up.conns.Load() - base; n > 32 {
+		t.Errorf("160 calls 16 at a time opened %d connections, want at most 32 (one each would be 160)", n)
 	}
 }
 

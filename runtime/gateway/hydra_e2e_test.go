@@ -308,10 +308,8 @@ func TestHydraGoSDK(t *testing.T) {
 		t.Errorf("alice's pay record: %+v (found %v); want her user from the access token of %s with her subject", r, ok, h.Issuer())
 	}
 	// A machine's token names no user: the record's user is the client.
-	if r, ok := seen[machineID+"|"+machineID]; !ok || r.AuthSubject != machineID || r.AuthIssuer != h.Issuer() || r.Decision != store.Blocked {
-		t.Errorf("the machine's pay record: %+v (found %v); want the client as service, user and subject, blocked", r, ok)
-	} else {
-		t.Logf("the machine's record: user %q from %q", r.User, r.UserSource)
+	if r, ok := seen[machineID+"|"+machineID]; !ok || r.AuthSubject != machineID || r.AuthIssuer != h.Issuer() || r.Decision != store.Blocked || r.UserSource != sourceAccessTokenClient {
+		t.Errorf("the machine's pay record: %+v (found %v); want the client as service, user and subject, its user from %q, blocked", r, ok, sourceAccessTokenClient)
 	}
 
 	// Refused tokens: 401 before any session.

@@ -116,9 +116,9 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	mc := &mcpCallCtx{caller: c, user: c.Name, source: sourceAPIKey, reqID: requestID(r)}
 	if p := c.Principal; p != nil {
-		mc.source = sourceAccessToken
+		mc.source = sourceAccessTokenClient
 		if p.User != "" {
-			mc.user = p.User
+			mc.user, mc.source = p.User, sourceAccessToken
 		}
 	}
 	w.Header().Set("X-Request-ID", mc.reqID)

@@ -27,7 +27,10 @@ import (
 // fields ("params.user_email", "X-Armoriq-User", …).
 const (
 	sourceAccessToken = "access token"
-	sourceAPIKey      = "api key"
+	// sourceAccessTokenClient: a token naming no user (client
+	// credentials): the client acts as itself, its id is the end user.
+	sourceAccessTokenClient = "access token client"
+	sourceAPIKey            = "api key"
 )
 
 // oauthKeyPrefix starts the caller id of a request made with an access
