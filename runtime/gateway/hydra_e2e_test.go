@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/hmac"
@@ -472,26 +470,7 @@ func (e *oauthE2E) runTS(scenarios ...tsScenario) map[string]map[string]any {
 		"GATEWAY_URL="+e.g.http.URL, "ISSUER="+e.h.Issuer(), "SCENARIOS="+string(js),
 		"NATIVE_CLIENT_ID="+e.h.NativeClientID(), "REDIRECT_URI="+e.h.RedirectURI(),
 		"MACHINE_CLIENT_ID="+e.h.MachineClientID(), "MACHINE_CLIENT_SECRET="+e.h.MachineClientSecret())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil || !bytes.Contains(out, []byte("\nDONE")) {
-		t.Fatalf("node oauth.js: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
-	}
-	results := map[string]map[string]any{}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "RESULT ")
-		if !ok {
-			continue
-		}
-		var r map[string]any
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("bad result line %q: %v", line, err)
-		}
-		results[r["scenario"].(string)] = r
-	}
-	return results
+	return nodeResults(t, cmd, "oauth.js")
 }
 
 // TestHydraTypeScriptSDK: the official MCP TypeScript SDK client signs a

@@ -121,6 +121,14 @@ func runSDKScript(t *testing.T, g *testGateway, script string, env ...string) ma
 	cmd := exec.CommandContext(ctx, node, script)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "GATEWAY="+g.http.URL, "ARMORIQ_API_KEY="+g.agentKey), env...)
+	return nodeResults(t, cmd, script)
+}
+
+// nodeResults runs a Node script of testdata (cmd) to its end and returns
+// its results by scenario: the JSON of each "RESULT " line; the script
+// ends with a DONE line (testdata/sdk-e2e/results.js).
+func nodeResults(t *testing.T, cmd *exec.Cmd, script string) map[string]map[string]any {
+	t.Helper()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
