@@ -135,7 +135,7 @@ func bearerJWT(r *http.Request) string {
 // agent identity is the token's client (or subject), acting for the
 // token's user.
 func (s *Server) authenticateAccessToken(ctx context.Context, raw string) (caller, error) {
-	if len(s.oauth.Providers()) == 0 {
+	if !s.oauth.Configured() {
 		return caller{}, &Error{Kind: KindUnauthenticated,
 			Message:   "an access token was presented, but the gateway's policy configures no identity provider: use an API key",
 			Challenge: challenge(oauth.CodeInvalidToken, "no identity provider is configured", "")}

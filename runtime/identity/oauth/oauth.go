@@ -229,6 +229,10 @@ func (v *Verifier) Update(providers []Provider) error {
 	return nil
 }
 
+// Configured reports whether any provider is in use (without copying
+// them, as Providers does: for a request's hot path).
+func (v *Verifier) Configured() bool { return len(v.cfg.Load().providers) > 0 }
+
 // Providers returns the providers in use, with their defaults filled in.
 func (v *Verifier) Providers() []Provider {
 	c := v.cfg.Load()
