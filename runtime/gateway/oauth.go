@@ -73,16 +73,18 @@ func (s *Server) useProviders(ab *activeBundle) error {
 // that changed meanwhile is not kept (gen).
 type verifiedTokens struct {
 	mu  sync.Mutex
-	m   map[[sha256.Size]byte]*oauth.Principal
+	m   map[tokenKey]*oauth.Principal
 	gen uint64 // bumped by reset
 }
 
 const maxVerifiedTokens = 10000
 
-// get returns the principal of raw if it was checked and has not expired,
-// and the generation to put it under otherwise.
-func (c *verifiedTokens) get(raw string, now time.Time) (*oauth.Principal, uint64) {
-	k := sha256.Sum256([]byte(raw))
+// tokenKey is a token's key in verifiedTokens.
+type tokenKey [sha256.Size]byte
+
+// get returns the principal of the token keyed k if it was checked and has
+// not expired, and the generation to put it under otherwise.
+func (c *verifiedTokens) get(k tokenKey, now time.Time) (*oauth.Principal, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.m[k]
@@ -93,15 +95,14 @@ func (c *verifiedTokens) get(raw string, now time.Time) (*oauth.Principal, uint6
 	return p, c.gen
 }
 
-func (c *verifiedTokens) put(raw string, p *oauth.Principal, gen uint64) {
-	k := sha256.Sum256([]byte(raw))
+func (c *verifiedTokens) put(k tokenKey, p *oauth.Principal, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
 		return // checked under providers since replaced
 	}
 	if c.m == nil || len(c.m) >= maxVerifiedTokens {
-		c.m = make(map[[sha256.Size]byte]*oauth.Principal)
+		c.m = make(map[tokenKey]*oauth.Principal)
 	}
 	c.m[k] = p
 }
@@ -140,11 +141,12 @@ func (s *Server) authenticateAccessToken(ctx context.Context, raw string) (calle
 			Message:   "an access token was presented, but the gateway's policy configures no identity provider: use an API key",
 			Challenge: challenge(oauth.CodeInvalidToken, "no identity provider is configured", "")}
 	}
-	p, gen := s.verified.get(raw, s.now())
+	key := tokenKey(sha256.Sum256([]byte(raw)))
+	p, gen := s.verified.get(key, s.now())
 	var err error
 	if p == nil {
 		if p, err = s.oauth.Verify(ctx, raw); err == nil {
-			s.verified.put(raw, p, gen)
+			s.verified.put(key, p, gen)
 		}
 	}
 	if err != nil {
