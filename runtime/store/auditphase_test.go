@@ -464,3 +464,86 @@ func testRevokedSince(t *testing.T, e engine) {
 		}
 	}
 }
+
+// testAuditOutcomeLingers: an outcome is not committed on its own while the
+// next call's request is on its way: it waits (up to the linger) and both
+// share one commit, so a caller's next request never waits for the
+// previous call's outcome to be committed first. An outcome with nothing
+// after it still commits, and Close commits one still lingering.
+func testAuditOutcomeLingers(t *testing.T, e engine) {
+	ctx := ctxT(t)
+	dsn := e.newDB(t)
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aw := s.(*sqlStore).audit
+	var mu sync.Mutex
+	var batches [][]AuditPhase
+	write := aw.write
+	aw.write = func(batch []*appendReq) error {
+		phases := make([]AuditPhase, len(batch))
+		for i, r := range batch {
+			phases[i] = r.rec.Phase
+		}
+		mu.Lock()
+		batches = append(batches, phases)
+		mu.Unlock()
+		return write(batch)
+	}
+	aw.linger = time.Hour // nothing but the next request or Close ends it here
+	waitQueued := func(n int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); aw.queued.Load() < n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d records queued, want %d", aw.queued.Load(), n)
+			}
+		}
+	}
+
+	req1, err := s.AppendAudit(ctx, request(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out1 := make(chan error, 1)
+	go func() { _, err := s.AppendAudit(ctx, outcome(1, req1)); out1 <- err }()
+	waitQueued(1)
+	req2, err := s.AppendAudit(ctx, request(2))
+	if err != nil {
+		t.Fatalf("the next request: %v", err)
+	}
+	if err := <-out1; err != nil {
+		t.Fatalf("the lingering outcome: %v", err)
+	}
+	mu.Lock()
+	got := fmt.Sprint(batches)
+	mu.Unlock()
+	if want := "[[request] [outcome request]]"; got != want {
+		t.Errorf("commits = %s, want %s: the outcome must share the next request's commit", got, want)
+	}
+
+	// Close commits an outcome still lingering.
+	out2 := make(chan error, 1)
+	go func() { _, err := s.AppendAudit(context.Background(), outcome(2, req2)); out2 <- err }()
+	waitQueued(1)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := <-out2; err != nil {
+		t.Fatalf("the outcome lingering at Close: %v", err)
+	}
+
+	// With the default linger, an outcome alone commits by itself.
+	s = open(t, dsn)
+	req3, err := s.AppendAudit(ctx, request(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendAudit(ctx, outcome(3, req3)); err != nil {
+		t.Fatalf("an outcome with nothing after it: %v", err)
+	}
+	rep, err := s.VerifyAudit(ctx)
+	if err != nil || !rep.OK() || rep.Records != 6 || rep.PendingOutcomes != 0 {
+		t.Errorf("VerifyAudit = %+v (problem %v), %v; want 6 records, none pending", rep, rep.Problem, err)
+	}
+}

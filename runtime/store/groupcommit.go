@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Group commit: every AppendAudit queues its record and waits. One writer
@@ -12,9 +13,20 @@ import (
 // wakes their callers. Under load many records share one commit (one fsync on
 // SQLite, one round of WAL flush on PostgreSQL); alone, a record is written
 // at once.
+//
+// Except an outcome. A forwarded call's outcome is appended after its
+// answer, and nobody waits for it on the call path; but the request of the
+// caller's next call does, and it would wait for the outcome's commit to
+// end before its own could start: two commits (two fsyncs) on the path of
+// every call but the first. So a batch made only of outcomes lingers, up to
+// outcomeLinger, for a record that is not one, and both are written in one
+// commit. A crash in that window loses outcomes whose requests are already
+// durable: they show as requests with no outcome, as any crash before an
+// outcome lands does (docs/store.md).
 const (
 	maxAuditBatch = 128
 	auditQueue    = 1024
+	outcomeLinger = 5 * time.Millisecond
 )
 
 // Append request states.
@@ -40,8 +52,13 @@ type auditWriter struct {
 	// write writes and commits a batch, setting seq on each record written
 	// and err on each refused on its own; an error fails the whole batch.
 	write func([]*appendReq) error
+	// linger is how long a batch of outcomes only waits for another
+	// record (outcomeLinger; tests may change it before the first append).
+	linger time.Duration
 	// queued counts records accepted and not yet answered (tests wait on it).
 	queued atomic.Int64
+	// commits counts the batches written (benchmarks report it per call).
+	commits atomic.Int64
 }
 
 func newAuditWriter(write func([]*appendReq) error) *auditWriter {
@@ -49,6 +66,7 @@ func newAuditWriter(write func([]*appendReq) error) *auditWriter {
 		queue:  make(chan *appendReq, auditQueue),
 		exited: make(chan struct{}),
 		write:  write,
+		linger: outcomeLinger,
 	}
 	go w.run()
 	return w
@@ -87,19 +105,32 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 func (w *auditWriter) run() {
 	defer close(w.exited)
 	batch := make([]*appendReq, 0, maxAuditBatch)
+	var timer *time.Timer
 	for first := range w.queue {
-		batch = append(batch[:0], first)
-	fill:
-		for len(batch) < maxAuditBatch {
-			select {
-			case r, ok := <-w.queue:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, r)
-			default:
-				break fill
+		batch = w.fill(append(batch[:0], first))
+		if onlyOutcomes(batch) && len(batch) < maxAuditBatch && w.linger > 0 {
+			if timer == nil {
+				timer = time.NewTimer(w.linger)
+			} else {
+				timer.Reset(w.linger)
 			}
+		linger:
+			for len(batch) < maxAuditBatch {
+				select {
+				case r, ok := <-w.queue:
+					if !ok {
+						break linger
+					}
+					batch = append(batch, r)
+					if r.rec.Phase != PhaseOutcome {
+						batch = w.fill(batch)
+						break linger
+					}
+				case <-timer.C:
+					break linger
+				}
+			}
+			timer.Stop()
 		}
 		live := batch[:0]
 		for _, r := range batch {
@@ -113,6 +144,7 @@ func (w *auditWriter) run() {
 			continue
 		}
 		err := w.write(live)
+		w.commits.Add(1)
 		for _, r := range live {
 			if r.err == nil {
 				r.err = err
@@ -121,6 +153,33 @@ func (w *auditWriter) run() {
 			close(r.done)
 		}
 	}
+}
+
+// fill adds to batch what is queued now, without waiting, up to
+// maxAuditBatch.
+func (w *auditWriter) fill(batch []*appendReq) []*appendReq {
+	for len(batch) < maxAuditBatch {
+		select {
+		case r, ok := <-w.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// onlyOutcomes reports whether every record of batch is an outcome.
+func onlyOutcomes(batch []*appendReq) bool {
+	for _, r := range batch {
+		if r.rec.Phase != PhaseOutcome {
+			return false
+		}
+	}
+	return true
 }
 
 // close stops new appends, lets the writer commit everything queued, and

@@ -37,6 +37,7 @@ func testStore(t *testing.T, e engine) {
 		{"AuditMigrateV1", testAuditMigrateV1},
 		{"AuditCloseCommitsQueuedOutcomes", testAuditCloseCommitsQueuedOutcomes},
 		{"AuditBatchFailure", testAuditBatchFailure},
+		{"AuditOutcomeLingers", testAuditOutcomeLingers},
 		{"RevokedSince", testRevokedSince},
 	}
 	for _, tt := range tests {
