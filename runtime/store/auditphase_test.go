@@ -547,3 +547,42 @@ func testAuditOutcomeLingers(t *testing.T, e engine) {
 		t.Errorf("VerifyAudit = %+v (problem %v), %v; want 6 records, none pending", rep, rep.Problem, err)
 	}
 }
+
+// TestSQLiteCheckpointsOffTheCommitPath: the writer's connection checkpoints
+// only as a backstop, and the store's own checkpointer copies the WAL back
+// into the database after audit commits, so the WAL does not grow with the
+// log and no commit pays for a checkpoint.
+func TestSQLiteCheckpointsOffTheCommitPath(t *testing.T) {
+	ctx := ctxT(t)
+	s := open(t, sqliteEngine.newDB(t)).(*sqlStore)
+	var pages int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if pages != walBackstopPages {
+		t.Errorf("the writer's wal_autocheckpoint = %d, want the backstop %d", pages, walBackstopPages)
+	}
+	for i := range 300 {
+		if _, err := s.AppendAudit(ctx, request(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The checkpointer runs soon after the last commit: every frame of the
+	// WAL ends up copied back (PASSIVE reports log == checkpointed).
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var busy, log, done int
+		if err := s.checkpoints.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil {
+			t.Fatal(err)
+		}
+		if log > 0 && log == done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the WAL is not checkpointed: %d of %d frames copied back", done, log)
+		}
+	}
+	rep, err := s.VerifyAudit(ctx)
+	if err != nil || !rep.OK() || rep.Records != 300 {
+		t.Fatalf("VerifyAudit = %+v, %v", rep, err)
+	}
+}

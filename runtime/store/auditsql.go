@@ -207,6 +207,9 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 	if err := tx.Commit(); err != nil {
 		return dbError(op, err)
 	}
+	if s.checkpoints != nil {
+		s.checkpoints.wake()
+	}
 	for _, r := range batch {
 		if r.err == nil {
 			r.seq = r.rec.Seq

@@ -69,7 +69,8 @@ func OpenSQLiteSync(ctx context.Context, path, sync string) (Store, error) {
 	default:
 		return nil, errorf(op, ErrInvalid, "synchronous=%q: want full or normal", sync)
 	}
-	w, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_txlock=immediate")
+	w, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_txlock=immediate"+
+		"&_pragma=wal_autocheckpoint("+strconv.Itoa(walBackstopPages)+")")
 	if err != nil {
 		return nil, dbError(op, err)
 	}
@@ -85,12 +86,21 @@ func OpenSQLiteSync(ctx context.Context, path, sync string) (Store, error) {
 		return nil, dbError(op, err)
 	}
 	r.SetMaxOpenConns(4)
+	ckpt, err := sql.Open("sqlite", "file:"+path+"?"+pragmas)
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, dbError(op, err)
+	}
+	ckpt.SetMaxOpenConns(1)
 	s, err := newSQLStore(ctx, sqliteDialect, w, r)
 	if err != nil {
 		w.Close()
 		r.Close()
+		ckpt.Close()
 		return nil, err
 	}
+	s.checkpoints = newWALCheckpointer(ckpt)
 	return s, nil
 }
 

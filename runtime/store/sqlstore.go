@@ -73,6 +73,9 @@ type sqlStore struct {
 	as    *auditStmts // the audit writer's prepared statements, on w
 	// listener hears other replicas' revocations (PostgreSQL only).
 	listener *pgListener
+	// checkpoints copies the WAL back into the database off the commit
+	// path (SQLite only; checkpoint.go).
+	checkpoints *walCheckpointer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -460,6 +463,9 @@ func (s *sqlStore) Close() error {
 	s.closeOnce.Do(func() {
 		s.audit.close()
 		s.as.close()
+		if s.checkpoints != nil {
+			s.checkpoints.close()
+		}
 		if s.listener != nil {
 			s.listener.stop()
 		}
