@@ -408,7 +408,10 @@ func TestConcurrentCallsPerKey(t *testing.T) {
 // the write timeout: with extendWrites (as the audit export does) it
 // arrives whole, without it the server cuts it.
 func TestLongAnswersExtendTheWriteDeadline(t *testing.T) {
-	const writeTimeout = 300 * time.Millisecond
+	// Eight chunks 400 ms apart outlast the write timeout by far, while one
+	// gap between two extensions is a fifth of it: a loaded machine (CI
+	// shares it) must delay a goroutine by 1.6 s to fail the test.
+	const writeTimeout = 2 * time.Second
 	g := newTestGateway(t, nil, withLimits(Limits{WriteTimeout: writeTimeout}))
 	stream := func(extend bool) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -419,7 +422,7 @@ func TestLongAnswersExtendTheWriteDeadline(t *testing.T) {
 				}
 				fmt.Fprintf(w, "chunk %d\n", i)
 				http.NewResponseController(w).Flush()
-				time.Sleep(writeTimeout / 3)
+				time.Sleep(writeTimeout / 5)
 			}
 			fmt.Fprintln(w, "end")
 		})
