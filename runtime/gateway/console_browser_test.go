@@ -205,7 +205,8 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// A held call, before anything else, so the overview counts it.
 	params := map[string]any{"text": "pay 5000 to acct-9"}
-	tok := g.issue("eve@example.com", step("tools", "echo", params))
+	// Valid for longer than the browser's steps take on a loaded machine.
+	tok := g.issueTTL("eve@example.com", 900, step("tools", "echo", params))
 	resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", params, nil)
 	_, dc, _ := enforcementOf(out)
 	approvalID, _ := dc["delegationId"].(string)
@@ -362,7 +363,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.forge("/console/keys/"+adminID+"/revoke", map[string]string{"csrf": csrf})
 	b.mustSee("viewer revoking a key", "only an admin revokes keys")
 	g.do("GET", "/v1/whoami", g.adminKey, nil, 200, nil)
-	tok2 := g.issue("eve@example.com", step("tools", "echo", map[string]any{"text": "another"}))
+	tok2 := g.issueTTL("eve@example.com", 900, step("tools", "echo", map[string]any{"text": "another"}))
 	_, out = g.sdkInvoke(g.agentKey, tok2, "tools", "echo", map[string]any{"text": "another"}, nil)
 	_, dc, _ = enforcementOf(out)
 	second := dc["delegationId"].(string)

@@ -268,13 +268,19 @@ func (g *testGateway) send(method, path, key string, body any, hdr map[string]st
 // sdkToken asks for a token like the SDK does and returns the raw answer.
 func (g *testGateway) sdkToken(key, user string, steps ...map[string]any) (int, map[string]any) {
 	g.t.Helper()
+	return g.sdkTokenTTL(key, user, 60, steps...)
+}
+
+// sdkTokenTTL is sdkToken with expires_in ttl.
+func (g *testGateway) sdkTokenTTL(key, user string, ttl float64, steps ...map[string]any) (int, map[string]any) {
+	g.t.Helper()
 	anySteps := make([]any, len(steps))
 	for i, s := range steps {
 		anySteps[i] = s
 	}
 	resp, data := g.send("POST", "/iap/sdk/token", key, map[string]any{
 		"user_id": user, "agent_id": "agent-1", "context_id": "default",
-		"plan": map[string]any{"goal": "test", "steps": anySteps}, "policy": nil, "expires_in": 60.0,
+		"plan": map[string]any{"goal": "test", "steps": anySteps}, "policy": nil, "expires_in": ttl,
 	}, nil)
 	var out map[string]any
 	if err := json.Unmarshal(data, &out); err != nil {
@@ -337,7 +343,13 @@ func (g *testGateway) sdkInvokeWith(auth map[string]string, tok map[string]any, 
 // issue gets a token for steps and remembers the plan, as the SDK does.
 func (g *testGateway) issue(user string, steps ...map[string]any) map[string]any {
 	g.t.Helper()
-	status, tok := g.sdkToken(g.agentKey, user, steps...)
+	return g.issueTTL(user, 60, steps...)
+}
+
+// issueTTL is issue with a validity of ttl seconds.
+func (g *testGateway) issueTTL(user string, ttl float64, steps ...map[string]any) map[string]any {
+	g.t.Helper()
+	status, tok := g.sdkTokenTTL(g.agentKey, user, ttl, steps...)
 	if status != 200 {
 		g.t.Fatalf("token: status %d: %v", status, tok)
 	}

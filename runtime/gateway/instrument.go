@@ -298,10 +298,11 @@ var (
 	descMCPReqs  = prometheus.NewDesc("armoriq_mcp_requests_total", "HTTP requests to /mcp.", nil, nil)
 	descMCPCalls = prometheus.NewDesc("armoriq_mcp_tool_calls_total", "MCP tools/call by decision.", []string{"decision"}, nil)
 	descMCPSecs  = prometheus.NewDesc("armoriq_mcp_tool_call_seconds_total", "Time spent in MCP tools/call.", nil, nil)
+	descMCPFast  = prometheus.NewDesc("armoriq_mcp_fast_tool_calls_total", "MCP tools/call answered by the gateway's fast path (the others went through the MCP SDK's server).", nil, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descState, descRestarts, descContract, descPath, descBundle, descBundleAt, descMCPReqs, descMCPCalls, descMCPSecs} {
+	for _, d := range []*prometheus.Desc{descUp, descState, descRestarts, descContract, descPath, descBundle, descBundleAt, descMCPReqs, descMCPCalls, descMCPSecs, descMCPFast} {
 		ch <- d
 	}
 }
@@ -335,4 +336,5 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descMCPCalls, prometheus.CounterValue, float64(m.calls[i].Load()), string(d))
 	}
 	ch <- prometheus.MustNewConstMetric(descMCPSecs, prometheus.CounterValue, float64(m.nanos.Load())/1e9)
+	ch <- prometheus.MustNewConstMetric(descMCPFast, prometheus.CounterValue, float64(m.fast.Load()))
 }

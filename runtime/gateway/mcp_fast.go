@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"mime"
 	"net/http"
 	"slices"
@@ -18,14 +19,16 @@ import (
 )
 
 // The fast path answers the common tools/call, a single request with no
-// progress token and no multi-round-trip state, without the SDK: the
-// gateway decodes the envelope once, runs the same checks (callTool) and
-// writes the upstream's result bytes back untouched but for the fields the
-// 2026-07-28 protocol requires. Anything unusual (a batch, a header the
-// protocol version requires and that is missing or wrong, x-mcp-header
-// parameters, a progress token) goes to the SDK, which answers with the
-// exact error or the streamed notifications. The fast path saves the SDK's
-// per-request session and two decode/encode rounds of the result.
+// multi-round-trip state, without the SDK: the gateway decodes the
+// envelope once, runs the same checks (callTool) and writes the upstream's
+// result bytes back untouched but for the fields the 2026-07-28 protocol
+// requires; the call's progress notifications and log messages, and an
+// upstream's requests to a legacy client, go out on the answer's event
+// stream. Anything unusual (a batch, a header the protocol version requires
+// and that is missing or wrong, x-mcp-header parameters, a progress token
+// that is neither a string nor an integer) goes to the SDK, which answers
+// with the exact error. The fast path saves the SDK's per-request session
+// and two decode/encode rounds of the result.
 
 // fastRequest is the envelope of a tools/call.
 type fastRequest struct {
@@ -60,8 +63,9 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 		return false
 	}
 	p := req.Params
-	if _, ok := p.Meta["progressToken"]; ok {
-		return false
+	token, hasToken := p.Meta["progressToken"]
+	if hasToken && !validProgressToken(token) {
+		return false // the SDK refuses it with its own error
 	}
 	pv := r.Header.Get(headerProtocol)
 	metaPV, _ := p.Meta["io.modelcontextprotocol/protocolVersion"].(string)
@@ -88,6 +92,7 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 		return false
 	}
 
+	ep.metrics.fast.Add(1)
 	// An upstream's log messages turn the answer into an event stream.
 	mc := mcpCallFrom(r.Context())
 	sw := &sseWriter{w: w, level: "info", ep: ep, keyID: mc.caller.KeyID, asks: mc.asks}
@@ -97,6 +102,9 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 	tc := &toolCall{rt: rt, args: json.RawMessage(p.Arguments), meta: p.Meta}
 	if sw.level != "" {
 		tc.log = sw.log
+	}
+	if hasToken {
+		tc.progress = sw.progress(token)
 	}
 	if !modern {
 		// A legacy client may be asked to sample or elicit during the
@@ -146,6 +154,7 @@ type sseWriter struct {
 
 	mu      sync.Mutex
 	started bool
+	done    bool // the answer was written (or is being written as JSON)
 }
 
 // logLevels orders MCP's log levels (RFC 5424's, least severe first).
@@ -171,6 +180,39 @@ func (s *sseWriter) log(m plugins.LogMessage) {
 		return
 	}
 	s.event(b)
+}
+
+// validProgressToken reports whether a _meta.progressToken, as decoded
+// into an any, is what MCP allows: a string or an integer.
+func validProgressToken(v any) bool {
+	switch t := v.(type) {
+	case string:
+		return true
+	case float64:
+		return t == math.Trunc(t) && math.Abs(t) <= 1<<53
+	}
+	return false
+}
+
+// progress returns the relay of a call's progress notifications to the
+// client, under the client's own token, as the SDK's session sends them.
+func (s *sseWriter) progress(token any) func(plugins.Progress) {
+	return func(p plugins.Progress) {
+		b, err := json.Marshal(struct {
+			JSONRPC string                          `json:"jsonrpc"`
+			Method  string                          `json:"method"`
+			Params  *mcp.ProgressNotificationParams `json:"params"`
+		}{"2.0", "notifications/progress", &mcp.ProgressNotificationParams{ProgressToken: token, Progress: p.Progress, Total: p.Total, Message: p.Message}})
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.done {
+			return // the answer is written: a late notification must not follow it
+		}
+		s.event(b)
+	}
 }
 
 // event writes one message event, starting the stream if needed; mu held.
@@ -277,6 +319,7 @@ func (ep *mcpEndpoint) answered(keyID string, body []byte) bool {
 func (s *sseWriter) finish(answer []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.done = true
 	if !s.started {
 		s.level = "" // a late log message must not start a stream now
 		return false

@@ -45,6 +45,7 @@ type mcpMetrics struct {
 	requests atomic.Uint64
 	calls    [4]atomic.Uint64 // allowed, blocked, held, failed
 	nanos    atomic.Uint64    // total tools/call time
+	fast     atomic.Uint64    // tools/call answered by the fast path
 }
 
 func newMCPMetrics() *mcpMetrics { return &mcpMetrics{} }

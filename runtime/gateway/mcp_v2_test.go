@@ -44,6 +44,14 @@ func v2Upstream(t testing.TB) string {
 			RequestState: "s1",
 		}, nil, nil
 	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "steps", Description: "reports progress three times"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		if tok := req.Params.GetProgressToken(); tok != nil {
+			for i := range 3 {
+				_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i + 1), Total: 3, Message: fmt.Sprintf("step %d", i+1)})
+			}
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+	})
 	ts := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}))
 	t.Cleanup(ts.Close)
 	return ts.URL + "/"
@@ -124,7 +132,7 @@ func TestMCPRelaysLogMessages(t *testing.T) {
 	if got := logLines(msgs); got != want || !strings.HasPrefix(ct, "text/event-stream") {
 		t.Errorf("legacy tools/call logs: got %q (%s), want %q as an event stream", got, ct, want)
 	}
-	// With a progress token the SDK answers; the messages are the same.
+	// With a progress token too (the fast path relays progress as well).
 	call["params"].(map[string]any)["_meta"] = map[string]any{"progressToken": "p1"}
 	msgs, _ = sseMessages(t, url, g.agentKey, map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}, call)
 	if got := logLines(msgs); got != want {
@@ -292,5 +300,81 @@ func TestMCPRelaysServerRequests(t *testing.T) {
 		map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "elicit", "arguments": map[string]any{}}})
 	if b, _ := json.Marshal(msgs); len(msgs) != 1 || !strings.Contains(string(b), "did not declare") {
 		t.Fatalf("tools/call elicit without the capability: %s, want one answer saying the client did not declare it", b)
+	}
+}
+
+// TestMCPRelaysProgress: a tools/call with a progress token takes the fast
+// path too (the adapter's raw path), and the upstream's progress reaches
+// the client on the answer's event stream under the client's own token,
+// string or integer, before the result. A token MCP does not allow goes
+// to the SDK path.
+func TestMCPRelaysProgress(t *testing.T) {
+	g := adapterGateway(t, "1", nil)
+	g.pushServers("p1", 1, allowAll(), bundle.Server{ID: "v2", Transport: "http", URL: v2Upstream(t), ToolPrefix: "never"})
+	url := g.http.URL + "/mcp"
+	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d %q", status, sid)
+	}
+	legacy := map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}
+	modernHdr := map[string]string{headerProtocol: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "steps"}
+	progressOf := func(msgs []map[string]any) string {
+		var parts []string
+		for _, m := range msgs {
+			switch {
+			case m["method"] == "notifications/progress":
+				p := m["params"].(map[string]any)
+				parts = append(parts, fmt.Sprintf("%v:%v/%v %v", p["progressToken"], p["progress"], p["total"], p["message"]))
+			case m["result"] != nil:
+				parts = append(parts, "result")
+			default:
+				parts = append(parts, fmt.Sprint(m))
+			}
+		}
+		return strings.Join(parts, "; ")
+	}
+	for _, tt := range []struct {
+		name  string
+		hdr   map[string]string
+		token any
+		meta  map[string]any
+	}{
+		{"legacy session, string token", legacy, "p-1", nil},
+		{"legacy session, integer token", legacy, 7, nil},
+		{"2026-07-28, string token", modernHdr, "p-2", map[string]any{"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": map[string]any{}}},
+	} {
+		meta := map[string]any{"progressToken": tt.token}
+		for k, v := range tt.meta {
+			meta[k] = v
+		}
+		call := map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "steps", "arguments": map[string]any{}, "_meta": meta}}
+		msgs, ct := sseMessages(t, url, g.agentKey, tt.hdr, call)
+		tok := fmt.Sprint(tt.token)
+		want := tok + ":1/3 step 1; " + tok + ":2/3 step 2; " + tok + ":3/3 step 3; result"
+		if got := progressOf(msgs); got != want || !strings.HasPrefix(ct, "text/event-stream") {
+			t.Errorf("%s: got %q (%s), want %q as an event stream", tt.name, got, ct, want)
+		}
+	}
+	// Every call took the gateway's fast path, and the adapter's raw path.
+	if n := g.srv.mcpMetrics.fast.Load(); n != 3 {
+		t.Errorf("%d calls took the fast path, want 3", n)
+	}
+	if st := g.srv.cfg.Upstream.Status(); len(st) != 1 || st[0].RawCalls != 3 || st[0].SDKCalls != 0 {
+		t.Errorf("upstream status %+v, want 3 raw calls and no sdk one", st)
+	}
+	if _, body := g.send("GET", "/metrics", g.adminKey, nil, nil); !strings.Contains(string(body), "armoriq_mcp_fast_tool_calls_total 3") {
+		t.Errorf("metrics lack the fast path's count:\n%s", body)
+	}
+
+	// A token that is neither a string nor an integer is not MCP's; the
+	// SDK path takes it and relays it as it is, as it always did.
+	bad := map[string]any{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": map[string]any{"name": "steps", "arguments": map[string]any{}, "_meta": map[string]any{"progressToken": 1.5}}}
+	msgs, _ := sseMessages(t, url, g.agentKey, legacy, bad)
+	if got, want := progressOf(msgs), "1.5:1/3 step 1; 1.5:2/3 step 2; 1.5:3/3 step 3; result"; got != want {
+		t.Errorf("a fractional progress token: got %q, want %q", got, want)
+	}
+	if n := g.srv.mcpMetrics.fast.Load(); n != 3 {
+		t.Errorf("%d calls took the fast path, want still 3", n)
 	}
 }
