@@ -21,8 +21,7 @@ type rawHost interface {
 // TestContractV3 sends tools/calls as bytes through the host and the
 // built-in adapters, as the gateway does: the params built once for the
 // upstream session's protocol version, the answer as the upstream wrote
-// it, and the path each call took (raw over HTTP; the SDK client for
-// stdio, which has no raw path yet).
+// it, and the path each call took (raw, over HTTP and stdio alike).
 func TestContractV3(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -36,7 +35,7 @@ func TestContractV3(t *testing.T) {
 		{"http with sessions", func(t *testing.T) plugins.ServerConfig {
 			return httpServer("up", newUpstream(nil).serveHTTP(t, false))
 		}, "2025-11-25", plugins.PathRaw},
-		{"stdio", func(t *testing.T) plugins.ServerConfig { return stdioServer("up") }, "2026-07-28", plugins.PathSDK},
+		{"stdio", func(t *testing.T) plugins.ServerConfig { return stdioServer("up") }, "2026-07-28", plugins.PathRaw},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHost(t)

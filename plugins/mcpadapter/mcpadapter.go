@@ -43,7 +43,8 @@ type Adapter struct {
 	cfg     plugins.ServerConfig
 	client  *mcp.Client
 	session *mcp.ClientSession
-	child   *exec.Cmd // the stdio server of the current session
+	child   *exec.Cmd  // the stdio server of the current session
+	conn    *stdioConn // its connection, which raw calls share (stdio.go)
 	closed  bool
 
 	progress  sync.Map // progress token → func(plugins.Progress)
@@ -160,6 +161,7 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 		t      mcp.Transport
 		child  *exec.Cmd
 		stderr *lineLogger
+		st     *stdioTransport
 	)
 	switch a.transport {
 	case plugins.TransportHTTP:
@@ -172,7 +174,8 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 		}
 	case plugins.TransportStdio:
 		child, stderr = a.command()
-		t = &tapTransport{Transport: &mcp.CommandTransport{Command: child, TerminateDuration: 2 * time.Second}, server: a.cfg.ID}
+		st = &stdioTransport{cmd: child, server: a.cfg.ID, limit: a.rawLimit(), terminate: 2 * time.Second}
+		t = &tapTransport{Transport: st, server: a.cfg.ID}
 	default:
 		return nil, fmt.Errorf("unknown transport %q", a.transport)
 	}
@@ -187,6 +190,9 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 		return nil, fmt.Errorf("connecting to %s: %w", a.upstream(), err)
 	}
 	a.session, a.child = cs, child
+	if st != nil {
+		a.conn = st.conn
+	}
 	if !modern(cs) {
 		if res := cs.InitializeResult(); res != nil && res.Capabilities != nil && res.Capabilities.Logging != nil {
 			// Under the initialize handshake a server logs nothing until its
@@ -280,7 +286,7 @@ func (a *Adapter) drop(cs *mcp.ClientSession) {
 		return
 	}
 	child := a.child
-	a.session, a.child = nil, nil
+	a.session, a.child, a.conn = nil, nil, nil
 	a.mu.Unlock()
 	_ = cs.Close()
 	if child != nil && child.Process != nil {
@@ -293,7 +299,7 @@ func (a *Adapter) Close() error {
 	a.mu.Lock()
 	a.closed = true
 	cs, child := a.session, a.child
-	a.session, a.child = nil, nil
+	a.session, a.child, a.conn = nil, nil, nil
 	a.mu.Unlock()
 	if child != nil && child.Process != nil {
 		// The server gets stdin closed first and a moment to exit, then

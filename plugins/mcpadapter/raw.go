@@ -53,6 +53,9 @@ func (a *Adapter) CallRaw(ctx context.Context, call *plugins.RawCall, ev *plugin
 	if call.Method != "tools/call" {
 		return nil, &plugins.RPCError{Code: jsonrpc.CodeMethodNotFound, Message: fmt.Sprintf("the raw path forwards tools/call, not %q", call.Method)}
 	}
+	if a.transport == plugins.TransportStdio {
+		return a.callRawStdio(ctx, call, ev)
+	}
 	if a.transport != plugins.TransportHTTP || a.headerTool(call.Name) {
 		return a.callRawSDK(ctx, call, ev)
 	}

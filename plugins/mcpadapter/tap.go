@@ -191,15 +191,39 @@ func (t *tapTransport) Connect(ctx context.Context) (mcp.Connection, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tapConn{Connection: c, server: t.server, calls: map[any]*callTap{}}, nil
+	tc := &tapConn{Connection: c, server: t.server, calls: map[any]*callTap{}}
+	if sc, ok := c.(*stdioConn); ok {
+		// Raw calls share the connection: a log message goes to the one
+		// call in flight of either kind (stdio.go).
+		tc.raw = sc
+		sc.setSDKCalls(tc.live)
+	}
+	return tc, nil
 }
 
 type tapConn struct {
 	mcp.Connection
 	server string
 
+	raw *stdioConn // nil: no raw calls on this connection
+
 	mu    sync.Mutex
 	calls map[any]*callTap // by request id: requests in flight
+}
+
+// live is the number of the SDK's requests in flight.
+func (c *tapConn) live() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for id, t := range c.calls {
+		if t.done.Load() {
+			delete(c.calls, id)
+			continue
+		}
+		n++
+	}
+	return n
 }
 
 func (c *tapConn) Write(ctx context.Context, msg jsonrpc.Message) error {
@@ -252,7 +276,7 @@ func (c *tapConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 			n++
 		}
 		c.mu.Unlock()
-		if n != 1 {
+		if n != 1 || (c.raw != nil && c.raw.rawInFlight() > 0) {
 			target = nil
 		}
 		if target != nil && target.log != nil {
