@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/armoriq/controlplane/plugins/stdioserver"
 )
 
 // upstream is a real MCP server the tests put behind the adapters.
@@ -164,5 +166,5 @@ func serveStdio() error {
 			os.Exit(3)
 			return nil, nil, nil
 		})
-	return u.server.Run(context.Background(), &mcp.StdioTransport{})
+	return u.server.Run(context.Background(), stdioserver.Transport())
 }

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/pflag"
 
 	"github.com/armoriq/controlplane/cmd/armoriq/internal/loadbench"
 	"github.com/armoriq/controlplane/cmd/armoriq/internal/weather"
+	"github.com/armoriq/controlplane/plugins/stdioserver"
 )
 
 // demoServerCommand serves the demo MCP servers shipped in the binary over
@@ -29,7 +29,7 @@ stdout, for the quickstart: nothing to install, nothing from the network.
 			Short:   "The quickstart's weather-mcp: get_weather and get_forecast, offline",
 			MaxArgs: 0,
 			Run: func(ctx context.Context, e *env, args []string) error {
-				return weather.NewServer(buildVersion()).Run(ctx, &mcp.StdioTransport{})
+				return weather.NewServer(buildVersion()).Run(ctx, stdioserver.Transport())
 			},
 		}, demoBenchServerCommand()},
 	}
@@ -55,7 +55,7 @@ Streamable HTTP (stateless) on that address, at /, until interrupted.`,
 				if ready != "" {
 					return usageErrorf("--ready-file needs --http")
 				}
-				err := loadbench.NewEchoServer(buildVersion()).Run(ctx, &mcp.StdioTransport{})
+				err := loadbench.NewEchoServer(buildVersion()).Run(ctx, stdioserver.Transport())
 				if ctx.Err() != nil {
 					return nil // stopped (SIGTERM, Ctrl-C): not a failure
 				}

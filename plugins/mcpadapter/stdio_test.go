@@ -14,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/plugins/stdioserver"
 )
 
 // The test binary plays the stdio MCP server of these tests when
@@ -72,7 +73,7 @@ func serveStdioTestServer() error {
 	mcp.AddTool(s, &mcp.Tool{Name: "big"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		return textResult(strings.Repeat("x", 200<<10)), nil, nil
 	})
-	return s.Run(context.Background(), &mcp.StdioTransport{})
+	return s.Run(context.Background(), stdioserver.Transport())
 }
 
 // newStdioTestAdapter runs the test binary as a stdio server under a

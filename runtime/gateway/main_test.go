@@ -12,6 +12,7 @@ import (
 
 	"github.com/armoriq/controlplane/plugins"
 	"github.com/armoriq/controlplane/plugins/mcpadapter"
+	"github.com/armoriq/controlplane/plugins/stdioserver"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -21,7 +22,7 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv("ARMORIQ_TEST_STDIO_SERVER") != "" {
 		srv := testMCPServer("stdio-upstream")
-		if err := srv.Run(context.Background(), &mcp.StdioTransport{}); err != nil {
+		if err := srv.Run(context.Background(), stdioserver.Transport()); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
