@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +49,10 @@ func serveStdioTestServer() error {
 	mcp.AddTool(s, &mcp.Tool{Name: "fail"}, func(ctx context.Context, req *mcp.CallToolRequest, in textIn) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "failed: " + in.Text}}}, nil, nil
 	})
+	mcp.AddTool(s, &mcp.Tool{Name: "slow"}, func(ctx context.Context, req *mcp.CallToolRequest, in textIn) (*mcp.CallToolResult, any, error) {
+		time.Sleep(time.Duration(rand.IntN(500)) * time.Microsecond)
+		return textResult(in.Text), nil, nil
+	})
 	mcp.AddTool(s, &mcp.Tool{Name: "progress"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		for i := range 3 {
 			if tok := req.Params.GetProgressToken(); tok != nil {
@@ -55,9 +61,15 @@ func serveStdioTestServer() error {
 		}
 		return textResult("done"), nil, nil
 	})
-	mcp.AddTool(s, &mcp.Tool{Name: "logs"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+	type optionalText struct {
+		Text string `json:"text,omitempty"`
+	}
+	mcp.AddTool(s, &mcp.Tool{Name: "logs"}, func(ctx context.Context, req *mcp.CallToolRequest, in optionalText) (*mcp.CallToolResult, any, error) {
 		for i := range 3 {
 			_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Logger: "test", Data: fmt.Sprintf("message %d", i+1)})
+		}
+		if in.Text != "" {
+			return textResult("logged " + in.Text), nil, nil
 		}
 		return textResult("logged"), nil, nil
 	})
@@ -403,5 +415,133 @@ func TestFindID(t *testing.T) {
 		if string(got) != tc.want || ok != (tc.want != "") {
 			t.Errorf("findID(%s) = %s, %v; want %s", tc.in, got, ok, tc.want)
 		}
+	}
+}
+
+// stressCalls is how many raw calls TestStdioRawStress makes in each
+// phase: ARMORIQ_STRESS_CALLS, or a number that keeps the test short.
+func stressCalls(t *testing.T) int {
+	if s := os.Getenv("ARMORIQ_STRESS_CALLS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			t.Fatalf("ARMORIQ_STRESS_CALLS=%q: want a positive number", s)
+		}
+		return n
+	}
+	if testing.Short() {
+		return 300
+	}
+	return 3000
+}
+
+// TestStdioRawStress makes many raw calls on one child, sequential and
+// concurrent, with the SDK's own traffic (tools/list, ping, SDK calls that
+// log) between them and calls cancelled at random points: every call not
+// cancelled gets its own answer. A call that waits for its answer past
+// its (generous) deadline is a lost line or a waiter never woken.
+func TestStdioRawStress(t *testing.T) {
+	a := newStdioTestAdapter(t, 0)
+	n := stressCalls(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const stall = 20 * time.Second // far beyond any answer; not a speed check
+
+	call := func(i int, tool string, ev *plugins.CallEvents) error {
+		want := fmt.Sprintf("c%d", i)
+		cctx, ccancel := context.WithTimeout(ctx, stall)
+		defer ccancel()
+		res, err := sendRaw(cctx, a, tool, `{"text":"`+want+`"}`, ev)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%s call %s stalled: no answer within %s", tool, want, stall)
+		}
+		if err != nil {
+			return fmt.Errorf("%s call %s: %w", tool, want, err)
+		}
+		if r := string(res.Result); !strings.Contains(r, `"`+want+`"`) && !strings.Contains(r, ` `+want+`"`) {
+			return fmt.Errorf("%s call %s answered %s", tool, want, r)
+		}
+		return nil
+	}
+
+	// Sequential, as armoriq bench calls at concurrency 1.
+	for i := range n {
+		if err := call(i, "echo", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Concurrent, with SDK traffic and cancellations.
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	report := func(err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}
+	stop := make(chan struct{})
+	var sdkWG sync.WaitGroup
+	sdkWG.Add(2)
+	go func() { // the SDK's requests
+		defer sdkWG.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			cctx, ccancel := context.WithTimeout(ctx, stall)
+			if _, err := a.ListTools(cctx, ""); err != nil {
+				report(fmt.Errorf("tools/list: %w", err))
+			}
+			if err := a.Health(cctx); err != nil {
+				report(fmt.Errorf("ping: %w", err))
+			}
+			if _, err := a.CallToolV2(cctx, &plugins.ToolCall{Name: "logs", Arguments: json.RawMessage(`{}`)}, &plugins.CallEvents{Log: func(plugins.LogMessage) {}}); err != nil {
+				report(fmt.Errorf("SDK tools/call logs: %w", err))
+			}
+			ccancel()
+		}
+	}()
+	go func() { // raw calls cancelled at random points
+		defer sdkWG.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			cctx, ccancel := context.WithTimeout(ctx, time.Duration(i%500)*time.Microsecond)
+			_, _ = sendRaw(cctx, a, []string{"echo", "slow", "logs"}[i%3], `{"text":"x"}`, &plugins.CallEvents{Log: func(plugins.LogMessage) {}})
+			ccancel()
+		}
+	}()
+	const workers = 8
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				tool := "echo"
+				var ev *plugins.CallEvents
+				switch i % 4 {
+				case 1:
+					tool = "slow"
+				case 2:
+					tool = "logs"
+					ev = &plugins.CallEvents{Log: func(plugins.LogMessage) {}}
+				}
+				if err := call(i, tool, ev); err != nil {
+					report(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	sdkWG.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
