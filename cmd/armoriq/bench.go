@@ -65,9 +65,13 @@ or proxy). At each --concurrency, every target runs --rounds rounds of
 For each target: throughput and its share of direct's, p50 and p99 latency
 and what they add over direct, failed calls, the CPU time per call of
 every process involved (gateway, adapter, upstream, proxy or peer, and the
-load generator itself: from /proc/<pid>/stat, Linux only), and the highest
-resident set of gateway + adapter (sampled VmRSS). The machine's load
-average is printed: figures from a loaded machine are worth less.
+load generator itself: from /proc/<pid>/stat, Linux only), the highest
+resident set of gateway + adapter (sampled VmRSS), and their physical
+footprint: the anonymous memory of each plus the pages of the armoriq
+executable (and other files) they map, counted once, where the VmRSS sum
+counts them twice (exact as root, who can read page frame numbers). The
+machine's load average is printed: figures from a loaded machine are
+worth less.
 
 Exit status: 0, 1 when a call failed (the report says which), 2 for bad
 flags. Ctrl-C stops every process the bench started.`,

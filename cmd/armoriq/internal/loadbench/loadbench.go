@@ -187,6 +187,7 @@ type bench struct {
 
 	mu       sync.Mutex
 	gwProcs  map[string]procRef // adapter-http, adapter-stdio, upstream-stdio
+	peakAnon map[int]int64      // pid → highest RssAnon sampled
 	targets  []*target
 	progress io.Writer
 }

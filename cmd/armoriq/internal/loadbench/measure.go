@@ -81,7 +81,7 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 	procs := w.t.procs()
 	procs = append(procs, procRef{role: roleClient, pid: os.Getpid()})
 	cpu0 := readCPU(procs)
-	stopRSS := sampleRSS(procs)
+	stopMem := b.sampleMemory(procs)
 
 	var prof chan error
 	if profile != "" {
@@ -140,7 +140,8 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 	wg.Wait()
 	s.elapsed = time.Since(start)
 	s.calls = len(s.lat)
-	s.rss = stopRSS()
+	mem := stopMem()
+	s.rss, s.phys = mem.rss, mem.phys
 	cpu1 := readCPU(procs)
 	s.cpu, s.cpuKnown = cpuDelta(cpu0, cpu1)
 	if prof != nil {
@@ -230,23 +231,67 @@ func cpuDelta(a, b cpuReading) (map[string]time.Duration, bool) {
 	return out, true
 }
 
-// sampleRSS samples the resident set of procs every 50 ms (and once at
-// the end) until the function it returns is called, which returns the
-// highest total per role.
-func sampleRSS(procs []procRef) func() map[string]int64 {
+// memSample is what the memory sampler saw over a round.
+type memSample struct {
+	rss  map[string]int64 // role → highest resident set (VmRSS) total
+	phys physReading      // the highest footprint of the gateway and its adapter
+}
+
+// physReading is the physical footprint of the gateway and its adapter
+// at one moment (footprint.go).
+type physReading struct {
+	known  bool
+	total  int64            // bytes
+	anon   map[string]int64 // role → RssAnon
+	shared int64            // distinct file and shared memory pages, bytes
+	approx bool             // frame numbers not readable: shared is approximate
+}
+
+// sampleMemory samples the resident set of procs every 50 ms (and once
+// at the end) until the function it returns is called, which returns the
+// highest total per role, and the highest physical footprint of the
+// gateway and its adapter. That footprint costs more to read (their
+// pagemaps): it is read when the sum of their resident sets reaches a new
+// high in the round, and at the end. Each process's RssAnon is sampled
+// too, for its peak over the run (processes).
+func (b *bench) sampleMemory(procs []procRef) func() memSample {
 	peak := map[string]int64{}
 	if !procSupported() {
-		return func() map[string]int64 { return nil }
+		return func() memSample { return memSample{} }
+	}
+	var phys physReading
+	takePhys := func() {
+		var pids []int
+		var roles []string
+		for _, p := range procs {
+			if p.role == roleGateway || p.role == roleAdapter {
+				pids, roles = append(pids, p.pid), append(roles, p.role)
+			}
+		}
+		f, err := readFootprint(pids)
+		if err != nil || f.total() <= phys.total {
+			return // a process is gone (restarting): no reading
+		}
+		phys = physReading{known: true, total: f.total(), anon: map[string]int64{}, shared: f.shared, approx: f.approx}
+		for i, a := range f.anon {
+			phys.anon[roles[i]] += a
+		}
 	}
 	take := func() {
 		now := map[string]int64{}
 		for _, p := range procs {
-			if rss, _, err := readRSS(p.pid); err == nil {
-				now[p.role] += rss
+			m, err := readStatusMemory(p.pid)
+			if err != nil {
+				continue
 			}
+			now[p.role] += m.rss
+			b.noteAnon(p.pid, m.anon)
 		}
 		if gw, ok := now[roleGateway]; ok {
 			now[roleGatewayAdapter] = gw + now[roleAdapter]
+			if now[roleGatewayAdapter] > peak[roleGatewayAdapter] {
+				takePhys()
+			}
 		}
 		for role, v := range now {
 			peak[role] = max(peak[role], v)
@@ -267,32 +312,47 @@ func sampleRSS(procs []procRef) func() map[string]int64 {
 			}
 		}
 	}()
-	return func() map[string]int64 {
+	return func() memSample {
 		close(done)
 		<-finished
 		take()
-		return peak
+		if _, ok := peak[roleGateway]; ok {
+			takePhys()
+		}
+		return memSample{rss: peak, phys: phys}
 	}
 }
 
+// noteAnon records a process's anonymous resident memory, for its peak.
+func (b *bench) noteAnon(pid int, anon int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.peakAnon == nil {
+		b.peakAnon = map[int]int64{}
+	}
+	b.peakAnon[pid] = max(b.peakAnon[pid], anon)
+}
+
 // processes lists the processes of the run with their peak resident set
-// (VmHWM) so far.
+// (VmHWM) so far, and the peak of their anonymous memory (RssAnon) sampled
+// during the rounds.
 func (b *bench) processes() []Process {
 	var out []Process
 	addProc := func(role string, pid int) {
 		p := Process{Role: role, PID: pid}
 		if procSupported() {
-			if _, hwm, err := readRSS(pid); err == nil {
-				p.PeakRSSMiB = mib(hwm)
+			if m, err := readStatusMemory(pid); err == nil {
+				p.PeakRSSMiB = mib(m.peak)
 			}
+			p.PeakAnonMiB = mib(b.peakAnon[pid])
 		}
 		out = append(out, p)
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	for _, c := range b.children {
 		addProc(c.role, c.pid())
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	for _, name := range []string{"adapter-http", "adapter-stdio", "upstream-stdio"} {
 		if p, ok := b.gwProcs[name]; ok {
 			addProc(map[string]string{"adapter-http": "HTTP adapter", "adapter-stdio": "stdio adapter", "upstream-stdio": "stdio upstream (under the adapter)"}[name], p.pid)

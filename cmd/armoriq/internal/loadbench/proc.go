@@ -87,16 +87,24 @@ func parseStatusKB(status []byte, name string) (int64, bool) {
 	return 0, false
 }
 
-// readRSS is a process's resident set now (VmRSS) and its peak (VmHWM),
-// in bytes.
-func readRSS(pid int) (rss, peak int64, err error) {
+// statusMemory is what the bench reads of a process's memory in
+// /proc/<pid>/status, in bytes.
+type statusMemory struct {
+	rss, peak int64 // VmRSS, VmHWM
+	anon      int64 // RssAnon: its own memory, no file's
+}
+
+// readStatusMemory reads a process's memory figures in /proc/<pid>/status.
+func readStatusMemory(pid int) (statusMemory, error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
-		return 0, 0, err
+		return statusMemory{}, err
 	}
-	rss, _ = parseStatusKB(b, "VmRSS")
-	peak, _ = parseStatusKB(b, "VmHWM")
-	return rss, peak, nil
+	var m statusMemory
+	m.rss, _ = parseStatusKB(b, "VmRSS")
+	m.peak, _ = parseStatusKB(b, "VmHWM")
+	m.anon, _ = parseStatusKB(b, "RssAnon")
+	return m, nil
 }
 
 // readCmdline is a process's arguments.

@@ -49,6 +49,10 @@ type Process struct {
 	Role       string  `json:"role"`
 	PID        int     `json:"pid"`
 	PeakRSSMiB float64 `json:"peak_rss_mib,omitempty"` // VmHWM at the end of the run
+	// PeakAnonMiB is the highest anonymous resident memory (RssAnon)
+	// sampled while it was measured: the process's own memory, without
+	// the pages of the executable it shares with the others.
+	PeakAnonMiB float64 `json:"peak_rss_anon_mib,omitempty"`
 }
 
 // Result is one target at one concurrency, over all rounds.
@@ -75,6 +79,26 @@ type Result struct {
 	// PeakRSSMiB is the highest resident set sampled per role during the
 	// target's rounds (gateway+adapter: both at the same moment).
 	PeakRSSMiB map[string]float64 `json:"peak_rss_mib,omitempty"`
+	// Phys is the highest physical footprint of the gateway and its
+	// adapter together (gateway targets, on Linux).
+	Phys *Footprint `json:"phys,omitempty"`
+}
+
+// Footprint is the physical memory of the gateway and its adapter at one
+// moment: the anonymous memory of each, plus the resident pages of files
+// (the armoriq executable above all) and shared memory that either maps,
+// each page counted once. Summing their VmRSS counts the executable's
+// pages twice, once per process.
+type Footprint struct {
+	MiB float64 `json:"mib"`
+	// AnonMiB is the RssAnon of each (gateway, adapter).
+	AnonMiB map[string]float64 `json:"anon_mib"`
+	// SharedMiB is the distinct resident file and shared memory pages.
+	SharedMiB float64 `json:"shared_mib"`
+	// Approx says the page frame numbers were not readable (they need
+	// CAP_SYS_ADMIN): SharedMiB is then the larger RssFile of the two
+	// plus their RssShmem, as if one's file pages held the other's.
+	Approx bool `json:"approx,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
@@ -116,6 +140,12 @@ func results(targets []*target, conc int, sums []sample) []Result {
 			for role, v := range s.rss {
 				r.PeakRSSMiB[role] = mib(v)
 			}
+			if s.phys.known {
+				r.Phys = &Footprint{MiB: mib(s.phys.total), SharedMiB: mib(s.phys.shared), Approx: s.phys.approx, AnonMiB: map[string]float64{}}
+				for role, v := range s.phys.anon {
+					r.Phys.AnonMiB[role] = mib(v)
+				}
+			}
 		}
 		out = append(out, r)
 	}
@@ -147,12 +177,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if !r.Settings.ProcStats {
 		fmt.Fprintln(w, "CPU and memory: n/a (read from /proc, on Linux only)")
 	}
+	approx := false
 	key := func(res Result) string { return fmt.Sprintf("%d/%s", res.Concurrency, res.Upstream) }
 	for i := 0; i < len(r.Results); {
 		k := key(r.Results[i])
 		fmt.Fprintf(w, "\nconcurrency %d, %s upstream (latency and CPU in ms; CPU per call of each process)\n", r.Results[i].Concurrency, r.Results[i].Upstream)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "target        \tcalls/s\tshare\tp50\tp99\t+p50\t+p99\terrors\tgateway\tadapter\tupstream\tproxy/peer\tclient\tgw+ad MiB\t")
+		fmt.Fprintln(tw, "target        \tcalls/s\tshare\tp50\tp99\t+p50\t+p99\terrors\tgateway\tadapter\tupstream\tproxy/peer\tclient\tgw+ad MiB\tgw+ad phys MiB\t")
 		for ; i < len(r.Results) && key(r.Results[i]) == k; i++ {
 			res := r.Results[i]
 			cpu := func(role string) string {
@@ -175,17 +206,30 @@ func (r *Report) WriteTable(w io.Writer) error {
 			} else if v, ok := res.PeakRSSMiB[roleGatewayAdapter]; ok {
 				rss = fmt.Sprintf("%.1f", v)
 			}
+			phys := "-"
+			switch {
+			case res.PeakRSSMiB == nil:
+				phys = "n/a"
+			case res.Phys != nil && res.Phys.Approx:
+				phys = fmt.Sprintf("~%.1f", res.Phys.MiB)
+				approx = true
+			case res.Phys != nil:
+				phys = fmt.Sprintf("%.1f", res.Phys.MiB)
+			}
 			added := func(v float64) string {
 				if res.Target == targetDirect {
 					return ""
 				}
 				return fmt.Sprintf("%+.3f", v)
 			}
-			fmt.Fprintf(tw, "%-14s\t%.0f\t%.2f\t%.3f\t%.3f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%-14s\t%.0f\t%.2f\t%.3f\t%.3f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 				res.Target, res.CallsPerSec, res.ThroughputShare, res.P50Ms, res.P99Ms, added(res.P50AddedMs), added(res.P99AddedMs),
-				res.Errors, cpu(roleGateway), cpu(roleAdapter), cpu(roleUpstream), hop, cpu(roleClient), rss)
+				res.Errors, cpu(roleGateway), cpu(roleAdapter), cpu(roleUpstream), hop, cpu(roleClient), rss, phys)
 		}
 		tw.Flush()
+	}
+	if approx {
+		fmt.Fprintln(w, "\n~: approximate: the page frame numbers are not readable (it takes CAP_SYS_ADMIN, root); the file pages the two processes share are taken as the larger RssFile of the two")
 	}
 	var errs []string
 	for _, res := range r.Results {
@@ -196,11 +240,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(errs) > 0 {
 		fmt.Fprintf(w, "\nfailed calls:\n%s\n", strings.Join(errs, "\n"))
 	}
-	fmt.Fprintln(w, "\nprocesses (peak resident set over the run, VmHWM):")
+	fmt.Fprintln(w, "\nprocesses (peak resident set over the run, VmHWM; peak anonymous memory sampled in the rounds, RssAnon):")
 	for _, p := range r.Processes {
 		rss := "n/a"
 		if p.PeakRSSMiB > 0 {
-			rss = fmt.Sprintf("%.1f MiB", p.PeakRSSMiB)
+			rss = fmt.Sprintf("%5.1f MiB", p.PeakRSSMiB)
+		}
+		if p.PeakAnonMiB > 0 {
+			rss += fmt.Sprintf("   anon %5.1f MiB", p.PeakAnonMiB)
 		}
 		fmt.Fprintf(w, "  %-36s pid %-8d %s\n", p.Role, p.PID, rss)
 	}

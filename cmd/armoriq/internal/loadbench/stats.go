@@ -51,6 +51,7 @@ type sample struct {
 	cpu         map[string]time.Duration // role → CPU time used
 	cpuKnown    bool                     // /proc was readable
 	rss         map[string]int64         // role → highest resident set seen (bytes)
+	phys        physReading              // highest footprint of gateway + adapter
 }
 
 // add merges o into s.
@@ -72,6 +73,9 @@ func (s *sample) add(o *sample) {
 	}
 	for k, v := range o.rss {
 		s.rss[k] = max(s.rss[k], v)
+	}
+	if o.phys.known && o.phys.total > s.phys.total {
+		s.phys = o.phys
 	}
 }
 

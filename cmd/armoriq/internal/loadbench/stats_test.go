@@ -101,7 +101,8 @@ func TestResults(t *testing.T) {
 	sums := []sample{
 		{calls: 1000, elapsed: time.Second, lat: msList(1, 1, 2, 9), cpuKnown: true, cpu: map[string]time.Duration{roleUpstream: 500 * time.Millisecond}},
 		{calls: 400, errs: 100, elapsed: time.Second, lat: msList(3, 3, 4, 20), cpuKnown: true,
-			cpu: map[string]time.Duration{roleGateway: 250 * time.Millisecond, roleAdapter: 100 * time.Millisecond}, rss: map[string]int64{roleGatewayAdapter: 80 << 20}},
+			cpu: map[string]time.Duration{roleGateway: 250 * time.Millisecond, roleAdapter: 100 * time.Millisecond}, rss: map[string]int64{roleGatewayAdapter: 80 << 20},
+			phys: physReading{known: true, total: 60 << 20, shared: 30 << 20, anon: map[string]int64{roleGateway: 20 << 20, roleAdapter: 10 << 20}}},
 		{calls: 10, elapsed: 2 * time.Second, lat: msList(5)},
 	}
 	res := results(targets, 16, sums)
@@ -118,6 +119,9 @@ func TestResults(t *testing.T) {
 	}
 	if gw.PeakRSSMiB[roleGatewayAdapter] != 80 {
 		t.Errorf("RSS: got %v, want gateway+adapter 80", gw.PeakRSSMiB)
+	}
+	if p := gw.Phys; p == nil || p.MiB != 60 || p.SharedMiB != 30 || p.AnonMiB[roleGateway] != 20 || p.AnonMiB[roleAdapter] != 10 || p.Approx {
+		t.Errorf("physical footprint: got %+v, want 60 MiB: 30 shared, anon gateway 20 adapter 10, exact", p)
 	}
 	if st := res[2]; st.ThroughputShare != 1 || st.CPUPerCallMs != nil || st.CallsPerSec != 5 {
 		t.Errorf("stdio direct (no /proc): got share %v cpu %v calls/s %v, want 1, none, 5", st.ThroughputShare, st.CPUPerCallMs, st.CallsPerSec)
@@ -210,4 +214,17 @@ func FuzzReadEventAnswer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		_, _ = readEventAnswer(strings.NewReader(s)) // no panic
 	})
+}
+
+// TestSampleAddKeepsHighestFootprint checks that rounds merge into the
+// highest physical footprint, and that a round without one changes
+// nothing.
+func TestSampleAddKeepsHighestFootprint(t *testing.T) {
+	var s sample
+	for _, total := range []int64{50, 70, 0, 60} {
+		s.add(&sample{phys: physReading{known: total > 0, total: total}})
+	}
+	if !s.phys.known || s.phys.total != 70 {
+		t.Errorf("after rounds of 50, 70, none, 60: got %+v, want the 70", s.phys)
+	}
 }
