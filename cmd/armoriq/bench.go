@@ -93,7 +93,7 @@ flags. Ctrl-C stops every process the bench started.`,
 			fs.StringArrayVar(&o.peerPIDs, "peer-pid", nil, "NAME=PID[,PID...]: a peer's processes, to measure their CPU (with their children's)")
 			fs.StringVar(&o.peerTool, "peer-tool", loadbench.EchoTool, "the name under which peers expose the echo tool")
 			fs.StringVar(&o.upstream, "upstream-addr", "127.0.0.1:0", "address of the HTTP upstream (HOST:PORT), fixed so that a peer can be set up to reach it")
-			fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory to write CPU profiles of the gateway to, taken during its first round at each concurrency")
+			fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory to write CPU profiles of the gateway and its adapter to, taken during their first round at each concurrency, and heap profiles taken at its end")
 			fs.StringVar(&o.gatewayExe, "gateway-exe", "", "run the gateway (and its adapters) from this armoriq executable instead of this one: measure another build, e.g. before and after a change, with everything else the same")
 			fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 			fs.BoolVar(&o.verbose, "verbose", false, "print progress, and the children's logs, on standard error")

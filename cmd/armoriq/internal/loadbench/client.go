@@ -29,6 +29,9 @@ const (
 // caller makes one tool call; a worker has one and uses it in a loop.
 type caller interface {
 	call(ctx context.Context) error
+	// closeIdle closes the caller's idle connections: its target's round
+	// is over, and the server is not to hold them through the others'.
+	closeIdle()
 }
 
 // callText is the text every call sends and expects back.
@@ -150,6 +153,8 @@ func (c *mcpHTTP) envelope(method string, params []byte) []byte {
 	return b.Bytes()
 }
 
+func (c *mcpHTTP) closeIdle() { c.hc.CloseIdleConnections() }
+
 func (c *mcpHTTP) call(ctx context.Context) error {
 	_, body, err := c.post(ctx, "tools/call", c.tool, c.envelope("tools/call", c.callBody))
 	if err != nil {
@@ -263,6 +268,8 @@ type invokeClient struct {
 	body []byte
 	hdr  map[string]string
 }
+
+func (c *invokeClient) closeIdle() { c.hc.CloseIdleConnections() }
 
 func (c *invokeClient) call(ctx context.Context) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(c.body))
@@ -435,6 +442,9 @@ func (c *stdioConn) roundTrip(ctx context.Context, method string, params []byte)
 		return nil, ctx.Err()
 	}
 }
+
+// closeIdle does nothing: the stdio server has one pipe, kept open.
+func (c *stdioConn) closeIdle() {}
 
 func (c *stdioConn) call(ctx context.Context) error {
 	ans, err := c.roundTrip(ctx, "tools/call", c.body)

@@ -63,7 +63,7 @@ type Config struct {
 	UpstreamAddr string
 	// CPUProfileDir, if set, receives CPU profiles of the gateway and of
 	// the adapter, taken during the first round of each gateway target at
-	// each concurrency.
+	// each concurrency, and heap profiles taken at its end.
 	CPUProfileDir string
 	// ReadyFile, if set, is written once every process runs: one line per
 	// process, its role and pid.

@@ -75,8 +75,9 @@ func (b *bench) measure(ctx context.Context) (*Report, error) {
 }
 
 // round runs w's callers for d and measures them. With profile set it
-// takes CPU profiles of the gateway and its adapter meanwhile, and writes
-// them to CPUProfileDir as gateway-PROFILE and adapter-PROFILE.
+// takes CPU profiles of the gateway and its adapter meanwhile, and heap
+// profiles at the end, and writes them to CPUProfileDir as
+// gateway-PROFILE and adapter-PROFILE (profile).
 func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile string) (*sample, error) {
 	procs := w.t.procs()
 	procs = append(procs, procRef{role: roleClient, pid: os.Getpid()})
@@ -87,13 +88,13 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 	if profile != "" {
 		prof = make(chan error, 2)
 		go func() {
-			prof <- b.cpuProfile(ctx, b.adminURL, d, filepath.Join(b.cfg.CPUProfileDir, "gateway-"+profile))
+			prof <- b.profile(ctx, b.adminURL, d, filepath.Join(b.cfg.CPUProfileDir, "gateway-"+profile))
 		}()
 		go func() {
 			for _, p := range procs {
 				if p.role == roleAdapter {
 					if u, err := os.ReadFile(filepath.Join(b.pprofDir(), fmt.Sprintf("adapter-%d.url", p.pid))); err == nil {
-						prof <- b.cpuProfile(ctx, strings.TrimSpace(string(u)), d, filepath.Join(b.cfg.CPUProfileDir, "adapter-"+profile))
+						prof <- b.profile(ctx, strings.TrimSpace(string(u)), d, filepath.Join(b.cfg.CPUProfileDir, "adapter-"+profile))
 						return
 					}
 				}
@@ -144,6 +145,12 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 	s.rss, s.phys = mem.rss, mem.phys
 	cpu1 := readCPU(procs)
 	s.cpu, s.cpuKnown = cpuDelta(cpu0, cpu1)
+	// The workers' keep-alive connections end with the round (their MCP
+	// sessions stay): a server measured at concurrency N holds N
+	// connections, not N for each target that ran before.
+	for _, c := range w.callers {
+		c.closeIdle()
+	}
 	if prof != nil {
 		for range 2 {
 			if err := <-prof; err != nil {
@@ -157,12 +164,21 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 	return s, nil
 }
 
-// cpuProfile fetches a CPU profile from the profiler at base over d
+// profile fetches a CPU profile from the profiler at base over d
 // (rounded up to whole seconds, the unit of /debug/pprof/profile) and
-// writes it to path.
-func (b *bench) cpuProfile(ctx context.Context, base string, d time.Duration, path string) error {
+// writes it to path (NAME.pprof); then a heap profile, the memory in use
+// at the end of the round with the sessions still open, to NAME-heap.pprof.
+func (b *bench) profile(ctx context.Context, base string, d time.Duration, path string) error {
 	secs := int(math.Ceil(d.Seconds()))
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	if err := b.fetchProfile(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), path); err != nil {
+		return err
+	}
+	return b.fetchProfile(ctx, base+"/debug/pprof/heap?gc=1", strings.TrimSuffix(path, ".pprof")+"-heap.pprof")
+}
+
+// fetchProfile fetches a profile from url and writes it to path.
+func (b *bench) fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
