@@ -1,9 +1,17 @@
 package plugins_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -60,42 +68,170 @@ func BenchmarkCallTool(b *testing.B) {
 }
 
 // BenchmarkAdapterRoundTrip measures the hop between the host and an
-// adapter process on its own: a tool call as the gateway makes it
-// (CallToolV2, contract version 2) through the real go-plugin gRPC
-// connection (a unix socket) to an adapter that answers at once, with no
-// upstream behind it. It is the floor of what the adapter hop adds to
-// every forwarded call; "parallel" runs 4×GOMAXPROCS callers at once.
+// adapter process on its own: a tool call as the gateway makes it through
+// the real go-plugin gRPC connection (a unix socket) to an adapter that
+// answers at once, with no upstream behind it. It is the floor of what the
+// adapter hop adds to every forwarded call. "raw" is a contract 3 raw call
+// (CallRaw, what the gateway sends for tools/call), "v2" the same call
+// through contract 2's CallToolV2; "floor" is a bare request/response of
+// the same bytes over a unix socket to another process, the least a hop
+// between two processes can cost. "parallel" runs 4×GOMAXPROCS callers at
+// once (the floor: one connection each).
 func BenchmarkAdapterRoundTrip(b *testing.B) {
 	h := newHost(b, plugins.WithEnv("ARMORIQ_TEST_ROLE=adapter-echo"))
-	a, ok := startAdapter(b, h, plugins.ServerConfig{ID: "echo", Transport: plugins.TransportHTTP, URL: "http://127.0.0.1:1/unused"}).(plugins.AdapterV2)
+	a, ok := startAdapter(b, h, plugins.ServerConfig{ID: "echo", Transport: plugins.TransportHTTP, URL: "http://127.0.0.1:1/unused"}).(plugins.AdapterRaw)
 	if !ok {
-		b.Fatal("the host's adapter does not implement AdapterV2")
+		b.Fatal("the host's adapter does not implement AdapterRaw")
 	}
 	ctx := context.Background()
-	call := func() error {
-		_, err := a.CallToolV2(ctx, &plugins.ToolCall{Name: "echo", Arguments: json.RawMessage(`{"text":"hello"}`)}, &plugins.CallEvents{})
-		return err
+	args := json.RawMessage(`{"text":"hello"}`)
+	params, err := plugins.AppendToolCallParams(nil, "echo", args, nil, nil, "")
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.Run("serial", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := call(); err != nil {
-				b.Fatal(err)
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"raw", func() error {
+			res, err := a.CallRaw(ctx, &plugins.RawCall{Method: "tools/call", Name: "echo", Params: params}, &plugins.CallEvents{})
+			if err == nil && len(res.Result) != len(echoResult) {
+				err = fmt.Errorf("raw call answered %s", res.Result)
+			}
+			return err
+		}},
+		{"v2", func() error {
+			_, err := a.CallToolV2(ctx, &plugins.ToolCall{Name: "echo", Arguments: args}, &plugins.CallEvents{})
+			return err
+		}},
+		{"floor", nil},
+	}
+	for _, c := range calls {
+		call := c.call
+		if call == nil {
+			dial := unixEchoServer(b)
+			conns := make(chan *unixEchoConn, 64)
+			call = func() error {
+				var uc *unixEchoConn
+				select {
+				case uc = <-conns:
+				default:
+					var err error
+					if uc, err = dial(); err != nil {
+						return err
+					}
+				}
+				err := uc.roundTrip(params, len(echoResult))
+				conns <- uc
+				return err
 			}
 		}
-	})
-	b.Run("parallel", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetParallelism(4)
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
+		b.Run(c.name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
 				if err := call(); err != nil {
-					b.Error(err)
-					return
+					b.Fatal(err)
 				}
 			}
 		})
+		b.Run(c.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(4)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := call(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// unixEchoServer runs the test binary as a process that answers every
+// length-prefixed request on a unix socket with as many bytes as the
+// request asks for (serveUnixEcho), and returns how to connect to it.
+func unixEchoServer(b *testing.B) func() (*unixEchoConn, error) {
+	sock := filepath.Join(b.TempDir(), "echo.sock")
+	cmd := exec.Command(testExe(b), "-test.run=^$")
+	cmd.Env = append(os.Environ(), "ARMORIQ_TEST_ROLE=unix-echo", "ARMORIQ_TEST_SOCKET="+sock)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 	})
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		b.Fatalf("the unix echo server did not start: %v", err)
+	}
+	return func() (*unixEchoConn, error) {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			return nil, err
+		}
+		return &unixEchoConn{c: c, buf: make([]byte, 64<<10)}, nil
+	}
+}
+
+// unixEchoConn is one connection to the unix echo server.
+type unixEchoConn struct {
+	c   net.Conn
+	buf []byte
+}
+
+// roundTrip sends req, framed as [4-byte length of req][4-byte size of the
+// answer wanted][req], and reads the answer.
+func (u *unixEchoConn) roundTrip(req []byte, answer int) error {
+	b := binary.BigEndian.AppendUint32(u.buf[:0], uint32(len(req)))
+	b = binary.BigEndian.AppendUint32(b, uint32(answer))
+	b = append(b, req...)
+	if _, err := u.c.Write(b); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(u.c, u.buf[:answer])
+	return err
+}
+
+// serveUnixEcho is the unix echo server's process (ARMORIQ_TEST_ROLE
+// unix-echo): it listens on ARMORIQ_TEST_SOCKET, says so on stdout, and
+// answers each connection's requests in turn.
+func serveUnixEcho() error {
+	l, err := net.Listen("unix", os.Getenv("ARMORIQ_TEST_SOCKET"))
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			r := bufio.NewReader(c)
+			var hdr [8]byte
+			buf := make([]byte, 64<<10)
+			for {
+				if _, err := io.ReadFull(r, hdr[:]); err != nil {
+					return
+				}
+				n, answer := binary.BigEndian.Uint32(hdr[:4]), binary.BigEndian.Uint32(hdr[4:])
+				if _, err := io.ReadFull(r, buf[:n]); err != nil {
+					return
+				}
+				if _, err := c.Write(buf[:answer]); err != nil {
+					return
+				}
+			}
+		}()
+	}
 }
 
 // echoAdapter answers every tool call at once with a small fixed result:
@@ -126,6 +262,9 @@ func (echoAdapter) GetPrompt(context.Context, string, map[string]string) (json.R
 func (echoAdapter) Health(context.Context) error { return nil }
 func (echoAdapter) CallToolV2(context.Context, *plugins.ToolCall, *plugins.CallEvents) (json.RawMessage, error) {
 	return echoResult, nil
+}
+func (echoAdapter) CallRaw(context.Context, *plugins.RawCall, *plugins.CallEvents) (*plugins.RawResult, error) {
+	return &plugins.RawResult{Result: echoResult, Path: plugins.PathRaw}, nil
 }
 func (e echoAdapter) GetPromptV2(ctx context.Context, name string, args map[string]string, _ *plugins.RequestExtra) (json.RawMessage, error) {
 	return e.GetPrompt(ctx, name, args)

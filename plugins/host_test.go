@@ -55,6 +55,12 @@ func TestMain(m *testing.M) {
 	case "adapter-echo":
 		plugins.Serve(echoAdapter{}) // bench_test.go
 		os.Exit(0)
+	case "unix-echo":
+		if err := serveUnixEcho(); err != nil { // bench_test.go
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	case "mcp-stdio":
 		if err := serveStdio(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
