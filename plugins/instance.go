@@ -91,22 +91,29 @@ func (in *instance) run() {
 	first := true
 	for {
 		p, err := in.h.launch(ctx, in.cfg)
+		// The state first, then the first start's outcome: Sync returns
+		// with the adapter's state already saying it.
+		var cerr *configError
+		switch {
+		case err == nil:
+			in.setState(StateUp, p, nil)
+		case errors.As(err, &cerr):
+			in.setState(StateFailed, nil, err)
+		default:
+			in.setState(StateDown, nil, err)
+		}
 		if first {
 			in.firstStart <- err
 			first = false
 		}
 		if err != nil {
-			var cerr *configError
-			if errors.As(err, &cerr) {
-				in.setState(StateFailed, nil, err)
+			if cerr != nil {
 				in.h.logger().Named(in.cfg.ID).Error("adapter cannot start; not retried until its configuration changes", "error", err)
 				<-in.quit
 				return
 			}
-			in.setState(StateDown, nil, err)
 			in.logDown(err, backoff)
 		} else {
-			in.setState(StateUp, p, nil)
 			started := time.Now()
 			select {
 			case <-in.quit:
@@ -281,7 +288,11 @@ func (in *instance) call(ctx context.Context, op string, f func(context.Context,
 	case ctx.Err() != nil:
 		return fmt.Errorf("adapter %q: %s: %w", in.cfg.ID, op, ctx.Err())
 	case tctx.Err() != nil, errors.Is(err, context.DeadlineExceeded):
-		// The adapter may see the propagated deadline pass before we do.
+		// The adapter may see the propagated deadline pass before we do:
+		// the caller's, if it was the earlier one.
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			return fmt.Errorf("adapter %q: %s: %w", in.cfg.ID, op, context.DeadlineExceeded)
+		}
 		return fmt.Errorf("adapter %q: %s: no answer within %v: %w", in.cfg.ID, op, in.timeout, ErrTimeout)
 	}
 	var cerr *connError
