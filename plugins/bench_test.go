@@ -2,6 +2,7 @@ package plugins_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -12,7 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -72,7 +76,8 @@ func BenchmarkCallTool(b *testing.B) {
 // the real go-plugin gRPC connection (a unix socket) to an adapter that
 // answers at once, with no upstream behind it. It is the floor of what the
 // adapter hop adds to every forwarded call. "raw" is a contract 3 raw call
-// (CallRaw, what the gateway sends for tools/call), "v2" the same call
+// (CallRaw, what the gateway sends for tools/call), "raw-1MiB" one whose
+// result is 1 MiB, "v2" the same call
 // through contract 2's CallToolV2; "floor" is a bare request/response of
 // the same bytes over a unix socket to another process, the least a hop
 // between two processes can cost. "parallel" runs 4×GOMAXPROCS callers at
@@ -100,16 +105,25 @@ func BenchmarkAdapterRoundTrip(b *testing.B) {
 			}
 			return err
 		}},
+		{"raw-1MiB", func() error {
+			res, err := a.CallRaw(ctx, &plugins.RawCall{Method: "tools/call", Name: "big", Params: params}, &plugins.CallEvents{})
+			if err == nil && len(res.Result) != len(bigResult) {
+				err = fmt.Errorf("raw call answered %d bytes, want %d", len(res.Result), len(bigResult))
+			}
+			return err
+		}},
 		{"v2", func() error {
 			_, err := a.CallToolV2(ctx, &plugins.ToolCall{Name: "echo", Arguments: args}, &plugins.CallEvents{})
 			return err
 		}},
 		{"floor", nil},
 	}
+	adapterPID := h.Status()[0].PID
 	for _, c := range calls {
-		call := c.call
+		call, peer := c.call, adapterPID
 		if call == nil {
-			dial := unixEchoServer(b)
+			dial, pid := unixEchoServer(b)
+			peer = pid
 			conns := make(chan *unixEchoConn, 64)
 			call = func() error {
 				var uc *unixEchoConn
@@ -128,15 +142,18 @@ func BenchmarkAdapterRoundTrip(b *testing.B) {
 		}
 		b.Run(c.name+"/serial", func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := startCPU(peer)
 			for b.Loop() {
 				if err := call(); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu.report(b)
 		})
 		b.Run(c.name+"/parallel", func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetParallelism(4)
+			cpu := startCPU(peer)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					if err := call(); err != nil {
@@ -145,14 +162,67 @@ func BenchmarkAdapterRoundTrip(b *testing.B) {
 					}
 				}
 			})
+			cpu.report(b)
 		})
 	}
+}
+
+// cpuMeter measures the CPU time a benchmark takes in this process (the
+// host) and in the other one (the adapter, or the floor's server): less
+// moved than wall time by the load of a shared machine.
+type cpuMeter struct {
+	peer         int
+	self0, peer0 time.Duration
+}
+
+func startCPU(peer int) *cpuMeter {
+	m := &cpuMeter{peer: peer}
+	m.self0, _ = procCPU(0)
+	m.peer0, _ = procCPU(peer)
+	return m
+}
+
+// report adds host-cpu-µs/op and adapter-cpu-µs/op to the benchmark's
+// figures, where /proc tells them.
+func (m *cpuMeter) report(b *testing.B) {
+	self, ok1 := procCPU(0)
+	peer, ok2 := procCPU(m.peer)
+	if !ok1 || !ok2 || b.N == 0 {
+		return
+	}
+	b.ReportMetric(float64((self-m.self0).Microseconds())/float64(b.N), "host-cpu-µs/op")
+	b.ReportMetric(float64((peer-m.peer0).Microseconds())/float64(b.N), "adapter-cpu-µs/op")
+}
+
+// procCPU is the CPU time, user and system, that process pid (0: this one)
+// has used, from /proc (in clock ticks of 10 ms).
+func procCPU(pid int) (time.Duration, bool) {
+	path := "/proc/self/stat"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	// The fields after the command name (in parentheses): state is the
+	// first, utime the 12th, stime the 13th.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, true
 }
 
 // unixEchoServer runs the test binary as a process that answers every
 // length-prefixed request on a unix socket with as many bytes as the
 // request asks for (serveUnixEcho), and returns how to connect to it.
-func unixEchoServer(b *testing.B) func() (*unixEchoConn, error) {
+func unixEchoServer(b *testing.B) (dial func() (*unixEchoConn, error), pid int) {
 	sock := filepath.Join(b.TempDir(), "echo.sock")
 	cmd := exec.Command(testExe(b), "-test.run=^$")
 	cmd.Env = append(os.Environ(), "ARMORIQ_TEST_ROLE=unix-echo", "ARMORIQ_TEST_SOCKET="+sock)
@@ -177,7 +247,7 @@ func unixEchoServer(b *testing.B) func() (*unixEchoConn, error) {
 			return nil, err
 		}
 		return &unixEchoConn{c: c, buf: make([]byte, 64<<10)}, nil
-	}
+	}, cmd.Process.Pid
 }
 
 // unixEchoConn is one connection to the unix echo server.
@@ -263,9 +333,16 @@ func (echoAdapter) Health(context.Context) error { return nil }
 func (echoAdapter) CallToolV2(context.Context, *plugins.ToolCall, *plugins.CallEvents) (json.RawMessage, error) {
 	return echoResult, nil
 }
-func (echoAdapter) CallRaw(context.Context, *plugins.RawCall, *plugins.CallEvents) (*plugins.RawResult, error) {
+func (echoAdapter) CallRaw(_ context.Context, call *plugins.RawCall, _ *plugins.CallEvents) (*plugins.RawResult, error) {
+	if call.Name == "big" {
+		return &plugins.RawResult{Result: bigResult, Path: plugins.PathRaw}, nil
+	}
 	return &plugins.RawResult{Result: echoResult, Path: plugins.PathRaw}, nil
 }
+
+// bigResult is the echo adapter's answer to a raw call of "big": 1 MiB.
+var bigResult = textResult("big", 1<<20-len(textResult("big", 1)))
+
 func (e echoAdapter) GetPromptV2(ctx context.Context, name string, args map[string]string, _ *plugins.RequestExtra) (json.RawMessage, error) {
 	return e.GetPrompt(ctx, name, args)
 }

@@ -103,7 +103,7 @@ func (s *grpcServerV2) CallTool(stream protov2.Adapter_CallToolServer) error {
 		return toStatus(errors.New("the first message of CallTool must be the call"))
 	}
 	ctx := stream.Context()
-	ev, finish := adapterEvents(func(e callEvent) error {
+	a := newAdapterEvents(func(e callEvent) error {
 		out := &protov2.CallToolEvent{}
 		switch {
 		case e.progress != nil:
@@ -114,13 +114,15 @@ func (s *grpcServerV2) CallTool(stream protov2.Adapter_CallToolServer) error {
 			out.Event = &protov2.CallToolEvent_Request{Request: e.request}
 		}
 		return stream.Send(out)
-	}, func() (*protov2.ClientResponse, error) {
+	}, nil)
+	a.firstRequest = a.streamAnswers(func() (*protov2.ClientResponse, error) {
 		in, err := stream.Recv()
 		if err != nil {
 			return nil, err
 		}
 		return in.GetResponse(), nil
 	})
+	ev := &a.hooks
 	var res json.RawMessage
 	if s.v2 != nil {
 		call := &ToolCall{Name: req.GetName(), Arguments: req.GetArguments()}
@@ -131,7 +133,7 @@ func (s *grpcServerV2) CallTool(stream protov2.Adapter_CallToolServer) error {
 	} else {
 		res, err = s.impl.CallTool(ctx, req.GetName(), req.GetArguments(), ev.Progress)
 	}
-	finish()
+	a.finish()
 	r, err := jsonResultV2(res, err)
 	if err != nil {
 		return err
@@ -147,84 +149,114 @@ type callEvent struct {
 	request  *protov2.ServerRequest
 }
 
-// adapterEvents is the adapter's side of a call's bidirectional stream: the
-// hooks an adapter calls during the call, which send events with send, and
-// relay server requests, whose answers recv reads from the stream (from the
-// first request on: most calls make none). finish must be called when the
-// call returns, before its result is sent.
-func adapterEvents(send func(callEvent) error, recv func() (*protov2.ClientResponse, error)) (*CallEvents, func()) {
-	var (
-		mu       sync.Mutex // a gRPC stream is not safe for concurrent Send
-		done     bool
-		sendErr  error
-		nextID   int64
-		waiting  = map[int64]chan *protov2.JSONResult{}
-		readOnce sync.Once
-	)
-	emit := func(e callEvent) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if done || sendErr != nil {
-			return errors.New("call finished")
-		}
-		sendErr = send(e)
-		return sendErr
+// adapterEvents is the adapter's side of a call's events: the hooks an
+// adapter calls during the call (hooks), which send events with send, and
+// relay server requests, whose answers the stream's reader hands to
+// deliver. firstRequest, when not nil, is called once, at the call's first
+// server request (most calls make none): a call with a stream of its own
+// starts reading the answers there. finish must be called when the call
+// returns, before its result is sent.
+type adapterEvents struct {
+	send         func(callEvent) error
+	firstRequest func()
+	hooks        CallEvents
+
+	mu       sync.Mutex // a gRPC stream is not safe for concurrent Send
+	done     bool
+	sendErr  error
+	nextID   int64
+	waiting  map[int64]chan *protov2.JSONResult
+	readOnce sync.Once
+}
+
+func newAdapterEvents(send func(callEvent) error, firstRequest func()) *adapterEvents {
+	a := &adapterEvents{send: send, firstRequest: firstRequest}
+	a.hooks = CallEvents{
+		Progress: func(p Progress) {
+			_ = a.emit(callEvent{progress: &protov2.Progress{Progress: p.Progress, Total: p.Total, Message: p.Message}})
+		},
+		Log: func(m LogMessage) {
+			_ = a.emit(callEvent{log: &protov2.LogMessage{Level: m.Level, Logger: m.Logger, Data: m.Data}})
+		},
+		Request: a.request,
 	}
-	readAnswers := func() {
+	return a
+}
+
+func (a *adapterEvents) emit(e callEvent) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.done || a.sendErr != nil {
+		return errors.New("call finished")
+	}
+	a.sendErr = a.send(e)
+	return a.sendErr
+}
+
+func (a *adapterEvents) request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	if a.firstRequest != nil {
+		a.readOnce.Do(a.firstRequest)
+	}
+	ch := make(chan *protov2.JSONResult, 1)
+	a.mu.Lock()
+	a.nextID++
+	id := a.nextID
+	if a.waiting == nil {
+		a.waiting = map[int64]chan *protov2.JSONResult{}
+	}
+	a.waiting[id] = ch
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.waiting, id)
+		a.mu.Unlock()
+	}()
+	if err := a.emit(callEvent{request: &protov2.ServerRequest{Id: id, Method: method, Params: params}}); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return fromResultV2(r, nil)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// deliver hands the host's answer r to the server request waiting for it,
+// if any; it never blocks.
+func (a *adapterEvents) deliver(r *protov2.ClientResponse) {
+	if r == nil {
+		return
+	}
+	a.mu.Lock()
+	ch := a.waiting[r.GetId()]
+	delete(a.waiting, r.GetId())
+	a.mu.Unlock()
+	if ch != nil {
+		ch <- r.GetResult()
+	}
+}
+
+// finish ends the call's events: later ones are dropped.
+func (a *adapterEvents) finish() {
+	a.mu.Lock()
+	a.done = true
+	a.mu.Unlock()
+}
+
+// streamAnswers is the firstRequest of a call with a stream of its own:
+// it reads the host's answers from recv until the stream ends.
+func (a *adapterEvents) streamAnswers(recv func() (*protov2.ClientResponse, error)) func() {
+	return func() {
 		go func() {
 			for {
 				r, err := recv()
 				if err != nil {
 					return
 				}
-				if r == nil {
-					continue
-				}
-				mu.Lock()
-				ch := waiting[r.GetId()]
-				delete(waiting, r.GetId())
-				mu.Unlock()
-				if ch != nil {
-					ch <- r.GetResult()
-				}
+				a.deliver(r)
 			}
 		}()
-	}
-	ev := &CallEvents{
-		Progress: func(p Progress) {
-			_ = emit(callEvent{progress: &protov2.Progress{Progress: p.Progress, Total: p.Total, Message: p.Message}})
-		},
-		Log: func(m LogMessage) {
-			_ = emit(callEvent{log: &protov2.LogMessage{Level: m.Level, Logger: m.Logger, Data: m.Data}})
-		},
-		Request: func(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
-			readOnce.Do(readAnswers)
-			ch := make(chan *protov2.JSONResult, 1)
-			mu.Lock()
-			nextID++
-			id := nextID
-			waiting[id] = ch
-			mu.Unlock()
-			defer func() {
-				mu.Lock()
-				delete(waiting, id)
-				mu.Unlock()
-			}()
-			if err := emit(callEvent{request: &protov2.ServerRequest{Id: id, Method: method, Params: params}}); err != nil {
-				return nil, err
-			}
-			select {
-			case r := <-ch:
-				return fromResultV2(r, nil)
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		},
-	}
-	return ev, func() {
-		mu.Lock()
-		done = true
-		mu.Unlock()
 	}
 }
 
@@ -382,10 +414,11 @@ func (c *grpcClientV2) CallToolV2(ctx context.Context, call *ToolCall, ev *CallE
 // the caller's hooks and answers server requests with send, each on a
 // goroutine of its own (wg), under ctx.
 type hostEvents struct {
-	ctx  context.Context
-	ev   *CallEvents
-	send func(*protov2.ClientResponse) error
-	wg   sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc // of ctx, where the handler owns it (Raw.Session)
+	ev     *CallEvents
+	send   func(*protov2.ClientResponse) error
+	wg     sync.WaitGroup
 }
 
 func (h *hostEvents) handle(e callEvent) {

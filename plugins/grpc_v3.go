@@ -58,7 +58,7 @@ func (s *grpcServerV3) Call(stream protov3.Raw_CallServer) error {
 	if req == nil {
 		return toStatus(errors.New("the first message of Raw.Call must be the call"))
 	}
-	ev, finish := adapterEvents(func(e callEvent) error {
+	a := newAdapterEvents(func(e callEvent) error {
 		out := &protov3.RawEvent{}
 		switch {
 		case e.progress != nil:
@@ -69,13 +69,28 @@ func (s *grpcServerV3) Call(stream protov3.Raw_CallServer) error {
 			out.Event = &protov3.RawEvent_Request{Request: e.request}
 		}
 		return stream.Send(out)
-	}, func() (*protov2.ClientResponse, error) {
+	}, nil)
+	a.firstRequest = a.streamAnswers(func() (*protov2.ClientResponse, error) {
 		in, err := stream.Recv()
 		if err != nil {
 			return nil, err
 		}
 		return in.GetResponse(), nil
 	})
+	ev := a.callHooks(req)
+	res, err := s.impl.CallRaw(stream.Context(), rawCallOf(req), ev)
+	a.finish()
+	out, err := rawResultOf(res, err)
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(&protov3.RawEvent{Event: &protov3.RawEvent_Result{Result: out}})
+}
+
+// callHooks returns the hooks of a raw call that asked for the events req
+// says.
+func (a *adapterEvents) callHooks(req *protov3.RawCall) *CallEvents {
+	ev := &a.hooks
 	if req.GetProgressToken() == "" {
 		ev.Progress = nil
 	}
@@ -85,7 +100,12 @@ func (s *grpcServerV3) Call(stream protov3.Raw_CallServer) error {
 	if !req.GetRequests() {
 		ev.Request = nil
 	}
-	res, err := s.impl.CallRaw(stream.Context(), &RawCall{
+	return ev
+}
+
+// rawCallOf is the RawCall req carries.
+func rawCallOf(req *protov3.RawCall) *RawCall {
+	return &RawCall{
 		Method:          req.GetMethod(),
 		Name:            req.GetName(),
 		Params:          req.GetParams(),
@@ -93,15 +113,19 @@ func (s *grpcServerV3) Call(stream protov3.Raw_CallServer) error {
 		ProgressToken:   req.GetProgressToken(),
 		Traceparent:     req.GetTraceparent(),
 		Tracestate:      req.GetTracestate(),
-	}, ev)
-	finish()
+	}
+}
+
+// rawResultOf is the wire result of CallRaw's outcome: the upstream's
+// JSON-RPC error travels in it, any other error is returned.
+func rawResultOf(res *RawResult, err error) (*protov3.RawResult, error) {
 	out := &protov3.RawResult{}
 	var rpcErr *RPCError
 	switch {
 	case errors.As(err, &rpcErr):
 		out.Error = &protov2.RPCError{Code: rpcErr.Code, Message: rpcErr.Message, Data: rpcErr.Data}
 	case err != nil:
-		return toStatus(err)
+		return nil, err
 	}
 	if res != nil {
 		out.Path, out.ProtocolVersion = res.Path, res.ProtocolVersion
@@ -109,13 +133,23 @@ func (s *grpcServerV3) Call(stream protov3.Raw_CallServer) error {
 			out.Result = res.Result
 		}
 	}
-	return stream.Send(&protov3.RawEvent{Event: &protov3.RawEvent_Result{Result: out}})
+	return out, nil
+}
+
+// resultOfRaw is the host's side of rawResultOf.
+func resultOfRaw(r *protov3.RawResult) (*RawResult, error) {
+	if er := r.GetError(); er != nil {
+		return &RawResult{Path: r.GetPath(), ProtocolVersion: r.GetProtocolVersion()},
+			&RPCError{Code: er.GetCode(), Message: er.GetMessage(), Data: er.GetData()}
+	}
+	return &RawResult{Result: r.GetResult(), Path: r.GetPath(), ProtocolVersion: r.GetProtocolVersion()}, nil
 }
 
 // grpcClientV3 is the host's side of contract version 3.
 type grpcClientV3 struct {
 	grpcClientV2
-	r protov3.RawClient
+	r   protov3.RawClient
+	mux *rawMux // under contract version 4: raw calls go on Raw.Session
 }
 
 var _ AdapterRaw = (*grpcClientV3)(nil)
@@ -129,6 +163,9 @@ var rawInputPool = sync.Pool{New: func() any {
 func (c *grpcClientV3) CallRaw(ctx context.Context, call *RawCall, ev *CallEvents) (*RawResult, error) {
 	if ev == nil {
 		ev = &CallEvents{}
+	}
+	if c.mux != nil {
+		return c.mux.call(ctx, call, ev)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -180,12 +217,7 @@ func (c *grpcClientV3) CallRaw(ctx context.Context, call *RawCall, ev *CallEvent
 		case *protov3.RawEvent_Request:
 			h.handle(callEvent{request: e.Request})
 		case *protov3.RawEvent_Result:
-			r := e.Result
-			if er := r.GetError(); er != nil {
-				return &RawResult{Path: r.GetPath(), ProtocolVersion: r.GetProtocolVersion()},
-					&RPCError{Code: er.GetCode(), Message: er.GetMessage(), Data: er.GetData()}
-			}
-			return &RawResult{Result: r.GetResult(), Path: r.GetPath(), ProtocolVersion: r.GetProtocolVersion()}, nil
+			return resultOfRaw(e.Result)
 		}
 	}
 }

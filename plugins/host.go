@@ -233,7 +233,7 @@ type Status struct {
 	Transport string
 	State     State
 	PID       int       // of the adapter process while it runs
-	Contract  int       // the contract version it speaks while it runs (1 to 3)
+	Contract  int       // the contract version it speaks while it runs (1 to 4)
 	Restarts  int       // restarts after a crash or a failed start
 	LastError string    // why it last went down, empty if it never did
 	Since     time.Time // when State last changed
@@ -373,7 +373,8 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))},
+			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+			grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow)},
 		StartTimeout: h.opts.startTimeout,
 		Logger:       h.logger().Named(cfg.ID),
 		// go-plugin passes a command carrying only its own variables; the

@@ -55,6 +55,12 @@ func TestMain(m *testing.M) {
 	case "adapter-echo":
 		plugins.Serve(echoAdapter{}) // bench_test.go
 		os.Exit(0)
+	case "adapter-mux":
+		plugins.Serve(muxAdapter{}) // mux_test.go
+		os.Exit(0)
+	case "adapter-mux-v3":
+		plugins.ServeV3(muxAdapter{})
+		os.Exit(0)
 	case "unix-echo":
 		if err := serveUnixEcho(); err != nil { // bench_test.go
 			fmt.Fprintln(os.Stderr, err)

@@ -18,12 +18,13 @@ import (
 
 // The go-plugin handshake. A host and an adapter must agree on the cookie;
 // the protocol version selects the contract: 1 is proto/adapter.proto, 2 is
-// proto/v2/adapter.proto, 3 is version 2 plus proto/v3/adapter.proto. Both sides declare every version they speak in
+// proto/v2/adapter.proto, 3 is version 2 plus proto/v3/adapter.proto's
+// Raw.Call, 4 is version 3 plus Raw.Session. Both sides declare every version they speak in
 // pluginSets and go-plugin picks the highest they share, so a host runs
 // adapters built against either, and an adapter built against both runs
 // under an older host.
 const (
-	ProtocolVersion  = 3 // the newest contract version this build speaks
+	ProtocolVersion  = 4 // the newest contract version this build speaks
 	MagicCookieKey   = "ARMORIQ_PLUGIN"
 	MagicCookieValue = "7d3c1a8e-armoriq-adapter"
 )
@@ -32,6 +33,16 @@ const (
 // directions: a tool's arguments or result, a resource's contents. gRPC's
 // default of 4 MiB is too small for some resources.
 const MaxMessageSize = 64 << 20
+
+// flowWindow is the HTTP/2 flow-control window of the connection between
+// host and adapter, and of each of its streams, on both sides. A fixed
+// window turns off gRPC's bandwidth estimation, which otherwise sends a
+// ping after nearly every message of a call and waits for its
+// acknowledgement: two more frames and wake-ups per message on a socket
+// whose latency is nothing to estimate. It is the largest window the
+// estimation could reach, so large messages flow as before; both sides
+// read every stream as its messages arrive.
+const flowWindow = 16 << 20
 
 // pluginName is the name the adapter is dispensed under.
 const pluginName = "adapter"
@@ -45,8 +56,8 @@ func handshake() plugin.HandshakeConfig {
 }
 
 // pluginSets lists the contract versions this build speaks. impl is nil on
-// the host side, which speaks all three; an adapter offers version 3 only
-// when it implements AdapterRaw.
+// the host side, which speaks all four; an adapter offers versions 3 and 4
+// only when it implements AdapterRaw.
 func pluginSets(impl Adapter) map[int]plugin.PluginSet {
 	sets := map[int]plugin.PluginSet{
 		1: {pluginName: &AdapterPlugin{Impl: impl}},
@@ -54,6 +65,7 @@ func pluginSets(impl Adapter) map[int]plugin.PluginSet {
 	}
 	if _, raw := impl.(AdapterRaw); raw || impl == nil {
 		sets[3] = plugin.PluginSet{pluginName: &AdapterPluginV3{Impl: impl}}
+		sets[4] = plugin.PluginSet{pluginName: &AdapterPluginV4{Impl: impl}}
 	}
 	return sets
 }
@@ -118,7 +130,8 @@ func serve(impl Adapter, sets map[int]plugin.PluginSet) {
 		HandshakeConfig:  handshake(),
 		VersionedPlugins: sets,
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(MaxMessageSize))...)
+			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(MaxMessageSize),
+				grpc.StaticStreamWindowSize(flowWindow), grpc.StaticConnWindowSize(flowWindow))...)
 		},
 	})
 	// The host asked the plugin to shut down.
