@@ -15,7 +15,10 @@ import (
 // template mistake fails here and not in front of an operator.
 func TestTemplatesRender(t *testing.T) {
 	c := &Console{prefix: "/console", now: time.Now}
-	if err := c.parse(); err != nil {
+	if c.pages != nil {
+		t.Fatal("the pages are parsed before the first page is served")
+	}
+	if _, err := c.page("error"); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
