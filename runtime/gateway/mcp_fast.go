@@ -176,7 +176,7 @@ func (s *sseWriter) log(m plugins.LogMessage) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lv, ok := logLevels[m.Level]
-	if min, known := logLevels[s.level]; !ok || !known || lv < min {
+	if min, known := logLevels[s.level]; s.done || !ok || !known || lv < min {
 		return
 	}
 	s.event(b)
@@ -209,7 +209,7 @@ func (s *sseWriter) progress(token any) func(plugins.Progress) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.done {
-			return // the answer is written: a late notification must not follow it
+			return
 		}
 		s.event(b)
 	}
@@ -319,9 +319,8 @@ func (ep *mcpEndpoint) answered(keyID string, body []byte) bool {
 func (s *sseWriter) finish(answer []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.done = true
+	s.done = true // a late notification must not follow the answer or start a stream now
 	if !s.started {
-		s.level = "" // a late log message must not start a stream now
 		return false
 	}
 	s.event(answer)
