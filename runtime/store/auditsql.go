@@ -429,6 +429,9 @@ func (s *sqlStore) ExportAudit(ctx context.Context, f AuditFilter, fn func(Audit
 }
 
 func (s *sqlStore) exportAudit(ctx context.Context, op string, f AuditFilter, fn func(AuditRecord) error) error {
+	if err := s.auditSynced(ctx, op); err != nil {
+		return err
+	}
 	q, args := s.auditQuery(f)
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -451,6 +454,9 @@ func (s *sqlStore) exportAudit(ctx context.Context, op string, f AuditFilter, fn
 // running meanwhile neither show up as insertions nor hide a deletion.
 func (s *sqlStore) VerifyAudit(ctx context.Context) (VerifyReport, error) {
 	const op = "verify audit"
+	if err := s.auditSynced(ctx, op); err != nil {
+		return VerifyReport{}, err
+	}
 	tx, err := s.r.BeginTx(ctx, s.d.snapshot)
 	if err != nil {
 		return VerifyReport{}, dbError(op, err)

@@ -17,6 +17,19 @@ type engine struct {
 	// replicasHearEachOther: a revocation in one Store reaches another
 	// Store opened on the same database (PostgreSQL LISTEN/NOTIFY).
 	replicasHearEachOther bool
+	// direct turns a DSN into one whose audit batches commit to the
+	// database itself (SQLite without its journal), for tests of several
+	// appenders on one database and of the database refusing a batch;
+	// nil: the DSN as it is.
+	direct func(dsn string) string
+}
+
+// directDSN is dsn as e.direct makes it.
+func (e engine) directDSN(dsn string) string {
+	if e.direct == nil {
+		return dsn
+	}
+	return e.direct(dsn)
 }
 
 var sqliteEngine = engine{
@@ -24,6 +37,7 @@ var sqliteEngine = engine{
 	newDB: func(t testing.TB) string {
 		return "sqlite:" + filepath.Join(t.TempDir(), "armoriq.db")
 	},
+	direct: func(dsn string) string { return dsn + "?audit_journal=off" },
 }
 
 // postgresEngine gives every test its own schema in the database named by

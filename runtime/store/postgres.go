@@ -91,6 +91,7 @@ func OpenPostgres(ctx context.Context, url string) (Store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.startAudit(nil)
 	s.listener = newPGListener(cfg, channel, s.hub)
 	return s, nil
 }

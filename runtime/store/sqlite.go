@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -56,7 +57,23 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 // (fsync at every commit, survives power loss) or SyncNormal (survives a
 // crash of the process, not of the machine).
 func OpenSQLiteSync(ctx context.Context, path, sync string) (Store, error) {
+	return OpenSQLiteWith(ctx, path, SQLiteOptions{Sync: sync})
+}
+
+// SQLiteOptions are the choices of a SQLite store.
+type SQLiteOptions struct {
+	// Sync is SyncFull (the default) or SyncNormal.
+	Sync string
+	// NoAuditJournal commits every audit batch to the database itself
+	// instead of journaling it first (journal.go): slower, for comparison.
+	NoAuditJournal bool
+}
+
+// OpenSQLiteWith opens (creating if needed) the SQLite database at path
+// with the given options, and applies migrations.
+func OpenSQLiteWith(ctx context.Context, path string, o SQLiteOptions) (Store, error) {
 	const op = "open sqlite"
+	sync := o.Sync
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, errorf(op, ErrInvalid, "unusable database path %q", path)
 	}
@@ -101,6 +118,28 @@ func OpenSQLiteSync(ctx context.Context, path, sync string) (Store, error) {
 		return nil, err
 	}
 	s.checkpoints = newWALCheckpointer(ckpt)
+	var write func([]*appendReq) error
+	if journalSupported && !o.NoAuditJournal {
+		j, err := openJournal(ctx, s, path, !strings.EqualFold(sync, SyncNormal))
+		switch {
+		case errors.Is(err, errJournalHeld):
+			// Another process appends to this database's audit log; this
+			// one reads it and refuses to append (two appenders would fork
+			// the chain).
+			msg := err.Error()
+			slog.Warn("store: the audit journal is held by another process: this one can read the audit log but not append to it", "err", msg)
+			write = func([]*appendReq) error {
+				return errorf("append audit", ErrUnavailable, "%s (the process holding it appends to this database's audit log; use PostgreSQL for several gateways)", msg)
+			}
+		case err != nil:
+			s.Close()
+			return nil, err
+		default:
+			s.journal = j
+			write = j.write
+		}
+	}
+	s.startAudit(write)
 	return s, nil
 }
 
@@ -127,6 +166,14 @@ func enableWAL(ctx context.Context, db *sql.DB) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// isConstraint reports whether err is SQLite refusing a write under a
+// constraint (a trigger's RAISE included).
+func isConstraint(err error) bool {
+	var e *sqlite.Error
+	const constraint = 19
+	return errors.As(err, &e) && e.Code()&0xff == constraint
 }
 
 func isBusy(err error) bool {

@@ -76,6 +76,9 @@ type sqlStore struct {
 	// checkpoints copies the WAL back into the database off the commit
 	// path (SQLite only; checkpoint.go).
 	checkpoints *walCheckpointer
+	// journal makes audit batches durable before they reach the database
+	// (SQLite only; journal.go). nil: batches commit to the database.
+	journal *auditJournal
 
 	closeOnce sync.Once
 	closeErr  error
@@ -91,9 +94,27 @@ func newSQLStore(ctx context.Context, d *dialect, w, r *sql.DB) (*sqlStore, erro
 	if err != nil {
 		return nil, err
 	}
-	s := &sqlStore{d: d, w: w, r: r, hub: newHub(), as: as}
-	s.audit = newAuditWriter(s.writeAuditBatch)
-	return s, nil
+	// The caller starts the audit writer (startAudit), once it knows how
+	// batches are written.
+	return &sqlStore{d: d, w: w, r: r, hub: newHub(), as: as}, nil
+}
+
+// startAudit starts the group writer with write, or with the database's
+// own transactions if write is nil.
+func (s *sqlStore) startAudit(write func([]*appendReq) error) {
+	if write == nil {
+		write = s.writeAuditBatch
+	}
+	s.audit = newAuditWriter(write)
+}
+
+// auditSynced waits, before a read of the audit log, until every record
+// appended before it is in the database (with a journal; at once without).
+func (s *sqlStore) auditSynced(ctx context.Context, op string) error {
+	if s.journal == nil {
+		return nil
+	}
+	return s.journal.synced(ctx, op)
 }
 
 // now is the store's clock, in UTC.
@@ -461,7 +482,13 @@ func (s *sqlStore) RevokedSince(ctx context.Context, t time.Time) ([]Revocation,
 
 func (s *sqlStore) Close() error {
 	s.closeOnce.Do(func() {
-		s.audit.close()
+		if s.audit != nil {
+			s.audit.close()
+		}
+		var jerr error
+		if s.journal != nil {
+			jerr = s.journal.close()
+		}
 		s.as.close()
 		if s.checkpoints != nil {
 			s.checkpoints.close()
@@ -476,6 +503,9 @@ func (s *sqlStore) Close() error {
 		}
 		if err != nil {
 			s.closeErr = dbError("close", err)
+		}
+		if jerr != nil {
+			s.closeErr = errors.Join(s.closeErr, errorf("close", ErrUnavailable, "audit journal: %v", jerr))
 		}
 	})
 	return s.closeErr

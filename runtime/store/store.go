@@ -226,7 +226,8 @@ func parseRevocation(s string) (Revocation, bool) {
 }
 
 // Open opens the store named by dsn: "postgres://…" or "postgresql://…" is
-// PostgreSQL; "sqlite:PATH" (optionally "?synchronous=normal") or a plain
+// PostgreSQL; "sqlite:PATH" (optionally "?synchronous=normal",
+// "?audit_journal=off", or both joined by "&") or a plain
 // file path is SQLite.
 func Open(ctx context.Context, dsn string) (Store, error) {
 	switch {
@@ -234,18 +235,26 @@ func Open(ctx context.Context, dsn string) (Store, error) {
 		return OpenPostgres(ctx, dsn)
 	case strings.HasPrefix(dsn, "sqlite:"):
 		path, query, _ := strings.Cut(strings.TrimPrefix(dsn, "sqlite:"), "?")
-		sync := SyncFull
+		o := SQLiteOptions{Sync: SyncFull}
 		for _, kv := range strings.Split(query, "&") {
 			k, v, _ := strings.Cut(kv, "=")
 			switch k {
 			case "":
 			case "synchronous":
-				sync = v
+				o.Sync = v
+			case "audit_journal":
+				switch v {
+				case "on":
+				case "off":
+					o.NoAuditJournal = true
+				default:
+					return nil, errorf("open", ErrInvalid, "audit_journal=%q: want on or off", v)
+				}
 			default:
-				return nil, errorf("open", ErrInvalid, "unknown SQLite option %q (known: synchronous=full|normal)", k)
+				return nil, errorf("open", ErrInvalid, "unknown SQLite option %q (known: synchronous=full|normal, audit_journal=on|off)", k)
 			}
 		}
-		return OpenSQLiteSync(ctx, path, sync)
+		return OpenSQLiteWith(ctx, path, o)
 	case strings.Contains(dsn, "://"):
 		return nil, errorf("open", ErrInvalid, "unknown database scheme in %q", redactDSN(dsn))
 	default:
