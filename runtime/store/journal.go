@@ -129,9 +129,10 @@ type auditJournal struct {
 	open map[int64]struct{}
 	buf  []byte
 
-	// testHookWrite, if set, runs before each batch is written; an error
-	// fails the write as an I/O error would.
-	testHookWrite func() error
+	// testHookSync, if set, runs after a batch is written and before it is
+	// synced; an error fails the batch as a failed fdatasync would (the
+	// frames may be in the file).
+	testHookSync func() error
 
 	// The applier's state.
 	mu       sync.Mutex
@@ -350,11 +351,6 @@ func (j *auditJournal) write(batch []*appendReq) error {
 // waiting for the applier and starting over at the file's start when buf
 // does not fit in what is left.
 func (j *auditJournal) writeFrames(buf []byte) error {
-	if j.testHookWrite != nil {
-		if err := j.testHookWrite(); err != nil {
-			return err
-		}
-	}
 	n := int64(len(buf))
 	if j.off+n > j.size {
 		// Every record in the file must be in the database before the
@@ -374,6 +370,11 @@ func (j *auditJournal) writeFrames(buf []byte) error {
 	}
 	if _, err := j.f.WriteAt(buf, j.off); err != nil {
 		return fmt.Errorf("write %s: %w", j.path, err)
+	}
+	if j.testHookSync != nil {
+		if err := j.testHookSync(); err != nil {
+			return fmt.Errorf("sync %s: %w", j.path, err)
+		}
 	}
 	if j.sync {
 		if err := datasync(j.f); err != nil {
