@@ -443,3 +443,42 @@ func TestAuditEndpoints(t *testing.T) {
 		t.Errorf("audit export contains an API key: %s", data)
 	}
 }
+
+// TestCachedTokenStillChecked calls /invoke with a token and plan the
+// gateway has verified and parsed before (cached by their bytes): each
+// call is still checked against its own key, plan, step and parameters.
+func TestCachedTokenStillChecked(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	tok := g.issue("alice@example.com", step("tools", "echo", map[string]any{"text": "hi"}))
+	ok := func(what string) {
+		t.Helper()
+		if resp, out := g.sdkInvoke(g.agentKey, tok, "tools", "echo", map[string]any{"text": "hi"}, nil); resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d: %v", what, resp.StatusCode, out)
+		}
+	}
+	ok("first call")
+	ok("second call, from the cache")
+
+	other := map[string]any{"goal": "x", "steps": []any{map[string]any{"action": "echo", "mcp": "tools", "params": map[string]any{"text": "evil"}}}}
+	tests := []struct {
+		name  string
+		key   string
+		args  map[string]any
+		extra map[string]any
+		want  string
+	}{
+		{"another plan with the cached token", g.agentKey, map[string]any{"text": "evil"},
+			map[string]any{"plan": other, "intent_token": map[string]any{"plan": other, "token": tok["token"], "intent_reference": tok["intent_reference"]}},
+			"not the plan the token signed"},
+		{"the cached token and plan from another API key", g.createKey("agent2", "agent"), map[string]any{"text": "hi"}, nil, "another API key"},
+		{"the cached token and plan, other parameters", g.agentKey, map[string]any{"text": "bye"}, nil, "differ from those planned"},
+	}
+	for _, tt := range tests {
+		resp, out := g.sdkInvoke(tt.key, tok, "tools", "echo", tt.args, tt.extra)
+		if msg, _ := out["message"].(string); resp.StatusCode == 200 || !strings.Contains(msg, tt.want) {
+			t.Errorf("%s: status %d: %v; want a refusal saying %q", tt.name, resp.StatusCode, out, tt.want)
+		}
+	}
+	ok("the signed plan again")
+}

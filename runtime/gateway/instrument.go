@@ -76,7 +76,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		switch rt.route {
 		case routeInvoke, routeMCP, routeToken:
 			var span trace.Span
-			ctx, span = s.startServerSpan(r.WithContext(ctx), rt.route)
+			ctx, span = s.startServerSpan(ctx, r, rt.route)
 			defer func() { endServerSpan(span, sw.code) }()
 		}
 		next.ServeHTTP(sw, r.WithContext(ctx))

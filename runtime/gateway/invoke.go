@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,20 +122,23 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if rawTok == nil {
 		return nil, errorf(KindUnauthenticated, "an intent token is required: request one from /iap/sdk/token")
 	}
-	var tok intent.Token
-	if err := json.Unmarshal(rawTok, &tok); err != nil {
-		return nil, errorf(KindUnauthenticated, "intent token is malformed: %v", err)
-	}
 	now := s.now()
-	if !s.tokens.isVerified(rawTok) {
-		if err := intent.VerifyToken(&tok, s.tokenKeys(), now); err != nil {
+	tokSum := sha256.Sum256(rawTok)
+	vt, verified := s.tokens.verifiedToken(tokSum)
+	if !verified {
+		tok := new(intent.Token)
+		if err := json.Unmarshal(rawTok, tok); err != nil {
+			return nil, errorf(KindUnauthenticated, "intent token is malformed: %v", err)
+		}
+		if err := intent.VerifyToken(tok, s.tokenKeys(), now); err != nil {
 			return nil, tokenError(err)
 		}
-		s.tokens.markVerified(rawTok, floatTime(tok.ExpiresAt), now)
-	} else if !now.Before(floatTime(tok.ExpiresAt)) {
+		vt = s.tokens.markVerified(tokSum, tok, floatTime(tok.ExpiresAt), now)
+	} else if !now.Before(vt.expires) {
 		// The same bytes verified before; only time has moved.
 		return nil, tokenError(intent.ErrExpired)
 	}
+	tok := vt.tok // shared with every call sending the same bytes: read only
 	rec.PlanHash = tok.PlanHash
 	ref := it.IntentReference
 	if ref == "" {
@@ -162,11 +166,11 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	case trec.PlanHash != tok.PlanHash:
 		return nil, errorf(KindUnauthenticated, "intent token %s does not match its plan hash", ref)
 	}
-	rec.Agent, rec.Client = trec.Agent, tokenClient(&tok)
+	rec.Agent, rec.Client = trec.Agent, tokenClient(tok)
 
 	// Who the call is for: the user the token is bound to, else the one
 	// the call names, else the token's user_id (docs/gateway.md).
-	who, err := endUserOf(&tok, trec.User, append(claims, c.endUserClaims()...))
+	who, err := endUserOf(tok, trec.User, append(claims, c.endUserClaims()...))
 	user := who.User
 	rec.UserSource = who.Source
 	if err != nil {
@@ -180,19 +184,16 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if rawPlan == nil {
 		return nil, errorf(KindInvalid, "the plan is required with the call (intent_token.plan or plan)")
 	}
-	plan, err := intent.ParsePlan(rawPlan)
+	plan, err := s.planOf(tokSum, vt, rawPlan)
 	if err != nil {
-		return nil, errorf(KindUnauthenticated, "the plan sent with the call is invalid: %v", err)
-	}
-	if h := intent.PlanHash(plan); h != tok.PlanHash {
-		return nil, errorf(KindUnauthenticated, "the plan sent with the call is not the plan the token signed (plan hash %s, token says %s)", short(h), short(tok.PlanHash))
+		return nil, err
 	}
 	step, err := s.bindStep(r, &req, plan, action, args)
 	if err != nil {
 		return nil, err
 	}
 	rec.Step = int64(step)
-	if err := s.checkTokenPolicy(&tok, req.MCP, action); err != nil {
+	if err := checkTokenPolicyOf(vt.policy, vt.policyErr, req.MCP, action); err != nil {
 		inv.decision = policy.Decision{Effect: policy.Deny, RuleID: tokenPolicyRule, Reason: err.Error()}
 		return nil, err
 	}
@@ -268,15 +269,42 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	return map[string]any{"jsonrpc": "2.0", "id": rec.RequestID, "result": res}, nil
 }
 
+// planOf returns rawPlan parsed, if it is the plan the token of vt (cached
+// under tokSum) signed: from the cache when the token was last sent with
+// the same bytes.
+func (s *Server) planOf(tokSum [32]byte, vt *verifiedToken, rawPlan []byte) (*signedPlan, error) {
+	sum := sha256.Sum256(rawPlan)
+	if vt.plan != nil && vt.planSum == sum {
+		return vt.plan, nil
+	}
+	sp, err := checkPlan(rawPlan, vt.tok)
+	if err != nil {
+		return nil, err
+	}
+	s.tokens.setPlan(tokSum, vt, sum, sp)
+	return sp, nil
+}
+
+// checkPlan parses rawPlan and checks that it is the plan tok signed.
+func checkPlan(rawPlan []byte, tok *intent.Token) (*signedPlan, error) {
+	plan, err := intent.ParsePlan(rawPlan)
+	if err != nil {
+		return nil, errorf(KindUnauthenticated, "the plan sent with the call is invalid: %v", err)
+	}
+	if h := intent.PlanHash(plan); h != tok.PlanHash {
+		return nil, errorf(KindUnauthenticated, "the plan sent with the call is not the plan the token signed (plan hash %s, token says %s)", short(h), short(tok.PlanHash))
+	}
+	return newSignedPlan(plan), nil
+}
+
 // bindStep finds the plan step this call is, or explains why it is none.
 // The SDK names a step by X-CSRG-Path and proves it with X-CSRG-Proof; the
 // gateway also checks the parameters, which the hosted service does not.
-func (s *Server) bindStep(r *http.Request, req *invokeRequest, plan *intent.Plan, action string, args map[string]any) (int, error) {
+func (s *Server) bindStep(r *http.Request, req *invokeRequest, sp *signedPlan, action string, args map[string]any) (int, error) {
 	if d := r.Header.Get("X-CSRG-Value-Digest"); d != "" && !intent.MatchValueDigest(action, d) {
 		return -1, errorf(KindIntentMismatch, "X-CSRG-Value-Digest does not match action %q", action)
 	}
-	leaves := intent.PlanLeaves(plan)
-	tree := intent.NewTree(leaves)
+	plan, leaves, tree := sp.plan, sp.leaves, sp.tree
 	leaf := intent.StepLeaf(intent.Step{Action: action, MCP: req.MCP, Params: args})
 	if raw := proofBytes(r, req); raw != nil {
 		// The tree's own check pins leaf_count to the plan's length, so the

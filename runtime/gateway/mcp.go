@@ -235,17 +235,16 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	r = r.WithContext(ctx)
 	if body != nil && ep.answered(c.KeyID, body) {
 		// The client's answer to a request the gateway relayed from an
 		// upstream during a call.
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	if body != nil && ep.fastToolCall(w, r, body) {
+	if body != nil && ep.fastToolCall(ctx, w, r, body) {
 		return
 	}
-	ep.sdk.ServeHTTP(w, r)
+	ep.sdk.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // rebound reports a request that reached a loopback address under a

@@ -199,9 +199,12 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 
 	// 5. Forward, cancelled if the key or token is revoked meanwhile.
 	rec.Decision = store.Allowed
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	if tokenRef != "" {
+		// Without a token, the request's context is the one a revoked
+		// key cancels (ServeHTTP).
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
 		defer s.inflight.addToken(tokenRef, cancel)()
 	}
 	ctx = withUpstreamRequest(ctx, &upstreamRequest{
@@ -300,12 +303,9 @@ func (ep *mcpEndpoint) checkIntent(ctx context.Context, raw any, rt route, args 
 	if firstJSON(in.Plan) == nil {
 		return "", "", errorf(KindInvalid, "_meta[%q].plan is required", metaIntent)
 	}
-	plan, err := intent.ParsePlan(in.Plan)
+	plan, err := checkPlan(in.Plan, &tok)
 	if err != nil {
-		return "", "", errorf(KindUnauthenticated, "the plan sent with the call is invalid: %v", err)
-	}
-	if h := intent.PlanHash(plan); h != tok.PlanHash {
-		return "", "", errorf(KindUnauthenticated, "the plan sent with the call is not the plan the token signed (plan hash %s, token says %s)", short(h), short(tok.PlanHash))
+		return "", "", err
 	}
 	hr := &http.Request{Header: http.Header{}}
 	step, err := s.bindStep(hr, &invokeRequest{MCP: rt.server.ID, MerkleProof: in.MerkleProof}, plan, rt.name, args)

@@ -47,9 +47,10 @@ type fastRequest struct {
 // serverInfoMeta is the gateway's _meta serverInfo (SEP-2575).
 var serverInfoMeta = json.RawMessage(`{"name":"armoriq-gateway","title":"armoriq gateway","version":"1"}`)
 
-// fastToolCall serves body if it is a tools/call the fast path may take,
-// and reports whether it did.
-func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body []byte) bool {
+// fastToolCall serves body, of request r, if it is a tools/call the fast
+// path may take, and reports whether it did. ctx is the request's context
+// with the caller on it (r's is not).
+func (ep *mcpEndpoint) fastToolCall(ctx context.Context, w http.ResponseWriter, r *http.Request, body []byte) bool {
 	t := bytes.TrimSpace(body)
 	if len(t) == 0 || t[0] != '{' || !bytes.Contains(t, []byte(`"tools/call"`)) {
 		return false
@@ -86,7 +87,7 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 	case pv != "" && !slices.Contains(mcp.SupportedProtocolVersions(), pv):
 		return false
 	}
-	c := ep.cat.current(r.Context())
+	c := ep.cat.current(ctx)
 	rt, ok := c.tools[p.Name]
 	if !ok || !rt.fast {
 		return false
@@ -94,7 +95,7 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 
 	ep.metrics.fast.Add(1)
 	// An upstream's log messages turn the answer into an event stream.
-	mc := mcpCallFrom(r.Context())
+	mc := mcpCallFrom(ctx)
 	sw := &sseWriter{w: w, level: "info", ep: ep, keyID: mc.caller.KeyID, asks: mc.asks}
 	if modern {
 		sw.level, _ = p.Meta["io.modelcontextprotocol/logLevel"].(string)
@@ -111,7 +112,7 @@ func (ep *mcpEndpoint) fastToolCall(w http.ResponseWriter, r *http.Request, body
 		// call; a 2026-07-28 one gets input_required results instead.
 		tc.request = sw.request
 	}
-	raw, err := ep.callTool(r.Context(), tc)
+	raw, err := ep.callTool(ctx, tc)
 	if err == nil && modern {
 		raw = annotateModern(raw)
 	}

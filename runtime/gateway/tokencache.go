@@ -1,28 +1,63 @@
 package gateway
 
 import (
-	"crypto/sha256"
 	"sync"
 	"time"
 
+	"github.com/armoriq/controlplane/runtime/intent"
+	"github.com/armoriq/controlplane/runtime/policy"
 	"github.com/armoriq/controlplane/runtime/store"
 )
 
 // tokenCache keeps issued-token records and the tokens whose signature
 // already verified, so a call costs neither a database read nor an Ed25519
-// verification per request. Records only change by revocation, which every
-// replica hears (watchRevocations evicts them); expiry is still checked on
-// every call against the gateway's clock.
+// verification per request, nor decoding the token and the plan again when
+// the SDK sends the same bytes. Records only change by revocation, which
+// every replica hears (watchRevocations evicts them); expiry is still
+// checked on every call against the gateway's clock. What is kept for a
+// token's bytes is a function of those bytes alone: which key presents
+// them, for whom and for what call is checked on every call.
 type tokenCache struct {
 	mu       sync.Mutex
-	records  map[string]store.Token // by token id
-	verified map[[32]byte]time.Time // sha256 of the token's exact bytes → its expiry
-	limit    int                    // entries per map before expired ones are swept
+	records  map[string]store.Token      // by token id
+	verified map[[32]byte]*verifiedToken // by the sha256 of the token's exact bytes
+	limit    int                         // entries per map before expired ones are swept
+}
+
+// verifiedToken is a token whose signature verified, decoded once. It is
+// never modified after it is cached (a new one replaces it): every call
+// presenting the same bytes reads it, its Policy map included.
+type verifiedToken struct {
+	tok     *intent.Token
+	expires time.Time
+	// policy is the token's policy parsed (ParseTokenPolicy), or the
+	// error parsing it gave, in policyErr.
+	policy    *policy.TokenPolicy
+	policyErr error
+	// plan is the plan last sent with the token whose hash is the token's
+	// plan hash, and planSum the sha256 of its exact bytes: a call sending
+	// the same bytes is spared parsing and hashing them again.
+	planSum [32]byte
+	plan    *signedPlan
+}
+
+// signedPlan is a plan checked against its token's plan hash, with what
+// binding a call to one of its steps needs (bindStep). Never modified.
+type signedPlan struct {
+	plan   *intent.Plan
+	leaves [][32]byte
+	tree   *intent.Tree
+}
+
+// newSignedPlan computes the step leaves and Merkle tree of plan.
+func newSignedPlan(plan *intent.Plan) *signedPlan {
+	leaves := intent.PlanLeaves(plan)
+	return &signedPlan{plan: plan, leaves: leaves, tree: intent.NewTree(leaves)}
 }
 
 func (c *tokenCache) init() {
 	c.records = make(map[string]store.Token)
-	c.verified = make(map[[32]byte]time.Time)
+	c.verified = make(map[[32]byte]*verifiedToken)
 	c.limit = 100_000
 }
 
@@ -42,23 +77,40 @@ func (c *tokenCache) putRecord(t store.Token, now time.Time) {
 	c.records[t.ID] = t
 }
 
-// isVerified reports whether raw is a token whose signature verified before.
-func (c *tokenCache) isVerified(raw []byte) bool {
-	sum := sha256.Sum256(raw)
+// verifiedToken returns the token whose bytes, of sha256 sum, verified
+// before, if it is still cached.
+func (c *tokenCache) verifiedToken(sum [32]byte) (*verifiedToken, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.verified[sum]
-	return ok
+	v, ok := c.verified[sum]
+	return v, ok
 }
 
-func (c *tokenCache) markVerified(raw []byte, expires, now time.Time) {
-	sum := sha256.Sum256(raw)
+// markVerified caches tok, decoded from bytes of sha256 sum, whose
+// signature verified, and returns its entry. tok must not be modified
+// after.
+func (c *tokenCache) markVerified(sum [32]byte, tok *intent.Token, expires, now time.Time) *verifiedToken {
+	v := &verifiedToken{tok: tok, expires: expires}
+	v.policy, v.policyErr = policy.ParseTokenPolicy(tok.Policy["token_policy"])
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.verified) >= c.limit {
 		c.sweep(now)
 	}
-	c.verified[sum] = expires
+	c.verified[sum] = v
+	return v
+}
+
+// setPlan notes p, of bytes of sha256 planSum, as the plan of the token
+// cached under sum as v (if it still is).
+func (c *tokenCache) setPlan(sum [32]byte, v *verifiedToken, planSum [32]byte, p *signedPlan) {
+	nv := *v
+	nv.planSum, nv.plan = planSum, p
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.verified[sum] == v {
+		c.verified[sum] = &nv
+	}
 }
 
 // sweep drops expired entries; if the cache is still full (a flood of
@@ -69,8 +121,8 @@ func (c *tokenCache) sweep(now time.Time) {
 			delete(c.records, id)
 		}
 	}
-	for k, exp := range c.verified {
-		if now.After(exp) {
+	for k, v := range c.verified {
+		if now.After(v.expires) {
 			delete(c.verified, k)
 		}
 	}
@@ -78,7 +130,7 @@ func (c *tokenCache) sweep(now time.Time) {
 		c.records = make(map[string]store.Token)
 	}
 	if len(c.verified) >= c.limit {
-		c.verified = make(map[[32]byte]time.Time)
+		c.verified = make(map[[32]byte]*verifiedToken)
 	}
 }
 

@@ -269,6 +269,12 @@ func parseTokenPolicy(raw json.RawMessage) (*policy.TokenPolicy, error) {
 // the bundle allows. tok must have been verified.
 func (s *Server) checkTokenPolicy(tok *intent.Token, server, tool string) error {
 	tp, err := policy.ParseTokenPolicy(tok.Policy["token_policy"])
+	return checkTokenPolicyOf(tp, err, server, tool)
+}
+
+// checkTokenPolicyOf is checkTokenPolicy with the token's policy parsed:
+// tp, or the error that parsing it gave.
+func checkTokenPolicyOf(tp *policy.TokenPolicy, err error, server, tool string) error {
 	if err != nil {
 		// We signed it, so it parsed at issue; refuse rather than guess.
 		reason := "the token's policy cannot be read: " + err.Error()

@@ -51,11 +51,11 @@ func serverSpanName(route string, r *http.Request) string {
 }
 
 // startServerSpan continues the caller's trace (traceparent) or starts one,
-// with a server span for the request. Tracing off, the span records
-// nothing, but the caller's trace id still reaches the audit record and
-// the upstream.
-func (s *Server) startServerSpan(r *http.Request, route string) (context.Context, trace.Span) {
-	ctx := s.tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+// with a server span for request r, under ctx (r's context and more).
+// Tracing off, the span records nothing, but the caller's trace id still
+// reaches the audit record and the upstream.
+func (s *Server) startServerSpan(ctx context.Context, r *http.Request, route string) (context.Context, trace.Span) {
+	ctx = s.tracing.Propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	ctx, span := s.tracing.Tracer.Start(ctx, serverSpanName(route, r), trace.WithSpanKind(trace.SpanKindServer))
 	if span.IsRecording() {
 		span.SetAttributes(attrHTTPMethod.String(r.Method), attrHTTPRoute.String(r.URL.Path))

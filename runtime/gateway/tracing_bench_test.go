@@ -83,7 +83,7 @@ func BenchmarkCallSpans(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				ctx, span := s.startServerSpan(req, routeMCP)
+				ctx, span := s.startServerSpan(req.Context(), req, routeMCP)
 				for _, name := range []string{"armoriq.authenticate", "armoriq.policy.decide", "armoriq.audit.commit"} {
 					_, c := s.tracing.Tracer.Start(ctx, name)
 					c.End()

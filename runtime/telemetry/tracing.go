@@ -85,7 +85,7 @@ func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	var err error
 	switch cfg.Exporter {
 	case "", TraceOff:
-		t.Tracer = noop.NewTracerProvider().Tracer("")
+		t.Tracer = offTracer{noop.NewTracerProvider().Tracer("")}
 		return t, nil
 	case TraceOTLPGRPC:
 		var opts []otlptracegrpc.Option
@@ -116,6 +116,23 @@ func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	t.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	t.Tracer = t.provider.Tracer("github.com/armoriq/controlplane/runtime/gateway")
 	return t, nil
+}
+
+// offTracer is the tracer while tracing is off: the no-op tracer, except
+// that a span started under a context without a recording span (the only
+// kind there is with tracing off) leaves the context as it is, where the
+// no-op tracer wraps it in a new one holding a no-op span. The span is as
+// inert either way, and a caller's trace context (traceparent) stays on the
+// context for the audit record and the upstream; the gateway starts
+// several spans per call, and this spares it a context, an allocation and
+// a longer chain of contexts to search for each.
+type offTracer struct{ trace.Tracer }
+
+func (t offTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if sp := trace.SpanFromContext(ctx); !sp.IsRecording() {
+		return ctx, sp
+	}
+	return t.Tracer.Start(ctx, name, opts...)
 }
 
 // NewTracingWith returns tracing through an SDK provider the caller made
