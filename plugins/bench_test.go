@@ -75,15 +75,16 @@ func BenchmarkCallTool(b *testing.B) {
 // adapter process on its own: a tool call as the gateway makes it through
 // the real go-plugin gRPC connection (a unix socket) to an adapter that
 // answers at once, with no upstream behind it. It is the floor of what the
-// adapter hop adds to every forwarded call. "raw" is a contract 3 raw call
-// (CallRaw, what the gateway sends for tools/call), "raw-1MiB" one whose
-// result is 1 MiB, "v2" the same call
+// adapter hop adds to every forwarded call. "raw" is a raw call (CallRaw,
+// what the gateway sends for tools/call) on contract 5's hop, "raw-1MiB"
+// one whose result is 1 MiB, "grpc" and "grpc-1MiB" the same on contract
+// 4's Raw.Session (an adapter built before contract 5), "v2" the same call
 // through contract 2's CallToolV2; "floor" is a bare request/response of
 // the same bytes over a unix socket to another process, the least a hop
 // between two processes can cost. "parallel" runs 4×GOMAXPROCS callers at
 // once (the floor: one connection each).
 func BenchmarkAdapterRoundTrip(b *testing.B) {
-	h := newHost(b, plugins.WithEnv("ARMORIQ_TEST_ROLE=adapter-echo"))
+	h := newHost(b, plugins.WithEnv("ARMORIQ_TEST_ROLE=adapter-echo", "ARMORIQ_TEST_CPUPROFILE="+os.Getenv("ARMORIQ_TEST_CPUPROFILE")))
 	a, ok := startAdapter(b, h, plugins.ServerConfig{ID: "echo", Transport: plugins.TransportHTTP, URL: "http://127.0.0.1:1/unused"}).(plugins.AdapterRaw)
 	if !ok {
 		b.Fatal("the host's adapter does not implement AdapterRaw")
@@ -94,33 +95,44 @@ func BenchmarkAdapterRoundTrip(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The same adapter built before contract 5: raw calls on Raw.Session.
+	h4 := newHost(b, plugins.WithEnv("ARMORIQ_TEST_ROLE=adapter-echo-v4"))
+	a4 := startAdapter(b, h4, plugins.ServerConfig{ID: "echo", Transport: plugins.TransportHTTP, URL: "http://127.0.0.1:1/unused"}).(plugins.AdapterRaw)
+	if v := contract(h, "echo"); v != 5 {
+		b.Fatalf("the echo adapter negotiated contract %d, want 5", v)
+	}
+	if v := contract(h4, "echo"); v != 4 {
+		b.Fatalf("the contract 4 echo adapter negotiated contract %d, want 4", v)
+	}
+	raw := func(a plugins.AdapterRaw, name string, want int) func() error {
+		return func() error {
+			res, err := a.CallRaw(ctx, &plugins.RawCall{Method: "tools/call", Name: name, Params: params}, &plugins.CallEvents{})
+			if err == nil && len(res.Result) != want {
+				err = fmt.Errorf("raw call answered %d bytes, want %d", len(res.Result), want)
+			}
+			return err
+		}
+	}
 	calls := []struct {
 		name string
 		call func() error
+		h    *plugins.Host
 	}{
-		{"raw", func() error {
-			res, err := a.CallRaw(ctx, &plugins.RawCall{Method: "tools/call", Name: "echo", Params: params}, &plugins.CallEvents{})
-			if err == nil && len(res.Result) != len(echoResult) {
-				err = fmt.Errorf("raw call answered %s", res.Result)
-			}
-			return err
-		}},
-		{"raw-1MiB", func() error {
-			res, err := a.CallRaw(ctx, &plugins.RawCall{Method: "tools/call", Name: "big", Params: params}, &plugins.CallEvents{})
-			if err == nil && len(res.Result) != len(bigResult) {
-				err = fmt.Errorf("raw call answered %d bytes, want %d", len(res.Result), len(bigResult))
-			}
-			return err
-		}},
+		{"raw", raw(a, "echo", len(echoResult)), h},
+		{"raw-1MiB", raw(a, "big", len(bigResult)), h},
+		{"grpc", raw(a4, "echo", len(echoResult)), h4},
+		{"grpc-1MiB", raw(a4, "big", len(bigResult)), h4},
 		{"v2", func() error {
 			_, err := a.CallToolV2(ctx, &plugins.ToolCall{Name: "echo", Arguments: args}, &plugins.CallEvents{})
 			return err
-		}},
-		{"floor", nil},
+		}, h},
+		{"floor", nil, nil},
 	}
-	adapterPID := h.Status()[0].PID
 	for _, c := range calls {
-		call, peer := c.call, adapterPID
+		call, peer := c.call, 0
+		if c.h != nil {
+			peer = c.h.Status()[0].PID
+		}
 		if call == nil {
 			dial, pid := unixEchoServer(b)
 			peer = pid

@@ -41,3 +41,14 @@ type rawCallOnly struct {
 }
 
 func (r rawCallOnly) Call(stream protov3.Raw_CallServer) error { return r.s.Call(stream) }
+
+// ServeV4 serves impl under contract versions 1 to 4: an adapter built
+// before version 5 (no hop).
+func ServeV4(impl Adapter) {
+	serve(impl, map[int]plugin.PluginSet{
+		1: {pluginName: &AdapterPlugin{Impl: impl}},
+		2: {pluginName: &AdapterPluginV2{Impl: impl}},
+		3: {pluginName: &AdapterPluginV3{Impl: impl}},
+		4: {pluginName: &AdapterPluginV4{Impl: impl}},
+	})
+}

@@ -150,6 +150,7 @@ type grpcClientV3 struct {
 	grpcClientV2
 	r   protov3.RawClient
 	mux *rawMux // under contract version 4: raw calls go on Raw.Session
+	hop *hopMux // under contract version 5: raw calls go on the hop
 }
 
 var _ AdapterRaw = (*grpcClientV3)(nil)
@@ -163,6 +164,9 @@ var rawInputPool = sync.Pool{New: func() any {
 func (c *grpcClientV3) CallRaw(ctx context.Context, call *RawCall, ev *CallEvents) (*RawResult, error) {
 	if ev == nil {
 		ev = &CallEvents{}
+	}
+	if c.hop != nil {
+		return c.hop.call(ctx, call, ev)
 	}
 	if c.mux != nil {
 		return c.mux.call(ctx, call, ev)

@@ -233,7 +233,7 @@ type Status struct {
 	Transport string
 	State     State
 	PID       int       // of the adapter process while it runs
-	Contract  int       // the contract version it speaks while it runs (1 to 4)
+	Contract  int       // the contract version it speaks while it runs (1 to 5)
 	Restarts  int       // restarts after a crash or a failed start
 	LastError string    // why it last went down, empty if it never did
 	Since     time.Time // when State last changed
@@ -369,7 +369,7 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 	client := plugin.NewClient(&plugin.ClientConfig{
 		Stderr:           stderr,
 		HandshakeConfig:  handshake(),
-		VersionedPlugins: pluginSets(nil),
+		VersionedPlugins: hostPluginSets(h.logger().Named(cfg.ID)),
 		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,13 +54,26 @@ func TestMain(m *testing.M) {
 		plugins.Serve(asker{})
 		os.Exit(0)
 	case "adapter-echo":
-		plugins.Serve(echoAdapter{}) // bench_test.go
+		// bench_test.go; ARMORIQ_TEST_CPUPROFILE profiles the adapter.
+		if path := os.Getenv("ARMORIQ_TEST_CPUPROFILE"); path != "" {
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.StartCPUProfile(f)
+			}
+		}
+		plugins.Serve(echoAdapter{})
+		pprof.StopCPUProfile()
 		os.Exit(0)
 	case "adapter-mux":
 		plugins.Serve(muxAdapter{}) // mux_test.go
 		os.Exit(0)
 	case "adapter-mux-v3":
 		plugins.ServeV3(muxAdapter{})
+		os.Exit(0)
+	case "adapter-mux-v4":
+		plugins.ServeV4(muxAdapter{})
+		os.Exit(0)
+	case "adapter-echo-v4":
+		plugins.ServeV4(echoAdapter{}) // bench_test.go
 		os.Exit(0)
 	case "unix-echo":
 		if err := serveUnixEcho(); err != nil { // bench_test.go

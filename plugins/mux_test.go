@@ -17,8 +17,9 @@ import (
 	"github.com/armoriq/controlplane/plugins"
 )
 
-// muxAdapter is the adapter of the raw session tests (ARMORIQ_TEST_ROLE
-// adapter-mux, or adapter-mux-v3 for one built before contract 4). Its
+// muxAdapter is the adapter of the raw session and hop tests
+// (ARMORIQ_TEST_ROLE adapter-mux, or adapter-mux-v4 or -v3 for one built
+// before contract 5 or 4). Its
 // tools, by the raw call's name:
 //
 //   - events {tag, n}: n progress events and n log messages, each naming
@@ -194,14 +195,29 @@ func concurrentCalls(t *testing.T, a plugins.AdapterRaw) {
 	wg.Wait()
 }
 
-// TestSessionConcurrentCalls: under contract 4 many calls share the
-// adapter connection's raw session.
-func TestSessionConcurrentCalls(t *testing.T) {
-	_, a, v := muxHost(t, "adapter-mux")
-	if v != 4 {
-		t.Fatalf("the mux adapter negotiated contract %d, want 4", v)
+// muxContracts are the adapters of the tests that run under contract 5
+// (the hop) and 4 (Raw.Session) alike: roles and the contract each
+// negotiates.
+var muxContracts = []struct {
+	role     string
+	contract int
+}{
+	{"adapter-mux", 5},
+	{"adapter-mux-v4", 4},
+}
+
+// TestHopConcurrentCalls: under contract 5 many calls share the adapter's
+// hop connection, under 4 the adapter connection's raw session.
+func TestHopConcurrentCalls(t *testing.T) {
+	for _, mc := range muxContracts {
+		t.Run(mc.role, func(t *testing.T) {
+			_, a, v := muxHost(t, mc.role)
+			if v != mc.contract {
+				t.Fatalf("the mux adapter %s negotiated contract %d, want %d", mc.role, v, mc.contract)
+			}
+			concurrentCalls(t, a)
+		})
 	}
-	concurrentCalls(t, a)
 }
 
 // TestSessionFallbackToCall: an adapter built before contract 4 (no
@@ -248,10 +264,16 @@ func startWaits(t *testing.T, a plugins.AdapterRaw, ctxs map[string]context.Cont
 	return errs
 }
 
-// TestSessionCancelOneCall: cancelling a call, or its deadline passing,
-// ends that call alone, here and in the adapter.
-func TestSessionCancelOneCall(t *testing.T) {
-	_, a, _ := muxHost(t, "adapter-mux")
+// TestHopCancelOneCall: cancelling a call, or its deadline passing, ends
+// that call alone, here and in the adapter (contracts 5 and 4).
+func TestHopCancelOneCall(t *testing.T) {
+	for _, mc := range muxContracts {
+		t.Run(mc.role, func(t *testing.T) { cancelOneCall(t, mc.role) })
+	}
+}
+
+func cancelOneCall(t *testing.T, role string) {
+	_, a, _ := muxHost(t, role)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -329,11 +351,17 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 }
 
-// TestSessionAdapterDies: when the adapter process dies, every call in
-// flight on its session fails at once, and the next call goes to the
-// restarted process on a session of its own.
-func TestSessionAdapterDies(t *testing.T) {
-	h, a, _ := muxHost(t, "adapter-mux")
+// TestHopAdapterDies: when the adapter process dies, every call in flight
+// on its hop (contract 5) or session (4) fails at once, and the next call
+// goes to the restarted process on a connection of its own.
+func TestHopAdapterDies(t *testing.T) {
+	for _, mc := range muxContracts {
+		t.Run(mc.role, func(t *testing.T) { adapterDies(t, mc.role, mc.contract) })
+	}
+}
+
+func adapterDies(t *testing.T, role string, contract int) {
+	h, a, _ := muxHost(t, role)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ctxs := map[string]context.Context{}
@@ -355,7 +383,7 @@ func TestSessionAdapterDies(t *testing.T) {
 	if got, err := resultTextOf(res, err); got != "after" || err != nil {
 		t.Errorf("the call after the crash: %q, %v", got, err)
 	}
-	if st := h.Status()[0]; st.PID == pid || st.Contract != 4 {
-		t.Errorf("after the crash: pid %d (was %d), contract %d; want a new process speaking 4", st.PID, pid, st.Contract)
+	if st := h.Status()[0]; st.PID == pid || st.Contract != contract {
+		t.Errorf("after the crash: pid %d (was %d), contract %d; want a new process speaking %d", st.PID, pid, st.Contract, contract)
 	}
 }

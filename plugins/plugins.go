@@ -2,13 +2,14 @@
 // the processes that reach upstream MCP servers, and the host that runs them.
 //
 // An adapter is a separate process started with hashicorp/go-plugin and
-// spoken to over gRPC. The contract has three versions, negotiated by
+// spoken to over gRPC. The contract has five versions, negotiated by
 // go-plugin: 1 (proto/adapter.proto, the Adapter interface), 2
 // (proto/v2/adapter.proto, AdapterV2: a request's _meta and multi-round-trip
 // answers, and the upstream's log messages and server-to-client requests
-// during a tool call) and 3 (proto/v3/adapter.proto, AdapterRaw: a
+// during a tool call), 3 (proto/v3/adapter.proto, AdapterRaw: a
 // tools/call forwarded as the bytes of its params, with no MCP codec in the
-// adapter). It carries MCP payloads as the JSON the MCP
+// adapter), 4 (every raw call on one Raw.Session stream) and 5 (raw calls
+// on the adapter's own unix socket in frames of our own, hop.go). It carries MCP payloads as the JSON the MCP
 // specification defines, so an adapter and the gateway agree on what a
 // tool, a result or a prompt is without this package restating the MCP
 // schema.

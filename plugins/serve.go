@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
@@ -19,12 +20,13 @@ import (
 // The go-plugin handshake. A host and an adapter must agree on the cookie;
 // the protocol version selects the contract: 1 is proto/adapter.proto, 2 is
 // proto/v2/adapter.proto, 3 is version 2 plus proto/v3/adapter.proto's
-// Raw.Call, 4 is version 3 plus Raw.Session. Both sides declare every version they speak in
+// Raw.Call, 4 is version 3 plus Raw.Session, 5 is version 4 plus the hop
+// (hop.go). Both sides declare every version they speak in
 // pluginSets and go-plugin picks the highest they share, so a host runs
 // adapters built against either, and an adapter built against both runs
 // under an older host.
 const (
-	ProtocolVersion  = 4 // the newest contract version this build speaks
+	ProtocolVersion  = 5 // the newest contract version this build speaks
 	MagicCookieKey   = "ARMORIQ_PLUGIN"
 	MagicCookieValue = "7d3c1a8e-armoriq-adapter"
 )
@@ -55,19 +57,31 @@ func handshake() plugin.HandshakeConfig {
 	}
 }
 
-// pluginSets lists the contract versions this build speaks. impl is nil on
-// the host side, which speaks all four; an adapter offers versions 3 and 4
-// only when it implements AdapterRaw.
-func pluginSets(impl Adapter) map[int]plugin.PluginSet {
+// pluginSets lists the contract versions an adapter serves: versions 3 to
+// 5 only when impl implements AdapterRaw, with hop its version 5 hop.
+func pluginSets(impl Adapter, hop *hopServer) map[int]plugin.PluginSet {
 	sets := map[int]plugin.PluginSet{
 		1: {pluginName: &AdapterPlugin{Impl: impl}},
 		2: {pluginName: &AdapterPluginV2{Impl: impl}},
 	}
-	if _, raw := impl.(AdapterRaw); raw || impl == nil {
+	if _, raw := impl.(AdapterRaw); raw {
 		sets[3] = plugin.PluginSet{pluginName: &AdapterPluginV3{Impl: impl}}
 		sets[4] = plugin.PluginSet{pluginName: &AdapterPluginV4{Impl: impl}}
+		sets[5] = plugin.PluginSet{pluginName: &AdapterPluginV5{Impl: impl, hop: hop}}
 	}
 	return sets
+}
+
+// hostPluginSets lists the contract versions the host speaks: all five. log
+// is where the host's side of the glue logs.
+func hostPluginSets(log hclog.Logger) map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{
+		1: {pluginName: &AdapterPlugin{}},
+		2: {pluginName: &AdapterPluginV2{}},
+		3: {pluginName: &AdapterPluginV3{}},
+		4: {pluginName: &AdapterPluginV4{}},
+		5: {pluginName: &AdapterPluginV5{log: log}},
+	}
 }
 
 // AdapterPlugin is the go-plugin glue of contract version 1: on the adapter
@@ -106,21 +120,34 @@ func (p *AdapterPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn
 // (LogLevelEnv: debug, info, warn or error; info when unset), so that the
 // gateway's --log-level reaches into its adapters.
 func Serve(impl Adapter) {
-	serve(impl, pluginSets(impl))
+	var hop *hopServer
+	if raw, ok := impl.(AdapterRaw); ok {
+		hop = newHopServer(raw)
+	}
+	sets := pluginSets(impl, hop)
+	if hop == nil {
+		serve(impl, sets)
+		return
+	}
+	serve(impl, sets, hop.close)
 }
 
 // LogLevelEnv is the variable the host sets in every adapter's environment
 // to the level it logs at.
 const LogLevelEnv = "ARMORIQ_LOG_LEVEL"
 
-// serve is Serve with the contract versions to offer.
-func serve(impl Adapter, sets map[int]plugin.PluginSet) {
+// serve is Serve with the contract versions to offer, and what to close
+// before the process exits.
+func serve(impl Adapter, sets map[int]plugin.PluginSet, closers ...func()) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(os.Getenv(LogLevelEnv))); err != nil {
 		level = slog.LevelInfo
 	}
 	slog.SetDefault(slog.New(newPluginLogHandler(os.Stderr, level)))
 	cleanup := func() {
+		for _, c := range closers {
+			c()
+		}
 		if c, ok := impl.(io.Closer); ok {
 			_ = c.Close()
 		}

@@ -1,0 +1,483 @@
+package plugins
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	protov2 "github.com/armoriq/controlplane/plugins/proto/v2"
+)
+
+// The host's side of the hop.
+
+// hopAddress is what Hop.Open answers: where the adapter's hop listens and
+// the token a connection must present.
+type hopAddress struct {
+	Network string `json:"network"`
+	Address string `json:"address"`
+	Token   string `json:"token"` // base64 (standard encoding)
+}
+
+// hopOpenMethod is the full name of Hop.Open on the gRPC connection.
+const hopOpenMethod = "/armoriq.plugins.v5.Hop/Open"
+
+// hopDialTimeout bounds dialing the hop and its hello.
+const hopDialTimeout = 10 * time.Second
+
+// hopMux sends the raw calls of one adapter connection on the adapter's
+// hop, dialed at the first call and dialed anew when it breaks. Where the
+// hop cannot be had (the adapter cannot listen on a unix socket, or the
+// socket refuses), the calls go on Raw.Session (fallback) from then on.
+type hopMux struct {
+	conn     *grpc.ClientConn
+	fallback *rawMux
+	warn     func(msg string, args ...any) // the host's log, at WARN
+	logErr   func(msg string, args ...any) // and at ERROR
+
+	mu       sync.Mutex
+	addr     *hopAddress
+	token    []byte
+	cur      *hopConn
+	disabled atomic.Bool
+}
+
+// call sends call on the hop, or on the session where the hop cannot be
+// had.
+func (m *hopMux) call(ctx context.Context, call *RawCall, ev *CallEvents) (*RawResult, error) {
+	if m.disabled.Load() {
+		return m.fallback.call(ctx, call, ev)
+	}
+	var (
+		hc *hopConn
+		c  *hopPendingCall
+		ok bool
+	)
+	for !ok {
+		var err error
+		if hc, err = m.connection(ctx); err != nil {
+			var cerr *connError
+			if errors.As(err, &cerr) || ctx.Err() != nil {
+				return nil, err
+			}
+			// The adapter answered but its hop cannot be reached: nothing
+			// of the call was sent, so it goes on the session.
+			m.disabled.Store(true)
+			m.warn("adapter hop unavailable; raw calls go on its gRPC session", "error", err)
+			return m.fallback.call(ctx, call, ev)
+		}
+		c, ok = hc.add()
+	}
+	return hc.call(ctx, c, call, ev)
+}
+
+// connection returns the hop connection to send a call on, dialing one if
+// there is none or the last one broke.
+func (m *hopMux) connection(ctx context.Context) (*hopConn, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if hc := m.cur; hc != nil {
+		select {
+		case <-hc.done:
+		default:
+			return hc, nil
+		}
+	}
+	if m.addr == nil {
+		var res protov2.JSONResult
+		if err := m.conn.Invoke(ctx, hopOpenMethod, &protov2.Empty{}, &res); err != nil {
+			if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.Canceled && st.Code() != codes.DeadlineExceeded {
+				return nil, fmt.Errorf("Hop.Open: %s", st.Message())
+			}
+			return nil, fromStatus(err)
+		}
+		var a hopAddress
+		if err := json.Unmarshal(res.GetJson(), &a); err != nil {
+			return nil, fmt.Errorf("Hop.Open answered %q: %v", res.GetJson(), err)
+		}
+		token, err := base64.StdEncoding.DecodeString(a.Token)
+		if err != nil || len(token) != hopTokenSize || a.Network != "unix" {
+			return nil, fmt.Errorf("Hop.Open answered an address %q on %q with a token of %d bytes; want a unix socket and %d bytes", a.Address, a.Network, len(token), hopTokenSize)
+		}
+		m.addr, m.token = &a, token
+	}
+	hc, err := dialHop(ctx, m.addr, m.token)
+	if err != nil {
+		return nil, err
+	}
+	hc.log = m.logErr
+	go hc.read()
+	m.cur = hc
+	return hc, nil
+}
+
+// dialHop connects to the adapter's hop and says hello.
+func dialHop(ctx context.Context, addr *hopAddress, token []byte) (*hopConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, hopDialTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, addr.Network, addr.Address)
+	if err != nil {
+		return nil, fmt.Errorf("dialing the adapter's hop: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	hello := appendHeader(nil, hopHello, 0, 1+len(token))
+	hello = append(append(hello, hopVersion), token...)
+	var ack [hopHeaderSize + 1]byte
+	if _, err = conn.Write(hello); err == nil {
+		_, err = io.ReadFull(conn, ack[:])
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("saying hello on the adapter's hop: %w", err)
+	}
+	if ack[4] != hopHello || ack[3] != 1 || ack[hopHeaderSize] != hopVersion {
+		conn.Close()
+		return nil, fmt.Errorf("the adapter's hop answered hello with %x", ack)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	hc := &hopConn{conn: conn, w: newHopWriter(conn), calls: map[uint64]*hopPendingCall{}, done: make(chan struct{})}
+	return hc, nil
+}
+
+// hopConn is one connection to an adapter's hop.
+type hopConn struct {
+	conn net.Conn
+	w    *hopWriter
+	log  func(msg string, args ...any) // logs a protocol error
+
+	mu     sync.Mutex
+	nextID uint64
+	calls  map[uint64]*hopPendingCall
+	err    error         // why the connection broke, once it has
+	done   chan struct{} // closed when it has
+}
+
+// hopPendingCall is a call in flight on a hopConn: the frames its reader received
+// for it, which the caller's goroutine takes.
+type hopPendingCall struct {
+	id     uint64
+	ready  chan struct{} // signalled when frames were added
+	frames []hopFrame
+	buf    [2]hopFrame // frames' first backing array
+}
+
+var hopCallPool = sync.Pool{New: func() any { return &hopPendingCall{ready: make(chan struct{}, 1)} }}
+
+// hopBufPool recycles the buffers calls encode their frame in.
+var hopBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// read hands every frame the adapter sends to its call until the
+// connection ends, then fails every call in flight.
+func (hc *hopConn) read() {
+	r := newHopReader(hc.conn)
+	r.validID = func(id uint64) bool {
+		hc.mu.Lock()
+		defer hc.mu.Unlock()
+		return id != 0 && id <= hc.nextID
+	}
+	for {
+		f, err := r.next()
+		if err == nil {
+			switch f.kind {
+			case hopProgress, hopLog, hopRequest, hopResult, hopFailure:
+			default:
+				err = hopErrorf("the adapter sent a frame of kind %d", f.kind)
+			}
+		}
+		if err != nil {
+			hc.fail(err)
+			return
+		}
+		hc.mu.Lock()
+		if c := hc.calls[f.id]; c != nil {
+			c.frames = append(c.frames, f)
+			select {
+			case c.ready <- struct{}{}:
+			default:
+			}
+		}
+		hc.mu.Unlock()
+	}
+}
+
+// fail records why the connection broke, closes it and releases its calls.
+func (hc *hopConn) fail(err error) {
+	msg := "the adapter closed it"
+	var herr *hopError
+	switch {
+	case errors.As(err, &herr):
+		msg = err.Error()
+	case err != io.EOF:
+		msg = err.Error()
+	}
+	_ = hc.conn.Close()
+	hc.mu.Lock()
+	if hc.err != nil {
+		hc.mu.Unlock()
+		return // failed already: the reader, or a caller that found a malformed frame
+	}
+	if herr != nil {
+		hc.log("closing the hop to the adapter", "error", err)
+	}
+	hc.err = &connError{fmt.Errorf("the hop connection to the adapter broke (%s); the call is not retried: the upstream may have received it", msg)}
+	close(hc.done)
+	hc.mu.Unlock()
+}
+
+// add registers a new call, or says the connection has broken (nothing of
+// the call was sent: it may go on another connection).
+func (hc *hopConn) add() (*hopPendingCall, bool) {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if hc.err != nil {
+		return nil, false
+	}
+	hc.nextID++
+	c := hopCallPool.Get().(*hopPendingCall)
+	c.id = hc.nextID
+	c.frames = c.buf[:0]
+	hc.calls[c.id] = c
+	return c, true
+}
+
+// remove ends c: the reader hands it no more frames, and it is recycled.
+func (hc *hopConn) remove(c *hopPendingCall) {
+	hc.mu.Lock()
+	delete(hc.calls, c.id)
+	hc.mu.Unlock()
+	select {
+	case <-c.ready:
+	default:
+	}
+	c.frames, c.buf = nil, [2]hopFrame{}
+	hopCallPool.Put(c)
+}
+
+// take returns the frames received for c since the last take.
+func (hc *hopConn) take(c *hopPendingCall) []hopFrame {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	fs := c.frames
+	c.frames = nil
+	return fs
+}
+
+// brokenErr is why the connection broke, after a write failed.
+func (hc *hopConn) brokenErr() error {
+	_ = hc.conn.Close() // the reader ends, if it has not
+	<-hc.done
+	return hc.err
+}
+
+// sendCancel tells the adapter to cancel call id.
+func (hc *hopConn) sendCancel(id uint64) {
+	var b [hopHeaderSize]byte
+	_ = hc.w.write(appendHeader(b[:0], hopCancel, id, 0), nil)
+}
+
+// call sends call as c and waits for its result, handing its events to ev
+// meanwhile.
+func (hc *hopConn) call(ctx context.Context, c *hopPendingCall, call *RawCall, ev *CallEvents) (*RawResult, error) {
+	defer hc.remove(c)
+	id := c.id // c is recycled when the call returns
+	if ev == nil {
+		ev = &CallEvents{}
+	}
+	if len(call.Params) > MaxMessageSize {
+		return nil, fmt.Errorf("the call's params: %w", errTooLarge)
+	}
+	var timeout int64
+	if d, ok := ctx.Deadline(); ok {
+		t := time.Until(d)
+		if t <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+		timeout = int64(t)
+	}
+	var flags byte
+	if ev.Log != nil {
+		flags |= hopFlagLog
+	}
+	if ev.Request != nil {
+		flags |= hopFlagRequests
+	}
+	progressToken := call.ProgressToken
+	if ev.Progress == nil {
+		progressToken = ""
+	}
+	bp := hopBufPool.Get().(*[]byte)
+	b := appendHeader((*bp)[:0], hopCall, id, 0)
+	b = append(b, flags)
+	b = appendU64(b, uint64(timeout))
+	b = appendStr(b, call.Method)
+	b = appendStr(b, call.Name)
+	b = appendStr(b, call.ProtocolVersion)
+	b = appendStr(b, progressToken)
+	b = appendStr(b, call.Traceparent)
+	b = appendStr(b, call.Tracestate)
+	err := hc.w.writeBody(id, b, call.Params)
+	*bp = b
+	hopBufPool.Put(bp)
+	if err != nil {
+		return nil, hc.brokenErr()
+	}
+
+	// The events' handler, made at the first event (most calls have none).
+	var h *hostEvents
+	defer func() {
+		if h != nil {
+			h.cancel()
+			h.wg.Wait()
+		}
+	}()
+	handle := func(e callEvent) {
+		if h == nil {
+			h = &hostEvents{ctx: ctx, cancel: func() {}, ev: ev, send: func(r *protov2.ClientResponse) error {
+				return hc.sendAnswer(id, r)
+			}}
+			if ev.Request != nil {
+				h.ctx, h.cancel = context.WithCancel(ctx)
+			}
+		}
+		h.handle(e)
+	}
+	for {
+		var broken bool
+		select {
+		case <-c.ready:
+		case <-hc.done:
+			broken = true // but the result may have come before the break
+		case <-ctx.Done():
+			go hc.sendCancel(id)
+			return nil, ctx.Err()
+		}
+		for _, f := range hc.take(c) {
+			e, res, err, end := decodeAdapterFrame(f)
+			switch {
+			case end:
+				return res, err
+			case err != nil:
+				// A malformed frame: the connection goes, as for any other
+				// protocol error, and the call fails with it.
+				hc.fail(err)
+				return nil, hc.err
+			default:
+				handle(e)
+			}
+		}
+		if broken {
+			return nil, hc.err
+		}
+	}
+}
+
+// sendAnswer sends the answer to server request r.GetId() of call id.
+func (hc *hopConn) sendAnswer(id uint64, r *protov2.ClientResponse) error {
+	res := r.GetResult()
+	b := appendHeader(nil, hopAnswer, id, 0)
+	b = appendU64(b, uint64(r.GetId()))
+	var body []byte
+	if e := res.GetError(); e != nil {
+		b = append(b, hopFlagError)
+		b = appendU64(b, uint64(e.GetCode()))
+		b = appendStr(b, e.GetMessage())
+		body = e.GetData()
+	} else {
+		b = append(b, 0)
+		body = res.GetJson()
+	}
+	if len(b)+len(body) > hopMaxFrame {
+		b = b[:hopHeaderSize+8]
+		b = append(b, hopFlagError)
+		code := int64(-32603)
+		b = appendU64(b, uint64(code))
+		b = appendStr(b, "the client's answer is larger than the hop carries")
+		body = nil
+	}
+	setLength(b, len(body))
+	return hc.w.write(b, body)
+}
+
+// decodeAdapterFrame decodes a frame the adapter sent for a call: an event,
+// or the call's end (end) with its result or error. err without end is a
+// malformed frame.
+func decodeAdapterFrame(f hopFrame) (e callEvent, res *RawResult, err error, end bool) {
+	d := hopDecoder{b: f.payload}
+	switch f.kind {
+	case hopProgress:
+		p := &protov2.Progress{Progress: d.f64("progress"), Total: d.f64("progress")}
+		p.Message = string(d.rest())
+		e.progress = p
+	case hopLog:
+		m := &protov2.LogMessage{Level: d.str("log level"), Logger: d.str("logger")}
+		m.Data = d.rest()
+		e.log = m
+	case hopRequest:
+		r := &protov2.ServerRequest{Id: int64(d.u64("request id")), Method: d.str("request method")}
+		r.Params = d.rest()
+		e.request = r
+	case hopResult:
+		flags := d.byte1("result")
+		res = &RawResult{Path: internPath(d.bytes("path")), ProtocolVersion: internVersion(d.bytes("protocol version"))}
+		if flags&hopFlagError != 0 {
+			rpcErr := &RPCError{Code: int64(d.u64("error code")), Message: d.str("error message")}
+			rpcErr.Data = withBody(f.pieces, d.rest())
+			if d.err == nil {
+				d.err = checkBody(f, rpcErr.Data)
+			}
+			err = rpcErr
+		} else {
+			res.Result = withBody(f.pieces, d.rest())
+			if d.err == nil {
+				d.err = checkBody(f, res.Result)
+			}
+		}
+		if d.err != nil {
+			return e, nil, d.err, false
+		}
+		return e, res, err, true
+	case hopFailure:
+		code := d.byte1("failure")
+		if d.err != nil {
+			return e, nil, d.err, false
+		}
+		return e, nil, fromStatus(status.Error(codes.Code(code), string(d.rest()))), true
+	}
+	return e, nil, d.err, false
+}
+
+// internPath and internVersion return the strings a result names most
+// often without allocating them.
+func internPath(b []byte) string {
+	switch string(b) {
+	case PathRaw:
+		return PathRaw
+	case PathSDK:
+		return PathSDK
+	}
+	return string(b)
+}
+
+var knownVersions = []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
+
+func internVersion(b []byte) string {
+	for _, v := range knownVersions {
+		if string(b) == v {
+			return v
+		}
+	}
+	return string(b)
+}
