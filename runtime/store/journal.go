@@ -52,7 +52,7 @@ const (
 	journalSizeDefault = 8 << 20
 	// applyLinger is how long the applier lets records gather before it
 	// inserts them, unless applyBatch are waiting or a reader needs them.
-	applyLinger = 25 * time.Millisecond
+	applyLinger = 100 * time.Millisecond
 	applyBatch  = 512
 	// openRequestsMax bounds the requests remembered as open; an outcome
 	// whose request is not remembered is checked against the database.
