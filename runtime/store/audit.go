@@ -118,6 +118,11 @@ type AuditFilter struct {
 	Until     time.Time  // Time < Until
 	AfterSeq  int64      // Seq > AfterSeq, for paging
 	Limit     int        // ListAudit: 0 means 100, at most 1000; ExportAudit: 0 means all
+	// NoWait reads what the database holds now: records still on their
+	// way from a SQLite store's audit journal (up to 100 ms of them) are
+	// not waited for. For followers that poll (the audit stream), which
+	// would otherwise make every poll an early, smaller apply.
+	NoWait bool
 }
 
 // ProblemKind names what VerifyAudit found wrong.

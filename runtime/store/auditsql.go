@@ -429,8 +429,10 @@ func (s *sqlStore) ExportAudit(ctx context.Context, f AuditFilter, fn func(Audit
 }
 
 func (s *sqlStore) exportAudit(ctx context.Context, op string, f AuditFilter, fn func(AuditRecord) error) error {
-	if err := s.auditSynced(ctx, op); err != nil {
-		return err
+	if !f.NoWait {
+		if err := s.auditSynced(ctx, op); err != nil {
+			return err
+		}
 	}
 	q, args := s.auditQuery(f)
 	rows, err := s.r.QueryContext(ctx, q, args...)

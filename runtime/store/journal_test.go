@@ -427,3 +427,21 @@ func FuzzJournalTail(f *testing.F) {
 		}
 	})
 }
+
+// TestJournalNoWait: a read with NoWait returns what the database holds
+// without waiting for the journal; any other read waits for every record
+// appended before it.
+func TestJournalNoWait(t *testing.T) {
+	dsn, _ := journalDB(t)
+	s := open(t, dsn)
+	release := holdWriteLock(t, dsn) // the applier cannot apply meanwhile
+	appendN(t, s, 3)
+	recs, err := s.ListAudit(ctxT(t), AuditFilter{NoWait: true})
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("ListAudit(NoWait) with the records still journaled: %d records, %v; want 0", len(recs), err)
+	}
+	release()
+	if recs, err = s.ListAudit(ctxT(t), AuditFilter{}); err != nil || len(recs) != 3 {
+		t.Fatalf("ListAudit: %d records, %v; want the 3 appended", len(recs), err)
+	}
+}
