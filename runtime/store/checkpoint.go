@@ -14,21 +14,25 @@ import (
 // of its own checkpoints (PASSIVE: it never blocks the writer or readers)
 // shortly after audit commits, at most every walCheckpointEvery, and once a
 // second anyway; the writer's own automatic checkpoint stays as a backstop,
-// at walBackstopPages, should this one fall behind.
+// at walBackstopPages, should this one fall behind. With the audit
+// journal the database commits a few times a second, not once per batch of
+// calls: a checkpoint a second is enough, and each copies more pages once.
 const (
-	walCheckpointEvery = 100 * time.Millisecond
-	walBackstopPages   = 10000
+	walCheckpointEvery     = 100 * time.Millisecond
+	walCheckpointJournaled = time.Second
+	walBackstopPages       = 10000
 )
 
 type walCheckpointer struct {
-	db   *sql.DB
-	poke chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	db    *sql.DB
+	every time.Duration // at most one checkpoint per every
+	poke  chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
 }
 
-func newWALCheckpointer(db *sql.DB) *walCheckpointer {
-	c := &walCheckpointer{db: db, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+func newWALCheckpointer(db *sql.DB, every time.Duration) *walCheckpointer {
+	c := &walCheckpointer{db: db, every: every, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -59,7 +63,7 @@ func (c *walCheckpointer) run() {
 		// retried at the next wake; the writer's backstop bounds the WAL.
 		_, _ = c.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
 		cancel()
-		pace.Reset(walCheckpointEvery)
+		pace.Reset(c.every)
 		select {
 		case <-c.stop:
 			return

@@ -116,10 +116,13 @@ func decodeFrame(b []byte) (rec AuditRecord, n int, ok bool) {
 var errJournalHeld = errors.New("audit journal held by another process")
 
 type auditJournal struct {
-	s    *sqlStore
-	path string
-	f    *os.File
-	sync bool // fdatasync every batch (synchronous=full)
+	s *sqlStore
+	// checkpoints is woken after each apply (set once, before the first
+	// append).
+	checkpoints *walCheckpointer
+	path        string
+	f           *os.File
+	sync        bool // fdatasync every batch (synchronous=full)
 
 	// The writer goroutine's own state (auditWriter.run calls write).
 	off  int64
@@ -589,8 +592,8 @@ func (j *auditJournal) applyLoop() {
 		j.progress = make(chan struct{})
 		broken, closing := j.broken, j.closing
 		j.mu.Unlock()
-		if err == nil && j.s.checkpoints != nil {
-			j.s.checkpoints.wake()
+		if err == nil && j.checkpoints != nil {
+			j.checkpoints.wake()
 		}
 		if broken != nil {
 			// Nothing more can be applied: wait for close.

@@ -117,8 +117,8 @@ func OpenSQLiteWith(ctx context.Context, path string, o SQLiteOptions) (Store, e
 		ckpt.Close()
 		return nil, err
 	}
-	s.checkpoints = newWALCheckpointer(ckpt)
 	var write func([]*appendReq) error
+	every := walCheckpointEvery
 	if journalSupported && !o.NoAuditJournal {
 		j, err := openJournal(ctx, s, path, !strings.EqualFold(sync, SyncNormal))
 		switch {
@@ -133,11 +133,15 @@ func OpenSQLiteWith(ctx context.Context, path string, o SQLiteOptions) (Store, e
 			}
 		case err != nil:
 			s.Close()
+			ckpt.Close()
 			return nil, err
 		default:
-			s.journal = j
-			write = j.write
+			s.journal, write, every = j, j.write, walCheckpointJournaled
 		}
+	}
+	s.checkpoints = newWALCheckpointer(ckpt, every)
+	if s.journal != nil {
+		s.journal.checkpoints = s.checkpoints
 	}
 	s.startAudit(write)
 	return s, nil
