@@ -73,7 +73,7 @@ func (c *keyCache) reset() {
 
 // presentedKey returns the API key sent as X-API-Key or Authorization: Bearer.
 func presentedKey(r *http.Request) string {
-	if k := r.Header.Get("X-API-Key"); k != "" {
+	if k := r.Header.Get(headerAPIKey); k != "" {
 		return strings.TrimSpace(k)
 	}
 	if a := r.Header.Get("Authorization"); a != "" {
@@ -170,50 +170,78 @@ func (s *Server) authed(need store.Role, h handlerFunc) handlerFunc {
 	}
 }
 
-// inflightSet tracks running requests by API key and by token so a
-// revocation can cancel them.
+// inflightSet tracks running requests by API key and calls by intent token
+// so a revocation can cancel them, and counts the slots each key's running
+// requests take, for its concurrency limit. Every call registers and leaves
+// (one map entry each way, no allocation once the maps have grown); a
+// revocation, rare, looks through all that run.
 type inflightSet struct {
-	mu      sync.Mutex
-	next    uint64
-	byKey   map[string]map[uint64]context.CancelCauseFunc
-	byToken map[string]map[uint64]context.CancelCauseFunc
+	mu    sync.Mutex
+	next  uint64
+	runs  map[uint64]inflightRun // by registration number
+	slots map[string]int         // by API key id: slots its running requests take
+}
+
+// inflightRun is one registration: a request of an API key, or a call
+// under an intent token.
+type inflightRun struct {
+	keyID, tokenID string
+	cancel         context.CancelCauseFunc
 }
 
 func (f *inflightSet) init() {
-	f.byKey = make(map[string]map[uint64]context.CancelCauseFunc)
-	f.byToken = make(map[string]map[uint64]context.CancelCauseFunc)
+	f.runs = make(map[uint64]inflightRun)
+	f.slots = make(map[string]int)
 }
 
-func (f *inflightSet) register(m map[string]map[uint64]context.CancelCauseFunc, id string, cancel context.CancelCauseFunc) func() {
-	f.mu.Lock()
+// register adds run and returns its removal; mu held.
+func (f *inflightSet) register(run inflightRun) func() {
 	f.next++
 	n := f.next
-	if m[id] == nil {
-		m[id] = make(map[uint64]context.CancelCauseFunc)
-	}
-	m[id][n] = cancel
-	f.mu.Unlock()
+	f.runs[n] = run
 	return func() {
 		f.mu.Lock()
-		delete(m[id], n)
-		if len(m[id]) == 0 {
-			delete(m, id)
-		}
+		delete(f.runs, n)
 		f.mu.Unlock()
 	}
 }
 
 func (f *inflightSet) addToken(tokenID string, cancel context.CancelCauseFunc) func() {
-	return f.register(f.byToken, tokenID, cancel)
-}
-
-func (f *inflightSet) cancelAll(m map[string]map[uint64]context.CancelCauseFunc, id string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, c := range m[id] {
-		c(errRevokedInFlight)
+	return f.register(inflightRun{tokenID: tokenID, cancel: cancel})
+}
+
+// cancelAll cancels the runs that match.
+func (f *inflightSet) cancelAll(match func(inflightRun) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.runs {
+		if match(r) {
+			r.cancel(errRevokedInFlight)
+		}
 	}
 }
 
-func (f *inflightSet) revokeKey(id string)   { f.cancelAll(f.byKey, id) }
-func (f *inflightSet) revokeToken(id string) { f.cancelAll(f.byToken, id) }
+func (f *inflightSet) revokeKey(id string) {
+	f.cancelAll(func(r inflightRun) bool { return r.keyID == id && id != "" })
+}
+
+func (f *inflightSet) revokeToken(id string) {
+	f.cancelAll(func(r inflightRun) bool { return r.tokenID == id && id != "" })
+}
+
+// running returns the slots keyID's running requests take, or all keys'
+// with keyID "".
+func (f *inflightSet) running(keyID string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if keyID != "" {
+		return f.slots[keyID]
+	}
+	n := 0
+	for _, s := range f.slots {
+		n += s
+	}
+	return n
+}

@@ -12,8 +12,18 @@ import (
 // requestID is the request's X-Request-ID when it is usable, else a fresh
 // one: a caller cannot make an audit record unwritable, or store a secret,
 // through it.
+// Request headers read on every call, spelled as net/http keeps them
+// (canonical): Header.Get and Set then find them without rewriting, and
+// allocating, the name first. On the wire their case does not matter.
+const (
+	headerAPIKey      = "X-Api-Key"           // X-API-Key
+	headerRequestID   = "X-Request-Id"        // X-Request-ID
+	headerProof       = "X-Csrg-Proof"        // X-CSRG-Proof
+	headerValueDigest = "X-Csrg-Value-Digest" // X-CSRG-Value-Digest
+)
+
 func requestID(r *http.Request) string {
-	return identity.RequestID(r.Header.Get("X-Request-ID"))
+	return identity.RequestID(r.Header.Get(headerRequestID))
 }
 
 // checkName refuses a server or tool name that cannot enter a decision or

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -124,4 +125,24 @@ func validHeaderName(s string) bool {
 		return false
 	}
 	return true
+}
+
+// FuzzIsToolError checks that isToolError, which skips decoding a result
+// none of whose keys can be isError, answers as decoding it always would.
+func FuzzIsToolError(f *testing.F) {
+	for _, s := range []string{
+		`{"content":[{"type":"text","text":"echo: hi"}]}`, `{"isError":true}`, `{"ISERROR":true}`, `{"iſError":true}`,
+		`{"\u0069sError":true}`, `{"content":[],"isError":false}`, `{"isError":"yes"}`, `{"a":{"isError":true}}`, `not json isError`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var v struct {
+			IsError bool `json:"isError"`
+		}
+		_ = json.Unmarshal(b, &v)
+		if got := isToolError(b); got != v.IsError {
+			t.Fatalf("isToolError(%q) = %v, decoding says %v", b, got, v.IsError)
+		}
+	})
 }

@@ -300,10 +300,7 @@ func TestRevokeCancelsCallInFlight(t *testing.T) {
 	id, _, _ := store.ParseAPIKey(key)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		g.srv.inflight.mu.Lock()
-		n := len(g.srv.inflight.byKey[id])
-		g.srv.inflight.mu.Unlock()
-		if n > 0 {
+		if g.srv.inflight.running(id) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -61,7 +61,7 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("X-Request-ID", inv.rec.RequestID)
+	w.Header().Set(headerRequestID, inv.rec.RequestID)
 	writeJSON(w, http.StatusOK, result)
 	return nil
 }
@@ -301,7 +301,7 @@ func checkPlan(rawPlan []byte, tok *intent.Token) (*signedPlan, error) {
 // The SDK names a step by X-CSRG-Path and proves it with X-CSRG-Proof; the
 // gateway also checks the parameters, which the hosted service does not.
 func (s *Server) bindStep(r *http.Request, req *invokeRequest, sp *signedPlan, action string, args map[string]any) (int, error) {
-	if d := r.Header.Get("X-CSRG-Value-Digest"); d != "" && !intent.MatchValueDigest(action, d) {
+	if d := r.Header.Get(headerValueDigest); d != "" && !intent.MatchValueDigest(action, d) {
 		return -1, errorf(KindIntentMismatch, "X-CSRG-Value-Digest does not match action %q", action)
 	}
 	plan, leaves, tree := sp.plan, sp.leaves, sp.tree
@@ -334,7 +334,7 @@ func (s *Server) bindStep(r *http.Request, req *invokeRequest, sp *signedPlan, a
 }
 
 func proofBytes(r *http.Request, req *invokeRequest) []byte {
-	if h := r.Header.Get("X-CSRG-Proof"); h != "" {
+	if h := r.Header.Get(headerProof); h != "" {
 		return []byte(h)
 	}
 	return firstJSON(req.MerkleProof)
@@ -370,11 +370,36 @@ func enforceAnswer(d policy.Decision) map[string]any {
 }
 
 func isToolError(res json.RawMessage) bool {
+	if !mayNameIsError(res) {
+		return false // no key of res can be isError: spare decoding it
+	}
 	var v struct {
 		IsError bool `json:"isError"`
 	}
 	_ = json.Unmarshal(res, &v)
 	return v.IsError
+}
+
+// mayNameIsError reports whether some key of the JSON text b could be
+// "isError" as encoding/json matches a field name: unescaped, in any case,
+// with U+017F (long s) for s, the only rune beyond ASCII that folds to one
+// of its letters. A key with an escape is taken to match.
+func mayNameIsError(b []byte) bool {
+	if bytes.IndexByte(b, '\\') >= 0 || bytes.Contains(b, []byte("\u017f")) {
+		return true
+	}
+	const name = "iserror"
+	for i := bytes.IndexAny(b, "iI"); i >= 0 && i+len(name) <= len(b); {
+		if bytes.EqualFold(b[i:i+len(name)], []byte(name)) {
+			return true
+		}
+		j := bytes.IndexAny(b[i+1:], "iI")
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
 }
 
 func short(h string) string {

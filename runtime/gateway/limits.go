@@ -179,35 +179,29 @@ func tooManyCalls(keyID string, limit int) *Error {
 	return errorf(KindTooManyRequests, "API key %s already has %d requests running, the limit per key (--max-concurrent-per-key): retry when one ends", keyID, limit)
 }
 
-// acquire registers a running request of keyID taking slots of the key's
-// limit (a JSON-RPC batch takes one per request in it), as add does,
-// unless the key would then have more than limit running: then ok is false
-// and nothing is registered.
+// acquire registers a running request of keyID, cancelled with cancel if
+// the key is revoked, taking slots of the key's limit (a JSON-RPC batch
+// takes one per request in it), unless the key would then have more than
+// limit running: then ok is false and nothing is registered.
 func (f *inflightSet) acquire(keyID string, limit, slots int, cancel context.CancelCauseFunc) (done func(), ok bool) {
 	slots = max(slots, 1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	running := f.byKey[keyID]
-	if limit > 0 && len(running)+slots > limit {
+	n := f.slots[keyID]
+	if limit > 0 && n+slots > limit {
 		return nil, false
 	}
-	if running == nil {
-		running = make(map[uint64]context.CancelCauseFunc)
-		f.byKey[keyID] = running
-	}
-	ids := make([]uint64, slots)
-	for i := range ids {
-		f.next++
-		ids[i] = f.next
-		running[f.next] = cancel
-	}
+	f.slots[keyID] = n + slots
+	f.next++
+	id := f.next
+	f.runs[id] = inflightRun{keyID: keyID, cancel: cancel}
 	return func() {
 		f.mu.Lock()
-		for _, n := range ids {
-			delete(f.byKey[keyID], n)
-		}
-		if len(f.byKey[keyID]) == 0 {
-			delete(f.byKey, keyID)
+		delete(f.runs, id)
+		if left := f.slots[keyID] - slots; left > 0 {
+			f.slots[keyID] = left
+		} else {
+			delete(f.slots, keyID)
 		}
 		f.mu.Unlock()
 	}, true

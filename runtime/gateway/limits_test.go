@@ -347,15 +347,7 @@ func TestConcurrentCallsPerKey(t *testing.T) {
 			}
 		}()
 	}
-	running := func() int {
-		g.srv.inflight.mu.Lock()
-		defer g.srv.inflight.mu.Unlock()
-		n := 0
-		for _, m := range g.srv.inflight.byKey {
-			n += len(m)
-		}
-		return n
-	}
+	running := func() int { return g.srv.inflight.running("") }
 	waitFor := func(want int) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); running() != want; time.Sleep(10 * time.Millisecond) {

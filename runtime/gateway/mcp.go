@@ -121,7 +121,7 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			mc.user, mc.source = p.User, sourceAccessToken
 		}
 	}
-	w.Header().Set("X-Request-ID", mc.reqID)
+	w.Header().Set(headerRequestID, mc.reqID)
 	if h := r.Header.Get(headerUser); h != "" {
 		u, err := identity.User(headerUser, h)
 		if err != nil {

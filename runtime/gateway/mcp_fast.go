@@ -55,7 +55,7 @@ func (ep *mcpEndpoint) fastToolCall(ctx context.Context, w http.ResponseWriter, 
 	if len(t) == 0 || t[0] != '{' || !bytes.Contains(t, []byte(`"tools/call"`)) {
 		return false
 	}
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" || !acceptsBoth(r) {
+	if mediaType(r.Header.Get("Content-Type")) != "application/json" || !acceptsBoth(r) {
 		return false
 	}
 	var req fastRequest
@@ -389,13 +389,25 @@ func annotateModern(raw json.RawMessage) json.RawMessage {
 	return append(out, '}')
 }
 
+// mediaType is the media type of a Content-Type or Accept value as
+// mime.ParseMediaType reads it ("" if it cannot), parameters left out;
+// the values MCP clients send are answered without parsing.
+func mediaType(v string) string {
+	switch v {
+	case "application/json", "text/event-stream":
+		return v
+	}
+	mt, _, _ := mime.ParseMediaType(v)
+	return mt
+}
+
 // acceptsBoth reports whether the client accepts JSON and SSE, as the
 // Streamable HTTP transport requires of a POST.
 func acceptsBoth(r *http.Request) bool {
 	var jsonOK, sseOK bool
 	for _, v := range r.Header.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
+		for part := range strings.SplitSeq(v, ",") {
+			mt := mediaType(strings.TrimSpace(part))
 			switch mt {
 			case "application/json", "application/*", "*/*":
 				jsonOK = true

@@ -117,7 +117,7 @@ func (c *verifiedTokens) reset() {
 // bearerJWT returns the access token of r: an Authorization: Bearer value
 // shaped like a JWT (API keys never are). X-API-Key always carries a key.
 func bearerJWT(r *http.Request) string {
-	if r.Header.Get("X-API-Key") != "" {
+	if r.Header.Get(headerAPIKey) != "" {
 		return ""
 	}
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")

@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
@@ -45,20 +46,39 @@ var errBadSession = errors.New("unknown or expired MCP session")
 // sessionSealer seals session state with a key derived from the current
 // token-signing key.
 type sessionSealer struct {
-	mu    sync.Mutex
-	kid   string
-	aead  cipher.AEAD
-	seeds func() (kid string, seed []byte)
+	mu   sync.Mutex
+	kid  string
+	aead cipher.AEAD
+	// keys returns the current token-signing key and its id; its seed
+	// is copied out only when the id changes.
+	keys func() (kid string, key ed25519.PrivateKey)
+	// opened holds what ids sealed under kid opened to, so that a
+	// session's every request does not decrypt and decode it again. It is
+	// a function of the id's exact bytes and the key: who presents an id,
+	// and whether the session expired, is checked on every request.
+	opened map[string]sessionState
 }
 
+// maxOpened bounds sessionSealer.opened; when full it starts over.
+const maxOpened = 4096
+
 func (z *sessionSealer) cipher() (cipher.AEAD, error) {
-	kid, seed := z.seeds()
+	kid, priv := z.keys()
 	z.mu.Lock()
 	defer z.mu.Unlock()
+	return z.cipherLocked(kid, priv)
+}
+
+// cipherLocked is cipher with mu held and the key read.
+func (z *sessionSealer) cipherLocked(kid string, priv ed25519.PrivateKey) (cipher.AEAD, error) {
 	if z.aead != nil && z.kid == kid {
 		return z.aead, nil
 	}
-	key, err := hkdf.Key(sha256.New, seed, []byte(kid), "armoriq mcp session v1", 32)
+	z.opened = nil // sealed under another key
+	if len(priv) != ed25519.PrivateKeySize {
+		return nil, errors.New("no token-signing key to seal MCP sessions with")
+	}
+	key, err := hkdf.Key(sha256.New, priv.Seed(), []byte(kid), "armoriq mcp session v1", 32)
 	if err != nil {
 		return nil, err
 	}
@@ -95,39 +115,66 @@ func (z *sessionSealer) seal(st sessionState) (string, error) {
 // open returns the state sealed in id, if this gateway (or a replica
 // sharing its store) sealed it and it has not expired.
 func (z *sessionSealer) open(id string, now time.Time) (sessionState, error) {
+	st, err := z.unseal(id)
+	if err != nil {
+		return sessionState{}, err
+	}
+	if age := now.Sub(time.Unix(st.Issued, 0)); age > sessionTTL || age < -time.Minute {
+		return sessionState{}, errBadSession
+	}
+	return st, nil
+}
+
+// unseal returns the state sealed in id under the current key, from
+// opened if it was unsealed before.
+func (z *sessionSealer) unseal(id string) (sessionState, error) {
 	var st sessionState
 	rest, ok := strings.CutPrefix(id, sessionPrefix)
 	if !ok || len(rest) > 2048 {
 		return st, errBadSession
 	}
+	kid, priv := z.keys()
+	z.mu.Lock()
+	aead, err := z.cipherLocked(kid, priv)
+	if err != nil {
+		z.mu.Unlock()
+		return st, err
+	}
+	st, ok = z.opened[id]
+	z.mu.Unlock()
+	if ok {
+		return st, nil
+	}
 	raw, err := base64.RawURLEncoding.DecodeString(rest)
 	if err != nil {
 		return st, errBadSession
 	}
-	aead, err := z.cipher()
-	if err != nil {
-		return st, err
-	}
 	if len(raw) < aead.NonceSize()+aead.Overhead() {
 		return st, errBadSession
 	}
-	plain, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], []byte(sessionPrefix))
+	ns := aead.NonceSize()
+	plain, err := aead.Open(raw[ns:ns], raw[:ns], raw[ns:], []byte(sessionPrefix)) // in place: raw is this call's own
 	if err != nil {
 		return st, errBadSession
 	}
 	if err := json.Unmarshal(plain, &st); err != nil {
 		return st, errBadSession
 	}
-	if age := now.Sub(time.Unix(st.Issued, 0)); age > sessionTTL || age < -time.Minute {
-		return st, errBadSession
+	z.mu.Lock()
+	if z.kid == kid { // not rekeyed meanwhile
+		if z.opened == nil || len(z.opened) >= maxOpened {
+			z.opened = make(map[string]sessionState)
+		}
+		z.opened[id] = st
 	}
+	z.mu.Unlock()
 	return st, nil
 }
 
 // newSessionSealer returns a sealer keyed by s's token-signing key.
 func (s *Server) newSessionSealer() *sessionSealer {
-	return &sessionSealer{seeds: func() (string, []byte) {
+	return &sessionSealer{keys: func() (string, ed25519.PrivateKey) {
 		k := s.signingKey()
-		return k.ID, k.PrivateKey.Seed()
+		return k.ID, k.PrivateKey
 	}}
 }

@@ -16,7 +16,8 @@ func testSealer(seed byte, kid string) *sessionSealer {
 	for i := range s {
 		s[i] = seed
 	}
-	return &sessionSealer{seeds: func() (string, []byte) { return kid, s }}
+	key := ed25519.NewKeyFromSeed(s)
+	return &sessionSealer{keys: func() (string, ed25519.PrivateKey) { return kid, key }}
 }
 
 func TestSessionSealing(t *testing.T) {
@@ -46,6 +47,16 @@ func TestSessionSealing(t *testing.T) {
 	b[len(b)/2] ^= 1
 	if _, err := z.open(string(b), now); err == nil {
 		t.Fatal("opened an altered session id")
+	}
+	// Opened ids are kept, but for the key they were sealed under: once
+	// the signing key changes, the id no longer opens.
+	if _, err := z.open(id, now); err != nil {
+		t.Fatalf("again: %v", err)
+	}
+	other := testSealer(2, "tk_b")
+	z.keys = other.keys
+	if _, err := z.open(id, now); err == nil {
+		t.Fatal("opened after the signing key changed")
 	}
 }
 
