@@ -74,12 +74,20 @@ const frameHeader = 12
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// journalRecord is a record as a frame's payload holds it. The arguments
+// go as a string, byte for byte: encoding/json rewrites a RawMessage
+// (compacted, <, > and & escaped), and the hash covers the bytes stored.
+type journalRecord struct {
+	*AuditRecord
+	Arguments string `json:"arguments"`
+}
+
 // appendFrame appends rec's frame to b.
 func appendFrame(b []byte, rec *AuditRecord) ([]byte, error) {
 	start := len(b)
 	b = append(b, journalMagic[:]...)
 	b = append(b, make([]byte, 8)...)
-	payload, err := json.Marshal(rec)
+	payload, err := json.Marshal(journalRecord{AuditRecord: rec, Arguments: string(rec.Arguments)})
 	if err != nil {
 		return b[:start], err
 	}
@@ -104,9 +112,11 @@ func decodeFrame(b []byte) (rec AuditRecord, n int, ok bool) {
 	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[8:]) {
 		return rec, 0, false
 	}
-	if err := json.Unmarshal(payload, &rec); err != nil || rec.Seq <= 0 {
+	jr := journalRecord{AuditRecord: &rec}
+	if err := json.Unmarshal(payload, &jr); err != nil || rec.Seq <= 0 {
 		return AuditRecord{}, 0, false
 	}
+	rec.Arguments = json.RawMessage(jr.Arguments)
 	rec.Time = rec.Time.UTC()
 	rec.OutcomeMissing, rec.ConcludedBy = false, 0
 	return rec, frameHeader + int(size), true

@@ -136,7 +136,11 @@ func TestJournalChild(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
-				seq, err := s.AppendAudit(context.Background(), request(w*1_000_000+i))
+				rec := request(w*1_000_000 + i)
+				// Arguments as clients send them: spaced, with characters
+				// JSON encoders like to escape.
+				rec.Arguments = json.RawMessage(fmt.Sprintf("{ \"i\": %d, \"q\": \"a < b && c > d\" }", i))
+				seq, err := s.AppendAudit(context.Background(), rec)
 				if err != nil {
 					t.Error(err)
 					return
@@ -443,5 +447,34 @@ func TestJournalNoWait(t *testing.T) {
 	release()
 	if recs, err = s.ListAudit(ctxT(t), AuditFilter{}); err != nil || len(recs) != 3 {
 		t.Fatalf("ListAudit: %d records, %v; want the 3 appended", len(recs), err)
+	}
+}
+
+// TestJournalFrameKeepsBytes: a record comes out of its frame exactly as
+// it went in, arguments byte for byte (whitespace, characters JSON
+// encoders escape, escapes of their own), so its hash still matches.
+func TestJournalFrameKeepsBytes(t *testing.T) {
+	for _, args := range []string{
+		`{"n":1}`,
+		"{ \"q\" :\t\"a < b && c > d\" ,\n \"e\": \"\\u00e9\\n\", \"x\": [1, 2.50, 1e3] }",
+		`"<script>&amp;</script>"`,
+		`null`,
+	} {
+		rec := request(1)
+		rec.Arguments = json.RawMessage(args)
+		rec.Time = time.Unix(1_700_000_000, 987654321).UTC()
+		rec.HashVersion, rec.Seq, rec.PrevHash = auditHashVersion, 1, make([]byte, 32)
+		rec.Hash = AuditHash(&rec)
+		b, err := appendFrame(nil, &rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, n, ok := decodeFrame(b)
+		if !ok || n != len(b) {
+			t.Fatalf("arguments %q: the frame does not decode (ok %v, %d of %d bytes)", args, ok, n, len(b))
+		}
+		if string(got.Arguments) != args || string(AuditHash(&got)) != string(rec.Hash) || !got.Time.Equal(rec.Time) {
+			t.Errorf("arguments %q: came back as %q (hash matches: %v, time %v)", args, got.Arguments, string(AuditHash(&got)) == string(rec.Hash), got.Time)
+		}
 	}
 }
