@@ -50,6 +50,10 @@ const (
 	// journalSizeDefault is the journal's preallocated size; it grows
 	// (rarely) to hold a batch larger than itself.
 	journalSizeDefault = 8 << 20
+	// journalInitial is what a new journal starts with; it doubles up to
+	// journalSize as records come (a store that appends little, a test's
+	// or a CLI's, writes little).
+	journalInitial = 256 << 10
 	// applyLinger is how long the applier lets records gather before it
 	// inserts them, unless applyBatch are waiting or a reader needs them.
 	applyLinger = 100 * time.Millisecond
@@ -224,8 +228,8 @@ func (j *auditJournal) recover(ctx context.Context) error {
 	// start, over it. The rest of the file must exist (written zeros) so
 	// that writes never change its size.
 	j.size = int64(len(data))
-	if j.size < journalSize {
-		if err := j.grow(journalSize); err != nil {
+	if initial := min(journalInitial, journalSize); j.size < initial {
+		if err := j.grow(initial); err != nil {
 			return errorf(op, ErrUnavailable, "%v", err)
 		}
 	}
@@ -365,6 +369,15 @@ func (j *auditJournal) write(batch []*appendReq) error {
 // does not fit in what is left.
 func (j *auditJournal) writeFrames(buf []byte) error {
 	n := int64(len(buf))
+	if j.off+n > j.size && j.size < journalSize {
+		// Still short of its full size: the file grows (doubling) rather
+		// than being written over.
+		if size := min(max(2*j.size, j.off+n), journalSize); j.off+n <= size {
+			if err := j.grow(size); err != nil {
+				return err
+			}
+		}
+	}
 	if j.off+n > j.size {
 		// Every record in the file must be in the database before the
 		// file is written over.
