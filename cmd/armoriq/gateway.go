@@ -420,9 +420,15 @@ func openGateway(ctx context.Context, e *env, o *gatewayOptions) (_ *gatewayRun,
 	if g.store, err = store.Open(ctx, dsn); err != nil {
 		return nil, fmt.Errorf("opening the store: %v", err)
 	}
+	if err := store.CanAppendAudit(g.store); err != nil {
+		// Every call would be refused (no audit record, no call): say so
+		// now rather than serve.
+		g.store.Close()
+		return nil, fmt.Errorf("opening the store: %v; is another gateway running on this database? Several gateways need PostgreSQL (--store postgres://...)", err)
+	}
 	if o.storeDSN == "" {
 		// The database holds the token-signing keys: owner only.
-		for _, suffix := range []string{"", "-wal", "-shm"} {
+		for _, suffix := range []string{"", "-wal", "-shm", "-auditjournal"} {
 			_ = os.Chmod(dbPath+suffix, 0o600)
 		}
 	}

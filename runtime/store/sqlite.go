@@ -127,6 +127,7 @@ func OpenSQLiteWith(ctx context.Context, path string, o SQLiteOptions) (Store, e
 			// one reads it and refuses to append (two appenders would fork
 			// the chain).
 			msg := err.Error()
+			s.appendRefused = err
 			slog.Warn("store: the audit journal is held by another process: this one can read the audit log but not append to it", "err", msg)
 			write = func([]*appendReq) error {
 				return errorf("append audit", ErrUnavailable, "%s (the process holding it appends to this database's audit log; use PostgreSQL for several gateways)", msg)
@@ -145,6 +146,16 @@ func OpenSQLiteWith(ctx context.Context, path string, o SQLiteOptions) (Store, e
 	}
 	s.startAudit(write)
 	return s, nil
+}
+
+// CanAppendAudit returns why st cannot append audit records, or nil: a
+// SQLite store whose audit journal another process holds reads the log
+// but refuses every append. The gateway checks it at start.
+func CanAppendAudit(st Store) error {
+	if s, ok := st.(*sqlStore); ok && s.appendRefused != nil {
+		return s.appendRefused
+	}
+	return nil
 }
 
 // enableWAL switches the database to WAL mode (a persistent setting of the

@@ -79,6 +79,9 @@ type sqlStore struct {
 	// journal makes audit batches durable before they reach the database
 	// (SQLite only; journal.go). nil: batches commit to the database.
 	journal *auditJournal
+	// appendRefused says why this store refuses audit appends (another
+	// process holds the journal), or is nil.
+	appendRefused error
 
 	closeOnce sync.Once
 	closeErr  error
