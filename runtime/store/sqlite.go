@@ -128,7 +128,9 @@ func OpenSQLiteWith(ctx context.Context, path string, o SQLiteOptions) (Store, e
 			// the chain).
 			msg := err.Error()
 			s.appendRefused = err
-			slog.Warn("store: the audit journal is held by another process: this one can read the audit log but not append to it", "err", msg)
+			// (No warning: a CLI reading beside a running gateway is the
+			// common case; the gateway checks CanAppendAudit at start.)
+			slog.Debug("store: the audit journal is held by another process: this one can read the audit log but not append to it", "err", msg)
 			write = func([]*appendReq) error {
 				return errorf("append audit", ErrUnavailable, "%s (the process holding it appends to this database's audit log; use PostgreSQL for several gateways)", msg)
 			}
