@@ -47,7 +47,7 @@ type Adapter struct {
 	conn    *stdioConn // its connection, which raw calls share (stdio.go)
 	closed  bool
 
-	progress  sync.Map // progress token → func(plugins.Progress)
+	progress  sync.Map // progress token → *progressSink
 	nextToken atomic.Int64
 
 	callsMu sync.Mutex
@@ -331,12 +331,18 @@ func (a *Adapter) Close() error {
 // The result is the upstream's own JSON, seen by a callTap; log is where
 // the tap sends the request's log messages (nil: nowhere).
 func (a *Adapter) do(ctx context.Context, log func(plugins.LogMessage), f func(context.Context, *mcp.ClientSession) (any, error)) (json.RawMessage, error) {
+	return a.doTap(ctx, log, nil, f)
+}
+
+// doTap is do with the call's progress delivered by its tap (progress may
+// be nil).
+func (a *Adapter) doTap(ctx context.Context, log func(plugins.LogMessage), progress *progressSink, f func(context.Context, *mcp.ClientSession) (any, error)) (json.RawMessage, error) {
 	for attempt := 0; ; attempt++ {
 		cs, err := a.sessionFor(ctx)
 		if err != nil {
 			return nil, err
 		}
-		tap := &callTap{log: log}
+		tap := &callTap{log: log, progress: progress}
 		res, err := f(withTap(ctx, tap), cs)
 		tap.done.Store(true)
 		if err == nil {
@@ -398,13 +404,15 @@ func (a *Adapter) CallToolV2(ctx context.Context, call *plugins.ToolCall, ev *pl
 		return nil, err
 	}
 	var token string
+	var sink *progressSink
 	defer a.inFlight(ev)()
 	if ev.Progress != nil {
 		token = "armoriq-" + strconv.FormatInt(a.nextToken.Add(1), 10)
-		a.progress.Store(token, ev.Progress)
+		sink = &progressSink{token: token, f: ev.Progress}
+		a.progress.Store(token, sink)
 		defer a.progress.Delete(token)
 	}
-	return a.do(ctx, ev.Log, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
+	return a.doTap(ctx, ev.Log, sink, func(ctx context.Context, cs *mcp.ClientSession) (any, error) {
 		p := *params
 		p.Meta = requestMeta(cs, call.Meta)
 		if token != "" {
@@ -516,8 +524,12 @@ func (a *Adapter) onProgress(_ context.Context, req *mcp.ProgressNotificationCli
 	if !ok {
 		return
 	}
-	if f, ok := a.progress.Load(token); ok {
-		f.(func(plugins.Progress))(plugins.Progress{
+	if v, ok := a.progress.Load(token); ok {
+		p := v.(*progressSink)
+		if p.tapped.Load() {
+			return // the call's tap delivers its progress, in order
+		}
+		p.f(plugins.Progress{
 			Progress: req.Params.Progress,
 			Total:    req.Params.Total,
 			Message:  req.Params.Message,

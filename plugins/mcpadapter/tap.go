@@ -29,6 +29,11 @@ import (
 type callTap struct {
 	log  func(plugins.LogMessage) // nil: log messages are not wanted
 	done atomic.Bool              // the call has returned (tapConn forgets it)
+	// progress, if set, is the call's progress under token: delivered from
+	// here, in order with the result, not from the SDK's notification
+	// handler, which may run after the call has returned (the SDK hands a
+	// response to its caller at once and notifications to a queue).
+	progress *progressSink
 
 	mu     sync.Mutex
 	result json.RawMessage
@@ -49,9 +54,45 @@ func (t *callTap) take() json.RawMessage {
 	return r
 }
 
+// progressSink is where one call's progress goes, by its token.
+type progressSink struct {
+	token string
+	f     func(plugins.Progress)
+	// tapped: a tap delivered the call's progress; the SDK's handler then
+	// leaves it alone (it sees the same notifications, later).
+	tapped atomic.Bool
+}
+
+// deliver hands params of a notifications/progress to the sink if they
+// carry its token.
+func (p *progressSink) deliver(params json.RawMessage) {
+	var n struct {
+		ProgressToken any     `json:"progressToken"`
+		Progress      float64 `json:"progress"`
+		Total         float64 `json:"total"`
+		Message       string  `json:"message"`
+	}
+	if p == nil || json.Unmarshal(params, &n) != nil {
+		return
+	}
+	if tok, ok := n.ProgressToken.(string); !ok || tok != p.token {
+		return
+	}
+	p.tapped.Store(true)
+	p.f(plugins.Progress{Progress: n.Progress, Total: n.Total, Message: n.Message})
+}
+
 // message looks at one JSON-RPC message of the answer.
 func (t *callTap) message(data []byte) {
 	switch {
+	case t.progress != nil && bytes.Contains(data, []byte(`"notifications/progress"`)):
+		var n struct {
+			Method string          `json:"method"`
+			Params json.RawMessage `json:"params"`
+		}
+		if json.Unmarshal(data, &n) == nil && n.Method == "notifications/progress" {
+			t.progress.deliver(n.Params)
+		}
 	case bytes.Contains(data, []byte(`"notifications/message"`)):
 		if t.log == nil {
 			return
@@ -261,6 +302,21 @@ func (c *tapConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 			tap.mu.Unlock()
 		}
 	case *jsonrpc.Request:
+		if m.Method == "notifications/progress" {
+			// To the SDK call whose progress token it carries.
+			c.mu.Lock()
+			var sinks []*progressSink
+			for _, t := range c.calls {
+				if t.progress != nil && !t.done.Load() {
+					sinks = append(sinks, t.progress)
+				}
+			}
+			c.mu.Unlock()
+			for _, p := range sinks {
+				p.deliver(m.Params)
+			}
+			break
+		}
 		if m.Method != "notifications/message" {
 			break
 		}

@@ -101,9 +101,11 @@ func testAuditFailure(t *testing.T, e engine, setup, drop []string, want string)
 	waitQueue := func(queued int64, inChannel int) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for aw.queued.Load() != queued || len(aw.queue) != inChannel {
+		// The writer must be inside its write (blocked on the lock), not
+		// between taking the lone record and looking for more.
+		for aw.queued.Load() != queued || len(aw.queue) != inChannel || !aw.writing.Load() {
 			if time.Now().After(deadline) {
-				t.Fatalf("queue: %d accepted, %d not taken; want %d and %d", aw.queued.Load(), len(aw.queue), queued, inChannel)
+				t.Fatalf("queue: %d accepted, %d not taken, writing %v; want %d and %d, writing", aw.queued.Load(), len(aw.queue), aw.writing.Load(), queued, inChannel)
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -59,6 +59,8 @@ type auditWriter struct {
 	queued atomic.Int64
 	// commits counts the batches written (benchmarks report it per call).
 	commits atomic.Int64
+	// writing is set while a batch is being written (tests wait on it).
+	writing atomic.Bool
 }
 
 func newAuditWriter(write func([]*appendReq) error) *auditWriter {
@@ -143,7 +145,9 @@ func (w *auditWriter) run() {
 		if len(live) == 0 {
 			continue
 		}
+		w.writing.Store(true)
 		err := w.write(live)
+		w.writing.Store(false)
 		w.commits.Add(1)
 		for _, r := range live {
 			if r.err == nil {
