@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,6 +125,9 @@ func (m *hopMux) connection(ctx context.Context) (*hopConn, error) {
 
 // dialHop connects to the adapter's hop and says hello.
 func dialHop(ctx context.Context, addr *hopAddress, token []byte) (*hopConn, error) {
+	if err := checkPrivateDir(filepath.Dir(addr.Address)); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, hopDialTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -150,6 +155,20 @@ func dialHop(ctx context.Context, addr *hopAddress, token []byte) (*hopConn, err
 	_ = conn.SetDeadline(time.Time{})
 	hc := &hopConn{conn: conn, w: newHopWriter(conn), calls: map[uint64]*hopPendingCall{}, done: make(chan struct{})}
 	return hc, nil
+}
+
+// checkPrivateDir refuses a hop socket whose directory others could enter:
+// the token would travel where another user might have put a socket of
+// their own.
+func checkPrivateDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("the adapter's hop directory: %w", err)
+	}
+	if !fi.IsDir() || !filepath.IsAbs(dir) || fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("the adapter's hop directory %s has mode %v; want a directory only its owner can enter", dir, fi.Mode())
+	}
+	return nil
 }
 
 // hopConn is one connection to an adapter's hop.

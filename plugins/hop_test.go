@@ -77,6 +77,20 @@ func TestHopDirectory(t *testing.T) {
 	}
 }
 
+// TestHopPublicDirectory: the host refuses to dial a hop whose socket is in
+// a directory others can enter, before it sends the token (hopMux.call then
+// sends its calls on the session).
+func TestHopPublicDirectory(t *testing.T) {
+	m, _ := hopPair(t, &waiter{})
+	dir := filepath.Dir(m.addr.Address)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dialHop(context.Background(), m.addr, m.token); err == nil || !strings.Contains(err.Error(), "only its owner") {
+		t.Errorf("dialing a hop in a directory of mode 0755: %v, want a refusal", err)
+	}
+}
+
 // TestHopRefusesStrangers: a connection that does not present the token,
 // or sends anything but a hello first, is closed without a call running.
 func TestHopRefusesStrangers(t *testing.T) {
