@@ -9,12 +9,15 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -300,6 +303,51 @@ func TestHopFallback(t *testing.T) {
 	}
 	if !a.hop.disabled.Load() || a.mux.cur == nil {
 		t.Errorf("the calls did not go on Raw.Session (hop disabled %v, session %v)", a.hop.disabled.Load(), a.mux.cur != nil)
+	}
+}
+
+// TestHopOlderHost: an adapter that offers contract 5, run by a host that
+// speaks 1 to 4 (one built before the hop), negotiates 4 and serves its raw
+// calls on Raw.Session.
+func TestHopOlderHost(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "ARMORIQ_TEST_ROLE=adapter-mux")
+	sets := hostPluginSets(nil)
+	delete(sets, 5)
+	hs := handshake()
+	hs.ProtocolVersion = 4
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  hs,
+		VersionedPlugins: sets,
+		Cmd:              cmd,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           hclog.NewNullLogger(),
+	})
+	t.Cleanup(client.Kill)
+	rpc, err := client.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := client.NegotiatedVersion(); v != 4 {
+		t.Fatalf("an adapter offering 1 to 5 under a host speaking 1 to 4 negotiated %d, want 4", v)
+	}
+	raw, err := rpc.Dispense(pluginName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := raw.(*grpcClientV3)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := a.CallRaw(ctx, &RawCall{Method: "tools/call", Name: "deadline", Params: []byte(`{"name":"deadline","arguments":{}}`)}, nil)
+	if err != nil || res.Path != PathRaw {
+		t.Fatalf("a raw call: %v, %v", res, err)
+	}
+	if a.hop != nil || a.mux.cur == nil {
+		t.Errorf("the raw call did not go on Raw.Session (hop %v, session %v)", a.hop != nil, a.mux.cur != nil)
 	}
 }
 
