@@ -242,18 +242,20 @@ func (hc *hopConn) fail(err error) {
 	case err != io.EOF:
 		msg = err.Error()
 	}
-	_ = hc.conn.Close()
+	// The first failure is the one the calls report: it is recorded
+	// before the connection is closed, which fails the reader's read too.
 	hc.mu.Lock()
 	if hc.err != nil {
 		hc.mu.Unlock()
 		return // failed already: the reader, or a caller that found a malformed frame
 	}
-	if herr != nil {
-		hc.log("closing the hop to the adapter", "error", err)
-	}
 	hc.err = &connError{fmt.Errorf("the hop connection to the adapter broke (%s); the call is not retried: the upstream may have received it", msg)}
 	close(hc.done)
 	hc.mu.Unlock()
+	if herr != nil {
+		hc.log("closing the hop to the adapter", "error", err)
+	}
+	_ = hc.conn.Close()
 }
 
 // add registers a new call, or says the connection has broken (nothing of
@@ -294,9 +296,9 @@ func (hc *hopConn) take(c *hopPendingCall) []hopFrame {
 	return fs
 }
 
-// brokenErr is why the connection broke, after a write failed.
-func (hc *hopConn) brokenErr() error {
-	_ = hc.conn.Close() // the reader ends, if it has not
+// brokenErr is why the connection broke, after a write failed with err.
+func (hc *hopConn) brokenErr(err error) error {
+	hc.fail(err) // unless the reader saw the break first
 	<-hc.done
 	return hc.err
 }
@@ -351,7 +353,7 @@ func (hc *hopConn) call(ctx context.Context, c *hopPendingCall, call *RawCall, e
 	*bp = b
 	hopBufPool.Put(bp)
 	if err != nil {
-		return nil, hc.brokenErr()
+		return nil, hc.brokenErr(err)
 	}
 
 	// The events' handler, made at the first event (most calls have none).

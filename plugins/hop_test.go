@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -144,6 +146,10 @@ func dialRaw(t *testing.T, m *hopMux) net.Conn {
 // TestHopMalformedFrames: after the hello, a frame the hop does not allow
 // closes the connection (fail closed), and the hop serves the next one.
 func TestHopMalformedFrames(t *testing.T) {
+	var logged syncBuffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
+	t.Cleanup(func() { slog.SetDefault(old) })
 	w := &waiter{started: make(chan string, 1), ended: make(chan string, 1)}
 	m, _ := hopPair(t, w)
 	frame := func(kind byte, id uint64, payload []byte) []byte {
@@ -172,12 +178,100 @@ func TestHopMalformedFrames(t *testing.T) {
 			if n, err := c.Read(make([]byte, 64)); err != io.EOF {
 				t.Errorf("after %s: read %d bytes, %v; want the connection closed", tc.name, n, err)
 			}
+			waitUntil(t, func() bool { return strings.Contains(logged.String(), "hop protocol error") }, "the adapter to log the protocol error")
+			if got := logged.String(); !strings.Contains(got, "closing the hop connection of the host") {
+				t.Errorf("after %s the adapter logged %q, want it to say it closes the connection and why", tc.name, got)
+			}
+			logged.Reset()
 		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if res, err := m.call(ctx, &RawCall{Name: "echo"}, nil); err != nil || string(res.Result) != `"echo"` {
 		t.Errorf("a call after the malformed connections: %v, %v", res, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func (b *syncBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.b.Reset()
+}
+
+// waitUntil polls cond for at most 20 seconds.
+func waitUntil(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestHopMalformedFromAdapter: a frame from the adapter that the hop does
+// not allow fails the calls in flight with a connection error that says
+// what was wrong, and the host logs it.
+func TestHopMalformedFromAdapter(t *testing.T) {
+	dir, err := os.MkdirTemp("", "armoriq-hop-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "hop.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	token := bytes.Repeat([]byte{7}, hopTokenSize)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		// The hello, then the call: answered with a result for call 1
+		// whose path runs past the payload.
+		_, _ = io.ReadFull(c, make([]byte, hopHeaderSize+1+hopTokenSize))
+		_, _ = c.Write(append(appendHeader(nil, hopHello, 0, 1), hopVersion))
+		var hdr [hopHeaderSize]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
+		}
+		_, _ = io.ReadFull(c, make([]byte, binary.BigEndian.Uint32(hdr[:4])))
+		_, _ = c.Write(append(appendHeader(nil, hopResult, 1, 2), 0, 9))
+		_, _ = c.Read(make([]byte, 1))
+	}()
+	var logged syncBuffer
+	log := func(msg string, args ...any) { fmt.Fprintln(&logged, append([]any{msg}, args...)...) }
+	m := &hopMux{addr: &hopAddress{Network: "unix", Address: sock}, token: token, warn: log, logErr: log}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = m.call(ctx, &RawCall{Name: "echo"}, nil)
+	var cerr *connError
+	if !errors.As(err, &cerr) || !strings.Contains(err.Error(), "hop protocol error: truncated path") {
+		t.Errorf("a call answered with a malformed result: %v, want a connError saying the path was truncated", err)
+	}
+	if got := logged.String(); !strings.Contains(got, "closing the hop to the adapter") || !strings.Contains(got, "truncated path") {
+		t.Errorf("the host logged %q, want the protocol error", got)
 	}
 }
 
