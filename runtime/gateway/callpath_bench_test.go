@@ -22,9 +22,11 @@ import (
 // real SQLite file without fsync (--sqlite-sync normal), and the upstream
 // answers in process with fixed bytes, so what is left is mostly the
 // gateway's. Besides ns/op, which a loaded machine moves, it reports
-// cpu-µs/op, the process's CPU time per call (the store's SQLite work
-// included: about half of it), and allocs/op and B/op, which no load
-// moves.
+// cpu-µs/op, the process's CPU time per call (the store's work and the
+// benchmark's own included), and allocs/op and B/op, which no load moves.
+// For the handler's share, take a CPU profile (-cpuprofile) and read it
+// with -focus instrument and the store's packages ignored (docs/mcp.md,
+// Performance).
 //
 //	go test ./runtime/gateway -run '^$' -bench CallPath -benchmem
 //

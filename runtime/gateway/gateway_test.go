@@ -478,4 +478,18 @@ func TestCachedTokenStillChecked(t *testing.T) {
 		}
 	}
 	ok("the signed plan again")
+
+	// A plan too large to keep parsed is parsed on every call, and
+	// checked the same.
+	long := map[string]any{"text": strings.Repeat("x", maxCachedPlanBytes)}
+	big := g.issue("alice@example.com", step("tools", "echo", long))
+	for _, what := range []string{"first call, large plan", "second call, large plan"} {
+		if resp, out := g.sdkInvoke(g.agentKey, big, "tools", "echo", long, nil); resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d: %v", what, resp.StatusCode, out)
+		}
+	}
+	resp, out := g.sdkInvoke(g.agentKey, big, "tools", "echo", map[string]any{"text": "evil"}, map[string]any{"plan": other, "intent_token": map[string]any{"plan": other, "token": big["token"], "intent_reference": big["intent_reference"]}})
+	if msg, _ := out["message"].(string); resp.StatusCode == 200 || !strings.Contains(msg, "not the plan the token signed") {
+		t.Errorf("another plan with the large plan's token: status %d: %v", resp.StatusCode, out)
+	}
 }

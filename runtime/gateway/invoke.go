@@ -133,12 +133,19 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 		if err := intent.VerifyToken(tok, s.tokenKeys(), now); err != nil {
 			return nil, tokenError(err)
 		}
-		vt = s.tokens.markVerified(tokSum, tok, floatTime(tok.ExpiresAt), now)
+		vt = s.tokens.markVerified(tokSum, tok, len(rawTok), floatTime(tok.ExpiresAt), now)
 	} else if !now.Before(vt.expires) {
 		// The same bytes verified before; only time has moved.
 		return nil, tokenError(intent.ErrExpired)
 	}
 	tok := vt.tok // shared with every call sending the same bytes: read only
+	if tok == nil {
+		// Too large to keep decoded: decoded again (they verified).
+		tok = new(intent.Token)
+		if err := json.Unmarshal(rawTok, tok); err != nil {
+			return nil, errorf(KindUnauthenticated, "intent token is malformed: %v", err)
+		}
+	}
 	rec.PlanHash = tok.PlanHash
 	ref := it.IntentReference
 	if ref == "" {
@@ -184,8 +191,11 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if rawPlan == nil {
 		return nil, errorf(KindInvalid, "the plan is required with the call (intent_token.plan or plan)")
 	}
-	plan, err := s.planOf(tokSum, vt, rawPlan)
+	plan, err := s.tokens.plan(rawPlan)
 	if err != nil {
+		return nil, err
+	}
+	if err := plan.signedBy(tok); err != nil {
 		return nil, err
 	}
 	step, err := s.bindStep(r, &req, plan, action, args)
@@ -193,7 +203,11 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 		return nil, err
 	}
 	rec.Step = int64(step)
-	if err := checkTokenPolicyOf(vt.policy, vt.policyErr, req.MCP, action); err != nil {
+	tp, tpErr := vt.policy, vt.policyErr
+	if vt.tok == nil {
+		tp, tpErr = policy.ParseTokenPolicy(tok.Policy["token_policy"])
+	}
+	if err := checkTokenPolicyOf(tp, tpErr, req.MCP, action); err != nil {
 		inv.decision = policy.Decision{Effect: policy.Deny, RuleID: tokenPolicyRule, Reason: err.Error()}
 		return nil, err
 	}
@@ -267,34 +281,6 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 		rec.Outcome = "tool returned an error result"
 	}
 	return map[string]any{"jsonrpc": "2.0", "id": rec.RequestID, "result": res}, nil
-}
-
-// planOf returns rawPlan parsed, if it is the plan the token of vt (cached
-// under tokSum) signed: from the cache when the token was last sent with
-// the same bytes.
-func (s *Server) planOf(tokSum [32]byte, vt *verifiedToken, rawPlan []byte) (*signedPlan, error) {
-	sum := sha256.Sum256(rawPlan)
-	if vt.plan != nil && vt.planSum == sum {
-		return vt.plan, nil
-	}
-	sp, err := checkPlan(rawPlan, vt.tok)
-	if err != nil {
-		return nil, err
-	}
-	s.tokens.setPlan(tokSum, vt, sum, sp)
-	return sp, nil
-}
-
-// checkPlan parses rawPlan and checks that it is the plan tok signed.
-func checkPlan(rawPlan []byte, tok *intent.Token) (*signedPlan, error) {
-	plan, err := intent.ParsePlan(rawPlan)
-	if err != nil {
-		return nil, errorf(KindUnauthenticated, "the plan sent with the call is invalid: %v", err)
-	}
-	if h := intent.PlanHash(plan); h != tok.PlanHash {
-		return nil, errorf(KindUnauthenticated, "the plan sent with the call is not the plan the token signed (plan hash %s, token says %s)", short(h), short(tok.PlanHash))
-	}
-	return newSignedPlan(plan), nil
 }
 
 // bindStep finds the plan step this call is, or explains why it is none.

@@ -303,8 +303,11 @@ func (ep *mcpEndpoint) checkIntent(ctx context.Context, raw any, rt route, args 
 	if firstJSON(in.Plan) == nil {
 		return "", "", errorf(KindInvalid, "_meta[%q].plan is required", metaIntent)
 	}
-	plan, err := checkPlan(in.Plan, &tok)
+	plan, err := parsePlan(in.Plan)
 	if err != nil {
+		return "", "", err
+	}
+	if err := plan.signedBy(&tok); err != nil {
 		return "", "", err
 	}
 	hr := &http.Request{Header: http.Header{}}
