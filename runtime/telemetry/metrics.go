@@ -17,7 +17,7 @@ import (
 const Other = "other"
 
 // Metrics holds the gateway's Prometheus metrics in their own registry.
-// Its methods are safe for concurrent use and cheap (a label lookup and an
+// Its methods are safe for concurrent use and cheap (a map read and an
 // atomic add). docs/operations.md lists every metric.
 type Metrics struct {
 	reg  *prometheus.Registry
@@ -31,6 +31,14 @@ type Metrics struct {
 	upstreamCall   *prometheus.HistogramVec
 	tokens         *prometheus.CounterVec
 	auditHead      prometheus.Gauge
+
+	// The children of the vectors counted on every call, resolved once
+	// (children.go).
+	requestsBy     children[[2]string, prometheus.Counter]
+	toolCallsBy    children[[4]string, prometheus.Counter]
+	addedBy        children[string, prometheus.Observer]
+	auditCommitBy  children[string, prometheus.Observer]
+	upstreamCallBy children[[2]string, prometheus.Observer]
 
 	// The audit stream (stream.go).
 	sinkAcked   prometheus.Gauge
@@ -127,18 +135,35 @@ func (m *Metrics) Handler() http.Handler {
 
 // Request counts one HTTP request on route with status code.
 func (m *Metrics) Request(route string, code int) {
-	m.requests.WithLabelValues(route, codeClass(code)).Inc()
+	k := [2]string{route, codeClass(code)}
+	c, ok := m.requestsBy.get(k)
+	if !ok {
+		c = m.requests.WithLabelValues(route, k[1])
+		m.requestsBy.add(k, c)
+	}
+	c.Inc()
 }
 
 // ToolCall counts one tool call's final decision. server and tool must
 // already be bounded (Other outside the active catalogue).
 func (m *Metrics) ToolCall(route, server, tool, decision string) {
-	m.toolCalls.WithLabelValues(route, server, tool, decision).Inc()
+	k := [4]string{route, server, tool, decision}
+	c, ok := m.toolCallsBy.get(k)
+	if !ok {
+		c = m.toolCalls.WithLabelValues(route, server, tool, decision)
+		m.toolCallsBy.add(k, c)
+	}
+	c.Inc()
 }
 
 // AddedLatency observes the time the gateway added to a request on route.
 func (m *Metrics) AddedLatency(route string, d time.Duration) {
-	m.added.WithLabelValues(route).Observe(d.Seconds())
+	o, ok := m.addedBy.get(route)
+	if !ok {
+		o = m.added.WithLabelValues(route)
+		m.addedBy.add(route, o)
+	}
+	o.Observe(d.Seconds())
 }
 
 // PolicyDecision observes one policy decision's time.
@@ -150,7 +175,12 @@ func (m *Metrics) AuditCommit(phase string, d time.Duration, seq int64) {
 	if phase == "" {
 		phase = "decision"
 	}
-	m.auditCommit.WithLabelValues(phase).Observe(d.Seconds())
+	o, ok := m.auditCommitBy.get(phase)
+	if !ok {
+		o = m.auditCommit.WithLabelValues(phase)
+		m.auditCommitBy.add(phase, o)
+	}
+	o.Observe(d.Seconds())
 	m.AuditHead(seq)
 }
 
@@ -175,7 +205,13 @@ func (m *Metrics) UpstreamCall(server string, failed bool, d time.Duration) {
 	if failed {
 		res = "error"
 	}
-	m.upstreamCall.WithLabelValues(server, res).Observe(d.Seconds())
+	k := [2]string{server, res}
+	o, ok := m.upstreamCallBy.get(k)
+	if !ok {
+		o = m.upstreamCall.WithLabelValues(server, res)
+		m.upstreamCallBy.add(k, o)
+	}
+	o.Observe(d.Seconds())
 }
 
 // TokenRequest counts one intent token request answered with status code.
