@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"time"
+
+	"github.com/armoriq/controlplane/runtime/store"
 )
 
 // readyTimeout bounds the store check of one /readyz request, well inside
@@ -25,9 +28,10 @@ type readiness struct {
 	// NotReady says what keeps this replica from serving, one line each.
 	NotReady []string `json:"not_ready,omitempty"`
 	// Degraded lists what does not keep it from serving but fails some
-	// calls: upstream adapters that are down or failed.
+	// calls: upstream adapters that are down or failed; or a SQLite audit
+	// journal whose records do not reach the database yet.
 	Degraded []string `json:"degraded,omitempty"`
-	// Store is "ok" or "unreachable".
+	// Store is "ok", "unreachable" or "refusing audit records".
 	Store string `json:"store"`
 	// BundleRevision is the active bundle's revision, "" with none.
 	BundleRevision string `json:"bundle_revision"`
@@ -63,6 +67,20 @@ func (s *Server) readiness(ctx context.Context) readiness {
 		rd.Store = "unreachable"
 		rd.NotReady = append(rd.NotReady, "store: unreachable")
 		s.log.Warn("readiness: the store does not answer", "error", err)
+	}
+	if js, ok := store.JournalState(s.store); ok {
+		// A store that refuses audit appends refuses every call (no record,
+		// no call); one whose journal cannot reach its database still
+		// serves, until the journal is full.
+		switch {
+		case js.Refused != nil:
+			if rd.Store == "ok" {
+				rd.Store = "refusing audit records"
+			}
+			rd.NotReady = append(rd.NotReady, "store: audit records refused: "+js.Refused.Error())
+		case js.ApplyError != nil:
+			rd.Degraded = append(rd.Degraded, fmt.Sprintf("store: %d audit records not yet in the database: %v", js.Pending, js.ApplyError))
+		}
 	}
 	if ab := s.active.Load(); ab != nil {
 		rd.BundleRevision = ab.b.Manifest.Revision

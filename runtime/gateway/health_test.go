@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -27,7 +28,8 @@ func getReadyz(t *testing.T, g *testGateway) (int, readiness) {
 }
 
 func TestHealthzAndReadyz(t *testing.T) {
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "armoriq.db"))
+	dbPath := filepath.Join(t.TempDir(), "armoriq.db")
+	st, err := store.OpenSQLite(context.Background(), dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +78,33 @@ func TestHealthzAndReadyz(t *testing.T) {
 	}
 	if code != 200 || !rd.Ready || !slices.Contains(rd.Degraded, "adapter custom: "+rd.Adapters["custom"]) {
 		t.Fatalf("/readyz with a failed adapter = %d %+v, want 200 listing it as degraded: a configuration error is not this replica's fault", code, rd)
+	}
+
+	// The database refuses an audit record the journal already holds: the
+	// store refuses every append from then on, so this replica can serve
+	// no call: not ready, saying why.
+	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.request_id = 'refuse-me'
+		BEGIN SELECT RAISE(ABORT, 'emulated refusal'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AppendAudit(context.Background(), store.AuditRecord{RequestID: "refuse-me", Decision: store.Blocked}); err != nil {
+		t.Fatalf("AppendAudit: %v (journaled before the database sees it)", err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		code, rd = getReadyz(t, g)
+		if code == 503 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code != 503 || rd.Store != "refusing audit records" || len(rd.NotReady) != 1 || !strings.Contains(rd.NotReady[0], "emulated refusal") {
+		t.Fatalf("/readyz with audit records refused = %d %+v, want 503 saying why", code, rd)
 	}
 
 	// The store goes away: not ready; alive all the same.

@@ -665,6 +665,37 @@ func (j *auditJournal) apply(ctx context.Context, recs []*AuditRecord) error {
 	})
 }
 
+// AuditJournalState is what a SQLite store's audit journal holds back.
+type AuditJournalState struct {
+	// Pending counts journaled records not yet in the database.
+	Pending int
+	// ApplyError is the last failure to apply them (nil once one succeeds):
+	// the database is busy or failing, and appends go on from the journal.
+	ApplyError error
+	// Refused is why appends are refused (the database refuses a journaled
+	// record), or nil.
+	Refused error
+}
+
+// JournalState returns the state of st's audit journal; ok is false for a
+// store without one (PostgreSQL, or SQLite with audit_journal=off).
+func JournalState(st Store) (state AuditJournalState, ok bool) {
+	s, isSQL := st.(*sqlStore)
+	if !isSQL {
+		return state, false
+	}
+	if s.appendRefused != nil {
+		return AuditJournalState{Refused: s.appendRefused}, true
+	}
+	j := s.journal
+	if j == nil {
+		return state, false
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return AuditJournalState{Pending: len(j.pending), ApplyError: j.applyErr, Refused: j.broken}, true
+}
+
 // close applies everything journaled and stops the applier. The journal
 // keeps its contents: the next open skips what the database holds.
 func (j *auditJournal) close() error {

@@ -303,6 +303,9 @@ func TestJournalDatabaseRefuses(t *testing.T) {
 	if _, err := s.AppendAudit(ctx, request(4)); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("append after the refusal: %v; want ErrUnavailable", err)
 	}
+	if js, ok := JournalState(s); !ok || js.Refused == nil || !strings.Contains(js.Refused.Error(), "emulated refusal") || js.Pending != 1 {
+		t.Fatalf("JournalState after the refusal = %+v, %v; want the refusal and 1 record pending", js, ok)
+	}
 	if err := s.Close(); err == nil || !strings.Contains(err.Error(), "emulated refusal") {
 		t.Fatalf("Close: %v; want an error saying the journal could not be applied", err)
 	}
