@@ -177,18 +177,7 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 	if err := s.checkConcludes(sctx, tx, batch); err != nil {
 		return dbError(op, err)
 	}
-	recs := make([]*AuditRecord, 0, len(batch))
-	for _, r := range batch {
-		if r.err != nil {
-			continue
-		}
-		rec := &r.rec
-		seq++
-		rec.Seq, rec.PrevHash = seq, prev
-		rec.Hash = AuditHash(rec)
-		prev = rec.Hash
-		recs = append(recs, rec)
-	}
+	recs, seq, prev := chainBatch(batch, seq, prev)
 	if len(recs) == 0 {
 		return nil
 	}
@@ -216,6 +205,25 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 		}
 	}
 	return nil
+}
+
+// chainBatch numbers and hashes the records of batch not refused on their
+// own, continuing the chain whose last record is seq with hash prev; it
+// returns them and the new head.
+func chainBatch(batch []*appendReq, seq int64, prev []byte) ([]*AuditRecord, int64, []byte) {
+	recs := make([]*AuditRecord, 0, len(batch))
+	for _, r := range batch {
+		if r.err != nil {
+			continue
+		}
+		rec := &r.rec
+		seq++
+		rec.Seq, rec.PrevHash = seq, prev
+		rec.Hash = AuditHash(rec)
+		prev = rec.Hash
+		recs = append(recs, rec)
+	}
+	return recs, seq, prev
 }
 
 // insertRows inserts recs one row at a time and moves the head to seq and

@@ -322,26 +322,16 @@ func (j *auditJournal) write(batch []*appendReq) error {
 			j.open[c] = struct{}{}
 		}
 	}
-	seq, prev := j.seq, j.hash
+	recs, seq, prev := chainBatch(batch, j.seq, j.hash)
+	if len(recs) == 0 {
+		return nil
+	}
 	buf := j.buf[:0]
-	recs := make([]*AuditRecord, 0, len(batch))
-	for _, r := range batch {
-		if r.err != nil {
-			continue
-		}
-		rec := &r.rec
-		seq++
-		rec.Seq, rec.PrevHash = seq, prev
-		rec.Hash = AuditHash(rec)
-		prev = rec.Hash
+	for _, rec := range recs {
 		if buf, err = appendFrame(buf, rec); err != nil {
 			undo()
 			return errorf(op, ErrInvalid, "encode record: %v", err)
 		}
-		recs = append(recs, rec)
-	}
-	if len(recs) == 0 {
-		return nil
 	}
 	if err := j.writeFrames(buf); err != nil {
 		undo()
