@@ -314,13 +314,14 @@ func (j *auditJournal) write(batch []*appendReq) error {
 		return errorf(op, ErrUnavailable, "%v", broken)
 	}
 	claimed, err := j.checkConcludes(batch)
-	if err != nil {
-		return err
-	}
 	undo := func() {
 		for _, c := range claimed {
 			j.open[c] = struct{}{}
 		}
+	}
+	if err != nil {
+		undo()
+		return err
 	}
 	recs, seq, prev := chainBatch(batch, j.seq, j.hash)
 	if len(recs) == 0 {
@@ -355,9 +356,8 @@ func (j *auditJournal) write(batch []*appendReq) error {
 	j.journaled.Store(seq)
 	j.mu.Lock()
 	j.pending = append(j.pending, recs...)
-	wake := len(j.pending) >= applyBatch
 	j.mu.Unlock()
-	j.wake(wake)
+	j.wake()
 	return nil
 }
 
@@ -428,7 +428,8 @@ func (j *auditJournal) remember(seq int64) {
 
 // checkConcludes sets r.err on each outcome of batch that does not
 // conclude a request still without an outcome, and returns the requests it
-// claimed from the open set (to put back if the batch fails). An outcome
+// claimed from the open set (to put back if the batch fails, or if it
+// returns an error). An outcome
 // of a request journaled by this store is decided in memory; any other is
 // checked against the database once everything journaled is applied, so
 // the database knows every outcome written before it.
@@ -451,10 +452,7 @@ func (j *auditJournal) checkConcludes(batch []*appendReq) (claimed []int64, err 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := j.waitApplied(ctx, j.seq); err != nil {
-		for _, c := range claimed {
-			j.open[c] = struct{}{}
-		}
-		return nil, errorf("append audit", ErrUnavailable, "check outcomes: %v", err)
+		return claimed, errorf("append audit", ErrUnavailable, "check outcomes: %v", err)
 	}
 	mine := make(map[int64]bool, len(claimed))
 	for _, c := range claimed {
@@ -464,10 +462,7 @@ func (j *auditJournal) checkConcludes(batch []*appendReq) (claimed []int64, err 
 		return j.s.checkConcludes(ctx, tx, slow)
 	})
 	if err != nil {
-		for _, c := range claimed {
-			j.open[c] = struct{}{}
-		}
-		return nil, err
+		return claimed, err
 	}
 	for _, r := range slow {
 		if r.err == nil && mine[r.rec.Concludes] {
@@ -477,13 +472,8 @@ func (j *auditJournal) checkConcludes(batch []*appendReq) (claimed []int64, err 
 	return claimed, nil
 }
 
-// wake pokes the applier; now asks it not to linger.
-func (j *auditJournal) wake(now bool) {
-	if now {
-		j.mu.Lock()
-		j.flush = true
-		j.mu.Unlock()
-	}
+// wake pokes the applier (it decides, from its state, whether to linger).
+func (j *auditJournal) wake() {
 	select {
 	case j.poke <- struct{}{}:
 	default:
@@ -506,10 +496,7 @@ func (j *auditJournal) waitApplied(ctx context.Context, seq int64) error {
 		if j.applied.Load() >= seq {
 			return nil
 		}
-		select {
-		case j.poke <- struct{}{}:
-		default:
-		}
+		j.wake()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -552,9 +539,10 @@ func (j *auditJournal) applyLoop() {
 		wait := !j.flush && !j.closing && len(j.pending) < applyBatch
 		j.mu.Unlock()
 		if backoff > 0 {
-			wait, linger = true, resetTimer(linger, backoff)
+			wait = true
+			linger.Reset(backoff)
 		} else if wait {
-			linger = resetTimer(linger, applyLinger)
+			linger.Reset(applyLinger)
 		}
 		if wait {
 		gather:
@@ -629,16 +617,6 @@ func (j *auditJournal) applyLoop() {
 			return
 		}
 	}
-}
-
-func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
-	t.Stop()
-	select {
-	case <-t.C:
-	default:
-	}
-	t.Reset(d)
-	return t
 }
 
 // apply inserts recs, which continue the database's chain, and moves the
@@ -744,10 +722,7 @@ func (j *auditJournal) close() error {
 	j.mu.Lock()
 	j.closing = true
 	j.mu.Unlock()
-	select {
-	case j.poke <- struct{}{}:
-	default:
-	}
+	j.wake()
 	<-j.done
 	j.mu.Lock()
 	err := j.broken
