@@ -103,9 +103,9 @@ func testAuditFailure(t *testing.T, e engine, setup, drop []string, want string)
 		deadline := time.Now().Add(10 * time.Second)
 		// The writer must be inside its write (blocked on the lock), not
 		// between taking the lone record and looking for more.
-		for aw.queued.Load() != queued || len(aw.queue) != inChannel || !aw.writing.Load() {
+		for aw.queued.Load() != queued || aw.waiting() != inChannel || !aw.writing.Load() {
 			if time.Now().After(deadline) {
-				t.Fatalf("queue: %d accepted, %d not taken, writing %v; want %d and %d, writing", aw.queued.Load(), len(aw.queue), aw.writing.Load(), queued, inChannel)
+				t.Fatalf("queue: %d accepted, %d not taken, writing %v; want %d and %d, writing", aw.queued.Load(), aw.waiting(), aw.writing.Load(), queued, inChannel)
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -7,25 +7,29 @@ import (
 	"time"
 )
 
-// Group commit: every AppendAudit queues its record and waits. One writer
-// goroutine takes the first queued record plus whatever else is queued (up to
-// maxAuditBatch), writes them all in one transaction, commits, and only then
-// wakes their callers. Under load many records share one commit (one fsync on
-// SQLite, one round of WAL flush on PostgreSQL); alone, a record is written
-// at once.
+// Group commit: every AppendAudit queues its record and waits until a
+// batch holding it is written and committed. There is no writer goroutine:
+// the first appender that finds nobody writing becomes the leader and
+// writes the batch itself (its own record and whatever else is queued, up
+// to maxAuditBatch); records queued meanwhile wait for the leader to end,
+// and the next batch is written by a leader of its own. Alone, a record is
+// written by its own caller with no hand-off between goroutines before the
+// write (at one call at a time, two scheduler hand-offs fewer per record);
+// under load many records share one commit (one fsync on SQLite, one round
+// of WAL flush on PostgreSQL), as they did with a writer goroutine.
 //
 // Except an outcome. A forwarded call's outcome is appended after its
 // answer, and nobody waits for it on the call path; but the request of the
 // caller's next call does, and it would wait for the outcome's commit to
 // end before its own could start: two commits (two fsyncs) on the path of
-// every call but the first. So a batch made only of outcomes lingers, up to
-// outcomeLinger, for a record that is not one, and both are written in one
-// commit. A crash in that window loses outcomes whose requests are already
-// durable: they show as requests with no outcome, as any crash before an
-// outcome lands does (docs/store.md).
+// every call but the first. So a leader whose batch holds only outcomes
+// lingers, up to outcomeLinger, for a record that is not one; that record's
+// appender takes the lead over and writes both in one commit, without
+// waking the lingering goroutine first. A crash in that window loses
+// outcomes whose requests are already durable: they show as requests with
+// no outcome, as any crash before an outcome lands does (docs/store.md).
 const (
 	maxAuditBatch = 128
-	auditQueue    = 1024
 	outcomeLinger = 5 * time.Millisecond
 )
 
@@ -45,12 +49,21 @@ type appendReq struct {
 }
 
 type auditWriter struct {
-	mu     sync.RWMutex // guards closed against sends on a closed queue
-	closed bool
-	queue  chan *appendReq
-	exited chan struct{}
+	mu      sync.Mutex
+	idle    sync.Cond // signalled when leader becomes false
+	closed  bool
+	pending []*appendReq // queued, not taken by a leader yet
+	// leader is set while a goroutine leads: writes a batch, or lingers
+	// before one. Whenever pending is not empty, one does.
+	leader bool
+	// lingering is the channel the leader lingers on, nil when it does
+	// not linger. Closed to end the linger: by an appender taking the lead
+	// over (it then sets lingering to nil), or by close (it leaves it set).
+	lingering chan struct{}
+
 	// write writes and commits a batch, setting seq on each record written
 	// and err on each refused on its own; an error fails the whole batch.
+	// Leaders call it one at a time.
 	write func([]*appendReq) error
 	// linger is how long a batch of outcomes only waits for another
 	// record (outcomeLinger; tests may change it before the first append).
@@ -64,34 +77,41 @@ type auditWriter struct {
 }
 
 func newAuditWriter(write func([]*appendReq) error) *auditWriter {
-	w := &auditWriter{
-		queue:  make(chan *appendReq, auditQueue),
-		exited: make(chan struct{}),
-		write:  write,
-		linger: outcomeLinger,
-	}
-	go w.run()
+	w := &auditWriter{write: write, linger: outcomeLinger}
+	w.idle.L = &w.mu
 	return w
 }
 
 // append queues rec and waits until it is committed or ctx ends. A record
-// still queued when ctx ends is dropped; one already taken by the writer may
-// commit anyway.
+// still queued when ctx ends is dropped; one already taken by a leader may
+// commit anyway. An appender that leads writes whatever its ctx says: the
+// batch holds other callers' records.
 func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error) {
 	const op = "append audit"
+	if err := ctx.Err(); err != nil {
+		return 0, dbError(op, err)
+	}
 	r := &appendReq{rec: rec, done: make(chan struct{})}
-	w.mu.RLock()
+	w.mu.Lock()
 	if w.closed {
-		w.mu.RUnlock()
+		w.mu.Unlock()
 		return 0, errorf(op, ErrClosed, "store is closing")
 	}
-	select {
-	case w.queue <- r:
-		w.queued.Add(1)
-		w.mu.RUnlock()
-	case <-ctx.Done():
-		w.mu.RUnlock()
-		return 0, dbError(op, ctx.Err())
+	w.pending = append(w.pending, r)
+	w.queued.Add(1)
+	lead := false
+	switch {
+	case !w.leader:
+		w.leader, lead = true, true
+	case w.lingering != nil && rec.Phase != PhaseOutcome:
+		// Outcomes linger for a record like this one: take the lead over
+		// and write them with it.
+		close(w.lingering)
+		w.lingering, lead = nil, true
+	}
+	w.mu.Unlock()
+	if lead {
+		w.lead(r)
 	}
 	select {
 	case <-r.done:
@@ -104,76 +124,93 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 	}
 }
 
-func (w *auditWriter) run() {
-	defer close(w.exited)
-	batch := make([]*appendReq, 0, maxAuditBatch)
-	var timer *time.Timer
-	for first := range w.queue {
-		batch = w.fill(append(batch[:0], first))
-		if onlyOutcomes(batch) && len(batch) < maxAuditBatch && w.linger > 0 {
-			if timer == nil {
-				timer = time.NewTimer(w.linger)
-			} else {
-				timer.Reset(w.linger)
-			}
-		linger:
-			for len(batch) < maxAuditBatch {
-				select {
-				case r, ok := <-w.queue:
-					if !ok {
-						break linger
-					}
-					batch = append(batch, r)
-					if r.rec.Phase != PhaseOutcome {
-						batch = w.fill(batch)
-						break linger
-					}
-				case <-timer.C:
-					break linger
-				}
-			}
-			timer.Stop()
+// lead writes batches until nothing is queued, own (the leader's own
+// record, nil for a leader started by another) is written, or another
+// appender takes the lead over from its linger. It is called with leader
+// set.
+func (w *auditWriter) lead(own *appendReq) {
+	w.mu.Lock()
+	for {
+		if len(w.pending) == 0 {
+			w.leader = false
+			w.idle.Broadcast()
+			w.mu.Unlock()
+			return
 		}
-		live := batch[:0]
-		for _, r := range batch {
+		if own != nil && isDone(own) {
+			// Others are queued and this caller's record is written: a
+			// leader of their own writes theirs, so this caller's answer
+			// does not wait for their commit. That leader goes on while
+			// records keep coming, as a writer goroutine would.
+			w.mu.Unlock()
+			go w.lead(nil)
+			return
+		}
+		if w.linger > 0 && !w.closed && len(w.pending) < maxAuditBatch && onlyOutcomes(w.pending) {
+			ch := make(chan struct{})
+			w.lingering = ch
+			w.mu.Unlock()
+			t := time.NewTimer(w.linger)
+			select {
+			case <-ch:
+			case <-t.C:
+			}
+			t.Stop()
+			w.mu.Lock()
+			if w.lingering != ch {
+				// Another appender leads now and writes these.
+				w.mu.Unlock()
+				return
+			}
+			w.lingering = nil // the linger ran out, or the writer closes
+		}
+		n := min(len(w.pending), maxAuditBatch)
+		batch := make([]*appendReq, 0, n)
+		for _, r := range w.pending[:n] {
 			if r.state.CompareAndSwap(reqQueued, reqTaken) {
-				live = append(live, r)
+				batch = append(batch, r)
 			} else {
 				w.queued.Add(-1)
 			}
 		}
-		if len(live) == 0 {
-			continue
+		clear(w.pending[:n])
+		w.pending = w.pending[n:]
+		if len(w.pending) == 0 {
+			w.pending = nil
 		}
-		w.writing.Store(true)
-		err := w.write(live)
-		w.writing.Store(false)
-		w.commits.Add(1)
-		for _, r := range live {
-			if r.err == nil {
-				r.err = err
+		w.mu.Unlock()
+		if len(batch) > 0 {
+			w.writing.Store(true)
+			err := w.write(batch)
+			w.writing.Store(false)
+			w.commits.Add(1)
+			for _, r := range batch {
+				if r.err == nil {
+					r.err = err
+				}
+				w.queued.Add(-1)
+				close(r.done)
 			}
-			w.queued.Add(-1)
-			close(r.done)
 		}
+		w.mu.Lock()
 	}
 }
 
-// fill adds to batch what is queued now, without waiting, up to
-// maxAuditBatch.
-func (w *auditWriter) fill(batch []*appendReq) []*appendReq {
-	for len(batch) < maxAuditBatch {
-		select {
-		case r, ok := <-w.queue:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, r)
-		default:
-			return batch
-		}
+func isDone(r *appendReq) bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return r.state.Load() == reqAbandoned
 	}
-	return batch
+}
+
+// waiting returns the number of records queued and not taken by a leader
+// (tests wait on it).
+func (w *auditWriter) waiting() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
 }
 
 // onlyOutcomes reports whether every record of batch is an outcome.
@@ -186,14 +223,18 @@ func onlyOutcomes(batch []*appendReq) bool {
 	return true
 }
 
-// close stops new appends, lets the writer commit everything queued, and
-// waits for it.
+// close stops new appends, ends a linger, and waits until every record
+// queued is written.
 func (w *auditWriter) close() {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	if !w.closed {
 		w.closed = true
-		close(w.queue)
+		if w.lingering != nil {
+			close(w.lingering)
+		}
 	}
-	w.mu.Unlock()
-	<-w.exited
+	for w.leader {
+		w.idle.Wait()
+	}
 }

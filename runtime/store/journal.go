@@ -139,7 +139,8 @@ type auditJournal struct {
 	f           *os.File
 	sync        bool // fdatasync every batch (synchronous=full)
 
-	// The writer goroutine's own state (auditWriter.run calls write).
+	// The writer's own state (the group commit's leaders call write, one
+	// at a time).
 	off  int64
 	size int64
 	seq  int64  // the last record journaled
@@ -159,6 +160,7 @@ type auditJournal struct {
 	applyErr error         // the last apply failure, nil once one succeeds
 	broken   error         // set when the journal can no longer be applied: appends fail
 	flush    bool          // a reader waits: apply now
+	asleep   bool          // the applier waits for records: wake it for the next
 	closing  bool
 	poke     chan struct{}
 	done     chan struct{}
@@ -356,8 +358,13 @@ func (j *auditJournal) write(batch []*appendReq) error {
 	j.journaled.Store(seq)
 	j.mu.Lock()
 	j.pending = append(j.pending, recs...)
+	// A lingering applier is not woken for each batch: its timer, a
+	// reader (flush) or a full batch ends the linger.
+	wake := j.asleep || len(j.pending) >= applyBatch
 	j.mu.Unlock()
-	j.wake()
+	if wake {
+		j.wake()
+	}
 	return nil
 }
 
@@ -528,9 +535,11 @@ func (j *auditJournal) applyLoop() {
 	for {
 		j.mu.Lock()
 		for len(j.pending) == 0 && !j.closing {
+			j.asleep = true
 			j.mu.Unlock()
 			<-j.poke
 			j.mu.Lock()
+			j.asleep = false
 		}
 		if len(j.pending) == 0 && j.closing {
 			j.mu.Unlock()

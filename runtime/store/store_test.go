@@ -38,6 +38,7 @@ func testStore(t *testing.T, e engine) {
 		{"AuditCloseCommitsQueuedOutcomes", testAuditCloseCommitsQueuedOutcomes},
 		{"AuditBatchFailure", testAuditBatchFailure},
 		{"AuditOutcomeLingers", testAuditOutcomeLingers},
+		{"AuditAppendersCancel", testAuditAppendersCancel},
 		{"RevokedSince", testRevokedSince},
 	}
 	for _, tt := range tests {
