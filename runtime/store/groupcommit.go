@@ -57,9 +57,12 @@ type auditWriter struct {
 	// before one. Whenever pending is not empty, one does.
 	leader bool
 	// lingering is the channel the leader lingers on, nil when it does
-	// not linger. Closed to end the linger: by an appender taking the lead
-	// over (it then sets lingering to nil), or by close (it leaves it set).
-	lingering chan struct{}
+	// not linger. An appender taking the lead over sets it to nil, and
+	// closes it only if the lingering leader has no record of its own
+	// (which the new leader's commit would wake it with); close closes it
+	// and leaves it set, so the leader knows it still leads.
+	lingering     chan struct{}
+	lingeringOwns bool
 
 	// write writes and commits a batch, setting seq on each record written
 	// and err on each refused on its own; an error fails the whole batch.
@@ -105,8 +108,11 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 		w.leader, lead = true, true
 	case w.lingering != nil && rec.Phase != PhaseOutcome:
 		// Outcomes linger for a record like this one: take the lead over
-		// and write them with it.
-		close(w.lingering)
+		// and write them with it. The lingering leader learns it when its
+		// own record is written (not before, while this one writes).
+		if !w.lingeringOwns {
+			close(w.lingering)
+		}
 		w.lingering, lead = nil, true
 	}
 	w.mu.Unlock()
@@ -148,11 +154,16 @@ func (w *auditWriter) lead(own *appendReq) {
 		}
 		if w.linger > 0 && !w.closed && len(w.pending) < maxAuditBatch && onlyOutcomes(w.pending) {
 			ch := make(chan struct{})
-			w.lingering = ch
+			w.lingering, w.lingeringOwns = ch, own != nil
+			var written chan struct{} // nil: never ready
+			if own != nil {
+				written = own.done
+			}
 			w.mu.Unlock()
 			t := time.NewTimer(w.linger)
 			select {
 			case <-ch:
+			case <-written:
 			case <-t.C:
 			}
 			t.Stop()
