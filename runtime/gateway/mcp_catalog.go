@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,7 +20,10 @@ import (
 type route struct {
 	server bundle.Server
 	name   string // the upstream's own tool or prompt name
-	fast   bool   // a tool the fast path may call (no x-mcp-header parameters)
+	// fast: a tool the fast path may call, one whose x-mcp-header
+	// parameters (headers) it reads as the SDK does (mcp_headers.go).
+	fast    bool
+	headers []paramHeader
 }
 
 // catalog is the aggregated view of the active bundle's servers, and the
@@ -197,8 +199,8 @@ func (ep *mcpEndpoint) build(ctx context.Context, ab *activeBundle) *catalog {
 			if tool.InputSchema == nil {
 				tool.InputSchema = map[string]any{"type": "object"}
 			}
-			schema, _ := json.Marshal(tool.InputSchema)
-			rt := route{server: sv, name: t.Name, fast: !bytes.Contains(schema, []byte("x-mcp-header"))}
+			rt := route{server: sv, name: t.Name}
+			rt.headers, rt.fast = paramHeaders(tool.InputSchema)
 			c.tools[name] = rt
 			if !addTool(srv, &tool, ep.toolHandler(rt)) {
 				delete(c.tools, name)

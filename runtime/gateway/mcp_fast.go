@@ -6,7 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"math"
+	"fmt"
 	"mime"
 	"net/http"
 	"slices"
@@ -18,94 +18,223 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// The fast path answers the common tools/call, a single request with no
-// multi-round-trip state, without the SDK: the gateway decodes the
-// envelope once, runs the same checks (callTool) and writes the upstream's
-// result bytes back untouched but for the fields the 2026-07-28 protocol
-// requires; the call's progress notifications and log messages, and an
-// upstream's requests to a legacy client, go out on the answer's event
-// stream. Anything unusual (a batch, a header the protocol version requires
-// and that is missing or wrong, x-mcp-header parameters, a progress token
-// that is neither a string nor an integer) goes to the SDK, which answers
-// with the exact error. The fast path saves the SDK's per-request session
-// and two decode/encode rounds of the result.
+// The fast path answers every well-formed tools/call without the SDK: the
+// gateway decodes the envelope once, runs the same checks (callTool) and
+// writes the upstream's result bytes back untouched but for what the SDK's
+// path would add (resultType and serverInfo for 2026-07-28, an empty
+// content list for none); the call's progress notifications and log
+// messages, and an upstream's requests to a legacy client, go out on the
+// answer's event stream. It takes a request only when the SDK would take
+// it alike, by the SDK's own rules (mcpCall): what the SDK would refuse (a
+// batch, a malformed envelope or _meta, a header the protocol version
+// requires that is missing or wrong, Mcp-Param headers that do not match
+// the arguments) goes to the SDK, which answers with its exact error.
+// TestMCPToolCallPaths sends each kind to both paths and compares. The
+// fast path saves the SDK's per-request session and two decode/encode
+// rounds of the result.
 
-// fastRequest is the envelope of a tools/call.
-type fastRequest struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Method  string          `json:"method"`
-	Params  *struct {
-		Name           string          `json:"name"`
-		Arguments      bodyJSON        `json:"arguments"` // a slice of the body, not a copy
-		Meta           map[string]any  `json:"_meta"`
-		InputResponses json.RawMessage `json:"inputResponses"`
-		RequestState   json.RawMessage `json:"requestState"`
-	} `json:"params"`
+// mcpCall is a tools/call the fast path takes, as decoded.
+type mcpCall struct {
+	id             bodyJSON // a string or an integer, as sent
+	name           string
+	args           bodyJSON // a slice of the body, not a copy
+	meta           map[string]any
+	progress       any             // the progress token; nil for none
+	inputResponses json.RawMessage // a retry's answers, as the SDK re-encodes them
+	requestState   string
+	modern         bool // a 2026-07-28 request
+	rt             route
 }
 
 // serverInfoMeta is the gateway's _meta serverInfo (SEP-2575).
 var serverInfoMeta = json.RawMessage(`{"name":"armoriq-gateway","title":"armoriq gateway","version":"1"}`)
 
+// maxDepth is how deep the SDK's decoder lets a message nest.
+const maxDepth = 1000
+
+// parseToolCall decodes body (trimmed) of request r if it is a tools/call
+// the fast path may take: one the SDK would serve, by its rules, with no
+// error of its own. Keys are matched exactly, as the SDK's decoder does.
+func (ep *mcpEndpoint) parseToolCall(ctx context.Context, r *http.Request, t []byte) (*mcpCall, bool) {
+	if len(t) == 0 || t[0] != '{' || !bytes.Contains(t, []byte(`"tools/call"`)) {
+		return nil, false
+	}
+	if mediaType(r.Header.Get("Content-Type")) != "application/json" || !acceptsBoth(r) || tooDeep(t) {
+		return nil, false
+	}
+	var env map[string]bodyJSON
+	if json.Unmarshal(t, &env) != nil || string(env["jsonrpc"]) != `"2.0"` || string(env["method"]) != `"tools/call"` || !plainID(env["id"]) {
+		return nil, false
+	}
+	var p map[string]bodyJSON
+	if json.Unmarshal(env["params"], &p) != nil || p == nil {
+		return nil, false // a JSON-RPC error of the SDK's
+	}
+	c := &mcpCall{id: env["id"], args: p["arguments"]}
+	if n := p["name"]; len(n) == 0 || n[0] != '"' || json.Unmarshal(n, &c.name) != nil {
+		return nil, false
+	}
+	if m := p["_meta"]; len(m) > 0 && json.Unmarshal(m, &c.meta) != nil {
+		return nil, false
+	}
+	if ir, ok := p["inputResponses"]; ok {
+		// Decoded and encoded as the SDK's path does, so that the
+		// upstream gets the same bytes; one the SDK cannot read is its
+		// error to answer.
+		var m mcp.InputResponseMap
+		if len(ir) == 0 || ir[0] != '{' || json.Unmarshal(ir, &m) != nil {
+			return nil, false
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			return nil, false
+		}
+		c.inputResponses = b
+	}
+	if rs, ok := p["requestState"]; ok && (len(rs) == 0 || rs[0] != '"' || json.Unmarshal(rs, &c.requestState) != nil) {
+		return nil, false
+	}
+	c.progress = c.meta["progressToken"] // any JSON value but null, relayed as it is
+
+	// The protocol version: the header's, which a _meta version must
+	// match, and the 2026-07-28 headers and _meta (SEP-2575, SEP-2243).
+	pv := r.Header.Get(headerProtocol)
+	metaPV, _ := c.meta["io.modelcontextprotocol/protocolVersion"].(string)
+	if pv != "" && !slices.Contains(mcp.SupportedProtocolVersions(), pv) {
+		return nil, false
+	}
+	if (pv >= firstStatelessVersion || metaPV != "") && metaPV != pv {
+		return nil, false
+	}
+	c.modern = pv >= firstStatelessVersion
+	if c.modern && (r.Header.Get("Mcp-Method") != "tools/call" || r.Header.Get("Mcp-Name") != c.name || !modernMeta(c.meta)) {
+		return nil, false
+	}
+	rt, ok := ep.cat.current(ctx).tools[c.name]
+	if !ok || !rt.fast || (c.modern && !paramHeadersMatch(r.Header, c.args, rt.headers)) {
+		return nil, false
+	}
+	c.rt = rt
+	return c, true
+}
+
+// plainID reports whether a request id is one the SDK echoes as it was
+// sent: a string, or an integer written plainly that a float64 holds
+// exactly (the SDK reads ids as float64 and writes them as int64).
+func plainID(id bodyJSON) bool {
+	if len(id) == 0 {
+		return false
+	}
+	if id[0] == '"' {
+		return true
+	}
+	digits := id
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 15 || string(id) == "-0" {
+		return false
+	}
+	for _, b := range digits {
+		if b < '0' || b > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// tooDeep reports whether t nests objects and arrays deeper than the SDK
+// reads (its decoder refuses the whole message).
+func tooDeep(t []byte) bool {
+	if bytes.Count(t, []byte("{"))+bytes.Count(t, []byte("[")) <= maxDepth {
+		return false
+	}
+	depth, inString, escaped := 0, false, false
+	for _, b := range t {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case b == '\\':
+				escaped = true
+			case b == '"':
+				inString = false
+			}
+			continue
+		}
+		switch b {
+		case '"':
+			inString = true
+		case '{', '[':
+			if depth++; depth > maxDepth {
+				return true
+			}
+		case '}', ']':
+			if depth > 0 {
+				depth--
+			}
+		}
+	}
+	return false
+}
+
+// clientCapabilities is what the SDK decodes a 2026-07-28 request's
+// _meta client capabilities into (its clientCapabilitiesV2).
+type clientCapabilities struct {
+	mcp.ClientCapabilities
+	Roots *mcp.RootCapabilities `json:"roots,omitempty"`
+}
+
+// modernMeta reports whether a 2026-07-28 request's _meta has what the
+// SDK requires: client capabilities, and client info if any, each of the
+// SDK's types.
+func modernMeta(meta map[string]any) bool {
+	caps := meta["io.modelcontextprotocol/clientCapabilities"]
+	if caps == nil || !remarshals(caps, new(clientCapabilities)) {
+		return false
+	}
+	if ci, present := meta[metaClientInfo]; present && (ci == nil || !remarshals(ci, new(mcp.Implementation))) {
+		return false
+	}
+	return true
+}
+
+// remarshals reports whether v, as decoded from JSON, decodes into to.
+// An empty object decodes into any struct.
+func remarshals(v, to any) bool {
+	if m, ok := v.(map[string]any); ok && len(m) == 0 {
+		return true
+	}
+	b, err := json.Marshal(v)
+	return err == nil && json.Unmarshal(b, to) == nil
+}
+
 // fastToolCall serves body, of request r, if it is a tools/call the fast
 // path may take, and reports whether it did. ctx is the request's context
 // with the caller on it (r's is not).
 func (ep *mcpEndpoint) fastToolCall(ctx context.Context, w http.ResponseWriter, r *http.Request, body []byte) bool {
-	t := bytes.TrimSpace(body)
-	if len(t) == 0 || t[0] != '{' || !bytes.Contains(t, []byte(`"tools/call"`)) {
+	if ep.s.mcpFastOff.Load() {
 		return false
 	}
-	if mediaType(r.Header.Get("Content-Type")) != "application/json" || !acceptsBoth(r) {
+	p, ok := ep.parseToolCall(ctx, r, bytes.TrimSpace(body))
+	if !ok {
 		return false
 	}
-	var req fastRequest
-	if json.Unmarshal(t, &req) != nil || req.JSONRPC != "2.0" || req.Method != "tools/call" || req.Params == nil ||
-		len(req.ID) == 0 || string(req.ID) == "null" || len(req.Params.InputResponses) > 0 || len(req.Params.RequestState) > 0 {
-		return false
-	}
-	p := req.Params
-	token, hasToken := p.Meta["progressToken"]
-	if hasToken && !validProgressToken(token) {
-		return false // the SDK refuses it with its own error
-	}
-	pv := r.Header.Get(headerProtocol)
-	metaPV, _ := p.Meta["io.modelcontextprotocol/protocolVersion"].(string)
-	modern := pv >= firstStatelessVersion
-	switch {
-	case modern:
-		caps, ok := p.Meta["io.modelcontextprotocol/clientCapabilities"].(map[string]any)
-		if metaPV != pv || !ok || caps == nil || r.Header.Get("Mcp-Method") != "tools/call" || r.Header.Get("Mcp-Name") != p.Name {
-			return false
-		}
-		if ci, present := p.Meta[metaClientInfo]; present {
-			if m, ok := ci.(map[string]any); !ok || m == nil {
-				return false
-			}
-		}
-	case metaPV >= firstStatelessVersion:
-		return false // the SDK reconciles a _meta version without the header
-	case pv != "" && !slices.Contains(mcp.SupportedProtocolVersions(), pv):
-		return false
-	}
-	c := ep.cat.current(ctx)
-	rt, ok := c.tools[p.Name]
-	if !ok || !rt.fast {
-		return false
-	}
+	modern := p.modern
 
 	ep.metrics.fast.Add(1)
 	// An upstream's log messages turn the answer into an event stream.
 	mc := mcpCallFrom(ctx)
 	sw := &sseWriter{w: w, level: "info", ep: ep, keyID: mc.caller.KeyID, asks: mc.asks}
 	if modern {
-		sw.level, _ = p.Meta["io.modelcontextprotocol/logLevel"].(string)
+		sw.level, _ = p.meta["io.modelcontextprotocol/logLevel"].(string)
 	}
-	tc := &toolCall{rt: rt, args: json.RawMessage(p.Arguments), meta: p.Meta}
+	tc := &toolCall{rt: p.rt, args: json.RawMessage(p.args), meta: p.meta, inputResponses: p.inputResponses, requestState: p.requestState}
 	if sw.level != "" {
 		tc.log = sw.log
 	}
-	if hasToken {
-		tc.progress = sw.progress(token)
+	if p.progress != nil {
+		tc.progress = sw.progress(p.progress)
 	}
 	if !modern {
 		// A legacy client may be asked to sample or elicit during the
@@ -113,13 +242,16 @@ func (ep *mcpEndpoint) fastToolCall(ctx context.Context, w http.ResponseWriter, 
 		tc.request = sw.request
 	}
 	raw, err := ep.callTool(ctx, tc)
-	if err == nil && modern {
-		raw = annotateModern(raw)
+	if err == nil {
+		var ok bool
+		if raw, ok = answerResult(raw, modern); !ok {
+			err = &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q answered with a malformed result", p.rt.server.ID)}
+		}
 	}
 	var out bytes.Buffer
 	out.Grow(len(raw) + 128)
 	out.WriteString(`{"jsonrpc":"2.0","id":`)
-	out.Write(req.ID)
+	out.Write(p.id)
 	status := http.StatusOK
 	if err != nil {
 		jerr := rpcError(err)
@@ -158,7 +290,9 @@ type sseWriter struct {
 	done    bool // the answer was written (or is being written as JSON)
 }
 
-// logLevels orders MCP's log levels (RFC 5424's, least severe first).
+// logLevels orders MCP's log levels (RFC 5424's, least severe first). A
+// level not among them counts as debug, as the SDK counts it, for the
+// client's level and a message's alike.
 var logLevels = map[string]int{"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5, "alert": 6, "emergency": 7}
 
 func (s *sseWriter) log(m plugins.LogMessage) {
@@ -176,23 +310,10 @@ func (s *sseWriter) log(m plugins.LogMessage) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	lv, ok := logLevels[m.Level]
-	if min, known := logLevels[s.level]; s.done || !ok || !known || lv < min {
+	if s.done || logLevels[m.Level] < logLevels[s.level] {
 		return
 	}
 	s.event(b)
-}
-
-// validProgressToken reports whether a _meta.progressToken, as decoded
-// into an any, is what MCP allows: a string or an integer.
-func validProgressToken(v any) bool {
-	switch t := v.(type) {
-	case string:
-		return true
-	case float64:
-		return t == math.Trunc(t) && math.Abs(t) <= 1<<53
-	}
-	return false
 }
 
 // progress returns the relay of a call's progress notifications to the
@@ -340,21 +461,60 @@ func errorStatus(code int64) int {
 	return http.StatusOK
 }
 
+// answerResult is the result the fast path writes for raw, an upstream's
+// CallToolResult, as the SDK's path would write it: the SDK decodes it
+// into its CallToolResult, which fails for a result that is not an object
+// (or whose _meta is not one), and writes an empty content list for none;
+// for a 2026-07-28 client annotateModern adds more. ok is false for a
+// result the SDK's path refuses as malformed. Only what the SDK would add
+// is added: the rest is copied as the upstream wrote it.
+func answerResult(raw json.RawMessage, modern bool) (json.RawMessage, bool) {
+	if !modern && hasContentFirst(raw) {
+		return raw, true // what SDKs write: nothing to add
+	}
+	var m map[string]bodyJSON // slices of raw, not copies
+	if json.Unmarshal(raw, &m) != nil || m == nil {
+		return nil, false
+	}
+	if c := m["content"]; len(c) == 0 || string(c) == "null" {
+		m["content"] = bodyJSON("[]")
+	}
+	if !modern {
+		return encodeObject(m, len(raw)+4), true
+	}
+	return annotateModern(m, len(raw))
+}
+
+// hasContentFirst reports whether raw is an object whose first key is
+// "content" with a list: the common result, which needs nothing added.
+func hasContentFirst(raw []byte) bool {
+	b := bytes.TrimLeft(raw, " \t\r\n")
+	if len(b) == 0 || b[0] != '{' {
+		return false
+	}
+	b, ok := bytes.CutPrefix(bytes.TrimLeft(b[1:], " \t\r\n"), []byte(`"content"`))
+	if !ok {
+		return false
+	}
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 || b[0] != ':' {
+		return false
+	}
+	b = bytes.TrimLeft(b[1:], " \t\r\n")
+	return len(b) > 0 && b[0] == '['
+}
+
 // annotateModern adds what a 2026-07-28 result carries and an older
 // upstream did not set: resultType, and the gateway's serverInfo in _meta.
 // The result's values are copied once, as they are, into an output sized
 // for them (a large tool answer is not decoded and re-encoded).
-func annotateModern(raw json.RawMessage) json.RawMessage {
-	var m map[string]bodyJSON // slices of raw, not copies
-	if json.Unmarshal(raw, &m) != nil || m == nil {
-		return raw
-	}
+func annotateModern(m map[string]bodyJSON, size int) (json.RawMessage, bool) {
 	if _, ok := m["resultType"]; !ok {
 		m["resultType"] = bodyJSON(`"complete"`)
 	}
 	var meta map[string]json.RawMessage
-	if mr, ok := m["_meta"]; ok {
-		_ = json.Unmarshal(mr, &meta)
+	if mr, ok := m["_meta"]; ok && json.Unmarshal(mr, &meta) != nil {
+		return nil, false
 	}
 	if meta == nil {
 		meta = map[string]json.RawMessage{}
@@ -364,15 +524,20 @@ func annotateModern(raw json.RawMessage) json.RawMessage {
 	}
 	mb, err := json.Marshal(meta)
 	if err != nil {
-		return raw
+		return nil, false
 	}
 	m["_meta"] = mb
+	return encodeObject(m, size+len(mb)+64), true
+}
+
+// encodeObject writes m as a JSON object, keys sorted, values as they are.
+func encodeObject(m map[string]bodyJSON, size int) json.RawMessage {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	out := make([]byte, 0, len(raw)+len(mb)+64)
+	out := make([]byte, 0, size)
 	out = append(out, '{')
 	for i, k := range keys {
 		if i > 0 {

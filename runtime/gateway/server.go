@@ -108,6 +108,9 @@ type Server struct {
 	inflight inflightSet
 
 	mcpMetrics *mcpMetrics
+	// mcpFastOff sends every tools/call to the SDK's path: for the tests
+	// that compare the two paths' answers (mcp_paths_test.go).
+	mcpFastOff atomic.Bool
 	metrics    *telemetry.Metrics
 	tracing    *telemetry.Tracing
 	live       atomic.Pointer[Settings] // what Reload may change

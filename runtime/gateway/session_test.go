@@ -91,7 +91,13 @@ func FuzzResultAnnotation(f *testing.F) {
 		if json.Unmarshal([]byte(s), &v) != nil || v == nil {
 			return
 		}
-		for name, out := range map[string][]byte{"withResultType": withResultType(req, json.RawMessage(s)), "annotateModern": annotateModern(json.RawMessage(s))} {
+		outs := map[string][]byte{"withResultType": withResultType(req, json.RawMessage(s))}
+		if out, ok := answerResult(json.RawMessage(s), true); ok {
+			outs["answerResult"] = out
+		} else if _, isObject := v["_meta"].(map[string]any); isObject || v["_meta"] == nil {
+			t.Fatalf("answerResult(%s) refused an object whose _meta is an object or null", s)
+		}
+		for name, out := range outs {
 			var got map[string]any
 			if err := json.Unmarshal(out, &got); err != nil {
 				t.Fatalf("%s(%s) = %s: not JSON: %v", name, s, out, err)
