@@ -25,7 +25,7 @@ import (
 // content list for none); the call's progress notifications and log
 // messages, and an upstream's requests to a legacy client, go out on the
 // answer's event stream. It takes a request only when the SDK would take
-// it alike, by the SDK's own rules (mcpCall): what the SDK would refuse (a
+// it alike, by the SDK's own rules (parseToolCall): what it would refuse (a
 // batch, a malformed envelope or _meta, a header the protocol version
 // requires that is missing or wrong, Mcp-Param headers that do not match
 // the arguments) goes to the SDK, which answers with its exact error.
