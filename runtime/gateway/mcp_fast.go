@@ -62,27 +62,60 @@ func (ep *mcpEndpoint) parseToolCall(ctx context.Context, r *http.Request, t []b
 	if mediaType(r.Header.Get("Content-Type")) != "application/json" || !acceptsBoth(r) || tooDeep(t) {
 		return nil, false
 	}
-	var env map[string]bodyJSON
-	if json.Unmarshal(t, &env) != nil || string(env["jsonrpc"]) != `"2.0"` || string(env["method"]) != `"tools/call"` || !plainID(env["id"]) {
+	// The envelope and the params, as slices of the body: keys compared
+	// exactly, the last of duplicates kept, as the SDK's decoder does.
+	if !json.Valid(t) {
 		return nil, false
 	}
-	var p map[string]bodyJSON
-	if json.Unmarshal(env["params"], &p) != nil || p == nil {
-		return nil, false // a JSON-RPC error of the SDK's
+	var jsonrpc, method, params bodyJSON
+	c := &mcpCall{}
+	env := objectScanner{b: t}
+	for k, v := range env.fields() {
+		switch string(k) {
+		case "jsonrpc":
+			jsonrpc = v
+		case "id":
+			c.id = v
+		case "method":
+			method = v
+		case "params":
+			params = v
+		}
 	}
-	c := &mcpCall{id: env["id"], args: p["arguments"]}
-	if n := p["name"]; len(n) == 0 || n[0] != '"' || json.Unmarshal(n, &c.name) != nil {
+	if env.bad || string(jsonrpc) != `"2.0"` || string(method) != `"tools/call"` || !plainID(c.id) {
 		return nil, false
 	}
-	if m := p["_meta"]; len(m) > 0 && json.Unmarshal(m, &c.meta) != nil {
+	var name, meta, inputResponses, requestState bodyJSON
+	ps := objectScanner{b: params}
+	for k, v := range ps.fields() {
+		switch string(k) {
+		case "name":
+			name = v
+		case "arguments":
+			c.args = v
+		case "_meta":
+			meta = v
+		case "inputResponses":
+			inputResponses = v
+		case "requestState":
+			requestState = v
+		}
+	}
+	if ps.bad { // no params, null, or not an object: a JSON-RPC error of the SDK's
 		return nil, false
 	}
-	if ir, ok := p["inputResponses"]; ok {
+	if len(name) == 0 || name[0] != '"' || json.Unmarshal(name, &c.name) != nil {
+		return nil, false
+	}
+	if len(meta) > 0 && json.Unmarshal(meta, &c.meta) != nil {
+		return nil, false
+	}
+	if inputResponses != nil {
 		// Decoded and encoded as the SDK's path does, so that the
-		// upstream gets the same bytes; one the SDK cannot read is its
-		// error to answer.
+		// upstream gets the same bytes; one the SDK cannot read (or null,
+		// which it reads as an empty map) is its to answer.
 		var m mcp.InputResponseMap
-		if len(ir) == 0 || ir[0] != '{' || json.Unmarshal(ir, &m) != nil {
+		if inputResponses[0] != '{' || json.Unmarshal(inputResponses, &m) != nil {
 			return nil, false
 		}
 		b, err := json.Marshal(m)
@@ -91,7 +124,7 @@ func (ep *mcpEndpoint) parseToolCall(ctx context.Context, r *http.Request, t []b
 		}
 		c.inputResponses = b
 	}
-	if rs, ok := p["requestState"]; ok && (len(rs) == 0 || rs[0] != '"' || json.Unmarshal(rs, &c.requestState) != nil) {
+	if requestState != nil && (requestState[0] != '"' || json.Unmarshal(requestState, &c.requestState) != nil) {
 		return nil, false
 	}
 	c.progress = c.meta["progressToken"] // any JSON value but null, relayed as it is
@@ -116,6 +149,119 @@ func (ep *mcpEndpoint) parseToolCall(ctx context.Context, r *http.Request, t []b
 	}
 	c.rt = rt
 	return c, true
+}
+
+// objectScanner reads the members of a JSON object, as slices of it,
+// without decoding their values. The text must be valid JSON (json.Valid);
+// bad is set when it is not an object, or when a key has an escape, which
+// the scanner does not undo (the request then goes to the SDK).
+type objectScanner struct {
+	b   []byte
+	bad bool
+}
+
+// fields yields each member's key and value, in order.
+func (s *objectScanner) fields() func(yield func(key, val []byte) bool) {
+	return func(yield func(key, val []byte) bool) {
+		b := s.b
+		i := skipSpace(b, 0)
+		if i >= len(b) || b[i] != '{' {
+			s.bad = true
+			return
+		}
+		i = skipSpace(b, i+1)
+		if i < len(b) && b[i] == '}' {
+			return
+		}
+		for i < len(b) && b[i] == '"' {
+			j := i + 1
+			for j < len(b) && b[j] != '"' && b[j] != '\\' {
+				j++
+			}
+			if j >= len(b) || b[j] != '"' {
+				break // an escape in the key
+			}
+			key := b[i+1 : j]
+			i = skipSpace(b, j+1)
+			if i >= len(b) || b[i] != ':' {
+				break
+			}
+			i = skipSpace(b, i+1)
+			end := skipValue(b, i)
+			if end <= i || !yield(key, b[i:end]) {
+				if end <= i {
+					break
+				}
+				return
+			}
+			i = skipSpace(b, end)
+			if i < len(b) && b[i] == ',' {
+				i = skipSpace(b, i+1)
+				continue
+			}
+			if i < len(b) && b[i] == '}' {
+				return
+			}
+			break
+		}
+		s.bad = true
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the end of the JSON value (valid JSON) starting at i.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1
+			}
+		}
+		return len(b)
+	case '{', '[':
+		depth, inString := 0, false
+		for j := i; j < len(b); j++ {
+			c := b[j]
+			if inString {
+				switch c {
+				case '\\':
+					j++
+				case '"':
+					inString = false
+				}
+				continue
+			}
+			switch c {
+			case '"':
+				inString = true
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+		j++
+	}
+	return j
 }
 
 // plainID reports whether a request id is one the SDK echoes as it was
@@ -190,21 +336,55 @@ type clientCapabilities struct {
 // SDK's types.
 func modernMeta(meta map[string]any) bool {
 	caps := meta["io.modelcontextprotocol/clientCapabilities"]
-	if caps == nil || !remarshals(caps, new(clientCapabilities)) {
+	if caps == nil || !(emptyObjects(caps) || remarshals(caps, new(clientCapabilities))) {
 		return false
 	}
-	if ci, present := meta[metaClientInfo]; present && (ci == nil || !remarshals(ci, new(mcp.Implementation))) {
+	if ci, present := meta[metaClientInfo]; present && (ci == nil || !(plainClientInfo(ci) || remarshals(ci, new(mcp.Implementation)))) {
 		return false
 	}
 	return true
 }
 
-// remarshals reports whether v, as decoded from JSON, decodes into to.
-// An empty object decodes into any struct.
-func remarshals(v, to any) bool {
-	if m, ok := v.(map[string]any); ok && len(m) == 0 {
-		return true
+// emptyObjects reports whether v is an object whose values are all empty
+// objects: client capabilities as clients send them, which every field of
+// the SDK's type takes (maps and structs), and which it ignores otherwise.
+func emptyObjects(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
 	}
+	for _, x := range m {
+		if o, ok := x.(map[string]any); !ok || len(o) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// implementationStrings are the string fields of the SDK's Implementation.
+var implementationStrings = map[string]bool{"name": true, "title": true, "description": true, "version": true, "websiteUrl": true}
+
+// plainClientInfo reports whether v decodes into the SDK's Implementation
+// for sure: an object of its string fields, by their exact names, with
+// string values (a client's name and version).
+func plainClientInfo(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	for k, x := range m {
+		if _, isString := x.(string); !isString || !implementationStrings[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// remarshals reports whether v, as decoded from JSON, decodes into to.
+// Go's decoder matches keys in any case and the SDK's only exactly, so it
+// may refuse what the SDK takes (the request then goes to the SDK), never
+// the other way round.
+func remarshals(v, to any) bool {
 	b, err := json.Marshal(v)
 	return err == nil && json.Unmarshal(b, to) == nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/jsonschema-go/jsonschema"
@@ -186,6 +187,8 @@ func TestMCPToolCallPaths(t *testing.T) {
 		{"2026-07-28 echo, clientInfo", modern("echo"), call("2", "echo", `{}`, meta26+`,"io.modelcontextprotocol/clientInfo":{"name":"cli","version":"2"}`), true, ""},
 		{"legacy progress, string token", legacy, call("2", "steps", `{}`, `"progressToken":"p1"`), true, ""},
 		{"legacy progress, integer token", legacy, call("2", "steps", `{}`, `"progressToken":7`), true, ""},
+		{"2026-07-28 echo, capabilities", modern("echo"), call("2", "echo", `{}`, `"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{"tools":{}},"roots":{"listChanged":true},"elicitation":{}}`), true, ""},
+		{"2026-07-28 echo, clientInfo with icons", modern("echo"), call("2", "echo", `{}`, meta26+`,"io.modelcontextprotocol/clientInfo":{"name":"cli","version":"2","icons":[{"src":"https://example.com/i.png"}],"x":1}`), true, ""},
 		{"2026-07-28 progress", modern("steps"), call("2", "steps", `{}`, meta26+`,"progressToken":"p2"`), true, ""},
 		{"legacy logs", legacy, call("2", "logs", `{}`, ""), true, ""},
 		{"2026-07-28 logs at info", modern("logs"), call("2", "logs", `{}`, meta26+`,"io.modelcontextprotocol/logLevel":"info"`), true, ""},
@@ -256,6 +259,7 @@ func TestMCPToolCallPaths(t *testing.T) {
 		{"params keys in another case", legacy, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"Name":"echo","arguments":{}}}`, false, ""},
 		{"2026-07-28 clientInfo name not a string", modern("echo"), call("2", "echo", `{}`, meta26+`,"io.modelcontextprotocol/clientInfo":{"name":5}`), false, ""},
 		{"2026-07-28 capabilities malformed", modern("echo"), call("2", "echo", `{}`, `"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":5}`), false, ""},
+		{"2026-07-28 clientInfo with a key in another case", modern("echo"), call("2", "echo", `{}`, meta26+`,"io.modelcontextprotocol/clientInfo":{"name":"cli","Name":5}`), false, ""},
 		{"unknown later version", map[string]string{headerProtocol: "2099-01-01", "Mcp-Method": "tools/call", "Mcp-Name": "echo"}, call("2", "echo", `{}`, `"io.modelcontextprotocol/protocolVersion":"2099-01-01","io.modelcontextprotocol/clientCapabilities":{}`), false, ""},
 		{"arguments nested deeper than the SDK reads", legacy, call("2", "echo", `{"a":`+strings.Repeat("[", 1001)+strings.Repeat("]", 1001)+`}`, ""), false, ""},
 		{"Content-Type text/plain", map[string]string{headerSessionID: sid, "Content-Type": "text/plain"}, call("2", "echo", `{}`, ""), false, ""},
@@ -370,4 +374,53 @@ func TestPlainID(t *testing.T) {
 			t.Errorf("plainID(%s) = %v, want %v", id, got, want)
 		}
 	}
+}
+
+// FuzzObjectScanner holds the fast path's envelope reader to Go's decoder:
+// for a JSON object whose keys have no escapes, the members it reads (the
+// last of duplicate keys kept) are those json.Unmarshal finds, value bytes
+// and all; for anything else it reports bad.
+func FuzzObjectScanner(f *testing.F) {
+	for _, s := range []string{`{}`, ` { "a" : 1 , "b":[1,{"c":"}"}], "a":"x\"y" } `, `{"id":1,"method":"tools/call","params":{"name":"e","arguments":{"t":"hi"}}}`,
+		`[]`, `"s"`, `{"k\u0041":1}`, `{"a":null,"b":true,"c":-1.5e3}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := []byte(s)
+		if !json.Valid(b) || !utf8.ValidString(s) {
+			return // Go's decoder replaces invalid UTF-8 in keys; MCP's names are ASCII
+		}
+		sc := objectScanner{b: b}
+		got := map[string]string{}
+		for k, v := range sc.fields() {
+			got[string(k)] = string(v)
+		}
+		var want map[string]json.RawMessage
+		isObject := json.Unmarshal(b, &want) == nil && want != nil
+		if !isObject || strings.Contains(s, `\`) {
+			if isObject && !sc.bad {
+				// No escape in a key: the scanner must agree.
+				for k := range want {
+					if _, ok := got[k]; !ok {
+						t.Fatalf("%s: scanner missed key %q", s, k)
+					}
+				}
+			}
+			if !isObject && !sc.bad {
+				t.Fatalf("%s: not an object, but the scanner read %v", s, got)
+			}
+			return
+		}
+		if sc.bad {
+			t.Fatalf("%s: scanner refused an object without escapes", s)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: scanner read %v, want %v", s, got, want)
+		}
+		for k, v := range want {
+			if got[k] != string(v) {
+				t.Fatalf("%s: member %q = %s, want %s", s, k, got[k], v)
+			}
+		}
+	})
 }
