@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 	"unicode"
@@ -115,24 +116,54 @@ func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
 	// The outcome's commit belongs to the call's trace (its span), not to
 	// the request's lifetime.
 	octx := trace.ContextWithSpan(context.Background(), trace.SpanFromContext(ctx))
+	if d, ok := s.store.(store.DetachedAppender); ok {
+		// No goroutine per call: the store calls back once the outcome is
+		// committed (most often with the next call's request).
+		if out.TraceID == "" {
+			out.TraceID = traceIDOf(octx)
+		}
+		cleanRecord(&out)
+		_, span := s.tracing.Tracer.Start(octx, "armoriq.audit.commit")
+		start := time.Now()
+		d.AppendAuditDetached(out, func(seq int64, err error) {
+			s.auditCommitted(span, &out, start, seq, err)
+			if err == nil {
+				s.outcomes.Done()
+				return
+			}
+			go func() { // rare: a failed commit is retried, off the committer
+				defer s.outcomes.Done()
+				s.retryOutcome(octx, out, err)
+			}()
+		})
+		return nil
+	}
 	go func() {
 		defer s.outcomes.Done()
 		ctx, cancel := context.WithTimeout(octx, 30*time.Second)
 		defer cancel()
-		var err error
-		// A reset connection is usually back at the next try.
-		for wait := 50 * time.Millisecond; ; wait *= 4 {
-			if _, err = s.appendAudit(ctx, out); err == nil || wait > time.Second || ctx.Err() != nil {
-				break
-			}
-			time.Sleep(wait)
-		}
-		if err != nil {
-			s.log.Error("audit: the outcome of a forwarded call was not recorded; its request record stands without one",
-				"request_id", out.RequestID, "request_seq", out.Concludes, "error", err)
+		_, err := s.appendAudit(ctx, out)
+		if err != nil && ctx.Err() == nil {
+			s.retryOutcome(octx, out, err)
 		}
 	}()
 	return nil
+}
+
+// retryOutcome appends out again after its append failed with err, a few
+// times (a reset connection is usually back at the next try), and logs
+// when it could not be recorded.
+func (s *Server) retryOutcome(octx context.Context, out store.AuditRecord, err error) {
+	ctx, cancel := context.WithTimeout(octx, 30*time.Second)
+	defer cancel()
+	for wait := 50 * time.Millisecond; wait <= time.Second && ctx.Err() == nil && !errors.Is(err, store.ErrClosed); wait *= 4 {
+		time.Sleep(wait)
+		if _, err = s.appendAudit(ctx, out); err == nil {
+			return
+		}
+	}
+	s.log.Error("audit: the outcome of a forwarded call was not recorded; its request record stands without one",
+		"request_id", out.RequestID, "request_seq", out.Concludes, "error", err)
 }
 
 // waitOutcomes waits, at most d, for outcome records still being appended,
@@ -168,6 +199,13 @@ func (s *Server) appendAudit(ctx context.Context, rec store.AuditRecord) (int64,
 	ctx, span := s.tracing.Tracer.Start(ctx, "armoriq.audit.commit")
 	start := time.Now()
 	seq, err := s.store.AppendAudit(ctx, rec)
+	s.auditCommitted(span, &rec, start, seq, err)
+	return seq, err
+}
+
+// auditCommitted counts a commit of rec that started at start and ends its
+// span.
+func (s *Server) auditCommitted(span trace.Span, rec *store.AuditRecord, start time.Time, seq int64, err error) {
 	if err == nil {
 		s.metrics.AuditCommit(string(rec.Phase), time.Since(start), seq)
 	}
@@ -182,7 +220,6 @@ func (s *Server) appendAudit(ctx context.Context, rec store.AuditRecord) (int64,
 		}
 	}
 	span.End()
-	return seq, err
 }
 
 // maxRecordText bounds a free-text field of an audit record (outcomes and

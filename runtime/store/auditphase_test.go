@@ -620,6 +620,23 @@ func testAuditAppendersCancel(t *testing.T, e engine) {
 					continue
 				}
 				acked.Add(1)
+				if n%4 == 1 {
+					// Detached, as the gateway appends outcomes.
+					var owg sync.WaitGroup
+					owg.Add(1)
+					s.(DetachedAppender).AppendAuditDetached(outcome(n, seq), func(_ int64, err error) {
+						if err == nil {
+							acked.Add(1)
+						} else {
+							t.Errorf("detached outcome %d: %v", n, err)
+						}
+						owg.Done()
+					})
+					if n%8 == 1 {
+						owg.Wait()
+					}
+					continue
+				}
 				octx, ocancel := ctx, context.CancelFunc(func() {})
 				if n%5 == 0 {
 					octx, ocancel = context.WithTimeout(ctx, time.Duration(n%70)*time.Microsecond)
@@ -646,5 +663,92 @@ func testAuditAppendersCancel(t *testing.T, e engine) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+}
+
+// testAuditDetachedOutcome: an outcome appended detached (nobody waits for
+// it) lingers on a timer, not a goroutine, and is committed with the next
+// request, by that request's caller; alone, when the linger runs out; at
+// Close, at once; a refused one is reported to its callback.
+func testAuditDetachedOutcome(t *testing.T, e engine) {
+	ctx := ctxT(t)
+	dsn := e.newDB(t)
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aw := s.(*sqlStore).audit
+	var mu sync.Mutex
+	var batches [][]AuditPhase
+	write := aw.write
+	aw.write = func(batch []*appendReq) error {
+		phases := make([]AuditPhase, len(batch))
+		for i, r := range batch {
+			phases[i] = r.rec.Phase
+		}
+		mu.Lock()
+		batches = append(batches, phases)
+		mu.Unlock()
+		return write(batch)
+	}
+	aw.linger = time.Hour // nothing but the next request or Close ends it here
+	type result struct {
+		seq int64
+		err error
+	}
+	detached := func(rec AuditRecord) chan result {
+		ch := make(chan result, 1)
+		s.(DetachedAppender).AppendAuditDetached(rec, func(seq int64, err error) { ch <- result{seq, err} })
+		return ch
+	}
+
+	req1, err := s.AppendAudit(ctx, request(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out1 := detached(outcome(1, req1))
+	req2, err := s.AppendAudit(ctx, request(2))
+	if err != nil {
+		t.Fatalf("the next request: %v", err)
+	}
+	if r := <-out1; r.err != nil || r.seq != req1+1 {
+		t.Fatalf("the detached outcome: seq %d, %v; want %d", r.seq, r.err, req1+1)
+	}
+	mu.Lock()
+	got := fmt.Sprint(batches)
+	mu.Unlock()
+	if want := "[[request] [outcome request]]"; got != want {
+		t.Errorf("commits = %s, want %s: the outcome must share the next request's commit", got, want)
+	}
+
+	// Close commits a detached outcome still lingering.
+	out2 := detached(outcome(2, req2))
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if r := <-out2; r.err != nil {
+		t.Fatalf("the outcome lingering at Close: %v", r.err)
+	}
+	if r := <-detached(outcome(3, req2)); !errors.Is(r.err, ErrClosed) {
+		t.Errorf("a detached append after Close: %v, want ErrClosed", r.err)
+	}
+
+	// With the default linger, an outcome alone is committed when it runs
+	// out.
+	s = open(t, dsn)
+	req3, err := s.AppendAudit(ctx, request(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := <-detached(outcome(3, req3)); r.err != nil {
+		t.Fatalf("a detached outcome with nothing after it: %v", r.err)
+	}
+	// A refused outcome (its request has one already) is reported.
+	if r := <-detached(outcome(1, req1)); !errors.Is(r.err, ErrInvalid) {
+		t.Errorf("a second outcome for request %d: %v, want ErrInvalid", req1, r.err)
+	}
+	rep, err := s.VerifyAudit(ctx)
+	if err != nil || !rep.OK() || rep.Records != 6 || rep.PendingOutcomes != 0 {
+		t.Errorf("VerifyAudit = %+v (problem %v), %v; want 6 records, none pending", rep, rep.Problem, err)
 	}
 }

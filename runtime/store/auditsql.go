@@ -26,9 +26,25 @@ var auditPlaceholders = "(" + strings.TrimSuffix(strings.Repeat("?, ", auditNumC
 const concludedBy = `(SELECT o.seq FROM audit_log o WHERE o.concludes = a.seq AND o.concludes > 0 AND a.phase = 'request')`
 
 func (s *sqlStore) AppendAudit(ctx context.Context, rec AuditRecord) (int64, error) {
-	const op = "append audit"
-	if err := checkAudit(&rec); err != nil {
-		return 0, errorf(op, ErrInvalid, "%v", err)
+	if err := prepareRecord(&rec); err != nil {
+		return 0, err
+	}
+	return s.audit.append(ctx, rec)
+}
+
+// AppendAuditDetached implements DetachedAppender.
+func (s *sqlStore) AppendAuditDetached(rec AuditRecord, then func(seq int64, err error)) {
+	if err := prepareRecord(&rec); err != nil {
+		then(0, err)
+		return
+	}
+	s.audit.appendDetached(rec, then)
+}
+
+// prepareRecord checks rec and sets what the store assigns.
+func prepareRecord(rec *AuditRecord) error {
+	if err := checkAudit(rec); err != nil {
+		return errorf("append audit", ErrInvalid, "%v", err)
 	}
 	if rec.Time.IsZero() {
 		rec.Time = now()
@@ -37,7 +53,7 @@ func (s *sqlStore) AppendAudit(ctx context.Context, rec AuditRecord) (int64, err
 	rec.HashVersion = auditHashVersion
 	rec.Seq, rec.PrevHash, rec.Hash = 0, nil, nil
 	rec.OutcomeMissing, rec.ConcludedBy = false, 0
-	return s.audit.append(ctx, rec)
+	return nil
 }
 
 // checkAudit refuses, before anything is queued, a record the store could

@@ -46,6 +46,9 @@ type appendReq struct {
 	seq   int64
 	err   error // set by write for a record refused on its own, or for the whole batch
 	done  chan struct{}
+	// then, for a detached record (appendDetached), is called with the
+	// result instead of a caller waiting on done.
+	then func(seq int64, err error)
 }
 
 type auditWriter struct {
@@ -63,6 +66,11 @@ type auditWriter struct {
 	// and leaves it set, so the leader knows it still leads.
 	lingering     chan struct{}
 	lingeringOwns bool
+	// lingerTimer, when set, leads in place of a goroutine: detached
+	// outcomes are queued, nobody else is, and it writes them when the
+	// linger runs out unless an appender takes the lead over first (it
+	// stops the timer and sets this to nil).
+	lingerTimer *time.Timer
 
 	// write writes and commits a batch, setting seq on each record written
 	// and err on each refused on its own; an error fails the whole batch.
@@ -106,6 +114,10 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 	switch {
 	case !w.leader:
 		w.leader, lead = true, true
+	case w.lingerTimer != nil && rec.Phase != PhaseOutcome:
+		// Detached outcomes wait for a record like this one.
+		w.lingerTimer.Stop()
+		w.lingerTimer, lead = nil, true
 	case w.lingering != nil && rec.Phase != PhaseOutcome:
 		// Outcomes linger for a record like this one: take the lead over
 		// and write them with it. The lingering leader learns it when its
@@ -117,7 +129,7 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 	}
 	w.mu.Unlock()
 	if lead {
-		w.lead(r)
+		w.lead(r, true)
 	}
 	select {
 	case <-r.done:
@@ -130,13 +142,54 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 	}
 }
 
+// appendDetached queues rec (meant for outcomes, which nobody waits for)
+// and returns at once; then is called with its
+// sequence number, or the error, once the batch holding it is written, on
+// the goroutine that wrote it (it must not block). An outcome queued when
+// nobody leads lingers on a timer, not on a goroutine: the next request's
+// appender writes it with its own record, and no goroutine is started or
+// woken for it. Anything else queued when nobody leads starts a leader.
+func (w *auditWriter) appendDetached(rec AuditRecord, then func(seq int64, err error)) {
+	r := &appendReq{rec: rec, done: make(chan struct{}), then: then}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		then(0, errorf("append audit", ErrClosed, "store is closing"))
+		return
+	}
+	w.pending = append(w.pending, r)
+	w.queued.Add(1)
+	switch {
+	case w.leader:
+		// The leader, or the one it starts, writes it.
+	case w.linger > 0 && rec.Phase == PhaseOutcome:
+		w.leader = true
+		var t *time.Timer
+		t = time.AfterFunc(w.linger, func() {
+			w.mu.Lock()
+			if w.lingerTimer != t {
+				w.mu.Unlock() // an appender took the lead over
+				return
+			}
+			w.lingerTimer = nil
+			w.mu.Unlock()
+			w.lead(nil, false) // lingered already
+		})
+		w.lingerTimer = t
+	default:
+		w.leader = true
+		go w.lead(nil, true)
+	}
+	w.mu.Unlock()
+}
+
 // lead writes batches until nothing is queued, own (the leader's own
 // record, nil for a leader started by another) is written, or another
 // appender takes the lead over from its linger. It is called with leader
-// set.
-func (w *auditWriter) lead(own *appendReq) {
+// set. mayLinger false writes the first batch at once, outcomes or not.
+func (w *auditWriter) lead(own *appendReq, mayLinger bool) {
 	w.mu.Lock()
-	for {
+	for first := true; ; first = false {
 		if len(w.pending) == 0 {
 			w.leader = false
 			w.idle.Broadcast()
@@ -149,10 +202,10 @@ func (w *auditWriter) lead(own *appendReq) {
 			// does not wait for their commit. That leader goes on while
 			// records keep coming, as a writer goroutine would.
 			w.mu.Unlock()
-			go w.lead(nil)
+			go w.lead(nil, true)
 			return
 		}
-		if w.linger > 0 && !w.closed && len(w.pending) < maxAuditBatch && onlyOutcomes(w.pending) {
+		if (mayLinger || !first) && w.linger > 0 && !w.closed && len(w.pending) < maxAuditBatch && onlyOutcomes(w.pending) {
 			ch := make(chan struct{})
 			w.lingering, w.lingeringOwns = ch, own != nil
 			var written chan struct{} // nil: never ready
@@ -201,6 +254,9 @@ func (w *auditWriter) lead(own *appendReq) {
 				}
 				w.queued.Add(-1)
 				close(r.done)
+				if r.then != nil {
+					r.then(r.seq, r.err)
+				}
 			}
 		}
 		w.mu.Lock()
@@ -243,6 +299,16 @@ func (w *auditWriter) close() {
 		w.closed = true
 		if w.lingering != nil {
 			close(w.lingering)
+		}
+		if t := w.lingerTimer; t != nil {
+			// Write what the timer waits for now: setting lingerTimer to
+			// nil takes the lead (the timer's function, if it fires, sees
+			// that and returns).
+			w.lingerTimer = nil
+			t.Stop()
+			w.mu.Unlock()
+			w.lead(nil, false)
+			w.mu.Lock()
 		}
 	}
 	for w.leader {

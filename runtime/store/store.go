@@ -98,6 +98,19 @@ type Store interface {
 	Close() error
 }
 
+// DetachedAppender is a Store that can append an audit record nobody waits
+// for (a forwarded call's outcome) without a goroutine waiting on it:
+// AppendAuditDetached queues rec and returns; then is called once with its
+// sequence number or the error, from the goroutine that committed it, and
+// must not block. The record's durability is AppendAudit's, decided by
+// the same group commit; an outcome queued alone waits (up to 5 ms) for
+// the next request's record to be committed with it.
+type DetachedAppender interface {
+	AppendAuditDetached(rec AuditRecord, then func(seq int64, err error))
+}
+
+var _ DetachedAppender = (*sqlStore)(nil)
+
 // Error kinds. Every error a Store returns for one of these conditions
 // matches it with errors.Is; database failures match ErrUnavailable.
 var (

@@ -39,6 +39,7 @@ func testStore(t *testing.T, e engine) {
 		{"AuditBatchFailure", testAuditBatchFailure},
 		{"AuditOutcomeLingers", testAuditOutcomeLingers},
 		{"AuditAppendersCancel", testAuditAppendersCancel},
+		{"AuditDetachedOutcome", testAuditDetachedOutcome},
 		{"RevokedSince", testRevokedSince},
 	}
 	for _, tt := range tests {
