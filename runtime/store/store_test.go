@@ -35,6 +35,7 @@ func testStore(t *testing.T, e engine) {
 		{"AuditPhases", testAuditPhases},
 		{"AuditRefusesUnstorable", testAuditRefusesUnstorable},
 		{"AuditMigrateV1", testAuditMigrateV1},
+		{"AuditMigrateRowid", testAuditMigrateRowid},
 		{"AuditCloseCommitsQueuedOutcomes", testAuditCloseCommitsQueuedOutcomes},
 		{"AuditBatchFailure", testAuditBatchFailure},
 		{"AuditOutcomeLingers", testAuditOutcomeLingers},
