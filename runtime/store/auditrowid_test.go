@@ -259,6 +259,8 @@ func TestSQLiteAuditQueryPlans(t *testing.T) {
 		}
 		return strings.Join(lines, "; ")
 	}
+	// The first record from a time on, in the index on recorded_at alone.
+	const sinceLookup = "SEARCH audit_log USING COVERING INDEX audit_log_recorded_at (recorded_at>?)"
 	// Every query's outcome lookup (concludedBy) is answered by the unique
 	// index on concludes alone: the outcome's seq is the rowid its entries
 	// end with.
@@ -277,17 +279,20 @@ func TestSQLiteAuditQueryPlans(t *testing.T) {
 		{AuditFilter{Server: "s"}, "SEARCH a USING INDEX audit_log_server_tool (server=?)", true},
 		{AuditFilter{RequestID: "r"}, "SEARCH a USING INDEX audit_log_request_id (request_id=?)", false},
 		{AuditFilter{RequestID: "r", AfterSeq: 5}, "SEARCH a USING INDEX audit_log_request_id (request_id=? AND rowid>?)", false},
+		{AuditFilter{Since: ts}, "SEARCH a USING INTEGER PRIMARY KEY (rowid>?)", false},
 		{AuditFilter{Since: ts, Until: ts.Add(time.Hour)}, "SEARCH a USING INDEX audit_log_recorded_at (recorded_at>? AND recorded_at<?)", true},
-		{AuditFilter{User: "u", Since: ts, Limit: 10}, "SEARCH a USING INDEX audit_log_end_user (end_user=?)", false},
+		{AuditFilter{User: "u", Since: ts, Limit: 10}, "SEARCH a USING INDEX audit_log_end_user (end_user=? AND rowid>?)", false},
+		{AuditFilter{Until: ts}, "SCAN a", false},
 		{AuditFilter{Tool: "t"}, "SCAN a", false},
 		{AuditFilter{Decision: Allowed, Phase: PhaseRequest}, "SCAN a", false},
-		{AuditFilter{Since: ts}, "SCAN a", false},
 	} {
 		q, args := ss.auditQuery(tt.f)
 		got := plan(q, args...)
 		if !strings.HasPrefix(got, tt.want+";") || !strings.Contains(got, outcomeLookup) ||
+			strings.Contains(got, sinceLookup) == tt.f.Since.IsZero() ||
 			strings.Contains(got, "TEMP B-TREE") != tt.sort || strings.Contains(got, "AUTOMATIC") {
-			t.Errorf("plan of the list query for %+v:\n got %s\nwant %s first, %s, a sort by seq: %v", tt.f, got, tt.want, outcomeLookup, tt.sort)
+			t.Errorf("plan of the list query for %+v:\n got %s\nwant %s first, %s, a sort by seq: %v, %s: %v",
+				tt.f, got, tt.want, outcomeLookup, tt.sort, sinceLookup, !tt.f.Since.IsZero())
 		}
 	}
 	got := plan(`SELECT a.seq, a.phase, `+concludedBy+` FROM audit_log a WHERE a.seq `+sqliteDialect.seqIn, "[1,2]")

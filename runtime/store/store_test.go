@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,7 @@ func testStore(t *testing.T, e engine) {
 		{"AuditConcurrentAppends", testAuditConcurrent},
 		{"AuditTamper", testAuditTamper},
 		{"AuditListExport", testAuditListExport},
+		{"AuditSince", testAuditSince},
 		{"AuditDurable", testAuditDurable},
 		{"AuditCloseFlushes", testAuditCloseFlushes},
 		{"Revocations", testRevocations},
@@ -583,6 +585,46 @@ func testAuditListExport(t *testing.T, e engine) {
 	n := 0
 	if err := s.ExportAudit(ctx, AuditFilter{}, func(AuditRecord) error { n++; return stop }); err != stop || n != 1 {
 		t.Errorf("ExportAudit with a failing callback: got %v after %d records, want stop after 1", err, n)
+	}
+}
+
+// A lower time bound selects by the records' times, whatever their order:
+// a record may carry an earlier time than one appended before it (the
+// caller's clock), and the query's start in seq order must not skip it.
+func testAuditSince(t *testing.T, e engine) {
+	ctx := ctxT(t)
+	s := open(t, e.newDB(t))
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i, sec := range []int{30, 10, 50, 20, 40} { // seq i+1 at t0 + sec
+		r := auditRec(i)
+		r.Time = t0.Add(time.Duration(sec) * time.Second)
+		if _, err := s.AppendAudit(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		f    AuditFilter
+		want []int64
+	}{
+		{AuditFilter{Since: t0.Add(20 * time.Second)}, []int64{1, 3, 4, 5}},
+		{AuditFilter{Since: t0.Add(31 * time.Second)}, []int64{3, 5}},
+		{AuditFilter{Since: t0.Add(50 * time.Second)}, []int64{3}},
+		{AuditFilter{Since: t0.Add(51 * time.Second)}, nil},
+		{AuditFilter{Since: t0}, []int64{1, 2, 3, 4, 5}},
+		{AuditFilter{Since: t0.Add(15 * time.Second), Until: t0.Add(45 * time.Second)}, []int64{1, 4, 5}},
+		{AuditFilter{Since: t0.Add(15 * time.Second), User: "user1@example.com"}, []int64{5}},
+		{AuditFilter{Since: t0.Add(15 * time.Second), AfterSeq: 3}, []int64{4, 5}},
+		{AuditFilter{Since: t0.Add(15 * time.Second), Limit: 2}, []int64{1, 3}},
+	} {
+		recs, err := s.ListAudit(ctx, tt.f)
+		var got []int64
+		for _, r := range recs {
+			got = append(got, r.Seq)
+		}
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("ListAudit(since %s, until %s, user %q, after %d, limit %d) = %v, %v; want %v",
+				tt.f.Since.Sub(t0), tt.f.Until.Sub(t0), tt.f.User, tt.f.AfterSeq, tt.f.Limit, got, err, tt.want)
+		}
 	}
 }
 
