@@ -81,6 +81,19 @@ func WithCallTimeout(d time.Duration) HostOption {
 	return func(o *hostOptions) { o.callTimeout = d }
 }
 
+// WithAdapterProcs sets how many CPUs each adapter's Go runtime may run
+// on at once (ProcsEnv, read by Serve): 0 leaves the runtime's default,
+// every CPU of the machine. An adapter forwards calls and needs little CPU
+// per call; with fewer runtime processors than CPUs, the hand-offs between
+// the goroutines of one call do not wake idle threads to spin for work.
+func WithAdapterProcs(n int) HostOption {
+	return func(o *hostOptions) {
+		if n > 0 {
+			o.env = append(o.env, fmt.Sprintf("%s=%d", ProcsEnv, n))
+		}
+	}
+}
+
 // WithMaxConcurrent sets the default number of calls in flight per adapter
 // (default 16).
 func WithMaxConcurrent(n int) HostOption {

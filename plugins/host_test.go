@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -697,5 +698,31 @@ func TestPagination(t *testing.T) {
 	}
 	if got, want := strings.Join(names, ","), "add,ask,echo,elicit,logs,meta,pid,slow"; got != want {
 		t.Errorf("tools over all pages: got %s, want %s", got, want)
+	}
+}
+
+// TestAdapterProcs: WithAdapterProcs reaches the adapter's environment
+// (Serve applies it to the runtime: TestSetProcs), and not the stdio
+// server the adapter starts, whose Go runtime keeps its own default.
+func TestAdapterProcs(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc/PID/environ")
+	}
+	h := newHost(t, plugins.WithAdapterProcs(1))
+	a := startAdapter(t, h, stdioServer("procs"))
+	server, _ := strconv.Atoi(mustCall(t, a, "pid", nil))
+	environ := func(pid int) string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "\x00" + string(b)
+	}
+	want := "\x00" + plugins.ProcsEnv + "=1\x00"
+	if env := environ(h.Status()[0].PID); !strings.Contains(env, want) {
+		t.Errorf("the adapter's environment lacks %s=1", plugins.ProcsEnv)
+	}
+	if env := environ(server); strings.Contains(env, "\x00"+plugins.ProcsEnv+"=") {
+		t.Errorf("the stdio server inherited %s", plugins.ProcsEnv)
 	}
 }

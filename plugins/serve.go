@@ -2,10 +2,13 @@ package plugins
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -136,6 +139,26 @@ func Serve(impl Adapter) {
 // to the level it logs at.
 const LogLevelEnv = "ARMORIQ_LOG_LEVEL"
 
+// ProcsEnv is the variable the host sets in an adapter's environment to
+// the number of CPUs the adapter's Go runtime may run on at once
+// (GOMAXPROCS; WithAdapterProcs). It is a variable of its own, not
+// GOMAXPROCS, so that a stdio server the adapter starts keeps its own.
+const ProcsEnv = "ARMORIQ_ADAPTER_PROCS"
+
+// setProcs applies ProcsEnv's value v, if any, to the Go runtime, and
+// says what was wrong with a value it ignored.
+func setProcs(v string) error {
+	if v == "" {
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1<<12 {
+		return fmt.Errorf("%s=%q: want a whole number of CPUs, at least 1; the runtime's default is kept", ProcsEnv, v)
+	}
+	runtime.GOMAXPROCS(n)
+	return nil
+}
+
 // serve is Serve with the contract versions to offer, and what to close
 // before the process exits.
 func serve(impl Adapter, sets map[int]plugin.PluginSet, closers ...func()) {
@@ -144,6 +167,9 @@ func serve(impl Adapter, sets map[int]plugin.PluginSet, closers ...func()) {
 		level = slog.LevelInfo
 	}
 	slog.SetDefault(slog.New(newPluginLogHandler(os.Stderr, level)))
+	if err := setProcs(os.Getenv(ProcsEnv)); err != nil {
+		slog.Warn("adapter: ignoring "+ProcsEnv, "error", err)
+	}
 	cleanup := func() {
 		for _, c := range closers {
 			c()

@@ -77,7 +77,7 @@ in-flight calls finish, the adapters and their servers exit.`,
 				return usageErrorf("--watch-interval %s is too short (at least 50ms)", o.interval)
 			}
 			o.gw.maxTTL, o.gw.callTimeout, o.gw.shutdown = time.Hour, 30*time.Second, 10*time.Second
-			o.gw.adapterTimeout, o.gw.adapterConc, o.gw.sqliteSync = 60*time.Second, 64, "full"
+			o.gw.adapterTimeout, o.gw.adapterConc, o.gw.adapterProcs, o.gw.sqliteSync = 60*time.Second, 64, 1, "full"
 			o.gw.local = true
 			return runUp(ctx, e, &o)
 		},

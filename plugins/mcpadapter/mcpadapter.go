@@ -249,8 +249,9 @@ func (a *Adapter) startFailure(child *exec.Cmd, stderr *lineLogger, err error) e
 func (a *Adapter) command() (*exec.Cmd, *lineLogger) {
 	cmd := exec.Command(a.cfg.Command, a.cfg.Args...)
 	for _, kv := range os.Environ() {
-		// go-plugin's variables are the adapter's business, not the server's.
-		if !strings.HasPrefix(kv, "PLUGIN_") && !strings.HasPrefix(kv, plugins.MagicCookieKey+"=") {
+		// go-plugin's variables, and the host's for the adapter's runtime,
+		// are the adapter's business, not the server's.
+		if !strings.HasPrefix(kv, "PLUGIN_") && !strings.HasPrefix(kv, plugins.MagicCookieKey+"=") && !strings.HasPrefix(kv, plugins.ProcsEnv+"=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
