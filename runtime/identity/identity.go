@@ -12,10 +12,12 @@ package identity
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -206,11 +208,27 @@ func notIDChar(r rune) bool {
 	return !strings.ContainsRune("._:-/+=", r)
 }
 
-// NewRequestID returns a fresh random request id.
+// NewRequestID returns a fresh request id: "req_", the time in
+// milliseconds since 1970 (12 hex digits: 48 bits, good until the year
+// 10889), then 10 random bytes (20 hex digits). Ids made later sort after:
+// each one lands next to the previous in the audit log's index on
+// request_id, where random ids dirtied a page of their own per call
+// (docs/store.md); the random part keeps them unguessable and unique.
 func NewRequestID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return "req_" + hex.EncodeToString(b)
+	return newRequestID(time.Now())
+}
+
+func newRequestID(now time.Time) string {
+	var b [4 + 32]byte
+	copy(b[:], "req_")
+	ms := uint64(now.UnixMilli())
+	var t [8]byte
+	binary.BigEndian.PutUint64(t[:], ms)
+	hex.Encode(b[4:16], t[2:])
+	var r [10]byte
+	_, _ = rand.Read(r[:])
+	hex.Encode(b[16:], r[:])
+	return string(b[:])
 }
 
 // A Claim is one place a call names its end user.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCheck(t *testing.T) {
@@ -62,6 +63,35 @@ func TestRequestID(t *testing.T) {
 		if err := Check("X-Request-ID", got, MaxRequestID); err != nil {
 			t.Errorf("RequestID(%q) = %q, which fails Check: %v", tc.in, got, err)
 		}
+	}
+}
+
+// TestNewRequestID: ids the gateway makes sort by time (so they land
+// together in the audit log's request_id index), are valid request ids,
+// and differ within one millisecond.
+func TestNewRequestID(t *testing.T) {
+	base := time.UnixMilli(1764806400000) // 2025-12-04
+	var prev string
+	seen := map[string]bool{}
+	for i, now := range []time.Time{base, base, base.Add(time.Millisecond), base.Add(time.Second), base.Add(400 * 24 * time.Hour)} {
+		id := newRequestID(now)
+		if len(id) != 36 || !strings.HasPrefix(id, "req_") || strings.Trim(id[4:], "0123456789abcdef") != "" {
+			t.Errorf("newRequestID(%v) = %q, want req_ and 32 hex digits", now, id)
+		}
+		if RequestID(id) != id {
+			t.Errorf("RequestID(%q) does not keep it", id)
+		}
+		if seen[id] {
+			t.Errorf("newRequestID made %q twice", id)
+		}
+		seen[id] = true
+		if i > 1 && id <= prev {
+			t.Errorf("newRequestID(%v) = %q sorts before the id of an earlier millisecond, %q", now, id, prev)
+		}
+		prev = id
+	}
+	if got, want := newRequestID(base)[4:16], "019ae6a89800"; got != want {
+		t.Errorf("time part %s, want %s (milliseconds in hex)", got, want)
 	}
 }
 
