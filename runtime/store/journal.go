@@ -20,8 +20,8 @@ import (
 
 // The audit journal (SQLite only). A call's request record must be durable
 // before the call goes on; committing it to SQLite costs a transaction per
-// batch: the head read, the concludes check, an INSERT into a table with
-// six indexes, and a WAL commit of every page they touch (two writes per
+// batch: the head read, the concludes check, an INSERT into a table and
+// its indexes (six B-trees before migration 7, five since), and a WAL commit of every page they touch (two writes per
 // page, about fifteen system calls) plus the fsync. That was 40-47% of the
 // gateway's CPU per forwarded call.
 //
