@@ -53,5 +53,22 @@ func main() {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "proxy: %s -> %s\n", ln.Addr(), u)
-	log.Fatal(http.Serve(ln, rp))
+	// Each request is served in full-duplex mode. By default Go's HTTP/1
+	// server drains and closes what is left of a request body when the
+	// handler starts its response, while the transport may still be reading
+	// that body (after its last byte it reads once more, for the end, and
+	// closes it). When the gateway answered that fast, the transport's read
+	// failed ("http: invalid Read on closed Body"), it closed its connection
+	// to the gateway, and the proxy cut the event stream after its headers
+	// ("ReverseProxy read error during body copy", golang/go#40747): the
+	// suite found no result, or waited on a response that never ended until
+	// its scenario timed out. In full duplex the body is left to the
+	// transport.
+	log.Fatal(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+			http.Error(w, "proxy: full duplex: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})))
 }
