@@ -752,3 +752,39 @@ func testAuditDetachedOutcome(t *testing.T, e engine) {
 		t.Errorf("VerifyAudit = %+v (problem %v), %v; want 6 records, none pending", rep, rep.Problem, err)
 	}
 }
+
+// testAuditSlowStoreBoundsLeaders: once a write has failed or been slow,
+// an appender that finds nobody writing does not write on its own
+// goroutine: its context bounds its wait as a follower's does, while the
+// write it started goes on.
+func testAuditSlowStoreBoundsLeaders(t *testing.T, e engine) {
+	ctx := ctxT(t)
+	s := open(t, e.newDB(t))
+	aw := s.(*sqlStore).audit
+	release := make(chan struct{})
+	write := aw.write
+	aw.write = func(batch []*appendReq) error {
+		<-release
+		return write(batch)
+	}
+	aw.slow.Store(true) // as after a write that failed
+	actx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err := s.AppendAudit(actx, request(1))
+	close(release)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("AppendAudit while the write is held: %v, want the caller's deadline", err)
+	}
+	// The write it started commits the record; the next one is quick and
+	// clears the flag.
+	if _, err := s.AppendAudit(ctx, request(2)); err != nil {
+		t.Fatal(err)
+	}
+	if aw.slow.Load() {
+		t.Error("a quick write left the writer marked slow")
+	}
+	rep, err := s.VerifyAudit(ctx)
+	if err != nil || !rep.OK() || rep.Records != 2 {
+		t.Errorf("VerifyAudit = %+v, %v; want both records", rep, err)
+	}
+}

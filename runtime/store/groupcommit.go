@@ -14,7 +14,8 @@ import (
 // to maxAuditBatch); records queued meanwhile wait for the leader to end,
 // and the next batch is written by a leader of its own. Alone, a record is
 // written by its own caller with no hand-off between goroutines before the
-// write (at one call at a time, two scheduler hand-offs fewer per record);
+// write (at one call at a time, two scheduler hand-offs fewer per record;
+// unless the last write failed or was slow: see auditWriter.slow);
 // under load many records share one commit (one fsync on SQLite, one round
 // of WAL flush on PostgreSQL), as they did with a writer goroutine.
 //
@@ -85,7 +86,17 @@ type auditWriter struct {
 	commits atomic.Int64
 	// writing is set while a batch is being written (tests wait on it).
 	writing atomic.Bool
+	// slow is set when the last write failed or took over slowWrite: the
+	// database is in trouble, and an appender that leads then writes on
+	// a goroutine of its own, so that its context still bounds its wait
+	// (a leader writing on its own goroutine waits for the write, up to
+	// the write's own limit). Cleared by the next quick write.
+	slow atomic.Bool
 }
+
+// slowWrite is how long a write may take before leaders stop writing on
+// their callers' goroutines (auditWriter.slow).
+const slowWrite = time.Second
 
 func newAuditWriter(write func([]*appendReq) error) *auditWriter {
 	w := &auditWriter{write: write, linger: outcomeLinger}
@@ -129,7 +140,11 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 	}
 	w.mu.Unlock()
 	if lead {
-		w.lead(r, true)
+		if w.slow.Load() {
+			go w.lead(r, true)
+		} else {
+			w.lead(r, true)
+		}
 	}
 	select {
 	case <-r.done:
@@ -245,7 +260,9 @@ func (w *auditWriter) lead(own *appendReq, mayLinger bool) {
 		w.mu.Unlock()
 		if len(batch) > 0 {
 			w.writing.Store(true)
+			start := time.Now()
 			err := w.write(batch)
+			w.slow.Store(err != nil || time.Since(start) > slowWrite)
 			w.writing.Store(false)
 			w.commits.Add(1)
 			for _, r := range batch {

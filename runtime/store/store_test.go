@@ -43,6 +43,7 @@ func testStore(t *testing.T, e engine) {
 		{"AuditOutcomeLingers", testAuditOutcomeLingers},
 		{"AuditAppendersCancel", testAuditAppendersCancel},
 		{"AuditDetachedOutcome", testAuditDetachedOutcome},
+		{"AuditSlowStoreBoundsLeaders", testAuditSlowStoreBoundsLeaders},
 		{"RevokedSince", testRevokedSince},
 	}
 	for _, tt := range tests {
