@@ -155,6 +155,14 @@ type grpcClientV3 struct {
 
 var _ AdapterRaw = (*grpcClientV3)(nil)
 
+// removeLeftovers removes what the adapter's hop left behind once its
+// process is gone (contract 5; nothing before it).
+func (c *grpcClientV3) removeLeftovers() {
+	if c.hop != nil {
+		c.hop.removeLeftovers()
+	}
+}
+
 // rawInputPool recycles the first message of a raw call (the call itself).
 var rawInputPool = sync.Pool{New: func() any {
 	c := &protov3.RawCall{}

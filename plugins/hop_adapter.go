@@ -57,6 +57,14 @@ type hopServer struct {
 	conns  map[net.Conn]struct{}
 }
 
+// The hop's socket is hopSocketName in a directory of its own, made in
+// the temporary directory with a name starting with hopDirPrefix; the host
+// removes both when the adapter was killed (hopMux.removeLeftovers).
+const (
+	hopDirPrefix  = "armoriq-hop-"
+	hopSocketName = "hop.sock"
+)
+
 func newHopServer(impl AdapterRaw) *hopServer {
 	return &hopServer{impl: impl, work: make(chan func()), conns: map[net.Conn]struct{}{}}
 }
@@ -75,11 +83,11 @@ func (s *hopServer) listen() (*hopAddress, error) {
 	if _, err := rand.Read(token); err != nil {
 		return nil, fmt.Errorf("making the hop's token: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "armoriq-hop-") // 0700
+	dir, err := os.MkdirTemp("", hopDirPrefix) // 0700
 	if err != nil {
 		return nil, fmt.Errorf("making the hop's directory: %w", err)
 	}
-	sock := filepath.Join(dir, "hop.sock")
+	sock := filepath.Join(dir, hopSocketName)
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		_ = os.RemoveAll(dir)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,6 +122,30 @@ func (m *hopMux) connection(ctx context.Context) (*hopConn, error) {
 	go hc.read()
 	m.cur = hc
 	return hc, nil
+}
+
+// removeLeftovers removes the socket and directory of the hop of an
+// adapter process that is gone: one killed (SIGKILL, the OOM killer)
+// could not remove them itself. Only what the adapter's hop makes is
+// removed, a socket named hop.sock in an armoriq-hop-* directory of the
+// temporary directory, and the directory only if nothing else is in it;
+// an address elsewhere (a custom adapter's) is left alone.
+func (m *hopMux) removeLeftovers() {
+	m.mu.Lock()
+	addr := m.addr
+	m.mu.Unlock()
+	if addr == nil {
+		return // the hop was never opened
+	}
+	sock := filepath.Clean(addr.Address)
+	dir := filepath.Dir(sock)
+	if filepath.Base(sock) != hopSocketName || !strings.HasPrefix(filepath.Base(dir), hopDirPrefix) || filepath.Dir(dir) != filepath.Clean(os.TempDir()) {
+		return
+	}
+	if fi, err := os.Lstat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(sock)
+	}
+	_ = os.Remove(dir) // fails, and keeps it, if anything else is in it
 }
 
 // dialHop connects to the adapter's hop and says hello.

@@ -726,3 +726,53 @@ func TestAdapterProcs(t *testing.T) {
 		t.Errorf("the stdio server inherited %s", plugins.ProcsEnv)
 	}
 }
+
+// TestKilledAdapterLeavesNoHopDirectory: an adapter killed with SIGKILL
+// cannot remove its hop's socket and directory; the host does, once the
+// process is gone.
+func TestKilledAdapterLeavesNoHopDirectory(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the hop needs unix sockets")
+	}
+	hopDirs := func() map[string]bool {
+		m, _ := filepath.Glob(filepath.Join(os.TempDir(), "armoriq-hop-*"))
+		set := map[string]bool{}
+		for _, d := range m {
+			set[d] = true
+		}
+		return set
+	}
+	before := hopDirs()
+	url := newUpstream(nil).serveHTTP(t, false)
+	h := newHost(t)
+	a := startAdapter(t, h, httpServer("killed", url))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A raw call opens the hop.
+	if _, err := rawCall(ctx, a.(plugins.AdapterRaw), "echo", map[string]any{"text": "x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for d := range hopDirs() {
+		if !before[d] {
+			mine = append(mine, d)
+		}
+	}
+	if len(mine) != 1 {
+		t.Fatalf("new hop directories after the first raw call: %v, want one", mine)
+	}
+	pid := h.Status()[0].PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The host cleans up before it restarts the adapter.
+	for h.Status()[0].Restarts < 1 {
+		if ctx.Err() != nil {
+			t.Fatalf("the adapter was not restarted: %+v", h.Status()[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(mine[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the killed adapter's hop directory %s is still there (%v)", mine[0], err)
+	}
+}

@@ -120,11 +120,13 @@ func (in *instance) run() {
 				in.drain()
 				in.setState(StateDown, nil, nil)
 				p.client.Kill()
+				removeLeftovers(p)
 				return
 			case <-p.runner.exited:
 				in.exited(p)
 				p.client.Kill()           // releases go-plugin's resources
 				killGroup(p.runner.pid()) // and whatever the adapter left in its group
+				removeLeftovers(p)        // and on disk, if it was killed
 			}
 			if time.Since(started) > stableAfter {
 				backoff = in.h.opts.minBackoff
@@ -142,6 +144,14 @@ func (in *instance) run() {
 		in.state = StateStarting
 		in.since = time.Now()
 		in.mu.Unlock()
+	}
+}
+
+// removeLeftovers removes, once p's process is gone, what it could not
+// remove itself if it was killed: its hop's socket and directory.
+func removeLeftovers(p *proc) {
+	if c, ok := p.adapter.(interface{ removeLeftovers() }); ok {
+		c.removeLeftovers()
 	}
 }
 
