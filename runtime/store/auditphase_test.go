@@ -468,19 +468,9 @@ func testRevokedSince(t *testing.T, e engine) {
 	}
 }
 
-// testAuditOutcomeLingers: an outcome is not committed on its own while the
-// next call's request is on its way: it waits (up to the linger) and both
-// share one commit, so a caller's next request never waits for the
-// previous call's outcome to be committed first. An outcome with nothing
-// after it still commits, and Close commits one still lingering.
-func testAuditOutcomeLingers(t *testing.T, e engine) {
-	ctx := ctxT(t)
-	dsn := e.newDB(t)
-	s, err := Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aw := s.(*sqlStore).audit
+// recordBatches makes aw note the phases of every batch it writes, and
+// returns what it noted so far, as text ("[[request] [outcome request]]").
+func recordBatches(aw *auditWriter) func() string {
 	var mu sync.Mutex
 	var batches [][]AuditPhase
 	write := aw.write
@@ -494,6 +484,27 @@ func testAuditOutcomeLingers(t *testing.T, e engine) {
 		mu.Unlock()
 		return write(batch)
 	}
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprint(batches)
+	}
+}
+
+// testAuditOutcomeLingers: an outcome is not committed on its own while the
+// next call's request is on its way: it waits (up to the linger) and both
+// share one commit, so a caller's next request never waits for the
+// previous call's outcome to be committed first. An outcome with nothing
+// after it still commits, and Close commits one still lingering.
+func testAuditOutcomeLingers(t *testing.T, e engine) {
+	ctx := ctxT(t)
+	dsn := e.newDB(t)
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aw := s.(*sqlStore).audit
+	batches := recordBatches(aw)
 	aw.linger = time.Hour // nothing but the next request or Close ends it here
 	waitQueued := func(n int64) {
 		t.Helper()
@@ -518,9 +529,7 @@ func testAuditOutcomeLingers(t *testing.T, e engine) {
 	if err := <-out1; err != nil {
 		t.Fatalf("the lingering outcome: %v", err)
 	}
-	mu.Lock()
-	got := fmt.Sprint(batches)
-	mu.Unlock()
+	got := batches()
 	if want := "[[request] [outcome request]]"; got != want {
 		t.Errorf("commits = %s, want %s: the outcome must share the next request's commit", got, want)
 	}
@@ -678,19 +687,7 @@ func testAuditDetachedOutcome(t *testing.T, e engine) {
 		t.Fatal(err)
 	}
 	aw := s.(*sqlStore).audit
-	var mu sync.Mutex
-	var batches [][]AuditPhase
-	write := aw.write
-	aw.write = func(batch []*appendReq) error {
-		phases := make([]AuditPhase, len(batch))
-		for i, r := range batch {
-			phases[i] = r.rec.Phase
-		}
-		mu.Lock()
-		batches = append(batches, phases)
-		mu.Unlock()
-		return write(batch)
-	}
+	batches := recordBatches(aw)
 	aw.linger = time.Hour // nothing but the next request or Close ends it here
 	type result struct {
 		seq int64
@@ -714,9 +711,7 @@ func testAuditDetachedOutcome(t *testing.T, e engine) {
 	if r := <-out1; r.err != nil || r.seq != req1+1 {
 		t.Fatalf("the detached outcome: seq %d, %v; want %d", r.seq, r.err, req1+1)
 	}
-	mu.Lock()
-	got := fmt.Sprint(batches)
-	mu.Unlock()
+	got := batches()
 	if want := "[[request] [outcome request]]"; got != want {
 		t.Errorf("commits = %s, want %s: the outcome must share the next request's commit", got, want)
 	}
