@@ -158,9 +158,9 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 }
 
 // appendDetached queues rec (meant for outcomes, which nobody waits for)
-// and returns at once; then is called with its
-// sequence number, or the error, once the batch holding it is written, on
-// the goroutine that wrote it (it must not block). An outcome queued when
+// and returns at once; then is called with its sequence number, or the
+// error, once the batch holding it is written, on the goroutine that wrote
+// it (it must not block). An outcome queued when
 // nobody leads lingers on a timer, not on a goroutine: the next request's
 // appender writes it with its own record, and no goroutine is started or
 // woken for it. Anything else queued when nobody leads starts a leader.
