@@ -145,7 +145,11 @@ func NewHost(opts ...HostOption) *Host {
 	if o.logLevel == hclog.NoLevel {
 		o.logLevel = hclog.Warn
 	}
-	return &Host{opts: o, instances: map[string]*instance{}}
+	h := &Host{opts: o, instances: map[string]*instance{}}
+	if removed := sweepHopLeftovers(); len(removed) > 0 {
+		h.logger().Info("removed the hop directories of adapters killed with their host", "dirs", removed)
+	}
+	return h
 }
 
 // Sync makes the running adapters match servers, as when a bundle is
