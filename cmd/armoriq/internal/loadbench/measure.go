@@ -145,6 +145,7 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 	s.rss, s.phys = mem.rss, mem.phys
 	cpu1 := readCPU(procs)
 	s.cpu, s.cpuKnown = cpuDelta(cpu0, cpu1)
+	s.switches = switchesDelta(cpu0, cpu1)
 	// The workers' keep-alive connections end with the round (their MCP
 	// sessions stay): a server measured at concurrency N holds N
 	// connections, not N for each target that ran before.
@@ -204,8 +205,9 @@ func (b *bench) fetchProfile(ctx context.Context, url, path string) error {
 
 // cpuReading is the CPU time of each role's processes at one moment.
 type cpuReading struct {
-	cpu map[string]time.Duration
-	ok  bool
+	cpu      map[string]time.Duration
+	switches map[string]uint64 // context switches of the role's processes' threads
+	ok       bool
 }
 
 // readCPU reads the CPU time used so far by procs, summed per role. A
@@ -214,7 +216,7 @@ func readCPU(procs []procRef) cpuReading {
 	if !procSupported() {
 		return cpuReading{}
 	}
-	r := cpuReading{cpu: map[string]time.Duration{}, ok: true}
+	r := cpuReading{cpu: map[string]time.Duration{}, switches: map[string]uint64{}, ok: true}
 	for _, p := range procs {
 		if p.pid <= 0 {
 			continue
@@ -224,9 +226,11 @@ func readCPU(procs []procRef) cpuReading {
 			continue
 		}
 		r.cpu[p.role] += st.cpu
+		r.switches[p.role] += readSwitches(p.pid)
 		if p.tree {
-			for _, d := range descendants(p.pid) {
+			for pid, d := range descendants(p.pid) {
 				r.cpu[p.role] += d.cpu
+				r.switches[p.role] += readSwitches(pid)
 			}
 		}
 	}
@@ -245,6 +249,21 @@ func cpuDelta(a, b cpuReading) (map[string]time.Duration, bool) {
 		out[role] = max(v-a.cpu[role], 0)
 	}
 	return out, true
+}
+
+// switchesDelta is the context switches each role's threads made between
+// two readings (0 for a role whose count went down: a process restarted).
+func switchesDelta(a, b cpuReading) map[string]uint64 {
+	if !a.ok || !b.ok {
+		return nil
+	}
+	out := map[string]uint64{}
+	for role, v := range b.switches {
+		if v >= a.switches[role] {
+			out[role] = v - a.switches[role]
+		}
+	}
+	return out
 }
 
 // memSample is what the memory sampler saw over a round.

@@ -107,6 +107,40 @@ func readStatusMemory(pid int) (statusMemory, error) {
 	return m, nil
 }
 
+// parseSwitches reads the context switches, voluntary and not, in the
+// content of a /proc/<pid>/task/<tid>/status.
+func parseSwitches(status []byte) uint64 {
+	var n uint64
+	for _, line := range strings.Split(string(status), "\n") {
+		for _, name := range []string{"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"} {
+			if v, ok := strings.CutPrefix(line, name); ok {
+				if k, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+					n += k
+				}
+			}
+		}
+	}
+	return n
+}
+
+// readSwitches is the context switches made so far by the threads of
+// process pid that still run (a thread that exited takes its count with
+// it; Go's runtime seldom ends a thread).
+func readSwitches(pid int) uint64 {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "task")
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, t := range tasks {
+		if b, err := os.ReadFile(filepath.Join(dir, t.Name(), "status")); err == nil {
+			n += parseSwitches(b)
+		}
+	}
+	return n
+}
+
 // readCmdline is a process's arguments.
 func readCmdline(pid int) []string {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))

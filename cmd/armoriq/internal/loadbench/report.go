@@ -76,6 +76,11 @@ type Result struct {
 	// adapter, upstream, proxy, peer, client); absent where /proc is not
 	// readable.
 	CPUPerCallMs map[string]float64 `json:"cpu_per_call_ms,omitempty"`
+	// SwitchesPerCall is the context switches per call of each process
+	// role, voluntary and not, summed over its threads
+	// (/proc/<pid>/task/*/status): each is a thread stopping, mostly a
+	// goroutine hand-off or a wait for I/O.
+	SwitchesPerCall map[string]float64 `json:"switches_per_call,omitempty"`
 	// PeakRSSMiB is the highest resident set sampled per role during the
 	// target's rounds (gateway+adapter: both at the same moment).
 	PeakRSSMiB map[string]float64 `json:"peak_rss_mib,omitempty"`
@@ -136,6 +141,12 @@ func results(targets []*target, conc int, sums []sample) []Result {
 			for role, cpu := range s.cpu {
 				r.CPUPerCallMs[role] = ms(CPUPerCall(cpu, s.calls+s.errs))
 			}
+			if n := s.calls + s.errs; n > 0 && len(s.switches) > 0 {
+				r.SwitchesPerCall = map[string]float64{}
+				for role, sw := range s.switches {
+					r.SwitchesPerCall[role] = math.Round(float64(sw)/float64(n)*10) / 10
+				}
+			}
 			r.PeakRSSMiB = map[string]float64{}
 			for role, v := range s.rss {
 				r.PeakRSSMiB[role] = mib(v)
@@ -183,7 +194,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		k := key(r.Results[i])
 		fmt.Fprintf(w, "\nconcurrency %d, %s upstream (latency and CPU in ms; CPU per call of each process)\n", r.Results[i].Concurrency, r.Results[i].Upstream)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "target        \tcalls/s\tshare\tp50\tp99\t+p50\t+p99\terrors\tgateway\tadapter\tupstream\tproxy/peer\tclient\tgw+ad MiB\tgw+ad phys MiB\t")
+		fmt.Fprintln(tw, "target        \tcalls/s\tshare\tp50\tp99\t+p50\t+p99\terrors\tgateway\tadapter\tupstream\tproxy/peer\tclient\tgw+ad MiB\tgw+ad phys MiB\tgw+ad cs/call\t")
 		for ; i < len(r.Results) && key(r.Results[i]) == k; i++ {
 			res := r.Results[i]
 			cpu := func(role string) string {
@@ -216,15 +227,23 @@ func (r *Report) WriteTable(w io.Writer) error {
 			case res.Phys != nil:
 				phys = fmt.Sprintf("%.1f", res.Phys.MiB)
 			}
+			cs := "-"
+			if res.SwitchesPerCall == nil {
+				if res.CPUPerCallMs == nil {
+					cs = "n/a"
+				}
+			} else if g, ok := res.SwitchesPerCall[roleGateway]; ok {
+				cs = fmt.Sprintf("%.1f", g+res.SwitchesPerCall[roleAdapter])
+			}
 			added := func(v float64) string {
 				if res.Target == targetDirect {
 					return ""
 				}
 				return fmt.Sprintf("%+.3f", v)
 			}
-			fmt.Fprintf(tw, "%-14s\t%.0f\t%.2f\t%.3f\t%.3f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%-14s\t%.0f\t%.2f\t%.3f\t%.3f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 				res.Target, res.CallsPerSec, res.ThroughputShare, res.P50Ms, res.P99Ms, added(res.P50AddedMs), added(res.P99AddedMs),
-				res.Errors, cpu(roleGateway), cpu(roleAdapter), cpu(roleUpstream), hop, cpu(roleClient), rss, phys)
+				res.Errors, cpu(roleGateway), cpu(roleAdapter), cpu(roleUpstream), hop, cpu(roleClient), rss, phys, cs)
 		}
 		tw.Flush()
 	}

@@ -50,6 +50,7 @@ type sample struct {
 	firstErr    string
 	cpu         map[string]time.Duration // role → CPU time used
 	cpuKnown    bool                     // /proc was readable
+	switches    map[string]uint64        // role → context switches of all its threads
 	rss         map[string]int64         // role → highest resident set seen (bytes)
 	phys        physReading              // highest footprint of gateway + adapter
 }
@@ -64,12 +65,15 @@ func (s *sample) add(o *sample) {
 		s.firstErr = o.firstErr
 	}
 	if s.cpu == nil {
-		s.cpu, s.rss = map[string]time.Duration{}, map[string]int64{}
+		s.cpu, s.rss, s.switches = map[string]time.Duration{}, map[string]int64{}, map[string]uint64{}
 		s.cpuKnown = o.cpuKnown
 	}
 	s.cpuKnown = s.cpuKnown && o.cpuKnown
 	for k, v := range o.cpu {
 		s.cpu[k] += v
+	}
+	for k, v := range o.switches {
+		s.switches[k] += v
 	}
 	for k, v := range o.rss {
 		s.rss[k] = max(s.rss[k], v)

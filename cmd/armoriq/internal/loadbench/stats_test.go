@@ -2,6 +2,7 @@ package loadbench
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,40 @@ func TestShare(t *testing.T) {
 		if got := Share(tc.a, tc.b); got != tc.want {
 			t.Errorf("Share(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)
 		}
+	}
+}
+
+func TestParseSwitches(t *testing.T) {
+	for _, tc := range []struct {
+		name, status string
+		want         uint64
+	}{
+		{"both", "Name:\tarmoriq\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n", 127},
+		{"voluntary only", "voluntary_ctxt_switches:\t5\n", 5},
+		{"none", "Name:\tarmoriq\nThreads:\t9\n", 0},
+		{"not a number", "voluntary_ctxt_switches:\tmany\nnonvoluntary_ctxt_switches:\t3\n", 3},
+	} {
+		if got := parseSwitches([]byte(tc.status)); got != tc.want {
+			t.Errorf("%s: parseSwitches = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if procSupported() {
+		if n := readSwitches(os.Getpid()); n == 0 {
+			t.Errorf("readSwitches(this process) = 0: its threads have switched by now")
+		}
+	}
+}
+
+func TestSwitchesDelta(t *testing.T) {
+	a := cpuReading{ok: true, switches: map[string]uint64{roleGateway: 100, roleAdapter: 50}}
+	b := cpuReading{ok: true, switches: map[string]uint64{roleGateway: 350, roleAdapter: 20, roleUpstream: 30}}
+	got := switchesDelta(a, b)
+	want := map[string]uint64{roleGateway: 250, roleUpstream: 30} // the adapter restarted: not counted
+	if len(got) != len(want) || got[roleGateway] != 250 || got[roleUpstream] != 30 {
+		t.Errorf("switchesDelta = %v, want %v", got, want)
+	}
+	if switchesDelta(cpuReading{}, b) != nil {
+		t.Errorf("switchesDelta of an unreadable reading: want nil")
 	}
 }
 
