@@ -142,10 +142,21 @@ func (m *hopMux) removeLeftovers() {
 	if filepath.Base(sock) != hopSocketName || !strings.HasPrefix(filepath.Base(dir), hopDirPrefix) || filepath.Dir(dir) != filepath.Clean(os.TempDir()) {
 		return
 	}
-	if fi, err := os.Lstat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+	removeHopDir(dir)
+}
+
+// removeHopDir removes the hop directory dir of an adapter that is gone:
+// its socket (only if hopSocketName is a socket), then dir, only if nothing
+// else is in it. It reports whether dir is removed.
+func removeHopDir(dir string) bool {
+	sock := filepath.Join(dir, hopSocketName)
+	if fi, err := os.Lstat(sock); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return false
+		}
 		_ = os.Remove(sock)
 	}
-	_ = os.Remove(dir) // fails, and keeps it, if anything else is in it
+	return os.Remove(dir) == nil
 }
 
 // dialHop connects to the adapter's hop and says hello.

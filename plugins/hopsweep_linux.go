@@ -46,13 +46,7 @@ func sweepHopLeftovers() []string {
 		if entries, err := os.ReadDir(dir); err != nil || len(entries) > 1 || len(entries) == 1 && entries[0].Name() != hopSocketName {
 			continue
 		}
-		if si, err := os.Lstat(sock); err == nil {
-			if si.Mode()&os.ModeSocket == 0 {
-				continue
-			}
-			_ = os.Remove(sock)
-		}
-		if os.Remove(dir) == nil {
+		if removeHopDir(dir) {
 			removed = append(removed, dir)
 		}
 	}

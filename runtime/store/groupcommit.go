@@ -86,6 +86,9 @@ type auditWriter struct {
 	commits atomic.Int64
 	// writing is set while a batch is being written (tests wait on it).
 	writing atomic.Bool
+	// batch is the leaders' buffer for the batch they take (one leader
+	// at a time; write does not keep it).
+	batch []*appendReq
 	// slow is set when the last write failed or took over slowWrite: the
 	// database is in trouble, and an appender that leads then writes on
 	// a goroutine of its own, so that its context still bounds its wait
@@ -244,7 +247,7 @@ func (w *auditWriter) lead(own *appendReq, mayLinger bool) {
 			w.lingering = nil // the linger ran out, or the writer closes
 		}
 		n := min(len(w.pending), maxAuditBatch)
-		batch := make([]*appendReq, 0, n)
+		batch := w.batch[:0] // leaders write one at a time: theirs to reuse
 		for _, r := range w.pending[:n] {
 			if r.state.CompareAndSwap(reqQueued, reqTaken) {
 				batch = append(batch, r)
@@ -276,6 +279,8 @@ func (w *auditWriter) lead(own *appendReq, mayLinger bool) {
 				}
 			}
 		}
+		clear(batch)
+		w.batch = batch
 		w.mu.Lock()
 	}
 }
