@@ -119,12 +119,7 @@ func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
 	if d, ok := s.store.(store.DetachedAppender); ok {
 		// No goroutine per call: the store calls back once the outcome is
 		// committed (most often with the next call's request).
-		if out.TraceID == "" {
-			out.TraceID = traceIDOf(octx)
-		}
-		cleanRecord(&out)
-		_, span := s.tracing.Tracer.Start(octx, "armoriq.audit.commit")
-		start := time.Now()
+		_, span, start := s.beginAudit(octx, &out)
 		d.AppendAuditDetached(out, func(seq int64, err error) {
 			s.auditCommitted(span, &out, start, seq, err)
 			if err == nil {
@@ -142,19 +137,18 @@ func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
 		defer s.outcomes.Done()
 		ctx, cancel := context.WithTimeout(octx, 30*time.Second)
 		defer cancel()
-		_, err := s.appendAudit(ctx, out)
-		if err != nil && ctx.Err() == nil {
-			s.retryOutcome(octx, out, err)
+		if _, err := s.appendAudit(ctx, out); err != nil {
+			s.retryOutcome(ctx, out, err)
 		}
 	}()
 	return nil
 }
 
 // retryOutcome appends out again after its append failed with err, a few
-// times (a reset connection is usually back at the next try), and logs
-// when it could not be recorded.
-func (s *Server) retryOutcome(octx context.Context, out store.AuditRecord, err error) {
-	ctx, cancel := context.WithTimeout(octx, 30*time.Second)
+// times within 30 s (a reset connection is usually back at the next try),
+// and logs when it could not be recorded.
+func (s *Server) retryOutcome(ctx context.Context, out store.AuditRecord, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for wait := 50 * time.Millisecond; wait <= time.Second && ctx.Err() == nil && !errors.Is(err, store.ErrClosed); wait *= 4 {
 		time.Sleep(wait)
@@ -192,15 +186,21 @@ func (s *Server) audit(ctx context.Context, rec store.AuditRecord) error {
 func (s *Server) appendAudit(ctx context.Context, rec store.AuditRecord) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if rec.TraceID == "" {
-		rec.TraceID = traceIDOf(ctx)
-	}
-	cleanRecord(&rec)
-	ctx, span := s.tracing.Tracer.Start(ctx, "armoriq.audit.commit")
-	start := time.Now()
+	ctx, span, start := s.beginAudit(ctx, &rec)
 	seq, err := s.store.AppendAudit(ctx, rec)
 	s.auditCommitted(span, &rec, start, seq, err)
 	return seq, err
+}
+
+// beginAudit readies rec for its append (the trace id from ctx if it has
+// none, its text fields cleaned) and starts the span of its commit.
+func (s *Server) beginAudit(ctx context.Context, rec *store.AuditRecord) (context.Context, trace.Span, time.Time) {
+	if rec.TraceID == "" {
+		rec.TraceID = traceIDOf(ctx)
+	}
+	cleanRecord(rec)
+	ctx, span := s.tracing.Tracer.Start(ctx, "armoriq.audit.commit")
+	return ctx, span, time.Now()
 }
 
 // auditCommitted counts a commit of rec that started at start and ends its
