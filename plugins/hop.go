@@ -29,7 +29,7 @@ import (
 // the remaining bytes of the payload):
 //
 //	hello    host: version byte, token rest; adapter: version byte
-//	call     flags byte (1 log, 2 requests), timeout i64 (ns; 0 none),
+//	call     flags byte (1 log, 2 requests, 4 legacy), timeout i64 (ns; 0 none),
 //	         method, name, protocol version, progress token, traceparent,
 //	         tracestate: str; params rest
 //	cancel   empty
@@ -82,6 +82,7 @@ const (
 const (
 	hopFlagLog      = 1 // call: relay log messages
 	hopFlagRequests = 2 // call: the host answers server requests
+	hopFlagLegacy   = 4 // call: RawCall.Legacy
 	hopFlagError    = 1 // result, answer: a JSON-RPC error
 )
 

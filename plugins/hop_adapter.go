@@ -311,6 +311,7 @@ func decodeCall(f hopFrame) (call *RawCall, flags byte, timeout time.Duration, e
 		ProgressToken:   d.str("progress token"),
 		Traceparent:     d.str("traceparent"),
 		Tracestate:      d.str("tracestate"),
+		Legacy:          flags&hopFlagLegacy != 0,
 	}
 	call.Params = withBody(f.pieces, d.rest())
 	if d.err == nil {

@@ -371,6 +371,9 @@ func (hc *hopConn) call(ctx context.Context, c *hopPendingCall, call *RawCall, e
 	if ev.Request != nil {
 		flags |= hopFlagRequests
 	}
+	if call.Legacy {
+		flags |= hopFlagLegacy
+	}
 	progressToken := call.ProgressToken
 	if ev.Progress == nil {
 		progressToken = ""

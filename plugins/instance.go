@@ -381,7 +381,8 @@ func (a *hostAdapter) CallToolV2(ctx context.Context, call *ToolCall, ev *CallEv
 }
 
 // UpstreamProtocol returns the protocol version of the upstream session of
-// the process serving the adapter, as its last raw call reported it, and
+// the process serving the adapter, as its last raw call reported it (of
+// the calls that were not legacy, or were served at 2026-07-28), and
 // whether that process forwards raw calls (contract 3). A caller builds a
 // RawCall's _meta for that version; "" means not known yet.
 func (a *hostAdapter) UpstreamProtocol() (version string, raw bool) {
@@ -415,7 +416,10 @@ func (a *hostAdapter) CallRaw(ctx context.Context, call *RawCall, ev *CallEvents
 	err = in.call(ctx, "tools/call "+call.Name, func(ctx context.Context, ad Adapter) (err error) {
 		if r, ok := ad.(AdapterRaw); ok {
 			res, err = r.CallRaw(ctx, call, ev)
-			if res != nil && res.ProtocolVersion != "" {
+			// A legacy call may have been served on the adapter's session
+			// of that era: the version noted is the newest the upstream
+			// speaks, which the next call's _meta is built for.
+			if res != nil && res.ProtocolVersion != "" && (!call.Legacy || res.ProtocolVersion >= FirstStatelessVersion) {
 				in.noteUpstreamVersion(ad, res.ProtocolVersion)
 			}
 			return err

@@ -40,6 +40,14 @@ type RawCall struct {
 	// Traceparent and Tracestate are the call's W3C trace context (also in
 	// Params._meta), which an HTTP upstream gets as headers.
 	Traceparent, Tracestate string
+	// Legacy says the call's client speaks the initialize handshake (a
+	// protocol version before FirstStatelessVersion), or none at all (the
+	// SDKs' POST /invoke): it can answer a server request during the call
+	// (CallEvents.Request) but not an input_required result. An adapter
+	// that can keeps an upstream session of that era for such calls
+	// (ProtocolVersion is then LegacyVersion, or the upstream's own when
+	// it speaks nothing newer); the built-in HTTP adapter does.
+	Legacy bool
 }
 
 // RawResult is the upstream's answer to a RawCall.
@@ -74,6 +82,22 @@ const (
 // initialize handshake (SEP-2575): every request carries its envelope in
 // _meta.
 const FirstStatelessVersion = "2026-07-28"
+
+// LegacyVersion is the protocol version a legacy call (RawCall.Legacy)
+// asks of an upstream that speaks both eras: the newest with the initialize
+// handshake.
+const LegacyVersion = "2025-11-25"
+
+// SameEnvelope reports whether params whose _meta was built with
+// UpstreamMeta for protocol version built can go to a session speaking pv
+// as they are: under the initialize handshake the envelope is the same for
+// every version; under 2026-07-28 it names the version.
+func SameEnvelope(built, pv string) bool {
+	if built == pv {
+		return true
+	}
+	return built != "" && built < FirstStatelessVersion && pv != "" && pv < FirstStatelessVersion
+}
 
 // AdapterClientInfo is how the built-in adapters name themselves to an
 // upstream (the clientInfo of their MCP client).

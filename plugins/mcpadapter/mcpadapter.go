@@ -43,9 +43,15 @@ type Adapter struct {
 	cfg     plugins.ServerConfig
 	client  *mcp.Client
 	session *mcp.ClientSession
-	child   *exec.Cmd  // the stdio server of the current session
-	conn    *stdioConn // its connection, which raw calls share (stdio.go)
-	closed  bool
+	child   *exec.Cmd // the stdio server of the current session
+	// legacy is the HTTP upstream's session under the initialize
+	// handshake, kept beside a 2026-07-28 session for legacy calls
+	// (plugins.RawCall.Legacy); legacyRetry is when to try connecting it
+	// again after the upstream refused.
+	legacy      *mcp.ClientSession
+	legacyRetry time.Time
+	conn        *stdioConn // its connection, which raw calls share (stdio.go)
+	closed      bool
 
 	progress  sync.Map // progress token → *progressSink
 	nextToken atomic.Int64
@@ -165,13 +171,7 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 	)
 	switch a.transport {
 	case plugins.TransportHTTP:
-		t = &mcp.StreamableClientTransport{
-			Endpoint:   a.cfg.URL,
-			HTTPClient: &http.Client{Transport: &headerTransport{base: http.DefaultTransport, headers: a.cfg.Headers}},
-			// The adapter answers requests; it does not relay
-			// server-initiated messages, so it keeps no GET stream open.
-			DisableStandaloneSSE: true,
-		}
+		t = a.httpTransport()
 	case plugins.TransportStdio:
 		child, stderr = a.command()
 		st = &stdioTransport{cmd: child, server: a.cfg.ID, limit: a.rawLimit(), terminate: 2 * time.Second}
@@ -193,6 +193,25 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 	if st != nil {
 		a.conn = st.conn
 	}
+	a.started(ctx, cs)
+	return cs, nil
+}
+
+// httpTransport is the SDK client's transport to the HTTP upstream.
+func (a *Adapter) httpTransport() mcp.Transport {
+	return &mcp.StreamableClientTransport{
+		Endpoint:   a.cfg.URL,
+		HTTPClient: &http.Client{Transport: &headerTransport{base: http.DefaultTransport, headers: a.cfg.Headers}},
+		// The adapter answers requests; it does not relay
+		// server-initiated messages, so it keeps no GET stream open.
+		DisableStandaloneSSE: true,
+	}
+}
+
+// started finishes setting up a new session: the log level an upstream
+// under the initialize handshake needs, and forgetting the session when
+// it ends.
+func (a *Adapter) started(ctx context.Context, cs *mcp.ClientSession) {
 	if !modern(cs) {
 		if res := cs.InitializeResult(); res != nil && res.Capabilities != nil && res.Capabilities.Logging != nil {
 			// Under the initialize handshake a server logs nothing until its
@@ -209,7 +228,49 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 		_ = cs.Wait()
 		a.drop(cs)
 	}()
-	return cs, nil
+}
+
+// legacyRetryAfter is how long an adapter serves legacy calls on its
+// 2026-07-28 session after the upstream refused the initialize handshake.
+const legacyRetryAfter = time.Minute
+
+// sessionForCall returns the session a raw HTTP call goes on: for a legacy
+// call (plugins.RawCall.Legacy) to an upstream whose session speaks
+// 2026-07-28, a second session under the initialize handshake, so that the
+// upstream asks the call's client for input the way that client
+// understands (server requests, not input_required results) and serves
+// the call the way a direct client of that era would be served. An
+// upstream that refuses the handshake serves legacy calls on its one
+// session, as before, and is asked again after legacyRetryAfter.
+func (a *Adapter) sessionForCall(ctx context.Context, legacy bool) (*mcp.ClientSession, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cs, err := a.connectLocked(ctx)
+	if err != nil || !legacy || !modern(cs) || a.transport != plugins.TransportHTTP {
+		return cs, err
+	}
+	if a.legacy != nil {
+		return a.legacy, nil
+	}
+	if time.Now().Before(a.legacyRetry) {
+		return cs, nil
+	}
+	lcs, err := a.client.Connect(ctx, a.httpTransport(), &mcp.ClientSessionOptions{ProtocolVersion: plugins.LegacyVersion})
+	if err == nil && modern(lcs) {
+		_ = lcs.Close()
+		err = errors.New("it answered the initialize handshake with a 2026-07-28 session")
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.legacyRetry = time.Now().Add(legacyRetryAfter)
+		slog.Info("upstream refused a session under the initialize handshake: legacy calls share its 2026-07-28 session", "server", a.cfg.ID, "retry_in", legacyRetryAfter, "error", err)
+		return cs, nil
+	}
+	a.legacy = lcs
+	a.started(ctx, lcs)
+	return lcs, nil
 }
 
 func (a *Adapter) upstream() string {
@@ -282,6 +343,12 @@ func (a *Adapter) sessionFor(ctx context.Context) (*mcp.ClientSession, error) {
 // drop closes cs if it is still the current session.
 func (a *Adapter) drop(cs *mcp.ClientSession) {
 	a.mu.Lock()
+	if a.legacy == cs && cs != nil {
+		a.legacy = nil
+		a.mu.Unlock()
+		_ = cs.Close()
+		return
+	}
 	if a.session != cs {
 		a.mu.Unlock()
 		return
@@ -300,8 +367,12 @@ func (a *Adapter) Close() error {
 	a.mu.Lock()
 	a.closed = true
 	cs, child := a.session, a.child
-	a.session, a.child, a.conn = nil, nil, nil
+	legacy := a.legacy
+	a.session, a.child, a.conn, a.legacy = nil, nil, nil, nil
 	a.mu.Unlock()
+	if legacy != nil {
+		_ = legacy.Close()
+	}
 	if child != nil && child.Process != nil {
 		// The server gets stdin closed first and a moment to exit, then
 		// the whole group is killed, grandchildren included.

@@ -61,13 +61,13 @@ func (a *Adapter) CallRaw(ctx context.Context, call *plugins.RawCall, ev *plugin
 	}
 	defer a.inFlight(ev)()
 	for attempt := 0; ; attempt++ {
-		cs, err := a.sessionFor(ctx)
+		cs, err := a.sessionForCall(ctx, call.Legacy)
 		if err != nil {
 			return nil, err
 		}
 		pv := protocolVersion(cs)
 		params := call.Params
-		if call.ProtocolVersion != pv {
+		if !plugins.SameEnvelope(call.ProtocolVersion, pv) {
 			// Built for another era of the protocol (the first call, or the
 			// upstream changed): the _meta is rebuilt for this session's.
 			if params, err = rebuildParams(call, pv); err != nil {

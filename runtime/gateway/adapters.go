@@ -165,13 +165,23 @@ var progressTokens atomic.Int64
 // callRaw forwards a tools/call as bytes: the params object built here,
 // once, with the _meta the upstream session of protocol version pv must
 // see (plugins.UpstreamMeta; "" when not known yet: the client's, which
-// the adapter adjusts).
+// the adapter adjusts). A legacy client's call asks for an upstream
+// session of its own era: the upstream then asks that client for input
+// with server requests, which it can answer, where under 2026-07-28 it
+// would answer input_required, which it cannot read; and the upstream
+// serves it as it serves a direct client of that era.
 func (u *adapterUpstream) callRaw(ctx context.Context, a rawAdapter, pv, tool string, args json.RawMessage, r *upstreamRequest, ev *plugins.CallEvents) (json.RawMessage, error) {
+	legacy := r.legacyClient()
+	if legacy && (pv == "" || pv >= plugins.FirstStatelessVersion) {
+		// The adapter serves a legacy client's call on an upstream session
+		// of its era when the upstream has one (plugins.RawCall.Legacy).
+		pv = plugins.LegacyVersion
+	}
 	meta := r.metaMap()
 	if pv != "" {
 		meta = plugins.UpstreamMeta(meta, pv)
 	}
-	call := &plugins.RawCall{Method: "tools/call", Name: tool, ProtocolVersion: pv, Traceparent: r.traceparent, Tracestate: r.tracestate}
+	call := &plugins.RawCall{Method: "tools/call", Name: tool, ProtocolVersion: pv, Traceparent: r.traceparent, Tracestate: r.tracestate, Legacy: legacy}
 	if ev.Progress != nil {
 		if meta == nil {
 			meta = map[string]any{}

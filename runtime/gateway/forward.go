@@ -119,6 +119,15 @@ func (r *upstreamRequest) metaMap() map[string]any {
 	return m
 }
 
+// legacyClient reports whether the call's client speaks the initialize
+// handshake, or is no MCP client at all (POST /invoke): its _meta names no
+// protocol version of 2026-07-28 or later, which every request of that
+// era carries (SEP-2575).
+func (r *upstreamRequest) legacyClient() bool {
+	v, _ := r.meta[plugins.MetaProtocolVersion].(string)
+	return v < plugins.FirstStatelessVersion
+}
+
 // requestExtra is the extras of the request for contract version 2: its
 // _meta as JSON (a tools/call's built by metaMap).
 func (r *upstreamRequest) requestExtra() plugins.RequestExtra {

@@ -379,3 +379,61 @@ func TestMCPRelaysProgress(t *testing.T) {
 		t.Errorf("%d calls took the fast path, want 4", n)
 	}
 }
+
+// TestMCPUpstreamEraFollowsTheClient: an upstream that speaks both protocol
+// eras serves each call in its client's: a legacy session's calls reach it
+// under the initialize handshake (no protocol envelope in _meta; it would
+// ask that client for input with server requests, which the client can
+// answer, not with input_required results, which it cannot read), a
+// 2026-07-28 client's with the envelope of its version; alternating, every
+// call takes the raw path, and the adapter keeps reporting the newest
+// version for the next call's _meta.
+func TestMCPUpstreamEraFollowsTheClient(t *testing.T) {
+	g := adapterGateway(t, "1", nil)
+	g.pushServers("era1", 1, allowAll(), bundle.Server{ID: "v2", Transport: "http", URL: v2Upstream(t), ToolPrefix: "never"})
+	url := g.http.URL + "/mcp"
+
+	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d %q", status, sid)
+	}
+	seen := func(msgs []map[string]any) map[string]any {
+		t.Helper()
+		for _, m := range msgs {
+			res, ok := m["result"].(map[string]any)
+			if !ok {
+				continue
+			}
+			content, _ := res["content"].([]any)
+			if len(content) != 1 {
+				break
+			}
+			var meta map[string]any
+			text, _ := content[0].(map[string]any)["text"].(string)
+			if err := json.Unmarshal([]byte(text), &meta); err != nil {
+				t.Fatalf("meta tool answered %q: %v", text, err)
+			}
+			return meta
+		}
+		t.Fatalf("no result in %v", msgs)
+		return nil
+	}
+	legacyCall := map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "meta", "arguments": map[string]any{}, "_meta": map[string]any{"x-trace": "t1"}}}
+	modernCall := map[string]any{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": map[string]any{"name": "meta", "arguments": map[string]any{},
+		"_meta": map[string]any{"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": map[string]any{}, "x-trace": "t2"}}}
+	modernHdr := map[string]string{headerProtocol: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "meta"}
+	for i := range 2 {
+		msgs, _ := sseMessages(t, url, g.agentKey, map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}, legacyCall)
+		if m := seen(msgs); m["x-trace"] != "t1" || m[plugins.MetaProtocolVersion] != nil || m[plugins.MetaClientCapabilities] != nil {
+			t.Errorf("round %d: a legacy client's call reached the upstream with _meta %v, want x-trace and no 2026-07-28 envelope", i, m)
+		}
+		msgs, _ = sseMessages(t, url, g.agentKey, modernHdr, modernCall)
+		if m := seen(msgs); m["x-trace"] != "t2" || m[plugins.MetaProtocolVersion] != "2026-07-28" {
+			t.Errorf("round %d: a 2026-07-28 client's call reached the upstream with _meta %v, want x-trace and protocol version 2026-07-28", i, m)
+		}
+	}
+	if st := g.srv.cfg.Upstream.Status(); len(st) != 1 || st[0].RawCalls != 4 || st[0].SDKCalls != 0 {
+		t.Errorf("upstream status %+v, want 4 raw calls and no sdk one", st)
+	}
+}

@@ -1,0 +1,142 @@
+package mcpadapter
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/armoriq/controlplane/plugins"
+)
+
+// eraUpstream is a real go-sdk server (stateless, both protocol eras) whose
+// tool "era" says which era served the request: the protocol version in
+// its _meta (2026-07-28), or "handshake" when there is none (the
+// initialize handshake). With refuse set it answers every initialize
+// request with a JSON-RPC error, as a server of 2026-07-28 only would;
+// inits counts the initialize requests it saw.
+func eraUpstream(t *testing.T, refuse bool) (url string, inits *atomic.Int64) {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "era", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "era", Description: "the era of the request"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		v, _ := req.Params.Meta[plugins.MetaProtocolVersion].(string)
+		if v == "" {
+			v = "handshake"
+		}
+		return text(v), nil, nil
+	})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true})
+	inits = new(atomic.Int64)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		_ = json.Unmarshal(body, &m)
+		if m.Method == "initialize" {
+			inits.Add(1)
+			if refuse {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,"error":{"code":-32022,"message":"unsupported protocol version","data":{"supported":["2026-07-28"]}}}`))
+				return
+			}
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL + "/", inits
+}
+
+// eraOf calls the era tool as the host would for a client of that era and
+// returns what the upstream saw and the version the adapter reported.
+func eraOf(t *testing.T, a *Adapter, legacy bool) (seen, reported string) {
+	t.Helper()
+	pv := plugins.FirstStatelessVersion
+	if legacy {
+		pv = plugins.LegacyVersion
+	}
+	call := rawCall(t, "era", pv, "")
+	call.Params, _ = plugins.AppendToolCallParams(nil, "era", json.RawMessage(`{}`), plugins.UpstreamMeta(nil, pv), nil, "")
+	call.Legacy = legacy
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := a.CallRaw(ctx, call, nil)
+	if err != nil {
+		t.Fatalf("legacy=%v: %v", legacy, err)
+	}
+	var r struct {
+		Content []struct {
+			Text string `json:"text"`
+		} `json:"content"`
+	}
+	if err := json.Unmarshal(res.Result, &r); err != nil || len(r.Content) != 1 {
+		t.Fatalf("legacy=%v: result %s (%v)", legacy, res.Result, err)
+	}
+	if res.Path != plugins.PathRaw {
+		t.Errorf("legacy=%v: path %q, want raw", legacy, res.Path)
+	}
+	return r.Content[0].Text, res.ProtocolVersion
+}
+
+// TestRawLegacyCallsKeepTheirEra: a legacy call (RawCall.Legacy) goes on a
+// session of the initialize handshake, beside the adapter's 2026-07-28
+// session, which the other calls keep; the second session is opened once.
+func TestRawLegacyCallsKeepTheirEra(t *testing.T) {
+	url, inits := eraUpstream(t, false)
+	a := configured(t, url)
+	if pv := protocolVersion(a.currentSession()); pv != plugins.FirstStatelessVersion {
+		t.Fatalf("the adapter's session speaks %s, want %s", pv, plugins.FirstStatelessVersion)
+	}
+	for i := range 3 {
+		if seen, pv := eraOf(t, a, true); seen != "handshake" || pv != plugins.LegacyVersion {
+			t.Errorf("legacy call %d: upstream saw %q, adapter reported %q; want handshake, %s", i, seen, pv, plugins.LegacyVersion)
+		}
+		if seen, pv := eraOf(t, a, false); seen != plugins.FirstStatelessVersion || pv != plugins.FirstStatelessVersion {
+			t.Errorf("2026-07-28 call %d: upstream saw %q, adapter reported %q; want %s twice", i, seen, pv, plugins.FirstStatelessVersion)
+		}
+	}
+	if n := inits.Load(); n != 1 {
+		t.Errorf("the upstream saw %d initialize requests, want 1 (one legacy session, kept)", n)
+	}
+
+	// The legacy session is closed with the adapter.
+	a.mu.Lock()
+	legacy := a.legacy
+	a.mu.Unlock()
+	if legacy == nil {
+		t.Fatal("no legacy session kept")
+	}
+	a.Close()
+	done := make(chan error, 1)
+	go func() { done <- legacy.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the legacy session outlived Close")
+	}
+}
+
+// TestRawLegacyFallsBack: an upstream that refuses the initialize
+// handshake serves legacy calls on the adapter's 2026-07-28 session, their
+// _meta rebuilt for it, and is not asked again at every call.
+func TestRawLegacyFallsBack(t *testing.T) {
+	url, inits := eraUpstream(t, true)
+	a := configured(t, url)
+	for i := range 3 {
+		if seen, pv := eraOf(t, a, true); seen != plugins.FirstStatelessVersion || pv != plugins.FirstStatelessVersion {
+			t.Errorf("legacy call %d: upstream saw %q, adapter reported %q; want %s twice", i, seen, pv, plugins.FirstStatelessVersion)
+		}
+	}
+	if n := inits.Load(); n != 1 {
+		t.Errorf("the upstream saw %d initialize requests, want 1 (refused, then not asked for %s)", n, legacyRetryAfter)
+	}
+}
