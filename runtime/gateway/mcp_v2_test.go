@@ -436,4 +436,14 @@ func TestMCPUpstreamEraFollowsTheClient(t *testing.T) {
 	if st := g.srv.cfg.Upstream.Status(); len(st) != 1 || st[0].RawCalls != 4 || st[0].SDKCalls != 0 {
 		t.Errorf("upstream status %+v, want 4 raw calls and no sdk one", st)
 	}
+
+	// A tool that asks for input: the legacy client is not handed an
+	// input_required result, which it would read as an empty success; it
+	// gets what a direct client of its era gets from this (stateless)
+	// server, which cannot ask it under the handshake: an error.
+	ask := map[string]any{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": map[string]any{"name": "ask", "arguments": map[string]any{}}}
+	msgs, _ := sseMessages(t, url, g.agentKey, map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}, ask)
+	if b, _ := json.Marshal(msgs); len(msgs) != 1 || msgs[0]["error"] == nil || strings.Contains(string(b), "input_required") {
+		t.Errorf("a legacy client's call to a tool asking for input: %s, want an error, not an input_required result", b)
+	}
 }
