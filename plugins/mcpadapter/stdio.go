@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +34,8 @@ import (
 //   - notifications/progress whose token is a raw call's goes to it;
 //   - notifications/message goes to the one raw call in flight when it is
 //     the only call in flight (raw or SDK), as on the SDK path;
+//   - an error with a null id (the child could not read a request) goes to
+//     the request it can only be the answer of (see unread below);
 //   - everything else (the SDK's responses, server requests, other
 //     notifications) is decoded for the SDK's connection.
 //
@@ -111,10 +114,26 @@ type stdioConn struct {
 	deadErr    error
 	readerDone chan struct{}
 
-	mu       sync.Mutex
-	raw      map[string]*stdioCall // raw calls in flight, by id
-	tokens   map[string]*stdioCall // by progress token
-	sdkCalls func() int            // SDK calls in flight (tapConn)
+	mu     sync.Mutex
+	raw    map[string]*stdioCall // raw calls in flight, by id
+	tokens map[string]*stdioCall // by progress token
+	sdk    sdkRequests           // the SDK's requests in flight (tapConn)
+	grace  time.Duration         // see unread; 0: unreadGrace
+	unread *unread               // null-id errors not given to a request yet
+	// abandoned are the raw calls that gave up unanswered lately, by id:
+	// when they gave up (see unread).
+	abandoned map[string]time.Time
+	pruned    time.Time // when abandoned was last pruned
+	// unreadOn is unread != nil, for the reader to look at without the
+	// lock on every answer.
+	unreadOn atomic.Bool
+}
+
+// sdkRequests tells the connection about the SDK's requests in flight,
+// which share the child's stdin and stdout with the raw calls.
+type sdkRequests interface {
+	live() int
+	liveIDs() []jsonrpc.ID
 }
 
 func newStdioConn(server, command string, limit int) *stdioConn {
@@ -131,6 +150,7 @@ func newStdioConn(server, command string, limit int) *stdioConn {
 		readerDone: make(chan struct{}),
 		raw:        map[string]*stdioCall{},
 		tokens:     map[string]*stdioCall{},
+		abandoned:  map[string]time.Time{},
 	}
 }
 
@@ -319,6 +339,7 @@ func (c *stdioConn) oversize(head []byte, br *bufio.Reader) {
 		if !ok {
 			continue
 		}
+		c.answered(id)
 		if call := c.rawCall(id); call != nil {
 			call.finish(nil, nil, errors.New(msg))
 			return
@@ -396,6 +417,7 @@ func (c *stdioConn) route(line []byte) {
 			ID json.RawMessage `json:"id"`
 		}
 		if json.Unmarshal(line, &idOnly) == nil {
+			c.answered(idOnly.ID)
 			if call := c.rawCall(idOnly.ID); call != nil {
 				call.finish(nil, nil, fmt.Errorf("stdio server %q answered with a malformed message: %v", c.command, err))
 				return
@@ -405,7 +427,11 @@ func (c *stdioConn) route(line []byte) {
 		return
 	}
 	switch {
+	case m.Method == "" && isNull(m.ID) && m.Error != nil:
+		c.nullIDError(m.Error)
+		return
 	case m.Method == "":
+		c.answered(m.ID)
 		if call := c.rawCall(m.ID); call != nil {
 			if m.Error != nil {
 				call.finish(nil, m.Error.rpcError(), nil)
@@ -418,6 +444,7 @@ func (c *stdioConn) route(line []byte) {
 		}
 		if bytes.HasPrefix(m.ID, []byte(`"`+rawIDPrefix)) {
 			slog.Debug("stdio server answered a raw call no longer waiting", "server", c.server, "id", string(m.ID))
+			c.answeredLate(m.ID)
 			return
 		}
 	case m.Method == "notifications/progress" && isNull(m.ID):
@@ -471,6 +498,7 @@ func (c *stdioConn) toSDK(msg jsonrpc.Message) {
 	select {
 	case c.incoming <- msg:
 	case <-c.closed:
+	case <-c.eof: // the SDK reads no more (from the grace timer only)
 	}
 }
 
@@ -498,9 +526,9 @@ func (c *stdioConn) logTarget() *stdioCall {
 			call = rc
 		}
 	}
-	sdk := c.sdkCalls
+	sdk := c.sdk
 	c.mu.Unlock()
-	if call == nil || !call.wantsLog || (sdk != nil && sdk() > 0) {
+	if call == nil || !call.wantsLog || (sdk != nil && sdk.live() > 0) {
 		return nil
 	}
 	return call
@@ -514,9 +542,9 @@ func (c *stdioConn) rawInFlight() int {
 	return len(c.raw)
 }
 
-func (c *stdioConn) setSDKCalls(f func() int) {
+func (c *stdioConn) setSDK(sdk sdkRequests) {
 	c.mu.Lock()
-	c.sdkCalls = f
+	c.sdk = sdk
 	c.mu.Unlock()
 }
 
@@ -530,6 +558,14 @@ func (c *stdioConn) fail(err error) {
 		calls := make([]*stdioCall, 0, len(c.raw))
 		for _, rc := range c.raw {
 			calls = append(calls, rc)
+		}
+		if u := c.unread; u != nil {
+			// The raw calls fail below, the SDK's when its reader ends.
+			if u.timer != nil {
+				u.timer.Stop()
+			}
+			c.unread = nil
+			c.unreadOn.Store(false)
 		}
 		c.mu.Unlock()
 		for _, rc := range calls {
@@ -583,6 +619,13 @@ func (rc *stdioCall) event(e stdioEvent) {
 	rc.events = append(rc.events, e)
 	rc.mu.Unlock()
 	rc.notify()
+}
+
+// finished reports whether the call has its outcome.
+func (rc *stdioCall) finished() bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.done
 }
 
 // finish records the call's outcome; the first one counts.
@@ -653,6 +696,7 @@ func (c *stdioConn) call(ctx context.Context, id string, call *plugins.RawCall, 
 		case <-rc.signal:
 		case <-ctx.Done():
 			c.cancel(id)
+			c.gaveUp(id)
 			return nil, ctx.Err()
 		}
 		// Events queued before the answer are all taken with it: once

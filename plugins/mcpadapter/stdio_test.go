@@ -1,12 +1,16 @@
 package mcpadapter
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,23 +26,29 @@ import (
 // The test binary plays the stdio MCP server of these tests when
 // ARMORIQ_TEST_ROLE is stdio-server.
 func TestMain(m *testing.M) {
-	if os.Getenv("ARMORIQ_TEST_ROLE") == "stdio-server" {
-		if err := serveStdioTestServer(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+	var serve func() error
+	switch os.Getenv("ARMORIQ_TEST_ROLE") {
+	case "stdio-server":
+		serve = func() error { return serveStdioTestServer(stdioserver.Transport()) }
+	case "stdio-server-unreadable":
+		serve = serveUnreadable
+	default:
+		os.Exit(m.Run())
 	}
-	os.Exit(m.Run())
+	if err := serve(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 func textResult(s string) *mcp.CallToolResult {
 	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: s}}}
 }
 
-// serveStdioTestServer serves, on stdin/stdout, tools that answer, fail,
-// report progress, log, wait, write a line that is not JSON, or exit.
-func serveStdioTestServer() error {
+// serveStdioTestServer serves, on t, tools that answer, fail, report
+// progress, log, wait, write a line that is not JSON, or exit.
+func serveStdioTestServer(t mcp.Transport) error {
 	s := mcp.NewServer(&mcp.Implementation{Name: "stdio-test", Version: "1"}, nil)
 	type textIn struct {
 		Text string `json:"text"`
@@ -85,12 +95,91 @@ func serveStdioTestServer() error {
 	mcp.AddTool(s, &mcp.Tool{Name: "big"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		return textResult(strings.Repeat("x", 200<<10)), nil, nil
 	})
-	return s.Run(context.Background(), stdioserver.Transport())
+	// gate answers its text once the file of that name exists in
+	// ARMORIQ_TEST_GATES: the test decides when.
+	mcp.AddTool(s, &mcp.Tool{Name: "gate"}, func(ctx context.Context, req *mcp.CallToolRequest, in textIn) (*mcp.CallToolResult, any, error) {
+		name := filepath.Join(os.Getenv("ARMORIQ_TEST_GATES"), in.Text)
+		for {
+			if _, err := os.Stat(name); err == nil {
+				return textResult(in.Text), nil, nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	})
+	return s.Run(context.Background(), t)
 }
+
+// serveUnreadable serves the tools of serveStdioTestServer, except that
+// it answers a request naming "unreadable" as a server answers a request
+// it could not read: an error with a null id, whose data quotes the line;
+// one naming "unreadable-late" gets it once the gate file "late" exists.
+func serveUnreadable() error {
+	var in io.Reader = os.Stdin
+	if t, ok := stdioserver.Transport().(*mcp.IOTransport); ok {
+		in = t.Reader
+	}
+	out := &lineWriter{w: os.Stdout}
+	pr, pw := io.Pipe()
+	go func() {
+		br := bufio.NewReader(in)
+		for {
+			line, err := br.ReadBytes('\n')
+			data, _ := json.Marshal(string(bytes.TrimSpace(line)))
+			unreadable := []byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error","data":` + string(data) + "}}\n")
+			if bytes.Contains(line, []byte(`"unreadable"`)) {
+				out.Write(unreadable)
+			} else if bytes.Contains(line, []byte(`"unreadable-late"`)) {
+				go func() {
+					for {
+						if _, err := os.Stat(filepath.Join(os.Getenv("ARMORIQ_TEST_GATES"), "late")); err == nil {
+							out.Write(unreadable)
+							return
+						}
+						time.Sleep(2 * time.Millisecond)
+					}
+				}()
+			} else if len(line) > 0 {
+				if _, err := pw.Write(line); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				pw.Close()
+				return
+			}
+		}
+	}()
+	return serveStdioTestServer(&mcp.IOTransport{Reader: pr, Writer: out})
+}
+
+// lineWriter writes each line whole, whoever writes it.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+func (w *lineWriter) Close() error { return nil }
 
 // newStdioTestAdapter runs the test binary as a stdio server under a
 // configured adapter; limit bounds a message (0: the default).
 func newStdioTestAdapter(t *testing.T, limit int) *Adapter {
+	t.Helper()
+	return newStdioTestAdapterEnv(t, limit, map[string]string{"ARMORIQ_TEST_ROLE": "stdio-server"})
+}
+
+// newStdioTestAdapterEnv is newStdioTestAdapter with the child's
+// environment.
+func newStdioTestAdapterEnv(t *testing.T, limit int, env map[string]string) *Adapter {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -100,8 +189,7 @@ func newStdioTestAdapter(t *testing.T, limit int) *Adapter {
 	a.maxAnswer = limit
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := a.Configure(ctx, plugins.ServerConfig{ID: "local", Transport: plugins.TransportStdio, Command: exe,
-		Env: map[string]string{"ARMORIQ_TEST_ROLE": "stdio-server"}}); err != nil {
+	if err := a.Configure(ctx, plugins.ServerConfig{ID: "local", Transport: plugins.TransportStdio, Command: exe, Env: env}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
@@ -364,6 +452,8 @@ func FuzzStdioRoute(f *testing.F) {
 		`{"jsonrpc":"2.0","id":4,"method":"ping"}`,
 		`[{"jsonrpc":"2.0","id":"armoriq-r1","result":{}},{"jsonrpc":"2.0","id":5,"result":{}}]`,
 		`not json`, `[`, `{}`, `null`, `[[[]]]`, `{"id":"armoriq-r`,
+		`{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}`,
+		`[{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}},{"jsonrpc":"2.0","error":{"code":-32600,"message":"y"}}]`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -232,12 +232,13 @@ func (t *tapTransport) Connect(ctx context.Context) (mcp.Connection, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tapConn{Connection: c, server: t.server, calls: map[any]*callTap{}}
+	tc := &tapConn{Connection: c, server: t.server, calls: map[jsonrpc.ID]*callTap{}}
 	if sc, ok := c.(*stdioConn); ok {
 		// Raw calls share the connection: a log message goes to the one
-		// call in flight of either kind (stdio.go).
+		// call in flight of either kind, and an error with a null id is
+		// weighed against requests of both kinds (stdio.go).
 		tc.raw = sc
-		sc.setSDKCalls(tc.live)
+		sc.setSDK(tc)
 	}
 	return tc, nil
 }
@@ -249,7 +250,7 @@ type tapConn struct {
 	raw *stdioConn // nil: no raw calls on this connection
 
 	mu    sync.Mutex
-	calls map[any]*callTap // by request id: requests in flight
+	calls map[jsonrpc.ID]*callTap // by request id: requests in flight
 }
 
 // live is the number of the SDK's requests in flight.
@@ -267,13 +268,28 @@ func (c *tapConn) live() int {
 	return n
 }
 
+// liveIDs are the ids of the SDK's requests in flight.
+func (c *tapConn) liveIDs() []jsonrpc.ID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []jsonrpc.ID
+	for id, t := range c.calls {
+		if t.done.Load() {
+			delete(c.calls, id)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 func (c *tapConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
 		tap, _ := ctx.Value(tapKey{}).(*callTap)
 		if tap == nil {
 			tap = &callTap{} // counts as in flight all the same
 		}
-		id := req.ID.Raw()
+		id := req.ID
 		c.mu.Lock()
 		c.calls[id] = tap
 		c.mu.Unlock()
@@ -293,8 +309,8 @@ func (c *tapConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	switch m := msg.(type) {
 	case *jsonrpc.Response:
 		c.mu.Lock()
-		tap := c.calls[m.ID.Raw()]
-		delete(c.calls, m.ID.Raw())
+		tap := c.calls[m.ID]
+		delete(c.calls, m.ID)
 		c.mu.Unlock()
 		if tap != nil && m.Error == nil && len(m.Result) > 0 {
 			tap.mu.Lock()
