@@ -60,7 +60,7 @@ type Adapter struct {
 	calls   map[int64]*plugins.CallEvents // tools/calls in flight, for server requests
 
 	// rawClient sends the raw path's requests (raw.go) on a pool of
-	// keep-alive connections of its own.
+	// keep-alive connections of its own (conns.go).
 	rawClient *http.Client
 	maxAnswer int // bounds one raw answer; 0: plugins.MaxMessageSize
 
@@ -116,7 +116,7 @@ func (a *Adapter) Configure(ctx context.Context, cfg plugins.ServerConfig) error
 	}
 	a.cfg = cfg
 	if a.transport == plugins.TransportHTTP {
-		a.rawClient = &http.Client{Transport: newHTTPTransport()}
+		a.rawClient = &http.Client{Transport: newRawTransport(cfg.URL)}
 	}
 	a.client = mcp.NewClient(&mcp.Implementation{Name: "armoriq-adapter", Version: "1"}, &mcp.ClientOptions{
 		ProgressNotificationHandler: a.onProgress,
@@ -366,6 +366,11 @@ func (a *Adapter) drop(cs *mcp.ClientSession) {
 func (a *Adapter) Close() error {
 	a.mu.Lock()
 	a.closed = true
+	if a.rawClient != nil {
+		if t, ok := a.rawClient.Transport.(*connTransport); ok {
+			t.close()
+		}
+	}
 	cs, child := a.session, a.child
 	legacy := a.legacy
 	a.session, a.child, a.conn, a.legacy = nil, nil, nil, nil
