@@ -327,8 +327,26 @@ type upBody struct {
 	stop func() bool
 	keep bool // the upstream did not ask to close the connection
 
-	mu   sync.Mutex
-	done bool
+	mu       sync.Mutex
+	done     bool
+	deadline bool // drainWithin set a read deadline
+}
+
+// drainWithin reads the rest of the answer through r (a reader of this
+// body) for at most d and limit bytes: read to its end, the connection is
+// back in the pool; else Close closes it.
+func (b *upBody) drainWithin(r io.Reader, d time.Duration, limit int64) {
+	b.mu.Lock()
+	if b.done {
+		b.mu.Unlock()
+		return
+	}
+	b.deadline = true
+	b.mu.Unlock()
+	if b.c.c.SetReadDeadline(time.Now().Add(d)) != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(r, limit))
 }
 
 func (b *upBody) Read(p []byte) (int, error) {
@@ -354,7 +372,7 @@ func (b *upBody) finish(eof bool) {
 		return
 	}
 	b.done = true
-	if b.stop() && eof && b.keep {
+	if b.stop() && eof && b.keep && (!b.deadline || b.c.c.SetReadDeadline(time.Time{}) == nil) {
 		b.t.put(b.c)
 		return
 	}

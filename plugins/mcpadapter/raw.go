@@ -248,7 +248,8 @@ func (a *Adapter) postRaw(ctx context.Context, cs *mcp.ClientSession, pv string,
 		// pool. A server ends the stream right after the response: the
 		// call waits a moment for that, so that its connection is back in
 		// the pool for the next call; a stream kept open is drained in the
-		// background.
+		// background (net/http's transport) or its connection closed (the
+		// raw path's own, conns.go).
 		stop()
 		end := func() {
 			if drain {
@@ -263,6 +264,15 @@ func (a *Adapter) postRaw(ctx context.Context, cs *mcp.ClientSession, pv string,
 			bufPool.Put(buf)
 		}
 		if !drain || rr.eof {
+			end()
+			return
+		}
+		if ub, ok := resp.Body.(*upBody); ok {
+			// The raw path's own connection: the end is read here, with
+			// no goroutine or timer of its own; a stream still open after
+			// drainPause loses its connection.
+			ub.drainWithin(br, drainPause, drainLimit)
+			drain = false
 			end()
 			return
 		}

@@ -36,10 +36,12 @@ type scripted struct {
 	calls   atomic.Int64 // tools/call requests seen
 	answers chan string  // bodies of the client's answers to server requests
 	lastSID atomic.Value // the Mcp-Session-Id of the last tools/call
+	// lingered: "linger" saw its client leave the stream it kept open
+	lingered chan struct{}
 }
 
 func newScripted(t *testing.T) *scripted {
-	s := &scripted{t: t, answers: make(chan string, 4)}
+	s := &scripted{t: t, answers: make(chan string, 4), lingered: make(chan struct{}, 4)}
 	server := mcp.NewServer(&mcp.Implementation{Name: "scripted", Version: "1"}, nil)
 	mcp.AddTool(server, &mcp.Tool{Name: "sdk", Description: "answered by the SDK server"},
 		func(ctx context.Context, req *mcp.CallToolRequest, in struct {
@@ -119,6 +121,12 @@ func (s *scripted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","logger":"l","data":"hello"}}`,
 			`{"jsonrpc":"2.0","id":"armoriq-r0","result":{"content":[]}}`, // another request's: ignored
 			result("sse"))
+	case "linger":
+		// The response, then the stream kept open until the client goes.
+		sse(result("linger"))
+		<-r.Context().Done()
+		s.lingered <- struct{}{}
+		return
 	case "multiline":
 		// One event's data over two lines, CRLF line ends.
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -353,6 +361,40 @@ func TestRawHTTPKeepsConnections(t *testing.T) {
 	// its last connection's return to the pool (21 seen under load 17).
 	if n := up.conns.Load() - base; n > 32 {
 		t.Errorf("160 calls 16 at a time opened %d connections, want at most 32 (one each would be 160)", n)
+	}
+}
+
+// TestRawStreamKeptOpen: an upstream that keeps a call's event stream open
+// after the response: the call is answered, and the connection, which
+// cannot serve another request while the stream lasts, is closed rather
+// than drained for long (the raw path's own transport); the next call
+// goes on another.
+func TestRawStreamKeptOpen(t *testing.T) {
+	up := newScripted(t)
+	a := configured(t, up.srv.URL)
+	if _, ok := a.rawClient.Transport.(*connTransport); !ok {
+		t.Fatalf("transport %T, want the raw path's own", a.rawClient.Transport)
+	}
+	pv := protocolVersion(a.currentSession())
+	ctx := context.Background()
+	if _, err := a.CallRaw(ctx, rawCall(t, "json", pv, ""), nil); err != nil {
+		t.Fatal(err)
+	}
+	base := up.conns.Load()
+	res, err := a.CallRaw(ctx, rawCall(t, "linger", pv, ""), nil)
+	if err != nil || !strings.Contains(string(res.Result), "linger") {
+		t.Fatalf("linger: %v, %v", res, err)
+	}
+	select {
+	case <-up.lingered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection of the stream kept open was not closed")
+	}
+	if _, err := a.CallRaw(ctx, rawCall(t, "json", pv, ""), nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := up.conns.Load() - base; n != 1 {
+		t.Errorf("%d connections opened after the stream kept open, want 1 (its own was closed)", n)
 	}
 }
 
