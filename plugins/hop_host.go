@@ -63,7 +63,7 @@ func (m *hopMux) call(ctx context.Context, call *RawCall, ev *CallEvents) (*RawR
 	}
 	var (
 		hc *hopConn
-		c  *hopPendingCall
+		c  *pendingCall[hopFrame]
 		ok bool
 	)
 	for !ok {
@@ -189,7 +189,7 @@ func dialHop(ctx context.Context, addr *hopAddress, token []byte) (*hopConn, err
 		return nil, fmt.Errorf("the adapter's hop answered hello with %x", ack)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	hc := &hopConn{conn: conn, w: newHopWriter(conn), calls: map[uint64]*hopPendingCall{}, done: make(chan struct{})}
+	hc := &hopConn{conn: conn, w: newHopWriter(conn), pendingCalls: newPendingCalls[hopFrame](hopCallPool)}
 	return hc, nil
 }
 
@@ -213,23 +213,10 @@ type hopConn struct {
 	w    *hopWriter
 	log  func(msg string, args ...any) // logs a protocol error
 
-	mu     sync.Mutex
-	nextID uint64
-	calls  map[uint64]*hopPendingCall
-	err    error         // why the connection broke, once it has
-	done   chan struct{} // closed when it has
+	pendingCalls[hopFrame] // the calls in flight; err and done say why and when it broke
 }
 
-// hopPendingCall is a call in flight on a hopConn: the frames its reader received
-// for it, which the caller's goroutine takes.
-type hopPendingCall struct {
-	id     uint64
-	ready  chan struct{} // signalled when frames were added
-	frames []hopFrame
-	buf    [2]hopFrame // frames' first backing array
-}
-
-var hopCallPool = sync.Pool{New: func() any { return &hopPendingCall{ready: make(chan struct{}, 1)} }}
+var hopCallPool = newPendingCallPool[hopFrame]()
 
 // hopBufPool recycles the buffers calls encode their frame in.
 var hopBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
@@ -238,11 +225,7 @@ var hopBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &
 // connection ends, then fails every call in flight.
 func (hc *hopConn) read() {
 	r := newHopReader(hc.conn)
-	r.validID = func(id uint64) bool {
-		hc.mu.Lock()
-		defer hc.mu.Unlock()
-		return id != 0 && id <= hc.nextID
-	}
+	r.validID = hc.issued
 	for {
 		f, err := r.next()
 		if err == nil {
@@ -256,15 +239,7 @@ func (hc *hopConn) read() {
 			hc.fail(err)
 			return
 		}
-		hc.mu.Lock()
-		if c := hc.calls[f.id]; c != nil {
-			c.frames = append(c.frames, f)
-			select {
-			case c.ready <- struct{}{}:
-			default:
-			}
-		}
-		hc.mu.Unlock()
+		hc.deliver(f.id, f)
 	}
 }
 
@@ -280,56 +255,13 @@ func (hc *hopConn) fail(err error) {
 	}
 	// The first failure is the one the calls report: it is recorded
 	// before the connection is closed, which fails the reader's read too.
-	hc.mu.Lock()
-	if hc.err != nil {
-		hc.mu.Unlock()
+	if !hc.breakWith(&connError{fmt.Errorf("the hop connection to the adapter broke (%s); the call is not retried: the upstream may have received it", msg)}) {
 		return // failed already: the reader, or a caller that found a malformed frame
 	}
-	hc.err = &connError{fmt.Errorf("the hop connection to the adapter broke (%s); the call is not retried: the upstream may have received it", msg)}
-	close(hc.done)
-	hc.mu.Unlock()
 	if herr != nil {
 		hc.log("closing the hop to the adapter", "error", err)
 	}
 	_ = hc.conn.Close()
-}
-
-// add registers a new call, or says the connection has broken (nothing of
-// the call was sent: it may go on another connection).
-func (hc *hopConn) add() (*hopPendingCall, bool) {
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	if hc.err != nil {
-		return nil, false
-	}
-	hc.nextID++
-	c := hopCallPool.Get().(*hopPendingCall)
-	c.id = hc.nextID
-	c.frames = c.buf[:0]
-	hc.calls[c.id] = c
-	return c, true
-}
-
-// remove ends c: the reader hands it no more frames, and it is recycled.
-func (hc *hopConn) remove(c *hopPendingCall) {
-	hc.mu.Lock()
-	delete(hc.calls, c.id)
-	hc.mu.Unlock()
-	select {
-	case <-c.ready:
-	default:
-	}
-	c.frames, c.buf = nil, [2]hopFrame{}
-	hopCallPool.Put(c)
-}
-
-// take returns the frames received for c since the last take.
-func (hc *hopConn) take(c *hopPendingCall) []hopFrame {
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	fs := c.frames
-	c.frames = nil
-	return fs
 }
 
 // brokenErr is why the connection broke, after a write failed with err.
@@ -347,7 +279,7 @@ func (hc *hopConn) sendCancel(id uint64) {
 
 // call sends call as c and waits for its result, handing its events to ev
 // meanwhile.
-func (hc *hopConn) call(ctx context.Context, c *hopPendingCall, call *RawCall, ev *CallEvents) (*RawResult, error) {
+func (hc *hopConn) call(ctx context.Context, c *pendingCall[hopFrame], call *RawCall, ev *CallEvents) (*RawResult, error) {
 	defer hc.remove(c)
 	id := c.id // c is recycled when the call returns
 	if ev == nil {
@@ -415,16 +347,12 @@ func (hc *hopConn) call(ctx context.Context, c *hopPendingCall, call *RawCall, e
 		h.handle(e)
 	}
 	for {
-		var broken bool
-		select {
-		case <-c.ready:
-		case <-hc.done:
-			broken = true // but the result may have come before the break
-		case <-ctx.Done():
+		frames, broken, err := hc.next(ctx, c)
+		if err != nil {
 			go hc.sendCancel(id)
-			return nil, ctx.Err()
+			return nil, err
 		}
-		for _, f := range hc.take(c) {
+		for _, f := range frames {
 			e, res, err, end := decodeAdapterFrame(f)
 			switch {
 			case end:

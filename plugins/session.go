@@ -249,20 +249,7 @@ type rawSession struct {
 	cancel context.CancelFunc
 	sendMu sync.Mutex // a gRPC stream is not safe for concurrent Send
 
-	mu     sync.Mutex
-	nextID uint64
-	calls  map[uint64]*sessionCall
-	err    error         // why the session broke, once it has
-	done   chan struct{} // closed when it has
-}
-
-// sessionCall is a call in flight on a rawSession: the frames the session's
-// reader received for it, which the caller's goroutine takes.
-type sessionCall struct {
-	id     uint64
-	ready  chan struct{} // signalled when frames were added
-	frames []*protov3.RawFrame
-	buf    [2]*protov3.RawFrame // frames' first backing array: most calls get one frame
+	pendingCalls[*protov3.RawFrame] // the calls in flight; err and done say why and when it broke
 }
 
 // callFramePool recycles the frame that starts a call.
@@ -271,9 +258,7 @@ var callFramePool = sync.Pool{New: func() any {
 }}
 
 // sessionCallPool recycles the calls of sessions, with their channel.
-var sessionCallPool = sync.Pool{New: func() any {
-	return &sessionCall{ready: make(chan struct{}, 1)}
-}}
+var sessionCallPool = newPendingCallPool[*protov3.RawFrame]()
 
 // session returns the session to send a call on, opening one if there is
 // none or the last one broke. Opening it waits for the connection for as
@@ -301,7 +286,7 @@ func (m *rawMux) session(callerCtx context.Context) (*rawSession, error) {
 		cancel()
 		return nil, fromStatus(err)
 	}
-	s := &rawSession{stream: stream, cancel: cancel, calls: map[uint64]*sessionCall{}, done: make(chan struct{})}
+	s := &rawSession{stream: stream, cancel: cancel, pendingCalls: newPendingCalls[*protov3.RawFrame](sessionCallPool)}
 	go s.read()
 	m.cur = s
 	return s, nil
@@ -317,15 +302,7 @@ func (s *rawSession) read() {
 			s.fail(err)
 			return
 		}
-		s.mu.Lock()
-		if c := s.calls[f.GetId()]; c != nil {
-			c.frames = append(c.frames, f)
-			select {
-			case c.ready <- struct{}{}:
-			default:
-			}
-		}
-		s.mu.Unlock()
+		s.deliver(f.GetId(), f)
 	}
 }
 
@@ -335,27 +312,8 @@ func (s *rawSession) fail(err error) {
 	if err != io.EOF {
 		msg = status.Convert(err).Message()
 	}
-	s.mu.Lock()
-	s.err = &connError{fmt.Errorf("the raw session with the adapter broke (%s); the call is not retried: the upstream may have received it", msg)}
-	close(s.done)
-	s.mu.Unlock()
+	s.breakWith(&connError{fmt.Errorf("the raw session with the adapter broke (%s); the call is not retried: the upstream may have received it", msg)})
 	s.cancel()
-}
-
-// add registers a new call, or says the session has broken (no frame of
-// the call was sent: it may go on another session).
-func (s *rawSession) add() (*sessionCall, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return nil, false
-	}
-	s.nextID++
-	c := sessionCallPool.Get().(*sessionCall)
-	c.id = s.nextID
-	c.frames = c.buf[:0]
-	s.calls[c.id] = c
-	return c, true
 }
 
 // cancelCall tells the adapter to cancel call id, which the host no
@@ -366,31 +324,7 @@ func (s *rawSession) cancelCall(id uint64) {
 
 // busy says whether calls other than one are in flight on the session.
 func (s *rawSession) busy() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.calls) > 1
-}
-
-// remove ends c: the reader hands it no more frames, and it is recycled.
-func (s *rawSession) remove(c *sessionCall) {
-	s.mu.Lock()
-	delete(s.calls, c.id)
-	s.mu.Unlock()
-	select {
-	case <-c.ready:
-	default:
-	}
-	c.frames, c.buf = nil, [2]*protov3.RawFrame{}
-	sessionCallPool.Put(c)
-}
-
-// take returns the frames received for c since the last take.
-func (s *rawSession) take(c *sessionCall) []*protov3.RawFrame {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	fs := c.frames
-	c.frames = nil
-	return fs
+	return s.inFlight() > 1
 }
 
 func (s *rawSession) send(f *protov3.RawFrame) error {
@@ -411,7 +345,7 @@ func (s *rawSession) brokenErr() error {
 func (m *rawMux) call(ctx context.Context, call *RawCall, ev *CallEvents) (*RawResult, error) {
 	var (
 		s  *rawSession
-		c  *sessionCall
+		c  *pendingCall[*protov3.RawFrame]
 		ok bool
 	)
 	for !ok {
@@ -482,17 +416,13 @@ func (m *rawMux) call(ctx context.Context, call *RawCall, ev *CallEvents) (*RawR
 		size   int      // their length
 	)
 	for {
-		var broken bool
-		select {
-		case <-c.ready:
-		case <-s.done:
-			broken = true // but the result may have come before the break
-		case <-ctx.Done():
+		frames, broken, err := s.next(ctx, c)
+		if err != nil {
 			// The adapter cancels the call; the caller does not wait.
 			go s.cancelCall(id)
-			return nil, ctx.Err()
+			return nil, err
 		}
-		for _, f := range s.take(c) {
+		for _, f := range frames {
 			switch x := f.GetFrame().(type) {
 			case *protov3.RawFrame_Progress:
 				handle(callEvent{progress: x.Progress})
