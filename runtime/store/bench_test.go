@@ -37,7 +37,7 @@ import (
 // machine shared with other work it moves far less than ns/op.
 //
 // sqlite is the store as the gateway opens it, with its audit journal
-// (journal.go): a batch is durable after one write and one fdatasync, and
+// (journal.go): a batch is durable after one synced write, and
 // reaches the database later, with others; sqlite-direct commits every
 // batch to the database itself (audit_journal=off). The benchmark ends
 // once the journaled records are in the database, and their CPU counts.

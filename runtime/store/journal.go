@@ -25,13 +25,14 @@ import (
 // page, about fifteen system calls) plus the fsync. That was 40-47% of the
 // gateway's CPU per forwarded call.
 //
-// With the journal a batch is made durable by one write and one fdatasync
-// to a file of its own, next to the database (PATH-auditjournal), and the
-// callers are answered; a goroutine of the store (the applier) then
-// inserts the journaled records into audit_log in larger transactions,
-// many calls' records to a commit. The file is preallocated and rewritten
-// in place from its start whenever everything in it has reached the
-// database, so the fdatasync flushes data only, never the file's size.
+// With the journal a batch is made durable by one synced write (pwritev2
+// with RWF_DSYNC on Linux: journal_linux.go) to a file of its own, next to
+// the database (PATH-auditjournal), and the callers are answered; a
+// goroutine of the store (the applier) then inserts the journaled records
+// into audit_log in larger transactions, many calls' records to a commit.
+// The file is preallocated and rewritten in place from its start whenever
+// everything in it has reached the database, so the sync flushes data
+// only, never the file's size.
 //
 // The chain is extended in memory: this process holds an exclusive lock on
 // the journal (flock) for as long as the store is open, and it is the only
@@ -137,7 +138,7 @@ type auditJournal struct {
 	checkpoints *walCheckpointer
 	path        string
 	f           *os.File
-	sync        bool // fdatasync every batch (synchronous=full)
+	sync        bool // sync every batch (synchronous=full)
 
 	// The writer's own state (the group commit's leaders call write, one
 	// at a time).
@@ -148,9 +149,12 @@ type auditJournal struct {
 	open map[int64]struct{}
 	buf  []byte
 
+	// dw writes and syncs a batch (journal_linux.go, journal_other.go).
+	dw durableWriter
+
 	// testHookSync, if set, runs after a batch is written and before it is
-	// synced; an error fails the batch as a failed fdatasync would (the
-	// frames may be in the file).
+	// synced; an error fails the batch as a failed sync would (the frames
+	// are in the file).
 	testHookSync func() error
 
 	// The applier's state.
@@ -401,18 +405,22 @@ func (j *auditJournal) writeFrames(buf []byte) error {
 		}
 		j.off = 0
 	}
-	if _, err := j.f.WriteAt(buf, j.off); err != nil {
-		return fmt.Errorf("write %s: %w", j.path, err)
-	}
 	if j.testHookSync != nil {
+		// As a sync failing after the write: the frames reach the file.
+		if _, err := j.f.WriteAt(buf, j.off); err != nil {
+			return fmt.Errorf("write %s: %w", j.path, err)
+		}
 		if err := j.testHookSync(); err != nil {
 			return fmt.Errorf("sync %s: %w", j.path, err)
 		}
 	}
 	if j.sync {
-		if err := datasync(j.f); err != nil {
-			return fmt.Errorf("sync %s: %w", j.path, err)
+		// One system call where the system allows (journal_linux.go).
+		if err := j.writeSynced(buf, j.off); err != nil {
+			return err
 		}
+	} else if _, err := j.f.WriteAt(buf, j.off); err != nil {
+		return fmt.Errorf("write %s: %w", j.path, err)
 	}
 	j.off += n
 	return nil
@@ -633,7 +641,7 @@ func (j *auditJournal) applyLoop() {
 // commits without syncing the WAL (synchronous=NORMAL, on the writer's
 // connection for this transaction only): the records are durable in the
 // journal, and an fsync of the database per apply only competed with the
-// journal's fdatasync on the call path (p99). The journal is written over
+// journal's sync on the call path (p99). The journal is written over
 // only after syncDatabase, and the checkpointer syncs the WAL and the
 // database at each checkpoint (at most a second apart).
 func (j *auditJournal) apply(ctx context.Context, recs []*AuditRecord) error {
