@@ -55,7 +55,7 @@ func (inv *invocation) conclude(err error, end time.Time) {
 	switch e.Kind {
 	case KindPolicyHold:
 		rec.Decision = store.Held
-	case KindUpstream, KindUpstreamTimeout, KindUnavailable, KindInternal, KindRevoked:
+	case KindUpstream, KindUpstreamTimeout, KindUnavailable, KindInternal, KindRevoked, KindInputRequired:
 		if rec.Decision == "" || inv.requestSeq > 0 {
 			rec.Decision = store.Failed
 		}

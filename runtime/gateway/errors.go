@@ -32,6 +32,7 @@ const (
 	KindNoBundle         // no policy bundle active
 	KindMethodNotAllowed // wrong HTTP method
 	KindTooManyRequests  // the key has too many requests running
+	KindInputRequired    // the MCP server needs input the client cannot give
 )
 
 // Error is the gateway's one application error type. Message is safe to show
@@ -117,6 +118,8 @@ func statusOf(k Kind) (int, string) {
 		return http.StatusMethodNotAllowed, "method_not_allowed"
 	case KindTooManyRequests:
 		return http.StatusTooManyRequests, "too_many_requests"
+	case KindInputRequired:
+		return http.StatusBadGateway, "input_required"
 	default:
 		return http.StatusInternalServerError, "internal"
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +145,62 @@ func FuzzIsToolError(f *testing.F) {
 		_ = json.Unmarshal(b, &v)
 		if got := isToolError(b); got != v.IsError {
 			t.Fatalf("isToolError(%q) = %v, decoding says %v", b, got, v.IsError)
+		}
+	})
+}
+
+// FuzzParseInputRequired holds parseInputRequired, which scans a result
+// without decoding it, to decoding it: the same verdict (input_required or
+// not, malformed or not) and the same requests and state, for any valid
+// JSON; no panic on anything else.
+func FuzzParseInputRequired(f *testing.F) {
+	for _, s := range []string{
+		`{"content":[{"type":"text","text":"hi"}]}`, `{"content":[],"resultType":"complete"}`,
+		`{"inputRequests":{"name":{"method":"elicitation/create","params":{"message":"Your name?"}}},"requestState":"s1","resultType":"input_required"}`,
+		`{"resultType":"input_required"}`, `{"resultType":"input_required","inputRequests":{}}`, `{"inputRequests":null}`,
+		`{"\u0069nputRequests":{"a":{"method":"x"}}}`, `{"resultType":"\u0069nput_required"}`, `{"inputRequests":[1]}`,
+		`{"inputRequests":{"a":{}},"requestState":7}`, `{"InputRequests":{"a":{}}}`, `{"inputRequests":{"a":{}},"inputRequests":null}`,
+		`[1,2]`, `"input"`, `{"a":{"inputRequests":{}}}`, `not json inputRequests`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ir, err := parseInputRequired(b)
+		if !json.Valid(b) {
+			return
+		}
+		var m map[string]json.RawMessage
+		if json.Unmarshal(b, &m) != nil {
+			if ir != nil || err != nil {
+				t.Fatalf("parseInputRequired(%q) = %v, %v for what is not an object", b, ir, err)
+			}
+			return
+		}
+		var rt string
+		_ = json.Unmarshal(m["resultType"], &rt)
+		reqs := m["inputRequests"]
+		has := len(reqs) > 0 && string(reqs) != "null"
+		if rt != "input_required" && !has {
+			if ir != nil || err != nil {
+				t.Fatalf("parseInputRequired(%q) = %v, %v; decoding says it is not input_required", b, ir, err)
+			}
+			return
+		}
+		want := &inputRequired{}
+		var werr error
+		if has {
+			if json.Unmarshal(reqs, &want.requests) != nil || want.requests == nil {
+				werr = errors.New("requests")
+			}
+		}
+		if st := m["requestState"]; werr == nil && len(st) > 0 && string(st) != "null" && json.Unmarshal(st, &want.state) != nil {
+			werr = errors.New("state")
+		}
+		switch {
+		case (err != nil) != (werr != nil):
+			t.Fatalf("parseInputRequired(%q) error %v, decoding says %v", b, err, werr)
+		case err == nil && (ir == nil || !reflect.DeepEqual(ir, want)):
+			t.Fatalf("parseInputRequired(%q) = %+v, decoding says %+v", b, ir, want)
 		}
 	})
 }

@@ -20,8 +20,11 @@ import (
 // with ARMORIQ_TEST_ADAPTER set it serves an adapter (as "armoriq adapter"
 // does), with ARMORIQ_TEST_STDIO_SERVER set an MCP server on stdio.
 func TestMain(m *testing.M) {
-	if os.Getenv("ARMORIQ_TEST_STDIO_SERVER") != "" {
+	if v := os.Getenv("ARMORIQ_TEST_STDIO_SERVER"); v != "" {
 		srv := testMCPServer("stdio-upstream")
+		if v == "asker" {
+			srv = askerServer()
+		}
 		if err := srv.Run(context.Background(), stdioserver.Transport()); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

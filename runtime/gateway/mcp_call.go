@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/armoriq/controlplane/plugins"
 	"github.com/armoriq/controlplane/runtime/identity"
@@ -29,6 +30,7 @@ const (
 	codeUpstream        int64 = -32033 // the MCP server failed or is down
 	codeTimeout         int64 = -32034 // the MCP server did not answer in time
 	codeUnavailable     int64 = -32035 // the gateway cannot complete the call
+	codeInputRequired   int64 = -32036 // the MCP server needs input the client cannot give
 )
 
 // metaIntent is the _meta key of a tools/call's intent: the SDK's token
@@ -54,7 +56,26 @@ type toolCall struct {
 	requestState   string          // and the state it echoes
 	progress       func(plugins.Progress)
 	log            func(plugins.LogMessage)
-	request        func(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
+	// request asks a legacy client on the call's event stream (nil: the
+	// call has no way to ask it).
+	request func(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
+
+	// round counts the gateway's retries of a legacy client's call with
+	// the answers to an upstream's input requests (mcp_input.go); deadline
+	// is the call's, set at its first forward, which its rounds share.
+	round    int
+	deadline time.Time
+	// retry is set by a round whose input requests the client answered:
+	// what the next round carries.
+	retry *inputRetry
+}
+
+// legacyClient reports whether the call's client speaks the initialize
+// handshake: its _meta names no protocol version of 2026-07-28 or later,
+// which every request of that era carries (SEP-2575).
+func (tc *toolCall) legacyClient() bool {
+	v, _ := tc.meta[plugins.MetaProtocolVersion].(string)
+	return v < firstStatelessVersion
 }
 
 func (ep *mcpEndpoint) toolHandler(rt route) mcp.ToolHandler {
@@ -92,8 +113,32 @@ func (ep *mcpEndpoint) toolHandler(rt route) mcp.ToolHandler {
 
 // callTool runs the checks of POST /invoke on a tools/call, forwards it,
 // and commits its audit record before answering. It returns the upstream's
-// CallToolResult as JSON.
+// CallToolResult as JSON. A legacy client's call the upstream answers with
+// input_required is retried with the client's answers (mcp_input.go), each
+// round a call of its own to the checks and the audit.
 func (ep *mcpEndpoint) callTool(ctx context.Context, tc *toolCall) (json.RawMessage, error) {
+	raw, err := ep.callOnce(ctx, tc)
+	if err != nil || tc.retry == nil {
+		return raw, err
+	}
+	return ep.retryWithAnswers(ctx, *tc) // a copy: tc stays on its caller's stack
+}
+
+// retryWithAnswers runs the rounds of a call after the first, each with
+// the answers the round before got from the client.
+func (ep *mcpEndpoint) retryWithAnswers(ctx context.Context, tc toolCall) (json.RawMessage, error) {
+	for {
+		tc.inputResponses, tc.requestState = tc.retry.responses, tc.retry.state
+		tc.round, tc.retry = tc.round+1, nil
+		raw, err := ep.callOnce(ctx, &tc)
+		if err != nil || tc.retry == nil {
+			return raw, err
+		}
+	}
+}
+
+// callOnce is one round of callTool: one call to the upstream, or none.
+func (ep *mcpEndpoint) callOnce(ctx context.Context, tc *toolCall) (json.RawMessage, error) {
 	s := ep.s
 	start := s.now()
 	mc := mcpCallFrom(ctx)
@@ -168,9 +213,21 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 		rec.User = user
 	}
 
-	// 2. No secrets in arguments.
+	// 2. No secrets in arguments, nor in the answers a retry carries to
+	// the upstream's input requests: they reach the upstream as arguments
+	// do, and MCP forbids asking for credentials in a form (elicitation's
+	// URL mode is for them).
 	if p := findSecretArg(args, ""); p != "" {
 		return nil, errorf(KindSecretArgument, "argument %q looks like a secret; credentials belong in the gateway's server config, not in tool arguments", p)
+	}
+	if len(tc.inputResponses) > 0 {
+		v, err := intent.DecodeJSON(tc.inputResponses)
+		if err != nil {
+			return nil, errorf(KindInvalid, "inputResponses must be a JSON object")
+		}
+		if p := findSecretArg(v, "inputResponses"); p != "" {
+			return nil, errorf(KindSecretArgument, "input response %q looks like a secret; credentials belong in the gateway's server config, not in answers to an MCP server's questions", p)
+		}
 	}
 
 	// 3. The policy, for this user and the key's agent.
@@ -214,7 +271,16 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 		log:      tc.log,
 		request:  tc.request,
 	})
-	cctx, ccancel := context.WithTimeout(ctx, s.callTimeout())
+	// The call's time limit runs from its first forward: a legacy
+	// client's rounds of input share it, the waits for its answers too.
+	var cctx context.Context
+	var ccancel context.CancelFunc
+	if tc.deadline.IsZero() {
+		cctx, ccancel = context.WithTimeout(ctx, s.callTimeout())
+		tc.deadline, _ = cctx.Deadline()
+	} else {
+		cctx, ccancel = context.WithDeadline(ctx, tc.deadline)
+	}
 	defer ccancel()
 	raw, err := s.cfg.Upstream.CallTool(cctx, rt.server, rt.name, args)
 	if err != nil {
@@ -238,6 +304,32 @@ func (ep *mcpEndpoint) checkAndForward(ctx context.Context, tc *toolCall, inv *i
 	if isToolError(raw) {
 		rec.Outcome = "tool returned an error result"
 	}
+
+	// 6. An upstream asking for input: a 2026-07-28 client gets the
+	// input_required result; a legacy client, which would read it as an
+	// empty success, is asked, and the call retried with its answers, or
+	// is answered with an error saying what it cannot give.
+	ir, err := parseInputRequired(raw)
+	if !tc.legacyClient() {
+		if ir != nil {
+			rec.Outcome = "input required (" + ir.methodsOf() + "): handed to the client"
+		}
+		return raw, nil // as it is, as before
+	}
+	if err != nil {
+		rec.Decision = store.Failed
+		return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q answered input_required, malformed: %v", rt.server.ID, err)}
+	}
+	if ir == nil {
+		return raw, nil
+	}
+	retry, err := ep.askClient(cctx, tc, ir)
+	if err != nil {
+		rec.Decision = store.Failed
+		return nil, err
+	}
+	rec.Outcome = inputOutcome(ir, tc.round)
+	tc.retry = retry
 	return raw, nil
 }
 
@@ -390,6 +482,8 @@ func rpcError(err error) *jsonrpc.Error {
 		return &jsonrpc.Error{Code: codeUpstream, Message: msg, Data: data}
 	case KindUpstreamTimeout:
 		return &jsonrpc.Error{Code: codeTimeout, Message: msg, Data: data}
+	case KindInputRequired:
+		return &jsonrpc.Error{Code: codeInputRequired, Message: msg, Data: data}
 	default:
 		return &jsonrpc.Error{Code: codeUnavailable, Message: msg, Data: data}
 	}

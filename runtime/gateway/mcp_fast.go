@@ -554,12 +554,13 @@ type serverAnswer struct {
 const serverRequestPrefix = "armoriq-req-"
 
 // request relays an upstream's server-to-client request (sampling,
-// elicitation) to the client on the call's event stream, and waits for
+// elicitation), or asks an input request of its input_required result
+// (mcp_input.go), to the client on the call's event stream, and waits for
 // the answer, which the client POSTs as a JSON-RPC response (answered).
 // The wait is in this replica's memory: an answer POSTed to another
 // replica is not seen, and the call ends at its timeout.
 func (s *sseWriter) request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
-	if need := map[string]string{"sampling/createMessage": "s", "elicitation/create": "e"}[method]; need == "" || !strings.Contains(s.asks, need) {
+	if !clientAnswers(s.asks, method) {
 		return nil, &plugins.RPCError{Code: jsonrpc.CodeInvalidParams, Message: method + ": the client did not declare that it answers it"}
 	}
 	var rnd [12]byte

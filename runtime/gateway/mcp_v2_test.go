@@ -23,6 +23,14 @@ import (
 // received, logs logs three messages, ask asks for the client's name in an
 // input_required result (SEP-2322).
 func v2Upstream(t testing.TB) string {
+	srv := v2Server()
+	ts := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(ts.Close)
+	return ts.URL + "/"
+}
+
+// v2Server is v2Upstream's MCP server.
+func v2Server() *mcp.Server {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "v2", Version: "1"}, nil)
 	mcp.AddTool(srv, &mcp.Tool{Name: "meta", Description: "the request's _meta"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		b, _ := json.Marshal(req.Params.Meta)
@@ -52,9 +60,7 @@ func v2Upstream(t testing.TB) string {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 	})
-	ts := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}))
-	t.Cleanup(ts.Close)
-	return ts.URL + "/"
+	return srv
 }
 
 // sseMessages posts msg to /mcp with hdr and returns the JSON-RPC
