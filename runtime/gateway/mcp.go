@@ -225,6 +225,15 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	if body != nil && ep.answered(c.KeyID, body) {
+		// The client's answer to a request the gateway relayed from an
+		// upstream during one of this key's calls. It starts nothing, so it
+		// takes no slot of the key's concurrency limit: the call waiting
+		// for it holds one, and with a limit of 1 the answer could never
+		// get in.
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithValue(r.Context(), callerKey{}, c), mcpCallKey{}, mc))
 	defer cancel(nil)
 	// Each request of a batch runs, so each takes a slot of the key's
@@ -235,12 +244,6 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	if body != nil && ep.answered(c.KeyID, body) {
-		// The client's answer to a request the gateway relayed from an
-		// upstream during a call.
-		w.WriteHeader(http.StatusAccepted)
-		return
-	}
 	if body != nil && ep.fastToolCall(ctx, w, r, body) {
 		return
 	}

@@ -223,7 +223,18 @@ func TestForwardMeta(t *testing.T) {
 	}
 }
 
+// TestMCPRelaysServerRequests: an upstream's server request during a call
+// reaches a legacy client, whose answer completes the call; also with one
+// call at a time per key, where the answer must get in while the call
+// holds the key's only slot.
 func TestMCPRelaysServerRequests(t *testing.T) {
+	t.Run("default limits", func(t *testing.T) { testRelaysServerRequests(t) })
+	t.Run("one call per key", func(t *testing.T) {
+		testRelaysServerRequests(t, withLimits(Limits{MaxConcurrentPerKey: 1}))
+	})
+}
+
+func testRelaysServerRequests(t *testing.T, opts ...gatewayOpt) {
 	// A stateful upstream, whose tool asks its client during the call.
 	srv := mcp.NewServer(&mcp.Implementation{Name: "asker", Version: "1"}, nil)
 	mcp.AddTool(srv, &mcp.Tool{Name: "elicit", Description: "asks the client's name"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
@@ -236,7 +247,7 @@ func TestMCPRelaysServerRequests(t *testing.T) {
 	})
 	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
 	t.Cleanup(up.Close)
-	g := adapterGateway(t, "1", nil)
+	g := adapterGateway(t, "1", nil, opts...)
 	g.pushServers("e1", 1, allowAll(), bundle.Server{ID: "asker", Transport: "http", URL: up.URL + "/", ToolPrefix: "never"})
 	url := g.http.URL + "/mcp"
 	other := g.createKey("other", "agent")
