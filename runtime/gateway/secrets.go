@@ -839,7 +839,7 @@ var awsKeyIDAnchors = []string{"AKIA", "ASIA", "ABIA", "ACCA"}
 // through. s is returned as is, with no allocation, when nothing in it
 // looks secret. It takes time linear in len(s).
 func scrubText(s string) string {
-	if len(s) < 8 {
+	if len(s) < 8 || !maySpanSecret(s) {
 		return s
 	}
 	aws := containsAny(s, awsKeyIDAnchors) && len(awsKeyIDSpans(s)) > 0
@@ -854,6 +854,61 @@ func scrubText(s string) string {
 		s = scrubAWSSecret(s)
 	}
 	return s
+}
+
+// maySpanSecret reports, in one pass over s, whether any of scrubText's
+// patterns could match it; false means none can, so that the short fields
+// of every audit record (ids, names, hashes) skip the dozen scans. It is
+// conservative: each pattern needs one of these (FuzzScrubTextPrefilter
+// checks that scrubText leaves s unchanged whenever it answers false):
+//
+//   - '=' (name=value), ':' (JSON pairs, URLs), a space or a tab
+//     (Authorization values, PEM blocks);
+//   - '_' after k or K (ak_, sk_, rk_), p o u s r (gh?_), b or t
+//     (github_pat_);
+//   - '-' after k (sk-), or after a b p o s r e (xox?-);
+//   - "eyJ" (JWTs); 'A' then K S B C (AWS key ids) or I (Google keys);
+//   - any byte past ASCII next to '_' or '-', where case folding is
+//     not ASCII's.
+func maySpanSecret(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '=', ':', ' ', '\t':
+			return true
+		case '_':
+			if i > 0 {
+				switch s[i-1] {
+				case 'k', 'K', 'p', 'o', 'u', 's', 'r', 'b', 't':
+					return true
+				}
+				if s[i-1] >= 0x80 {
+					return true
+				}
+			}
+		case '-':
+			if i > 0 {
+				switch s[i-1] {
+				case 'k', 'a', 'b', 'p', 'o', 's', 'r', 'e':
+					return true
+				}
+				if s[i-1] >= 0x80 {
+					return true
+				}
+			}
+		case 'J':
+			if i >= 2 && s[i-2] == 'e' && s[i-1] == 'y' {
+				return true
+			}
+		case 'A':
+			if i+1 < len(s) {
+				switch s[i+1] {
+				case 'K', 'S', 'B', 'C', 'I':
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // containsAny reports whether s contains one of the anchors.

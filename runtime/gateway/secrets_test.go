@@ -354,6 +354,39 @@ func FuzzScrubText(f *testing.F) {
 	})
 }
 
+// FuzzScrubTextPrefilter: whenever maySpanSecret says no pattern can
+// match, the full scan (every pattern, as scrubText ran before the
+// prefilter) leaves the string as it is.
+func FuzzScrubTextPrefilter(f *testing.F) {
+	for _, s := range []string{
+		"req_0193a1b2c3d4e5f6a7b8c9d0e1", "alice@example.com", "armoriq-bench", "allow-echo",
+		"Bearer abcdefgh12", "a=b&password=x", `{"secret": "x"}`, "postgres://u:p@h/db",
+		"eyJa.b.c", "AKIAIOSFODNN7EXAMPLE", "ghp_0123456789abcdefghij", "github_pat_0123456789abcdefghij",
+		"xoxb-1234567890", "sk-abcdefghijklmnopqrst", "sk_live_0123456789", "AIzaSyA-0123456789abcdefghijklmnopqrstu",
+		"ak_live_abcdefgh", "AK_TEST_abcdefgh", "-----BEGIN PRIVATE KEY-----", testAPIKey,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if maySpanSecret(s) {
+			return
+		}
+		out := s
+		if len(s) >= 8 {
+			aws := containsAny(out, awsKeyIDAnchors) && len(awsKeyIDSpans(out)) > 0
+			for i := range valuePatterns {
+				out = replaceSpans(out, valuePatterns[i].spans(out))
+			}
+			if aws {
+				out = scrubAWSSecret(out)
+			}
+		}
+		if out != s {
+			t.Errorf("maySpanSecret(%q) = false, but the patterns make it %q", s, out)
+		}
+	})
+}
+
 // BenchmarkScrubText measures scrubText over 1 MiB strings, clean and
 // full of what makes its scanners look closer: every shape must stay linear
 // (go test ./runtime/gateway -run XXX -bench ScrubText).
