@@ -33,12 +33,17 @@ type connTransport struct {
 	idle    []*upConn // most recently used last
 	closed  bool
 	maxIdle int
+	// idleTimeout closes a connection idle that long (net/http's
+	// transport keeps them 90 s too); sweeping is the timer that does.
+	idleTimeout time.Duration
+	sweeping    *time.Timer
 }
 
 // upConn is one connection to the upstream.
 type upConn struct {
-	c  net.Conn
-	br *bufio.Reader
+	c     net.Conn
+	br    *bufio.Reader
+	since time.Time // idle since
 }
 
 // newRawTransport returns the transport of the raw path's requests to the
@@ -57,7 +62,7 @@ func newRawTransport(rawURL string) http.RoundTripper {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	return &connTransport{addr: addr, dial: d.DialContext, maxIdle: 256}
+	return &connTransport{addr: addr, dial: d.DialContext, maxIdle: 256, idleTimeout: 90 * time.Second}
 }
 
 // proxyFor is how net/http's transport picks a proxy (read once per
@@ -112,8 +117,38 @@ func (t *connTransport) put(c *upConn) {
 		c.c.Close()
 		return
 	}
+	if t.idleTimeout > 0 {
+		c.since = time.Now()
+		if t.sweeping == nil {
+			t.sweeping = time.AfterFunc(t.idleTimeout, t.sweep)
+		}
+	}
 	t.idle = append(t.idle, c)
 	t.mu.Unlock()
+}
+
+// sweep closes the connections idle for idleTimeout or longer (the
+// oldest are first in idle), and comes back while some are left.
+func (t *connTransport) sweep() {
+	t.mu.Lock()
+	now := time.Now()
+	n := 0
+	for n < len(t.idle) && now.Sub(t.idle[n].since) >= t.idleTimeout {
+		n++
+	}
+	old := make([]*upConn, n)
+	copy(old, t.idle[:n])
+	t.idle = append(t.idle[:0], t.idle[n:]...)
+	switch {
+	case t.closed || len(t.idle) == 0:
+		t.sweeping = nil
+	default:
+		t.sweeping.Reset(t.idleTimeout - now.Sub(t.idle[0].since))
+	}
+	t.mu.Unlock()
+	for _, c := range old {
+		c.c.Close()
+	}
 }
 
 // alive reports whether an idle connection can carry a request: the

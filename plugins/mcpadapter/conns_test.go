@@ -193,6 +193,51 @@ func TestConnTransportReuse(t *testing.T) {
 	}
 }
 
+// TestConnTransportIdleTimeout: connections left idle are closed after
+// the idle timeout, as net/http's transport closes its own.
+func TestConnTransportIdleTimeout(t *testing.T) {
+	srv, _ := countingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	tr := newRawTransport(srv.URL).(*connTransport)
+	tr.idleTimeout = 20 * time.Millisecond
+	defer tr.close()
+	c := &http.Client{Transport: tr}
+	// Three requests at once leave three idle connections.
+	start := make(chan struct{})
+	errc := make(chan error, 3)
+	for range 3 {
+		go func() {
+			<-start
+			_, _, err := post(t, c, srv.URL, "x")
+			errc <- err
+		}()
+	}
+	close(start)
+	for range 3 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tr.mu.Lock()
+		n, sweeping := len(tr.idle), tr.sweeping != nil
+		tr.mu.Unlock()
+		if n == 0 && !sweeping {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still idle long after the idle timeout", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// And the pool serves again afterwards.
+	if _, got, err := post(t, c, srv.URL, "x"); err != nil || got != "ok" {
+		t.Fatalf("after the sweep: %q, %v", got, err)
+	}
+}
+
 // TestConnTransportCancel: a request whose context ends while the
 // upstream has not answered returns the context's error at once, and its
 // connection is not reused.

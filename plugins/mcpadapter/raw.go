@@ -263,7 +263,10 @@ func (a *Adapter) postRaw(ctx context.Context, cs *mcp.ClientSession, pv string,
 			readerPool.Put(br)
 			bufPool.Put(buf)
 		}
-		if !drain || rr.eof {
+		if rr.eof {
+			drain = false // read to its end already
+		}
+		if !drain {
 			end()
 			return
 		}
