@@ -3,7 +3,6 @@
 package mcpadapter
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -27,21 +26,13 @@ import (
 //	go test ./plugins/mcpadapter -run '^$' -bench RawHTTP -benchmem
 func BenchmarkRawHTTP(b *testing.B) {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "bench", Version: "1"}, nil)
-	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true})
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var m struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		_ = json.Unmarshal(body, &m)
-		if m.Method != "tools/call" {
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			sdk.ServeHTTP(w, r)
-			return
+	up := httptest.NewServer(intercepting(srv, func(w http.ResponseWriter, method string, id json.RawMessage) bool {
+		if method != "tools/call" {
+			return false
 		}
 		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = io.WriteString(w, `event: message`+"\ndata: "+`{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":{"content":[{"type":"text","text":"hello"}]}}`+"\n\n")
+		_, _ = io.WriteString(w, "event: message\ndata: "+`{"jsonrpc":"2.0","id":`+string(id)+`,"result":{"content":[{"type":"text","text":"hello"}]}}`+"\n\n")
+		return true
 	}))
 	defer up.Close()
 	for _, tc := range []struct {

@@ -31,29 +31,42 @@ func eraUpstream(t *testing.T, refuse bool) (url string, inits *atomic.Int64) {
 		}
 		return text(v), nil, nil
 	})
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true})
 	inits = new(atomic.Int64)
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts := httptest.NewServer(intercepting(srv, func(w http.ResponseWriter, method string, id json.RawMessage) bool {
+		if method != "initialize" {
+			return false
+		}
+		inits.Add(1)
+		if !refuse {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(id) + `,"error":{"code":-32022,"message":"unsupported protocol version","data":{"supported":["2026-07-28"]}}}`))
+		return true
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL + "/", inits
+}
+
+// intercepting serves srv statelessly (both protocol eras), but for the
+// requests answer answers itself (it reports true), given their method
+// and id.
+func intercepting(srv *mcp.Server, answer func(w http.ResponseWriter, method string, id json.RawMessage) bool) http.Handler {
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		var m struct {
 			ID     json.RawMessage `json:"id"`
 			Method string          `json:"method"`
 		}
 		_ = json.Unmarshal(body, &m)
-		if m.Method == "initialize" {
-			inits.Add(1)
-			if refuse {
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusBadRequest)
-				_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,"error":{"code":-32022,"message":"unsupported protocol version","data":{"supported":["2026-07-28"]}}}`))
-				return
-			}
+		if answer(w, m.Method, m.ID) {
+			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(ts.Close)
-	return ts.URL + "/", inits
+	})
 }
 
 // eraOf calls the era tool as the host would for a client of that era and
