@@ -25,8 +25,10 @@ type proc struct {
 
 	// upstreamVersion is the protocol version of the adapter's upstream
 	// session, as its last raw call reported it (contract 3): the next
-	// call's _meta is built for it.
-	upstreamVersion atomic.Pointer[string]
+	// call's _meta is built for it. legacyVersion is the same for legacy
+	// calls (RawCall.Legacy), which an adapter may serve on a session of
+	// their own era.
+	upstreamVersion, legacyVersion atomic.Pointer[string]
 }
 
 // instance supervises the adapter of one server: it (re)starts processes
@@ -381,11 +383,17 @@ func (a *hostAdapter) CallToolV2(ctx context.Context, call *ToolCall, ev *CallEv
 }
 
 // UpstreamProtocol returns the protocol version of the upstream session of
-// the process serving the adapter, as its last raw call reported it (of
-// the calls that were not legacy, or were served at 2026-07-28), and
+// the process serving the adapter, as its last raw call reported it, and
 // whether that process forwards raw calls (contract 3). A caller builds a
 // RawCall's _meta for that version; "" means not known yet.
 func (a *hostAdapter) UpstreamProtocol() (version string, raw bool) {
+	return a.UpstreamProtocolFor(false)
+}
+
+// UpstreamProtocolFor is UpstreamProtocol for a legacy call
+// (RawCall.Legacy) or another: the version the last call of that kind was
+// served at, which an adapter keeping a session of each era reports apart.
+func (a *hostAdapter) UpstreamProtocolFor(legacy bool) (version string, raw bool) {
 	in, err := a.h.instance(a.id)
 	if err != nil {
 		return "", false
@@ -398,7 +406,11 @@ func (a *hostAdapter) UpstreamProtocol() (version string, raw bool) {
 		// whatever contract that one speaks.
 		return "", true
 	}
-	if v := p.upstreamVersion.Load(); v != nil {
+	slot := &p.upstreamVersion
+	if legacy {
+		slot = &p.legacyVersion
+	}
+	if v := slot.Load(); v != nil {
 		version = *v
 	}
 	return version, p.version >= 3
@@ -416,11 +428,8 @@ func (a *hostAdapter) CallRaw(ctx context.Context, call *RawCall, ev *CallEvents
 	err = in.call(ctx, "tools/call "+call.Name, func(ctx context.Context, ad Adapter) (err error) {
 		if r, ok := ad.(AdapterRaw); ok {
 			res, err = r.CallRaw(ctx, call, ev)
-			// A legacy call may have been served on the adapter's session
-			// of that era: the version noted is the newest the upstream
-			// speaks, which the next call's _meta is built for.
-			if res != nil && res.ProtocolVersion != "" && (!call.Legacy || res.ProtocolVersion >= FirstStatelessVersion) {
-				in.noteUpstreamVersion(ad, res.ProtocolVersion)
+			if res != nil && res.ProtocolVersion != "" {
+				in.noteUpstreamVersion(ad, res.ProtocolVersion, call.Legacy)
 			}
 			return err
 		}
@@ -453,16 +462,20 @@ func (a *hostAdapter) CallRaw(ctx context.Context, call *RawCall, ev *CallEvents
 }
 
 // noteUpstreamVersion records the upstream protocol version the process
-// serving ad reported.
-func (in *instance) noteUpstreamVersion(ad Adapter, v string) {
+// serving ad reported for a call, legacy or not.
+func (in *instance) noteUpstreamVersion(ad Adapter, v string, legacy bool) {
 	in.mu.Lock()
 	p := in.cur
 	in.mu.Unlock()
 	if p == nil || p.adapter != ad {
 		return
 	}
-	if old := p.upstreamVersion.Load(); old == nil || *old != v {
-		p.upstreamVersion.Store(&v)
+	slot := &p.upstreamVersion
+	if legacy {
+		slot = &p.legacyVersion
+	}
+	if old := slot.Load(); old == nil || *old != v {
+		slot.Store(&v)
 	}
 }
 

@@ -180,3 +180,68 @@ func resultTextOf(res *plugins.RawResult, err error) (string, error) {
 	}
 	return resultText(res.Result)
 }
+
+// TestContractV3LegacyCalls: the host keeps apart the version legacy calls
+// (RawCall.Legacy) were served at, so that the gateway builds each kind's
+// _meta for the session that serves it and the adapter rebuilds none: a
+// stateless HTTP upstream serves them on a session under the handshake,
+// a stdio server on its one 2026-07-28 session.
+func TestContractV3LegacyCalls(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		cfg            func(t *testing.T) plugins.ServerConfig
+		legacy, modern string // the versions each kind is served at
+	}{
+		{"http stateless", func(t *testing.T) plugins.ServerConfig {
+			return httpServer("up", newUpstream(nil).serveHTTP(t, true))
+		}, plugins.LegacyVersion, plugins.FirstStatelessVersion},
+		{"stdio", func(t *testing.T) plugins.ServerConfig { return stdioServer("up") }, plugins.FirstStatelessVersion, plugins.FirstStatelessVersion},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t)
+			a, ok := startAdapter(t, h, tc.cfg(t)).(interface {
+				plugins.AdapterRaw
+				UpstreamProtocolFor(bool) (string, bool)
+			})
+			if !ok {
+				t.Fatal("Host.Get's adapter does not report versions by kind of call")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			call := func(legacy bool) *plugins.RawResult {
+				t.Helper()
+				pv, _ := a.UpstreamProtocolFor(legacy)
+				if legacy && pv == "" {
+					pv = plugins.LegacyVersion // as the gateway guesses it
+				}
+				var meta map[string]any
+				if pv != "" {
+					meta = plugins.UpstreamMeta(nil, pv)
+				}
+				params, err := plugins.AppendToolCallParams(nil, "echo", json.RawMessage(`{"text":"hi"}`), meta, nil, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := a.CallRaw(ctx, &plugins.RawCall{Method: "tools/call", Name: "echo", Params: params, ProtocolVersion: pv, Legacy: legacy}, nil)
+				if got, err := resultTextOf(res, err); got != "hi" || err != nil {
+					t.Fatalf("echo (legacy %v): %q, %v", legacy, got, err)
+				}
+				return res
+			}
+			for i := range 3 {
+				if res := call(true); res.ProtocolVersion != tc.legacy {
+					t.Errorf("legacy call %d served at %q, want %q", i, res.ProtocolVersion, tc.legacy)
+				}
+				if res := call(false); res.ProtocolVersion != tc.modern {
+					t.Errorf("call %d served at %q, want %q", i, res.ProtocolVersion, tc.modern)
+				}
+			}
+			if pv, _ := a.UpstreamProtocolFor(true); pv != tc.legacy {
+				t.Errorf("legacy calls' version: %q, want %q", pv, tc.legacy)
+			}
+			if pv, _ := a.UpstreamProtocolFor(false); pv != tc.modern {
+				t.Errorf("other calls' version: %q, want %q", pv, tc.modern)
+			}
+		})
+	}
+}

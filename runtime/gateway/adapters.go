@@ -136,8 +136,9 @@ func (u *adapterUpstream) CallTool(ctx context.Context, srv bundle.Server, tool 
 	r := upstreamRequestFrom(ctx)
 	ev := &plugins.CallEvents{Progress: r.progress, Log: r.log, Request: r.request}
 	if ra, ok := a.(rawAdapter); ok {
-		if pv, ok := ra.UpstreamProtocol(); ok {
-			res, err := u.callRaw(ctx, ra, pv, tool, raw, r, ev)
+		legacy := r.legacyClient()
+		if pv, ok := ra.UpstreamProtocolFor(legacy); ok {
+			res, err := u.callRaw(ctx, ra, pv, legacy, tool, raw, r, ev)
 			if err != nil {
 				return nil, adapterError(srv.ID, err)
 			}
@@ -155,7 +156,7 @@ func (u *adapterUpstream) CallTool(ctx context.Context, srv bundle.Server, tool 
 // tools/call as bytes when its process speaks contract version 3.
 type rawAdapter interface {
 	plugins.AdapterRaw
-	UpstreamProtocol() (version string, raw bool)
+	UpstreamProtocolFor(legacy bool) (version string, raw bool)
 }
 
 // progressTokens numbers the progress tokens the gateway sets in a raw
@@ -166,15 +167,15 @@ var progressTokens atomic.Int64
 // once, with the _meta the upstream session of protocol version pv must
 // see (plugins.UpstreamMeta; "" when not known yet: the client's, which
 // the adapter adjusts). A legacy client's call asks for an upstream
-// session of its own era: the upstream then asks that client for input
-// with server requests, which it can answer, where under 2026-07-28 it
-// would answer input_required, which it cannot read; and the upstream
-// serves it as it serves a direct client of that era.
-func (u *adapterUpstream) callRaw(ctx context.Context, a rawAdapter, pv, tool string, args json.RawMessage, r *upstreamRequest, ev *plugins.CallEvents) (json.RawMessage, error) {
-	legacy := r.legacyClient()
-	if legacy && (pv == "" || pv >= plugins.FirstStatelessVersion) {
-		// The adapter serves a legacy client's call on an upstream session
-		// of its era when the upstream has one (plugins.RawCall.Legacy).
+// session of its own era (plugins.RawCall.Legacy): the upstream then asks
+// that client for input with server requests, which it can answer, where
+// under 2026-07-28 it would answer input_required, which it cannot read;
+// and the upstream serves it as it serves a direct client of that era. pv
+// is then the version the adapter's last legacy call was served at, or,
+// before the first, the handshake's, which an adapter with one session
+// (stdio) corrects once.
+func (u *adapterUpstream) callRaw(ctx context.Context, a rawAdapter, pv string, legacy bool, tool string, args json.RawMessage, r *upstreamRequest, ev *plugins.CallEvents) (json.RawMessage, error) {
+	if legacy && pv == "" {
 		pv = plugins.LegacyVersion
 	}
 	meta := r.metaMap()
