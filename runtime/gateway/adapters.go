@@ -136,7 +136,7 @@ func (u *adapterUpstream) CallTool(ctx context.Context, srv bundle.Server, tool 
 	r := upstreamRequestFrom(ctx)
 	ev := &plugins.CallEvents{Progress: r.progress, Log: r.log, Request: r.request}
 	if ra, ok := a.(rawAdapter); ok {
-		legacy := r.legacyClient()
+		legacy := legacyCall(ctx, r)
 		if pv, ok := ra.UpstreamProtocolFor(legacy); ok {
 			res, err := u.callRaw(ctx, ra, pv, legacy, tool, raw, r, ev)
 			if err != nil {
@@ -150,6 +150,23 @@ func (u *adapterUpstream) CallTool(ctx context.Context, srv bundle.Server, tool 
 		return nil, adapterError(srv.ID, err)
 	}
 	return res, nil
+}
+
+// legacyCall reports whether a call goes to its upstream as a legacy call
+// (plugins.RawCall.Legacy), on a session of the initialize handshake where
+// the upstream has one: a call of a legacy client (or of POST /invoke)
+// that could not be asked for input anyway, having declared neither
+// elicitation nor sampling. A legacy client that declared one is better
+// served on the upstream's 2026-07-28 session: there an upstream asks with
+// an input_required result, which the gateway relays to it as server
+// requests (mcp_input.go), where a stateless server under the handshake
+// cannot ask it at all.
+func legacyCall(ctx context.Context, r *upstreamRequest) bool {
+	if !r.legacyClient() {
+		return false
+	}
+	mc := mcpCallFrom(ctx)
+	return mc == nil || mc.asks == ""
 }
 
 // rawAdapter is what Host.Get returns: an adapter that forwards a

@@ -463,4 +463,20 @@ func TestMCPUpstreamEraFollowsTheClient(t *testing.T) {
 	if b, _ := json.Marshal(msgs); len(msgs) != 1 || msgs[0]["error"] == nil || strings.Contains(string(b), "input_required") {
 		t.Errorf("a legacy client's call to a tool asking for input: %s, want an error, not an input_required result", b)
 	}
+
+	// A legacy client that declared elicitation can be asked: its calls
+	// stay on the upstream's 2026-07-28 session, whose input_required the
+	// gateway turns into a server request to it (mcp_input.go), which a
+	// stateless server under the handshake could not send.
+	status, asker, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{"elicitation": map[string]any{}}, "clientInfo": map[string]any{"name": "asker", "version": "1"}}})
+	if status != 200 || asker == "" {
+		t.Fatalf("initialize: %d %q", status, asker)
+	}
+	asked, final := legacyExchange(t, url, g.agentKey, asker, "era-ask-1", ask, func(map[string]any) map[string]any {
+		return map[string]any{"action": "accept", "content": map[string]any{"name": "Ada"}}
+	})
+	if b, _ := json.Marshal(final); len(asked) != 1 || asked[0]["method"] != "elicitation/create" || !strings.Contains(string(b), "Hello, Ada (state s1)") {
+		t.Errorf("a legacy client that declared elicitation: asked %v, answered %s; want one elicitation/create, then Hello, Ada (state s1)", asked, b)
+	}
 }
