@@ -195,7 +195,8 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		// The call's end unblocks the connection's reads and writes; the
 		// connection is then closed, not reused.
-		stop := context.AfterFunc(ctx, func() { _ = c.c.SetDeadline(aLongTimeAgo) })
+		nc := c.c
+		stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
 		n, err := c.c.Write(wb)
 		if err != nil {
 			stop()
