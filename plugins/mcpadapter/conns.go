@@ -42,9 +42,39 @@ type connTransport struct {
 // upConn is one connection to the upstream.
 type upConn struct {
 	c     net.Conn
+	lr    limitedConn // what br reads from: c, bounded while headers are read
 	br    *bufio.Reader
 	since time.Time // idle since
 }
+
+// maxAnswerHeader bounds what an upstream's answer may send before its
+// body (status line and headers, 1xx answers included), as net/http's
+// transport bounds it (MaxResponseHeaderBytes): an upstream sending
+// headers without end must not grow the adapter without bound.
+const maxAnswerHeader = 1 << 20
+
+// limitedConn reads from a connection, at most n bytes while n >= 0.
+type limitedConn struct {
+	c net.Conn
+	n int64
+}
+
+func (l *limitedConn) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return l.c.Read(p)
+	}
+	if l.n == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.c.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+var errHeaderTooLarge = fmt.Errorf("the upstream's answer sent more than %d bytes of headers", maxAnswerHeader)
 
 // newRawTransport returns the transport of the raw path's requests to the
 // upstream at rawURL: a connTransport for a plain-http upstream reached
@@ -244,7 +274,9 @@ func (t *connTransport) connect(ctx context.Context) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{c: nc, br: bufio.NewReaderSize(nc, 16<<10)}, nil
+	c := &upConn{c: nc, lr: limitedConn{c: nc, n: -1}}
+	c.br = bufio.NewReaderSize(&c.lr, 16<<10)
+	return c, nil
 }
 
 // buildRequest appends req to b: the request line, the headers and the
@@ -339,9 +371,15 @@ func validHeaderValue(v string) bool {
 
 // readResponse reads the answer's status and headers, past any 1xx.
 func (c *upConn) readResponse(req *http.Request) (*http.Response, error) {
+	// What br holds already was read under no bound: at most its size.
+	c.lr.n = maxAnswerHeader
+	defer func() { c.lr.n = -1 }()
 	for {
 		resp, err := http.ReadResponse(c.br, req)
 		if err != nil {
+			if c.lr.n == 0 {
+				return nil, errHeaderTooLarge
+			}
 			return nil, err
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {

@@ -193,6 +193,44 @@ func TestConnTransportReuse(t *testing.T) {
 	}
 }
 
+// TestConnTransportHeaderBound: an upstream that sends headers without
+// end gets the request failed once it has sent a MiB of them, as
+// net/http's transport bounds them, and its connection closed.
+func TestConnTransportHeaderBound(t *testing.T) {
+	tr := &connTransport{addr: "pipe", maxIdle: 4}
+	tr.dial = func(context.Context, string, string) (net.Conn, error) {
+		client, server := net.Pipe()
+		go func() {
+			defer server.Close()
+			br := bufio.NewReader(server)
+			if req, err := http.ReadRequest(br); err == nil {
+				_, _ = io.Copy(io.Discard, req.Body)
+			}
+			if _, err := io.WriteString(server, "HTTP/1.1 200 OK\r\n"); err != nil {
+				return
+			}
+			line := []byte("X-Filler: " + strings.Repeat("x", 1000) + "\r\n")
+			for range 4 << 10 { // 4 MiB of headers, unless the client stops reading
+				if _, err := server.Write(line); err != nil {
+					return
+				}
+			}
+		}()
+		return client, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://pipe/", strings.NewReader("{}"))
+	if _, err := tr.RoundTrip(req); !errors.Is(err, errHeaderTooLarge) {
+		t.Fatalf("endless headers: %v, want %v", err, errHeaderTooLarge)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.idle) != 0 {
+		t.Error("the connection went back to the pool")
+	}
+}
+
 // TestConnTransportIdleTimeout: connections left idle are closed after
 // the idle timeout, as net/http's transport closes its own.
 func TestConnTransportIdleTimeout(t *testing.T) {
