@@ -138,6 +138,50 @@ func TestRawLegacyCallsKeepTheirEra(t *testing.T) {
 	}
 }
 
+// TestRawLegacySlowHandshake: while the upstream takes its time answering
+// the handshake of the legacy session, the adapter's other calls are
+// served, legacy ones on its 2026-07-28 session; the call that opens it
+// gets it once the upstream answers.
+func TestRawLegacySlowHandshake(t *testing.T) {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "era", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "era", Description: "the era of the request"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		v, _ := req.Params.Meta[plugins.MetaProtocolVersion].(string)
+		if v == "" {
+			v = "handshake"
+		}
+		return text(v), nil, nil
+	})
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	ts := httptest.NewServer(intercepting(srv, func(w http.ResponseWriter, method string, id json.RawMessage) bool {
+		if method == "initialize" {
+			entered <- struct{}{}
+			<-release
+		}
+		return false
+	}))
+	defer ts.Close()
+	defer close(release)
+	a := configured(t, ts.URL+"/")
+
+	type answer struct{ seen, pv string }
+	first := make(chan answer, 1)
+	go func() {
+		seen, pv := eraOf(t, a, true)
+		first <- answer{seen, pv}
+	}()
+	<-entered // the legacy session's handshake is under way, and stuck
+	if seen, pv := eraOf(t, a, false); seen != plugins.FirstStatelessVersion || pv != plugins.FirstStatelessVersion {
+		t.Errorf("a 2026-07-28 call during the handshake: %q at %q", seen, pv)
+	}
+	if seen, pv := eraOf(t, a, true); seen != plugins.FirstStatelessVersion || pv != plugins.FirstStatelessVersion {
+		t.Errorf("another legacy call during the handshake: %q at %q, want it on the 2026-07-28 session", seen, pv)
+	}
+	release <- struct{}{}
+	if got := <-first; got.seen != "handshake" || got.pv != plugins.LegacyVersion {
+		t.Errorf("the call that opened the legacy session: %q at %q, want handshake at %s", got.seen, got.pv, plugins.LegacyVersion)
+	}
+}
+
 // TestRawLegacyFallsBack: an upstream that refuses the initialize
 // handshake serves legacy calls on the adapter's 2026-07-28 session, their
 // _meta rebuilt for it, and is not asked again at every call.

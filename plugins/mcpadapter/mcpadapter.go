@@ -48,10 +48,11 @@ type Adapter struct {
 	// handshake, kept beside a 2026-07-28 session for legacy calls
 	// (plugins.RawCall.Legacy); legacyRetry is when to try connecting it
 	// again after the upstream refused.
-	legacy      *mcp.ClientSession
-	legacyRetry time.Time
-	conn        *stdioConn // its connection, which raw calls share (stdio.go)
-	closed      bool
+	legacy           *mcp.ClientSession
+	legacyRetry      time.Time
+	legacyConnecting bool       // a call is opening legacy
+	conn             *stdioConn // its connection, which raw calls share (stdio.go)
+	closed           bool
 
 	progress  sync.Map // progress token → *progressSink
 	nextToken atomic.Int64
@@ -244,31 +245,47 @@ const legacyRetryAfter = time.Minute
 // session, as before, and is asked again after legacyRetryAfter.
 func (a *Adapter) sessionForCall(ctx context.Context, legacy bool) (*mcp.ClientSession, error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	cs, err := a.connectLocked(ctx)
-	if err != nil || !legacy || !modern(cs) || a.transport != plugins.TransportHTTP {
+	switch {
+	case err != nil || !legacy || !modern(cs) || a.transport != plugins.TransportHTTP:
+		a.mu.Unlock()
 		return cs, err
-	}
-	if a.legacy != nil {
-		return a.legacy, nil
-	}
-	if time.Now().Before(a.legacyRetry) {
+	case a.legacy != nil:
+		lcs := a.legacy
+		a.mu.Unlock()
+		return lcs, nil
+	case a.legacyConnecting || time.Now().Before(a.legacyRetry):
+		// Another call is opening it, or the upstream refused it lately.
+		a.mu.Unlock()
 		return cs, nil
 	}
+	// Opened outside the lock: an upstream slow to answer the handshake
+	// holds up this call only, not the adapter's others.
+	a.legacyConnecting = true
+	a.mu.Unlock()
 	lcs, err := a.client.Connect(ctx, a.httpTransport(), &mcp.ClientSessionOptions{ProtocolVersion: plugins.LegacyVersion})
 	if err == nil && modern(lcs) {
 		_ = lcs.Close()
 		err = errors.New("it answered the initialize handshake with a 2026-07-28 session")
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
+	a.mu.Lock()
+	a.legacyConnecting = false
+	switch {
+	case err != nil && ctx.Err() != nil:
+		a.mu.Unlock()
+		return nil, ctx.Err()
+	case err != nil:
 		a.legacyRetry = time.Now().Add(legacyRetryAfter)
+		a.mu.Unlock()
 		slog.Info("upstream refused a session under the initialize handshake: legacy calls share its 2026-07-28 session", "server", a.cfg.ID, "retry_in", legacyRetryAfter, "error", err)
 		return cs, nil
+	case a.closed:
+		a.mu.Unlock()
+		_ = lcs.Close()
+		return nil, errors.New("adapter closed")
 	}
 	a.legacy = lcs
+	a.mu.Unlock()
 	a.started(ctx, lcs)
 	return lcs, nil
 }
