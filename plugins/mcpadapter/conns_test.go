@@ -193,31 +193,39 @@ func TestConnTransportReuse(t *testing.T) {
 	}
 }
 
-// TestConnTransportHeaderBound: an upstream that sends headers without
-// end gets the request failed once it has sent a MiB of them, as
-// net/http's transport bounds them, and its connection closed.
-func TestConnTransportHeaderBound(t *testing.T) {
+// pipeTransport is a connTransport whose connections are pipes to an
+// upstream that reads one request and answers with answer, then closes.
+func pipeTransport(answer func(server net.Conn)) *connTransport {
 	tr := &connTransport{addr: "pipe", maxIdle: 4}
 	tr.dial = func(context.Context, string, string) (net.Conn, error) {
 		client, server := net.Pipe()
 		go func() {
 			defer server.Close()
-			br := bufio.NewReader(server)
-			if req, err := http.ReadRequest(br); err == nil {
+			if req, err := http.ReadRequest(bufio.NewReader(server)); err == nil {
 				_, _ = io.Copy(io.Discard, req.Body)
 			}
-			if _, err := io.WriteString(server, "HTTP/1.1 200 OK\r\n"); err != nil {
-				return
-			}
-			line := []byte("X-Filler: " + strings.Repeat("x", 1000) + "\r\n")
-			for range 4 << 10 { // 4 MiB of headers, unless the client stops reading
-				if _, err := server.Write(line); err != nil {
-					return
-				}
-			}
+			answer(server)
 		}()
 		return client, nil
 	}
+	return tr
+}
+
+// TestConnTransportHeaderBound: an upstream that sends headers without
+// end gets the request failed once it has sent a MiB of them, as
+// net/http's transport bounds them, and its connection closed.
+func TestConnTransportHeaderBound(t *testing.T) {
+	tr := pipeTransport(func(server net.Conn) {
+		if _, err := io.WriteString(server, "HTTP/1.1 200 OK\r\n"); err != nil {
+			return
+		}
+		line := []byte("X-Filler: " + strings.Repeat("x", 1000) + "\r\n")
+		for range 4 << 10 { // 4 MiB of headers, unless the client stops reading
+			if _, err := server.Write(line); err != nil {
+				return
+			}
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", "http://pipe/", strings.NewReader("{}"))
@@ -327,19 +335,7 @@ func FuzzConnTransportAnswer(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"))
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, answer []byte) {
-		tr := &connTransport{addr: "pipe", maxIdle: 4}
-		tr.dial = func(context.Context, string, string) (net.Conn, error) {
-			client, server := net.Pipe()
-			go func() {
-				defer server.Close()
-				br := bufio.NewReader(server)
-				if req, err := http.ReadRequest(br); err == nil {
-					_, _ = io.Copy(io.Discard, req.Body)
-				}
-				_, _ = server.Write(answer)
-			}()
-			return client, nil
-		}
+		tr := pipeTransport(func(server net.Conn) { _, _ = server.Write(answer) })
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, "POST", "http://pipe/", strings.NewReader("{}"))
