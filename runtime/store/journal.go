@@ -93,11 +93,11 @@ func appendFrame(b []byte, rec *AuditRecord) ([]byte, error) {
 	start := len(b)
 	b = append(b, journalMagic[:]...)
 	b = append(b, make([]byte, 8)...)
-	payload, err := json.Marshal(journalRecord{AuditRecord: rec, Arguments: string(rec.Arguments)})
+	b, err := appendRecordPayload(b, rec)
 	if err != nil {
 		return b[:start], err
 	}
-	b = append(b, payload...)
+	payload := b[start+frameHeader:]
 	binary.LittleEndian.PutUint32(b[start+4:], uint32(len(payload)))
 	binary.LittleEndian.PutUint32(b[start+8:], crc32.Checksum(payload, castagnoli))
 	return b, nil
