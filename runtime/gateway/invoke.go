@@ -280,6 +280,19 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	if isToolError(res) {
 		rec.Outcome = "tool returned an error result"
 	}
+	// An upstream asking for input (an input_required result, SEP-2322):
+	// the SDKs can neither answer it nor be asked, and would read it as an
+	// empty success. The call fails saying so, as a legacy MCP client that
+	// cannot be asked is answered (mcp_input.go).
+	ir, err := parseInputRequired(res)
+	switch {
+	case err != nil:
+		rec.Decision = store.Failed
+		return nil, &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q answered input_required, malformed: %v", req.MCP, err)}
+	case ir != nil:
+		rec.Decision = store.Failed
+		return nil, errorf(KindInputRequired, "MCP server %q needs input to run %s (%s), which POST /invoke cannot relay: call the tool through /mcp with a client that answers elicitation or sampling", req.MCP, action, ir.methodsOf())
+	}
 	return map[string]any{"jsonrpc": "2.0", "id": rec.RequestID, "result": res}, nil
 }
 

@@ -387,3 +387,24 @@ func TestMCPLegacyClientInputRoundsStdio(t *testing.T) {
 		t.Errorf("audit of ask over stdio: %d requests, %d outcomes, want 2 of each, the last ok", len(reqs), len(outs))
 	}
 }
+
+// TestInvokeInputRequired: POST /invoke to a tool whose upstream answers
+// input_required fails with 502 input_required, saying why, and is audited
+// as failed: the SDKs can neither answer nor be asked, and would read the
+// result as an empty success.
+func TestInvokeInputRequired(t *testing.T) {
+	up := httptest.NewServer(statelessOnly(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return askerServer() }, &mcp.StreamableHTTPOptions{Stateless: true}), func(string) {}))
+	t.Cleanup(up.Close)
+	g := adapterGateway(t, "1", nil)
+	g.pushServers("inv1", 1, allowAll(), bundle.Server{ID: "v2", Transport: "http", URL: up.URL + "/", ToolPrefix: "never"})
+	params := map[string]any{}
+	tok := g.issue("alice@example.com", step("v2", "confirm", params))
+	body, hdr := invokeRequestFor(tok, "v2", "confirm", params)
+	resp, b := g.send("POST", "/invoke", g.agentKey, json.RawMessage(body), hdr)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "input_required") || !strings.Contains(string(b), "elicitation/create") {
+		t.Fatalf("/invoke of a tool asking for input: %d %s; want 502 input_required naming elicitation/create", resp.StatusCode, b)
+	}
+	if rec := lastAudit(t, g); rec.Tool != "confirm" || rec.Decision != store.Failed || !strings.Contains(rec.Outcome, "input_required") {
+		t.Fatalf("audit = %+v, want confirm failed with input_required", rec)
+	}
+}
