@@ -366,7 +366,11 @@ func (ep *mcpEndpoint) readResource(ctx context.Context, c *catalog, req *mcp.Re
 		cctx, cancel := context.WithTimeout(ctx, ep.s.callTimeout())
 		defer cancel()
 		cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
-		return ep.s.cfg.Upstream.ReadResource(cctx, sv, req.Params.URI)
+		raw, err := ep.s.cfg.Upstream.ReadResource(cctx, sv, req.Params.URI)
+		if err == nil {
+			err = inputForLegacy(req.Params.Meta, sv.ID, "resources/read", raw)
+		}
+		return raw, err
 	})
 	if err != nil {
 		return nil, rpcError(err)
@@ -391,7 +395,11 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 		cctx, cancel := context.WithTimeout(ctx, ep.s.callTimeout())
 		defer cancel()
 		cctx = withUpstreamRequest(cctx, &upstreamRequest{extra: requestExtra(req.Params.Meta, req.Params.InputResponses, req.Params.RequestState)})
-		return ep.s.cfg.Upstream.GetPrompt(cctx, rt.server, rt.name, req.Params.Arguments)
+		raw, err := ep.s.cfg.Upstream.GetPrompt(cctx, rt.server, rt.name, req.Params.Arguments)
+		if err == nil {
+			err = inputForLegacy(req.Params.Meta, rt.server.ID, "prompts/get", raw)
+		}
+		return raw, err
 	})
 	if err != nil {
 		return nil, rpcError(err)
@@ -401,6 +409,22 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "malformed answer from MCP server " + rt.server.ID}
 	}
 	return res, nil
+}
+
+// inputForLegacy is the error a legacy client's resources/read or
+// prompts/get gets when its upstream answers input_required: this path
+// (the SDK's) has no event stream to ask the client on, and the client
+// would read the result as empty. A 2026-07-28 client (its _meta names its
+// version) gets the result, and answers it.
+func inputForLegacy(meta mcp.Meta, server, method string, raw json.RawMessage) error {
+	if v, _ := meta[plugins.MetaProtocolVersion].(string); v >= plugins.FirstStatelessVersion {
+		return nil
+	}
+	ir, err := parseInputRequired(raw)
+	if err != nil || ir == nil {
+		return nil // a malformed one is the decoding's to refuse
+	}
+	return errorf(KindInputRequired, "MCP server %q needs input for %s (%s), which the gateway cannot ask a client of protocol 2025-11-25 or earlier for on this method: use a 2026-07-28 client", server, method, ir.methodsOf())
 }
 
 // audited runs a resource or prompt read, call, under the audit rule of

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -406,5 +407,63 @@ func TestInvokeInputRequired(t *testing.T) {
 	}
 	if rec := lastAudit(t, g); rec.Tool != "confirm" || rec.Decision != store.Failed || !strings.Contains(rec.Outcome, "input_required") {
 		t.Fatalf("audit = %+v, want confirm failed with input_required", rec)
+	}
+}
+
+// TestMCPLegacyReadsNeedingInput: a resource read or a prompt an upstream
+// (whose session is 2026-07-28) answers with input_required is an error
+// -32036 for a legacy client, which this path cannot ask and which would
+// read the result as empty, and audited as failed; a 2026-07-28 client
+// gets the result as before.
+func TestMCPLegacyReadsNeedingInput(t *testing.T) {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "asker", Version: "1"}, nil)
+	ask := mcp.InputRequestMap{"ok": &mcp.ElicitParams{Message: "Go ahead?", RequestedSchema: &jsonschema.Schema{
+		Type: "object", Properties: map[string]*jsonschema.Schema{"answer": {Type: "string"}}}}}
+	srv.AddResource(&mcp.Resource{URI: "test://asker/secret", Name: "secret", MIMEType: "text/plain"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{InputRequests: ask, RequestState: "r1"}, nil
+	})
+	srv.AddPrompt(&mcp.Prompt{Name: "careful", Description: "asks first"}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{InputRequests: ask, RequestState: "p1"}, nil
+	})
+	up := httptest.NewServer(statelessOnly(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}), func(string) {}))
+	t.Cleanup(up.Close)
+	g := adapterGateway(t, "1", nil)
+	g.pushServers("rd1", 1, allowAll(), bundle.Server{ID: "asker", Transport: "http", URL: up.URL + "/", ToolPrefix: "never"})
+	url := g.http.URL + "/mcp"
+
+	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{"elicitation": map[string]any{}}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d %q", status, sid)
+	}
+	legacy := map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}
+	for _, tc := range []struct {
+		method string
+		params map[string]any
+	}{
+		{"resources/read", map[string]any{"uri": "test://asker/secret"}},
+		{"prompts/get", map[string]any{"name": "careful"}},
+	} {
+		msgs, _ := sseMessages(t, url, g.agentKey, legacy, map[string]any{"jsonrpc": "2.0", "id": 2, "method": tc.method, "params": tc.params})
+		b, _ := json.Marshal(msgs)
+		if len(msgs) != 1 || msgs[0]["error"] == nil || !strings.Contains(string(b), "-32036") || !strings.Contains(string(b), "elicitation/create") {
+			t.Errorf("legacy %s of an upstream asking for input: %s, want error -32036 naming elicitation/create", tc.method, b)
+		}
+		if rec := lastAudit(t, g); rec.Tool != tc.method || rec.Decision != store.Failed || !strings.Contains(rec.Outcome, "input_required") {
+			t.Errorf("audit of the legacy %s: %+v, want failed, input_required", tc.method, rec)
+		}
+
+		modern := maps.Clone(tc.params)
+		modern["_meta"] = map[string]any{"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": map[string]any{"elicitation": map[string]any{}}}
+		hdr := map[string]string{headerProtocol: "2026-07-28", "Mcp-Method": tc.method}
+		if n, ok := tc.params["name"].(string); ok {
+			hdr["Mcp-Name"] = n
+		} else {
+			hdr["Mcp-Name"] = tc.params["uri"].(string)
+		}
+		msgs, _ = sseMessages(t, url, g.agentKey, hdr, map[string]any{"jsonrpc": "2.0", "id": 3, "method": tc.method, "params": modern})
+		if b, _ := json.Marshal(msgs); len(msgs) != 1 || !strings.Contains(string(b), `"input_required"`) {
+			t.Errorf("2026-07-28 %s: %s, want the input_required result", tc.method, b)
+		}
 	}
 }
