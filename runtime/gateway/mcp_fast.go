@@ -16,6 +16,8 @@ import (
 	"github.com/armoriq/controlplane/plugins"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/armoriq/controlplane/runtime/internal/jsontext"
 )
 
 // The fast path answers every well-formed tools/call without the SDK: the
@@ -724,7 +726,7 @@ func encodeObject(m map[string]bodyJSON, size int) json.RawMessage {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = appendJSONString(out, k)
+		out = jsontext.AppendString(out, k)
 		out = append(out, ':')
 		if v := m[k]; len(v) > 0 {
 			out = append(out, v...)

@@ -8,7 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/armoriq/controlplane/runtime/internal/jsontext"
 )
 
 // Two different things happen to secret-looking arguments, and they use
@@ -1055,7 +1056,7 @@ func (e *redactEncoder) value(v any, aws bool) error {
 		if aws {
 			s = scrubAWSSecret(s)
 		}
-		e.buf = appendJSONString(e.buf, s)
+		e.buf = jsontext.AppendString(e.buf, s)
 	case json.Number:
 		if x == "" {
 			x = "0" // as json.Marshal encodes an empty Number
@@ -1089,11 +1090,11 @@ func (e *redactEncoder) value(v any, aws bool) error {
 			if i > 0 {
 				e.buf = append(e.buf, ',')
 			}
-			e.buf = appendJSONString(e.buf, en.name)
+			e.buf = jsontext.AppendString(e.buf, en.name)
 			e.buf = append(e.buf, ':')
 			c := e.class(en.name)
 			if c.secret && !keepUnderSecretName(en.val, c.measure) {
-				e.buf = appendJSONString(e.buf, redacted)
+				e.buf = jsontext.AppendString(e.buf, redacted)
 				continue
 			}
 			e.depth++
@@ -1126,59 +1127,4 @@ func (e *redactEncoder) value(v any, aws bool) error {
 		e.buf = append(e.buf, b...)
 	}
 	return nil
-}
-
-// appendJSONString appends s as a JSON string, escaped exactly as
-// encoding/json escapes it (HTML characters, U+2028 and U+2029 included;
-// invalid UTF-8 becomes U+FFFD).
-func appendJSONString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

@@ -5,15 +5,16 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/armoriq/controlplane/runtime/internal/jsontext"
 )
 
 // appendRecordPayload appends rec as a journal frame's payload: JSON that
 // decodes to what json.Marshal(journalRecord{rec, string(rec.Arguments)})
 // decodes to (FuzzRecordPayload checks it), written field by field.
 // encoding/json's reflection was a fifth of a record's append on the call
-// path; this is the same text less the escapes a decoder undoes alike
-// (<, > and & in strings, U+2028 and U+2029 are left as they are).
+// path; strings are escaped as encoding/json escapes them
+// (jsontext.AppendString).
 func appendRecordPayload(b []byte, rec *AuditRecord) ([]byte, error) {
 	at := rec.Time.UTC() // as decodeFrame reads it back
 	if y := at.Year(); y < 0 || y > 9999 {
@@ -71,7 +72,7 @@ func appendStringField(b []byte, name, v string) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	return appendJSONString(b, v)
+	return jsontext.AppendString(b, v)
 }
 
 func appendIntField(b []byte, name string, v int64) []byte {
@@ -94,48 +95,3 @@ func appendBytesField(b []byte, name string, v []byte) []byte {
 	b = base64.StdEncoding.AppendEncode(b, v)
 	return append(b, '"')
 }
-
-// appendJSONString appends s as a JSON string, each byte of invalid UTF-8
-// replaced by U+FFFD as encoding/json replaces it.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-const hexDigits = "0123456789abcdef"
