@@ -257,50 +257,17 @@ func testRelaysServerRequests(t *testing.T, opts ...gatewayOpt) {
 	if status != 200 || sid == "" {
 		t.Fatalf("initialize: %d %q", status, sid)
 	}
-	post := func(key string, msg map[string]any) *http.Response {
-		b, _ := json.Marshal(msg)
-		req, _ := http.NewRequest("POST", url, bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set(headerSessionID, sid)
-		req.Header.Set(headerProtocol, "2025-11-25")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+	call := map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "elicit", "arguments": map[string]any{}}}
+	asked, final := legacyExchange(t, url, g.agentKey, sid, "relay-1", call, func(req map[string]any) map[string]any {
+		answer := map[string]any{"action": "accept", "content": map[string]any{"name": "Ada"}}
+		// Only the key the call runs under may answer.
+		if status, _, _ := rawMCP(t, url, other, sid, map[string]any{"jsonrpc": "2.0", "id": req["id"], "result": answer}); status == http.StatusAccepted {
+			t.Errorf("another key's answer: %d, want it refused", status)
 		}
-		return resp
-	}
-	resp := post(g.agentKey, map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "elicit", "arguments": map[string]any{}}})
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	var result string
-	for sc.Scan() {
-		d, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(d), &m); err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case m["method"] == "elicitation/create":
-			answer := map[string]any{"jsonrpc": "2.0", "id": m["id"], "result": map[string]any{"action": "accept", "content": map[string]any{"name": "Ada"}}}
-			// Only the key the call runs under may answer.
-			if r := post(other, answer); r.StatusCode == http.StatusAccepted {
-				t.Errorf("another key's answer: %d, want it refused", r.StatusCode)
-			}
-			if r := post(g.agentKey, answer); r.StatusCode != http.StatusAccepted {
-				t.Fatalf("the answer: %d, want 202", r.StatusCode)
-			}
-		case m["result"] != nil:
-			b, _ := json.Marshal(m["result"])
-			result = string(b)
-		}
-	}
-	if !strings.Contains(result, "Hello, Ada") {
-		t.Fatalf("tools/call elicit: result %s, want Hello, Ada", result)
+		return answer
+	})
+	if b, _ := json.Marshal(final); len(asked) != 1 || asked[0]["method"] != "elicitation/create" || !strings.Contains(string(b), "Hello, Ada") {
+		t.Fatalf("tools/call elicit: asked %v, answered %s; want one elicitation/create, then Hello, Ada", asked, b)
 	}
 	if rec := lastAudit(t, g); rec.Tool != "elicit" || rec.Decision != "allowed" {
 		t.Fatalf("audit = %+v", rec)
