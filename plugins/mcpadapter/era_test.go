@@ -16,13 +16,10 @@ import (
 	"github.com/armoriq/controlplane/plugins"
 )
 
-// eraUpstream is a real go-sdk server (stateless, both protocol eras) whose
-// tool "era" says which era served the request: the protocol version in
-// its _meta (2026-07-28), or "handshake" when there is none (the
-// initialize handshake). With refuse set it answers every initialize
-// request with a JSON-RPC error, as a server of 2026-07-28 only would;
-// inits counts the initialize requests it saw.
-func eraUpstream(t *testing.T, refuse bool) (url string, inits *atomic.Int64) {
+// eraServer is a go-sdk server whose tool "era" says which era served the
+// request: the protocol version in its _meta (2026-07-28), or "handshake"
+// when there is none (the initialize handshake).
+func eraServer() *mcp.Server {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "era", Version: "1"}, nil)
 	mcp.AddTool(srv, &mcp.Tool{Name: "era", Description: "the era of the request"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		v, _ := req.Params.Meta[plugins.MetaProtocolVersion].(string)
@@ -31,6 +28,17 @@ func eraUpstream(t *testing.T, refuse bool) (url string, inits *atomic.Int64) {
 		}
 		return text(v), nil, nil
 	})
+	return srv
+}
+
+// eraUpstream is a real go-sdk server (stateless, both protocol eras) whose
+// tool "era" says which era served the request: the protocol version in
+// its _meta (2026-07-28), or "handshake" when there is none (the
+// initialize handshake). With refuse set it answers every initialize
+// request with a JSON-RPC error, as a server of 2026-07-28 only would;
+// inits counts the initialize requests it saw.
+func eraUpstream(t *testing.T, refuse bool) (url string, inits *atomic.Int64) {
+	srv := eraServer()
 	inits = new(atomic.Int64)
 	ts := httptest.NewServer(intercepting(srv, func(w http.ResponseWriter, method string, id json.RawMessage) bool {
 		if method != "initialize" {
@@ -143,14 +151,7 @@ func TestRawLegacyCallsKeepTheirEra(t *testing.T) {
 // served, legacy ones on its 2026-07-28 session; the call that opens it
 // gets it once the upstream answers.
 func TestRawLegacySlowHandshake(t *testing.T) {
-	srv := mcp.NewServer(&mcp.Implementation{Name: "era", Version: "1"}, nil)
-	mcp.AddTool(srv, &mcp.Tool{Name: "era", Description: "the era of the request"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
-		v, _ := req.Params.Meta[plugins.MetaProtocolVersion].(string)
-		if v == "" {
-			v = "handshake"
-		}
-		return text(v), nil, nil
-	})
+	srv := eraServer()
 	entered, release := make(chan struct{}, 1), make(chan struct{})
 	ts := httptest.NewServer(intercepting(srv, func(w http.ResponseWriter, method string, id json.RawMessage) bool {
 		if method == "initialize" {
