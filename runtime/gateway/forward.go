@@ -120,11 +120,15 @@ func (r *upstreamRequest) metaMap() map[string]any {
 }
 
 // legacyClient reports whether the call's client speaks the initialize
-// handshake, or is no MCP client at all (POST /invoke): its _meta names no
-// protocol version of 2026-07-28 or later, which every request of that
-// era carries (SEP-2575).
-func (r *upstreamRequest) legacyClient() bool {
-	v, _ := r.meta[plugins.MetaProtocolVersion].(string)
+// handshake, or is no MCP client at all (POST /invoke): see legacyMeta.
+func (r *upstreamRequest) legacyClient() bool { return legacyMeta(r.meta) }
+
+// legacyMeta reports whether a request whose _meta is meta comes from a
+// client of the initialize handshake (protocol 2025-11-25 or earlier), or
+// from none (POST /invoke): its _meta names no protocol version of
+// 2026-07-28 or later, which every request of that era carries (SEP-2575).
+func legacyMeta(meta map[string]any) bool {
+	v, _ := meta[plugins.MetaProtocolVersion].(string)
 	return v < plugins.FirstStatelessVersion
 }
 

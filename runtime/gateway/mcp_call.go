@@ -71,12 +71,8 @@ type toolCall struct {
 }
 
 // legacyClient reports whether the call's client speaks the initialize
-// handshake: its _meta names no protocol version of 2026-07-28 or later,
-// which every request of that era carries (SEP-2575).
-func (tc *toolCall) legacyClient() bool {
-	v, _ := tc.meta[plugins.MetaProtocolVersion].(string)
-	return v < firstStatelessVersion
-}
+// handshake (legacyMeta).
+func (tc *toolCall) legacyClient() bool { return legacyMeta(tc.meta) }
 
 func (ep *mcpEndpoint) toolHandler(rt route) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {

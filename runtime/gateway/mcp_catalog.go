@@ -417,7 +417,7 @@ func (ep *mcpEndpoint) getPrompt(ctx context.Context, c *catalog, req *mcp.GetPr
 // would read the result as empty. A 2026-07-28 client (its _meta names its
 // version) gets the result, and answers it.
 func inputForLegacy(meta mcp.Meta, server, method string, raw json.RawMessage) error {
-	if v, _ := meta[plugins.MetaProtocolVersion].(string); v >= plugins.FirstStatelessVersion {
+	if !legacyMeta(meta) {
 		return nil
 	}
 	ir, err := parseInputRequired(raw)
