@@ -14,10 +14,9 @@ import (
 	"sync"
 
 	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/armoriq/controlplane/runtime/internal/jsontext"
 )
 
 // The fast path answers every well-formed tools/call without the SDK: the
@@ -726,7 +725,7 @@ func encodeObject(m map[string]bodyJSON, size int) json.RawMessage {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = jsontext.AppendString(out, k)
+		out = store.AppendJSONString(out, k)
 		out = append(out, ':')
 		if v := m[k]; len(v) > 0 {
 			out = append(out, v...)

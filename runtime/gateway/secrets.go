@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/armoriq/controlplane/runtime/internal/jsontext"
+	"github.com/armoriq/controlplane/runtime/store"
 )
 
 // Two different things happen to secret-looking arguments, and they use
@@ -1056,7 +1056,7 @@ func (e *redactEncoder) value(v any, aws bool) error {
 		if aws {
 			s = scrubAWSSecret(s)
 		}
-		e.buf = jsontext.AppendString(e.buf, s)
+		e.buf = store.AppendJSONString(e.buf, s)
 	case json.Number:
 		if x == "" {
 			x = "0" // as json.Marshal encodes an empty Number
@@ -1090,11 +1090,11 @@ func (e *redactEncoder) value(v any, aws bool) error {
 			if i > 0 {
 				e.buf = append(e.buf, ',')
 			}
-			e.buf = jsontext.AppendString(e.buf, en.name)
+			e.buf = store.AppendJSONString(e.buf, en.name)
 			e.buf = append(e.buf, ':')
 			c := e.class(en.name)
 			if c.secret && !keepUnderSecretName(en.val, c.measure) {
-				e.buf = jsontext.AppendString(e.buf, redacted)
+				e.buf = store.AppendJSONString(e.buf, redacted)
 				continue
 			}
 			e.depth++

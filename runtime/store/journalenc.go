@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/armoriq/controlplane/runtime/internal/jsontext"
 )
 
 // appendRecordPayload appends rec as a journal frame's payload: JSON that
@@ -14,7 +12,7 @@ import (
 // decodes to (FuzzRecordPayload checks it), written field by field.
 // encoding/json's reflection was a fifth of a record's append on the call
 // path; strings are escaped as encoding/json escapes them
-// (jsontext.AppendString).
+// (AppendJSONString).
 func appendRecordPayload(b []byte, rec *AuditRecord) ([]byte, error) {
 	at := rec.Time.UTC() // as decodeFrame reads it back
 	if y := at.Year(); y < 0 || y > 9999 {
@@ -72,7 +70,7 @@ func appendStringField(b []byte, name, v string) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	return jsontext.AppendString(b, v)
+	return AppendJSONString(b, v)
 }
 
 func appendIntField(b []byte, name string, v int64) []byte {

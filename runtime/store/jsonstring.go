@@ -1,14 +1,14 @@
-// Package jsontext writes JSON text by hand where encoding/json's
-// reflection costs too much on a hot path: the gateway's redacted
-// arguments and answers, the audit journal's frames.
-package jsontext
+package store
 
 import "unicode/utf8"
 
-// AppendString appends s to dst as a JSON string, escaped exactly as
+// The journal writes its frames by hand (journalenc.go), and the gateway
+// its redacted arguments: both write strings with AppendJSONString.
+
+// AppendJSONString appends s to dst as a JSON string, escaped exactly as
 // encoding/json escapes it (HTML characters, U+2028 and U+2029 included;
 // invalid UTF-8 becomes U+FFFD).
-func AppendString(dst []byte, s string) []byte {
+func AppendJSONString(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	start := 0

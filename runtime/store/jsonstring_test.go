@@ -1,21 +1,21 @@
-package jsontext
+package store
 
 import (
 	"encoding/json"
 	"testing"
 )
 
-// FuzzAppendString: AppendString writes what encoding/json writes for a
+// FuzzAppendJSONString: AppendJSONString writes what encoding/json writes for a
 // string, byte for byte (HTML characters, U+2028 and U+2029 escaped,
 // invalid UTF-8 as U+FFFD).
-func FuzzAppendString(f *testing.F) {
+func FuzzAppendJSONString(f *testing.F) {
 	for _, s := range []string{"", "plain", "quote \" backslash \\", "<b>&</b>", "\u2028\u2029", "\x00\x1f\x7f", "a\xffb\xc3", "Zürich 🌍", "\b\f\n\r\t"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		want, _ := json.Marshal(s)
-		if got := AppendString([]byte("x"), s); string(got) != "x"+string(want) {
-			t.Errorf("AppendString(%q) = %s, want %s", s, got[1:], want)
+		if got := AppendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("AppendJSONString(%q) = %s, want %s", s, got[1:], want)
 		}
 	})
 }
