@@ -28,6 +28,7 @@ func (s *grpcServer) Configure(ctx context.Context, req *proto.ServerConfig) (*p
 		Args:      req.GetArgs(),
 		Env:       req.GetEnv(),
 		Headers:   req.GetHeaders(),
+		Protocol:  req.GetProtocol(),
 	}
 	if err := s.impl.Configure(ctx, cfg); err != nil {
 		return nil, toStatus(err)
@@ -128,6 +129,7 @@ func (c *grpcClient) Configure(ctx context.Context, cfg ServerConfig) error {
 		Args:      cfg.Args,
 		Env:       cfg.Env,
 		Headers:   cfg.Headers,
+		Protocol:  cfg.Protocol,
 	})
 	return fromStatus(err)
 }

@@ -53,6 +53,7 @@ func (s *grpcServerV2) Configure(ctx context.Context, req *protov2.ServerConfig)
 		Args:      req.GetArgs(),
 		Env:       req.GetEnv(),
 		Headers:   req.GetHeaders(),
+		Protocol:  req.GetProtocol(),
 	}
 	if err := s.impl.Configure(ctx, cfg); err != nil {
 		return nil, toStatus(err)
@@ -312,6 +313,7 @@ func (c *grpcClientV2) Configure(ctx context.Context, cfg ServerConfig) error {
 		Args:      cfg.Args,
 		Env:       cfg.Env,
 		Headers:   cfg.Headers,
+		Protocol:  cfg.Protocol,
 	})
 	return fromStatus(err)
 }

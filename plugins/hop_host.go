@@ -459,10 +459,8 @@ func internPath(b []byte) string {
 	return string(b)
 }
 
-var knownVersions = []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
-
 func internVersion(b []byte) string {
-	for _, v := range knownVersions {
+	for _, v := range protocolVersions {
 		if string(b) == v {
 			return v
 		}

@@ -354,6 +354,9 @@ func (h *Host) launch(ctx context.Context, cfg ServerConfig) (*proc, error) {
 			return nil, fmt.Errorf("adapter %q: %w", cfg.ID, err)
 		}
 	}
+	if err := checkProtocol(cfg); err != nil {
+		return nil, err
+	}
 	var (
 		path string
 		args []string
@@ -444,6 +447,22 @@ func (h *Host) self() (string, error) {
 		return "", fmt.Errorf("finding the armoriq executable: %w", err)
 	}
 	return path, nil
+}
+
+// checkProtocol refuses a protocol pin that would not hold: a version the
+// built-in adapters do not speak, or a pin on a custom adapter, which may
+// have been built before ServerConfig.Protocol and would then ignore it
+// and run unpinned.
+func checkProtocol(cfg ServerConfig) error {
+	switch {
+	case cfg.Protocol == "":
+		return nil
+	case cfg.Transport == TransportPlugin:
+		return &configError{fmt.Errorf("adapter %q: protocol %q: only the built-in http and stdio adapters honour a protocol pin, not a custom adapter", cfg.ID, cfg.Protocol)}
+	case !KnownProtocol(cfg.Protocol):
+		return &configError{fmt.Errorf("adapter %q: protocol %q is not an MCP protocol version the adapters speak (%s)", cfg.ID, cfg.Protocol, strings.Join(protocolVersions[:], ", "))}
+	}
+	return nil
 }
 
 // checkPinned refuses a custom adapter whose file does not have the pinned

@@ -155,6 +155,14 @@ type ServerConfig struct {
 	Timeout time.Duration
 	// MaxConcurrent bounds the calls in flight; zero means the host's default.
 	MaxConcurrent int
+	// Protocol caps the MCP protocol version the adapter offers its
+	// upstream (one of ProtocolVersions); empty means the newest first.
+	// Below FirstStatelessVersion the adapter opens its one session with
+	// the initialize handshake at that version, as with an upstream that
+	// speaks nothing newer. Only the built-in adapters honour it: the host
+	// refuses to run a pinned server on a custom one (TransportPlugin),
+	// which may have been built before the field and ignore it.
+	Protocol string
 }
 
 // Progress is one progress notification of a tool call.

@@ -88,6 +88,17 @@ const FirstStatelessVersion = "2026-07-28"
 // handshake.
 const LegacyVersion = "2025-11-25"
 
+// protocolVersions are the MCP protocol versions the built-in adapters
+// speak (those of go-sdk v1.8.0), newest first.
+var protocolVersions = [...]string{FirstStatelessVersion, LegacyVersion, "2025-06-18", "2025-03-26", "2024-11-05"}
+
+// ProtocolVersions returns the MCP protocol versions the built-in adapters
+// speak, newest first: what ServerConfig.Protocol may name.
+func ProtocolVersions() []string { return slices.Clone(protocolVersions[:]) }
+
+// KnownProtocol reports whether v is one of ProtocolVersions.
+func KnownProtocol(v string) bool { return slices.Contains(protocolVersions[:], v) }
+
 // SameEnvelope reports whether params whose _meta was built with
 // UpstreamMeta for protocol version built can go to a session speaking pv
 // as they are: under the initialize handshake the envelope is the same for

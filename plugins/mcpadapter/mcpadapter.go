@@ -7,7 +7,10 @@
 // Each adapter keeps one client session to its upstream and reconnects when
 // the session breaks. The SDK negotiates the protocol version: it first
 // tries the stateless 2026-07-28 protocol (server/discover) and falls back
-// to the initialize handshake of 2025-11-25 and earlier, down to 2025-03-26.
+// to the initialize handshake of 2025-11-25 and earlier, down to 2024-11-05.
+// A server's protocol pin (plugins.ServerConfig.Protocol) caps the version
+// offered: below 2026-07-28 the session opens with the initialize
+// handshake at that version.
 package mcpadapter
 
 import (
@@ -110,6 +113,9 @@ func (a *Adapter) Configure(ctx context.Context, cfg plugins.ServerConfig) error
 			return fmt.Errorf("server %q: transport stdio needs a command", cfg.ID)
 		}
 	}
+	if cfg.Protocol != "" && !plugins.KnownProtocol(cfg.Protocol) {
+		return fmt.Errorf("server %q: protocol %q is not an MCP protocol version this adapter speaks (%s)", cfg.ID, cfg.Protocol, strings.Join(plugins.ProtocolVersions(), ", "))
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.client != nil {
@@ -180,7 +186,7 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 	default:
 		return nil, fmt.Errorf("unknown transport %q", a.transport)
 	}
-	cs, err := a.client.Connect(ctx, t, nil)
+	cs, err := a.client.Connect(ctx, t, a.sessionOptions())
 	if err != nil {
 		if child != nil && child.Process != nil {
 			killGroup(child.Process.Pid)
@@ -190,12 +196,43 @@ func (a *Adapter) connectLocked(ctx context.Context) (*mcp.ClientSession, error)
 		}
 		return nil, fmt.Errorf("connecting to %s: %w", a.upstream(), err)
 	}
+	if err := a.checkPin(cs); err != nil {
+		if child != nil && child.Process != nil {
+			killGroup(child.Process.Pid)
+		}
+		return nil, fmt.Errorf("connecting to %s: %w", a.upstream(), err)
+	}
 	a.session, a.child = cs, child
 	if st != nil {
 		a.conn = st.conn
 	}
 	a.started(ctx, cs)
 	return cs, nil
+}
+
+// sessionOptions are the options of the adapter's session: the protocol
+// version it offers first, the pinned one (ServerConfig.Protocol) if any.
+// Below 2026-07-28 the SDK skips server/discover and opens the session with
+// the initialize handshake at that version.
+func (a *Adapter) sessionOptions() *mcp.ClientSessionOptions {
+	if a.cfg.Protocol == "" {
+		return nil
+	}
+	return &mcp.ClientSessionOptions{ProtocolVersion: a.cfg.Protocol}
+}
+
+// checkPin refuses a session of a newer protocol version than the pin: an
+// upstream that does not speak the pinned version answers the handshake
+// with one it does, which may be newer. The pin is a cap the operator set,
+// so the adapter fails to start, saying why, rather than run above it.
+// cs is closed on error.
+func (a *Adapter) checkPin(cs *mcp.ClientSession) error {
+	pin := a.cfg.Protocol
+	if pv := protocolVersion(cs); pin != "" && pv > pin {
+		_ = cs.Close()
+		return fmt.Errorf("the upstream answered the initialize handshake with protocol %s, newer than the server's protocol pin %s: pin a version it speaks", pv, pin)
+	}
+	return nil
 }
 
 // httpTransport is the SDK client's transport to the HTTP upstream.

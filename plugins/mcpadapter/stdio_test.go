@@ -32,6 +32,8 @@ func TestMain(m *testing.M) {
 		serve = func() error { return serveStdioTestServer(stdioserver.Transport()) }
 	case "stdio-server-unreadable":
 		serve = serveUnreadable
+	case "stdio-era":
+		serve = func() error { return pinServer(nil).Run(context.Background(), stdioserver.Transport()) } // pin_test.go
 	default:
 		os.Exit(m.Run())
 	}

@@ -69,14 +69,21 @@ func (*Empty) Descriptor() ([]byte, []int) {
 }
 
 type ServerConfig struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Transport     string                 `protobuf:"bytes,2,opt,name=transport,proto3" json:"transport,omitempty"` // http | stdio | plugin
-	Url           string                 `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
-	Command       string                 `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
-	Args          []string               `protobuf:"bytes,5,rep,name=args,proto3" json:"args,omitempty"`
-	Env           map[string]string      `protobuf:"bytes,6,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`         // resolved values
-	Headers       map[string]string      `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // resolved values, e.g. Authorization
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Transport string                 `protobuf:"bytes,2,opt,name=transport,proto3" json:"transport,omitempty"` // http | stdio | plugin
+	Url       string                 `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	Command   string                 `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
+	Args      []string               `protobuf:"bytes,5,rep,name=args,proto3" json:"args,omitempty"`
+	Env       map[string]string      `protobuf:"bytes,6,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`         // resolved values
+	Headers   map[string]string      `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // resolved values, e.g. Authorization
+	// protocol caps the MCP protocol version the adapter offers its upstream
+	// (a server's protocol in armoriq.yaml), e.g. "2025-11-25": below
+	// 2026-07-28 it opens its session with the initialize handshake at that
+	// version. Empty: the newest first. An adapter built before this field
+	// ignores it, so the host runs a pinned server on its built-in adapters
+	// only.
+	Protocol      string `protobuf:"bytes,8,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,6 +165,13 @@ func (x *ServerConfig) GetHeaders() map[string]string {
 		return x.Headers
 	}
 	return nil
+}
+
+func (x *ServerConfig) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
 }
 
 type ListRequest struct {
@@ -666,7 +680,7 @@ var File_adapter_proto protoreflect.FileDescriptor
 const file_adapter_proto_rawDesc = "" +
 	"\n" +
 	"\radapter.proto\x12\x12armoriq.plugins.v1\"\a\n" +
-	"\x05Empty\"\xf6\x02\n" +
+	"\x05Empty\"\x92\x03\n" +
 	"\fServerConfig\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\ttransport\x18\x02 \x01(\tR\ttransport\x12\x10\n" +
@@ -674,7 +688,8 @@ const file_adapter_proto_rawDesc = "" +
 	"\acommand\x18\x04 \x01(\tR\acommand\x12\x12\n" +
 	"\x04args\x18\x05 \x03(\tR\x04args\x12;\n" +
 	"\x03env\x18\x06 \x03(\v2).armoriq.plugins.v1.ServerConfig.EnvEntryR\x03env\x12G\n" +
-	"\aheaders\x18\a \x03(\v2-.armoriq.plugins.v1.ServerConfig.HeadersEntryR\aheaders\x1a6\n" +
+	"\aheaders\x18\a \x03(\v2-.armoriq.plugins.v1.ServerConfig.HeadersEntryR\aheaders\x12\x1a\n" +
+	"\bprotocol\x18\b \x01(\tR\bprotocol\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
