@@ -258,6 +258,7 @@ func (c *compilation) servers() []bundle.Server {
 			Args:        s.Args,
 			Path:        s.Path,
 			SHA256:      s.SHA256,
+			Protocol:    s.Protocol,
 		}
 		if bs.Transport == "" {
 			bs.Transport = schema.TransportHTTP

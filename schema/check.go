@@ -136,6 +136,9 @@ func checkServers(root *node, ds *Diagnostics) serverIDs {
 		if t == "" || t == TransportHTTP {
 			checkURL(s.get("url"), p+".url", ds)
 		}
+		if pn := s.get("protocol"); pn != nil && t == TransportPlugin {
+			ds.errorf(pn.pos, p+".protocol", "a protocol pin applies to transport http or stdio: a custom adapter (transport plugin) chooses its own protocol version")
+		}
 		if a := s.get("auth"); a != nil && a.kind == kMap {
 			checkSecret(a.get("token"), p+".auth.token", ds)
 			checkSecret(a.get("api_key"), p+".auth.api_key", ds)

@@ -57,6 +57,13 @@ const (
 	TransportPlugin = "plugin"
 )
 
+// ProtocolVersions returns the MCP protocol versions a server's protocol
+// may name (armoriq.cue's #ProtocolVersion), newest first: those the
+// built-in adapters speak.
+func ProtocolVersions() []string {
+	return []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
+}
+
 // Tool prefix modes.
 const (
 	PrefixAlways      = "always"
@@ -77,7 +84,10 @@ type Server struct {
 	Path        string            `json:"path,omitempty"`   // plugin binary
 	SHA256      string            `json:"sha256,omitempty"` // pinned plugin digest
 	ToolPrefix  string            `json:"tool_prefix"`      // defaulted to "conditional"
-	Pos         Pos               `json:"-"`                // position of the entry
+	// Protocol caps the MCP protocol version the adapter offers the
+	// server, one of ProtocolVersions; empty: the newest first.
+	Protocol string `json:"protocol,omitempty"`
+	Pos      Pos    `json:"-"` // position of the entry
 }
 
 // Auth is an MCP server's upstream credential. Secret values are normally

@@ -234,7 +234,7 @@ var knownKeys = map[string][]string{
 	"":            {"version", "identity", "environment", "proxy", "mcp_servers", "groups", "policy", "intent", "tests", "gateways", "identity_providers"},
 	"identity":    {"api_key", "user_id", "agent_id"},
 	"proxy":       {"url", "timeout", "max_retries"},
-	"mcp_servers": {"id", "url", "description", "auth", "transport", "tool_prefix", "command", "args", "env", "path", "sha256"},
+	"mcp_servers": {"id", "url", "description", "auth", "transport", "tool_prefix", "protocol", "command", "args", "env", "path", "sha256"},
 	"auth":        {"type", "token", "api_key", "header_name"},
 	"policy":      {"allow", "deny", "rules"},
 	"rules":       {"name", "effect", "tools", "users", "groups", "agents", "when", "reason", "approvers"},

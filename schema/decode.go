@@ -95,6 +95,7 @@ func decodeServer(n *node) Server {
 		Path:        str(n.get("path")),
 		SHA256:      str(n.get("sha256")),
 		ToolPrefix:  str(n.get("tool_prefix")),
+		Protocol:    str(n.get("protocol")),
 		Pos:         n.pos,
 	}
 	if s.Transport == "" {

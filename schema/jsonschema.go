@@ -128,6 +128,7 @@ func jsonSchemaFixes(s map[string]any) error {
 	describeProp(sprops, "id", "The server's id: letters, digits, _ and -. Tools are named id/tool.")
 	describeProp(sprops, "transport", "How the gateway reaches the server: http (default, with url), stdio (with command) or plugin (with path and sha256).")
 	describeProp(sprops, "sha256", "The plugin binary's SHA-256, in hex (transport plugin).")
+	describeProp(sprops, "protocol", "The newest MCP protocol version the gateway's adapter offers the server (transport http or stdio). Without it: 2026-07-28 first, then the initialize handshake. Below 2026-07-28: the initialize handshake at that version, for clients of both eras.")
 
 	if a, ok := defs["Auth"]; !ok || a != true {
 		return fmt.Errorf("$defs.Auth is %v, expected the encoder's true", a)

@@ -184,7 +184,11 @@ func printBundle(w io.Writer, b *bundle.Bundle, sig *bundle.Signature) {
 		if s.Auth != nil {
 			auth = s.Auth.Type + " " + s.Auth.ValueRef
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.ID, s.Transport, target, auth, s.ToolPrefix)
+		transport := s.Transport
+		if s.Protocol != "" {
+			transport += " (protocol " + s.Protocol + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.ID, transport, target, auth, s.ToolPrefix)
 	}
 	tw.Flush()
 }

@@ -131,6 +131,11 @@ type Server struct {
 	Env         map[string]string `json:"env,omitempty"` // values are literals or $VAR names
 	Path        string            `json:"path,omitempty"`
 	SHA256      string            `json:"sha256,omitempty"`
+	// Protocol caps the MCP protocol version the server's adapter offers
+	// it (armoriq.yaml's protocol); empty, and then absent from the JSON,
+	// for the newest first, so a bundle without pins is what it was before
+	// the field.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // Auth is an upstream credential by reference.

@@ -585,7 +585,7 @@ func (a *Adapter) relay(ctx context.Context, method string, params, out any) err
 	}
 	a.callsMu.Unlock()
 	if ev == nil || ev.Request == nil {
-		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: method + ": the gateway cannot relay this request to a client now"}
+		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: a.cannotRelay(method)}
 	}
 	raw, err := json.Marshal(params)
 	if err != nil {
@@ -600,6 +600,19 @@ func (a *Adapter) relay(ctx context.Context, method string, params, out any) err
 		return err
 	}
 	return json.Unmarshal(res, out)
+}
+
+// cannotRelay is the message of the error the upstream gets for a server
+// request the adapter cannot relay. Under a protocol pin below 2026-07-28
+// it says why the upstream had to ask that way: its client may well be a
+// 2026-07-28 one, which answers input_required results instead, and the
+// tool's error reaches that client.
+func (a *Adapter) cannotRelay(method string) string {
+	msg := method + ": the gateway cannot relay this request to a client now"
+	if pin := a.cfg.Protocol; pin != "" && pin < plugins.FirstStatelessVersion {
+		msg += " (the server is pinned to MCP protocol " + pin + ": only a client of the initialize handshake that declared the capability, and whose call is the only one in flight over stdio, can be asked)"
+	}
+	return msg
 }
 
 // onCreateMessage and onElicit declare the capabilities; the receiving

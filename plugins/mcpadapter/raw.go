@@ -550,7 +550,7 @@ func (r *rawReader) serverRequest(id json.RawMessage, method string, params json
 			res = json.RawMessage(`{"roots":[]}`)
 		case "sampling/createMessage", "elicitation/create":
 			if r.ev.Request == nil {
-				err = &plugins.RPCError{Code: jsonrpc.CodeInvalidParams, Message: method + ": the gateway cannot relay this request to a client now"}
+				err = &plugins.RPCError{Code: jsonrpc.CodeInvalidParams, Message: r.a.cannotRelay(method)}
 				break
 			}
 			if len(params) == 0 {

@@ -54,6 +54,7 @@ func serverConfig(sv bundle.Server) plugins.ServerConfig {
 		Args:      sv.Args,
 		Path:      sv.Path,
 		SHA256:    sv.SHA256,
+		Protocol:  sv.Protocol,
 	}
 	if cfg.Transport == "" {
 		cfg.Transport = plugins.TransportHTTP
