@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/armoriq/controlplane/cmd/armoriq/internal/loadbench"
+	"github.com/armoriq/controlplane/schema"
 )
 
 type benchOptions struct {
@@ -24,6 +26,7 @@ type benchOptions struct {
 	warmup      time.Duration
 	sqliteSync  string
 	mcpVersion  string
+	stdioProto  string
 	peers       []string
 	stdioPeers  []string
 	peerPIDs    []string
@@ -90,6 +93,7 @@ flags. Ctrl-C stops every process the bench started.`,
 			fs.DurationVar(&o.warmup, "warmup", 0, "warm-up per target at each concurrency, not measured (default: one round, at most 1s)")
 			fs.StringVar(&o.sqliteSync, "sqlite-sync", "full", "the gateway's audit durability: full (fsync each commit) or normal")
 			fs.StringVar(&o.mcpVersion, "mcp-version", loadbench.LegacyVersion, "MCP protocol version of the clients: "+loadbench.LegacyVersion+" (a session per worker) or "+loadbench.StatelessVersion+" (stateless)")
+			fs.StringVar(&o.stdioProto, "stdio-protocol", "", "pin the gateway's stdio server to this MCP protocol version (its protocol in armoriq.yaml), e.g. "+loadbench.LegacyVersion+": the adapter then opens its session with the initialize handshake; default none, "+loadbench.StatelessVersion+" first")
 			fs.StringArrayVar(&o.peers, "peer", nil, "NAME=URL: an MCP endpoint fronting the bench's HTTP upstream, measured beside the gateway (repeatable; see --upstream-addr)")
 			fs.StringArrayVar(&o.stdioPeers, "stdio-peer", nil, "NAME=URL: an MCP endpoint fronting its own stdio server (armoriq demo-server bench), measured beside the gateway's stdio path (repeatable)")
 			fs.StringArrayVar(&o.peerPIDs, "peer-pid", nil, "NAME=PID[,PID...]: a peer's processes, to measure their CPU (with their children's)")
@@ -142,7 +146,7 @@ flags. Ctrl-C stops every process the bench started.`,
 func (o *benchOptions) config() (loadbench.Config, error) {
 	cfg := loadbench.Config{
 		Version: buildVersion(), Rounds: o.rounds, Round: o.round, Warmup: o.warmup,
-		SQLiteSync: o.sqliteSync, MCPVersion: o.mcpVersion, PeerTool: o.peerTool,
+		SQLiteSync: o.sqliteSync, MCPVersion: o.mcpVersion, StdioProtocol: o.stdioProto, PeerTool: o.peerTool,
 		UpstreamAddr: o.upstream, CPUProfileDir: o.cpuprofile, ReadyFile: o.readyFile,
 	}
 	conc, err := parseConcurrency(o.concurrency)
@@ -150,6 +154,9 @@ func (o *benchOptions) config() (loadbench.Config, error) {
 		return cfg, usageErrorf("--concurrency: %v", err)
 	}
 	cfg.Concurrency = conc
+	if o.stdioProto != "" && !slices.Contains(schema.ProtocolVersions(), o.stdioProto) {
+		return cfg, usageErrorf("--stdio-protocol %q: want one of %s", o.stdioProto, strings.Join(schema.ProtocolVersions(), ", "))
+	}
 	if o.round < 50*time.Millisecond {
 		return cfg, usageErrorf("--round %s is too short (at least 50ms)", o.round)
 	}

@@ -19,8 +19,13 @@ import (
 const benchAgent = "bench-agent"
 
 // gatewayConfig is the armoriq.yaml of the bench's gateway: the two
-// upstreams, and a policy that allows their echo tool.
-func gatewayConfig(upstreamURL, stdioCommand string) string {
+// upstreams, the stdio one pinned to stdioProtocol if set, and a policy
+// that allows their echo tool.
+func gatewayConfig(upstreamURL, stdioCommand, stdioProtocol string) string {
+	pin := ""
+	if stdioProtocol != "" {
+		pin = "\n    protocol: " + strconv.Quote(stdioProtocol)
+	}
 	return fmt.Sprintf(`# armoriq bench: the gateway's config.
 version: v1
 identity:
@@ -35,12 +40,12 @@ mcp_servers:
     transport: stdio
     command: %[6]s
     args: [demo-server, bench]
-    tool_prefix: always
+    tool_prefix: always%[7]s
 policy:
   allow:
     - %[1]s/%[5]s
     - %[2]s/%[5]s
-`, serverHTTP, serverStdio, benchAgent, upstreamURL, EchoTool, stdioCommand)
+`, serverHTTP, serverStdio, benchAgent, upstreamURL, EchoTool, stdioCommand, pin)
 }
 
 // startGateway runs `armoriq gateway` on the bench's config, in a data
@@ -54,7 +59,7 @@ func (b *bench) startGateway(ctx context.Context, upstreamURL string) error {
 	if b.cfg.GatewayExe != "" {
 		stdioCommand = strconv.Quote(b.cfg.Exe)
 	}
-	if err := os.WriteFile(cfgPath, []byte(gatewayConfig(upstreamURL, stdioCommand)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(gatewayConfig(upstreamURL, stdioCommand, b.cfg.StdioProtocol)), 0o600); err != nil {
 		return err
 	}
 	data := filepath.Join(b.dir, "data")

@@ -55,7 +55,12 @@ type Config struct {
 	SQLiteSync string
 	// MCPVersion is the protocol version the MCP clients speak.
 	MCPVersion string
-	Peers      []Peer
+	// StdioProtocol, if set, pins the gateway's stdio server to that MCP
+	// protocol version (its protocol in armoriq.yaml): below 2026-07-28
+	// its adapter opens the session with the initialize handshake. Empty:
+	// no pin, 2026-07-28 first.
+	StdioProtocol string
+	Peers         []Peer
 	// PeerTool is the name of the echo tool on the peers (default echo).
 	PeerTool string
 	// UpstreamAddr is where the HTTP upstream listens (default

@@ -28,6 +28,7 @@ func (b *bench) measure(ctx context.Context) (*Report, error) {
 			Concurrency: b.cfg.Concurrency, Rounds: b.cfg.Rounds,
 			RoundMs: b.cfg.Round.Milliseconds(), WarmupMs: b.cfg.Warmup.Milliseconds(),
 			SQLiteSync: b.cfg.SQLiteSync, MCPVersion: b.cfg.MCPVersion, ProcStats: procSupported(), GatewayExe: b.cfg.GatewayExe,
+			StdioProtocol: b.cfg.StdioProtocol,
 		},
 	}
 	for _, conc := range b.cfg.Concurrency {

@@ -29,6 +29,9 @@ type Settings struct {
 	// GatewayExe is the other build the gateway ran from (--gateway-exe);
 	// empty: the bench's own.
 	GatewayExe string `json:"gateway_exe,omitempty"`
+	// StdioProtocol is the protocol pin of the gateway's stdio server
+	// (--stdio-protocol); empty: none.
+	StdioProtocol string `json:"stdio_protocol,omitempty"`
 	// ProcStats says whether CPU and memory were read (Linux's /proc).
 	ProcStats bool `json:"proc_stats"`
 }
@@ -179,6 +182,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Version, r.Settings.Rounds, time.Duration(r.Settings.RoundMs)*time.Millisecond, r.Settings.SQLiteSync, r.Settings.MCPVersion)
 	if r.Settings.GatewayExe != "" {
 		fmt.Fprintf(w, "the gateway ran from another build: %s\n", r.Settings.GatewayExe)
+	}
+	if r.Settings.StdioProtocol != "" {
+		fmt.Fprintf(w, "the gateway's stdio server is pinned to MCP protocol %s\n", r.Settings.StdioProtocol)
 	}
 	fmt.Fprintf(w, "machine: %s/%s, %d CPUs", r.Machine.OS, r.Machine.Arch, r.Machine.CPUs)
 	if r.Machine.LoadAvg != "" {
