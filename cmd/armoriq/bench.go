@@ -76,7 +76,11 @@ footprint: the anonymous memory of each plus the pages of the armoriq
 executable (and other files) they map, counted once, where the VmRSS sum
 counts them twice (exact as root, who can read page frame numbers). The
 machine's load average is printed: figures from a loaded machine are
-worth less.
+worth less. Before the rounds it measures the floor: what this machine
+takes for the two things the gateway adds to a call that a proxy does
+not, a record made durable (a write and fdatasync in the gateway's data
+directory) and a round trip to another process over a unix socket; with
+the proxy's own +p50, the least the gateway can add here.
 
 Exit status: 0, 1 when a call failed (the report says which), 2 for bad
 flags. Ctrl-C stops every process the bench started.`,
@@ -138,7 +142,7 @@ flags. Ctrl-C stops every process the bench started.`,
 			}
 			return nil
 		},
-		Sub: []*command{benchProxyCommand()},
+		Sub: []*command{benchProxyCommand(), benchEchoCommand()},
 	}
 }
 
@@ -257,6 +261,27 @@ func benchProxyCommand() *command {
 			// they come.
 			u, _ := url.Parse(target)
 			return loadbench.ServeHTTP(ctx, addr, u.Path, ready, h)
+		},
+	}
+}
+
+// benchEchoCommand is the other end of the bench's unix-socket round
+// trips, in a process of its own (the floor, in the report).
+func benchEchoCommand() *command {
+	var socket string
+	return &command{
+		Use:     "echo",
+		Short:   "Answer the bench's unix-socket round trips (run by armoriq bench)",
+		Hidden:  true,
+		MaxArgs: 0,
+		Flags: func(fs *pflag.FlagSet) {
+			fs.StringVar(&socket, "socket", "", "the unix socket to connect to")
+		},
+		Run: func(ctx context.Context, e *env, args []string) error {
+			if socket == "" {
+				return usageErrorf("--socket is required")
+			}
+			return loadbench.Echo(socket)
 		},
 	}
 }

@@ -31,6 +31,14 @@ func (b *bench) measure(ctx context.Context) (*Report, error) {
 			StdioProtocol: b.cfg.StdioProtocol,
 		},
 	}
+	// The floor first, on a machine the rounds have not yet loaded, and
+	// in the gateway's data directory: on the disk its audit journal is on.
+	b.logf("measuring the floor: %d durable writes, %d unix-socket round trips", FloorWrites, FloorRoundTrips)
+	floor, err := measureFloor(ctx, filepath.Join(b.dir, "data"), b.cfg.Exe)
+	if err != nil {
+		return nil, fmt.Errorf("measuring the floor: %v", err)
+	}
+	rep.Floor = &floor
 	for _, conc := range b.cfg.Concurrency {
 		ws := make([]*workers, len(b.targets))
 		for i, t := range b.targets {

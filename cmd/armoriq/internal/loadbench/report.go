@@ -11,9 +11,12 @@ import (
 
 // Report is the outcome of a bench run; its JSON form is --json's output.
 type Report struct {
-	Version   string    `json:"version"`
-	Settings  Settings  `json:"settings"`
-	Machine   Machine   `json:"machine"`
+	Version  string   `json:"version"`
+	Settings Settings `json:"settings"`
+	Machine  Machine  `json:"machine"`
+	// Floor is what the machine takes for what the gateway adds to a
+	// call beyond a proxy's work (nil in reports that predate it).
+	Floor     *Floor    `json:"floor,omitempty"`
 	Processes []Process `json:"processes"`
 	Results   []Result  `json:"results"`
 }
@@ -191,6 +194,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, ", load average %s at the start, %s at the end", r.Machine.LoadAvg, r.Machine.LoadAvgEnd)
 	}
 	fmt.Fprintln(w)
+	if f := r.Floor; f != nil {
+		fmt.Fprintf(w, "floor: a durable write of a record %.3f ms at p50, %.3f at p99; a unix-socket round trip %.3f ms at p50, %.3f at p99\n",
+			f.DurableWriteP50Ms, f.DurableWriteP99Ms, f.UnixRoundTripP50Ms, f.UnixRoundTripP99Ms)
+		for _, res := range r.Results {
+			if res.Target == targetProxy && res.Concurrency == 1 {
+				fmt.Fprintf(w, "  the least the gateway can add at concurrency 1 (%s upstream): the proxy's +p50 and both: %+.3f ms\n",
+					res.Upstream, res.P50AddedMs+f.DurableWriteP50Ms+f.UnixRoundTripP50Ms)
+			}
+		}
+	}
 	if !r.Settings.ProcStats {
 		fmt.Fprintln(w, "CPU and memory: n/a (read from /proc, on Linux only)")
 	}

@@ -1,0 +1,171 @@
+package loadbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Floor is what this machine's disk and kernel take for the two things
+// the gateway adds to a call that a plain reverse proxy does not: the
+// audit record made durable before the tool runs, and a round trip to
+// the adapter process over a unix socket. Added to the proxy's own
+// latency, they are the least the gateway can add to a call here,
+// whatever it does in user space; the bench measures them before its
+// rounds, so that every report says how far its figures are from it.
+type Floor struct {
+	// DurableWrite is a record-sized write (floorRecordSize bytes, in
+	// place, in a preallocated file in the gateway's data directory) made
+	// durable (fdatasync on Linux, fsync elsewhere), as the audit journal
+	// writes a lone record: FloorWrites of them.
+	DurableWriteP50Ms float64 `json:"durable_write_p50_ms"`
+	DurableWriteP99Ms float64 `json:"durable_write_p99_ms"`
+	// UnixRoundTrip is a call-sized message (floorCallSize bytes) and an
+	// answer of the same size between this process and another over a
+	// unix socket, each blocked in a read until the other writes:
+	// FloorRoundTrips of them.
+	UnixRoundTripP50Ms float64 `json:"unix_round_trip_p50_ms"`
+	UnixRoundTripP99Ms float64 `json:"unix_round_trip_p99_ms"`
+}
+
+const (
+	FloorWrites     = 500
+	FloorRoundTrips = 2000
+	floorRecordSize = 400
+	floorCallSize   = 300
+)
+
+// measureFloor measures the floor, writing its file in dir (and removing
+// it).
+func measureFloor(ctx context.Context, dir, exe string) (Floor, error) {
+	var f Floor
+	w, err := durableWrites(dir, FloorWrites)
+	if err != nil {
+		return f, fmt.Errorf("durable writes in %s: %v", dir, err)
+	}
+	f.DurableWriteP50Ms, f.DurableWriteP99Ms = ms(Percentile(w, 50)), ms(Percentile(w, 99))
+	rt, err := unixRoundTrips(ctx, exe, FloorRoundTrips)
+	if err != nil {
+		return f, fmt.Errorf("unix socket round trips: %v", err)
+	}
+	f.UnixRoundTripP50Ms, f.UnixRoundTripP99Ms = ms(Percentile(rt, 50)), ms(Percentile(rt, 99))
+	return f, nil
+}
+
+// durableWrites times n durable writes of a record, sorted. They go round
+// a preallocated file, already written once, so that none extends it:
+// the audit journal's file is preallocated too, and a write that grows a
+// file costs a metadata update besides.
+func durableWrites(dir string, n int) ([]time.Duration, error) {
+	const slots = 64
+	path := filepath.Join(dir, "bench-floor")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(path)
+	defer f.Close()
+	rec := make([]byte, floorRecordSize)
+	for i := range rec {
+		rec[i] = byte('a' + i%26)
+	}
+	if _, err := f.Write(make([]byte, slots*floorRecordSize)); err != nil {
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	d := make([]time.Duration, n)
+	for i := range d {
+		start := time.Now()
+		if _, err := f.WriteAt(rec, int64(i%slots)*floorRecordSize); err != nil {
+			return nil, err
+		}
+		if err := datasync(f); err != nil {
+			return nil, err
+		}
+		d[i] = time.Since(start)
+	}
+	slices.Sort(d)
+	return d, nil
+}
+
+// unixRoundTrips times n round trips over a unix socket to a process of
+// its own (exe bench echo), sorted: as between the gateway and an adapter,
+// each side is a thread the kernel wakes when the other writes.
+func unixRoundTrips(ctx context.Context, exe string, n int) ([]time.Duration, error) {
+	// A short path of its own: a socket's path is limited to about 100
+	// bytes.
+	sdir, err := os.MkdirTemp("", "aqfloor")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(sdir)
+	sock := filepath.Join(sdir, "s")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, exe, "bench", "echo", "--socket", sock)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	ul := ln.(*net.UnixListener)
+	if err := ul.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		return nil, err
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		return nil, fmt.Errorf("%s bench echo did not connect: %v: %s", exe, err, stderr.String())
+	}
+	defer c.Close()
+	msg := make([]byte, floorCallSize)
+	d := make([]time.Duration, n)
+	for i := range d {
+		start := time.Now()
+		if _, err := c.Write(msg); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(c, msg); err != nil {
+			return nil, fmt.Errorf("reading the echo: %v: %s", err, stderr.String())
+		}
+		d[i] = time.Since(start)
+	}
+	slices.Sort(d)
+	return d, nil
+}
+
+// Echo is armoriq bench echo: it connects to the unix socket and sends
+// back every floorCallSize bytes it reads, until the other side closes.
+func Echo(socket string) error {
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, floorCallSize)
+	for {
+		if _, err := io.ReadFull(c, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if _, err := c.Write(buf); err != nil {
+			return err
+		}
+	}
+}
