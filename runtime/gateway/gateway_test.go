@@ -493,3 +493,54 @@ func TestCachedTokenStillChecked(t *testing.T) {
 		t.Errorf("another plan with the large plan's token: status %d: %v", resp.StatusCode, out)
 	}
 }
+
+// TestInvokeStepPlannedTwice: a plan with the same step twice, alike. The
+// call is bound to the step its proof verifies for, and to the first of
+// them without a proof that verifies; a step planned once is bound
+// whatever proof comes with it.
+func TestInvokeStepPlannedTwice(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	hi := map[string]any{"text": "hi"}
+	tok := g.issue("alice@example.com", step("tools", "echo", hi), step("other", "add", map[string]any{"a": 1, "b": 2}), step("tools", "echo", hi))
+	proofs := tok["step_proofs"].([]any)
+	proof := func(i int) string {
+		p, _ := json.Marshal(proofs[i])
+		return string(p)
+	}
+	for _, tc := range []struct {
+		name   string
+		action string
+		params map[string]any
+		proof  string // X-CSRG-Proof; "" for none
+		want   int64
+	}{
+		{"echo with step 2's proof", "echo", hi, proof(2), 2},
+		{"echo with step 0's proof", "echo", hi, proof(0), 0},
+		{"echo without a proof", "echo", hi, "", 0},
+		{"echo with step 1's proof (another leaf)", "echo", hi, proof(1), 0},
+		{"echo with a malformed proof", "echo", hi, `{"leaf_index":`, 0},
+		{"add (planned once) with step 2's proof", "add", map[string]any{"a": 1, "b": 2}, proof(2), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mcpName := "tools"
+			if tc.action == "add" {
+				mcpName = "other"
+			}
+			body, hdr := invokeRequestFor(tok, mcpName, tc.action, tc.params)
+			delete(hdr, "X-CSRG-Proof")
+			if tc.proof != "" {
+				hdr["X-CSRG-Proof"] = tc.proof
+			}
+			hdr["X-API-Key"] = g.agentKey
+			resp, data := g.send("POST", "/invoke", "", body, hdr)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, data)
+			}
+			recs := g.records(store.AuditFilter{Phase: store.PhaseRequest})
+			if got := recs[len(recs)-1].Step; got != tc.want {
+				t.Errorf("audit step = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/armoriq/controlplane/runtime/identity"
 	"github.com/armoriq/controlplane/runtime/intent"
@@ -62,8 +63,42 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set(headerRequestID, inv.rec.RequestID)
+	if res, ok := result.(invokeResult); ok {
+		res.write(w)
+		return nil
+	}
 	writeJSON(w, http.StatusOK, result)
 	return nil
+}
+
+// invokeResult is the answer to a forwarded call: the upstream's result
+// under the request's id, as JSON-RPC.
+type invokeResult struct {
+	id  string
+	res json.RawMessage
+}
+
+// write writes r as writeJSON writes the map {"jsonrpc", "id", "result"}
+// (keys sorted, the result compacted, HTML characters as they are), without
+// the map and the reflection.
+func (r invokeResult) write(w http.ResponseWriter) {
+	var out bytes.Buffer
+	out.Grow(len(r.res) + len(r.id) + 48)
+	out.WriteString(`{"id":`)
+	out.Write(store.AppendJSONString(out.AvailableBuffer(), r.id))
+	out.WriteString(`,"jsonrpc":"2.0","result":`)
+	// Request ids are of a few ASCII characters, which no JSON writer
+	// escapes, HTML-safe or not; anything else takes writeJSON's way.
+	if strings.ContainsAny(r.id, "<>&") || json.Compact(&out, r.res) != nil {
+		writeJSON(w, http.StatusOK, map[string]any{"jsonrpc": "2.0", "id": r.id, "result": r.res})
+		return
+	}
+	out.WriteString("}\n")
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(out.Bytes())
 }
 
 // invoke runs the checks of an SDK call in order and forwards it. It fills
@@ -73,7 +108,7 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 	c := callerFrom(ctx)
 	rec := &inv.rec
 	var req invokeRequest
-	if err := unmarshalBody(r, &req); err != nil {
+	if err := unmarshalInvokeBody(r, &req); err != nil {
 		return nil, err
 	}
 	action := req.Action
@@ -293,7 +328,7 @@ func (s *Server) invoke(r *http.Request, inv *invocation) (any, error) {
 		rec.Decision = store.Failed
 		return nil, errorf(KindInputRequired, "MCP server %q needs input to run %s (%s), which POST /invoke cannot relay: call the tool through /mcp with a client that answers elicitation or sampling", req.MCP, action, ir.methodsOf())
 	}
-	return map[string]any{"jsonrpc": "2.0", "id": rec.RequestID, "result": res}, nil
+	return invokeResult{id: rec.RequestID, res: res}, nil
 }
 
 // bindStep finds the plan step this call is, or explains why it is none.
@@ -305,19 +340,30 @@ func (s *Server) bindStep(r *http.Request, req *invokeRequest, sp *signedPlan, a
 	}
 	plan, leaves, tree := sp.plan, sp.leaves, sp.tree
 	leaf := intent.StepLeaf(intent.Step{Action: action, MCP: req.MCP, Params: args})
-	if raw := proofBytes(r, req); raw != nil {
-		// The tree's own check pins leaf_count to the plan's length, so the
-		// proof's leaf_index is the step actually called.
-		if p, err := intent.ParseProof(raw); err == nil && tree.VerifyProof(leaf, p) == nil {
-			return p.LeafIndex, nil
-		}
-	}
-	// The SDK always proves the first step with this action; a later step
-	// with the same action and other params is found here.
+	first, n := -1, 0
 	for i, l := range leaves {
 		if l == leaf {
-			return i, nil
+			if n++; first < 0 {
+				first = i
+			}
 		}
+	}
+	// A proof that verifies against the plan's own tree (its leaf count
+	// pinned) leads from the leaf at its leaf_index, so it can only name a
+	// step equal to this call: with one such step that is the step, with
+	// none there is none, and the proof is not even read. Only a step
+	// planned twice alike needs it, to tell which of the two is called.
+	if n == 1 {
+		return first, nil
+	}
+	if n > 1 {
+		if raw := proofBytes(r, req); raw != nil {
+			if p, err := intent.ParseProof(raw); err == nil && tree.VerifyProof(leaf, p) == nil {
+				return p.LeafIndex, nil
+			}
+		}
+		// Without a proof that verifies: the first of them.
+		return first, nil
 	}
 	for i, st := range plan.Steps {
 		if st.Action == action && st.MCP == req.MCP {
