@@ -204,3 +204,27 @@ func FuzzParseInputRequired(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAnswerPlain holds annotatePlain, which annotates a 2026-07-28 result
+// without decoding it, to the decoding path: whatever it takes, it writes
+// what answerDecoded writes.
+func FuzzAnswerPlain(f *testing.F) {
+	for _, s := range []string{
+		`{"content":[{"type":"text","text":"echo: hi"}]}`, `{"content":null}`, `{}`, ` { "b" : 1 , "a" : [ ] } `,
+		`{"content":[],"resultType":"input_required","inputRequests":{}}`, `{"content":[],"_meta":{"a":1}}`,
+		`{"a":1,"a":2}`, `{"a<b":1}`, `{"\u0061":1}`, `{"é":1}`, `{"structuredContent":{"x":"<&>"}}`, `[1]`, `null`, `{"a":`,
+		`{"isError":true,"content":[]}`, `{"zz":1,"Content":2,"_":3,"~":4}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := annotatePlain(b)
+		if !ok {
+			return
+		}
+		want, wantOK := answerDecoded(b, true)
+		if !wantOK || !bytes.Equal(got, want) {
+			t.Fatalf("annotatePlain(%q) = %s; answerDecoded: %s, %v", b, got, want, wantOK)
+		}
+	})
+}

@@ -654,6 +654,16 @@ func answerResult(raw json.RawMessage, modern bool) (json.RawMessage, bool) {
 	if !modern && hasContentFirst(raw) {
 		return raw, true // what SDKs write: nothing to add
 	}
+	if modern {
+		if out, ok := annotatePlain(raw); ok {
+			return out, true
+		}
+	}
+	return answerDecoded(raw, modern)
+}
+
+// answerDecoded is answerResult for any result, decoded into a map.
+func answerDecoded(raw json.RawMessage, modern bool) (json.RawMessage, bool) {
 	var m map[string]bodyJSON // slices of raw, not copies
 	if json.Unmarshal(raw, &m) != nil || m == nil {
 		return nil, false
@@ -710,6 +720,80 @@ func annotateModern(m map[string]bodyJSON, size int) (json.RawMessage, bool) {
 	}
 	m["_meta"] = mb
 	return encodeObject(m, size+len(mb)+64), true
+}
+
+// serverInfoOnly is the _meta annotateModern writes for a result without
+// one: json.Marshal's encoding of the map holding serverInfo alone.
+var serverInfoOnly = func() []byte {
+	b, err := json.Marshal(map[string]json.RawMessage{"io.modelcontextprotocol/serverInfo": serverInfoMeta})
+	if err != nil {
+		panic(err) // a constant that does not encode: a bug
+	}
+	return b
+}()
+
+// annotatePlain is annotateModern for the common result, without decoding
+// it into a map: an object with no _meta, each key of printable ASCII
+// without escapes (or characters JSON writers escape) and once. It writes
+// what annotateModern writes, and reports whether raw was such a result;
+// if not, annotateModern must answer.
+func annotatePlain(raw json.RawMessage) (json.RawMessage, bool) {
+	if !json.Valid(raw) {
+		return nil, false
+	}
+	type member struct{ key, val []byte }
+	var buf [8]member
+	members := buf[:0]
+	size := len(raw) + len(serverInfoOnly) + 64
+	hasContent, hasType := false, false
+	s := objectScanner{b: raw}
+	for k, v := range s.fields() {
+		for _, c := range k {
+			if c < 0x20 || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+				return nil, false
+			}
+		}
+		for _, m := range members {
+			if string(m.key) == string(k) {
+				return nil, false // a duplicate: the last one counts
+			}
+		}
+		switch string(k) {
+		case "_meta":
+			return nil, false
+		case "content":
+			hasContent = true
+			if string(v) == "null" {
+				v = []byte("[]")
+			}
+		case "resultType":
+			hasType = true
+		}
+		members = append(members, member{k, v})
+	}
+	if s.bad {
+		return nil, false
+	}
+	if !hasContent {
+		members = append(members, member{[]byte("content"), []byte("[]")})
+	}
+	if !hasType {
+		members = append(members, member{[]byte("resultType"), []byte(`"complete"`)})
+	}
+	members = append(members, member{[]byte("_meta"), serverInfoOnly})
+	slices.SortFunc(members, func(a, b member) int { return bytes.Compare(a.key, b.key) })
+	out := make([]byte, 0, size)
+	out = append(out, '{')
+	for i, m := range members {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, '"')
+		out = append(out, m.key...)
+		out = append(out, '"', ':')
+		out = append(out, m.val...)
+	}
+	return append(out, '}'), true
 }
 
 // encodeObject writes m as a JSON object, keys sorted, values as they are.
