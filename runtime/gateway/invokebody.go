@@ -13,9 +13,9 @@ import (
 // keeps as bytes. The gateway checks what it decodes and forwards what it
 // checked, so a difference between this decoder and encoding/json would be
 // a way around the checks. It therefore decodes only a subset, and gives
-// every other body to json.Unmarshal: the body must be valid JSON
-// (json.Valid, the check json.Unmarshal makes first) and an object; every
-// key of invokeRequest's and sdkIntentToken's objects must be of printable
+// every other body to json.Unmarshal: the body must be valid JSON (by
+// validJSON, which answers as json.Valid, the check json.Unmarshal makes
+// first) and an object; every key of invokeRequest's and sdkIntentToken's objects must be of printable
 // ASCII without escapes, name a field exactly or no field at all (a key
 // naming a field in another case, as encoding/json matches it, is given
 // away), and appear once; a string field must be a string without escapes
@@ -36,7 +36,7 @@ func unmarshalInvokeBody(r *http.Request, req *invokeRequest) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errorf(KindInvalid, "request body is empty: a JSON object is required")
 	}
-	if json.Valid(body) && req.decodePlain(body) {
+	if validJSON(body) && req.decodePlain(body) {
 		return nil
 	}
 	*req = invokeRequest{}

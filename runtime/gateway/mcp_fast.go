@@ -65,7 +65,7 @@ func (ep *mcpEndpoint) parseToolCall(ctx context.Context, r *http.Request, t []b
 	}
 	// The envelope and the params, as slices of the body: keys compared
 	// exactly, the last of duplicates kept, as the SDK's decoder does.
-	if !json.Valid(t) {
+	if !validJSON(t) {
 		return nil, false
 	}
 	var jsonrpc, method, params bodyJSON
@@ -738,7 +738,7 @@ var serverInfoOnly = func() []byte {
 // what annotateModern writes, and reports whether raw was such a result;
 // if not, annotateModern must answer.
 func annotatePlain(raw json.RawMessage) (json.RawMessage, bool) {
-	if !json.Valid(raw) {
+	if !validJSON(raw) {
 		return nil, false
 	}
 	type member struct{ key, val []byte }
