@@ -114,8 +114,12 @@ func (s *Server) finish(ctx context.Context, inv *invocation, err error) error {
 	}
 	s.outcomes.Add(1)
 	// The outcome's commit belongs to the call's trace (its span), not to
-	// the request's lifetime.
-	octx := trace.ContextWithSpan(context.Background(), trace.SpanFromContext(ctx))
+	// the request's lifetime. A span that neither records nor carries a
+	// trace (tracing off, no traceparent) is the background's own.
+	octx := context.Background()
+	if sp := trace.SpanFromContext(ctx); sp.IsRecording() || sp.SpanContext().IsValid() {
+		octx = trace.ContextWithSpan(octx, sp)
+	}
 	if d, ok := s.store.(store.DetachedAppender); ok {
 		// No goroutine per call: the store calls back once the outcome is
 		// committed (most often with the next call's request).

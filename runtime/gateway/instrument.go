@@ -70,8 +70,13 @@ func timingFrom(ctx context.Context) *reqTiming {
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rt := &reqTiming{route: routeOf(r.URL.Path)}
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		// The timing and the status writer live as long as the request:
+		// one allocation for both.
+		st := &struct {
+			rt reqTiming
+			sw statusWriter
+		}{reqTiming{route: routeOf(r.URL.Path)}, statusWriter{ResponseWriter: w, code: http.StatusOK}}
+		rt, sw := &st.rt, &st.sw
 		ctx := context.WithValue(r.Context(), reqTimingKey{}, rt)
 		switch rt.route {
 		case routeInvoke, routeMCP, routeToken:
@@ -233,7 +238,9 @@ func (u meteredUpstream) observe(ctx context.Context, srv bundle.Server, start t
 // process) into the call's error, so that the call ends as failed, with
 // its outcome recorded after its request record, instead of taking the
 // connection, or, on a goroutine of the MCP SDK, the process with it.
-func (u meteredUpstream) recoverCall(srv bundle.Server, what string, err *error) {
+// The call is named by method and, for a tool, its name (joined only on a
+// panic: not a string built per call).
+func (u meteredUpstream) recoverCall(srv bundle.Server, method, name string, err *error) {
 	p := recover()
 	if p == nil {
 		return
@@ -241,12 +248,16 @@ func (u meteredUpstream) recoverCall(srv bundle.Server, what string, err *error)
 	if p == http.ErrAbortHandler {
 		panic(p)
 	}
+	what := method
+	if name != "" {
+		what += " " + name
+	}
 	u.s.log.Error("upstream call panicked", "server", srv.ID, "call", what, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 	*err = &Error{Kind: KindInternal, Message: fmt.Sprintf("the call to MCP server %q failed inside the gateway", srv.ID), Err: fmt.Errorf("panic: %v", p)}
 }
 
 func (u meteredUpstream) CallTool(ctx context.Context, srv bundle.Server, tool string, args map[string]any) (res json.RawMessage, err error) {
-	defer u.recoverCall(srv, "tools/call "+tool, &err)
+	defer u.recoverCall(srv, methodToolsCall, tool, &err)
 	start := time.Now()
 	sctx, span := u.s.startUpstreamSpan(ctx, srv, tool)
 	defer span.End()
@@ -259,7 +270,7 @@ func (u meteredUpstream) CallTool(ctx context.Context, srv bundle.Server, tool s
 }
 
 func (u meteredUpstream) ReadResource(ctx context.Context, srv bundle.Server, uri string) (res json.RawMessage, err error) {
-	defer u.recoverCall(srv, "resources/read", &err)
+	defer u.recoverCall(srv, "resources/read", "", &err)
 	start := time.Now()
 	res, err = u.Upstream.ReadResource(ctx, srv, uri)
 	u.observe(ctx, srv, start, err)
@@ -267,7 +278,7 @@ func (u meteredUpstream) ReadResource(ctx context.Context, srv bundle.Server, ur
 }
 
 func (u meteredUpstream) GetPrompt(ctx context.Context, srv bundle.Server, name string, args map[string]string) (res json.RawMessage, err error) {
-	defer u.recoverCall(srv, "prompts/get", &err)
+	defer u.recoverCall(srv, "prompts/get", "", &err)
 	start := time.Now()
 	res, err = u.Upstream.GetPrompt(ctx, srv, name, args)
 	u.observe(ctx, srv, start, err)

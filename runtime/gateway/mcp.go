@@ -193,7 +193,6 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			batchTooLarge(w, batch, s.cfg.Limits.MaxBatch)
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 
 	// A legacy initialize gets a sealed session id.
@@ -246,6 +245,9 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer done()
 	if body != nil && ep.fastToolCall(ctx, w, r, body) {
 		return
+	}
+	if body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body)) // read again by the SDK
 	}
 	ep.sdk.ServeHTTP(w, r.WithContext(ctx))
 }

@@ -39,6 +39,45 @@ const (
 	operationExecuteTool = "execute_tool"
 )
 
+// The options of the gateway's server and client spans, made once: a
+// variadic argument to the Tracer interface escapes, and would be
+// allocated per span.
+var (
+	serverSpanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	clientSpanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+)
+
+// headerCarrier is propagation.HeaderCarrier with the keys the
+// propagators ask for (traceparent, tracestate, baggage: in lower case)
+// looked up in their canonical form directly, where http.Header would
+// allocate the canonical form of each on every request.
+type headerCarrier http.Header
+
+func (c headerCarrier) Get(key string) string {
+	if v := c[canonicalTraceKey(key)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c headerCarrier) Values(key string) []string { return c[canonicalTraceKey(key)] }
+
+func (c headerCarrier) Set(key, value string) { http.Header(c).Set(key, value) }
+
+func (c headerCarrier) Keys() []string { return propagation.HeaderCarrier(c).Keys() }
+
+func canonicalTraceKey(key string) string {
+	switch key {
+	case "traceparent":
+		return "Traceparent"
+	case "tracestate":
+		return "Tracestate"
+	case "baggage":
+		return "Baggage"
+	}
+	return http.CanonicalHeaderKey(key)
+}
+
 // serverSpanName names the span of a request on a traced route.
 func serverSpanName(route string, r *http.Request) string {
 	switch route {
@@ -55,8 +94,8 @@ func serverSpanName(route string, r *http.Request) string {
 // Tracing off, the span records nothing, but the caller's trace id still
 // reaches the audit record and the upstream.
 func (s *Server) startServerSpan(ctx context.Context, r *http.Request, route string) (context.Context, trace.Span) {
-	ctx = s.tracing.Propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
-	ctx, span := s.tracing.Tracer.Start(ctx, serverSpanName(route, r), trace.WithSpanKind(trace.SpanKindServer))
+	ctx = s.tracing.Propagator.Extract(ctx, headerCarrier(r.Header))
+	ctx, span := s.tracing.Tracer.Start(ctx, serverSpanName(route, r), serverSpanOpts...)
 	if span.IsRecording() {
 		span.SetAttributes(attrHTTPMethod.String(r.Method), attrHTTPRoute.String(r.URL.Path))
 		if route == routeMCP {
@@ -141,7 +180,11 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (caller, err
 // passes to an MCP upstream and also sends to an HTTP upstream as the
 // traceparent header.
 func (s *Server) startUpstreamSpan(ctx context.Context, srv bundle.Server, tool string) (context.Context, trace.Span) {
-	ctx, span := s.tracing.Tracer.Start(ctx, methodToolsCall+" "+tool, trace.WithSpanKind(trace.SpanKindClient))
+	name := methodToolsCall
+	if s.tracing.On() || trace.SpanFromContext(ctx).IsRecording() {
+		name += " " + tool // a span that records: the name is kept
+	}
+	ctx, span := s.tracing.Tracer.Start(ctx, name, clientSpanOpts...)
 	if span.IsRecording() {
 		span.SetAttributes(attrMCPMethod.String(methodToolsCall), attrGenAIOperation.String(operationExecuteTool), attrGenAITool.String(tool), attrServer.String(srv.ID))
 	}
