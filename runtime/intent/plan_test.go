@@ -1,6 +1,7 @@
 package intent
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
@@ -279,5 +280,29 @@ func TestVerifyCallRepeatedAction(t *testing.T) {
 	c.Params = map[string]any{"q": "c"}
 	if _, err := VerifyCall(c, trusted, now); !errors.Is(err, ErrStepMismatch) {
 		t.Errorf("VerifyCall(q=c) = %v, want ErrStepMismatch", err)
+	}
+}
+
+// TestStepLeafInputIsCanonical: StepLeafInput writes its object by hand;
+// each step here says what it holds, and its bytes are Canonical's of the
+// map it stands for.
+func TestStepLeafInputIsCanonical(t *testing.T) {
+	for _, s := range []Step{
+		{Action: "echo", MCP: "tools", Params: map[string]any{"text": "hi"}},
+		{Action: "echo", MCP: "tools"}, // nil params: {}
+		{Action: "a", MCP: "m", Params: map[string]any{"_iam_context": map[string]any{"user_id": "u"}, "user_email": "a@b", "q": json.Number("1.0")}},
+		{Action: "ünïcode \"quoted\" \n", MCP: "emoji 😀", Params: map[string]any{"z": []any{nil, true, 2.5}, "a": map[string]any{"b": "c"}}},
+		{Action: "", MCP: "", Params: map[string]any{}},
+		{Action: "bad utf-8 \xff", MCP: "m"},
+	} {
+		got, err := StepLeafInput(s)
+		params := StripInjected(s.Params)
+		if params == nil {
+			params = map[string]any{}
+		}
+		want, werr := Canonical(map[string]any{"action": s.Action, "mcp": s.MCP, "params": params})
+		if !bytes.Equal(got, want) || (err == nil) != (werr == nil) {
+			t.Errorf("step %+v: StepLeafInput = %s, %v; Canonical = %s, %v", s, got, err, want, werr)
+		}
 	}
 }
