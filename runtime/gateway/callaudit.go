@@ -31,7 +31,11 @@ type invocation struct {
 
 // newInvocation starts the record of a call from its HTTP request and caller.
 func (s *Server) newInvocation(reqID string, c caller) *invocation {
-	start := s.now()
+	return newInvocationAt(s.now(), reqID, c)
+}
+
+// newInvocationAt is newInvocation for a call that started at start.
+func newInvocationAt(start time.Time, reqID string, c caller) *invocation {
 	inv := &invocation{start: start, rec: store.AuditRecord{
 		Time: start.UTC(), RequestID: reqID, APIKeyID: c.KeyID, Service: c.Name, Agent: c.Agent, Step: -1,
 	}}

@@ -145,8 +145,7 @@ func (ep *mcpEndpoint) callOnce(ctx context.Context, tc *toolCall) (json.RawMess
 	if ci, ok := tc.meta[metaClientInfo].(map[string]any); ok && client == "" {
 		client, _ = ci["name"].(string)
 	}
-	inv := s.newInvocation(mc.reqID, mc.caller)
-	inv.start = start
+	inv := newInvocationAt(start, mc.reqID, mc.caller)
 	rec := &inv.rec
 	rec.User, rec.UserSource, rec.Client, rec.Server, rec.Tool = mc.user, mc.source, client, tc.rt.server.ID, tc.rt.name
 	var err error

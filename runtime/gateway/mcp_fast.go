@@ -105,7 +105,9 @@ func (ep *mcpEndpoint) parseToolCall(ctx context.Context, r *http.Request, t []b
 	if ps.bad { // no params, null, or not an object: a JSON-RPC error of the SDK's
 		return nil, false
 	}
-	if len(name) == 0 || name[0] != '"' || json.Unmarshal(name, &c.name) != nil {
+	// A string without escapes, of valid UTF-8, is its bytes (plainString);
+	// any other is decoded.
+	if len(name) == 0 || name[0] != '"' || !plainString(name, &c.name) && json.Unmarshal(name, &c.name) != nil {
 		return nil, false
 	}
 	if len(meta) > 0 && json.Unmarshal(meta, &c.meta) != nil {
@@ -125,7 +127,7 @@ func (ep *mcpEndpoint) parseToolCall(ctx context.Context, r *http.Request, t []b
 		}
 		c.inputResponses = b
 	}
-	if requestState != nil && (requestState[0] != '"' || json.Unmarshal(requestState, &c.requestState) != nil) {
+	if requestState != nil && (requestState[0] != '"' || !plainString(requestState, &c.requestState) && json.Unmarshal(requestState, &c.requestState) != nil) {
 		return nil, false
 	}
 	c.progress = c.meta["progressToken"] // any JSON value but null, relayed as it is
