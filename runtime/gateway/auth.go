@@ -29,11 +29,14 @@ type caller struct {
 	Principal *oauth.Principal
 }
 
+// callerKey is the context key of the request's *caller.
 type callerKey struct{}
 
 func callerFrom(ctx context.Context) caller {
-	c, _ := ctx.Value(callerKey{}).(caller)
-	return c
+	if c, ok := ctx.Value(callerKey{}).(*caller); ok {
+		return *c
+	}
+	return caller{}
 }
 
 // keyCache keeps looked-up API keys so checking a key costs one hash, not a
@@ -145,7 +148,7 @@ func (s *Server) authed(need store.Role, h handlerFunc) handlerFunc {
 		if !roleAllows(c.Role, need) {
 			return errorf(KindForbidden, "API key %s has role %s; this needs %s", c.KeyID, c.Role, need)
 		}
-		ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), callerKey{}, c))
+		ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), callerKey{}, &c))
 		defer cancel(nil)
 		done, ok := s.inflight.acquire(c.KeyID, s.cfg.Limits.MaxConcurrentPerKey, 1, cancel)
 		if !ok {

@@ -173,7 +173,7 @@ func (s *Server) anyRole(h handlerFunc) handlerFunc {
 		if err != nil {
 			return err
 		}
-		return h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+		return h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, &c)))
 	}
 }
 

@@ -85,6 +85,24 @@ type mcpCallCtx struct {
 
 type mcpCallKey struct{}
 
+// mcpContext is an /mcp request's context: one node holding the call's
+// mcpCallCtx, found under mcpCallKey, and its caller, under callerKey,
+// where two context values would take three allocations per request.
+type mcpContext struct {
+	context.Context
+	mc *mcpCallCtx
+}
+
+func (c *mcpContext) Value(key any) any {
+	switch key.(type) {
+	case callerKey:
+		return &c.mc.caller
+	case mcpCallKey:
+		return c.mc
+	}
+	return c.Context.Value(key)
+}
+
 func mcpCallFrom(ctx context.Context) *mcpCallCtx {
 	m, _ := ctx.Value(mcpCallKey{}).(*mcpCallCtx)
 	return m
@@ -233,7 +251,7 @@ func (ep *mcpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	ctx, cancel := context.WithCancelCause(context.WithValue(context.WithValue(r.Context(), callerKey{}, c), mcpCallKey{}, mc))
+	ctx, cancel := context.WithCancelCause(&mcpContext{Context: r.Context(), mc: mc})
 	defer cancel(nil)
 	// Each request of a batch runs, so each takes a slot of the key's
 	// concurrency limit: a batch cannot multiply what one key runs.
@@ -356,7 +374,7 @@ func parseInitialize(body []byte) (initializeParams, bool) {
 
 // negotiate is the version the SDK answers a legacy initialize with.
 func negotiate(asked string) string {
-	if asked < firstStatelessVersion && slices.Contains(mcp.SupportedProtocolVersions(), asked) {
+	if asked < firstStatelessVersion && slices.Contains(supportedVersions, asked) {
 		return asked
 	}
 	return latestLegacyVersion

@@ -50,6 +50,10 @@ type mcpCall struct {
 // serverInfoMeta is the gateway's _meta serverInfo (SEP-2575).
 var serverInfoMeta = json.RawMessage(`{"name":"armoriq-gateway","title":"armoriq gateway","version":"1"}`)
 
+// supportedVersions is the SDK's mcp.SupportedProtocolVersions(), which
+// returns a new copy on every call.
+var supportedVersions = mcp.SupportedProtocolVersions()
+
 // maxDepth is how deep the SDK's decoder lets a message nest.
 const maxDepth = 1000
 
@@ -136,7 +140,7 @@ func (ep *mcpEndpoint) parseToolCall(ctx context.Context, r *http.Request, t []b
 	// match, and the 2026-07-28 headers and _meta (SEP-2575, SEP-2243).
 	pv := r.Header.Get(headerProtocol)
 	metaPV, _ := c.meta["io.modelcontextprotocol/protocolVersion"].(string)
-	if pv != "" && !slices.Contains(mcp.SupportedProtocolVersions(), pv) {
+	if pv != "" && !slices.Contains(supportedVersions, pv) {
 		return nil, false
 	}
 	if (pv >= firstStatelessVersion || metaPV != "") && metaPV != pv {

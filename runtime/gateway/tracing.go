@@ -86,6 +86,14 @@ func serverSpanName(route string, r *http.Request) string {
 	case routeToken:
 		return "POST " + r.URL.Path
 	}
+	switch r.Method { // the methods /mcp serves, without a string built per request
+	case http.MethodPost:
+		return "POST /mcp"
+	case http.MethodGet:
+		return "GET /mcp"
+	case http.MethodDelete:
+		return "DELETE /mcp"
+	}
 	return r.Method + " /mcp"
 }
 
