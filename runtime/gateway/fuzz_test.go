@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/armoriq/controlplane/runtime/store"
 )
@@ -225,6 +226,78 @@ func FuzzAnswerPlain(f *testing.F) {
 		want, wantOK := answerDecoded(b, true)
 		if !wantOK || !bytes.Equal(got, want) {
 			t.Fatalf("annotatePlain(%q) = %s; answerDecoded: %s, %v", b, got, want, wantOK)
+		}
+	})
+}
+
+// FuzzSkipValue holds skipValue, which finds a string's end with
+// IndexByte and counts the backslashes before a quote, to a byte-by-byte
+// scan, and both to encoding/json, on the values of valid JSON: a value
+// at the start of the text, and every member of an object.
+func FuzzSkipValue(f *testing.F) {
+	for _, s := range []string{
+		`{"a":"b\"c","d":["\\",{"e":"\\\""}],"f":1.5}`, `"\\\\"`, `["a\"b\\"]`, ` {"x" : [ ] , "y" : "\u0022" } `, `true`, `-1e5`,
+		`{"plan":{"steps":[{"action":"echo","params":{"text":"\\\\\"hi\\\\"}}]},"token":"t"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	byteByByte := func(b []byte, i int) int {
+		if b[i] != '"' && b[i] != '{' && b[i] != '[' {
+			return skipValue(b, i) // numbers and literals: one loop, unchanged
+		}
+		depth, inString := 0, false
+		for j := i; j < len(b); j++ {
+			c := b[j]
+			if inString {
+				switch c {
+				case '\\':
+					j++
+				case '"':
+					inString = false
+					if depth == 0 {
+						return j + 1
+					}
+				}
+				continue
+			}
+			switch c {
+			case '"':
+				inString = true
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			return
+		}
+		i := skipSpace(b, 0)
+		end := skipValue(b, i)
+		var raw json.RawMessage
+		if err := json.Unmarshal(b, &raw); err != nil || string(b[i:end]) != string(bytes.TrimSpace(raw)) || end != byteByByte(b, i) {
+			t.Fatalf("skipValue(%q, %d) = %d (byte by byte: %d); the value is %q", b, i, end, byteByByte(b, i), bytes.TrimSpace(raw))
+		}
+		var m map[string]json.RawMessage
+		if json.Unmarshal(b, &m) != nil || bytes.Contains(b, []byte(`\`)) {
+			return // not an object, or keys objectScanner leaves to others
+		}
+		s := objectScanner{b: b}
+		for k, v := range s.fields() {
+			if !utf8.Valid(k) {
+				continue // encoding/json replaces the bytes: not its key
+			}
+			if want, ok := m[string(k)]; !ok || (!bytes.Equal(v, want) && strings.Count(string(b), `"`+string(k)+`"`) == 1) {
+				t.Fatalf("member %q of %q = %q, encoding/json says %q", k, b, v, want)
+			}
+		}
+		if s.bad {
+			t.Fatalf("objectScanner refused the object %q", b)
 		}
 	})
 }

@@ -229,31 +229,13 @@ func skipValue(b []byte, i int) int {
 	}
 	switch b[i] {
 	case '"':
-		for j := i + 1; j < len(b); j++ {
-			switch b[j] {
-			case '\\':
-				j++
-			case '"':
-				return j + 1
-			}
-		}
-		return len(b)
+		return skipString(b, i)
 	case '{', '[':
-		depth, inString := 0, false
+		depth := 0
 		for j := i; j < len(b); j++ {
-			c := b[j]
-			if inString {
-				switch c {
-				case '\\':
-					j++
-				case '"':
-					inString = false
-				}
-				continue
-			}
-			switch c {
+			switch b[j] {
 			case '"':
-				inString = true
+				j = skipString(b, j) - 1
 			case '{', '[':
 				depth++
 			case '}', ']':
@@ -269,6 +251,28 @@ func skipValue(b []byte, i int) int {
 		j++
 	}
 	return j
+}
+
+// skipString returns the end of the JSON string (valid JSON) starting at
+// b[i] == '"': after the first quote not escaped, found with IndexByte
+// (strings are most of a body's bytes).
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			break
+		}
+		q := j + k
+		n := 0 // the backslashes before the quote: an odd number escapes it
+		for p := q - 1; p > i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q + 1
+		}
+		j = q + 1
+	}
+	return len(b)
 }
 
 // plainID reports whether a request id is one the SDK echoes as it was
