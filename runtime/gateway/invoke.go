@@ -82,14 +82,14 @@ type invokeResult struct {
 // (keys sorted, the result compacted, HTML characters as they are), without
 // the map and the reflection.
 func (r invokeResult) write(w http.ResponseWriter) {
-	var out bytes.Buffer
-	out.Grow(len(r.res) + len(r.id) + 48)
+	out := answerBuffer(len(r.res) + len(r.id) + 48)
+	defer putAnswerBuffer(out)
 	out.WriteString(`{"id":`)
 	out.Write(store.AppendJSONString(out.AvailableBuffer(), r.id))
 	out.WriteString(`,"jsonrpc":"2.0","result":`)
 	// Request ids are of a few ASCII characters, which no JSON writer
 	// escapes, HTML-safe or not; anything else takes writeJSON's way.
-	if strings.ContainsAny(r.id, "<>&") || json.Compact(&out, r.res) != nil {
+	if strings.ContainsAny(r.id, "<>&") || json.Compact(out, r.res) != nil {
 		writeJSON(w, http.StatusOK, map[string]any{"jsonrpc": "2.0", "id": r.id, "result": r.res})
 		return
 	}

@@ -439,8 +439,8 @@ func (ep *mcpEndpoint) fastToolCall(ctx context.Context, w http.ResponseWriter, 
 			err = &Error{Kind: KindUpstream, Message: fmt.Sprintf("MCP server %q answered with a malformed result", p.rt.server.ID)}
 		}
 	}
-	var out bytes.Buffer
-	out.Grow(len(raw) + 128)
+	out := answerBuffer(len(raw) + 128)
+	defer putAnswerBuffer(out)
 	out.WriteString(`{"jsonrpc":"2.0","id":`)
 	out.Write(p.id)
 	status := http.StatusOK
@@ -464,6 +464,28 @@ func (ep *mcpEndpoint) fastToolCall(ctx context.Context, w http.ResponseWriter, 
 	w.WriteHeader(status)
 	w.Write(out.Bytes())
 	return true
+}
+
+// answerBuffers holds the buffers answers are written into before they go
+// out, which a ResponseWriter copies (io.Writer's contract): one per call
+// in flight rather than one allocated per call.
+var answerBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// answerBuffer returns an empty buffer of answerBuffers with room for size
+// bytes; putAnswerBuffer gives it back once written.
+func answerBuffer(size int) *bytes.Buffer {
+	b := answerBuffers.Get().(*bytes.Buffer)
+	b.Reset()
+	b.Grow(size)
+	return b
+}
+
+// putAnswerBuffer puts b back in answerBuffers, unless a large answer grew
+// it past 64 KiB: the pool does not keep large buffers for small answers.
+func putAnswerBuffer(b *bytes.Buffer) {
+	if b.Cap() <= 64<<10 {
+		answerBuffers.Put(b)
+	}
 }
 
 // sseWriter relays a fast-path call's log messages as server-sent events,
