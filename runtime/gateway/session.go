@@ -33,6 +33,15 @@ type sessionState struct {
 	Asks string `json:"a,omitempty"`
 }
 
+// sessionEncoding writes and reads the sealed bytes of a session id.
+// Strict: a last character whose unused low bits are not zero is refused,
+// so that one session has one id. Without it, up to 16 spellings of an id
+// decode to the same bytes: each would be a session of its own to anything
+// that tells sessions apart by their id (today the opened cache, which a
+// client could fill with spellings of its one id, costing a decryption
+// each).
+var sessionEncoding = base64.RawURLEncoding.Strict()
+
 // sessionPrefix marks the format version of sealed session ids.
 const sessionPrefix = "ms1."
 
@@ -109,7 +118,7 @@ func (z *sessionSealer) seal(st sessionState) (string, error) {
 		return "", err
 	}
 	out := aead.Seal(nonce, nonce, plain, []byte(sessionPrefix))
-	return sessionPrefix + base64.RawURLEncoding.EncodeToString(out), nil
+	return sessionPrefix + sessionEncoding.EncodeToString(out), nil
 }
 
 // open returns the state sealed in id, if this gateway (or a replica
@@ -145,7 +154,7 @@ func (z *sessionSealer) unseal(id string) (sessionState, error) {
 	if ok {
 		return st, nil
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(rest)
+	raw, err := sessionEncoding.DecodeString(rest)
 	if err != nil {
 		return st, errBadSession
 	}

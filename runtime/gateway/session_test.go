@@ -20,6 +20,47 @@ func testSealer(seed byte, kid string) *sessionSealer {
 	return &sessionSealer{keys: func() (string, ed25519.PrivateKey) { return kid, key }}
 }
 
+// TestSessionIDOneSpelling: a session id spelled another way that decodes
+// to the same bytes (the unused low bits of its last base64 character set)
+// does not open: one session has one id.
+func TestSessionIDOneSpelling(t *testing.T) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	now := time.Unix(1_800_000_000, 0)
+	z := testSealer(1, "tk_a")
+	tried := 0
+	for _, client := range []string{"a", "ab", "abc"} { // sealed lengths of every remainder mod 3
+		st := sessionState{KeyID: "k1", Protocol: "2025-11-25", Client: client, Issued: now.Unix()}
+		id, err := z.seal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := z.open(id, now); err != nil {
+			t.Fatalf("open(%q) = %v", id, err)
+		}
+		rest := strings.TrimPrefix(id, sessionPrefix)
+		var unused int // low bits of the last character that encode nothing
+		switch len(rest) % 4 {
+		case 2:
+			unused = 4
+		case 3:
+			unused = 2
+		default:
+			continue // the last character is all data
+		}
+		last := strings.IndexByte(alphabet, rest[len(rest)-1])
+		for v := 1; v < 1<<unused; v++ {
+			alt := id[:len(id)-1] + string(alphabet[last|v])
+			tried++
+			if _, err := z.open(alt, now); err == nil {
+				t.Errorf("client %q: the id %q opened spelled %q", client, id, alt)
+			}
+		}
+	}
+	if tried == 0 {
+		t.Fatal("no sealed id had unused bits to set")
+	}
+}
+
 func TestSessionSealing(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	z := testSealer(1, "tk_a")
