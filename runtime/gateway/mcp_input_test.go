@@ -201,17 +201,8 @@ func TestMCPLegacyClientInputRounds(t *testing.T) {
 		}
 	})
 
-	session := func(caps map[string]any) string {
-		t.Helper()
-		status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
-			"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": caps, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
-		if status != 200 || sid == "" {
-			t.Fatalf("initialize: %d %q", status, sid)
-		}
-		return sid
-	}
-	eliciting := session(map[string]any{"elicitation": map[string]any{}})
-	plain := session(map[string]any{})
+	eliciting := legacySession(t, url, g.agentKey, map[string]any{"elicitation": map[string]any{}})
+	plain := legacySession(t, url, g.agentKey, nil)
 	call := func(id any, tool string) map[string]any {
 		return map[string]any{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": map[string]any{"name": tool, "arguments": map[string]any{}}}
 	}
@@ -371,11 +362,7 @@ func TestMCPLegacyClientInputRoundsStdio(t *testing.T) {
 	srv.Env = map[string]string{"ARMORIQ_TEST_STDIO_SERVER": "asker"}
 	g.pushServers("in2", 1, allowAll(), srv)
 	url := g.http.URL + "/mcp"
-	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
-		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{"elicitation": map[string]any{}}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
-	if status != 200 || sid == "" {
-		t.Fatalf("initialize: %d %q", status, sid)
-	}
+	sid := legacySession(t, url, g.agentKey, map[string]any{"elicitation": map[string]any{}})
 	call := map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "ask", "arguments": map[string]any{}}}
 	asked, final := legacyExchange(t, url, g.agentKey, sid, "in-stdio", call, func(map[string]any) map[string]any {
 		return map[string]any{"action": "accept", "content": map[string]any{"name": "Ada"}}
@@ -431,11 +418,7 @@ func TestMCPLegacyReadsNeedingInput(t *testing.T) {
 	g.pushServers("rd1", 1, allowAll(), bundle.Server{ID: "asker", Transport: "http", URL: up.URL + "/", ToolPrefix: "never"})
 	url := g.http.URL + "/mcp"
 
-	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
-		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{"elicitation": map[string]any{}}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
-	if status != 200 || sid == "" {
-		t.Fatalf("initialize: %d %q", status, sid)
-	}
+	sid := legacySession(t, url, g.agentKey, map[string]any{"elicitation": map[string]any{}})
 	legacy := map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}
 	for _, tc := range []struct {
 		method string

@@ -147,11 +147,7 @@ func pathsGateway(t testing.TB) (g *testGateway, url, sid string, legacy map[str
 	g.pushServers("paths1", 1, pol, bundle.Server{ID: "paths", Transport: "http", URL: pathsUpstream(t), ToolPrefix: "never"})
 	url = g.http.URL + "/mcp"
 
-	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
-		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
-	if status != 200 || sid == "" {
-		t.Fatalf("initialize: %d %q", status, sid)
-	}
+	sid = legacySession(t, url, g.agentKey, nil)
 	return g, url, sid, map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}
 }
 

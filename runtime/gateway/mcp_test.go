@@ -289,6 +289,21 @@ func rawMCP(t testing.TB, url, key, session string, msg map[string]any) (int, st
 	return resp.StatusCode, resp.Header.Get(headerSessionID), out
 }
 
+// legacySession opens a 2025-11-25 session at url (/mcp) with key, as a
+// client named "legacy" that declares caps (nil: none), and returns its id.
+func legacySession(t testing.TB, url, key string, caps map[string]any) string {
+	t.Helper()
+	if caps == nil {
+		caps = map[string]any{}
+	}
+	status, sid, out := rawMCP(t, url, key, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": caps, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d, session %q: %v", status, sid, out)
+	}
+	return sid
+}
+
 func TestMCPLegacySessionSurvivesRestart(t *testing.T) {
 	g := adapterGateway(t, "1", nil)
 	g.pushServers("s1", 1, allowAll(), bundle.Server{ID: "web", Transport: "http", URL: g.upstream + "/", ToolPrefix: "never"})

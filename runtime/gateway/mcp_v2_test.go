@@ -128,11 +128,7 @@ func TestMCPRelaysLogMessages(t *testing.T) {
 	}
 
 	// A legacy session: the fast path answers with an event stream.
-	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
-		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
-	if status != 200 || sid == "" {
-		t.Fatalf("initialize: %d %q", status, sid)
-	}
+	sid := legacySession(t, url, g.agentKey, nil)
 	call := map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "logs", "arguments": map[string]any{}}}
 	msgs, ct := sseMessages(t, url, g.agentKey, map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}, call)
 	if got := logLines(msgs); got != want || !strings.HasPrefix(ct, "text/event-stream") {
@@ -252,11 +248,7 @@ func testRelaysServerRequests(t *testing.T, opts ...gatewayOpt) {
 	url := g.http.URL + "/mcp"
 	other := g.createKey("other", "agent")
 
-	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
-		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{"elicitation": map[string]any{}}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
-	if status != 200 || sid == "" {
-		t.Fatalf("initialize: %d %q", status, sid)
-	}
+	sid := legacySession(t, url, g.agentKey, map[string]any{"elicitation": map[string]any{}})
 	call := map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": map[string]any{"name": "elicit", "arguments": map[string]any{}}}
 	asked, final := legacyExchange(t, url, g.agentKey, sid, "relay-1", call, func(req map[string]any) map[string]any {
 		answer := map[string]any{"action": "accept", "content": map[string]any{"name": "Ada"}}
@@ -275,6 +267,7 @@ func testRelaysServerRequests(t *testing.T, opts ...gatewayOpt) {
 
 	// A client that did not declare elicitation is not asked: the
 	// upstream is refused at once.
+	var status int
 	status, sid, _ = rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
 		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "plain", "version": "1"}}})
 	if status != 200 || sid == "" {
@@ -297,11 +290,7 @@ func TestMCPRelaysProgress(t *testing.T) {
 	g := adapterGateway(t, "1", nil)
 	g.pushServers("p1", 1, allowAll(), bundle.Server{ID: "v2", Transport: "http", URL: v2Upstream(t), ToolPrefix: "never"})
 	url := g.http.URL + "/mcp"
-	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
-		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
-	if status != 200 || sid == "" {
-		t.Fatalf("initialize: %d %q", status, sid)
-	}
+	sid := legacySession(t, url, g.agentKey, nil)
 	legacy := map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}
 	modernHdr := map[string]string{headerProtocol: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "steps"}
 	progressOf := func(msgs []map[string]any) string {
@@ -377,11 +366,7 @@ func TestMCPUpstreamEraFollowsTheClient(t *testing.T) {
 	g.pushServers("era1", 1, allowAll(), bundle.Server{ID: "v2", Transport: "http", URL: v2Upstream(t), ToolPrefix: "never"})
 	url := g.http.URL + "/mcp"
 
-	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
-		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
-	if status != 200 || sid == "" {
-		t.Fatalf("initialize: %d %q", status, sid)
-	}
+	sid := legacySession(t, url, g.agentKey, nil)
 	seen := func(msgs []map[string]any) map[string]any {
 		t.Helper()
 		for _, m := range msgs {

@@ -24,11 +24,7 @@ func TestMCPPinnedStdioUpstream(t *testing.T) {
 	g.pushServers("pin1", 1, allowAll(), srv)
 	url := g.http.URL + "/mcp"
 
-	status, sid, _ := rawMCP(t, url, g.agentKey, "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize",
-		"params": map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "legacy", "version": "1"}}})
-	if status != 200 || sid == "" {
-		t.Fatalf("initialize: %d %q", status, sid)
-	}
+	sid := legacySession(t, url, g.agentKey, nil)
 	legacyHdr := map[string]string{headerSessionID: sid, headerProtocol: "2025-11-25"}
 	modernHdr := func(tool string) map[string]string {
 		return map[string]string{headerProtocol: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool}
