@@ -5,10 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +27,7 @@ func TestOfficialTypeScriptSDK(t *testing.T) {
 	g := newTestGateway(t, nil)
 	g.pushBundle("rev1", 100, testPolicy())
 	agentID, _, _ := store.ParseAPIKey(g.agentKey)
+	bodies := recordInvokeBodies(g)
 	results := runSDKScript(t, g, "e2e.js", "ADMIN_KEY="+g.adminKey, "AGENT_KEY_ID="+agentID)
 	text := func(r map[string]any) string {
 		v, _ := r["value"].(map[string]any)
@@ -84,6 +89,18 @@ func TestOfficialTypeScriptSDK(t *testing.T) {
 		t.Errorf("health with the revoked key: %v; want 401 with X-Armoriq-Revoked: true", r)
 	}
 
+	// The bodies the SDK sent, byte for byte: the hand decoder takes every
+	// one (the SDK writes them plainly) and decodes each as json.Unmarshal.
+	sent := bodies()
+	if len(sent) < 3 {
+		t.Fatalf("the gateway saw %d POST /invoke bodies from the SDK; want at least 3", len(sent))
+	}
+	for _, b := range sent {
+		if !decodeBoth(t, b) {
+			t.Errorf("the hand decoder passed on a body the SDK sent, to json.Unmarshal: %s", b)
+		}
+	}
+
 	// Every refusal and success is in the audit log, and the chain holds.
 	recs := g.records(store.AuditFilter{})
 	count := map[store.Decision]int{}
@@ -100,6 +117,35 @@ func TestOfficialTypeScriptSDK(t *testing.T) {
 	}
 	if rep, err := g.store.VerifyAudit(context.Background()); err != nil || !rep.OK() {
 		t.Errorf("VerifyAudit = %+v, %v", rep, err)
+	}
+}
+
+// recordInvokeBodies makes g's server keep a copy of every POST /invoke
+// body it receives (before the first request: the handler is swapped
+// unsynchronized), and returns what was kept so far.
+func recordInvokeBodies(g *testGateway) func() [][]byte {
+	var mu sync.Mutex
+	var bodies [][]byte
+	next := g.http.Config.Handler
+	g.http.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/invoke" {
+			b, err := io.ReadAll(r.Body)
+			r.Body.Close()
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			mu.Lock()
+			bodies = append(bodies, b)
+			mu.Unlock()
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		next.ServeHTTP(w, r)
+	})
+	return func() [][]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(bodies)
 	}
 }
 
