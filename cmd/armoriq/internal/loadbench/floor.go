@@ -2,6 +2,7 @@ package loadbench
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,15 @@ type Floor struct {
 	// FloorRoundTrips of them.
 	UnixRoundTripP50Ms float64 `json:"unix_round_trip_p50_ms"`
 	UnixRoundTripP99Ms float64 `json:"unix_round_trip_p99_ms"`
+	// The CPU time (user and system, from getrusage, to the microsecond)
+	// each takes: a durable write, in the writing process (the kernel's
+	// work for the write and the sync: on a virtual machine, its exits to
+	// the hypervisor too); a round trip, in both processes (two sleeps
+	// and two wake-ups of a thread). With the proxy's own CPU per call,
+	// the least CPU per call the gateway and its adapter can take at
+	// concurrency 1. Zero where getrusage is not available.
+	DurableWriteCPUMs  float64 `json:"durable_write_cpu_ms,omitempty"`
+	UnixRoundTripCPUMs float64 `json:"unix_round_trip_cpu_ms,omitempty"`
 }
 
 const (
@@ -47,16 +57,21 @@ const (
 // it).
 func measureFloor(ctx context.Context, dir, exe string) (Floor, error) {
 	var f Floor
+	cpu0, cpuOK := processCPU()
 	w, err := durableWrites(dir, FloorWrites)
 	if err != nil {
 		return f, fmt.Errorf("durable writes in %s: %v", dir, err)
 	}
+	if cpu1, ok := processCPU(); ok && cpuOK {
+		f.DurableWriteCPUMs = ms(cpu1-cpu0) / FloorWrites
+	}
 	f.DurableWriteP50Ms, f.DurableWriteP99Ms = ms(Percentile(w, 50)), ms(Percentile(w, 99))
-	rt, err := unixRoundTrips(ctx, exe, FloorRoundTrips)
+	rt, rtCPU, err := unixRoundTrips(ctx, exe, FloorRoundTrips)
 	if err != nil {
 		return f, fmt.Errorf("unix socket round trips: %v", err)
 	}
 	f.UnixRoundTripP50Ms, f.UnixRoundTripP99Ms = ms(Percentile(rt, 50)), ms(Percentile(rt, 99))
+	f.UnixRoundTripCPUMs = ms(rtCPU) / FloorRoundTrips
 	return f, nil
 }
 
@@ -100,53 +115,76 @@ func durableWrites(dir string, n int) ([]time.Duration, error) {
 
 // unixRoundTrips times n round trips over a unix socket to a process of
 // its own (exe bench echo), sorted: as between the gateway and an adapter,
-// each side is a thread the kernel wakes when the other writes.
-func unixRoundTrips(ctx context.Context, exe string, n int) ([]time.Duration, error) {
+// each side is a thread the kernel wakes when the other writes. cpu is
+// the CPU time both processes took for them, zero where it cannot be
+// measured: the echo process measures its own from the first message to
+// the last and sends it back, asked with a message whose first byte is
+// echoReport.
+func unixRoundTrips(ctx context.Context, exe string, n int) (d []time.Duration, cpu time.Duration, err error) {
 	// A short path of its own: a socket's path is limited to about 100
 	// bytes.
 	sdir, err := os.MkdirTemp("", "aqfloor")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer os.RemoveAll(sdir)
 	sock := filepath.Join(sdir, "s")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer ln.Close()
 	var stderr strings.Builder
 	cmd := exec.CommandContext(ctx, exe, "bench", "echo", "--socket", sock)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer cmd.Wait()
 	defer cmd.Process.Kill()
 	ul := ln.(*net.UnixListener)
 	if err := ul.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	c, err := ln.Accept()
 	if err != nil {
-		return nil, fmt.Errorf("%s bench echo did not connect: %v: %s", exe, err, stderr.String())
+		return nil, 0, fmt.Errorf("%s bench echo did not connect: %v: %s", exe, err, stderr.String())
 	}
 	defer c.Close()
 	msg := make([]byte, floorCallSize)
-	d := make([]time.Duration, n)
+	d = make([]time.Duration, n)
+	cpu0, cpuOK := processCPU()
 	for i := range d {
 		start := time.Now()
 		if _, err := c.Write(msg); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if _, err := io.ReadFull(c, msg); err != nil {
-			return nil, fmt.Errorf("reading the echo: %v: %s", err, stderr.String())
+			return nil, 0, fmt.Errorf("reading the echo: %v: %s", err, stderr.String())
 		}
 		d[i] = time.Since(start)
 	}
+	cpu1, ok := processCPU()
 	slices.Sort(d)
-	return d, nil
+	msg[0] = echoReport
+	if _, err := c.Write(msg); err != nil {
+		return nil, 0, err
+	}
+	if _, err := io.ReadFull(c, msg); err != nil {
+		return nil, 0, fmt.Errorf("reading the echo's CPU time: %v: %s", err, stderr.String())
+	}
+	theirs := time.Duration(binary.BigEndian.Uint64(msg[1:9]))
+	if !cpuOK || !ok || msg[0] != echoReport || theirs <= 0 {
+		return d, 0, nil // CPU time not measured on one side or the other
+	}
+	return d, cpu1 - cpu0 + theirs, nil
 }
+
+// echoReport, as the first byte of a message, asks the echo process for
+// the CPU time it took since the first message: it answers with the same
+// byte, then the time in nanoseconds (big-endian, 8 bytes; 0 where it
+// cannot be measured).
+const echoReport = 0xff
 
 // Echo is armoriq bench echo: it connects to the unix socket and sends
 // back every floorCallSize bytes it reads, until the other side closes.
@@ -157,12 +195,24 @@ func Echo(socket string) error {
 	}
 	defer c.Close()
 	buf := make([]byte, floorCallSize)
-	for {
+	var first time.Duration
+	for n := 0; ; n++ {
 		if _, err := io.ReadFull(c, buf); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
+		}
+		switch {
+		case n == 0:
+			first, _ = processCPU()
+		case buf[0] == echoReport:
+			now, ok := processCPU()
+			clear(buf)
+			buf[0] = echoReport
+			if ok && first > 0 {
+				binary.BigEndian.PutUint64(buf[1:9], uint64(now-first))
+			}
 		}
 		if _, err := c.Write(buf); err != nil {
 			return err

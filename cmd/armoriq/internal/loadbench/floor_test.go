@@ -36,3 +36,26 @@ func TestEchoNoSocket(t *testing.T) {
 		t.Fatal("Echo to a missing socket: no error")
 	}
 }
+
+// TestUnixRoundTripsCPU: the round trips to a real echo process (this
+// test binary, run as armoriq bench echo by TestMain) come back with the
+// CPU time of both sides, where getrusage is there to read it.
+func TestUnixRoundTripsCPU(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := processCPU(); !ok {
+		t.Skip("no getrusage on this system: the floor's CPU time is not measured")
+	}
+	d, cpu, err := unixRoundTrips(t.Context(), exe, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d) != 200 || !slices.IsSorted(d) {
+		t.Errorf("unixRoundTrips(200): %d durations (sorted %v), want 200, sorted", len(d), slices.IsSorted(d))
+	}
+	if cpu <= 0 {
+		t.Errorf("unixRoundTrips(200): CPU time %v, want the two processes' time, above zero", cpu)
+	}
+}

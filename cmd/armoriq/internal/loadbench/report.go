@@ -197,10 +197,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if f := r.Floor; f != nil {
 		fmt.Fprintf(w, "floor: a durable write of a record %.3f ms at p50, %.3f at p99; a unix-socket round trip %.3f ms at p50, %.3f at p99\n",
 			f.DurableWriteP50Ms, f.DurableWriteP99Ms, f.UnixRoundTripP50Ms, f.UnixRoundTripP99Ms)
+		if f.DurableWriteCPUMs > 0 && f.UnixRoundTripCPUMs > 0 {
+			fmt.Fprintf(w, "  CPU time: a durable write %.3f ms; a round trip %.3f ms (both processes)\n", f.DurableWriteCPUMs, f.UnixRoundTripCPUMs)
+		}
 		for _, res := range r.Results {
 			if res.Target == targetProxy && res.Concurrency == 1 {
 				fmt.Fprintf(w, "  the least the gateway can add at concurrency 1 (%s upstream): the proxy's +p50 and both: %+.3f ms\n",
 					res.Upstream, res.P50AddedMs+f.DurableWriteP50Ms+f.UnixRoundTripP50Ms)
+				if p, ok := res.CPUPerCallMs[roleProxy]; ok && f.DurableWriteCPUMs > 0 && f.UnixRoundTripCPUMs > 0 {
+					least := p + f.DurableWriteCPUMs + f.UnixRoundTripCPUMs
+					fmt.Fprintf(w, "  the least CPU per call gateway + adapter can take at concurrency 1 (%s upstream): the proxy's and both: %.3f ms, %.2f× the proxy's\n",
+						res.Upstream, least, least/p)
+				}
 			}
 		}
 	}
