@@ -2,12 +2,14 @@ package plugins
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
+	"os"
 	"slices"
 	"sync"
 )
@@ -201,76 +203,171 @@ type hopPending struct {
 	total int
 }
 
-// hopReader reads frames from a connection, joining pieces. Only the
-// connection's reading goroutine uses it.
+// hopReader reads frames from a connection, joining pieces. One goroutine
+// at a time uses it.
+//
+// A read that times out (os.ErrDeadlineExceeded: the host interrupts a
+// reader whose call was cancelled, and polls without waiting) leaves the
+// frame it was reading where it was, every byte read so far kept here, and
+// the next call of next continues it: the frames read are those of an
+// uninterrupted read (FuzzHopReaderResumes). Any other error ends the
+// connection.
 type hopReader struct {
 	r       *bufio.Reader
 	pending map[uint64]*hopPending
 	// validID, when not nil, says whether the peer may send frames of a
 	// call id (the host's check that it issued it).
 	validID func(uint64) bool
+
+	// The frame being read.
+	hdr    [hopHeaderSize]byte
+	nhdr   int // bytes of hdr read; hopHeaderSize once the frame is checked
+	cur    hopFrame
+	n      int         // its payload's length
+	part   *hopPending // a piece's body so far
+	varb   [binary.MaxVarintLen64]byte
+	nvar   int    // bytes of a piece's total read
+	inData bool   // the piece's total is read: its data is
+	data   []byte // what remains to be read of a piece's data
+	buf    []byte // the payload read so far (a call's or result's)
 }
 
 func newHopReader(r io.Reader) *hopReader {
 	return &hopReader{r: bufio.NewReaderSize(r, 32<<10), pending: map[uint64]*hopPending{}}
 }
 
+// isTimeout says whether err is a read's timeout, after which the reader
+// can go on.
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
 // next returns the next frame that is not a piece. Its error is the
-// connection's (io.EOF at a clean end between frames) or a *hopError.
+// connection's (io.EOF at a clean end between frames), a *hopError, or a
+// timeout (see hopReader).
 func (h *hopReader) next() (hopFrame, error) {
 	for {
-		var hdr [hopHeaderSize]byte
-		if _, err := io.ReadFull(h.r, hdr[:]); err != nil {
+		f, whole, err := h.step()
+		if err != nil {
+			if isTimeout(err) {
+				return hopFrame{}, err
+			}
+			if h.nhdr > 0 {
+				err = noEOF(err) // the end of the connection inside a frame
+			}
 			return hopFrame{}, err
 		}
-		n := int(binary.BigEndian.Uint32(hdr[:4]))
-		f := hopFrame{kind: hdr[4], id: binary.BigEndian.Uint64(hdr[5:])}
-		if n > hopMaxFrame {
-			return hopFrame{}, hopErrorf("a frame of %d bytes (kind %d, call %d) is larger than %d", n, f.kind, f.id, hopMaxFrame)
+		if whole {
+			return f, nil
 		}
-		if f.kind < hopHello || f.kind > hopPiece || f.kind == hopHello {
-			return hopFrame{}, hopErrorf("a frame of unknown kind %d (call %d)", f.kind, f.id)
-		}
-		if h.validID != nil && !h.validID(f.id) {
-			return hopFrame{}, hopErrorf("a frame (kind %d) for call %d, which was never made", f.kind, f.id)
-		}
-		p := h.pending[f.id]
-		if f.kind == hopPiece {
-			if err := h.piece(f.id, n, p); err != nil {
-				return hopFrame{}, noEOF(err)
-			}
-			continue
-		}
-		if p != nil {
-			if f.kind != hopCall && f.kind != hopResult {
-				return hopFrame{}, hopErrorf("a frame of kind %d for call %d between its pieces and its end", f.kind, f.id)
-			}
-			delete(h.pending, f.id)
-			f.pieces = p.buf
-		}
-		var err error
-		if f.payload, err = readPayload(h.r, n); err != nil {
-			return hopFrame{}, noEOF(err)
-		}
-		if p != nil {
-			f.total = p.total
-		}
-		if p != nil && len(f.payload) < p.total-len(p.buf) {
-			// The rest is at most total-len(buf): the decoder checks it is
-			// exactly that; here the payload must hold it at least.
-			return hopFrame{}, hopErrorf("call %d: its body ended %d bytes short of the %d its pieces announced", f.id, p.total-len(p.buf)-len(f.payload), p.total)
-		}
-		return f, nil
 	}
 }
 
-// piece reads a piece of n bytes for call id, whose body so far is p.
-func (h *hopReader) piece(id uint64, n int, p *hopPending) error {
-	total, err := binary.ReadUvarint(h.r)
-	if err != nil {
-		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-			return io.ErrUnexpectedEOF
+// step reads on in the frame being read, and returns it once it is
+// whole (unless it is a piece).
+func (h *hopReader) step() (f hopFrame, whole bool, err error) {
+	if h.nhdr < hopHeaderSize {
+		k, err := io.ReadFull(h.r, h.hdr[h.nhdr:])
+		h.nhdr += k
+		if err != nil {
+			return f, false, err
 		}
+		if err := h.header(); err != nil {
+			return f, false, err
+		}
+	}
+	if h.cur.kind == hopPiece {
+		return f, false, h.piece()
+	}
+	if h.buf, err = readPayload(h.r, h.buf, h.n); err != nil {
+		return f, false, err
+	}
+	f = h.cur
+	f.payload = h.buf
+	p := h.part
+	h.reset()
+	if p != nil {
+		f.total = p.total
+		if len(f.payload) < p.total-len(p.buf) {
+			// The rest is at most total-len(buf): the decoder checks it is
+			// exactly that; here the payload must hold it at least.
+			return f, false, hopErrorf("call %d: its body ended %d bytes short of the %d its pieces announced", f.id, p.total-len(p.buf)-len(f.payload), p.total)
+		}
+	}
+	return f, true, nil
+}
+
+// reset readies h for the next frame.
+func (h *hopReader) reset() {
+	h.nhdr, h.cur, h.n, h.part = 0, hopFrame{}, 0, nil
+	h.nvar, h.inData, h.data, h.buf = 0, false, nil, nil
+}
+
+// header checks the header just read and readies the frame's reading.
+func (h *hopReader) header() error {
+	hdr := h.hdr[:]
+	h.n = int(binary.BigEndian.Uint32(hdr[:4]))
+	h.cur = hopFrame{kind: hdr[4], id: binary.BigEndian.Uint64(hdr[5:])}
+	f := &h.cur
+	if h.n > hopMaxFrame {
+		return hopErrorf("a frame of %d bytes (kind %d, call %d) is larger than %d", h.n, f.kind, f.id, hopMaxFrame)
+	}
+	if f.kind < hopHello || f.kind > hopPiece || f.kind == hopHello {
+		return hopErrorf("a frame of unknown kind %d (call %d)", f.kind, f.id)
+	}
+	if h.validID != nil && !h.validID(f.id) {
+		return hopErrorf("a frame (kind %d) for call %d, which was never made", f.kind, f.id)
+	}
+	h.part = h.pending[f.id]
+	if f.kind == hopPiece || h.part == nil {
+		return nil
+	}
+	if f.kind != hopCall && f.kind != hopResult {
+		return hopErrorf("a frame of kind %d for call %d between its pieces and its end", f.kind, f.id)
+	}
+	delete(h.pending, f.id)
+	f.pieces = h.part.buf
+	return nil
+}
+
+// piece reads on in a piece frame, whose header was read: its total, then
+// its data into its body's buffer.
+func (h *hopReader) piece() error {
+	if !h.inData {
+		if err := h.pieceTotal(); err != nil {
+			return err
+		}
+		h.inData = true
+	}
+	for len(h.data) > 0 {
+		k, err := h.r.Read(h.data)
+		h.data = h.data[k:]
+		if err != nil && len(h.data) > 0 {
+			return err
+		}
+	}
+	h.reset()
+	return nil
+}
+
+// pieceTotal reads a piece's total and readies its data's reading.
+func (h *hopReader) pieceTotal() error {
+	id, n, p := h.cur.id, h.n, h.part
+	for h.nvar == 0 || h.varb[h.nvar-1] >= 0x80 && h.nvar < len(h.varb) {
+		b, err := h.r.ReadByte()
+		switch {
+		case err == nil:
+		case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
+			return io.ErrUnexpectedEOF
+		case isTimeout(err):
+			return err
+		default:
+			return hopErrorf("call %d: a piece with a malformed length: %v", id, err)
+		}
+		h.varb[h.nvar] = b
+		h.nvar++
+	}
+	// The bytes read, as binary.ReadUvarint read them from the connection.
+	total, err := binary.ReadUvarint(bytes.NewReader(h.varb[:h.nvar]))
+	if err != nil {
 		return hopErrorf("call %d: a piece with a malformed length: %v", id, err)
 	}
 	data := n - uvarintLen(total)
@@ -284,6 +381,7 @@ func (h *hopReader) piece(id uint64, n int, p *hopPending) error {
 		// into place; above hopAllocAhead, as they come.
 		p = &hopPending{buf: make([]byte, 0, min(int(total), hopAllocAhead)), total: int(total)}
 		h.pending[id] = p
+		h.part = p
 	case p.total != int(total):
 		return hopErrorf("call %d: a piece says its body has %d bytes, an earlier one %d", id, total, p.total)
 	}
@@ -292,8 +390,8 @@ func (h *hopReader) piece(id uint64, n int, p *hopPending) error {
 	}
 	k := len(p.buf)
 	p.buf = slices.Grow(p.buf, data)[:k+data]
-	_, err = io.ReadFull(h.r, p.buf[k:])
-	return err
+	h.data = p.buf[k:]
+	return nil
 }
 
 // hopAllocAhead is the most a reader allocates for a payload or a body
@@ -301,20 +399,21 @@ func (h *hopReader) piece(id uint64, n int, p *hopPending) error {
 // grown as it sends them.
 const hopAllocAhead = 4 << 20
 
-// readPayload reads a payload of n bytes.
-func readPayload(r io.Reader, n int) ([]byte, error) {
-	if n <= hopAllocAhead {
-		b := make([]byte, n)
-		_, err := io.ReadFull(r, b)
-		return b, err
+// readPayload reads on into b, a payload of n bytes of which len(b) are
+// read, and returns it; after an error, b holds what was read.
+func readPayload(r io.Reader, b []byte, n int) ([]byte, error) {
+	if b == nil {
+		b = make([]byte, 0, min(n, hopAllocAhead))
 	}
-	b := make([]byte, 0, hopAllocAhead)
 	for len(b) < n {
 		k := len(b)
-		step := min(n-k, max(k, hopAllocAhead))
-		b = slices.Grow(b, step)[:k+step]
-		if _, err := io.ReadFull(r, b[k:]); err != nil {
-			return nil, err
+		if k == cap(b) {
+			b = slices.Grow(b, min(n-k, max(k, hopAllocAhead)))
+		}
+		m, err := r.Read(b[k:min(cap(b), n)])
+		b = b[:k+m]
+		if err != nil && len(b) < n {
+			return b, err
 		}
 	}
 	return b, nil

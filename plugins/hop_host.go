@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -79,6 +80,7 @@ func (m *hopMux) call(ctx context.Context, call *RawCall, ev *CallEvents) (*RawR
 			m.warn("adapter hop unavailable; raw calls go on its gRPC session", "error", err)
 			return m.fallback.call(ctx, call, ev)
 		}
+		hc.poll()
 		c, ok = hc.add()
 	}
 	return hc.call(ctx, c, call, ev)
@@ -119,7 +121,6 @@ func (m *hopMux) connection(ctx context.Context) (*hopConn, error) {
 		return nil, err
 	}
 	hc.log = m.logErr
-	go hc.read()
 	m.cur = hc
 	return hc, nil
 }
@@ -129,11 +130,15 @@ func (m *hopMux) connection(ctx context.Context) (*hopConn, error) {
 // could not remove them itself. Only what the adapter's hop makes is
 // removed, a socket named hop.sock in an armoriq-hop-* directory of the
 // temporary directory, and the directory only if nothing else is in it;
-// an address elsewhere (a custom adapter's) is left alone.
+// an address elsewhere (a custom adapter's) is left alone. The connection
+// to the hop is closed first: between calls nobody reads it to see its end.
 func (m *hopMux) removeLeftovers() {
 	m.mu.Lock()
-	addr := m.addr
+	addr, hc := m.addr, m.cur
 	m.mu.Unlock()
+	if hc != nil {
+		hc.fail(io.EOF)
+	}
 	if addr == nil {
 		return // the hop was never opened
 	}
@@ -189,7 +194,11 @@ func dialHop(ctx context.Context, addr *hopAddress, token []byte) (*hopConn, err
 		return nil, fmt.Errorf("the adapter's hop answered hello with %x", ack)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	hc := &hopConn{conn: conn, w: newHopWriter(conn), pendingCalls: newPendingCalls[hopFrame](hopCallPool)}
+	hc := &hopConn{conn: conn, w: newHopWriter(conn), tok: make(chan struct{}, 1), pendingCalls: newPendingCalls[hopFrame](hopCallPool)}
+	hc.src = newHopSource(conn)
+	hc.r = newHopReader(hc.src)
+	hc.r.validID = hc.issued
+	hc.tok <- struct{}{}
 	return hc, nil
 }
 
@@ -208,10 +217,33 @@ func checkPrivateDir(dir string) error {
 }
 
 // hopConn is one connection to an adapter's hop.
+//
+// Its calls read it themselves, one at a time: a call waiting for its
+// frames takes the read token (tok) when no other call holds it, reads
+// frames, hands the other calls theirs (pendingCalls.deliver) and stops at
+// its own, and puts the token back for the next waiting call. So a call
+// whose result comes next reads it on its own goroutine, without waking
+// another on the way. A call whose context ends while it reads is
+// interrupted by a read deadline in the past (interrupt), and the frame it
+// was reading is continued by the next reader (hopReader). When no call
+// waits nobody reads: a call first reads, without waiting, what came
+// meanwhile (poll), so that one is not sent on a connection the adapter
+// closed.
 type hopConn struct {
 	conn net.Conn
 	w    *hopWriter
 	log  func(msg string, args ...any) // logs a protocol error
+
+	tok chan struct{} // the read token, in the channel when no call reads
+	src *hopSource
+	r   *hopReader // read by the token's holder
+
+	// The read a cancelled call interrupts: readGen is the generation of
+	// the read that may be (0: none), interrupted says the deadline was set.
+	dmu         sync.Mutex
+	readGen     uint64
+	lastGen     uint64
+	interrupted bool
 
 	pendingCalls[hopFrame] // the calls in flight; err and done say why and when it broke
 }
@@ -221,26 +253,173 @@ var hopCallPool = newPendingCallPool[hopFrame]()
 // hopBufPool recycles the buffers calls encode their frame in.
 var hopBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// read hands every frame the adapter sends to its call until the
-// connection ends, then fails every call in flight.
-func (hc *hopConn) read() {
-	r := newHopReader(hc.conn)
-	r.validID = hc.issued
-	for {
-		f, err := r.next()
-		if err == nil {
-			switch f.kind {
-			case hopProgress, hopLog, hopRequest, hopResult, hopFailure:
-			default:
-				err = hopErrorf("the adapter sent a frame of kind %d", f.kind)
-			}
+// aLongTimeAgo is a read deadline that interrupts a read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// readFrame reads the next frame the adapter sends; the token's holder
+// calls it.
+func (hc *hopConn) readFrame() (hopFrame, error) {
+	f, err := hc.r.next()
+	if err == nil {
+		switch f.kind {
+		case hopProgress, hopLog, hopRequest, hopResult, hopFailure:
+		default:
+			err = hopErrorf("the adapter sent a frame of kind %d", f.kind)
 		}
+	}
+	return f, err
+}
+
+// wait waits for frames for c, reading the connection itself when no
+// other call does, and returns those received since it last did. broken
+// says the connection broke (frames may come with it: the result may have
+// come before the break); err is ctx's error if it ended first.
+func (hc *hopConn) wait(ctx context.Context, c *pendingCall[hopFrame]) (frames []hopFrame, broken bool, err error) {
+	select {
+	case <-c.ready:
+	case <-hc.tok:
+		return hc.lead(ctx, c)
+	case <-hc.done:
+		broken = true
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+	return hc.take(c), broken, nil
+}
+
+// take returns the frames handed to c since it last took them.
+func (hc *hopConn) take(c *pendingCall[hopFrame]) []hopFrame {
+	hc.mu.Lock()
+	frames := c.frames
+	c.frames = nil
+	hc.mu.Unlock()
+	return frames
+}
+
+// lead reads the connection for c, which holds the token, until a frame of
+// c's comes or ctx ends, and puts the token back (unless the connection
+// broke: then nobody reads it again).
+func (hc *hopConn) lead(ctx context.Context, c *pendingCall[hopFrame]) (frames []hopFrame, broken bool, err error) {
+	hc.mu.Lock()
+	if len(c.frames) > 0 { // the previous reader handed them
+		frames = c.frames
+		c.frames = nil
+	}
+	hc.mu.Unlock()
+	if frames != nil {
+		hc.tok <- struct{}{}
+		return frames, false, nil
+	}
+	var stop func() bool
+	if ctx.Done() != nil {
+		hc.dmu.Lock()
+		hc.lastGen++
+		gen := hc.lastGen
+		hc.readGen = gen
+		hc.dmu.Unlock()
+		stop = context.AfterFunc(ctx, func() { hc.interrupt(gen) })
+	}
+	for {
+		f, rerr := hc.readFrame()
+		switch {
+		case rerr == nil && f.id != c.id:
+			hc.deliver(f.id, f)
+			continue
+		case rerr == nil:
+			frames = append(hc.take(c), f)
+		case isTimeout(rerr) && ctx.Err() != nil:
+			err = ctx.Err()
+		default:
+			// The connection's end, a protocol error, or (never) a
+			// deadline nobody set.
+			hc.fail(rerr)
+			if stop != nil {
+				stop()
+			}
+			return hc.take(c), true, nil
+		}
+		break
+	}
+	if stop != nil && !stop() {
+		// ctx ended: its interrupt ran or runs now. A deadline it set is
+		// cleared before the next reader reads; one it has yet to set it
+		// will not, its read being over.
+		hc.dmu.Lock()
+		hc.readGen = 0
+		if hc.interrupted {
+			hc.interrupted = false
+			_ = hc.conn.SetReadDeadline(time.Time{})
+		}
+		hc.dmu.Unlock()
+	}
+	hc.tok <- struct{}{}
+	return frames, false, err
+}
+
+// interrupt ends the read of generation gen, if it is still going on, with
+// a read deadline in the past.
+func (hc *hopConn) interrupt(gen uint64) {
+	hc.dmu.Lock()
+	defer hc.dmu.Unlock()
+	if hc.readGen == gen {
+		hc.interrupted = true
+		_ = hc.conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// poll reads, without waiting, what the adapter sent while no call was
+// reading: frames of calls that ended (dropped), or the connection's end,
+// which fails it, so that the next call dials anew. When a call holds the
+// token it reads, and sees the end as soon as it comes.
+func (hc *hopConn) poll() {
+	select {
+	case <-hc.tok:
+	default:
+		return
+	}
+	hc.src.now = true
+	for {
+		f, err := hc.readFrame()
 		if err != nil {
-			hc.fail(err)
+			hc.src.now = false
+			if !isTimeout(err) {
+				hc.fail(err)
+				return
+			}
+			hc.tok <- struct{}{}
 			return
 		}
 		hc.deliver(f.id, f)
 	}
+}
+
+// hopSource is what a hopConn's reader reads: the connection, or when now
+// is set (by the token's holder) only what it holds already, a read that
+// would wait failing with os.ErrDeadlineExceeded.
+type hopSource struct {
+	conn net.Conn
+	now  bool
+	nr   *nowReader // nil where the connection has no file descriptor
+}
+
+func newHopSource(conn net.Conn) *hopSource {
+	s := &hopSource{conn: conn}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			s.nr = newNowReader(raw)
+		}
+	}
+	return s
+}
+
+func (s *hopSource) Read(p []byte) (int, error) {
+	if !s.now {
+		return s.conn.Read(p)
+	}
+	if s.nr == nil {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return s.nr.read(p)
 }
 
 // fail records why the connection broke, closes it and releases its calls.
@@ -254,7 +433,7 @@ func (hc *hopConn) fail(err error) {
 		msg = err.Error()
 	}
 	// The first failure is the one the calls report: it is recorded
-	// before the connection is closed, which fails the reader's read too.
+	// before the connection is closed, which fails a call's read too.
 	if !hc.breakWith(&connError{fmt.Errorf("the hop connection to the adapter broke (%s); the call is not retried: the upstream may have received it", msg)}) {
 		return // failed already: the reader, or a caller that found a malformed frame
 	}
@@ -266,7 +445,7 @@ func (hc *hopConn) fail(err error) {
 
 // brokenErr is why the connection broke, after a write failed with err.
 func (hc *hopConn) brokenErr(err error) error {
-	hc.fail(err) // unless the reader saw the break first
+	hc.fail(err) // unless a reader saw the break first
 	<-hc.done
 	return hc.err
 }
@@ -347,7 +526,7 @@ func (hc *hopConn) call(ctx context.Context, c *pendingCall[hopFrame], call *Raw
 		h.handle(e)
 	}
 	for {
-		frames, broken, err := hc.next(ctx, c)
+		frames, broken, err := hc.wait(ctx, c)
 		if err != nil {
 			go hc.sendCancel(id)
 			return nil, err

@@ -7,8 +7,9 @@ import (
 
 // pendingCalls are the calls in flight on one of the host's connections
 // to an adapter (a hop connection, or a Raw.Session on contract 4), by
-// id. The connection's reader hands each frame to its call (deliver)
-// without waiting for anyone; the call's goroutine takes them (next). F is
+// id. The connection's reader (on a hop connection, whichever call is
+// reading it) hands each frame to its call (deliver) without waiting for
+// anyone; the call's goroutine takes them (next, or hopConn.wait). F is
 // the connection's frame. The two connections share this so that a frame
 // reaches its call, and a broken connection its calls, the same way on
 // both.
