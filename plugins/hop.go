@@ -372,6 +372,10 @@ func (h *hopReader) pieceTotal() error {
 	}
 	data := n - uvarintLen(total)
 	switch {
+	case h.nvar != uvarintLen(total):
+		// The data's length is the frame's less the field's shortest
+		// form: a longer encoding would shift every byte after it.
+		return hopErrorf("call %d: a piece whose length field is not in its shortest form", id)
 	case data < 0:
 		return hopErrorf("call %d: a piece shorter than its length field", id)
 	case total > MaxMessageSize:

@@ -168,6 +168,7 @@ func TestHopMalformedFrames(t *testing.T) {
 		{"a piece announcing more than the maximum", frame(hopPiece, 1, binary.AppendUvarint(nil, MaxMessageSize+1))},
 		{"pieces then a cancel", append(frame(hopPiece, 1, append(binary.AppendUvarint(nil, 10), 'a')), frame(hopCancel, 1, nil)...)},
 		{"pieces longer than announced", frame(hopPiece, 1, append(binary.AppendUvarint(nil, 1), 'a', 'b'))},
+		{"a piece's length field not in its shortest form", frame(hopPiece, 1, []byte{0x8a, 0x00, 'a'})},
 		{"a cancel with a payload", frame(hopCancel, 1, []byte{1})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
