@@ -7,8 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -42,18 +40,7 @@ func TestHopCancelMidFrame(t *testing.T) {
 }
 
 func cancelMidFrame(t *testing.T, first []byte, cut int, second []byte) {
-	dir, err := os.MkdirTemp("", "armoriq-leadtest-") // not armoriq-hop-*: TestKilledAdapterLeavesNoHopDirectory counts those
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "hop.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	token := bytes.Repeat([]byte{7}, hopTokenSize)
+	l, m := fakeHop(t, t.Logf)
 	sent := make(chan error, 1)    // the first part of the first call's result is with the host
 	second1 := make(chan error, 1) // the second call came, and its result went
 	go func() {
@@ -96,7 +83,6 @@ func cancelMidFrame(t *testing.T, first []byte, cut int, second []byte) {
 		second1 <- err
 		_, _ = c.Read(make([]byte, 1))
 	}()
-	m := &hopMux{addr: &hopAddress{Network: "unix", Address: sock}, token: token, warn: t.Logf, logErr: t.Logf}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cctx, ccancel := context.WithCancel(ctx)

@@ -227,11 +227,14 @@ func waitUntil(t *testing.T, cond func() bool, what string) {
 	}
 }
 
-// TestHopMalformedFromAdapter: a frame from the adapter that the hop does
-// not allow fails the calls in flight with a connection error that says
-// what was wrong, and the host logs it.
-func TestHopMalformedFromAdapter(t *testing.T) {
-	dir, err := os.MkdirTemp("", "armoriq-hop-test-")
+// fakeHop listens where an adapter's hop would, in a directory of its own,
+// for a test that plays the adapter's side by hand (the hello takes any
+// token): it returns the listener and a hopMux that dials it, logging to
+// log. The directory is not named armoriq-hop-*, which
+// TestKilledAdapterLeavesNoHopDirectory looks for.
+func fakeHop(t *testing.T, log func(msg string, args ...any)) (net.Listener, *hopMux) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "armoriq-fakehop-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +246,16 @@ func TestHopMalformedFromAdapter(t *testing.T) {
 	}
 	t.Cleanup(func() { l.Close() })
 	token := bytes.Repeat([]byte{7}, hopTokenSize)
+	return l, &hopMux{addr: &hopAddress{Network: "unix", Address: sock}, token: token, warn: log, logErr: log}
+}
+
+// TestHopMalformedFromAdapter: a frame from the adapter that the hop does
+// not allow fails the calls in flight with a connection error that says
+// what was wrong, and the host logs it.
+func TestHopMalformedFromAdapter(t *testing.T) {
+	var logged syncBuffer
+	log := func(msg string, args ...any) { fmt.Fprintln(&logged, append([]any{msg}, args...)...) }
+	l, m := fakeHop(t, log)
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
@@ -261,12 +274,9 @@ func TestHopMalformedFromAdapter(t *testing.T) {
 		_, _ = c.Write(append(appendHeader(nil, hopResult, 1, 2), 0, 9))
 		_, _ = c.Read(make([]byte, 1))
 	}()
-	var logged syncBuffer
-	log := func(msg string, args ...any) { fmt.Fprintln(&logged, append([]any{msg}, args...)...) }
-	m := &hopMux{addr: &hopAddress{Network: "unix", Address: sock}, token: token, warn: log, logErr: log}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err = m.call(ctx, &RawCall{Name: "echo"}, nil)
+	_, err := m.call(ctx, &RawCall{Name: "echo"}, nil)
 	var cerr *connError
 	if !errors.As(err, &cerr) || !strings.Contains(err.Error(), "hop protocol error: truncated path") {
 		t.Errorf("a call answered with a malformed result: %v, want a connError saying the path was truncated", err)

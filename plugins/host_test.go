@@ -734,8 +734,17 @@ func TestKilledAdapterLeavesNoHopDirectory(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("the hop needs unix sockets")
 	}
+	// A temporary directory of the test's own, for the adapter's and the
+	// host's: others running beside it (the gateway's tests start adapters
+	// too) make and remove hop directories in the shared one.
+	tmp, err := os.MkdirTemp("", "aqhop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	t.Setenv("TMPDIR", tmp)
 	hopDirs := func() map[string]bool {
-		m, _ := filepath.Glob(filepath.Join(os.TempDir(), "armoriq-hop-*"))
+		m, _ := filepath.Glob(filepath.Join(tmp, "armoriq-hop-*"))
 		set := map[string]bool{}
 		for _, d := range m {
 			set[d] = true
