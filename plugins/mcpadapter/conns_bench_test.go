@@ -8,13 +8,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/runtime/telemetry/cputime"
 )
 
 // BenchmarkRawHTTP measures one raw tools/call from the http adapter to an
@@ -59,7 +59,7 @@ func BenchmarkRawHTTP(b *testing.B) {
 				}
 			}
 			b.ReportAllocs()
-			cpu0 := cpuNow()
+			cpu0, _ := cputime.Process()
 			b.ResetTimer()
 			for b.Loop() {
 				if _, err := a.CallRaw(context.Background(), call, nil); err != nil {
@@ -67,16 +67,8 @@ func BenchmarkRawHTTP(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64((cpuNow()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+			cpu1, _ := cputime.Process()
+			b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 		})
 	}
-}
-
-// cpuNow is the process's CPU time, user and system.
-func cpuNow() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

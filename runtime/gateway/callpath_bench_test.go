@@ -12,6 +12,7 @@ import (
 
 	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/runtime/store"
+	"github.com/armoriq/controlplane/runtime/telemetry/cputime"
 )
 
 // BenchmarkCallPath measures the gateway's own work for one allowed
@@ -49,14 +50,14 @@ func BenchmarkCallPath(b *testing.B) {
 				send()
 			}
 			b.ReportAllocs()
-			cpu0, cpuOK := processCPU()
+			cpu0, cpuOK := cputime.Process()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				send()
 			}
 			g.srv.waitOutcomes(5e9)
 			b.StopTimer()
-			if cpu1, ok := processCPU(); ok && cpuOK {
+			if cpu1, ok := cputime.Process(); ok && cpuOK {
 				b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 			}
 		})

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/armoriq/controlplane/runtime/telemetry/cputime"
 )
 
 // BenchmarkAppendAudit measures the audit log's commit cost with 1 and 16
@@ -69,7 +71,7 @@ func benchAppend(b *testing.B, e engine, callers int, pairs bool) {
 	var outcomes sync.WaitGroup
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0, cpuOK := processCPU()
+	cpu0, cpuOK := cputime.Process()
 	var wg sync.WaitGroup
 	for w := range callers {
 		n := b.N / callers
@@ -115,7 +117,7 @@ func benchAppend(b *testing.B, e engine, callers int, pairs bool) {
 	if err := s.(*sqlStore).auditSynced(ctx, "bench"); err != nil {
 		b.Fatal(err)
 	}
-	if cpu1, ok := processCPU(); ok && cpuOK {
+	if cpu1, ok := cputime.Process(); ok && cpuOK {
 		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 	}
 	elapsed := b.Elapsed().Seconds()
@@ -253,9 +255,9 @@ func benchSQLiteInsert(b *testing.B, steps []migration, orderedIDs bool) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0, cpuOK := processCPU()
+	cpu0, cpuOK := cputime.Process()
 	insert(recs[stored:])
-	cpu1, ok := processCPU()
+	cpu1, ok := cputime.Process()
 	b.StopTimer()
 	if ok && cpuOK {
 		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")

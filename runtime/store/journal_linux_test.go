@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/armoriq/controlplane/runtime/telemetry/cputime"
 	"golang.org/x/sys/unix"
 )
 
@@ -215,7 +216,7 @@ func BenchmarkJournalWrite(b *testing.B) {
 				off := int64(0)
 				b.ReportAllocs()
 				b.ResetTimer()
-				cpu0, cpuOK := processCPU()
+				cpu0, cpuOK := cputime.Process()
 				for range b.N {
 					if off+int64(size) > j.size {
 						off = 0
@@ -225,7 +226,7 @@ func BenchmarkJournalWrite(b *testing.B) {
 					}
 					off += int64(size)
 				}
-				cpu1, ok := processCPU()
+				cpu1, ok := cputime.Process()
 				b.StopTimer()
 				if ok && cpuOK {
 					b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/armoriq/controlplane/runtime/telemetry/cputime"
 )
 
 // Floor is what this machine's disk and kernel take for the two things
@@ -57,12 +59,12 @@ const (
 // it).
 func measureFloor(ctx context.Context, dir, exe string) (Floor, error) {
 	var f Floor
-	cpu0, cpuOK := processCPU()
+	cpu0, cpuOK := cputime.Process()
 	w, err := durableWrites(dir, FloorWrites)
 	if err != nil {
 		return f, fmt.Errorf("durable writes in %s: %v", dir, err)
 	}
-	if cpu1, ok := processCPU(); ok && cpuOK {
+	if cpu1, ok := cputime.Process(); ok && cpuOK {
 		f.DurableWriteCPUMs = ms(cpu1-cpu0) / FloorWrites
 	}
 	f.DurableWriteP50Ms, f.DurableWriteP99Ms = ms(Percentile(w, 50)), ms(Percentile(w, 99))
@@ -153,7 +155,7 @@ func unixRoundTrips(ctx context.Context, exe string, n int) (d []time.Duration, 
 	defer c.Close()
 	msg := make([]byte, floorCallSize)
 	d = make([]time.Duration, n)
-	cpu0, cpuOK := processCPU()
+	cpu0, cpuOK := cputime.Process()
 	for i := range d {
 		start := time.Now()
 		if _, err := c.Write(msg); err != nil {
@@ -164,7 +166,7 @@ func unixRoundTrips(ctx context.Context, exe string, n int) (d []time.Duration, 
 		}
 		d[i] = time.Since(start)
 	}
-	cpu1, ok := processCPU()
+	cpu1, ok := cputime.Process()
 	slices.Sort(d)
 	msg[0] = echoReport
 	if _, err := c.Write(msg); err != nil {
@@ -205,9 +207,9 @@ func Echo(socket string) error {
 		}
 		switch {
 		case n == 0:
-			first, _ = processCPU()
+			first, _ = cputime.Process()
 		case buf[0] == echoReport:
-			now, ok := processCPU()
+			now, ok := cputime.Process()
 			clear(buf)
 			buf[0] = echoReport
 			if ok && first > 0 {

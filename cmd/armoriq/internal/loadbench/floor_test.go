@@ -4,6 +4,8 @@ import (
 	"os"
 	"slices"
 	"testing"
+
+	"github.com/armoriq/controlplane/runtime/telemetry/cputime"
 )
 
 // TestDurableWrites: n timings, sorted, and the file they wrote removed
@@ -45,7 +47,7 @@ func TestUnixRoundTripsCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := processCPU(); !ok {
+	if _, ok := cputime.Process(); !ok {
 		t.Skip("no getrusage on this system: the floor's CPU time is not measured")
 	}
 	d, cpu, err := unixRoundTrips(t.Context(), exe, 200)

@@ -1,15 +1,16 @@
 //go:build unix
 
-package gateway
+package cputime
 
 import (
 	"syscall"
 	"time"
 )
 
-// processCPU is the CPU time (user and system) the test process has used,
-// and whether it could be read.
-func processCPU() (time.Duration, bool) {
+// Process is the CPU time (user and system, every thread) this process has
+// used, to the microsecond (getrusage); ok is false where it cannot be
+// read.
+func Process() (d time.Duration, ok bool) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0, false
