@@ -2,7 +2,6 @@ package plugins
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -365,10 +364,9 @@ func (h *hopReader) pieceTotal() error {
 		h.varb[h.nvar] = b
 		h.nvar++
 	}
-	// The bytes read, as binary.ReadUvarint read them from the connection.
-	total, err := binary.ReadUvarint(bytes.NewReader(h.varb[:h.nvar]))
-	if err != nil {
-		return hopErrorf("call %d: a piece with a malformed length: %v", id, err)
+	total, w := binary.Uvarint(h.varb[:h.nvar])
+	if w <= 0 {
+		return hopErrorf("call %d: a piece with a malformed length: more than 64 bits", id)
 	}
 	data := n - uvarintLen(total)
 	switch {

@@ -287,23 +287,13 @@ func (hc *hopConn) wait(ctx context.Context, c *pendingCall[hopFrame]) (frames [
 	return hc.take(c), broken, nil
 }
 
-// take returns the frames handed to c since it last took them.
-func (hc *hopConn) take(c *pendingCall[hopFrame]) []hopFrame {
-	hc.mu.Lock()
-	frames := c.frames
-	c.frames = nil
-	hc.mu.Unlock()
-	return frames
-}
-
 // lead reads the connection for c, which holds the token, until a frame of
 // c's comes or ctx ends, and puts the token back (unless the connection
 // broke: then nobody reads it again).
 func (hc *hopConn) lead(ctx context.Context, c *pendingCall[hopFrame]) (frames []hopFrame, broken bool, err error) {
 	hc.mu.Lock()
 	if len(c.frames) > 0 { // the previous reader handed them
-		frames = c.frames
-		c.frames = nil
+		frames, c.frames = c.frames, nil
 	}
 	hc.mu.Unlock()
 	if frames != nil {

@@ -110,11 +110,17 @@ func (p *pendingCalls[F]) next(ctx context.Context, c *pendingCall[F]) (frames [
 	case <-ctx.Done():
 		return nil, false, ctx.Err()
 	}
+	return p.take(c), broken, nil
+}
+
+// take returns the frames handed to c since it last took them (with
+// their buffer, which a caller may append to).
+func (p *pendingCalls[F]) take(c *pendingCall[F]) []F {
 	p.mu.Lock()
-	frames = c.frames
+	defer p.mu.Unlock()
+	frames := c.frames
 	c.frames = nil
-	p.mu.Unlock()
-	return frames, broken, nil
+	return frames
 }
 
 // breakWith records err as why the connection broke and releases its
