@@ -80,7 +80,10 @@ worth less. Before the rounds it measures the floor: what this machine
 takes for the two things the gateway adds to a call that a proxy does
 not, a record made durable (a write and fdatasync in the gateway's data
 directory) and a round trip to another process over a unix socket; with
-the proxy's own +p50, the least the gateway can add here.
+the proxy's own +p50, the least the gateway can add here. It gives the CPU
+time of each too (getrusage, on Unix; the round trip's in both
+processes): with the proxy's own CPU per call, the least CPU per call the
+gateway and its adapter can take together, as a multiple of the proxy's.
 
 Exit status: 0, 1 when a call failed (the report says which), 2 for bad
 flags. Ctrl-C stops every process the bench started.`,
