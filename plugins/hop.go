@@ -502,6 +502,12 @@ func (w *hopWriter) write(head, body []byte) error {
 	return w.flush(body)
 }
 
+// buffersWriter writes several buffers in one system call where it can
+// (rawconn.Conn); net.Buffers does so for the connections of package net.
+type buffersWriter interface {
+	WriteBuffers(bufs ...[]byte) (int64, error)
+}
+
 // flush writes the queue, then body, then what queued meanwhile, until the
 // queue is empty. It is called with mu held and writing set, and returns
 // with mu released.
@@ -512,8 +518,12 @@ func (w *hopWriter) flush(body []byte) error {
 		w.queue = w.spare[:0]
 		w.mu.Unlock()
 		if body != nil {
-			bufs := net.Buffers{q, body}
-			_, err = bufs.WriteTo(w.conn)
+			if bw, ok := w.conn.(buffersWriter); ok {
+				_, err = bw.WriteBuffers(q, body)
+			} else {
+				bufs := net.Buffers{q, body}
+				_, err = bufs.WriteTo(w.conn)
+			}
 			body = nil
 		} else {
 			_, err = w.conn.Write(q)

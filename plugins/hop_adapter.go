@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	protov2 "github.com/armoriq/controlplane/plugins/proto/v2"
+	"github.com/armoriq/controlplane/plugins/rawconn"
 )
 
 // The adapter's side of the hop.
@@ -124,6 +125,9 @@ func (s *hopServer) close() {
 func (s *hopServer) accept(l net.Listener) {
 	for {
 		c, err := l.Accept()
+		if err == nil {
+			c = rawconn.Wrap(c)
+		}
 		if err != nil {
 			s.mu.Lock()
 			closed := s.closed

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	protov2 "github.com/armoriq/controlplane/plugins/proto/v2"
+	"github.com/armoriq/controlplane/plugins/rawconn"
 )
 
 // The host's side of the hop.
@@ -176,6 +177,7 @@ func dialHop(ctx context.Context, addr *hopAddress, token []byte) (*hopConn, err
 	if err != nil {
 		return nil, fmt.Errorf("dialing the adapter's hop: %w", err)
 	}
+	conn = rawconn.Wrap(conn)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
@@ -389,12 +391,21 @@ func (hc *hopConn) poll() {
 type hopSource struct {
 	conn net.Conn
 	now  bool
+	rn   nowConn    // the connection, where it reads without waiting itself
 	nr   *nowReader // nil where the connection has no file descriptor
+}
+
+// nowConn is a connection that reads what it holds without waiting
+// (rawconn.Conn).
+type nowConn interface {
+	ReadNow(p []byte) (int, error)
 }
 
 func newHopSource(conn net.Conn) *hopSource {
 	s := &hopSource{conn: conn}
-	if sc, ok := conn.(syscall.Conn); ok {
+	if rn, ok := conn.(nowConn); ok {
+		s.rn = rn
+	} else if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			s.nr = newNowReader(raw)
 		}
@@ -405,6 +416,9 @@ func newHopSource(conn net.Conn) *hopSource {
 func (s *hopSource) Read(p []byte) (int, error) {
 	if !s.now {
 		return s.conn.Read(p)
+	}
+	if s.rn != nil {
+		return s.rn.ReadNow(p)
 	}
 	if s.nr == nil {
 		return 0, os.ErrDeadlineExceeded

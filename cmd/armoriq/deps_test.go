@@ -56,6 +56,7 @@ func TestDependencyRules(t *testing.T) {
 		"plugins":            {"plugins/"},
 		"plugins/mcpadapter": {"plugins"},
 		"plugins/proto":      {},
+		"plugins/rawconn":    {},
 		"compiler":           {"schema", "compiler/bundle", "runtime/policy"},
 		"runtime/gateway":    {"compiler/bundle", "runtime/", "plugins"},
 		"reconciler":         {"schema", "compiler", "runtime/client", "runtime/intent", "runtime/policy"},

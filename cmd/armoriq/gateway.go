@@ -20,6 +20,7 @@ import (
 
 	"github.com/armoriq/controlplane/compiler/bundle"
 	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/plugins/rawconn"
 	"github.com/armoriq/controlplane/reconciler"
 	"github.com/armoriq/controlplane/runtime/gateway"
 	"github.com/armoriq/controlplane/runtime/store"
@@ -544,7 +545,7 @@ func openGateway(ctx context.Context, e *env, o *gatewayOptions) (_ *gatewayRun,
 	g.hs = g.srv.NewHTTPServer()
 	g.url = "http://" + ln.Addr().String()
 	log.Info("gateway listening", "addr", ln.Addr().String(), "store", storeKind(dsn))
-	go func() { g.errc <- g.hs.Serve(ln) }()
+	go func() { g.errc <- g.hs.Serve(rawconn.Listen(ln)) }()
 	if o.adminAddr != "" {
 		aln, err := net.Listen("tcp", o.adminAddr)
 		if err != nil {

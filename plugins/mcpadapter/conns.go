@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/armoriq/controlplane/plugins/rawconn"
 )
 
 // connTransport is the raw path's HTTP/1.1 client to a plain-http upstream:
@@ -92,7 +94,14 @@ func newRawTransport(rawURL string) http.RoundTripper {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	return &connTransport{addr: addr, dial: d.DialContext, maxIdle: 256, idleTimeout: 90 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return rawconn.Wrap(c), nil
+	}
+	return &connTransport{addr: addr, dial: dial, maxIdle: 256, idleTimeout: 90 * time.Second}
 }
 
 // proxyFor is how net/http's transport picks a proxy (read once per

@@ -11,6 +11,9 @@ import (
 // peekConn reports whether an idle connection is still open with nothing
 // to read: a recv that peeks without waiting answers EAGAIN.
 func peekConn(c net.Conn) bool {
+	if o, ok := c.(interface{ Open() bool }); ok {
+		return o.Open()
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return true

@@ -1,0 +1,254 @@
+//go:build linux
+
+package rawconn
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// Conn is a socket read and written with raw system calls. Its methods
+// other than Read and Write are its net.Conn's.
+type Conn struct {
+	net.Conn
+	raw syscall.RawConn
+
+	rmu   sync.Mutex // one Read at a time (as the descriptor allows)
+	rfn   func(fd uintptr) bool
+	rp    []byte
+	rn    int
+	rerr  syscall.Errno
+	rnow  bool // ReadNow: never wait
+	rwait bool // the read would have waited
+
+	wmu  sync.Mutex // one Write at a time
+	wfn  func(fd uintptr) bool
+	wp   []byte
+	wvec []syscall.Iovec // WriteBuffers' pieces not yet written
+	vbuf [4]syscall.Iovec
+	wn   int
+	werr syscall.Errno
+}
+
+// Wrap returns c read and written with raw system calls when c is a TCP
+// or unix-domain stream socket, and c itself otherwise.
+func Wrap(c net.Conn) net.Conn {
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+	default:
+		return c
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	rc := &Conn{Conn: c, raw: raw}
+	rc.rfn, rc.wfn = rc.readFD, rc.writeFD
+	return rc
+}
+
+func (c *Conn) readFD(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(c.rp))), uintptr(len(c.rp)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			if c.rnow {
+				c.rwait = true
+				return true
+			}
+			return false // the poller waits, with the read deadline
+		}
+		c.rn, c.rerr = int(n), e
+		return true
+	}
+}
+
+// Read reads as net.Conn's Read does.
+func (c *Conn) Read(p []byte) (int, error) {
+	return c.read(p, false)
+}
+
+// ReadNow reads what the socket holds without waiting: when it holds
+// nothing it fails with os.ErrDeadlineExceeded, as a read whose deadline
+// passed.
+func (c *Conn) ReadNow(p []byte) (int, error) {
+	return c.read(p, true)
+}
+
+func (c *Conn) read(p []byte, now bool) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rp, c.rn, c.rerr, c.rnow, c.rwait = p, 0, 0, now, false
+	err := c.raw.Read(c.rfn)
+	n, rerr, wait := c.rn, c.rerr, c.rwait
+	c.rp = nil
+	switch {
+	case err != nil:
+		return 0, c.opError("read", err)
+	case wait:
+		return 0, c.opError("read", os.ErrDeadlineExceeded)
+	case rerr != 0:
+		return 0, c.opError("read", os.NewSyscallError("read", rerr))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (c *Conn) writeFD(fd uintptr) bool {
+	for len(c.wp) > 0 || len(c.wvec) > 0 {
+		var n uintptr
+		var e syscall.Errno
+		if len(c.wvec) > 0 {
+			n, _, e = syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&c.wvec[0])), uintptr(len(c.wvec)))
+		} else {
+			n, _, e = syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(c.wp))), uintptr(len(c.wp)))
+		}
+		switch e {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // the poller waits, with the write deadline
+		default:
+			c.werr = e
+			return true
+		}
+		c.wn += int(n)
+		if len(c.wvec) > 0 {
+			c.consumeVec(int(n))
+		} else {
+			c.wp = c.wp[n:]
+		}
+	}
+	return true
+}
+
+// consumeVec drops the first n bytes written from c.wvec.
+func (c *Conn) consumeVec(n int) {
+	for n > 0 && len(c.wvec) > 0 {
+		v := &c.wvec[0]
+		if uint64(n) < v.Len {
+			v.Base = (*byte)(unsafe.Add(unsafe.Pointer(v.Base), n))
+			v.Len -= uint64(n)
+			return
+		}
+		n -= int(v.Len)
+		c.wvec = c.wvec[1:]
+	}
+	for len(c.wvec) > 0 && c.wvec[0].Len == 0 {
+		c.wvec = c.wvec[1:]
+	}
+}
+
+// Write writes as net.Conn's Write does: all of p, or an error.
+func (c *Conn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wp, c.wn, c.werr = p, 0, 0
+	return c.finishWrite(c.raw.Write(c.wfn))
+}
+
+// WriteBuffers writes bufs in order with as few system calls as it can
+// (writev), as net.Buffers' WriteTo does on a socket.
+func (c *Conn) WriteBuffers(bufs ...[]byte) (int64, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wvec = c.vbuf[:0]
+	for _, b := range bufs {
+		if len(b) > 0 {
+			c.wvec = append(c.wvec, syscall.Iovec{Base: unsafe.SliceData(b), Len: uint64(len(b))})
+		}
+	}
+	if len(c.wvec) == 0 {
+		return 0, nil
+	}
+	c.wn, c.werr = 0, 0
+	n, err := c.finishWrite(c.raw.Write(c.wfn))
+	c.wvec = nil
+	clear(c.vbuf[:]) // keep no buffer alive
+	return int64(n), err
+}
+
+func (c *Conn) finishWrite(err error) (int, error) {
+	n, werr := c.wn, c.werr
+	c.wp = nil
+	switch {
+	case err != nil:
+		return n, c.opError("write", err)
+	case werr != 0:
+		return n, c.opError("write", os.NewSyscallError("write", werr))
+	}
+	return n, nil
+}
+
+// opError says err of op as the wrapped connection's own methods do: a
+// *net.OpError whose Err is os.ErrDeadlineExceeded, net.ErrClosed or a
+// system call's error.
+func (c *Conn) opError(op string, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// Open reports whether the socket is open with nothing to read, without
+// waiting and without reading: what a pool checks before it reuses an idle
+// connection (a closed one, or one that sent bytes nobody asked for, is
+// not reused).
+func (c *Conn) Open() bool {
+	var buf [1]byte
+	var e syscall.Errno
+	peeked := false
+	err := c.raw.Read(func(fd uintptr) bool {
+		_, _, e = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		peeked = true
+		return true
+	})
+	return err == nil && peeked && e == syscall.EAGAIN
+}
+
+// CloseWrite shuts down the writing side, where the wrapped connection can.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// SyscallConn returns the wrapped connection's.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.raw, nil }
+
+// NetConn returns the wrapped connection.
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
+type listener struct{ net.Listener }
+
+// Listen returns l, its accepted connections wrapped.
+func Listen(l net.Listener) net.Listener { return listener{l} }
+
+func (l listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
+}

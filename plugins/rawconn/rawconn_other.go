@@ -1,0 +1,11 @@
+//go:build !linux
+
+package rawconn
+
+import "net"
+
+// Wrap returns c: only Linux has raw reads and writes here.
+func Wrap(c net.Conn) net.Conn { return c }
+
+// Listen returns l.
+func Listen(l net.Listener) net.Listener { return l }

@@ -1,0 +1,260 @@
+package rawconn_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/armoriq/controlplane/plugins/rawconn"
+)
+
+// pair returns a wrapped connection and its peer, over network ("tcp" or
+// "unix").
+func pair(t *testing.T, network string) (net.Conn, net.Conn) {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "s")
+	}
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l = rawconn.Listen(l)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	peer, err := net.Dial(network, l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := <-accepted
+	if c == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	return c, peer
+}
+
+func isRaw(c net.Conn) bool {
+	_, ok := c.(*rawconn.Conn)
+	return ok
+}
+
+func TestWrapOnlySockets(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if isRaw(rawconn.Wrap(a)) {
+		t.Error("a net.Pipe end was wrapped: it has no file descriptor")
+	}
+	c, _ := pair(t, "tcp")
+	if got, want := isRaw(c), runtime.GOOS == "linux"; got != want {
+		t.Errorf("an accepted TCP connection wrapped: %v, want %v on %s", got, want, runtime.GOOS)
+	}
+}
+
+// TestReadWrite sends bytes both ways through wrapped connections, larger
+// than a socket's buffer so that writes wait for the reader and reads for
+// the writer.
+func TestReadWrite(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			c, peer := pair(t, network)
+			msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				if n, err := c.Write(msg); n != len(msg) || err != nil {
+					t.Errorf("Write = %d, %v; want %d, nil", n, err, len(msg))
+				}
+			}()
+			got := make([]byte, len(msg))
+			go func() {
+				defer wg.Done()
+				if _, err := io.ReadFull(peer, got); err != nil {
+					t.Error(err)
+				}
+			}()
+			wg.Wait()
+			if !bytes.Equal(got, msg) {
+				t.Fatal("the peer read other bytes than were written")
+			}
+			go func() {
+				peer.Write(msg)
+				peer.Close()
+			}()
+			all, err := io.ReadAll(c)
+			if err != nil || !bytes.Equal(all, msg) {
+				t.Fatalf("ReadAll = %d bytes, %v; want the %d bytes written, then EOF", len(all), err, len(msg))
+			}
+			if n, err := c.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+				t.Errorf("a read after EOF = %d, %v; want 0, EOF", n, err)
+			}
+		})
+	}
+}
+
+// TestWriteBuffers writes pieces, some empty, past the socket's buffer, so
+// that writev stops part-way through a piece and goes on from there.
+func TestWriteBuffers(t *testing.T) {
+	c, peer := pair(t, "unix")
+	bw, ok := c.(interface {
+		WriteBuffers(...[]byte) (int64, error)
+	})
+	if !ok {
+		t.Skip("no raw connections here")
+	}
+	var pieces [][]byte
+	var want []byte
+	for i, n := range []int{3, 0, 1 << 20, 7, 0, 300000, 1} {
+		p := bytes.Repeat([]byte{byte('a' + i)}, n)
+		pieces = append(pieces, p)
+		want = append(want, p...)
+	}
+	done := make(chan []byte)
+	go func() {
+		got := make([]byte, len(want))
+		io.ReadFull(peer, got)
+		done <- got
+	}()
+	n, err := bw.WriteBuffers(pieces...)
+	if n != int64(len(want)) || err != nil {
+		t.Fatalf("WriteBuffers = %d, %v; want %d, nil", n, err, len(want))
+	}
+	if got := <-done; !bytes.Equal(got, want) {
+		t.Fatal("the peer read other bytes than were written")
+	}
+	if n, err := bw.WriteBuffers(nil, []byte{}); n != 0 || err != nil {
+		t.Errorf("WriteBuffers of nothing = %d, %v", n, err)
+	}
+}
+
+func TestReadDeadline(t *testing.T) {
+	c, peer := pair(t, "tcp")
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err := c.Read(make([]byte, 4))
+	var ne net.Error
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("a read past its deadline: %v; want a timeout (os.ErrDeadlineExceeded)", err)
+	}
+	// The connection still works once the deadline is lifted.
+	c.SetReadDeadline(time.Time{})
+	peer.Write([]byte("late"))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "late" {
+		t.Fatalf("after the deadline: %q, %v", b, err)
+	}
+}
+
+func TestWriteDeadline(t *testing.T) {
+	c, _ := pair(t, "unix") // the peer never reads
+	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	n, err := c.Write(make([]byte, 8<<20))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a write the peer never reads: %d, %v; want os.ErrDeadlineExceeded", n, err)
+	}
+	if n < 0 || n >= 8<<20 {
+		t.Errorf("wrote %d bytes before the deadline; want what the socket's buffer took", n)
+	}
+}
+
+func TestCloseWakesRead(t *testing.T) {
+	c, _ := pair(t, "tcp")
+	errc := make(chan error)
+	go func() {
+		_, err := c.Read(make([]byte, 4))
+		errc <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let the read wait (it returns either way)
+	c.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("a read when the connection was closed: %v; want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake a waiting read")
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("a write after Close: %v; want net.ErrClosed", err)
+	}
+}
+
+func TestPeerReset(t *testing.T) {
+	c, peer := pair(t, "tcp")
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close() // RST
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		_, err = c.Write(make([]byte, 1024))
+		time.Sleep(time.Millisecond)
+	}
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writes to a reset connection: %v; want the system call's error", err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "write" {
+		t.Errorf("error %v (%T): want a *net.OpError of op write", err, err)
+	}
+}
+
+func TestReadNowAndOpen(t *testing.T) {
+	c, peer := pair(t, "unix")
+	rc, ok := c.(*rawconn.Conn)
+	if !ok {
+		t.Skip("no raw connections here")
+	}
+	if !rc.Open() {
+		t.Error("Open of a quiet, open connection = false")
+	}
+	if n, err := rc.ReadNow(make([]byte, 4)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("ReadNow with nothing sent = %d, %v; want 0, os.ErrDeadlineExceeded", n, err)
+	}
+	peer.Write([]byte("ab"))
+	deadline := time.Now().Add(10 * time.Second)
+	for rc.Open() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if rc.Open() {
+		t.Error("Open of a connection holding unread bytes = true")
+	}
+	b := make([]byte, 4)
+	if n, err := rc.ReadNow(b); n != 2 || err != nil || string(b[:2]) != "ab" {
+		t.Errorf("ReadNow = %d %q, %v; want 2 \"ab\"", n, b[:n], err)
+	}
+	peer.Close()
+	for rc.Open() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if rc.Open() {
+		t.Error("Open of a connection its peer closed = true")
+	}
+	if n, err := rc.ReadNow(b); n != 0 || err != io.EOF {
+		t.Errorf("ReadNow after the peer closed = %d, %v; want 0, EOF", n, err)
+	}
+}
+
+func TestCloseWrite(t *testing.T) {
+	c, peer := pair(t, "tcp")
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := peer.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("the peer read %d, %v after CloseWrite; want EOF", n, err)
+	}
+}
