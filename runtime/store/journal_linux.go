@@ -6,7 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"syscall"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,9 +39,12 @@ type durableWriter struct {
 	// refused is set once the kernel has refused pwritev2 with RWF_DSYNC.
 	// Only the group commit's leaders use it, one at a time.
 	refused bool
-	// pwritev2 is unix.Pwritev2 when nil; tests count its calls or make it
-	// fail as an older kernel would.
+	// pwritev2 is the system call's when nil (pwritev2Of); tests count
+	// its calls or make it fail as an older kernel would.
 	pwritev2 func(fd int, iovs [][]byte, off int64, flags int) (int, error)
+	// slowUntil is when writes go back to raw system calls after a slow
+	// sync (pwritev2Of).
+	slowUntil time.Time
 	// iov holds the one buffer of a call (a slice literal would be
 	// allocated per batch).
 	iov [1][]byte
@@ -48,14 +54,13 @@ type durableWriter struct {
 // storage.
 func (j *auditJournal) writeSynced(b []byte, off int64) error {
 	w := &j.dw
-	pwritev2 := w.pwritev2
-	if pwritev2 == nil {
-		pwritev2 = unix.Pwritev2
-	}
+	start := time.Now()
+	pwritev2 := w.pwritev2Of(start)
 	defer func() { w.iov[0] = nil }()
 	for !w.refused && len(b) > 0 {
 		w.iov[0] = b
 		n, err := pwritev2(int(j.f.Fd()), w.iov[:], off, unix.RWF_DSYNC)
+		w.took(start, time.Now())
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -83,4 +88,61 @@ func (j *auditJournal) writeSynced(b []byte, off int64) error {
 		return fmt.Errorf("sync %s: %w", j.path, err)
 	}
 	return nil
+}
+
+// rawSyncMax is the longest a synced write made as a raw system call may
+// take before the journal goes back to runtime-aware ones for
+// rawSyncPause (see pwritev2Of).
+const (
+	rawSyncMax   = 2 * time.Millisecond
+	rawSyncPause = time.Second
+)
+
+// pwritev2Of returns the pwritev2 a batch starting at now is written with.
+//
+// A write that waits for the disk would normally be made through the
+// runtime (unix.Pwritev2 calls syscall.Syscall6): the scheduler marks the
+// goroutine's processor as in a system call, may hand it to another thread
+// if the call lasts, and, when every processor was idle (at low load,
+// between calls), wakes its monitor thread (sysmon), which then naps 20 µs
+// at a time while the call lasts. On a virtual machine each of those
+// wake-ups is a context switch that costs more than the write (docs/mcp.md,
+// "Where the issue 15 targets stand", sixth round): so the journal makes it
+// as a raw system call (rawPwritev2), which keeps its processor for the
+// sync, about 0.1 ms on an SSD. One sync is in flight at a time (the group
+// commit's leader), so at most one processor is held.
+//
+// A raw system call cannot be preempted, and a garbage collection that
+// stops the world waits for it: on a slow disk that would stall the whole
+// process. So a sync that took longer than rawSyncMax sends the writes of
+// the next rawSyncPause through the runtime, and with one processor only
+// (GOMAXPROCS=1, which also holds the processor every other goroutine
+// needs meanwhile) every write goes through the runtime.
+func (w *durableWriter) pwritev2Of(now time.Time) func(fd int, iovs [][]byte, off int64, flags int) (int, error) {
+	switch {
+	case w.pwritev2 != nil:
+		return w.pwritev2
+	case now.Before(w.slowUntil), runtime.GOMAXPROCS(0) < 2:
+		return unix.Pwritev2
+	}
+	return rawPwritev2
+}
+
+// took notes that a synced write ran from start to end.
+func (w *durableWriter) took(start, end time.Time) {
+	if end.Sub(start) > rawSyncMax {
+		w.slowUntil = end.Add(rawSyncPause)
+	}
+}
+
+// rawPwritev2 is unix.Pwritev2 of one buffer made with syscall.RawSyscall6.
+func rawPwritev2(fd int, iovs [][]byte, off int64, flags int) (int, error) {
+	b := iovs[0]
+	iov := [1]unix.Iovec{{Base: unsafe.SliceData(b), Len: uint64(len(b))}}
+	n, _, e := syscall.RawSyscall6(unix.SYS_PWRITEV2, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), 1, uintptr(off), 0, uintptr(flags))
+	runtime.KeepAlive(b)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/armoriq/controlplane/runtime/telemetry/cputime"
 	"golang.org/x/sys/unix"
@@ -236,5 +239,64 @@ func BenchmarkJournalWrite(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestRawSyncFallsBack: the journal writes with a raw system call while
+// syncs are quick, and through the runtime for rawSyncPause after one that
+// took longer than rawSyncMax.
+func TestRawSyncFallsBack(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("with GOMAXPROCS=1 every write goes through the runtime")
+	}
+	is := func(f, g func(int, [][]byte, int64, int) (int, error)) bool {
+		return reflect.ValueOf(f).Pointer() == reflect.ValueOf(g).Pointer()
+	}
+	t0 := time.Now()
+	var w durableWriter
+	if !is(w.pwritev2Of(t0), rawPwritev2) {
+		t.Fatal("a new journal does not write with the raw system call")
+	}
+	w.took(t0, t0.Add(rawSyncMax/2))
+	if !is(w.pwritev2Of(t0.Add(rawSyncMax)), rawPwritev2) {
+		t.Fatal("a quick sync sent the next write through the runtime")
+	}
+	end := t0.Add(3 * rawSyncMax)
+	w.took(t0, end)
+	for _, at := range []time.Duration{0, rawSyncPause / 2, rawSyncPause - 1} {
+		if !is(w.pwritev2Of(end.Add(at)), unix.Pwritev2) {
+			t.Fatalf("a write %v after a slow sync is raw; want writes through the runtime for %v", at, rawSyncPause)
+		}
+	}
+	if !is(w.pwritev2Of(end.Add(rawSyncPause)), rawPwritev2) {
+		t.Fatal("after the pause the journal does not try the raw system call again")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	if !is(w.pwritev2Of(end.Add(2*rawSyncPause)), unix.Pwritev2) {
+		t.Fatal("with GOMAXPROCS=1 a write is raw; it would hold the only processor")
+	}
+}
+
+// TestRawPwritev2 writes with the raw system call at an offset and reads
+// the file back.
+func TestRawPwritev2(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "j"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n, err := rawPwritev2(int(f.Fd()), [][]byte{[]byte("hello")}, 3, unix.RWF_DSYNC)
+	if err != nil {
+		t.Skipf("pwritev2 with RWF_DSYNC here: %v", err)
+	}
+	if n != 5 {
+		t.Fatalf("wrote %d bytes, want 5", n)
+	}
+	if _, err := rawPwritev2(-1, [][]byte{[]byte("x")}, 0, 0); err != unix.EBADF {
+		t.Errorf("a write to fd -1: %v; want EBADF", err)
+	}
+	b, _ := os.ReadFile(f.Name())
+	if string(b) != "\x00\x00\x00hello" {
+		t.Errorf("file = %q", b)
 	}
 }
