@@ -21,6 +21,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/plugins/rawconn"
 )
 
 // The stdio raw path. The adapter runs the stdio server under a transport
@@ -64,28 +65,33 @@ var errNotSent = errors.New("the request was not sent")
 
 // Connect starts the command.
 func (t *stdioTransport) Connect(context.Context) (mcp.Connection, error) {
-	stdin, err := t.cmd.StdinPipe()
+	// Pipes of the adapter's own rather than StdinPipe and StdoutPipe:
+	// Wait must not close stdout's read end before the reader has seen
+	// what the child wrote last, and the adapter's ends are read and
+	// written with raw system calls (rawconn.WrapFile; docs/plugins.md).
+	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	// A pipe of the adapter's own rather than StdoutPipe: Wait must not
-	// close the read end before the reader has seen what the child wrote
-	// last.
 	pr, pw, err := os.Pipe()
 	if err != nil {
+		inR.Close()
+		inW.Close()
 		return nil, err
 	}
-	t.cmd.Stdout = pw
-	if err := t.cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		return nil, err
-	}
+	t.cmd.Stdin, t.cmd.Stdout = inR, pw
+	err = t.cmd.Start()
+	inR.Close()
 	pw.Close()
+	if err != nil {
+		inW.Close()
+		pr.Close()
+		return nil, err
+	}
 	c := newStdioConn(t.server, t.cmd.Path, t.limit)
-	c.cmd, c.stdin, c.stdout, c.terminate = t.cmd, stdin, pr, t.terminate
+	c.cmd, c.stdin, c.stdout, c.terminate = t.cmd, rawconn.WrapFile(inW), pr, t.terminate
 	t.conn = c
-	go c.readLoop(pr)
+	go c.readLoop(rawconn.WrapFile(pr))
 	go c.waitLoop()
 	return c, nil
 }
@@ -250,6 +256,9 @@ func (c *stdioConn) stop() error {
 // a moment to read what it wrote last, raw calls still waiting fail.
 func (c *stdioConn) waitLoop() {
 	err := c.cmd.Wait()
+	// As Wait closes a StdinPipe: a write to a child that is gone fails
+	// at once, even when a grandchild holds the pipe's other end.
+	_ = c.stdin.Close()
 	close(c.exited)
 	t := time.NewTimer(200 * time.Millisecond)
 	defer t.Stop()

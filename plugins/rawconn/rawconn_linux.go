@@ -10,12 +10,20 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Conn is a socket read and written with raw system calls. Its methods
 // other than Read and Write are its net.Conn's.
 type Conn struct {
 	net.Conn
+	fdio
+}
+
+// fdio reads and writes a descriptor of the runtime's poller with raw
+// system calls.
+type fdio struct {
 	raw syscall.RawConn
 
 	rmu   sync.Mutex // one Read at a time (as the descriptor allows)
@@ -51,12 +59,21 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	rc := &Conn{Conn: c, raw: raw}
-	rc.rfn, rc.wfn = rc.readFD, rc.writeFD
+	rc := &Conn{Conn: c}
+	rc.init(raw)
 	return rc
 }
 
-func (c *Conn) readFD(fd uintptr) bool {
+func (c *fdio) init(raw syscall.RawConn) {
+	c.raw = raw
+	c.rfn, c.wfn = c.readFD, c.writeFD
+}
+
+// errWouldWait is what a read without waiting fails with when there was
+// nothing to read.
+var errWouldWait = os.ErrDeadlineExceeded
+
+func (c *fdio) readFD(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(c.rp))), uintptr(len(c.rp)))
 		switch e {
@@ -76,17 +93,22 @@ func (c *Conn) readFD(fd uintptr) bool {
 
 // Read reads as net.Conn's Read does.
 func (c *Conn) Read(p []byte) (int, error) {
-	return c.read(p, false)
+	n, err := c.read(p, false)
+	return n, c.opError("read", err)
 }
 
 // ReadNow reads what the socket holds without waiting: when it holds
 // nothing it fails with os.ErrDeadlineExceeded, as a read whose deadline
 // passed.
 func (c *Conn) ReadNow(p []byte) (int, error) {
-	return c.read(p, true)
+	n, err := c.read(p, true)
+	return n, c.opError("read", err)
 }
 
-func (c *Conn) read(p []byte, now bool) (int, error) {
+// read reads into p; with now, a read that would wait fails with
+// errWouldWait. Its errors are the poller's (a deadline, a closed
+// descriptor), a system call's (*os.SyscallError) or io.EOF.
+func (c *fdio) read(p []byte, now bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -98,18 +120,18 @@ func (c *Conn) read(p []byte, now bool) (int, error) {
 	c.rp = nil
 	switch {
 	case err != nil:
-		return 0, c.opError("read", err)
+		return 0, err
 	case wait:
-		return 0, c.opError("read", os.ErrDeadlineExceeded)
+		return 0, errWouldWait
 	case rerr != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", rerr))
+		return 0, os.NewSyscallError("read", rerr)
 	case n == 0:
 		return 0, io.EOF
 	}
 	return n, nil
 }
 
-func (c *Conn) writeFD(fd uintptr) bool {
+func (c *fdio) writeFD(fd uintptr) bool {
 	for len(c.wp) > 0 || len(c.wvec) > 0 {
 		var n uintptr
 		var e syscall.Errno
@@ -139,7 +161,7 @@ func (c *Conn) writeFD(fd uintptr) bool {
 }
 
 // consumeVec drops the first n bytes written from c.wvec.
-func (c *Conn) consumeVec(n int) {
+func (c *fdio) consumeVec(n int) {
 	for n > 0 && len(c.wvec) > 0 {
 		v := &c.wvec[0]
 		if uint64(n) < v.Len {
@@ -157,6 +179,19 @@ func (c *Conn) consumeVec(n int) {
 
 // Write writes as net.Conn's Write does: all of p, or an error.
 func (c *Conn) Write(p []byte) (int, error) {
+	n, err := c.write(p)
+	return n, c.opError("write", err)
+}
+
+// WriteBuffers writes bufs in order with as few system calls as it can
+// (writev), as net.Buffers' WriteTo does on a socket.
+func (c *Conn) WriteBuffers(bufs ...[]byte) (int64, error) {
+	n, err := c.writev(bufs)
+	return n, c.opError("write", err)
+}
+
+// write writes all of p. Its errors are the poller's or a system call's.
+func (c *fdio) write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -166,9 +201,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return c.finishWrite(c.raw.Write(c.wfn))
 }
 
-// WriteBuffers writes bufs in order with as few system calls as it can
-// (writev), as net.Buffers' WriteTo does on a socket.
-func (c *Conn) WriteBuffers(bufs ...[]byte) (int64, error) {
+// writev writes bufs in order, with writev.
+func (c *fdio) writev(bufs [][]byte) (int64, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wvec = c.vbuf[:0]
@@ -187,14 +221,14 @@ func (c *Conn) WriteBuffers(bufs ...[]byte) (int64, error) {
 	return int64(n), err
 }
 
-func (c *Conn) finishWrite(err error) (int, error) {
+func (c *fdio) finishWrite(err error) (int, error) {
 	n, werr := c.wn, c.werr
 	c.wp = nil
 	switch {
 	case err != nil:
-		return n, c.opError("write", err)
+		return n, err
 	case werr != 0:
-		return n, c.opError("write", os.NewSyscallError("write", werr))
+		return n, os.NewSyscallError("write", werr)
 	}
 	return n, nil
 }
@@ -203,6 +237,9 @@ func (c *Conn) finishWrite(err error) (int, error) {
 // *net.OpError whose Err is os.ErrDeadlineExceeded, net.ErrClosed or a
 // system call's error.
 func (c *Conn) opError(op string, err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
 	var oe *net.OpError
 	if errors.As(err, &oe) {
 		err = oe.Err
@@ -215,6 +252,10 @@ func (c *Conn) opError(op string, err error) error {
 // connection (a closed one, or one that sent bytes nobody asked for, is
 // not reused).
 func (c *Conn) Open() bool {
+	return c.open()
+}
+
+func (c *fdio) open() bool {
 	var buf [1]byte
 	var e syscall.Errno
 	peeked := false
@@ -251,4 +292,60 @@ func (l listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return Wrap(c), nil
+}
+
+// File is a pipe's end read and written with raw system calls.
+type File struct {
+	f *os.File
+	fdio
+}
+
+// WrapFile returns f read and written with raw system calls when f is in
+// non-blocking mode (the ends os.Pipe returns are, as long as their Fd
+// method was not called), and f itself otherwise.
+func WrapFile(f *os.File) io.ReadWriteCloser {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return f
+	}
+	nonblock := false
+	if err := raw.Control(func(fd uintptr) {
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nonblock = err == nil && fl&unix.O_NONBLOCK != 0
+	}); err != nil || !nonblock {
+		return f
+	}
+	rf := &File{f: f}
+	rf.init(raw)
+	return rf
+}
+
+// Read reads as os.File's Read does.
+func (f *File) Read(p []byte) (int, error) {
+	n, err := f.read(p, false)
+	return n, f.pathError("read", err)
+}
+
+// Write writes as os.File's Write does: all of p, or an error.
+func (f *File) Write(p []byte) (int, error) {
+	n, err := f.write(p)
+	return n, f.pathError("write", err)
+}
+
+// Close closes the file, waking a read or write that waits.
+func (f *File) Close() error { return f.f.Close() }
+
+// pathError says err as os.File's methods do.
+func (f *File) pathError(op string, err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		err = se.Err
+	}
+	if err.Error() == "use of closed file" { // internal/poll.ErrFileClosing
+		err = os.ErrClosed
+	}
+	return &os.PathError{Op: op, Path: f.f.Name(), Err: err}
 }

@@ -2,10 +2,17 @@
 
 package rawconn
 
-import "net"
+import (
+	"io"
+	"net"
+	"os"
+)
 
 // Wrap returns c: only Linux has raw reads and writes here.
 func Wrap(c net.Conn) net.Conn { return c }
 
 // Listen returns l.
 func Listen(l net.Listener) net.Listener { return l }
+
+// WrapFile returns f.
+func WrapFile(f *os.File) io.ReadWriteCloser { return f }

@@ -49,8 +49,15 @@ func pair(t *testing.T, network string) (net.Conn, net.Conn) {
 	return c, peer
 }
 
+// rawConn is what a wrapped connection has beside net.Conn.
+type rawConn interface {
+	net.Conn
+	ReadNow(p []byte) (int, error)
+	Open() bool
+}
+
 func isRaw(c net.Conn) bool {
-	_, ok := c.(*rawconn.Conn)
+	_, ok := c.(rawConn)
 	return ok
 }
 
@@ -215,7 +222,7 @@ func TestPeerReset(t *testing.T) {
 
 func TestReadNowAndOpen(t *testing.T) {
 	c, peer := pair(t, "unix")
-	rc, ok := c.(*rawconn.Conn)
+	rc, ok := c.(rawConn)
 	if !ok {
 		t.Skip("no raw connections here")
 	}
@@ -256,5 +263,71 @@ func TestCloseWrite(t *testing.T) {
 	}
 	if n, err := peer.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Errorf("the peer read %d, %v after CloseWrite; want EOF", n, err)
+	}
+}
+
+func TestFilePipe(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w := rawconn.WrapFile(pr), rawconn.WrapFile(pw)
+	defer r.Close()
+	if runtime.GOOS == "linux" {
+		if _, ok := r.(*os.File); ok {
+			t.Fatal("the read end of os.Pipe was not wrapped")
+		}
+	}
+	msg := bytes.Repeat([]byte("line of json\n"), 100000) // past a pipe's buffer
+	go func() {
+		if n, err := w.Write(msg); n != len(msg) || err != nil {
+			t.Errorf("Write = %d, %v", n, err)
+		}
+		w.Close()
+	}()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("read %d bytes, %v; want the %d written, then EOF", len(got), err, len(msg))
+	}
+	if _, err := w.Write([]byte("x")); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("a write after Close: %v; want os.ErrClosed", err)
+	}
+}
+
+func TestFileCloseWakesRead(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	r := rawconn.WrapFile(pr)
+	errc := make(chan error)
+	go func() {
+		_, err := r.Read(make([]byte, 8))
+		errc <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	r.Close()
+	select {
+	case err := <-errc:
+		var pe *os.PathError
+		if !errors.Is(err, os.ErrClosed) || !errors.As(err, &pe) || pe.Op != "read" {
+			t.Errorf("a read when the pipe was closed: %v; want a read *os.PathError of os.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake a waiting read")
+	}
+}
+
+func TestWrapFileBlocking(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	pr.Fd() // puts the descriptor in blocking mode
+	if _, ok := rawconn.WrapFile(pr).(*os.File); !ok {
+		t.Error("a pipe end in blocking mode was wrapped: a raw read would block its thread")
 	}
 }
