@@ -94,14 +94,7 @@ func newRawTransport(rawURL string) http.RoundTripper {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return rawconn.Wrap(c), nil
-	}
-	return &connTransport{addr: addr, dial: dial, maxIdle: 256, idleTimeout: 90 * time.Second}
+	return &connTransport{addr: addr, dial: rawconn.DialContext(d), maxIdle: 256, idleTimeout: 90 * time.Second}
 }
 
 // proxyFor is how net/http's transport picks a proxy (read once per

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -353,4 +356,40 @@ func FuzzConnTransportAnswer(f *testing.F) {
 		}
 		tr.close()
 	})
+}
+
+// TestHTTPTransportDialsRaw: net/http's transport, which the adapter uses
+// for https upstreams and through proxies, reads and writes its
+// connections with raw system calls, TLS on top (on Linux).
+func TestHTTPTransportDialsRaw(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	tr := newHTTPTransport()
+	tr.TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	defer tr.CloseIdleConnections()
+	var under net.Conn
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		if tc, ok := info.Conn.(*tls.Conn); ok {
+			under = tc.NetConn()
+		}
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", srv.URL, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	if under == nil {
+		t.Fatal("the request went over no TLS connection")
+	}
+	_, raw := under.(interface{ ReadNow([]byte) (int, error) })
+	if want := runtime.GOOS == "linux"; raw != want {
+		t.Errorf("the TLS connection's socket is raw: %v, want %v (%T)", raw, want, under)
+	}
 }

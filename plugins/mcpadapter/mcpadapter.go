@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -35,6 +36,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/armoriq/controlplane/plugins"
+	"github.com/armoriq/controlplane/plugins/rawconn"
 )
 
 // Adapter is a built-in adapter. Create it with NewHTTP or NewStdio, then
@@ -77,6 +79,10 @@ type Adapter struct {
 // call dials at the concurrency the host allows (64 by default).
 func newHTTPTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	// DefaultTransport's dialer, its connections read and written with raw
+	// system calls (docs/plugins.md, "Raw reads and writes"); TLS runs on
+	// top of them.
+	t.DialContext = rawconn.DialContext(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
 	t.MaxIdleConns = 512
 	t.MaxIdleConnsPerHost = 256
 	t.IdleConnTimeout = 90 * time.Second
