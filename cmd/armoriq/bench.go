@@ -78,8 +78,8 @@ counts them twice (exact as root, who can read page frame numbers). The
 machine's load average is printed: figures from a loaded machine are
 worth less. Before the rounds it measures the floor: what this machine
 takes for the two things the gateway adds to a call that a proxy does
-not, a record made durable (a write and fdatasync in the gateway's data
-directory) and a round trip to another process over a unix socket; with
+not, a record made durable (in the gateway's data directory, as its audit
+journal does) and a round trip to another process over a unix socket; with
 the proxy's own +p50, the least the gateway can add here. It gives the CPU
 time of each too (getrusage, on Unix; the round trip's in both
 processes): with the proxy's own CPU per call, the least CPU per call the

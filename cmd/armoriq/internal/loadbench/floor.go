@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/armoriq/controlplane/plugins/rawconn"
 	"github.com/armoriq/controlplane/runtime/telemetry/cputime"
 )
 
@@ -103,10 +104,7 @@ func durableWrites(dir string, n int) ([]time.Duration, error) {
 	d := make([]time.Duration, n)
 	for i := range d {
 		start := time.Now()
-		if _, err := f.WriteAt(rec, int64(i%slots)*floorRecordSize); err != nil {
-			return nil, err
-		}
-		if err := datasync(f); err != nil {
+		if err := durableWrite(f, rec, int64(i%slots)*floorRecordSize); err != nil {
 			return nil, err
 		}
 		d[i] = time.Since(start)
@@ -152,6 +150,7 @@ func unixRoundTrips(ctx context.Context, exe string, n int) (d []time.Duration, 
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s bench echo did not connect: %v: %s", exe, err, stderr.String())
 	}
+	c = rawconn.Wrap(c) // as the hop's ends are (plugins/rawconn)
 	defer c.Close()
 	msg := make([]byte, floorCallSize)
 	d = make([]time.Duration, n)
@@ -195,6 +194,7 @@ func Echo(socket string) error {
 	if err != nil {
 		return err
 	}
+	c = rawconn.Wrap(c)
 	defer c.Close()
 	buf := make([]byte, floorCallSize)
 	var first time.Duration
