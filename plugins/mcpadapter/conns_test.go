@@ -12,11 +12,12 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/url"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/armoriq/controlplane/plugins/rawconn"
 )
 
 // TestConnTransportPicked: a plain-http upstream gets the raw path's own
@@ -360,7 +361,8 @@ func FuzzConnTransportAnswer(f *testing.F) {
 
 // TestHTTPTransportDialsRaw: net/http's transport, which the adapter uses
 // for https upstreams and through proxies, reads and writes its
-// connections with raw system calls, TLS on top (on Linux).
+// connections with raw system calls, TLS on top (where rawconn is
+// enabled: on Linux, outside the race detector).
 func TestHTTPTransportDialsRaw(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
@@ -389,7 +391,7 @@ func TestHTTPTransportDialsRaw(t *testing.T) {
 		t.Fatal("the request went over no TLS connection")
 	}
 	_, raw := under.(interface{ ReadNow([]byte) (int, error) })
-	if want := runtime.GOOS == "linux"; raw != want {
+	if want := rawconn.Enabled(); raw != want {
 		t.Errorf("the TLS connection's socket is raw: %v, want %v (%T)", raw, want, under)
 	}
 }

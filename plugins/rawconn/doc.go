@@ -16,5 +16,10 @@
 // deadlines, Close and every other method behave as on the connection it
 // wraps. Only calls that cannot block are made this way.
 //
-// Wrap and Listen return what they are given where this is not Linux.
+// Wrap, WrapFile and Listen return what they are given where this is not
+// Linux, and under the race detector (race.go says why).
 package rawconn
+
+// Enabled reports whether Wrap, WrapFile and Listen make connections raw
+// in this build: on Linux, outside the race detector.
+func Enabled() bool { return enabled && (!raceEnabled || forceRaw) }
