@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/armoriq/controlplane/plugins/rawconn"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 )
@@ -67,6 +69,17 @@ func OpenPostgres(ctx context.Context, url string) (Store, error) {
 	if err != nil {
 		// pgx's message may quote the URL, password included.
 		return nil, errorf(op, ErrInvalid, "cannot parse database URL %q", redactDSN(url))
+	}
+	// The connections are read and written with raw system calls: a call
+	// commits its audit record over one of them before its tool runs
+	// (docs/plugins.md, "Raw reads and writes").
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return rawconn.Wrap(c), nil
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(16)
