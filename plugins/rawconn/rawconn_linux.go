@@ -50,7 +50,8 @@ type fdio struct {
 }
 
 // Wrap returns c read and written with raw system calls when c is a TCP
-// or unix-domain stream socket, and c itself otherwise.
+// or unix-domain stream socket in non-blocking mode (as package net makes
+// them), and c itself otherwise.
 func Wrap(c net.Conn) net.Conn {
 	if raceEnabled && !forceRaw {
 		return c
@@ -65,7 +66,7 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	raw, err := sc.SyscallConn()
-	if err != nil {
+	if err != nil || !nonBlocking(raw) {
 		return c
 	}
 	rc := &Conn{Conn: c}
@@ -303,6 +304,18 @@ func (l listener) Accept() (net.Conn, error) {
 	return Wrap(c), nil
 }
 
+// nonBlocking reports whether raw's descriptor is in non-blocking mode. A
+// raw read or write of a descriptor in blocking mode would block its
+// thread, and the processor with it, until the peer acts.
+func nonBlocking(raw syscall.RawConn) bool {
+	nonblock := false
+	err := raw.Control(func(fd uintptr) {
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nonblock = err == nil && fl&unix.O_NONBLOCK != 0
+	})
+	return err == nil && nonblock
+}
+
 // File is a pipe's end read and written with raw system calls.
 type File struct {
 	f *os.File
@@ -317,14 +330,7 @@ func WrapFile(f *os.File) io.ReadWriteCloser {
 		return f
 	}
 	raw, err := f.SyscallConn()
-	if err != nil {
-		return f
-	}
-	nonblock := false
-	if err := raw.Control(func(fd uintptr) {
-		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
-		nonblock = err == nil && fl&unix.O_NONBLOCK != 0
-	}); err != nil || !nonblock {
+	if err != nil || !nonBlocking(raw) {
 		return f
 	}
 	rf := &File{f: f}

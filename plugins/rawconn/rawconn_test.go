@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -334,5 +335,27 @@ func TestWrapFileBlocking(t *testing.T) {
 	pr.Fd() // puts the descriptor in blocking mode
 	if _, ok := rawconn.WrapFile(pr).(*os.File); !ok {
 		t.Error("a pipe end in blocking mode was wrapped: a raw read would block its thread")
+	}
+}
+
+// TestWrapBlockingSocket: a socket in blocking mode is not wrapped.
+func TestWrapBlockingSocket(t *testing.T) {
+	if !rawconn.Enabled() {
+		t.Skip("no raw connections here")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, _ := c.(*net.TCPConn).SyscallConn()
+	raw.Control(func(fd uintptr) { syscall.SetNonblock(int(fd), false) })
+	if isRaw(rawconn.Wrap(c)) {
+		t.Error("a socket in blocking mode was wrapped: a raw read would block its thread")
 	}
 }
