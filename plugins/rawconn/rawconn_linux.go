@@ -53,25 +53,32 @@ type fdio struct {
 // or unix-domain stream socket in non-blocking mode (as package net makes
 // them), and c itself otherwise.
 func Wrap(c net.Conn) net.Conn {
-	if raceEnabled && !forceRaw {
-		return c
-	}
 	switch c.(type) {
 	case *net.TCPConn, *net.UnixConn:
 	default:
 		return c
 	}
-	sc, ok := c.(syscall.Conn)
+	raw, ok := rawOf(c.(syscall.Conn))
 	if !ok {
-		return c
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil || !nonBlocking(raw) {
 		return c
 	}
 	rc := &Conn{Conn: c}
 	rc.init(raw)
 	return rc
+}
+
+// rawOf returns sc's RawConn when its reads and writes may be made raw:
+// outside the race detector (race.go), on a descriptor in non-blocking
+// mode.
+func rawOf(sc syscall.Conn) (syscall.RawConn, bool) {
+	if raceEnabled && !forceRaw {
+		return nil, false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil || !nonBlocking(raw) {
+		return nil, false
+	}
+	return raw, true
 }
 
 func (c *fdio) init(raw syscall.RawConn) {
@@ -326,11 +333,8 @@ type File struct {
 // non-blocking mode (the ends os.Pipe returns are, as long as their Fd
 // method was not called), and f itself otherwise.
 func WrapFile(f *os.File) io.ReadWriteCloser {
-	if raceEnabled && !forceRaw {
-		return f
-	}
-	raw, err := f.SyscallConn()
-	if err != nil || !nonBlocking(raw) {
+	raw, ok := rawOf(f)
+	if !ok {
 		return f
 	}
 	rf := &File{f: f}
