@@ -103,13 +103,16 @@ type auditStmts struct {
 	concludes *sql.Stmt // the records a batch's outcomes name, and their outcome if any
 	insertRow *sql.Stmt // one row; on PostgreSQL the head is moved in the same statement
 	moveHead  *sql.Stmt // SQLite: the head moved to the batch's last record
+	// insertChunk (SQLite) inserts auditInsertChunk rows: the applier's.
+	insertChunk *sql.Stmt
 	// insertBatch (PostgreSQL) inserts the whole batch, one array per
 	// column, and moves the head.
 	insertBatch *sql.Stmt
 }
 
-// SQLite inserts a batch one row at a time with one prepared statement: no
-// round trips to save. PostgreSQL inserts a batch in one statement that
+// SQLite inserts a batch with prepared statements of 1 and (the applier)
+// auditInsertChunk rows, no round trips to save: see sqliteAuditInsert.
+// PostgreSQL inserts a batch in one statement that
 // also moves the head (a data-modifying WITH): one round trip for the
 // batch, whatever its size; a batch of one (a lone caller's) with scalar
 // parameters, a larger one with one array parameter per column (unnest),
@@ -140,7 +143,8 @@ func prepareAudit(ctx context.Context, db *sql.DB, d *dialect) (*auditStmts, err
 	if d.arrays {
 		texts = append(texts, text{&st.insertRow, postgresAuditInsertRow}, text{&st.insertBatch, postgresAuditInsertAll})
 	} else {
-		texts = append(texts, text{&st.insertRow, auditInsertRow}, text{&st.moveHead, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`})
+		texts = append(texts, text{&st.insertRow, sqliteAuditInsert(1)}, text{&st.insertChunk, sqliteAuditInsert(auditInsertChunk)},
+			text{&st.moveHead, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`})
 	}
 	for _, t := range texts {
 		stmt, err := db.PrepareContext(ctx, d.rebind(t.text))
@@ -154,7 +158,7 @@ func prepareAudit(ctx context.Context, db *sql.DB, d *dialect) (*auditStmts, err
 }
 
 func (st *auditStmts) close() {
-	for _, stmt := range []*sql.Stmt{st.head, st.concludes, st.insertRow, st.moveHead, st.insertBatch} {
+	for _, stmt := range []*sql.Stmt{st.head, st.concludes, st.insertRow, st.moveHead, st.insertBatch, st.insertChunk} {
 		if stmt != nil {
 			stmt.Close()
 		}
@@ -199,7 +203,7 @@ func (s *sqlStore) writeAuditBatch(batch []*appendReq) error {
 	}
 	switch {
 	case !s.d.arrays:
-		err = s.insertRows(sctx, tx, recs, seq, prev)
+		err = s.insertRows(sctx, tx, recs, seq, prev, false)
 	case len(recs) == 1:
 		args := appendAuditRow(make([]any, 0, auditNumCols+2), recs[0])
 		_, err = tx.StmtContext(sctx, s.as.insertRow).ExecContext(sctx, append(args, seq, prev)...)
@@ -242,19 +246,119 @@ func chainBatch(batch []*appendReq, seq int64, prev []byte) ([]*AuditRecord, int
 	return recs, seq, prev
 }
 
-// insertRows inserts recs one row at a time and moves the head to seq and
-// hash (SQLite).
-func (s *sqlStore) insertRows(ctx context.Context, tx *sql.Tx, recs []*AuditRecord, seq int64, hash []byte) error {
-	insert := tx.StmtContext(ctx, s.as.insertRow)
-	args := make([]any, 0, auditNumCols)
-	for _, rec := range recs {
-		args = appendAuditRow(args[:0], rec)
-		if _, err := insert.ExecContext(ctx, args...); err != nil {
-			return err
+// The SQLite applier's INSERT (journal.go). Per record, what costs CPU
+// besides the B-tree inserts themselves is per statement (database/sql's
+// Exec, the VM's start, halt and reset) and per argument (database/sql's
+// conversion; the driver copies every text and blob into a C buffer it
+// mallocs, binds it, unbinds it after the step and frees it). So:
+//
+//   - A batch goes in multi-row INSERTs of auditInsertChunk rows (the rest
+//     one row at a time): the per-statement costs are paid once a chunk.
+//     Supplying the INTEGER PRIMARY KEY (seq) makes SQLite check that it
+//     is an integer, a check that can abort a statement after some of its
+//     rows are written, so a multi-row INSERT needs a statement journal
+//     (the single-row one does not): each page the statement changes is
+//     copied to it first. The applier's connection keeps temp files in
+//     memory (sqliteApplyTempStore), so that journal is a memory copy; in
+//     a temp file (past 64 KiB, the default) its writes cost more than the
+//     chunks save.
+//   - An empty text is bound as NULL, which IFNULL stores as the empty
+//     TEXT: binding NULL allocates nothing and leaves nothing to unbind.
+//     The stored value is the same empty TEXT as before, never NULL (reads
+//     and the hash depend on it).
+//
+// A refused row fails its statement as before, and the batch with it.
+const auditInsertChunk = 32
+
+// sqliteApplyTempStore is run on the applier's connection before its
+// transaction: the statement journal of the multi-row INSERT in memory.
+// It is a no-op once set (SQLite drops temp tables only when the setting
+// changes, and the writer has none).
+const sqliteApplyTempStore = "PRAGMA temp_store=MEMORY"
+
+// sqliteAuditInsert is SQLite's INSERT of rows rows, in auditCols' order,
+// every TEXT column's placeholder wrapped in IFNULL, which stores a NULL
+// as the empty TEXT (appendSQLiteRow binds an empty text as NULL).
+func sqliteAuditInsert(rows int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO audit_log (` + auditCols + `) VALUES `)
+	for r := range rows {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(")
+		for c := range auditNumCols {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			if auditTextCol[c] {
+				b.WriteString("IFNULL(?, '')")
+			} else {
+				b.WriteString("?")
+			}
+		}
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// auditTextCol says which of auditCols are TEXT (the others are integers
+// and the two hashes, BLOBs).
+var auditTextCol = [auditNumCols]bool{2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 8: true, 9: true,
+	10: true, 11: true, 12: true, 13: true, 15: true, 20: true, 22: true, 23: true, 24: true, 25: true, 26: true, 27: true}
+
+// insertRows inserts recs and moves the head to seq and hash (SQLite).
+// With chunked, whole chunks of auditInsertChunk records go in one
+// statement each (the caller's connection has sqliteApplyTempStore);
+// without, every record in a statement of its own (the group writer's
+// batches, committed to the database directly, are small).
+func (s *sqlStore) insertRows(ctx context.Context, tx *sql.Tx, recs []*AuditRecord, seq int64, hash []byte, chunked bool) error {
+	var args []any
+	if chunked && len(recs) >= auditInsertChunk {
+		args = make([]any, 0, auditInsertChunk*auditNumCols)
+		insert := tx.StmtContext(ctx, s.as.insertChunk)
+		for ; len(recs) >= auditInsertChunk; recs = recs[auditInsertChunk:] {
+			args = args[:0]
+			for _, rec := range recs[:auditInsertChunk] {
+				args = appendSQLiteRow(args, rec)
+			}
+			if _, err := insert.ExecContext(ctx, args...); err != nil {
+				return err
+			}
+		}
+	}
+	if len(recs) > 0 {
+		insert := tx.StmtContext(ctx, s.as.insertRow)
+		for _, rec := range recs {
+			args = appendSQLiteRow(args[:0], rec)
+			if _, err := insert.ExecContext(ctx, args...); err != nil {
+				return err
+			}
 		}
 	}
 	_, err := tx.StmtContext(ctx, s.as.moveHead).ExecContext(ctx, seq, hash)
 	return err
+}
+
+// appendSQLiteRow appends rec's columns to args as sqliteAuditInsert binds
+// them: appendAuditRow's, but an empty text as nil.
+func appendSQLiteRow(args []any, rec *AuditRecord) []any {
+	return append(args, rec.Seq, rec.Time.UnixNano(), textArg(rec.RequestID), textArg(rec.APIKeyID),
+		textArg(rec.Service), textArg(rec.User), textArg(rec.Agent), textArg(rec.Server), textArg(rec.Tool),
+		textArg(string(rec.Arguments)), textArg(string(rec.Decision)), textArg(rec.Rule),
+		textArg(rec.BundleRevision), textArg(rec.PlanHash), rec.Step, textArg(rec.Outcome), rec.DurationMS,
+		rec.PrevHash, rec.Hash, rec.HashVersion, textArg(string(rec.Phase)), rec.Concludes, textArg(rec.Client),
+		textArg(rec.TraceID), textArg(rec.ApprovalID), textArg(rec.UserSource), textArg(rec.AuthIssuer),
+		textArg(rec.AuthSubject))
+}
+
+// textArg is s as an argument of sqliteAuditInsert: nil (NULL, which
+// IFNULL stores as the empty TEXT) for "".
+func textArg(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // appendAuditRow appends rec's columns to args, in auditCols' order.

@@ -204,6 +204,10 @@ func benchSQLiteInsert(b *testing.B, steps []migration, orderedIDs bool) {
 	if err := migrate(ctx, db, sqliteDialect, steps); err != nil {
 		b.Fatal(err)
 	}
+	// As the applier's connection (one connection: it stays set).
+	if _, err := db.ExecContext(ctx, sqliteApplyTempStore); err != nil {
+		b.Fatal(err)
+	}
 	as, err := prepareAudit(ctx, db, sqliteDialect)
 	if err != nil {
 		b.Fatal(err)
@@ -241,7 +245,7 @@ func benchSQLiteInsert(b *testing.B, steps []migration, orderedIDs bool) {
 				b.Fatal(err)
 			}
 			last := batch[n-1]
-			if err := s.insertRows(ctx, tx, batch, last.Seq, last.Hash); err != nil {
+			if err := s.insertRows(ctx, tx, batch, last.Seq, last.Hash, true); err != nil {
 				b.Fatal(err)
 			}
 			if err := tx.Commit(); err != nil {
