@@ -457,7 +457,8 @@ type hopWriter struct {
 	queue   []byte    // frames waiting for the writing goroutine
 	spare   []byte
 	writing bool
-	err     error // the connection's, once a write failed
+	err     error     // the connection's, once a write failed
+	bufs    [2][]byte // a head and a body for WriteBuffers (no slice made per write)
 }
 
 // hopCopyMax is the longest body a frame's sender copies into the queue;
@@ -519,7 +520,9 @@ func (w *hopWriter) flush(body []byte) error {
 		w.mu.Unlock()
 		if body != nil {
 			if bw, ok := w.conn.(buffersWriter); ok {
-				_, err = bw.WriteBuffers(q, body)
+				w.bufs = [2][]byte{q, body}
+				_, err = bw.WriteBuffers(w.bufs[:]...)
+				w.bufs = [2][]byte{}
 			} else {
 				bufs := net.Buffers{q, body}
 				_, err = bufs.WriteTo(w.conn)

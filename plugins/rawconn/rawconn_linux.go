@@ -119,6 +119,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 // passed.
 func (c *Conn) ReadNow(p []byte) (int, error) {
 	n, err := c.read(p, true)
+	if err == errWouldWait {
+		return 0, err // as such: a caller polling finds nothing often
+	}
 	return n, c.opError("read", err)
 }
 
