@@ -78,6 +78,7 @@ in-flight calls finish, the adapters and their servers exit.`,
 			}
 			o.gw.maxTTL, o.gw.callTimeout, o.gw.shutdown = time.Hour, 30*time.Second, 10*time.Second
 			o.gw.adapterTimeout, o.gw.adapterConc, o.gw.adapterProcs, o.gw.sqliteSync = 60*time.Second, 64, 1, "full"
+			o.gw.gcPercent = defaultGCPercent
 			o.gw.local = true
 			return runUp(ctx, e, &o)
 		},
