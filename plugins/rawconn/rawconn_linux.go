@@ -40,6 +40,11 @@ type fdio struct {
 	rnow  bool // ReadNow: never wait
 	rwait bool // the read would have waited
 
+	pfn    func(fd uintptr) bool // peekFD, for open (under rmu)
+	pbuf   [1]byte
+	perr   syscall.Errno
+	peeked bool
+
 	wmu  sync.Mutex // one Write at a time
 	wfn  func(fd uintptr) bool
 	wp   []byte
@@ -83,7 +88,7 @@ func rawOf(sc syscall.Conn) (syscall.RawConn, bool) {
 
 func (c *fdio) init(raw syscall.RawConn) {
 	c.raw = raw
-	c.rfn, c.wfn = c.readFD, c.writeFD
+	c.rfn, c.wfn, c.pfn = c.readFD, c.writeFD, c.peekFD
 }
 
 // errWouldWait is what a read without waiting fails with when there was
@@ -276,15 +281,17 @@ func (c *Conn) Open() bool {
 }
 
 func (c *fdio) open() bool {
-	var buf [1]byte
-	var e syscall.Errno
-	peeked := false
-	err := c.raw.Read(func(fd uintptr) bool {
-		_, _, e = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		peeked = true
-		return true
-	})
-	return err == nil && peeked && e == syscall.EAGAIN
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.perr, c.peeked = 0, false
+	err := c.raw.Read(c.pfn)
+	return err == nil && c.peeked && c.perr == syscall.EAGAIN
+}
+
+func (c *fdio) peekFD(fd uintptr) bool {
+	_, _, c.perr = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.pbuf[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	c.peeked = true
+	return true
 }
 
 // CloseWrite shuts down the writing side, where the wrapped connection can.

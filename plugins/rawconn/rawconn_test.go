@@ -359,3 +359,21 @@ func TestWrapBlockingSocket(t *testing.T) {
 		t.Error("a socket in blocking mode was wrapped: a raw read would block its thread")
 	}
 }
+
+// TestPollsAllocateNothing: what runs before every call (the hop's read
+// of whatever came meanwhile, the pool's check of an idle connection)
+// allocates nothing when there is nothing to read.
+func TestPollsAllocateNothing(t *testing.T) {
+	c, _ := pair(t, "tcp")
+	rc, ok := c.(rawConn)
+	if !ok {
+		t.Skip("no raw connections here")
+	}
+	b := make([]byte, 16)
+	if n := testing.AllocsPerRun(100, func() { rc.Open() }); n != 0 {
+		t.Errorf("Open allocated %v times a call", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { rc.ReadNow(b) }); n != 0 {
+		t.Errorf("ReadNow with nothing to read allocated %v times a call", n)
+	}
+}
