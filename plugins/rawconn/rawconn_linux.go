@@ -20,8 +20,11 @@ var forceRaw bool
 // enabled: this system has raw reads and writes here.
 const enabled = true
 
-// Conn is a socket read and written with raw system calls. Its methods
-// other than Read and Write are its net.Conn's.
+// Conn is a socket read and written with raw system calls. Read and
+// Write behave as its net.Conn's; ReadNow, WriteBuffers and Open are its
+// own (a read that never waits, one writev, a check of an idle
+// connection); CloseWrite, SyscallConn and NetConn reach the socket; the
+// rest are its net.Conn's.
 type Conn struct {
 	net.Conn
 	fdio
