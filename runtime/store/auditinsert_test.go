@@ -27,7 +27,7 @@ func TestApplyChunks(t *testing.T) {
 	ctx := ctxT(t)
 	path := filepath.Join(t.TempDir(), "armoriq.db")
 	// The writer as OpenSQLiteWith opens it, synchronous=FULL.
-	db, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_pragma=synchronous(FULL)&_txlock=immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_pragma=synchronous(FULL)&_txlock=immediate"+sqliteWriterTempStore)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,5 +243,34 @@ func checkStored(t *testing.T, db *sql.DB, recs []*AuditRecord, seq int64) {
 	}
 	if k != len(recs) {
 		t.Fatalf("read %d rows; want %d", k, len(recs))
+	}
+}
+
+// TestWriterTempStore: the writer's connections keep temp files in memory
+// (the applier's multi-row INSERT journals its statement there), set as
+// each connection opens; the readers keep theirs on disk.
+func TestWriterTempStore(t *testing.T) {
+	ctx := ctxT(t)
+	st, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "armoriq.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s, ok := st.(*sqlStore)
+	if !ok {
+		t.Fatalf("OpenSQLite returned a %T", st)
+	}
+	for _, tt := range []struct {
+		name string
+		db   *sql.DB
+		want int
+	}{{"writer", s.w, 2}, {"reader", s.r, 0}} {
+		var got int
+		if err := tt.db.QueryRowContext(ctx, "PRAGMA temp_store").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != tt.want {
+			t.Errorf("the %s's temp_store is %d, want %d", tt.name, got, tt.want)
+		}
 	}
 }

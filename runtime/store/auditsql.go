@@ -259,7 +259,7 @@ func chainBatch(batch []*appendReq, seq int64, prev []byte) ([]*AuditRecord, int
 //     rows are written, so a multi-row INSERT needs a statement journal
 //     (the single-row one does not): each page the statement changes is
 //     copied to it first. The applier's connection keeps temp files in
-//     memory (sqliteApplyTempStore), so that journal is a memory copy; in
+//     memory (sqliteWriterTempStore), so that journal is a memory copy; in
 //     a temp file (past 64 KiB, the default) its writes cost more than the
 //     chunks save.
 //   - An empty text is bound as NULL, which IFNULL stores as the empty
@@ -270,11 +270,12 @@ func chainBatch(batch []*appendReq, seq int64, prev []byte) ([]*AuditRecord, int
 // A refused row fails its statement as before, and the batch with it.
 const auditInsertChunk = 32
 
-// sqliteApplyTempStore is run on the applier's connection before its
-// transaction: the statement journal of the multi-row INSERT in memory.
-// It is a no-op once set (SQLite drops temp tables only when the setting
-// changes, and the writer has none).
-const sqliteApplyTempStore = "PRAGMA temp_store=MEMORY"
+// sqliteWriterTempStore is in the DSN of the writer's connections (the
+// applier's among them): temp files, the multi-row INSERT's statement
+// journal among them, are kept in memory. Set once per connection as it
+// opens, not before each apply. The readers keep files: a large sort of
+// theirs (an export) should not grow the heap.
+const sqliteWriterTempStore = "&_pragma=temp_store(2)" // 2: MEMORY
 
 // sqliteAuditInsert is SQLite's INSERT of rows rows, in auditCols' order,
 // every TEXT column's placeholder wrapped in IFNULL, which stores a NULL
@@ -309,7 +310,7 @@ var auditTextCol = [auditNumCols]bool{2: true, 3: true, 4: true, 5: true, 6: tru
 
 // insertRows inserts recs and moves the head to seq and hash (SQLite).
 // With chunked, whole chunks of auditInsertChunk records go in one
-// statement each (the caller's connection has sqliteApplyTempStore);
+// statement each (the writer's connections have sqliteWriterTempStore);
 // without, every record in a statement of its own (the group writer's
 // batches, committed to the database directly, are small).
 func (s *sqlStore) insertRows(ctx context.Context, tx *sql.Tx, recs []*AuditRecord, seq int64, hash []byte, chunked bool) error {

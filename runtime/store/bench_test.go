@@ -192,7 +192,7 @@ func BenchmarkSQLiteAuditInsert(b *testing.B) {
 func benchSQLiteInsert(b *testing.B, steps []migration, orderedIDs bool) {
 	ctx := context.Background()
 	path := filepath.Join(b.TempDir(), "armoriq.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_pragma=synchronous(NORMAL)&_txlock=immediate&_pragma=wal_autocheckpoint(0)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_pragma=synchronous(NORMAL)&_txlock=immediate&_pragma=wal_autocheckpoint(0)"+sqliteWriterTempStore) // as the writer's
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -202,10 +202,6 @@ func benchSQLiteInsert(b *testing.B, steps []migration, orderedIDs bool) {
 		b.Fatal(err)
 	}
 	if err := migrate(ctx, db, sqliteDialect, steps); err != nil {
-		b.Fatal(err)
-	}
-	// As the applier's connection (one connection: it stays set).
-	if _, err := db.ExecContext(ctx, sqliteApplyTempStore); err != nil {
 		b.Fatal(err)
 	}
 	as, err := prepareAudit(ctx, db, sqliteDialect)

@@ -646,7 +646,7 @@ func (j *auditJournal) applyLoop() {
 // journal's sync on the call path (p99). The journal is written over
 // only after syncDatabase, and the checkpointer syncs the WAL and the
 // database at each checkpoint (at most a second apart). The connection
-// keeps temp files in memory (sqliteApplyTempStore): the multi-row INSERT's
+// keeps temp files in memory (sqliteWriterTempStore): the multi-row INSERT's
 // statement journal.
 func (j *auditJournal) apply(ctx context.Context, recs []*AuditRecord) error {
 	const op = "apply audit journal"
@@ -656,9 +656,6 @@ func (j *auditJournal) apply(ctx context.Context, recs []*AuditRecord) error {
 		return dbError(op, err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, sqliteApplyTempStore); err != nil {
-		return dbError(op, err)
-	}
 	if j.sync {
 		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
 			return dbError(op, err)

@@ -87,7 +87,7 @@ func OpenSQLiteWith(ctx context.Context, path string, o SQLiteOptions) (Store, e
 		return nil, errorf(op, ErrInvalid, "synchronous=%q: want full or normal", sync)
 	}
 	w, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_txlock=immediate"+
-		"&_pragma=wal_autocheckpoint("+strconv.Itoa(walBackstopPages)+")")
+		"&_pragma=wal_autocheckpoint("+strconv.Itoa(walBackstopPages)+")"+sqliteWriterTempStore)
 	if err != nil {
 		return nil, dbError(op, err)
 	}
