@@ -676,7 +676,7 @@ func testAuditAppendersCancel(t *testing.T, e engine) {
 }
 
 // testAuditDetachedOutcome: an outcome appended detached (nobody waits for
-// it) lingers on a timer, not a goroutine, and is committed with the next
+// it) lingers on the writer's clock, not a goroutine, and is committed with the next
 // request, by that request's caller; alone, when the linger runs out; at
 // Close, at once; a refused one is reported to its callback.
 func testAuditDetachedOutcome(t *testing.T, e engine) {
@@ -745,6 +745,82 @@ func testAuditDetachedOutcome(t *testing.T, e engine) {
 	rep, err := s.VerifyAudit(ctx)
 	if err != nil || !rep.OK() || rep.Records != 6 || rep.PendingOutcomes != 0 {
 		t.Errorf("VerifyAudit = %+v (problem %v), %v; want 6 records, none pending", rep, rep.Problem, err)
+	}
+}
+
+// testAuditLingerClock: detached outcomes linger on one clock, armed once
+// per linger rather than once per outcome (a timer set per call woke a
+// runtime thread per call), and a linger that starts while the clock is
+// armed for an earlier one still gets its whole time: the clock re-arms
+// for the rest instead of writing it early.
+func testAuditLingerClock(t *testing.T, e engine) {
+	ctx := ctxT(t)
+	s := open(t, e.newDB(t))
+	aw := s.(*sqlStore).audit
+	arms := func() int {
+		aw.mu.Lock()
+		defer aw.mu.Unlock()
+		return aw.clockArms
+	}
+	detached := func(rec AuditRecord) chan error {
+		ch := make(chan error, 1)
+		s.(DetachedAppender).AppendAuditDetached(rec, func(_ int64, err error) { ch <- err })
+		return ch
+	}
+
+	// A hundred calls, each outcome taken over by the next call's
+	// request: the clock is armed once, for the first outcome.
+	aw.linger = time.Hour
+	var outs []chan error
+	for i := range 100 {
+		req, err := s.AppendAudit(ctx, request(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, detached(outcome(i, req)))
+	}
+	last, err := s.AppendAudit(ctx, request(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range outs {
+		if err := <-ch; err != nil {
+			t.Fatalf("outcome %d: %v", i, err)
+		}
+	}
+	if n := arms(); n != 1 {
+		t.Errorf("clock armed %d times for 100 lingers taken over, want 1", n)
+	}
+
+	// The clock armed by an earlier linger (taken over) fires while a
+	// later one runs: that one is written no sooner than its own linger.
+	const linger = 150 * time.Millisecond
+	aw.mu.Lock()
+	aw.linger = linger
+	if aw.lingerClock.Stop() {
+		aw.clockArmed = false
+	}
+	aw.mu.Unlock()
+	first := detached(outcome(100, last)) // arms the clock for linger
+	req, err := s.AppendAudit(ctx, request(101))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(linger / 2)
+	start := time.Now()
+	second := detached(outcome(101, req))
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < linger {
+		t.Errorf("an outcome alone was written %v after it was queued, before its linger (%v) ran out", waited, linger)
+	}
+	rep, err := s.VerifyAudit(ctx)
+	if err != nil || !rep.OK() || rep.PendingOutcomes != 0 {
+		t.Errorf("VerifyAudit = %+v (problem %v), %v; want none pending", rep, rep.Problem, err)
 	}
 }
 

@@ -67,11 +67,23 @@ type auditWriter struct {
 	// and leaves it set, so the leader knows it still leads.
 	lingering     chan struct{}
 	lingeringOwns bool
-	// lingerTimer, when set, leads in place of a goroutine: detached
-	// outcomes are queued, nobody else is, and it writes them when the
-	// linger runs out unless an appender takes the lead over first (it
-	// stops the timer and sets this to nil).
-	lingerTimer *time.Timer
+	// lingerWait, when set, leads in place of a goroutine: detached
+	// outcomes are queued (the first of them at lingerSince), nobody else
+	// is, and the clock writes them when the linger runs out unless an
+	// appender takes the lead over first (it clears this).
+	lingerWait  bool
+	lingerSince time.Time
+	// lingerClock is one timer for the writer's life, armed (clockArmed)
+	// when a detached linger starts and it is not armed already; taking
+	// the lead over leaves it be. When it fires on a linger that started
+	// after it was armed, it re-arms for the rest. A timer made, or reset
+	// or stopped, on every call had the runtime wake a thread for the
+	// timer on every call (its poller's wake-up when a timer is earlier
+	// than the processor's next one): about one thread started per call
+	// at one call at a time. Now that happens about once per linger.
+	lingerClock *time.Timer
+	clockArmed  bool
+	clockArms   int // times armed (tests count them)
 
 	// write writes and commits a batch, setting seq on each record written
 	// and err on each refused on its own; an error fails the whole batch.
@@ -128,10 +140,10 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 	switch {
 	case !w.leader:
 		w.leader, lead = true, true
-	case w.lingerTimer != nil && rec.Phase != PhaseOutcome:
-		// Detached outcomes wait for a record like this one.
-		w.lingerTimer.Stop()
-		w.lingerTimer, lead = nil, true
+	case w.lingerWait && rec.Phase != PhaseOutcome:
+		// Detached outcomes wait for a record like this one. The clock
+		// stays armed: when it fires it finds nothing to do.
+		w.lingerWait, lead = false, true
 	case w.lingering != nil && rec.Phase != PhaseOutcome:
 		// Outcomes linger for a record like this one: take the lead over
 		// and write them with it. The lingering leader learns it when its
@@ -164,9 +176,9 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 // and returns at once; then is called with its sequence number, or the
 // error, once the batch holding it is written, on the goroutine that wrote
 // it (it must not block). An outcome queued when
-// nobody leads lingers on a timer, not on a goroutine: the next request's
-// appender writes it with its own record, and no goroutine is started or
-// woken for it. Anything else queued when nobody leads starts a leader.
+// nobody leads lingers on the writer's clock, not on a goroutine: the
+// next request's appender writes it with its own record, and no goroutine
+// is started or woken for it. Anything else queued when nobody leads starts a leader.
 func (w *auditWriter) appendDetached(rec AuditRecord, then func(seq int64, err error)) {
 	r := &appendReq{rec: rec, done: make(chan struct{}), then: then}
 	w.mu.Lock()
@@ -181,24 +193,48 @@ func (w *auditWriter) appendDetached(rec AuditRecord, then func(seq int64, err e
 	case w.leader:
 		// The leader, or the one it starts, writes it.
 	case w.linger > 0 && rec.Phase == PhaseOutcome:
-		w.leader = true
-		var t *time.Timer
-		t = time.AfterFunc(w.linger, func() {
-			w.mu.Lock()
-			if w.lingerTimer != t {
-				w.mu.Unlock() // an appender took the lead over
-				return
-			}
-			w.lingerTimer = nil
-			w.mu.Unlock()
-			w.lead(nil, false) // lingered already
-		})
-		w.lingerTimer = t
+		w.leader, w.lingerWait, w.lingerSince = true, true, time.Now()
+		w.armClock(w.linger)
 	default:
 		w.leader = true
 		go w.lead(nil, true)
 	}
 	w.mu.Unlock()
+}
+
+// armClock arms the linger clock to fire in d, unless it is armed already
+// (to fire no later than a linger started since needs). w.mu is held.
+func (w *auditWriter) armClock(d time.Duration) {
+	if w.clockArmed {
+		return
+	}
+	w.clockArmed = true
+	w.clockArms++
+	if w.lingerClock == nil {
+		w.lingerClock = time.AfterFunc(d, w.clockFired)
+	} else {
+		w.lingerClock.Reset(d)
+	}
+}
+
+// clockFired runs when the linger clock fires: it writes the detached
+// outcomes still lingering once their linger has run out, or re-arms for
+// the rest of a linger that started after the clock was armed.
+func (w *auditWriter) clockFired() {
+	w.mu.Lock()
+	w.clockArmed = false
+	if !w.lingerWait {
+		w.mu.Unlock() // an appender took the lead over, or nothing lingers
+		return
+	}
+	if rest := w.linger - time.Since(w.lingerSince); rest > 0 {
+		w.armClock(rest)
+		w.mu.Unlock()
+		return
+	}
+	w.lingerWait = false
+	w.mu.Unlock()
+	w.lead(nil, false) // lingered already
 }
 
 // lead writes batches until nothing is queued, own (the leader's own
@@ -322,12 +358,13 @@ func (w *auditWriter) close() {
 		if w.lingering != nil {
 			close(w.lingering)
 		}
-		if t := w.lingerTimer; t != nil {
-			// Write what the timer waits for now: setting lingerTimer to
-			// nil takes the lead (the timer's function, if it fires, sees
-			// that and returns).
-			w.lingerTimer = nil
-			t.Stop()
+		if w.lingerClock != nil && w.lingerClock.Stop() {
+			w.clockArmed = false
+		}
+		if w.lingerWait {
+			// Write what the clock waits for now: clearing lingerWait
+			// takes the lead (the clock, if it fires, finds nothing).
+			w.lingerWait = false
 			w.mu.Unlock()
 			w.lead(nil, false)
 			w.mu.Lock()

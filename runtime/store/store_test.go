@@ -43,6 +43,7 @@ func testStore(t *testing.T, e engine) {
 		{"AuditOutcomeLingers", testAuditOutcomeLingers},
 		{"AuditAppendersCancel", testAuditAppendersCancel},
 		{"AuditDetachedOutcome", testAuditDetachedOutcome},
+		{"AuditLingerClock", testAuditLingerClock},
 		{"AuditSlowStoreBoundsLeaders", testAuditSlowStoreBoundsLeaders},
 		{"RevokedSince", testRevokedSince},
 	}
