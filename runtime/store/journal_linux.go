@@ -42,9 +42,10 @@ type durableWriter struct {
 	// pwritev2 is the system call's when nil (pwritev2Of); tests count
 	// its calls or make it fail as an older kernel would.
 	pwritev2 func(fd int, iovs [][]byte, off int64, flags int) (int, error)
-	// slowUntil is when writes go back to raw system calls after a slow
-	// sync (pwritev2Of).
-	slowUntil time.Time
+	// slowAt is when the last slow raw sync ended, zero while writes are
+	// raw (pwritev2Of): writes go through the runtime from then until one
+	// of them, started rawSyncPause or more after it, is quick.
+	slowAt time.Time
 	// iov holds the one buffer of a call (a slice literal would be
 	// allocated per batch).
 	iov [1][]byte
@@ -60,7 +61,7 @@ func (j *auditJournal) writeSynced(b []byte, off int64) error {
 	for !w.refused && len(b) > 0 {
 		w.iov[0] = b
 		n, err := pwritev2(int(j.f.Fd()), w.iov[:], off, unix.RWF_DSYNC)
-		w.took(start, time.Now())
+		w.took(start, time.Now(), err)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -91,14 +92,14 @@ func (j *auditJournal) writeSynced(b []byte, off int64) error {
 }
 
 // rawSyncMax is the longest a synced write made as a raw system call may
-// take before the journal goes back to runtime-aware ones for
-// rawSyncPause (see pwritev2Of). Syncs on a healthy SSD or a cloud
-// volume take 0.05 to 3 ms (0.1 ms at p50 and 0.5 to 3 ms at p99 on the
-// development machine, a VM); a sync over 10 ms says the disk is
-// struggling, and is likely to go on struggling for a while.
+// take before the journal goes back to runtime-aware ones (see
+// pwritev2Of). Syncs on a healthy SSD or a cloud volume take 0.05 to 3 ms
+// (0.1 ms at p50 and 0.5 to 3 ms at p99 on the development machine, a VM);
+// a sync over 10 ms says the disk may be struggling. The runtime's writes
+// go on for at least rawSyncPause, and until one of them is quick.
 const (
 	rawSyncMax   = 10 * time.Millisecond
-	rawSyncPause = time.Second
+	rawSyncPause = 100 * time.Millisecond
 )
 
 // pwritev2Of returns the pwritev2 a batch starting at now is written with.
@@ -117,25 +118,37 @@ const (
 //
 // A raw system call cannot be preempted, and a garbage collection that
 // stops the world waits for it: on a slow disk that would stall the whole
-// process for as long as the sync lasts. So a sync that took longer than
-// rawSyncMax sends the writes of the next rawSyncPause through the
-// runtime, and with one processor only (GOMAXPROCS=1: the sync would hold
-// the processor every other goroutine needs meanwhile) every write goes
-// through the runtime.
+// process for as long as the sync lasts. So a raw sync that took longer
+// than rawSyncMax sends the writes that follow through the runtime, for
+// rawSyncPause and then until one of them is quick again: a disk that
+// stays slow is never written raw, and a lone slow sync (a virtual
+// machine's hiccup, a few times a second under load here) costs 0.1 s of
+// runtime writes. Until the seventh round the pause was a second, renewed
+// by every slow write, the runtime's own included, whose time counts the
+// wait for a processor after the call: under load it renewed itself, and
+// 18% of the syncs at 16 callers went through the runtime, each one a
+// processor handed to another thread and taken back. With one processor
+// only (GOMAXPROCS=1: the sync would hold the processor every other
+// goroutine needs meanwhile) every write goes through the runtime.
 func (w *durableWriter) pwritev2Of(now time.Time) func(fd int, iovs [][]byte, off int64, flags int) (int, error) {
 	switch {
 	case w.pwritev2 != nil:
 		return w.pwritev2
-	case now.Before(w.slowUntil), runtime.GOMAXPROCS(0) < 2:
+	case !w.slowAt.IsZero(), runtime.GOMAXPROCS(0) < 2:
 		return unix.Pwritev2
 	}
 	return rawPwritev2
 }
 
-// took notes that a synced write ran from start to end.
-func (w *durableWriter) took(start, end time.Time) {
-	if end.Sub(start) > rawSyncMax {
-		w.slowUntil = end.Add(rawSyncPause)
+// took notes that a synced write ran from start to end and returned err.
+func (w *durableWriter) took(start, end time.Time, err error) {
+	switch {
+	case end.Sub(start) > rawSyncMax:
+		if w.slowAt.IsZero() {
+			w.slowAt = end // a slow runtime write does not extend the pause
+		}
+	case err == nil && !w.slowAt.IsZero() && start.Sub(w.slowAt) >= rawSyncPause:
+		w.slowAt = time.Time{} // quick again, after the pause: raw from now
 	}
 }
 

@@ -257,19 +257,34 @@ func TestRawSyncFallsBack(t *testing.T) {
 	if !is(w.pwritev2Of(t0), rawPwritev2) {
 		t.Fatal("a new journal does not write with the raw system call")
 	}
-	w.took(t0, t0.Add(rawSyncMax/2))
+	w.took(t0, t0.Add(rawSyncMax/2), nil)
 	if !is(w.pwritev2Of(t0.Add(rawSyncMax)), rawPwritev2) {
 		t.Fatal("a quick sync sent the next write through the runtime")
 	}
+	// A slow sync: the runtime's writes follow, for the pause and then
+	// until one is quick. Slow ones meanwhile do not extend the pause.
 	end := t0.Add(3 * rawSyncMax)
-	w.took(t0, end)
-	for _, at := range []time.Duration{0, rawSyncPause / 2, rawSyncPause - 1} {
-		if !is(w.pwritev2Of(end.Add(at)), unix.Pwritev2) {
-			t.Fatalf("a write %v after a slow sync is raw; want writes through the runtime for %v", at, rawSyncPause)
-		}
+	w.took(t0, end, nil)
+	steps := []struct {
+		name       string
+		start, end time.Duration // after the slow sync's end
+		err        error
+		want       string // the write after this one: raw or runtime
+	}{
+		{"a quick write within the pause", rawSyncPause / 2, rawSyncPause/2 + time.Millisecond, nil, "runtime"},
+		{"a slow write after the pause", rawSyncPause, rawSyncPause + 2*rawSyncMax, nil, "runtime"},
+		{"a failed quick write after the pause", rawSyncPause + 3*rawSyncMax, rawSyncPause + 3*rawSyncMax + time.Millisecond, errors.New("EIO"), "runtime"},
+		{"a quick write after the pause", rawSyncPause + 4*rawSyncMax, rawSyncPause + 4*rawSyncMax + time.Millisecond, nil, "raw"},
 	}
-	if !is(w.pwritev2Of(end.Add(rawSyncPause)), rawPwritev2) {
-		t.Fatal("after the pause the journal does not try the raw system call again")
+	for _, st := range steps {
+		if !is(w.pwritev2Of(end.Add(st.start)), unix.Pwritev2) {
+			t.Fatalf("before %s: the write is raw; want it through the runtime", st.name)
+		}
+		w.took(end.Add(st.start), end.Add(st.end), st.err)
+		want := map[string]func(int, [][]byte, int64, int) (int, error){"raw": rawPwritev2, "runtime": unix.Pwritev2}[st.want]
+		if !is(w.pwritev2Of(end.Add(st.end)), want) {
+			t.Fatalf("after %s: the next write is not %s", st.name, st.want)
+		}
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	if !is(w.pwritev2Of(end.Add(2*rawSyncPause)), unix.Pwritev2) {
