@@ -175,10 +175,10 @@ func (w *auditWriter) append(ctx context.Context, rec AuditRecord) (int64, error
 // appendDetached queues rec (meant for outcomes, which nobody waits for)
 // and returns at once; then is called with its sequence number, or the
 // error, once the batch holding it is written, on the goroutine that wrote
-// it (it must not block). An outcome queued when
-// nobody leads lingers on the writer's clock, not on a goroutine: the
-// next request's appender writes it with its own record, and no goroutine
-// is started or woken for it. Anything else queued when nobody leads starts a leader.
+// it (it must not block). An outcome queued when nobody leads lingers on
+// the writer's clock, not on a goroutine: the next request's appender
+// writes it with its own record, and no goroutine is started or woken for
+// it. Anything else queued when nobody leads starts a leader.
 func (w *auditWriter) appendDetached(rec AuditRecord, then func(seq int64, err error)) {
 	r := &appendReq{rec: rec, done: make(chan struct{}), then: then}
 	w.mu.Lock()

@@ -56,7 +56,7 @@ type durableWriter struct {
 func (j *auditJournal) writeSynced(b []byte, off int64) error {
 	w := &j.dw
 	start := time.Now()
-	pwritev2 := w.pwritev2Of(start)
+	pwritev2 := w.pwritev2Of()
 	defer func() { w.iov[0] = nil }()
 	for !w.refused && len(b) > 0 {
 		w.iov[0] = b
@@ -102,7 +102,7 @@ const (
 	rawSyncPause = 100 * time.Millisecond
 )
 
-// pwritev2Of returns the pwritev2 a batch starting at now is written with.
+// pwritev2Of returns the pwritev2 the next batch is written with.
 //
 // A write that waits for the disk would normally be made through the
 // runtime (unix.Pwritev2 calls syscall.Syscall6): the scheduler marks the
@@ -125,12 +125,12 @@ const (
 // machine's hiccup, a few times a second under load here) costs 0.1 s of
 // runtime writes. Until the seventh round the pause was a second, renewed
 // by every slow write, the runtime's own included, whose time counts the
-// wait for a processor after the call: under load it renewed itself, and
-// 18% of the syncs at 16 callers went through the runtime, each one a
-// processor handed to another thread and taken back. With one processor
+// wait for a processor after the call: it renewed itself, and 21% of the
+// syncs at one caller, 26% at 16, went through the runtime, each one a
+// processor the monitor thread could hand to another thread. With one processor
 // only (GOMAXPROCS=1: the sync would hold the processor every other
 // goroutine needs meanwhile) every write goes through the runtime.
-func (w *durableWriter) pwritev2Of(now time.Time) func(fd int, iovs [][]byte, off int64, flags int) (int, error) {
+func (w *durableWriter) pwritev2Of() func(fd int, iovs [][]byte, off int64, flags int) (int, error) {
 	switch {
 	case w.pwritev2 != nil:
 		return w.pwritev2
