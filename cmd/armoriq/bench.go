@@ -68,7 +68,9 @@ or proxy). At each --concurrency, every target runs --rounds rounds of
 For each target: throughput and its share of direct's, p50 and p99 latency
 and what they add over direct, failed calls, the CPU time per call of
 every process involved (gateway, adapter, upstream, proxy or peer, and the
-load generator itself: from /proc/<pid>/stat, Linux only) and the context
+load generator itself: from /proc/<pid>/stat, Linux only), gateway +
+adapter's (or a peer's) as a multiple of the proxy's in the same run
+(CPU ×proxy, over the HTTP upstream), and the context
 switches per call of their threads (/proc/<pid>/task/*/status; the table
 shows gateway + adapter, the JSON every role), the highest
 resident set of gateway + adapter (sampled VmRSS), and their physical

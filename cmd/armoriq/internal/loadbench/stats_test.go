@@ -163,6 +163,43 @@ func TestResults(t *testing.T) {
 	}
 }
 
+// TestCPUVsProxy: what a target adds, as a multiple of the proxy's CPU per
+// call in the same run, for each kind of result.
+func TestCPUVsProxy(t *testing.T) {
+	cpu := func(kv ...any) map[string]float64 {
+		m := map[string]float64{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1].(float64)
+		}
+		return m
+	}
+	res := []Result{
+		{Upstream: "http", Target: targetDirect, CPUPerCallMs: cpu(roleUpstream, 0.5)},
+		{Upstream: "http", Target: targetProxy, CPUPerCallMs: cpu(roleProxy, 0.4, roleUpstream, 0.5)},
+		{Upstream: "http", Target: targetMCP, CPUPerCallMs: cpu(roleGateway, 0.45, roleAdapter, 0.15, roleUpstream, 0.5)},
+		{Upstream: "http", Target: "mcp-proxy", CPUPerCallMs: cpu(rolePeer, 0.5, roleUpstream, 0.5)},
+		{Upstream: "http", Target: targetInvoke}, // /proc not read
+		{Upstream: "stdio", Target: targetMCP, CPUPerCallMs: cpu(roleGateway, 0.3, roleAdapter, 0.1)},
+	}
+	vsProxy(res)
+	for _, tc := range []struct {
+		i    int
+		what string
+		want float64
+	}{
+		{0, "direct", 0},
+		{1, "the proxy itself", 0},
+		{2, "the gateway (0.45 + 0.15 against 0.4)", 1.5},
+		{3, "a peer (0.5 against 0.4)", 1.25},
+		{4, "a target with no CPU read", 0},
+		{5, "the gateway over stdio (no proxy there)", 0},
+	} {
+		if got := res[tc.i].CPUVsProxy; got != tc.want {
+			t.Errorf("%s: CPUVsProxy = %v, want %v", tc.what, got, tc.want)
+		}
+	}
+}
+
 func TestParseStat(t *testing.T) {
 	// A command name with spaces and parentheses; utime 1234, stime 566,
 	// starttime 98765.
