@@ -393,7 +393,7 @@ type gatewayRun struct {
 // small (tens of MiB) and most of what it allocates lives for one call, so
 // collections are frequent and their cost is per call: at 200 instead of
 // Go's 100, armoriq bench measured 8 to 11% less gateway CPU per call at
-// 16 and 64 callers, for 4 to 7 MiB more memory (docs/mcp.md, sixth round).
+// 16 and 64 callers, for 4 to 7 MiB more memory (docs/performance-history.md, sixth round).
 const defaultGCPercent = 200
 
 // setGCPercent sets the gateway's GOGC to percent, unless the GOGC

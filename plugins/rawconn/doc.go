@@ -9,7 +9,7 @@
 // at low load, that first system call also wakes the runtime's monitor
 // thread (sysmon), which then naps 20 µs at a time until the process is
 // idle again. Each of those is a context switch; on a virtual machine a
-// context switch is what costs (docs/mcp.md, Performance).
+// context switch is what costs (docs/performance-history.md, sixth round).
 //
 // A Conn makes the same read(2), write(2) and writev(2) calls with
 // syscall.RawSyscall, inside the descriptor's syscall.RawConn: the poller,

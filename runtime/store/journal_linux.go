@@ -110,8 +110,8 @@ const (
 // if the call lasts, and, when every processor was idle (at low load,
 // between calls), wakes its monitor thread (sysmon), which then naps 20 µs
 // at a time while the call lasts. On a virtual machine each of those
-// wake-ups is a context switch that costs more than the write (docs/mcp.md,
-// "Where the issue 15 targets stand", sixth round): so the journal makes it
+// wake-ups is a context switch that costs more than the write
+// (docs/performance-history.md, sixth round): so the journal makes it
 // as a raw system call (rawPwritev2), which keeps its processor for the
 // sync, about 0.1 ms on an SSD. One sync is in flight at a time (the group
 // commit's leader), so at most one processor is held.
