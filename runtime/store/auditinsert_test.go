@@ -25,26 +25,9 @@ import (
 // nothing of itself; the next batch applies.
 func TestApplyChunks(t *testing.T) {
 	ctx := ctxT(t)
-	path := filepath.Join(t.TempDir(), "armoriq.db")
 	// The writer as OpenSQLiteWith opens it, synchronous=FULL.
-	db, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_pragma=synchronous(FULL)&_txlock=immediate"+sqliteWriterTempStore)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	if err := enableWAL(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	if err := migrate(ctx, db, sqliteDialect, migrations); err != nil {
-		t.Fatal(err)
-	}
-	as, err := prepareAudit(ctx, db, sqliteDialect)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer as.close()
-	s := &sqlStore{d: sqliteDialect, w: db, r: db, as: as}
+	s := openSQLiteWriter(t, ctx, filepath.Join(t.TempDir(), "armoriq.db"), "&_pragma=synchronous(FULL)&_txlock=immediate", migrations)
+	db := s.w
 	j := &auditJournal{s: s, sync: true, path: "test journal"}
 
 	var stored []*AuditRecord // every record applied, in seq order
@@ -171,6 +154,32 @@ func variedRecord(i int) AuditRecord {
 		Outcome: pick(11), DurationMS: int64(i % 11), Client: pick(12), TraceID: pick(13), ApprovalID: pick(14),
 		UserSource: pick(15), AuthIssuer: pick(16), AuthSubject: pick(17),
 	}
+}
+
+// openSQLiteWriter opens the database at path as the store opens its
+// writer (sqlitePragmas, then pragmas, then the writer's temp store), one
+// connection, in WAL mode, migrated with steps and with the audit
+// statements prepared: a store of the writer alone, closed when tb ends.
+func openSQLiteWriter(tb testing.TB, ctx context.Context, path, pragmas string, steps []migration) *sqlStore {
+	tb.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+pragmas+sqliteWriterTempStore)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	if err := enableWAL(ctx, db); err != nil {
+		tb.Fatal(err)
+	}
+	if err := migrate(ctx, db, sqliteDialect, steps); err != nil {
+		tb.Fatal(err)
+	}
+	as, err := prepareAudit(ctx, db, sqliteDialect)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(as.close)
+	return &sqlStore{d: sqliteDialect, w: db, r: db, as: as}
 }
 
 // checkStored checks that audit_log holds exactly recs, each column as the

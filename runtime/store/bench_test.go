@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -191,25 +190,9 @@ func BenchmarkSQLiteAuditInsert(b *testing.B) {
 
 func benchSQLiteInsert(b *testing.B, steps []migration, orderedIDs bool) {
 	ctx := context.Background()
-	path := filepath.Join(b.TempDir(), "armoriq.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_pragma=synchronous(NORMAL)&_txlock=immediate&_pragma=wal_autocheckpoint(0)"+sqliteWriterTempStore) // as the writer's
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	if err := enableWAL(ctx, db); err != nil {
-		b.Fatal(err)
-	}
-	if err := migrate(ctx, db, sqliteDialect, steps); err != nil {
-		b.Fatal(err)
-	}
-	as, err := prepareAudit(ctx, db, sqliteDialect)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer as.close()
-	s := &sqlStore{d: sqliteDialect, w: db, r: db, as: as}
+	// As the writer's, with no checkpoints: the file's size is measured.
+	s := openSQLiteWriter(b, ctx, filepath.Join(b.TempDir(), "armoriq.db"), "&_pragma=synchronous(NORMAL)&_txlock=immediate&_pragma=wal_autocheckpoint(0)", steps)
+	db := s.w
 	const stored = 100000
 	recs := make([]*AuditRecord, stored+b.N)
 	prev := zeroHash
