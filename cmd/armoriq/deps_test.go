@@ -49,6 +49,7 @@ func TestDependencyRules(t *testing.T) {
 		"runtime/policy":     {"compiler/bundle"},
 		"runtime/store":      {},
 		"runtime/telemetry":  {},
+		"runtime/httpfront":  {},
 		"runtime/identity":   {},
 		"runtime/client":     {"runtime/intent"},
 		"runtime/approval":   {"runtime/store"},

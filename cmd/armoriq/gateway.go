@@ -24,6 +24,7 @@ import (
 	"github.com/armoriq/controlplane/plugins/rawconn"
 	"github.com/armoriq/controlplane/reconciler"
 	"github.com/armoriq/controlplane/runtime/gateway"
+	"github.com/armoriq/controlplane/runtime/httpfront"
 	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/armoriq/controlplane/runtime/telemetry"
 	"github.com/spf13/pflag"
@@ -56,6 +57,7 @@ type gatewayOptions struct {
 	adapterConc    int
 	adapterProcs   int
 	gcPercent      int
+	httpFront      string
 	// The HTTP server's limits (gateway.Limits).
 	readHeaderTimeout time.Duration
 	readTimeout       time.Duration
@@ -169,6 +171,7 @@ func (o *gatewayOptions) define(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.adapterTimeout, "adapter-timeout", 60*time.Second, "time limit of one call inside an upstream server's adapter")
 	fs.IntVar(&o.adapterConc, "adapter-concurrency", 64, "calls in flight per upstream server's adapter")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "how far the gateway's heap grows over what is live before a garbage collection, in percent (GOGC; the GOGC environment variable, when set, wins). 200 takes about a tenth less CPU per call than Go's 100, for a few MiB more memory (docs/mcp.md)")
+	fs.StringVar(&o.httpFront, "http-front", "lean", "who reads the gateway's HTTP/1.1 requests: lean (its own reader for plain requests, without net/http's goroutine per request; anything unusual goes to net/http) or std (net/http for all). docs/mcp.md, \"Performance\"")
 	fs.IntVar(&o.adapterProcs, "adapter-procs", 1, "CPUs each adapter process's Go runtime runs on at once (GOMAXPROCS); 0: every CPU. One forwards thousands of calls a second with less CPU per call (docs/plugins.md)")
 	fs.StringVar(&o.sqliteSync, "sqlite-sync", "full", "SQLite commit durability: full (fsync each audit batch and commit: survives power loss) or normal (survives a gateway crash, not a power loss; faster)")
 	fs.StringVar(&o.trace, "trace", "", "send OpenTelemetry traces: otlp-grpc, otlp-http or off (default: OTEL_TRACES_EXPORTER=otlp with OTEL_EXPORTER_OTLP_PROTOCOL, else off)")
@@ -308,6 +311,9 @@ func (o *gatewayOptions) check() error {
 	if o.adapterTimeout <= 0 || o.adapterConc <= 0 {
 		return usageErrorf("--adapter-timeout and --adapter-concurrency must be positive")
 	}
+	if o.httpFront != "lean" && o.httpFront != "std" {
+		return usageErrorf("--http-front must be lean or std, got %q", o.httpFront)
+	}
 	if o.gcPercent < 10 || o.gcPercent > 1000 {
 		return usageErrorf("--gc-percent must be from 10 to 1000, got %d (GOGC=off in the environment turns collection off)", o.gcPercent)
 	}
@@ -379,9 +385,9 @@ type gatewayRun struct {
 	srv      *gateway.Server
 	reg      *registrar                   // the local signing key's, with --config, --register or local
 	local    map[string]ed25519.PublicKey // that key, trusted besides the --trust-keys; a reload keeps it
-	hs       *http.Server
-	url      string       // http://HOST:PORT
-	admin    *http.Server // --admin-addr, if set
+	hs       httpServer                   // the gateway's: an *http.Server or an *httpfront.Server over one
+	url      string                       // http://HOST:PORT
+	admin    *http.Server                 // --admin-addr, if set
 	adminURL string
 	errc     chan error
 	// stopStream stops the --audit-sink stream, if any.
@@ -564,9 +570,13 @@ func openGateway(ctx context.Context, e *env, o *gatewayOptions) (_ *gatewayRun,
 	if err != nil {
 		return nil, usageErrorf("cannot listen on %s: %v", o.addr, err)
 	}
-	g.hs = g.srv.NewHTTPServer()
+	hs := g.srv.NewHTTPServer()
+	g.hs = hs
+	if o.httpFront == "lean" {
+		g.hs = httpfront.New(hs)
+	}
 	g.url = "http://" + ln.Addr().String()
-	log.Info("gateway listening", "addr", ln.Addr().String(), "store", storeKind(dsn))
+	log.Info("gateway listening", "addr", ln.Addr().String(), "store", storeKind(dsn), "http", o.httpFront)
 	go func() { g.errc <- g.hs.Serve(rawconn.Listen(ln)) }()
 	if o.adminAddr != "" {
 		aln, err := net.Listen("tcp", o.adminAddr)
@@ -639,6 +649,13 @@ wait:
 		g.hs.Close()
 	}
 	return nil
+}
+
+// httpServer serves the gateway's listener.
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }
 
 // close stops what openGateway started, in order: the listeners, the
