@@ -27,6 +27,7 @@ import (
 	"github.com/armoriq/controlplane/runtime/httpfront"
 	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/armoriq/controlplane/runtime/telemetry"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 )
@@ -573,7 +574,9 @@ func openGateway(ctx context.Context, e *env, o *gatewayOptions) (_ *gatewayRun,
 	hs := g.srv.NewHTTPServer()
 	g.hs = hs
 	if o.httpFront == "lean" {
-		g.hs = httpfront.New(hs)
+		front := httpfront.New(hs)
+		g.hs = front
+		registerFrontMetrics(cfg.Metrics, front)
 	}
 	g.url = "http://" + ln.Addr().String()
 	log.Info("gateway listening", "addr", ln.Addr().String(), "store", storeKind(dsn), "http", o.httpFront)
@@ -649,6 +652,20 @@ wait:
 		g.hs.Close()
 	}
 	return nil
+}
+
+// registerFrontMetrics exports what the lean front served and what it
+// handed to net/http: a rise in handoffs says clients send what the front
+// leaves to net/http (chunked bodies, Expect, HTTP/1.0).
+func registerFrontMetrics(m *telemetry.Metrics, front *httpfront.Server) {
+	m.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "armoriq_http_lean_requests_total",
+		Help: "HTTP/1.1 requests the gateway's lean front served itself (--http-front lean).",
+	}, func() float64 { return float64(front.Stats().Lean) }))
+	m.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "armoriq_http_handed_off_connections_total",
+		Help: "Connections the lean front handed to Go's net/http server, for a request it does not serve (chunked body, Expect, Upgrade, HTTP/1.0, HEAD, a large header block, a malformed request).",
+	}, func() float64 { return float64(front.Stats().HandedOff) }))
 }
 
 // httpServer serves the gateway's listener.

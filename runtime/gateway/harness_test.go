@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/armoriq/controlplane/compiler/bundle"
+	"github.com/armoriq/controlplane/plugins/rawconn"
+	"github.com/armoriq/controlplane/runtime/httpfront"
 	"github.com/armoriq/controlplane/runtime/store"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -71,7 +73,8 @@ func upstreamServer(t testing.TB, execs *atomic.Int64) (url string, release chan
 type testGateway struct {
 	t        testing.TB
 	srv      *Server
-	http     *httptest.Server
+	http     *httptest.Server // its listener served by front, as armoriq gateway serves
+	front    *httpfront.Server
 	store    store.Store
 	signKey  ed25519.PrivateKey
 	signID   string
@@ -137,9 +140,16 @@ func newTestGateway(t testing.TB, st store.Store, opts ...gatewayOpt) *testGatew
 		t.Fatal(err)
 	}
 	g.srv = srv
-	g.http = httptest.NewServer(srv.Handler())
+	// The gateway's own front (runtime/httpfront) over raw sockets, as
+	// armoriq gateway serves: every test of the package, the official
+	// SDKs' and the browser's included, goes through it.
+	g.http = httptest.NewUnstartedServer(srv.Handler())
+	g.http.URL = "http://" + g.http.Listener.Addr().String()
+	g.front = httpfront.New(g.http.Config)
+	go g.front.Serve(rawconn.Listen(g.http.Listener))
 	t.Cleanup(func() {
 		close(g.release)
+		g.front.Close()
 		g.http.Close()
 		srv.Close()
 		cfg.Upstream.Close()

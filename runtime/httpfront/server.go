@@ -117,7 +117,7 @@ func (s *Server) startFallback(addr net.Addr) {
 	s.fallback = true
 	s.handoff.addr = addr
 	go func() {
-		if err := s.hs.Serve(s.handoff); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.hs.Serve(s.handoff); err != nil && !errors.Is(err, http.ErrServerClosed) && !s.closing.Load() {
 			s.logf("httpfront: net/http server: %v", err)
 		}
 	}()
