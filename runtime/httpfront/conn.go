@@ -93,7 +93,7 @@ func newConn(s *Server, ctx context.Context, rwc net.Conn) *conn {
 type connReader struct {
 	c         *conn
 	mode      int
-	t0        time.Time // the current request's first byte
+	t0        time.Time // when the wait for a request, or its first byte, began
 	handedOff bool      // net/http sets the deadlines now
 }
 
@@ -129,14 +129,12 @@ func (c *conn) armRead(mode int, t0 time.Time) {
 	}
 	hs := c.s.hs
 	var d time.Duration
-	base := t0
 	switch mode {
 	case readIdle:
 		d = hs.IdleTimeout
 		if d <= 0 {
 			d = hs.ReadTimeout
 		}
-		base = time.Now()
 	case readHeader:
 		d = hs.ReadHeaderTimeout
 		if d <= 0 {
@@ -147,13 +145,9 @@ func (c *conn) armRead(mode int, t0 time.Time) {
 	}
 	var want time.Time
 	if d > 0 {
-		want = base.Add(d)
+		want = t0.Add(d)
 	}
-	now := base
-	if mode != readIdle {
-		now = time.Now()
-	}
-	if stale(c.rset, want, now, tolerance(d)) {
+	if stale(c.rset, want, time.Now(), tolerance(d)) {
 		c.rset = want
 		c.rwc.SetReadDeadline(want)
 	}
@@ -187,7 +181,8 @@ func (c *conn) serve() {
 		c.s.forget(c)
 	}()
 	for first := true; ; first = false {
-		c.cr.mode = readIdle
+		// IdleTimeout counts from here, however the bytes come.
+		c.cr.mode, c.cr.t0 = readIdle, time.Now()
 		// Between requests, as net/http, wait for four bytes: a
 		// connection that ends with fewer closes without an answer.
 		wait := 4
