@@ -59,6 +59,7 @@ type conn struct {
 	head []byte // an answer's status line and header
 	body []byte // an answer's body, not sent yet
 	line [32]byte
+	bufs [4][]byte // what one write sends
 
 	lastPOST bool
 

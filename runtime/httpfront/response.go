@@ -36,6 +36,13 @@ type response struct {
 	werr       error
 }
 
+// The pieces of chunked framing.
+var (
+	crlf          = []byte("\r\n")
+	lastChunk     = []byte("0\r\n\r\n")
+	crlfLastChunk = []byte("\r\n0\r\n\r\n")
+)
+
 var errAfterHandler = errors.New("httpfront: write after the handler returned")
 
 func (w *response) Header() http.Header { return w.header }
@@ -237,7 +244,7 @@ func (w *response) commit(final bool) {
 // sent yet); with last, it ends the answer.
 func (w *response) sendBody(last bool) {
 	c := w.c
-	var bufs [4][]byte
+	bufs := &c.bufs
 	n := 0
 	if len(c.head) > 0 {
 		bufs[n], n = c.head, n+1
@@ -247,18 +254,19 @@ func (w *response) sendBody(last bool) {
 		size := append(strconv.AppendInt(c.line[:0], int64(len(c.body)), 16), "\r\n"...)
 		bufs[n], bufs[n+1], n = size, c.body, n+2
 		if last {
-			bufs[n], n = []byte("\r\n0\r\n\r\n"), n+1
+			bufs[n], n = crlfLastChunk, n+1
 		} else {
-			bufs[n], n = []byte("\r\n"), n+1
+			bufs[n], n = crlf, n+1
 		}
 	case w.chunking && last:
-		bufs[n], n = []byte("0\r\n\r\n"), n+1
+		bufs[n], n = lastChunk, n+1
 	case len(c.body) > 0:
 		bufs[n], n = c.body, n+1
 	}
 	if n > 0 {
 		w.send(bufs[:n]...)
 	}
+	clear(bufs[:n])
 	c.head, c.body = c.head[:0], c.body[:0]
 }
 
