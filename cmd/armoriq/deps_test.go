@@ -63,7 +63,7 @@ func TestDependencyRules(t *testing.T) {
 		"reconciler":         {"schema", "compiler", "runtime/client", "runtime/intent", "runtime/policy"},
 	}
 	// anyLeaf are leaves any package may import (each is listed above with
-	// no dependency of ours): plugins/rawconn, raw reads and writes of
+	// no dependency of ours): plugins/rawconn, raw reads and writes (and peeks) of
 	// sockets and pipes, for the hop, the adapters, the gateway's listener
 	// and the store's PostgreSQL connections.
 	anyLeaf := map[string]bool{"plugins/rawconn": true}

@@ -454,3 +454,15 @@ func (b *upBody) finish(eof bool) {
 	}
 	b.c.c.Close()
 }
+
+// peekConn reports whether an idle connection may be reused: open with
+// nothing to read, or on a system where that cannot be seen without
+// reading (a request on one the upstream closed then fails, as with
+// net/http).
+func peekConn(c net.Conn) bool {
+	switch rawconn.Peek(c) {
+	case rawconn.PeekEmpty, rawconn.PeekUnknown:
+		return true
+	}
+	return false
+}

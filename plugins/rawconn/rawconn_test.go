@@ -377,3 +377,65 @@ func TestPollsAllocateNothing(t *testing.T) {
 		t.Errorf("ReadNow with nothing to read allocated %v times a call", n)
 	}
 }
+
+// TestPeek: what Peek says of a socket in each state, and that it consumes
+// nothing.
+func TestPeek(t *testing.T) {
+	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" {
+		t.Skip("no MSG_PEEK here")
+	}
+	pair := func(t *testing.T) (client, server net.Conn) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		client, err = net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err = ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close(); server.Close() })
+		return client, server
+	}
+	settle := func() { time.Sleep(20 * time.Millisecond) }
+	for _, tc := range []struct {
+		name  string
+		setup func(client, server net.Conn)
+		want  rawconn.Peeked
+	}{
+		{"open, nothing sent", func(client, server net.Conn) {}, rawconn.PeekEmpty},
+		{"bytes sent", func(client, server net.Conn) { client.Write([]byte("x")) }, rawconn.PeekData},
+		{"peer ended its side", func(client, server net.Conn) { client.(*net.TCPConn).CloseWrite() }, rawconn.PeekClosed},
+		{"peer closed", func(client, server net.Conn) { client.Close() }, rawconn.PeekClosed},
+		{"peer reset", func(client, server net.Conn) { client.(*net.TCPConn).SetLinger(0); client.Close() }, rawconn.PeekClosed},
+		{"closed here", func(client, server net.Conn) { server.Close() }, rawconn.PeekClosed},
+	} {
+		for _, wrap := range []bool{false, true} {
+			client, server := pair(t)
+			if wrap {
+				server = rawconn.Wrap(server)
+			}
+			tc.setup(client, server)
+			settle()
+			if got := rawconn.Peek(server); got != tc.want {
+				t.Errorf("%s (wrapped %v): Peek = %v, want %v", tc.name, wrap, got, tc.want)
+			}
+			if tc.want == rawconn.PeekData {
+				var b [1]byte
+				if n, err := server.Read(b[:]); n != 1 || b[0] != 'x' || err != nil {
+					t.Errorf("%s: the byte peeked was consumed: read %d %q %v", tc.name, n, b[:n], err)
+				}
+			}
+		}
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if got := rawconn.Peek(a); got != rawconn.PeekUnknown {
+		t.Errorf("net.Pipe: Peek = %v, want PeekUnknown", got)
+	}
+}

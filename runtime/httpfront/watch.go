@@ -4,8 +4,9 @@ import (
 	"context"
 	"net"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/armoriq/controlplane/plugins/rawconn"
 )
 
 // watchInterval is how often the watcher looks at the connections whose
@@ -101,18 +102,4 @@ func (w *watcher) fire() {
 // peerClosed reports whether the peer of c closed its side (or reset the
 // connection), without waiting and without consuming a byte: a request
 // pipelined behind the current one is not a close.
-func peerClosed(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	closed := false
-	if raw.Control(func(fd uintptr) { closed = peekClosed(fd) }) != nil {
-		return false
-	}
-	return closed
-}
+func peerClosed(c net.Conn) bool { return rawconn.Peek(c) == rawconn.PeekClosed }
