@@ -13,6 +13,9 @@ import (
 // an idle connection with it (reusable when PeekEmpty); a server, the
 // connection of a request in progress (its client gone when PeekClosed).
 func Peek(c net.Conn) Peeked {
+	if p, ok := peekRaw(c); ok {
+		return p
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return PeekUnknown
@@ -32,16 +35,29 @@ func peekFD(fd uintptr) Peeked {
 	var b [1]byte
 	for {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EINTR:
+		if err == syscall.EINTR {
 			continue
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
-			return PeekEmpty
-		case err != nil:
-			return PeekClosed // reset, or another error: not usable
-		case n == 0:
-			return PeekClosed // the peer's end of stream
 		}
-		return PeekData
+		var e syscall.Errno
+		if err != nil {
+			e, _ = err.(syscall.Errno)
+			if e == 0 {
+				return PeekClosed
+			}
+		}
+		return peekedOf(n, e)
 	}
+}
+
+// peekedOf says what a peek of n bytes, or its error e, found.
+func peekedOf(n int, e syscall.Errno) Peeked {
+	switch {
+	case e == syscall.EAGAIN || e == syscall.EWOULDBLOCK:
+		return PeekEmpty
+	case e != 0:
+		return PeekClosed // reset, or another error: not usable
+	case n == 0:
+		return PeekClosed // the peer's end of stream
+	}
+	return PeekData
 }

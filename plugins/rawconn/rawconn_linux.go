@@ -21,9 +21,9 @@ var forceRaw bool
 const enabled = true
 
 // Conn is a socket read and written with raw system calls. Read and
-// Write behave as its net.Conn's; ReadNow, WriteBuffers and Open are its
-// own (a read that never waits, one writev, a check of an idle
-// connection); CloseWrite, SyscallConn and NetConn reach the socket; the
+// Write behave as its net.Conn's; ReadNow and WriteBuffers are its own (a
+// read that never waits, one writev), and Peek looks at it without an
+// allocation; CloseWrite, SyscallConn and NetConn reach the socket; the
 // rest are its net.Conn's.
 type Conn struct {
 	net.Conn
@@ -43,8 +43,9 @@ type fdio struct {
 	rnow  bool // ReadNow: never wait
 	rwait bool // the read would have waited
 
-	pfn    func(fd uintptr) bool // peekFD, for open (under rmu)
+	pfn    func(fd uintptr) bool // peekFD, for peek (under rmu)
 	pbuf   [1]byte
+	pn     uintptr
 	perr   syscall.Errno
 	peeked bool
 
@@ -275,26 +276,34 @@ func (c *Conn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
-// Open reports whether the socket is open with nothing to read, without
-// waiting and without reading: what a pool checks before it reuses an idle
-// connection (a closed one, or one that sent bytes nobody asked for, is
-// not reused).
-func (c *Conn) Open() bool {
-	return c.open()
-}
-
-func (c *fdio) open() bool {
-	c.rmu.Lock()
+// peek says what the socket holds, as Peek, with no allocation: the
+// pool's check of an idle connection runs before every call. A Read in
+// progress holds rmu: then it answers PeekUnknown at once, rather than
+// wait for that Read (its reader sees what the socket holds itself).
+func (c *fdio) peek() Peeked {
+	if !c.rmu.TryLock() {
+		return PeekUnknown
+	}
 	defer c.rmu.Unlock()
-	c.perr, c.peeked = 0, false
-	err := c.raw.Read(c.pfn)
-	return err == nil && c.peeked && c.perr == syscall.EAGAIN
+	c.pn, c.perr, c.peeked = 0, 0, false
+	if err := c.raw.Read(c.pfn); err != nil {
+		return PeekClosed // the descriptor is closed
+	}
+	if !c.peeked {
+		return PeekUnknown
+	}
+	return peekedOf(int(c.pn), c.perr)
 }
 
 func (c *fdio) peekFD(fd uintptr) bool {
-	_, _, c.perr = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.pbuf[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	c.peeked = true
-	return true
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.pbuf[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		c.pn, c.perr, c.peeked = n, e, true
+		return true
+	}
 }
 
 // CloseWrite shuts down the writing side, where the wrapped connection can.
@@ -383,4 +392,13 @@ func (f *File) pathError(op string, err error) error {
 		err = os.ErrClosed
 	}
 	return &os.PathError{Op: op, Path: f.f.Name(), Err: err}
+}
+
+// peekRaw peeks at c without an allocation when it is a Conn.
+func peekRaw(c net.Conn) (Peeked, bool) {
+	rc, ok := c.(*Conn)
+	if !ok {
+		return 0, false
+	}
+	return rc.peek(), true
 }

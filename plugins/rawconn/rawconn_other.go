@@ -22,3 +22,6 @@ func Listen(l net.Listener) net.Listener { return l }
 
 // WrapFile returns f.
 func WrapFile(f *os.File) io.ReadWriteCloser { return f }
+
+// peekRaw: no Conn here.
+func peekRaw(c net.Conn) (Peeked, bool) { return 0, false }

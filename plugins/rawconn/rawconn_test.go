@@ -59,7 +59,6 @@ func pair(t *testing.T, network string) (net.Conn, net.Conn) {
 type rawConn interface {
 	net.Conn
 	ReadNow(p []byte) (int, error)
-	Open() bool
 }
 
 func isRaw(c net.Conn) bool {
@@ -226,36 +225,36 @@ func TestPeerReset(t *testing.T) {
 	}
 }
 
-func TestReadNowAndOpen(t *testing.T) {
+func TestReadNowAndPeek(t *testing.T) {
 	c, peer := pair(t, "unix")
 	rc, ok := c.(rawConn)
 	if !ok {
 		t.Skip("no raw connections here")
 	}
-	if !rc.Open() {
-		t.Error("Open of a quiet, open connection = false")
+	if p := rawconn.Peek(rc); p != rawconn.PeekEmpty {
+		t.Errorf("Peek of a quiet, open connection = %v, want PeekEmpty", p)
 	}
 	if n, err := rc.ReadNow(make([]byte, 4)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("ReadNow with nothing sent = %d, %v; want 0, os.ErrDeadlineExceeded", n, err)
 	}
 	peer.Write([]byte("ab"))
 	deadline := time.Now().Add(10 * time.Second)
-	for rc.Open() && time.Now().Before(deadline) {
+	for rawconn.Peek(rc) == rawconn.PeekEmpty && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if rc.Open() {
-		t.Error("Open of a connection holding unread bytes = true")
+	if p := rawconn.Peek(rc); p != rawconn.PeekData {
+		t.Errorf("Peek of a connection holding unread bytes = %v, want PeekData", p)
 	}
 	b := make([]byte, 4)
 	if n, err := rc.ReadNow(b); n != 2 || err != nil || string(b[:2]) != "ab" {
 		t.Errorf("ReadNow = %d %q, %v; want 2 \"ab\"", n, b[:n], err)
 	}
 	peer.Close()
-	for rc.Open() && time.Now().Before(deadline) {
+	for rawconn.Peek(rc) == rawconn.PeekEmpty && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if rc.Open() {
-		t.Error("Open of a connection its peer closed = true")
+	if p := rawconn.Peek(rc); p != rawconn.PeekClosed {
+		t.Errorf("Peek of a connection its peer closed = %v, want PeekClosed", p)
 	}
 	if n, err := rc.ReadNow(b); n != 0 || err != io.EOF {
 		t.Errorf("ReadNow after the peer closed = %d, %v; want 0, EOF", n, err)
@@ -370,8 +369,8 @@ func TestPollsAllocateNothing(t *testing.T) {
 		t.Skip("no raw connections here")
 	}
 	b := make([]byte, 16)
-	if n := testing.AllocsPerRun(100, func() { rc.Open() }); n != 0 {
-		t.Errorf("Open allocated %v times a call", n)
+	if n := testing.AllocsPerRun(100, func() { rawconn.Peek(rc) }); n != 0 {
+		t.Errorf("Peek allocated %v times a call", n)
 	}
 	if n := testing.AllocsPerRun(100, func() { rc.ReadNow(b) }); n != 0 {
 		t.Errorf("ReadNow with nothing to read allocated %v times a call", n)
