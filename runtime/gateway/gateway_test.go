@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -542,5 +544,66 @@ func TestInvokeStepPlannedTwice(t *testing.T) {
 				t.Errorf("audit step = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestClientHangsUpMidCall: a client that closes its connection while its
+// call runs (through the gateway's front, which has no goroutine reading
+// the connection) has the call cancelled upstream, and the call still
+// leaves its outcome in the audit.
+func TestClientHangsUpMidCall(t *testing.T) {
+	g := newTestGateway(t, nil)
+	g.pushBundle("rev1", 100, testPolicy())
+	tok := g.issue("alice@example.com", step("tools", "slow", nil))
+	body, hdr := sdkInvokeRequest(map[string]string{"X-API-Key": g.agentKey}, tok, "tools", "slow", nil, nil)
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest("POST", g.http.URL+"/invoke", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	conn, err := net.Dial("tcp", g.http.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
+	}
+	id, _, _ := store.ParseAPIKey(g.agentKey)
+	deadline := time.Now().Add(5 * time.Second)
+	for g.srv.inflight.running(id) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the call never became in flight")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	conn.Close()
+	// The front looks every 100 ms; the harness's call timeout (5s) would
+	// end the call too, so the bound sits well below it.
+	hungUp := time.Now()
+	for g.srv.inflight.running(id) > 0 {
+		if time.Since(hungUp) > 3*time.Second {
+			t.Fatal("the call still runs 3s after its client hung up: the upstream call was not cancelled")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var recs []store.AuditRecord
+	for {
+		recs = g.records(store.AuditFilter{Tool: "slow", Phase: store.PhaseOutcome})
+		if len(recs) > 0 || time.Now().After(deadline.Add(10*time.Second)) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(recs) != 1 || recs[0].Decision != store.Failed {
+		t.Errorf("the outcome of the call whose client hung up = %+v, want one, failed", recs)
+	}
+	if st := g.front.Stats(); st.HandedOff != 0 {
+		t.Errorf("the front handed %d connections to net/http; the SDK's requests are plain", st.HandedOff)
 	}
 }

@@ -308,6 +308,17 @@ func (g *testGateway) sdkInvoke(key string, tok map[string]any, mcpName, action 
 // sdkInvokeWith is sdkInvoke with the credentials in auth (headers).
 func (g *testGateway) sdkInvokeWith(auth map[string]string, tok map[string]any, mcpName, action string, params map[string]any, extra map[string]any) (*http.Response, map[string]any) {
 	g.t.Helper()
+	body, hdr := sdkInvokeRequest(auth, tok, mcpName, action, params, extra)
+	resp, data := g.send("POST", "/invoke", "", body, hdr)
+	var out map[string]any
+	if err := json.Unmarshal(data, &out); err != nil {
+		g.t.Fatalf("invoke answer %s: %v", data, err)
+	}
+	return resp, out
+}
+
+// sdkInvokeRequest is the body and headers of the SDK's POST /invoke.
+func sdkInvokeRequest(auth map[string]string, tok map[string]any, mcpName, action string, params map[string]any, extra map[string]any) (map[string]any, map[string]string) {
 	plan := tok["plan_echo"]
 	raw := map[string]any{
 		"plan": plan, "token": tok["token"], "plan_hash": tok["plan_hash"], "merkle_root": tok["merkle_root"],
@@ -342,12 +353,7 @@ func (g *testGateway) sdkInvokeWith(auth map[string]string, tok map[string]any, 
 	for k, v := range auth {
 		hdr[k] = v
 	}
-	resp, data := g.send("POST", "/invoke", "", body, hdr)
-	var out map[string]any
-	if err := json.Unmarshal(data, &out); err != nil {
-		g.t.Fatalf("invoke answer %s: %v", data, err)
-	}
-	return resp, out
+	return body, hdr
 }
 
 // issue gets a token for steps and remembers the plan, as the SDK does.
