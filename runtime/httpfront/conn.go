@@ -233,7 +233,11 @@ func (c *conn) serve() {
 			return
 		}
 		c.lastPOST = req.Method == http.MethodPost
-		if !c.serveRequest(req) {
+		keep, unread := c.serveRequest(req)
+		if unread {
+			c.closeWriteAndWait()
+		}
+		if !keep {
 			return
 		}
 		if !c.state.CompareAndSwap(stateActive, stateIdle) || c.s.closing.Load() {
@@ -411,9 +415,24 @@ func (c *replayConn) CloseWrite() error {
 	return nil
 }
 
+// rstAvoidanceDelay is how long a connection closing with a body left
+// unread waits after its FIN (net/http's): closing at once would reset
+// it, and a client still sending would lose the answer with the reset.
+const rstAvoidanceDelay = 500 * time.Millisecond
+
+// closeWriteAndWait ends the writing side and waits rstAvoidanceDelay, so
+// that the client reads the answer before the connection closes.
+func (c *conn) closeWriteAndWait() {
+	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	time.Sleep(rstAvoidanceDelay)
+}
+
 // serveRequest runs the handler on req and sends its answer. It reports
-// whether the connection may serve another request.
-func (c *conn) serveRequest(req *http.Request) (keep bool) {
+// whether the connection may serve another request, and whether it closes
+// with some of the request's body unread.
+func (c *conn) serveRequest(req *http.Request) (keep, unread bool) {
 	s := c.s
 	s.lean.Add(1)
 	delete(req.Header, "Host")
@@ -441,7 +460,7 @@ func (c *conn) serveRequest(req *http.Request) (keep bool) {
 	defer func() {
 		s.watch.remove(c)
 		if panicked {
-			keep = false
+			keep, unread = false, false
 			cancel()
 			if err := recover(); err != nil && err != http.ErrAbortHandler {
 				buf := make([]byte, 64<<10)
@@ -458,7 +477,7 @@ func (c *conn) serveRequest(req *http.Request) (keep bool) {
 	if cap(c.body) > maxKeptBody {
 		c.body = nil
 	}
-	return keep
+	return keep, !keep && w.reqBody.left > 0
 }
 
 // body is a request's body: Content-Length bytes of the connection.

@@ -597,3 +597,39 @@ func TestPanicLogged(t *testing.T) {
 		t.Errorf("logs after a panic and an abort:\n%s", logs)
 	}
 }
+
+// TestAnswerBeforeUnreadBody: a handler that refuses a large body without
+// reading it (as the gateway's 413) gets its answer to a client still
+// sending the body: the connection is not reset under it.
+func TestAnswerBeforeUnreadBody(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	s := startServers(t, h, true, nil)
+	for _, addr := range []string{s.stdAddr, s.frontAddr} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		const size = 8 << 20
+		io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(size)+"\r\n\r\n")
+		go func() {
+			chunk := bytes.Repeat([]byte("x"), 64<<10)
+			for sent := 0; sent < size; sent += len(chunk) {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(50 * time.Millisecond)
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Errorf("%s: reading the answer while still sending: %v", addr, err)
+		} else if res.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("%s: status %d, want 413", addr, res.StatusCode)
+		}
+		c.Close()
+	}
+}
