@@ -167,7 +167,15 @@ func runSDKScript(t *testing.T, g *testGateway, script string, env ...string) ma
 	cmd := exec.CommandContext(ctx, node, script)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "GATEWAY="+g.http.URL, "ARMORIQ_API_KEY="+g.agentKey), env...)
-	return nodeResults(t, cmd, script)
+	before := g.front.Stats()
+	res := nodeResults(t, cmd, script)
+	// What the official SDK sends, byte for byte, is what the gateway's
+	// front serves itself: none of it goes to net/http.
+	if st := g.front.Stats(); st.HandedOff != before.HandedOff || st.Lean == before.Lean {
+		t.Errorf("node %s: the front served %d requests and handed %d connections to net/http; want every request served by the front",
+			script, st.Lean-before.Lean, st.HandedOff-before.HandedOff)
+	}
+	return res
 }
 
 // nodeResults runs a Node script of testdata (cmd) to its end and returns
