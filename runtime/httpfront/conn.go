@@ -100,7 +100,7 @@ type connReader struct {
 
 func (r *connReader) Read(p []byte) (int, error) {
 	if !r.handedOff {
-		r.c.armRead(r.mode, r.t0)
+		r.c.armRead()
 	}
 	return r.c.rwc.Read(p)
 }
@@ -122,33 +122,25 @@ func stale(set, want, now time.Time, tol time.Duration) bool {
 	return want.Sub(set) > tol
 }
 
-// armRead sets the read deadline of what a read in mode waits for, unless
-// the one set is close enough.
-func (c *conn) armRead(mode int, t0 time.Time) {
+// armRead sets the read deadline of what the next read waits for (c.cr's
+// mode, counted from its t0), unless the one set is close enough.
+func (c *conn) armRead() {
 	if c.rexplicit {
 		return
 	}
 	hs := c.s.hs
-	var d time.Duration
-	switch mode {
+	d := hs.ReadTimeout
+	switch c.cr.mode {
 	case readIdle:
-		d = hs.IdleTimeout
-		if d <= 0 {
-			d = hs.ReadTimeout
+		if hs.IdleTimeout > 0 {
+			d = hs.IdleTimeout
 		}
 	case readHeader:
-		d = hs.ReadHeaderTimeout
-		if d <= 0 {
-			d = hs.ReadTimeout
+		if hs.ReadHeaderTimeout > 0 {
+			d = hs.ReadHeaderTimeout
 		}
-	default:
-		d = hs.ReadTimeout
 	}
-	var want time.Time
-	if d > 0 {
-		want = t0.Add(d)
-	}
-	if stale(c.rset, want, time.Now(), tolerance(d)) {
+	if want, ok := moveDeadline(c.rset, c.cr.t0, d); ok {
 		c.rset = want
 		c.rwc.SetReadDeadline(want)
 	}
@@ -160,15 +152,20 @@ func (c *conn) armWrite() {
 	if c.wexplicit {
 		return
 	}
-	d := c.s.hs.WriteTimeout
-	var want time.Time
-	if d > 0 {
-		want = c.wbase.Add(d)
-	}
-	if stale(c.wset, want, time.Now(), tolerance(d)) {
+	if want, ok := moveDeadline(c.wset, c.wbase, c.s.hs.WriteTimeout); ok {
 		c.wset = want
 		c.rwc.SetWriteDeadline(want)
 	}
+}
+
+// moveDeadline returns the deadline d after base (none for d <= 0), and
+// whether the one set must move to it (stale).
+func moveDeadline(set, base time.Time, d time.Duration) (time.Time, bool) {
+	var want time.Time
+	if d > 0 {
+		want = base.Add(d)
+	}
+	return want, stale(set, want, time.Now(), tolerance(d))
 }
 
 // serve serves the connection's requests until it closes or is handed
@@ -458,8 +455,8 @@ func (c *conn) serveRequest(req *http.Request) (keep, unread bool) {
 	s.watch.add(c, cancel)
 	panicked := true
 	defer func() {
-		s.watch.remove(c)
 		if panicked {
+			s.watch.remove(c)
 			keep, unread = false, false
 			cancel()
 			if err := recover(); err != nil && err != http.ErrAbortHandler {

@@ -192,9 +192,6 @@ func (w *response) commit(final bool) {
 	c := w.c
 	allowed := bodyAllowed(w.status)
 
-	if final && w.reqBody.c != nil && !w.reqBody.drain() {
-		w.closeAfter = true
-	}
 	if c.s.closing.Load() {
 		w.closeAfter = true
 	}
@@ -299,12 +296,14 @@ func (w *response) finish() bool {
 		w.WriteHeader(http.StatusOK)
 	}
 	w.done = true
+	// What the handler left of the body is read before the last of the
+	// answer goes, so that a header not sent yet can say Connection: close.
+	if w.reqBody.c != nil && !w.reqBody.drain() {
+		w.closeAfter = true
+	}
 	if !w.committed {
 		w.commit(true)
 	} else {
-		if w.reqBody.c != nil && !w.reqBody.drain() {
-			w.closeAfter = true
-		}
 		w.sendBody(true)
 	}
 	w.reqBody.closed = true

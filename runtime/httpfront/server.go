@@ -157,10 +157,9 @@ func (s *Server) newConn(base context.Context, rw net.Conn) *conn {
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
-	empty := len(s.conns) == 0
 	s.mu.Unlock()
-	if empty && s.closing.Load() {
-		s.signalDone()
+	if s.closing.Load() {
+		s.signalDone() // when it was the last
 	}
 }
 
