@@ -72,7 +72,9 @@ load generator itself: from /proc/<pid>/stat, Linux only), gateway +
 adapter's (or a peer's) as a multiple of the proxy's in the same run
 (CPU ×proxy, over the HTTP upstream), and the context
 switches per call of their threads (/proc/<pid>/task/*/status; the table
-shows gateway + adapter, the JSON every role), the highest
+shows gateway + adapter, the JSON every role), the gateway's synced
+writes of its audit journal per call (syncs/call, from its /metrics:
+the batches its group commit wrote), the highest
 resident set of gateway + adapter (sampled VmRSS), and their physical
 footprint: the anonymous memory of each plus the pages of the armoriq
 executable (and other files) they map, counted once, where the VmRSS sum

@@ -310,10 +310,14 @@ var (
 	descMCPCalls = prometheus.NewDesc("armoriq_mcp_tool_calls_total", "MCP tools/call by decision.", []string{"decision"}, nil)
 	descMCPSecs  = prometheus.NewDesc("armoriq_mcp_tool_call_seconds_total", "Time spent in MCP tools/call.", nil, nil)
 	descMCPFast  = prometheus.NewDesc("armoriq_mcp_fast_tool_calls_total", "MCP tools/call answered by the gateway's fast path (the others went through the MCP SDK's server).", nil, nil)
+
+	descAuditBatches = prometheus.NewDesc("armoriq_audit_batches_total", "Batches of audit records the store's group commit wrote: each one synced write of the audit journal (SQLite) or one transaction (PostgreSQL).", nil, nil)
+	descAuditRecords = prometheus.NewDesc("armoriq_audit_records_total", "Audit records in those batches (records over batches: how many records shared one sync).", nil, nil)
+	descJournalWait  = prometheus.NewDesc("armoriq_audit_journal_pending_records", "Audit records durable in the journal and not yet applied to the SQLite database.", nil, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descState, descRestarts, descContract, descPath, descBundle, descBundleAt, descMCPReqs, descMCPCalls, descMCPSecs, descMCPFast} {
+	for _, d := range []*prometheus.Desc{descUp, descState, descRestarts, descContract, descPath, descBundle, descBundleAt, descMCPReqs, descMCPCalls, descMCPSecs, descMCPFast, descAuditBatches, descAuditRecords, descJournalWait} {
 		ch <- d
 	}
 }
@@ -348,4 +352,11 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descMCPSecs, prometheus.CounterValue, float64(m.nanos.Load())/1e9)
 	ch <- prometheus.MustNewConstMetric(descMCPFast, prometheus.CounterValue, float64(m.fast.Load()))
+	if w, ok := store.AuditWriteCounts(c.s.store); ok {
+		ch <- prometheus.MustNewConstMetric(descAuditBatches, prometheus.CounterValue, float64(w.Batches))
+		ch <- prometheus.MustNewConstMetric(descAuditRecords, prometheus.CounterValue, float64(w.Records))
+	}
+	if js, ok := store.JournalState(c.s.store); ok {
+		ch <- prometheus.MustNewConstMetric(descJournalWait, prometheus.GaugeValue, float64(js.Pending))
+	}
 }

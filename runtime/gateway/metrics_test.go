@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -71,11 +72,18 @@ func TestMetrics(t *testing.T) {
 		`armoriq_added_latency_seconds_count{route="token"} 2`,
 		`armoriq_policy_decision_seconds_count `,
 		`armoriq_audit_chain_length 9`,
+		`armoriq_audit_records_total 9`,
+		`armoriq_audit_journal_pending_records `,
 		`go_goroutines `,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	// Nine records, each call's request waited for before the next: at
+	// least one batch, at most one per record.
+	if b := metricValue(t, text, "armoriq_audit_batches_total"); b < 1 || b > 9 {
+		t.Errorf("armoriq_audit_batches_total = %v, want 1 to 9 for 9 records", b)
 	}
 	if strings.Contains(text, "made-up") || strings.Contains(text, "alice") {
 		t.Errorf("a caller-chosen value became a label:\n%s", text)
@@ -83,4 +91,21 @@ func TestMetrics(t *testing.T) {
 	if rep, err := g.store.VerifyAudit(context.Background()); err != nil || rep.Records != 9 {
 		t.Fatalf("VerifyAudit = %+v, %v; the chain length metric says 9", rep, err)
 	}
+}
+
+// metricValue returns the value of the unlabelled sample name in a
+// Prometheus text exposition.
+func metricValue(t *testing.T, text, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metrics lack %s", name)
+	return 0
 }

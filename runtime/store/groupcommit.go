@@ -94,8 +94,10 @@ type auditWriter struct {
 	linger time.Duration
 	// queued counts records accepted and not yet answered (tests wait on it).
 	queued atomic.Int64
-	// commits counts the batches written (benchmarks report it per call).
+	// commits counts the batches written, records the records in them
+	// (AuditWriteCounts; benchmarks report commits per call).
 	commits atomic.Int64
+	records atomic.Int64
 	// writing is set while a batch is being written (tests wait on it).
 	writing atomic.Bool
 	// batch is the leaders' buffer for the batch they take (one leader
@@ -304,6 +306,7 @@ func (w *auditWriter) lead(own *appendReq, mayLinger bool) {
 			w.slow.Store(err != nil || time.Since(start) > slowWrite)
 			w.writing.Store(false)
 			w.commits.Add(1)
+			w.records.Add(int64(len(batch)))
 			for _, r := range batch {
 				if r.err == nil {
 					r.err = err

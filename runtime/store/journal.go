@@ -737,6 +737,27 @@ func JournalState(st Store) (state AuditJournalState, ok bool) {
 	return AuditJournalState{Pending: len(j.pending), ApplyError: j.applyErr, Refused: j.broken}, true
 }
 
+// AuditWrites counts what a store's group commit wrote (groupcommit.go).
+type AuditWrites struct {
+	// Batches is the number of batches written: each one synced write of
+	// the audit journal (SQLite), or one transaction (PostgreSQL, or SQLite
+	// with audit_journal=off). A failed batch counts too.
+	Batches int64
+	// Records is the number of records in those batches: Records over
+	// Batches is how many records shared a sync.
+	Records int64
+}
+
+// AuditWriteCounts returns what st's group commit has written since it
+// opened; ok is false for a store that is not one of this package's.
+func AuditWriteCounts(st Store) (w AuditWrites, ok bool) {
+	s, isSQL := st.(*sqlStore)
+	if !isSQL || s.audit == nil {
+		return w, false
+	}
+	return AuditWrites{Batches: s.audit.commits.Load(), Records: s.audit.records.Load()}, true
+}
+
 // close applies everything journaled and stops the applier. The journal
 // keeps its contents: the next open skips what the database holds.
 func (j *auditJournal) close() error {

@@ -447,6 +447,18 @@ func testAuditConcurrent(t *testing.T, e engine) {
 	if err != nil || !rep.OK() || rep.Records != workers*each || rep.HeadSeq != workers*each {
 		t.Errorf("VerifyAudit = %+v (problem %v), %v; want %d records, no problem", rep, rep.Problem, err, workers*each)
 	}
+	// The group commit counts what each replica wrote, in how many batches.
+	var records int64
+	for i, r := range replicas {
+		w, ok := AuditWriteCounts(r)
+		if !ok || w.Batches < 1 || w.Batches > w.Records {
+			t.Errorf("replica %d: AuditWriteCounts = %+v, %v; want at least one batch, at most one per record", i, w, ok)
+		}
+		records += w.Records
+	}
+	if records != workers*each {
+		t.Errorf("the replicas counted %d records written, want %d", records, workers*each)
+	}
 }
 
 func testAuditTamper(t *testing.T, e engine) {

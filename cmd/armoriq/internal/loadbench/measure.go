@@ -1,6 +1,7 @@
 package loadbench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -90,6 +92,11 @@ func (b *bench) measure(ctx context.Context) (*Report, error) {
 func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile string) (*sample, error) {
 	procs := w.t.procs()
 	procs = append(procs, procRef{role: roleClient, pid: os.Getpid()})
+	var audit0 auditWrites
+	var auditOK bool
+	if w.t.gateway {
+		audit0, auditOK = b.auditWrites(ctx)
+	}
 	cpu0 := readCPU(procs)
 	stopMem := b.sampleMemory(procs)
 
@@ -155,6 +162,12 @@ func (b *bench) round(ctx context.Context, w *workers, d time.Duration, profile 
 	cpu1 := readCPU(procs)
 	s.cpu, s.cpuKnown = cpuDelta(cpu0, cpu1)
 	s.switches = switchesDelta(cpu0, cpu1)
+	if auditOK {
+		if audit1, ok := b.auditWrites(ctx); ok && audit1.batches >= audit0.batches {
+			s.audit = auditWrites{audit1.batches - audit0.batches, audit1.records - audit0.records}
+			s.auditKnown = true
+		}
+	}
 	// The workers' keep-alive connections end with the round (their MCP
 	// sessions stay): a server measured at concurrency N holds N
 	// connections, not N for each target that ran before.
@@ -406,3 +419,58 @@ func (b *bench) processes() []Process {
 }
 
 func mib(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }
+
+// auditWrites is what the gateway's audit group commit has written: its
+// batches (each one synced write of the journal) and their records.
+type auditWrites struct{ batches, records int64 }
+
+// auditWrites reads the gateway's armoriq_audit_batches_total and
+// armoriq_audit_records_total from its admin listener's /metrics; ok is
+// false when it cannot (another build without them, say).
+func (b *bench) auditWrites(ctx context.Context) (w auditWrites, ok bool) {
+	if b.adminURL == "" {
+		return w, false
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.adminURL+"/metrics", nil)
+	if err != nil {
+		return w, false
+	}
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		return w, false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return w, false
+	}
+	return parseAuditWrites(body)
+}
+
+// parseAuditWrites reads the two counters from a Prometheus text
+// exposition; ok is false unless both are there, each once.
+func parseAuditWrites(text []byte) (w auditWrites, ok bool) {
+	var batches, records int
+	for line := range bytes.Lines(text) {
+		name, value, cut := strings.Cut(strings.TrimSpace(string(line)), " ")
+		var dst *int64
+		switch {
+		case !cut:
+			continue
+		case name == "armoriq_audit_batches_total":
+			dst = &w.batches
+			batches++
+		case name == "armoriq_audit_records_total":
+			dst = &w.records
+			records++
+		default:
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil || !(v >= 0 && v <= 1<<53) { // NaN too
+			return auditWrites{}, false
+		}
+		*dst = int64(v)
+	}
+	return w, batches == 1 && records == 1
+}

@@ -99,6 +99,13 @@ type Result struct {
 	// gateway's targets and peers over the HTTP upstream (the one the
 	// proxy fronts), where /proc is read.
 	CPUVsProxy float64 `json:"cpu_vs_proxy,omitempty"`
+	// AuditSyncsPerCall is the gateway's audit batches per call (from its
+	// /metrics: armoriq_audit_batches_total): each one synced write of its
+	// audit journal. A call has two records, its request and its outcome:
+	// 1 means every call paid one sync, less that calls shared them.
+	// AuditRecordsPerSync is the records per batch. Gateway targets only.
+	AuditSyncsPerCall   float64 `json:"audit_syncs_per_call,omitempty"`
+	AuditRecordsPerSync float64 `json:"audit_records_per_sync,omitempty"`
 }
 
 // Footprint is the physical memory of the gateway and its adapter at one
@@ -169,6 +176,10 @@ func results(targets []*target, conc int, sums []sample) []Result {
 					r.Phys.AnonMiB[role] = mib(v)
 				}
 			}
+		}
+		if t.gateway && s.auditKnown && s.audit.batches > 0 && s.calls+s.errs > 0 {
+			r.AuditSyncsPerCall = math.Round(float64(s.audit.batches)/float64(s.calls+s.errs)*1000) / 1000
+			r.AuditRecordsPerSync = math.Round(float64(s.audit.records)/float64(s.audit.batches)*10) / 10
 		}
 		out = append(out, r)
 	}
@@ -257,7 +268,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		k := key(r.Results[i])
 		fmt.Fprintf(w, "\nconcurrency %d, %s upstream (latency and CPU in ms; CPU per call of each process)\n", r.Results[i].Concurrency, r.Results[i].Upstream)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "target        \tcalls/s\tshare\tp50\tp99\t+p50\t+p99\terrors\tgateway\tadapter\tupstream\tproxy/peer\tclient\tCPU ×proxy\tgw+ad MiB\tgw+ad phys MiB\tgw+ad cs/call\t")
+		fmt.Fprintln(tw, "target        \tcalls/s\tshare\tp50\tp99\t+p50\t+p99\terrors\tgateway\tadapter\tupstream\tproxy/peer\tclient\tCPU ×proxy\tgw+ad MiB\tgw+ad phys MiB\tgw+ad cs/call\tsyncs/call\t")
 		for ; i < len(r.Results) && key(r.Results[i]) == k; i++ {
 			res := r.Results[i]
 			cpu := func(role string) string {
@@ -304,13 +315,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 				}
 				return fmt.Sprintf("%+.3f", v)
 			}
+			syncs := "-"
+			if res.AuditSyncsPerCall > 0 {
+				syncs = fmt.Sprintf("%.2f", res.AuditSyncsPerCall)
+			}
 			vs := "-"
 			if res.CPUVsProxy > 0 {
 				vs = fmt.Sprintf("%.2f×", res.CPUVsProxy)
 			}
-			fmt.Fprintf(tw, "%-14s\t%.0f\t%.2f\t%.3f\t%.3f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%-14s\t%.0f\t%.2f\t%.3f\t%.3f\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 				res.Target, res.CallsPerSec, res.ThroughputShare, res.P50Ms, res.P99Ms, added(res.P50AddedMs), added(res.P99AddedMs),
-				res.Errors, cpu(roleGateway), cpu(roleAdapter), cpu(roleUpstream), hop, cpu(roleClient), vs, rss, phys, cs)
+				res.Errors, cpu(roleGateway), cpu(roleAdapter), cpu(roleUpstream), hop, cpu(roleClient), vs, rss, phys, cs, syncs)
 		}
 		tw.Flush()
 	}

@@ -53,6 +53,11 @@ type sample struct {
 	switches    map[string]uint64        // role → context switches of all its threads
 	rss         map[string]int64         // role → highest resident set seen (bytes)
 	phys        physReading              // highest footprint of gateway + adapter
+	// audit is what the gateway's audit group commit wrote over the
+	// rounds (its /metrics before and after each), auditKnown whether
+	// every round could read it.
+	audit      auditWrites
+	auditKnown bool
 }
 
 // add merges o into s.
@@ -66,9 +71,12 @@ func (s *sample) add(o *sample) {
 	}
 	if s.cpu == nil {
 		s.cpu, s.rss, s.switches = map[string]time.Duration{}, map[string]int64{}, map[string]uint64{}
-		s.cpuKnown = o.cpuKnown
+		s.cpuKnown, s.auditKnown = o.cpuKnown, o.auditKnown
 	}
 	s.cpuKnown = s.cpuKnown && o.cpuKnown
+	s.auditKnown = s.auditKnown && o.auditKnown
+	s.audit.batches += o.audit.batches
+	s.audit.records += o.audit.records
 	for k, v := range o.cpu {
 		s.cpu[k] += v
 	}

@@ -300,3 +300,30 @@ func TestSampleAddKeepsHighestFootprint(t *testing.T) {
 		t.Errorf("after rounds of 50, 70, none, 60: got %+v, want the 70", s.phys)
 	}
 }
+
+func TestParseAuditWrites(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		text string
+		want auditWrites
+		ok   bool
+	}{
+		{"both", "# HELP armoriq_audit_batches_total x\n# TYPE armoriq_audit_batches_total counter\narmoriq_audit_batches_total 1234\narmoriq_audit_records_total 4567\n", auditWrites{1234, 4567}, true},
+		{"exponent form, as client_golang writes large counters", "armoriq_audit_batches_total 1.5e+06\narmoriq_audit_records_total 3e+06\n", auditWrites{1500000, 3000000}, true},
+		{"no trailing newline, CRLF before it", "armoriq_audit_records_total 2\r\narmoriq_audit_batches_total 1", auditWrites{1, 2}, true},
+		{"a similar name is not the counter", "armoriq_audit_batches_total_created 5\narmoriq_audit_batches_total 1\narmoriq_audit_records_total 2\n", auditWrites{1, 2}, true},
+		{"records missing (a build without them)", "armoriq_audit_batches_total 1\n", auditWrites{}, false},
+		{"empty", "", auditWrites{}, false},
+		{"twice", "armoriq_audit_batches_total 1\narmoriq_audit_batches_total 2\narmoriq_audit_records_total 2\n", auditWrites{}, false},
+		{"not a number", "armoriq_audit_batches_total 5,000\narmoriq_audit_records_total 2\n", auditWrites{}, false},
+		{"negative", "armoriq_audit_batches_total -1\narmoriq_audit_records_total 2\n", auditWrites{}, false},
+		{"NaN", "armoriq_audit_batches_total NaN\narmoriq_audit_records_total 2\n", auditWrites{}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := parseAuditWrites([]byte(tt.text))
+			if ok != tt.ok || (ok && got != tt.want) {
+				t.Errorf("parseAuditWrites(%q) = %+v, %v; want %+v, %v", tt.text, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
