@@ -83,7 +83,9 @@ machine's load average is printed: figures from a loaded machine are
 worth less. Before the rounds it measures the floor: what this machine
 takes for the two things the gateway adds to a call that a proxy does
 not, a record made durable (in the gateway's data directory, as its audit
-journal does) and a round trip to another process over a unix socket; with
+journal does) and a round trip to another process over a unix socket, each
+after a pause of a millisecond (at concurrency 1 both come after the
+gateway and its adapter were idle, their threads asleep); with
 the proxy's own +p50, the least the gateway can add here. It gives the CPU
 time of each too (getrusage, on Unix; the round trip's in both
 processes): with the proxy's own CPU per call, the least CPU per call the

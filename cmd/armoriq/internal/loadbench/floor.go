@@ -29,13 +29,13 @@ type Floor struct {
 	// DurableWrite is a record-sized write (floorRecordSize bytes, in
 	// place, in a preallocated file in the gateway's data directory) made
 	// durable (fdatasync on Linux, fsync elsewhere), as the audit journal
-	// writes a lone record: FloorWrites of them.
+	// writes a lone record: FloorWrites of them, each after floorGap.
 	DurableWriteP50Ms float64 `json:"durable_write_p50_ms"`
 	DurableWriteP99Ms float64 `json:"durable_write_p99_ms"`
 	// UnixRoundTrip is a call-sized message (floorCallSize bytes) and an
 	// answer of the same size between this process and another over a
 	// unix socket, each blocked in a read until the other writes:
-	// FloorRoundTrips of them.
+	// FloorRoundTrips of them, each after floorGap.
 	UnixRoundTripP50Ms float64 `json:"unix_round_trip_p50_ms"`
 	UnixRoundTripP99Ms float64 `json:"unix_round_trip_p99_ms"`
 	// The CPU time (user and system, from getrusage, to the microsecond)
@@ -51,23 +51,29 @@ type Floor struct {
 
 const (
 	FloorWrites     = 500
-	FloorRoundTrips = 2000
+	FloorRoundTrips = 1000
 	floorRecordSize = 400
 	floorCallSize   = 300
 )
+
+// floorGap is the pause before each durable write and each round trip. At
+// concurrency 1 both come after the gateway and its adapter were idle for
+// most of a call (about a millisecond here), their threads parked, and the
+// kernel and the runtime wake them. Back to back, the other side's thread
+// is still spinning for work when the next message comes: the round trip
+// then took 0.007 ms in most runs and 0.06 ms in others on one machine,
+// a floor that said nothing of a call at concurrency 1.
+const floorGap = time.Millisecond
 
 // measureFloor measures the floor, writing its file in dir (and removing
 // it).
 func measureFloor(ctx context.Context, dir, exe string) (Floor, error) {
 	var f Floor
-	cpu0, cpuOK := cputime.Process()
-	w, err := durableWrites(dir, FloorWrites)
+	w, cpu, err := durableWrites(dir, FloorWrites)
 	if err != nil {
 		return f, fmt.Errorf("durable writes in %s: %v", dir, err)
 	}
-	if cpu1, ok := cputime.Process(); ok && cpuOK {
-		f.DurableWriteCPUMs = ms(cpu1-cpu0) / FloorWrites
-	}
+	f.DurableWriteCPUMs = ms(cpu) / FloorWrites
 	f.DurableWriteP50Ms, f.DurableWriteP99Ms = ms(Percentile(w, 50)), ms(Percentile(w, 99))
 	rt, rtCPU, err := unixRoundTrips(ctx, exe, FloorRoundTrips)
 	if err != nil {
@@ -78,16 +84,18 @@ func measureFloor(ctx context.Context, dir, exe string) (Floor, error) {
 	return f, nil
 }
 
-// durableWrites times n durable writes of a record, sorted. They go round
-// a preallocated file, already written once, so that none extends it:
-// the audit journal's file is preallocated too, and a write that grows a
-// file costs a metadata update besides.
-func durableWrites(dir string, n int) ([]time.Duration, error) {
+// durableWrites times n durable writes of a record, sorted, each after
+// floorGap; cpu is the CPU time the process took for them (the pauses
+// left out), zero where it cannot be measured. They go round a
+// preallocated file, already written once, so that none extends it: the
+// audit journal's file is preallocated too, and a write that grows a file
+// costs a metadata update besides.
+func durableWrites(dir string, n int) (d []time.Duration, cpu time.Duration, err error) {
 	const slots = 64
 	path := filepath.Join(dir, "bench-floor")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer os.Remove(path)
 	defer f.Close()
@@ -96,21 +104,30 @@ func durableWrites(dir string, n int) ([]time.Duration, error) {
 		rec[i] = byte('a' + i%26)
 	}
 	if _, err := f.Write(make([]byte, slots*floorRecordSize)); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := f.Sync(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	d := make([]time.Duration, n)
+	d = make([]time.Duration, n)
+	cpuOK := true
 	for i := range d {
+		time.Sleep(floorGap)
+		cpu0, ok0 := cputime.Process()
 		start := time.Now()
 		if err := durableWrite(f, rec, int64(i%slots)*floorRecordSize); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		d[i] = time.Since(start)
+		cpu1, ok1 := cputime.Process()
+		cpuOK = cpuOK && ok0 && ok1
+		cpu += cpu1 - cpu0
 	}
 	slices.Sort(d)
-	return d, nil
+	if !cpuOK {
+		cpu = 0
+	}
+	return d, cpu, nil
 }
 
 // unixRoundTrips times n round trips over a unix socket to a process of
@@ -154,8 +171,11 @@ func unixRoundTrips(ctx context.Context, exe string, n int) (d []time.Duration, 
 	defer c.Close()
 	msg := make([]byte, floorCallSize)
 	d = make([]time.Duration, n)
-	cpu0, cpuOK := cputime.Process()
+	var ours time.Duration
+	cpuOK := true
 	for i := range d {
+		time.Sleep(floorGap)
+		cpu0, ok0 := cputime.Process()
 		start := time.Now()
 		if _, err := c.Write(msg); err != nil {
 			return nil, 0, err
@@ -164,8 +184,10 @@ func unixRoundTrips(ctx context.Context, exe string, n int) (d []time.Duration, 
 			return nil, 0, fmt.Errorf("reading the echo: %v: %s", err, stderr.String())
 		}
 		d[i] = time.Since(start)
+		cpu1, ok1 := cputime.Process()
+		cpuOK = cpuOK && ok0 && ok1
+		ours += cpu1 - cpu0
 	}
-	cpu1, ok := cputime.Process()
 	slices.Sort(d)
 	msg[0] = echoReport
 	if _, err := c.Write(msg); err != nil {
@@ -175,10 +197,10 @@ func unixRoundTrips(ctx context.Context, exe string, n int) (d []time.Duration, 
 		return nil, 0, fmt.Errorf("reading the echo's CPU time: %v: %s", err, stderr.String())
 	}
 	theirs := time.Duration(binary.BigEndian.Uint64(msg[1:9]))
-	if !cpuOK || !ok || msg[0] != echoReport || theirs <= 0 {
+	if !cpuOK || msg[0] != echoReport || theirs <= 0 {
 		return d, 0, nil // CPU time not measured on one side or the other
 	}
-	return d, cpu1 - cpu0 + theirs, nil
+	return d, ours + theirs, nil
 }
 
 // echoReport, as the first byte of a message, asks the echo process for

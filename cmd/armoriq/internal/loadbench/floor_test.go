@@ -12,12 +12,15 @@ import (
 // from the directory (the gateway's data directory, in a run).
 func TestDurableWrites(t *testing.T) {
 	dir := t.TempDir()
-	d, err := durableWrites(dir, 20)
+	d, cpu, err := durableWrites(dir, 20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(d) != 20 || !slices.IsSorted(d) || d[0] <= 0 {
 		t.Errorf("durableWrites(20) = %v, want 20 positive durations, sorted", d)
+	}
+	if _, ok := cputime.Process(); ok && cpu <= 0 {
+		t.Errorf("durableWrites(20): CPU time %v, want the writes' time, above zero", cpu)
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("durableWrites left %v in its directory", left)
